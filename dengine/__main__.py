@@ -1,0 +1,5 @@
+"""``python -m dengine`` is the ``dengine`` command."""
+
+from dengine.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""The ``dengine`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from dengine.errors import DengineError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dengine._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="dengine", description="dengine: a Raft consensus engine for Python."
+    )
+    parser.add_argument(
+        "--version",
+        action="store_true",
+        help="print the version and whether the compiled core is in use",
+    )
+    parser.set_defaults(func=None, _version=__version__)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.version:
+            from dengine import core_info
+
+            print(f"dengine {args._version}; {core_info()}")
+            return 0
+        if args.func is None:
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except DengineError as e:
+        print(f"dengine: error: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,197 @@
+"""Every error dengine raises, in one module that imports nothing from dengine.
+
+Each error carries structured fields and a message that says what happened and what to do.
+Errors split into local ones (the caller misused an API: bad config, a proposal dropped) and
+remote ones (a peer or client sent garbage: :class:`RemoteProtocolError`). Two are fatal:
+:class:`Corruption` and :class:`InvariantViolation` stop a node rather than let it serve
+wrong data.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DengineError",
+    "ConfigError",
+    "OperationTimeout",
+    "NotLeader",
+    "ProposalDropped",
+    "Unavailable",
+    "StorageError",
+    "Compacted",
+    "IndexOutOfRange",
+    "Corruption",
+    "RemoteProtocolError",
+    "InvariantViolation",
+    "ConfChangeError",
+    "SnapshotError",
+    "KernelUnavailable",
+    "ClusterMismatch",
+    "PayloadTooLarge",
+    "DecodeError",
+]
+
+
+class DengineError(Exception):
+    """Base of every dengine error."""
+
+
+class ConfigError(DengineError, ValueError):
+    """A configuration key has a bad value; names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value: object, allowed: str) -> None:
+        self.key = key
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"config {key}={value!r} is not valid: allowed {allowed}")
+
+
+class OperationTimeout(DengineError, TimeoutError):
+    """An operation did not finish within its deadline; says which operation."""
+
+    def __init__(self, operation: str, timeout_s: float | None = None) -> None:
+        self.operation = operation
+        self.timeout_s = timeout_s
+        within = f" within {timeout_s:g}s" if timeout_s is not None else ""
+        super().__init__(f"{operation} did not finish{within}; retry, or raise the deadline")
+
+
+class NotLeader(DengineError):
+    """This node is not the leader; carries the leader's id and address when known."""
+
+    def __init__(self, leader_id: int | None = None, leader_addr: str | None = None) -> None:
+        self.leader_id = leader_id
+        self.leader_addr = leader_addr
+        if leader_id:
+            hint = f"the leader is node {leader_id}" + (f" at {leader_addr}" if leader_addr else "")
+        else:
+            hint = "no leader is known yet; retry after an election timeout"
+        super().__init__(f"not the leader: {hint}")
+
+
+class ProposalDropped(DengineError):
+    """A proposal was not appended to the log (no leader, transfer in progress, stopping...)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"proposal dropped: {reason}")
+
+
+class Unavailable(DengineError):
+    """The cluster or a node cannot serve the request now; retrying later may succeed."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"unavailable: {reason}")
+
+
+class StorageError(DengineError):
+    """A storage operation failed."""
+
+
+class Compacted(StorageError):
+    """The requested index was compacted away; the first kept index is ``first_index``."""
+
+    def __init__(self, index: int, first_index: int) -> None:
+        self.index = index
+        self.first_index = first_index
+        super().__init__(
+            f"log index {index} is compacted (first kept index is {first_index}); "
+            "a snapshot is needed"
+        )
+
+
+class IndexOutOfRange(StorageError):
+    """The requested index is past the end of the log (``last_index``)."""
+
+    def __init__(self, index: int, last_index: int) -> None:
+        self.index = index
+        self.last_index = last_index
+        super().__init__(f"log index {index} is past the last index {last_index}")
+
+
+class Corruption(StorageError):
+    """Stored data is damaged (fatal): the node refuses to start rather than serve wrong data."""
+
+    def __init__(self, path: str, offset: int | None, reason: str) -> None:
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+        at = f" at byte offset {offset}" if offset is not None else ""
+        super().__init__(
+            f"corrupt data in {path}{at}: {reason}; the node will not start on it "
+            "(restore this node from a snapshot or remove its data directory and re-join)"
+        )
+
+
+class RemoteProtocolError(DengineError):
+    """A peer or client sent a message that breaks the protocol."""
+
+    def __init__(self, peer: object, reason: str) -> None:
+        self.peer = peer
+        self.reason = reason
+        super().__init__(f"bad message from {peer}: {reason}")
+
+
+class InvariantViolation(DengineError):
+    """An internal invariant broke (fatal): the node stops rather than go on wrong."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"invariant violated: {reason}; stopping the node")
+
+
+class ConfChangeError(DengineError):
+    """A membership change was refused (last voter, existing node, change already pending...)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"membership change refused: {reason}")
+
+
+class SnapshotError(StorageError):
+    """A snapshot could not be written, sent, verified or restored."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"snapshot failed: {reason}")
+
+
+class KernelUnavailable(DengineError, ImportError):
+    """The compiled core is missing and the pure-Python references were not asked for."""
+
+    def __init__(self, module: str, cause: str) -> None:
+        self.module = module
+        super().__init__(
+            f"the compiled kernel {module} could not be imported ({cause}); reinstall dengine "
+            "with a C compiler and the Python headers (pip install .), or set "
+            "DENGINE_PURE_PYTHON=1 to run on the slow pure-Python references"
+        )
+
+
+class ClusterMismatch(DengineError):
+    """A message or data directory belongs to another cluster or node."""
+
+    def __init__(self, expected: object, got: object, what: str = "cluster id") -> None:
+        self.expected = expected
+        self.got = got
+        super().__init__(f"{what} mismatch: expected {expected!r}, got {got!r}")
+
+
+class PayloadTooLarge(DengineError):
+    """A request or record is larger than the configured limit."""
+
+    def __init__(self, size: int, limit: int, what: str = "payload") -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"{what} of {size} bytes exceeds the limit of {limit} bytes")
+
+
+class DecodeError(DengineError, ValueError):
+    """Bytes that do not decode as what they claim to be (an entry, a command, a record)."""
+
+    def __init__(self, what: str, reason: str, offset: int | None = None) -> None:
+        self.what = what
+        self.reason = reason
+        self.offset = offset
+        at = f" at offset {offset}" if offset is not None else ""
+        super().__init__(f"cannot decode {what}{at}: {reason}")
