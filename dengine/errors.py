@@ -28,6 +28,8 @@ __all__ = [
     "ClusterMismatch",
     "PayloadTooLarge",
     "DecodeError",
+    "InvalidAppend",
+    "ForeignDataDir",
 ]
 
 
@@ -195,3 +197,26 @@ class DecodeError(DengineError, ValueError):
         self.offset = offset
         at = f" at offset {offset}" if offset is not None else ""
         super().__init__(f"cannot decode {what}{at}: {reason}")
+
+
+class InvalidAppend(StorageError, ValueError):
+    """A batch handed to a log store breaks the log's order (a gap, a reorder, a falling term).
+
+    Nothing of the batch was written; the caller has a bug.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"append refused, nothing written: {reason}")
+
+
+class ForeignDataDir(StorageError):
+    """A directory holds data that is not a dengine store of the expected kind."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"{path} is not a dengine data directory of this kind: {reason}; "
+            "point the node at an empty or its own directory"
+        )
