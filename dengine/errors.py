@@ -30,6 +30,8 @@ __all__ = [
     "DecodeError",
     "InvalidAppend",
     "ForeignDataDir",
+    "InvalidArgument",
+    "ServerError",
 ]
 
 
@@ -220,3 +222,20 @@ class ForeignDataDir(StorageError):
             f"{path} is not a dengine data directory of this kind: {reason}; "
             "point the node at an empty or its own directory"
         )
+
+
+class InvalidArgument(DengineError, ValueError):
+    """A server refused a request as malformed or out of range (gRPC INVALID_ARGUMENT)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"invalid argument: {reason}; fix the request, retrying will not help")
+
+
+class ServerError(DengineError):
+    """A server failed a request with a status that has no more specific type here."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(f"server error {code}: {reason}")
