@@ -1,0 +1,137 @@
+"""The log store seam: what the Raft core reads and what the node persists.
+
+Theory of operation. A log store holds a contiguous run of entries ``first_index() ..
+last_index()`` plus an *anchor*: the index and term of the entry just before the first one
+(``first_index() - 1``), which is the last entry covered by a snapshot once the prefix has been
+compacted. A fresh store has anchor ``(0, 0)``, so ``first_index() == 1`` and
+``last_index() == 0``. Every method that returns has done its work durably (when the store was
+opened with ``sync=True``): the caller never needs a separate flush.
+
+* ``append(entries)``: a contiguous batch with non-decreasing terms. Its first index may be
+  anywhere in ``first_index() .. last_index() + 1``; an entry at index i replaces the held
+  suffix from i (Raft's conflict rule, thesis §3.5). Anything else is :class:`InvalidAppend`
+  (or :class:`Compacted` when it starts below the first index) and nothing is written.
+* ``truncate_suffix(index)`` drops entries ``>= index``; below the first index it raises
+  :class:`Compacted` (compacted entries are committed and must never be dropped).
+* ``compact(index)`` drops entries ``<= index``; the anchor becomes ``(index, term(index))``.
+* ``reset(index, term)`` drops everything and sets the anchor, for installing a snapshot.
+* ``entries(lo, hi, max_bytes)``, ``term(index)``, ``first_index()``, ``last_index()`` are the
+  reader the Raft core uses; they raise :class:`Compacted` below the anchor and
+  :class:`IndexOutOfRange` past the end.
+
+Hard state, the latest snapshot's metadata and the identity (cluster id, node id) are small
+records kept beside the log, each replaced atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from dengine._core import codec
+from dengine.errors import ClusterMismatch, Compacted, IndexOutOfRange, InvalidAppend
+from dengine.raft.types import Entry, HardState, SnapshotMeta
+
+#: Bytes an entry counts for against a ``max_bytes`` budget, beyond its payload.
+ENTRY_OVERHEAD_BYTES = codec.ENTRY_HEADER_BYTES if hasattr(codec, "ENTRY_HEADER_BYTES") else 21
+
+
+@runtime_checkable
+class LogReader(Protocol):
+    """The read side the Raft core needs; every log store offers it."""
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]: ...
+    def term(self, index: int) -> int: ...
+    def first_index(self) -> int: ...
+    def last_index(self) -> int: ...
+
+
+@runtime_checkable
+class LogStore(LogReader, Protocol):
+    """A durable Raft log with its hard state, snapshot metadata and identity."""
+
+    def append(self, entries: Sequence[Entry]) -> None: ...
+    def truncate_suffix(self, index: int) -> None: ...
+    def compact(self, index: int) -> None: ...
+    def reset(self, index: int, term: int) -> None: ...
+    def hard_state(self) -> HardState: ...
+    def save_hard_state(self, hs: HardState) -> None: ...
+    def snapshot_meta(self) -> SnapshotMeta | None: ...
+    def save_snapshot_meta(self, meta: SnapshotMeta) -> None: ...
+    def identity(self) -> tuple[int, int] | None: ...
+    def bind_identity(self, cluster_id: int, node_id: int) -> None: ...
+    def sync(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def entry_bytes(e: Entry) -> int:
+    """What one entry counts for against a read budget."""
+    return ENTRY_OVERHEAD_BYTES + len(e.data)
+
+
+def check_batch(entries: Sequence[Entry], first: int, last: int, last_term_of) -> None:
+    """Refuse a batch that would break the log; ``last_term_of(i)`` is the held term at i.
+
+    The first entry must land in ``first .. last + 1``; indexes must rise by one; terms must not
+    fall, neither inside the batch nor against the entry held just before it.
+    """
+    start = entries[0].index
+    if start < first:
+        raise Compacted(start, first)
+    if start > last + 1:
+        raise InvalidAppend(f"first entry index {start} leaves a gap after last index {last}")
+    prev_term = last_term_of(start - 1)
+    prev_index = start - 1
+    for e in entries:
+        if e.index != prev_index + 1:
+            raise InvalidAppend(f"entry index {e.index} does not follow {prev_index}")
+        if e.term < prev_term:
+            raise InvalidAppend(f"entry {e.index} has term {e.term} below the previous {prev_term}")
+        if e.term <= 0 or e.term >= 1 << 64 or e.kind < 0 or e.kind > 255:
+            raise InvalidAppend(f"entry {e.index} has a term or kind out of range")
+        prev_index = e.index
+        prev_term = e.term
+
+
+def check_range(lo: int, hi: int, first: int, last: int) -> None:
+    """Validate a read of ``[lo, hi)`` against the held entries."""
+    if lo > hi:
+        raise ValueError(f"entries({lo}, {hi}): lo is above hi")
+    if lo < first:
+        raise Compacted(lo, first)
+    if hi > last + 1:
+        raise IndexOutOfRange(hi - 1, last)
+
+
+def check_identity(held: tuple[int, int] | None, cluster_id: int, node_id: int) -> None:
+    """Raise ClusterMismatch when the directory belongs to another cluster or node."""
+    if held is None:
+        return
+    if held[0] != cluster_id:
+        raise ClusterMismatch(held[0], cluster_id, "data directory cluster id")
+    if held[1] != node_id:
+        raise ClusterMismatch(held[1], node_id, "data directory node id")
+
+
+def budget(entries: list[Entry], max_bytes: int | None) -> list[Entry]:
+    """Cut a read to ``max_bytes``, always keeping at least the first entry (etcd's rule)."""
+    if max_bytes is None or not entries:
+        return entries
+    total = 0
+    for n, e in enumerate(entries):
+        total += entry_bytes(e)
+        if total > max_bytes and n > 0:
+            return entries[:n]
+    return entries
+
+
+class NullLogger:
+    """Stands in when no structlog logger is passed: says nothing."""
+
+    def bind(self, **_kw: object) -> NullLogger:
+        return self
+
+    def _drop(self, *_a: object, **_kw: object) -> None:
+        return None
+
+    debug = info = warning = error = critical = _drop

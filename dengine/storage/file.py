@@ -1,0 +1,420 @@
+"""A segmented write-ahead log in a directory: one record per entry, one fdatasync per batch.
+
+Theory of operation. Entries are framed by the ``codec`` kernel (length, payload CRC, header
+CRC) and appended to the active segment ``wal-<seq>-<first index>.log``; past ``segment_bytes``
+the next batch opens a new segment (and the directory is fsynced). A batch is one ``write`` and
+one ``fdatasync``: when ``append`` returns, the batch is on disk.
+
+Beside the segments sit small records replaced atomically (see :mod:`records`): ``HARDSTATE``,
+``SNAPMETA`` and ``ANCHOR`` = (index, term, start_seq): the entry before the first kept one,
+and the first segment still in use. Every operation that removes data orders its steps so that
+a crash at any point leaves the old log or the new one:
+
+* compaction writes the new anchor first, then deletes the segments wholly below it;
+* reset (snapshot install) creates the new empty segment, then writes the anchor, then deletes
+  the old segments: on open, segments older than ``start_seq`` are leftovers and go, and an
+  empty last segment that does not follow its predecessor is the leftover of a reset that never
+  wrote its anchor;
+* suffix truncation deletes later segments first, then cuts the segment that holds the point.
+
+On open every segment is scanned. A torn tail of the last segment (a record cut short, or
+zeros) is cut off and logged: it was never acknowledged. A bad checksum anywhere else, a gap in
+indexes or segment numbers, or a log that ends before the persisted commit index refuses to open
+with :class:`Corruption` naming the file and the byte offset. The node must therefore append
+entries before it saves a hard state whose commit index covers them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+import struct
+from collections.abc import Sequence
+
+from dengine._core import codec
+from dengine.errors import Compacted, Corruption, IndexOutOfRange, StorageError
+from dengine.raft.types import Entry, HardState, SnapshotMeta
+from dengine.storage import datadir, records
+from dengine.storage.base import NullLogger, budget, check_batch, check_range
+
+HEADER = codec.RECORD_HEADER_BYTES
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+_SEGMENT_RE = re.compile(r"^wal-([0-9a-f]{16})-([0-9a-f]{16})\.log$")
+_ANCHOR = struct.Struct("<QQQ")
+HARDSTATE_FILE = "HARDSTATE"
+ANCHOR_FILE = "ANCHOR"
+SNAPMETA_FILE = "SNAPMETA"
+
+
+def segment_name(seq: int, first: int) -> str:
+    return f"wal-{seq:016x}-{first:016x}.log"
+
+
+class _Segment:
+    """One WAL file: ``offsets[k]`` is where the record of index ``first + k`` starts."""
+
+    __slots__ = ("seq", "first", "path", "fd", "offsets", "size")
+
+    def __init__(self, seq: int, first: int, path: str, fd: int) -> None:
+        self.seq = seq
+        self.first = first
+        self.path = path
+        self.fd = fd
+        self.offsets: list[int] = []
+        self.size = 0
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.offsets) - 1
+
+    def end_of(self, index: int) -> int:
+        """Byte offset just past the record of ``index``."""
+        k = index - self.first + 1
+        return self.offsets[k] if k < len(self.offsets) else self.size
+
+
+class FileLogStore:
+    """The ``file`` adapter: see the module docstring for the on-disk contract."""
+
+    durable = True
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        sync: bool = True,
+        logger=None,
+        cluster_id: int | None = None,
+        node_id: int | None = None,
+    ) -> None:
+        self.path = os.path.abspath(path)
+        self._segment_bytes = segment_bytes
+        self._sync = sync
+        self._log = (logger or NullLogger()).bind(store="file", path=self.path)
+        self._segs: list[_Segment] = []
+        self._firsts: list[int] = []
+        self._terms: list[int] = []  # terms of anchor+1 .. last
+        created = datadir.open_dir(self.path, "file", self._init_dir)
+        try:
+            self._load_records()
+            self._recover()
+        except BaseException:
+            self.close()
+            raise
+        self._log.info(
+            "log store opened",
+            created=created,
+            first_index=self.first_index(),
+            last_index=self.last_index(),
+            sync=sync,
+            **({} if sync else {"warning": "sync is off: a crash loses acknowledged entries"}),
+        )
+        if cluster_id is not None and node_id is not None:
+            self.bind_identity(cluster_id, node_id)
+
+    @staticmethod
+    def _init_dir(tmp: str) -> None:
+        fd = os.open(os.path.join(tmp, segment_name(0, 1)), os.O_WRONLY | os.O_CREAT, 0o644)
+        os.fsync(fd)
+        os.close(fd)
+
+    # -- open --------------------------------------------------------------------------------
+    def _load_records(self) -> None:
+        data = records.read_record(self._p(ANCHOR_FILE), records.KIND_ANCHOR)
+        if data is None:
+            self._anchor, self._start_seq = (0, 0), 0
+        else:
+            if len(data) != _ANCHOR.size:
+                raise Corruption(self._p(ANCHOR_FILE), None, "anchor record has a bad size")
+            index, term, self._start_seq = _ANCHOR.unpack(data)
+            self._anchor = (index, term)
+        hs = records.read_record(self._p(HARDSTATE_FILE), records.KIND_HARD_STATE)
+        self._hard_state = (
+            HardState()
+            if hs is None
+            else records.decode_or_corrupt(self._p(HARDSTATE_FILE), records.decode_hard_state, hs)
+        )
+        sm = records.read_record(self._p(SNAPMETA_FILE), records.KIND_SNAPSHOT_META)
+        self._snapshot_meta = (
+            None
+            if sm is None
+            else records.decode_or_corrupt(self._p(SNAPMETA_FILE), records.decode_snapshot_meta, sm)
+        )
+
+    def _list_segments(self) -> list[tuple[int, int, str]]:
+        found = []
+        removed = False
+        for name in sorted(os.listdir(self.path)):
+            if name.endswith(".tmp"):
+                os.unlink(self._p(name))
+                removed = True
+                continue
+            m = _SEGMENT_RE.match(name)
+            if m is None:
+                continue
+            seq, first = int(m.group(1), 16), int(m.group(2), 16)
+            if seq < self._start_seq:  # left over from a compaction or reset
+                os.unlink(self._p(name))
+                removed = True
+                continue
+            found.append((seq, first, self._p(name)))
+        if removed:
+            records.fsync_dir(self.path)
+        found.sort()
+        if not found or found[0][0] != self._start_seq:
+            raise Corruption(self.path, None, f"WAL segment number {self._start_seq} is missing")
+        for (s0, _, _), (s1, _, p1) in zip(found, found[1:], strict=False):
+            if s1 != s0 + 1:
+                raise Corruption(p1, None, f"WAL segment number {s0 + 1} is missing before it")
+        return found
+
+    def _recover(self) -> None:
+        found = self._list_segments()
+        for n, (seq, first, path) in enumerate(found):
+            last_seg = n == len(found) - 1
+            seg = _Segment(seq, first, path, os.open(path, os.O_RDWR))
+            self._segs.append(seg)
+            self._scan(seg, last_seg)
+            if len(self._segs) > 1:
+                prev = self._segs[-2]
+                if seg.first != prev.last + 1:
+                    if last_seg and not seg.offsets:  # an interrupted reset's new segment
+                        self._drop_segment(seg)
+                        records.fsync_dir(self.path)
+                        break
+                    raise Corruption(path, 0, f"starts at index {seg.first}, expected {prev.last + 1}")
+        self._firsts = [s.first for s in self._segs]
+        anchor = self._anchor[0]
+        if self._segs[0].first > anchor + 1:
+            raise Corruption(self._segs[0].path, 0, f"the log starts after its anchor {anchor}")
+        last = self._segs[-1].last
+        if last < anchor:
+            raise Corruption(self._segs[-1].path, None, f"the log ends before its anchor {anchor}")
+        if last < self._hard_state.commit:
+            raise Corruption(
+                self._segs[-1].path,
+                self._segs[-1].size,
+                f"the log ends at {last}, before the commit index {self._hard_state.commit}: "
+                "entries or a segment are missing",
+            )
+        self._load_terms(anchor + 1, last)
+
+    def _scan(self, seg: _Segment, last_seg: bool) -> None:
+        with open(seg.path, "rb") as f:
+            buf = f.read()
+        entries, end, status, _next = codec.decode_entry_records(buf)
+        if status == codec.RECORDS_CORRUPT or (status == codec.RECORDS_TORN and not last_seg):
+            what = "bad checksum" if status == codec.RECORDS_CORRUPT else "truncated record"
+            raise Corruption(seg.path, end, f"{what} before the end of the log")
+        pos = 0
+        for k, (_term, index, _kind, payload) in enumerate(entries):
+            if index != seg.first + k:
+                raise Corruption(seg.path, pos, f"holds index {index}, expected {seg.first + k}")
+            seg.offsets.append(pos)
+            pos += HEADER + codec.ENTRY_HEADER_BYTES + len(payload)
+        seg.size = end
+        if status == codec.RECORDS_TORN:
+            self._log.warning("cut a torn tail", file=seg.path, offset=end, bytes=len(buf) - end)
+            os.ftruncate(seg.fd, end)
+            os.fsync(seg.fd)
+
+    def _load_terms(self, lo: int, hi: int) -> None:
+        """Fill ``_terms`` for ``lo..hi`` by reading the segments (open only)."""
+        self._terms = [e.term for e in self._read(lo, hi + 1)] if hi >= lo else []
+        prev = self._anchor[1]
+        for i, t in enumerate(self._terms):
+            if t < prev:
+                seg = self._seg_of(lo + i)
+                raise Corruption(seg.path, seg.offsets[lo + i - seg.first], "term falls")
+            prev = t
+
+    # -- reader ------------------------------------------------------------------------------
+    def first_index(self) -> int:
+        return self._anchor[0] + 1
+
+    def last_index(self) -> int:
+        return self._anchor[0] + len(self._terms)
+
+    def term(self, index: int) -> int:
+        anchor_index, anchor_term = self._anchor
+        if index == anchor_index:
+            return anchor_term
+        if index < anchor_index:
+            raise Compacted(index, anchor_index + 1)
+        if index > self.last_index():
+            raise IndexOutOfRange(index, self.last_index())
+        return self._terms[index - anchor_index - 1]
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        check_range(lo, hi, self.first_index(), self.last_index())
+        if max_bytes is not None and hi > lo:
+            hi = self._cut(lo, hi, max_bytes)
+        return budget(self._read(lo, hi), max_bytes)
+
+    def _cut(self, lo: int, hi: int, max_bytes: int) -> int:
+        """The end of the longest run from ``lo`` within ``max_bytes`` (at least one entry)."""
+        total = 0
+        for i in range(lo, hi):
+            seg = self._seg_of(i)
+            start = seg.offsets[i - seg.first]
+            total += seg.end_of(i) - start - HEADER
+            if total > max_bytes and i > lo:
+                return i
+        return hi
+
+    def _seg_of(self, index: int) -> _Segment:
+        return self._segs[bisect.bisect_right(self._firsts, index) - 1]
+
+    def _read(self, lo: int, hi: int) -> list[Entry]:
+        out: list[Entry] = []
+        i = lo
+        while i < hi:
+            seg = self._seg_of(i)
+            j = min(hi, seg.last + 1)
+            start = seg.offsets[i - seg.first]
+            end = seg.end_of(j - 1)
+            buf = os.pread(seg.fd, end - start, start)
+            got, _end, status, _n = codec.decode_entry_records(buf)
+            if status != codec.RECORDS_CLEAN or len(got) != j - i:
+                raise Corruption(seg.path, start, "a record changed on disk after it was written")
+            out.extend(Entry(*e) for e in got)
+            i = j
+        return out
+
+    # -- writer ------------------------------------------------------------------------------
+    def append(self, entries: Sequence[Entry]) -> None:
+        if not entries:
+            return
+        check_batch(entries, self.first_index(), self.last_index(), self.term)
+        start = entries[0].index
+        if start <= self.last_index():
+            self.truncate_suffix(start)
+        seg = self._segs[-1]
+        if seg.size >= self._segment_bytes and seg.offsets:
+            seg = self._new_segment(seg.seq + 1, start)
+        buf = codec.encode_entry_records(entries)
+        try:
+            view = memoryview(buf)
+            pos = seg.size
+            while view:
+                n = os.pwrite(seg.fd, view, pos)
+                view = view[n:]
+                pos += n
+            if self._sync:
+                os.fdatasync(seg.fd)
+        except OSError as e:
+            os.ftruncate(seg.fd, seg.size)
+            raise StorageError(f"append to {seg.path} failed: {e}") from e
+        pos = seg.size
+        for e in entries:
+            seg.offsets.append(pos)
+            pos += HEADER + codec.ENTRY_HEADER_BYTES + len(e.data)
+        seg.size = pos
+        self._terms.extend(e.term for e in entries)
+
+    def _new_segment(self, seq: int, first: int) -> _Segment:
+        path = self._p(segment_name(seq, first))
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        records.fsync_dir(self.path)
+        seg = _Segment(seq, first, path, fd)
+        self._segs.append(seg)
+        self._firsts.append(first)
+        return seg
+
+    def _drop_segment(self, seg: _Segment) -> None:
+        os.close(seg.fd)
+        os.unlink(seg.path)
+        self._segs.remove(seg)
+        self._firsts = [s.first for s in self._segs]
+
+    def truncate_suffix(self, index: int) -> None:
+        if index < self.first_index():
+            raise Compacted(index, self.first_index())
+        if index > self.last_index():
+            return
+        removed = False
+        while len(self._segs) > 1 and self._segs[-1].first >= index:
+            self._drop_segment(self._segs[-1])
+            removed = True
+        if removed:
+            records.fsync_dir(self.path)
+        seg = self._segs[-1]
+        cut = seg.offsets[index - seg.first] if index <= seg.last else seg.size
+        os.ftruncate(seg.fd, cut)
+        os.fsync(seg.fd)
+        del seg.offsets[index - seg.first :]
+        seg.size = cut
+        del self._terms[index - self.first_index() :]
+
+    def compact(self, index: int) -> None:
+        if index <= self._anchor[0]:
+            return
+        term = self.term(index)
+        keep = 0
+        while keep < len(self._segs) - 1 and self._segs[keep + 1].first <= index + 1:
+            keep += 1
+        start_seq = self._segs[keep].seq
+        self._write_anchor(index, term, start_seq)
+        dropped = self._segs[:keep]
+        for seg in dropped:
+            self._drop_segment(seg)
+        if dropped:
+            records.fsync_dir(self.path)
+        del self._terms[: index - self._anchor[0]]
+        self._anchor, self._start_seq = (index, term), start_seq
+
+    def reset(self, index: int, term: int) -> None:
+        old = list(self._segs)
+        seq = old[-1].seq + 1
+        self._new_segment(seq, index + 1)
+        self._write_anchor(index, term, seq)
+        for seg in old:
+            self._drop_segment(seg)
+        records.fsync_dir(self.path)
+        self._anchor, self._start_seq, self._terms = (index, term), seq, []
+
+    def _write_anchor(self, index: int, term: int, start_seq: int) -> None:
+        records.write_record(
+            self._p(ANCHOR_FILE), records.KIND_ANCHOR, _ANCHOR.pack(index, term, start_seq)
+        )
+
+    def sync(self) -> None:
+        os.fdatasync(self._segs[-1].fd)
+
+    def close(self) -> None:
+        for seg in self._segs:
+            try:
+                os.close(seg.fd)
+            except OSError:
+                pass
+        self._segs = []
+
+    # -- small records -----------------------------------------------------------------------
+    def hard_state(self) -> HardState:
+        return self._hard_state
+
+    def save_hard_state(self, hs: HardState) -> None:
+        records.write_record(
+            self._p(HARDSTATE_FILE), records.KIND_HARD_STATE, records.encode_hard_state(hs)
+        )
+        self._hard_state = hs
+
+    def snapshot_meta(self) -> SnapshotMeta | None:
+        return self._snapshot_meta
+
+    def save_snapshot_meta(self, meta: SnapshotMeta) -> None:
+        records.write_record(
+            self._p(SNAPMETA_FILE), records.KIND_SNAPSHOT_META, records.encode_snapshot_meta(meta)
+        )
+        self._snapshot_meta = meta
+
+    def identity(self) -> tuple[int, int] | None:
+        return datadir.read_identity(self.path)
+
+    def bind_identity(self, cluster_id: int, node_id: int) -> None:
+        datadir.bind_identity(self.path, cluster_id, node_id)
+
+    def _p(self, name: str) -> str:
+        return os.path.join(self.path, name)

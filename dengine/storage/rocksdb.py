@@ -1,0 +1,259 @@
+"""The ``rocksdb`` log store (the default): entries in RocksDB through rocksdict.
+
+Theory of operation. The store directory holds ``FORMAT``, ``IDENTITY`` and a RocksDB database
+``db/`` with two column families: ``log`` maps the big-endian index (8 bytes, so that key order
+is index order) to the entry encoded by the ``codec`` kernel; ``meta`` holds the hard state, the
+anchor (index and term of the entry before the first kept one) and the latest snapshot's
+metadata. Every change is one ``WriteBatch`` written with ``sync=True``: an append that replaces
+a conflicting suffix deletes it in the same batch; a compaction deletes the prefix with a range
+delete and moves the anchor in the same batch. RocksDB's own WAL makes each batch atomic.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Sequence
+
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+
+from dengine._core import codec
+from dengine.errors import Compacted, Corruption, DecodeError, IndexOutOfRange, StorageError
+from dengine.raft.types import Entry, HardState, SnapshotMeta
+from dengine.storage import datadir, records
+from dengine.storage.base import NullLogger, budget, check_batch, check_range
+
+_KEY = struct.Struct(">Q")
+_TERM = struct.Struct("<Q")
+K_HARD_STATE = b"hardstate"
+K_ANCHOR = b"anchor"
+K_SNAPMETA = b"snapmeta"
+CF_LOG = "log"
+CF_META = "meta"
+
+
+def _options() -> Options:
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.create_missing_column_families(True)
+    return opts
+
+
+def _cfs() -> dict[str, Options]:
+    return {CF_LOG: Options(raw_mode=True), CF_META: Options(raw_mode=True)}
+
+
+class RocksLogStore:
+    """The ``rocksdb`` adapter: see the module docstring for the layout."""
+
+    durable = True
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        sync: bool = True,
+        logger=None,
+        cluster_id: int | None = None,
+        node_id: int | None = None,
+    ) -> None:
+        self.path = os.path.abspath(path)
+        self._db_path = os.path.join(self.path, "db")
+        self._log = (logger or NullLogger()).bind(store="rocksdb", path=self.path)
+        created = datadir.open_dir(self.path, "rocksdb", self._init_dir)
+        self._wopts = WriteOptions()
+        self._wopts.sync = sync
+        try:
+            self._db = Rdict(self._db_path, _options(), column_families=_cfs())
+        except Exception as e:  # rocksdict raises plain Exception
+            raise StorageError(f"cannot open RocksDB at {self._db_path}: {e}") from e
+        self._cf_log = self._db.get_column_family(CF_LOG)
+        self._cf_meta = self._db.get_column_family(CF_META)
+        self._h_log = self._db.get_column_family_handle(CF_LOG)
+        self._h_meta = self._db.get_column_family_handle(CF_META)
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+        self._log.info(
+            "log store opened",
+            created=created,
+            first_index=self.first_index(),
+            last_index=self.last_index(),
+            sync=sync,
+            **({} if sync else {"warning": "sync is off: a crash loses acknowledged entries"}),
+        )
+        if cluster_id is not None and node_id is not None:
+            self.bind_identity(cluster_id, node_id)
+
+    @staticmethod
+    def _init_dir(tmp: str) -> None:
+        db = Rdict(os.path.join(tmp, "db"), _options(), column_families=_cfs())
+        db.flush()
+        db.close()
+
+    def _meta(self, key: bytes, decode, default):
+        data = self._cf_meta.get(key)
+        if data is None:
+            return default
+        try:
+            return decode(data)
+        except DecodeError as e:
+            raise Corruption(self._db_path, None, f"meta record {key.decode()}: {e.reason}") from e
+
+    def _load(self) -> None:
+        self._anchor = self._meta(K_ANCHOR, records.decode_pair, (0, 0))
+        self._hard_state = self._meta(K_HARD_STATE, records.decode_hard_state, HardState())
+        self._snapshot_meta = self._meta(K_SNAPMETA, records.decode_snapshot_meta, None)
+        terms: list[int] = []
+        expect = self._anchor[0] + 1
+        prev_term = self._anchor[1]
+        for key, value in self._cf_log.items(from_key=_KEY.pack(expect)):
+            index = _KEY.unpack(key)[0]
+            if index != expect or len(value) < codec.ENTRY_HEADER_BYTES:
+                raise Corruption(self._db_path, None, f"log key {index} where {expect} was due")
+            term = _TERM.unpack_from(value, 0)[0]
+            if term < prev_term:
+                raise Corruption(self._db_path, None, f"term falls at index {index}")
+            terms.append(term)
+            prev_term = term
+            expect += 1
+        self._terms = terms
+
+    # -- reader ------------------------------------------------------------------------------
+    def first_index(self) -> int:
+        return self._anchor[0] + 1
+
+    def last_index(self) -> int:
+        return self._anchor[0] + len(self._terms)
+
+    def term(self, index: int) -> int:
+        anchor_index, anchor_term = self._anchor
+        if index == anchor_index:
+            return anchor_term
+        if index < anchor_index:
+            raise Compacted(index, anchor_index + 1)
+        if index > self.last_index():
+            raise IndexOutOfRange(index, self.last_index())
+        return self._terms[index - anchor_index - 1]
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        check_range(lo, hi, self.first_index(), self.last_index())
+        if lo == hi:
+            return []
+        out: list[Entry] = []
+        total = 0
+        it = self._cf_log.iter()
+        try:
+            it.seek(_KEY.pack(lo))
+            for index in range(lo, hi):
+                if not it.valid() or it.key() != _KEY.pack(index):
+                    raise Corruption(self._db_path, None, f"log entry {index} is missing")
+                e = self._decode(index, it.value())
+                total += codec.ENTRY_HEADER_BYTES + len(e.data)
+                if max_bytes is not None and total > max_bytes and out:
+                    break
+                out.append(e)
+                it.next()
+        finally:
+            del it
+        return budget(out, max_bytes)
+
+    def _decode(self, index: int, value: bytes) -> Entry:
+        try:
+            e = Entry(*codec.decode_entry(value))
+        except DecodeError as err:
+            raise Corruption(self._db_path, None, f"log entry {index}: {err.reason}") from err
+        if e.index != index:
+            raise Corruption(self._db_path, None, f"key {index} holds entry {e.index}")
+        return e
+
+    # -- writer ------------------------------------------------------------------------------
+    def _write(self, wb: WriteBatch) -> None:
+        try:
+            self._db.write(wb, self._wopts)
+        except Exception as e:
+            raise StorageError(f"RocksDB write to {self._db_path} failed: {e}") from e
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        if not entries:
+            return
+        check_batch(entries, self.first_index(), self.last_index(), self.term)
+        start = entries[0].index
+        wb = WriteBatch(raw_mode=True)
+        last = self.last_index()
+        if start <= last:
+            wb.delete_range(_KEY.pack(start), _KEY.pack(last + 1), self._h_log)
+        h = self._h_log
+        encode = codec.encode_entry
+        for e in entries:
+            wb.put(_KEY.pack(e.index), encode(e.term, e.index, e.kind, e.data), h)
+        self._write(wb)
+        del self._terms[start - self.first_index() :]
+        self._terms.extend(e.term for e in entries)
+
+    def truncate_suffix(self, index: int) -> None:
+        if index < self.first_index():
+            raise Compacted(index, self.first_index())
+        if index > self.last_index():
+            return
+        wb = WriteBatch(raw_mode=True)
+        wb.delete_range(_KEY.pack(index), _KEY.pack(self.last_index() + 1), self._h_log)
+        self._write(wb)
+        del self._terms[index - self.first_index() :]
+
+    def compact(self, index: int) -> None:
+        if index <= self._anchor[0]:
+            return
+        term = self.term(index)
+        wb = WriteBatch(raw_mode=True)
+        wb.delete_range(_KEY.pack(self.first_index()), _KEY.pack(index + 1), self._h_log)
+        wb.put(K_ANCHOR, records.encode_pair(index, term), self._h_meta)
+        self._write(wb)
+        del self._terms[: index - self._anchor[0]]
+        self._anchor = (index, term)
+
+    def reset(self, index: int, term: int) -> None:
+        wb = WriteBatch(raw_mode=True)
+        wb.delete_range(_KEY.pack(0), _KEY.pack(self.last_index() + 1), self._h_log)
+        wb.put(K_ANCHOR, records.encode_pair(index, term), self._h_meta)
+        self._write(wb)
+        self._anchor, self._terms = (index, term), []
+
+    def sync(self) -> None:
+        self._db.flush_wal(True)
+
+    def close(self) -> None:
+        db = getattr(self, "_db", None)
+        if db is None:
+            return
+        self._cf_log = self._cf_meta = self._h_log = self._h_meta = None
+        self._db = None
+        db.close()
+
+    # -- small records -----------------------------------------------------------------------
+    def _put_meta(self, key: bytes, value: bytes) -> None:
+        wb = WriteBatch(raw_mode=True)
+        wb.put(key, value, self._h_meta)
+        self._write(wb)
+
+    def hard_state(self) -> HardState:
+        return self._hard_state
+
+    def save_hard_state(self, hs: HardState) -> None:
+        self._put_meta(K_HARD_STATE, records.encode_hard_state(hs))
+        self._hard_state = hs
+
+    def snapshot_meta(self) -> SnapshotMeta | None:
+        return self._snapshot_meta
+
+    def save_snapshot_meta(self, meta: SnapshotMeta) -> None:
+        self._put_meta(K_SNAPMETA, records.encode_snapshot_meta(meta))
+        self._snapshot_meta = meta
+
+    def identity(self) -> tuple[int, int] | None:
+        return datadir.read_identity(self.path)
+
+    def bind_identity(self, cluster_id: int, node_id: int) -> None:
+        datadir.bind_identity(self.path, cluster_id, node_id)
