@@ -80,7 +80,11 @@ def decode_entry(buf: bytes) -> tuple[int, int, int, bytes]:
 
 # -- KV commands -----------------------------------------------------------------------------
 def _lv(data: bytes) -> bytes:
-    return _U32.pack(len(data)) + bytes(data)
+    try:
+        head = _U32.pack(len(data))
+    except struct.error as e:
+        raise OverflowError(f"a field of {len(data)} bytes exceeds the u32 length prefix") from e
+    return head + bytes(data)
 
 
 def encode_put(key: bytes, value: bytes) -> bytes:

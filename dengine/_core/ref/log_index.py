@@ -65,6 +65,10 @@ class LogIndex:
     # -- lookups ---------------------------------------------------------------------------
     def maybe_term(self, index: int) -> int:
         """Term at ``index``; TERM_COMPACTED below the snapshot, TERM_UNAVAILABLE past the end."""
+        _check_u64("index", index)
+        return self._term_at(index)
+
+    def _term_at(self, index: int) -> int:
         if index < self._snapshot_index:
             return TERM_COMPACTED
         if index == self._snapshot_index:
@@ -84,6 +88,8 @@ class LogIndex:
 
     def match_term(self, index: int, term: int) -> bool:
         """True when the entry at ``index`` is held (or is the snapshot point) with ``term``."""
+        _check_u64("index", index)
+        _check_u64("term", term)
         return self.maybe_term(index) == term
 
     # -- mutation --------------------------------------------------------------------------
@@ -92,6 +98,7 @@ class LogIndex:
         _check_u64("term", term)
         if term < self.last_term:
             raise ValueError(f"term {term} is below the last term {self.last_term}")
+        _check_u64("index", self.last_index + 1)
         self._terms.append(term)
         return self.last_index
 
@@ -103,6 +110,7 @@ class LogIndex:
 
     def truncate_after(self, index: int) -> None:
         """Drop every entry after ``index`` (a suffix); ``index`` may be the snapshot point."""
+        _check_u64("index", index)
         if index < self._snapshot_index:
             raise Compacted(index, self.first_index)
         if index > self.last_index:
@@ -111,11 +119,12 @@ class LogIndex:
 
     def compact(self, index: int) -> None:
         """Drop every entry up to and including ``index``; it becomes the snapshot point."""
+        _check_u64("index", index)
         if index < self._snapshot_index:
             raise Compacted(index, self.first_index)
         if index > self.last_index:
             raise IndexOutOfRange(index, self.last_index)
-        term = self.maybe_term(index)
+        term = self._term_at(index)
         del self._terms[: index - self._snapshot_index]
         self._snapshot_index = index
         self._snapshot_term = term
@@ -135,15 +144,19 @@ class LogIndex:
         already held with the same term.
 
         Entries at or below the snapshot point count as matching: they are committed, and
-        committed entries agree everywhere (Log Matching, Raft §5.3).
+        committed entries agree everywhere (Log Matching, Raft §5.3). Every term is checked
+        to be a u64, even past the conflict.
         """
+        _check_u64("first_index", first_index)
+        conflict = 0
         for offset, t in enumerate(terms):
+            _check_u64("term", t)
             index = first_index + offset
-            if index <= self._snapshot_index:
+            if conflict or index <= self._snapshot_index:
                 continue
-            if self.maybe_term(index) != t:
-                return index
-        return 0
+            if self._term_at(index) != t:
+                conflict = index
+        return conflict
 
     def last_index_with_term_at_most(self, term: int, max_index: int) -> int:
         """Largest index ``i <= max_index`` held in the log whose term is ``<= term``.
@@ -151,15 +164,18 @@ class LogIndex:
         Used by fast backtracking (etcd's findConflictByTerm). The snapshot point is the
         floor: when no held entry qualifies, ``snapshot_index`` is returned.
         """
+        _check_u64("term", term)
+        _check_u64("max_index", max_index)
         i = min(max_index, self.last_index)
         while i > self._snapshot_index:
-            if self.maybe_term(i) <= term:
+            if self._term_at(i) <= term:
                 return i
             i -= 1
         return self._snapshot_index
 
     def first_index_of_term(self, term: int) -> int:
         """Smallest held index whose term equals ``term``; 0 when no held entry has it."""
+        _check_u64("term", term)
         for offset, t in enumerate(self._terms):
             if t == term:
                 return self._snapshot_index + 1 + offset
@@ -167,6 +183,8 @@ class LogIndex:
 
     def terms(self, lo: int, hi: int) -> list[int]:
         """Terms of the held entries in ``[lo, hi)``; raises when the range is not held."""
+        _check_u64("lo", lo)
+        _check_u64("hi", hi)
         if lo < self.first_index:
             raise Compacted(lo, self.first_index)
         if hi > self.last_index + 1:

@@ -31,6 +31,8 @@ def commit_index(voters: Sequence[int], match: Mapping[int, int]) -> int:
     best = 0
     for v in voters:
         candidate = match.get(v, 0)
+        if not 0 <= candidate <= MAX_U64:
+            raise OverflowError(f"match index={candidate} is outside the unsigned 64-bit range")
         holders = sum(1 for w in voters if match.get(w, 0) >= candidate)
         if holders >= need and candidate > best:
             best = candidate
