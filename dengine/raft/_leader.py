@@ -1,0 +1,325 @@
+"""The leader's half of RaftCore: replication, commit, heartbeats, reads, transfer.
+
+Replication follows etcd-io/raft: a Progress per follower (``tracker``), appends streamed in
+REPLICATE state within an inflight window, one probe per heartbeat in PROBE state, and fast
+backtracking on rejection. The leader's own entry in the tracker moves only when the shell
+reports its fsync done (``self_persisted``), so the leader counts itself in the quorum only for
+entries it holds durably, while its appends to followers leave before that fsync ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from dengine.raft.messages import Message, MessageType
+from dengine.raft.ready import ReadState, Role
+from dengine.raft.tracker import Progress, ProgressState
+from dengine.raft.types import Entry
+
+if TYPE_CHECKING:
+    from dengine.raft.core import RaftCore
+
+MT = MessageType
+REPLICATE = ProgressState.REPLICATE
+PROBE = ProgressState.PROBE
+
+
+# -- appending and sending --------------------------------------------------------------------
+def append_entries(core: RaftCore, payloads: Sequence[bytes], kind: int) -> int:
+    """Append payloads as entries of the current term; send them; returns the last index."""
+    lg = core.log
+    term = core.term
+    first = lg.last_index + 1
+    last = lg.append([Entry(term, first + i, kind, d) for i, d in enumerate(payloads)])
+    bcast_append(core)
+    return last
+
+
+def bcast_append(core: RaftCore) -> None:
+    me = core.id
+    for peer, pr in core.tracker.progress.items():
+        if peer != me:
+            send_append(core, peer, pr, True)
+
+
+def send_append(core: RaftCore, peer: int, pr: Progress, send_if_empty: bool) -> bool:
+    """Send ``peer`` the entries from its next index, if its window allows; True if sent."""
+    if pr.is_paused():
+        return False
+    lg = core.log
+    prev = pr.next_index - 1
+    prev_term = lg.index.maybe_term(prev)
+    if prev_term < 0:
+        # Compacted below the follower's next index: a snapshot is needed (part 2).
+        return False
+    last = lg.last_index
+    entries: list[Entry] = []
+    if prev < last:
+        hi = min(last + 1, pr.next_index + core.cfg.max_msg_entries)
+        entries = lg.entries(pr.next_index, hi, core.cfg.max_msg_bytes)
+    if not entries and not send_if_empty:
+        return False
+    commit = lg.committed
+    core.msgs.append(
+        Message(MT.APPEND, peer, core.id, core.term, log_term=prev_term, index=prev,
+                entries=tuple(entries), commit=commit)
+    )
+    pr.sent_commit = commit
+    if pr.state == REPLICATE:
+        if entries:
+            end = entries[-1].index
+            pr.next_index = end + 1
+            pr.inflights.add(end, sum(len(e.data) for e in entries))
+    else:
+        pr.probe_sent = True
+    return True
+
+
+def commit_to_send(core: RaftCore) -> bool:
+    """True when some follower in REPLICATE has not been told the latest commit index."""
+    committed = core.log.committed
+    me = core.id
+    for peer, pr in core.tracker.progress.items():
+        if peer != me and pr.sent_commit < committed and pr.state == REPLICATE \
+                and not pr.inflights.full():
+            return True
+    return False
+
+
+def flush_leader(core: RaftCore) -> None:
+    """Before a Ready: start a read round if reads wait; tell followers the new commit.
+
+    Both are coalesced to once per Ready, so a burst of acks or reads costs one message per
+    follower rather than one per event.
+    """
+    if core.read_only.need_round:
+        bcast_heartbeat(core)
+    committed = core.log.committed
+    me = core.id
+    for peer, pr in core.tracker.progress.items():
+        if peer != me and pr.sent_commit < committed and pr.state == REPLICATE:
+            send_append(core, peer, pr, True)
+
+
+def bcast_heartbeat(core: RaftCore) -> None:
+    ro = core.read_only
+    rnd = ro.start_round(core.now)
+    committed = core.log.committed
+    me = core.id
+    for peer, pr in core.tracker.progress.items():
+        if peer != me:
+            # A follower may not hold our commit index yet; never tell it past its match.
+            core.msgs.append(Message(MT.HEARTBEAT, peer, me, core.term,
+                                     commit=min(pr.match_index, committed), index=rnd))
+    _confirm_reads(core)  # a single-voter config confirms at once
+
+
+# -- commit -----------------------------------------------------------------------------------
+def maybe_commit(core: RaftCore) -> bool:
+    """Commit what a quorum holds, if it is of the current term (Raft §5.4.2)."""
+    lg = core.log
+    index = core.tracker.committed()
+    if index <= lg.committed or lg.term(index) != core.term:
+        return False
+    first_in_term = lg.term(lg.committed) != core.term
+    lg.commit_to(index)
+    if first_in_term and core.reads_until_commit:
+        waiting = core.reads_until_commit[:]
+        core.reads_until_commit.clear()
+        for context, requester, lease in waiting:
+            leader_read(core, context, requester, lease)
+    return True
+
+
+def self_persisted(core: RaftCore) -> None:
+    me = core.tracker.progress.get(core.id)
+    if me is not None and core.log.persisted_index > me.match_index:
+        me.match_index = core.log.persisted_index
+        me.next_index = me.match_index + 1
+        maybe_commit(core)
+
+
+# -- ticks ------------------------------------------------------------------------------------
+def tick_leader(core: RaftCore) -> None:
+    core.heartbeat_elapsed += 1
+    core.election_elapsed += 1
+    if core.election_elapsed >= core.cfg.election_ticks:
+        core.election_elapsed = 0
+        if core.cfg.check_quorum:
+            on_check_quorum(core, Message(MT.CHECK_QUORUM, core.id, core.id))
+        if core.role == Role.LEADER and core.lead_transferee:
+            # The transfer did not finish within an election timeout: abandon it.
+            core.lead_transferee = 0
+    if core.role == Role.LEADER and core.heartbeat_elapsed >= core.cfg.heartbeat_ticks:
+        core.heartbeat_elapsed = 0
+        on_beat(core, Message(MT.BEAT, core.id, core.id))
+
+
+def on_beat(core: RaftCore, m: Message) -> None:
+    bcast_heartbeat(core)
+
+
+def on_check_quorum(core: RaftCore, m: Message) -> None:
+    """Step down when a quorum has not been heard from for an election timeout (§6.2)."""
+    tracker = core.tracker
+    if not tracker.quorum_active(core.id):
+        core.become_follower(core.term, 0)
+        return
+    for peer, pr in tracker.progress.items():
+        pr.recent_active = peer == core.id
+
+
+# -- responses --------------------------------------------------------------------------------
+def on_append_resp(core: RaftCore, m: Message) -> None:
+    pr = core.tracker.progress.get(m.from_)
+    if pr is None:
+        core._drop(m, f"append response from non-member {m.from_}")
+        return
+    lg = core.log
+    if m.index > lg.last_index:
+        core._drop(m, f"acknowledges index {m.index} past our last index {lg.last_index}")
+        return
+    pr.recent_active = True
+    if m.reject:
+        _on_reject(core, m, pr)
+        return
+    was_paused = pr.is_paused()
+    if pr.maybe_update(m.index):
+        if pr.state == PROBE:
+            pr.become_replicate()
+        elif pr.state == REPLICATE:
+            pr.inflights.free_le(m.index)
+        maybe_commit(core)
+        while send_append(core, m.from_, pr, False):
+            pass
+        if m.from_ == core.lead_transferee and pr.match_index == lg.last_index:
+            send_timeout_now(core, m.from_)
+    elif was_paused and not pr.is_paused():
+        send_append(core, m.from_, pr, False)
+
+
+def _on_reject(core: RaftCore, m: Message, pr: Progress) -> None:
+    # Fast backtracking: the follower's hint (conflict_index, conflict_term) names its last
+    # entry that may match; our own largest index at or below it with a term <= that term is
+    # where the logs can agree, so the next probe goes right after it.
+    lg = core.log
+    probe = m.conflict_index
+    if m.conflict_term > 0:
+        probe = lg.index.last_index_with_term_at_most(m.conflict_term, probe)
+    if pr.maybe_decr_to(m.index, probe + 1):
+        if pr.state == REPLICATE:
+            pr.become_probe()
+        send_append(core, m.from_, pr, True)
+
+
+def on_heartbeat_resp(core: RaftCore, m: Message) -> None:
+    pr = core.tracker.progress.get(m.from_)
+    if pr is None:
+        core._drop(m, f"heartbeat response from non-member {m.from_}")
+        return
+    ro = core.read_only
+    if m.index > ro.round:
+        core._drop(m, f"heartbeat round {m.index} was never sent")
+        return
+    pr.recent_active = True
+    pr.probe_sent = False
+    if pr.match_index < core.log.last_index or pr.sent_commit < core.log.committed:
+        send_append(core, m.from_, pr, False)
+    ro.ack(m.from_, m.index)
+    if ro.pending or core.cfg.lease_ticks:
+        _confirm_reads(core)
+
+
+# -- reads ------------------------------------------------------------------------------------
+def leader_read(core: RaftCore, context: bytes, requester: int, lease: bool) -> None:
+    lg = core.log
+    if lg.term(lg.committed) != core.term:
+        # Until an entry of our term commits we do not know the latest commit index (§6.4).
+        core.reads_until_commit.append((context, requester, lease))
+        return
+    if lease and core.lease_valid():
+        _release(core, context, lg.committed, requester)
+        return
+    core.read_only.add(context, lg.committed, requester)
+    if len(core.tracker.config.all_voters()) == 1 and core.tracker.config.is_voter(core.id):
+        bcast_heartbeat(core)
+
+
+def on_read_index(core: RaftCore, m: Message) -> None:
+    leader_read(core, m.context, m.from_, False)
+
+
+def _confirm_reads(core: RaftCore) -> None:
+    cfg = core.tracker.config
+    for req in core.read_only.confirm(cfg.voters, cfg.voters_outgoing, core.id):
+        _release(core, req.context, req.index, req.requester)
+
+
+def _release(core: RaftCore, context: bytes, index: int, requester: int) -> None:
+    if requester == core.id:
+        core.reads_waiting.append(ReadState(context, index))
+    else:
+        core.msgs.append(Message(MT.READ_INDEX_RESP, requester, core.id, core.term,
+                                 index=index, context=context))
+
+
+def fail_pending_reads(core: RaftCore) -> None:
+    """Leadership is lost: every read still waiting fails (the caller retries)."""
+    waiting = [(r.context, r.requester) for r in core.read_only.reset()]
+    waiting += [(c, r) for c, r, _ in core.reads_until_commit]
+    core.reads_until_commit.clear()
+    for context, requester in waiting:
+        if requester == core.id:
+            core.reads_waiting.insert(0, ReadState(context, 0, failed=True))
+        else:
+            core.msgs.append(Message(MT.READ_INDEX_RESP, requester, core.id, core.term,
+                                     reject=True, context=context))
+
+
+# -- leadership transfer ----------------------------------------------------------------------
+def transfer(core: RaftCore, target: int) -> str:
+    """Start a transfer to ``target``; returns why it cannot, or '' when started."""
+    if target == core.id:
+        return "it is already the leader"
+    pr = core.tracker.progress.get(target)
+    if pr is None or pr.is_learner:
+        return "it is not a voter"
+    if core.lead_transferee == target:
+        return ""
+    core.lead_transferee = target
+    core.election_elapsed = 0  # the transfer must finish within an election timeout
+    if pr.match_index == core.log.last_index:
+        send_timeout_now(core, target)
+    else:
+        send_append(core, target, pr, True)
+    return ""
+
+
+def send_timeout_now(core: RaftCore, target: int) -> None:
+    # Once the target may campaign past stickiness, our lease is no longer safe this term.
+    core.lease_void = True
+    core.msgs.append(Message(MT.TIMEOUT_NOW, target, core.id, core.term))
+
+
+def on_transfer_leader(core: RaftCore, m: Message) -> None:
+    reason = transfer(core, m.index)
+    if reason:
+        core._drop(m, f"transfer to node {m.index} refused: {reason}")
+
+
+def on_snapshot_status(core: RaftCore, m: Message) -> None:
+    core._drop(m, "snapshots are not implemented yet")
+
+
+Handler = Callable[["RaftCore", Message], None]
+
+TABLE: dict[tuple[Role, MessageType], Handler] = {
+    (Role.LEADER, MT.BEAT): on_beat,
+    (Role.LEADER, MT.CHECK_QUORUM): on_check_quorum,
+    (Role.LEADER, MT.APPEND_RESP): on_append_resp,
+    (Role.LEADER, MT.HEARTBEAT_RESP): on_heartbeat_resp,
+    (Role.LEADER, MT.READ_INDEX): on_read_index,
+    (Role.LEADER, MT.TRANSFER_LEADER): on_transfer_leader,
+    (Role.LEADER, MT.SNAPSHOT_STATUS): on_snapshot_status,
+}

@@ -1,0 +1,338 @@
+"""The step logic of RaftCore: validation, the term rules, and per-role handlers.
+
+``step`` validates a message, applies the term rules common to every role (Raft figure 2, "all
+servers"; pre-vote and leader stickiness from thesis §9.6), then calls the handler that
+``TABLE[(role, type)]`` names. A type a role has no handler for is dropped with a reason.
+The functions take the core as their first argument; they are RaftCore's private methods,
+kept in their own module so that neither file grows long.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from dengine._core import quorum
+from dengine.errors import NotLeader
+from dengine.raft import _leader
+from dengine.raft.messages import CAMPAIGN_TRANSFER, LOCAL_TYPES, Message, MessageType
+from dengine.raft.ready import ReadState, Role
+
+if TYPE_CHECKING:
+    from dengine.raft.core import RaftCore
+
+MT = MessageType
+MAX_U64 = (1 << 64) - 1
+
+# Re-exported for the core: leader-side work lives in _leader.
+tick_leader = _leader.tick_leader
+append_entries = _leader.append_entries
+commit_to_send = _leader.commit_to_send
+flush_leader = _leader.flush_leader
+self_persisted = _leader.self_persisted
+fail_pending_reads = _leader.fail_pending_reads
+
+#: Types sent by a leader of ``term``: a follower that knows no leader adopts the sender.
+FROM_LEADER = frozenset({MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT})
+
+
+# -- validation -------------------------------------------------------------------------------
+def invalid_reason(core: RaftCore, m: Message) -> str | None:
+    """Why a peer's message cannot be processed at all, or None when it is well formed."""
+    if m.type in LOCAL_TYPES:
+        return None if m.from_ == core.id else "local message type from a peer"
+    if m.to != core.id:
+        return f"addressed to node {m.to}"
+    if m.from_ == core.id:
+        return "message from ourselves"
+    if not (0 < m.term <= MAX_U64):
+        return "term out of range"
+    if not (0 <= m.index <= MAX_U64 and 0 <= m.log_term <= MAX_U64 and 0 <= m.commit <= MAX_U64):
+        return "index, log term or commit out of range"
+    if m.from_ not in core.tracker.progress:
+        # A leader may be new to a lagging follower (it joined in a change we have not seen).
+        if not (m.type in FROM_LEADER and m.term >= core.term):
+            return f"unknown sender {m.from_}"
+    if m.type == MT.APPEND and m.entries:
+        first, last = m.entries[0], m.entries[-1]
+        if first.index != m.index + 1 or last.index != m.index + len(m.entries):
+            return "append entries are not contiguous after the probe index"
+        if first.term < m.log_term or last.term > m.term or last.term < first.term:
+            return "append entry terms out of order"
+    return None
+
+
+# -- step -------------------------------------------------------------------------------------
+def step(core: RaftCore, m: Message) -> None:
+    reason = invalid_reason(core, m)
+    if reason is not None:
+        core._drop(m, reason)
+        return
+    if m.term and not _term_rules(core, m):
+        return
+    handler = TABLE.get((core.role, m.type))
+    if handler is None:
+        if m.type not in IGNORED:
+            core._drop(m, f"unexpected {m.type.name} for a {core.role.name}")
+        return
+    handler(core, m)
+
+
+def _term_rules(core: RaftCore, m: Message) -> bool:
+    """Raft's rules on terms; False when the message is fully handled (or dropped) here."""
+    if m.term > core.term:
+        if m.type in (MT.VOTE, MT.PRE_VOTE):
+            force = m.context == CAMPAIGN_TRANSFER
+            in_lease = (
+                core.cfg.check_quorum
+                and core.leader_id != 0
+                and core.election_elapsed < core.cfg.election_ticks
+            )
+            if in_lease and not force:
+                # Leader stickiness (thesis §4.2.3): we hear from a live leader.
+                core._drop(m, "vote request while a leader is live (stickiness)")
+                return False
+        if m.type == MT.PRE_VOTE or (m.type == MT.PRE_VOTE_RESP and not m.reject):
+            # A pre-vote never changes our term; a granted pre-vote response carries the
+            # term the pre-candidate will campaign for.
+            return True
+        core.become_follower(m.term, m.from_ if m.type in FROM_LEADER else 0)
+        return True
+    if m.term < core.term:
+        if m.type in (MT.APPEND, MT.HEARTBEAT) and (core.cfg.check_quorum or core.cfg.pre_vote):
+            # Tell a stale leader the newer term so that it steps down (etcd: a node
+            # partitioned with pre-vote would otherwise never disturb it, nor learn).
+            core.msgs_after.append(Message(MT.APPEND_RESP, m.from_, core.id, core.term))
+        elif m.type == MT.PRE_VOTE:
+            core.msgs.append(Message(MT.PRE_VOTE_RESP, m.from_, core.id, core.term, reject=True))
+        else:
+            core._drop(m, f"stale term {m.term} < {core.term}")
+        return False
+    return True
+
+
+# -- elections --------------------------------------------------------------------------------
+def tick_election(core: RaftCore) -> None:
+    core.election_elapsed += 1
+    if core.promotable and core.election_elapsed >= core.randomized_election_timeout:
+        core.election_elapsed = 0
+        step(core, Message(MT.HUP, core.id, core.id))
+
+
+def on_hup(core: RaftCore, m: Message) -> None:
+    if not core.promotable:
+        core._drop(m, "a learner or removed node does not campaign")
+        return
+    lg = core.log
+    if lg.committed > lg.applied:
+        # Committed entries (maybe a config change) are not applied yet: etcd's guard, so a
+        # node never campaigns under a config it has not caught up with.
+        pending = lg.entries(lg.applied + 1, lg.committed + 1)
+        if any(e.kind != 0 for e in pending):
+            core._drop(m, "unapplied membership change; campaign after applying it")
+            return
+    campaign(core, pre=core.cfg.pre_vote, transfer=False)
+
+
+def campaign(core: RaftCore, pre: bool, transfer: bool) -> None:
+    if pre:
+        core.become_pre_candidate()
+        term, vote_type = core.term + 1, MT.PRE_VOTE
+    else:
+        core.become_candidate()
+        term, vote_type = core.term, MT.VOTE
+    core.tracker.record_vote(core.id, True)
+    if core.tracker.tally() == quorum.VOTE_WON:
+        # A single-voter config wins at once.
+        if pre:
+            campaign(core, pre=False, transfer=transfer)
+        else:
+            core.become_leader()
+        return
+    lg = core.log
+    context = CAMPAIGN_TRANSFER if transfer else b""
+    # A VOTE may leave only once our term and self-vote are durable; a PRE_VOTE at once.
+    out = core.msgs if pre else core.msgs_after
+    for peer in sorted(core.tracker.config.all_voters()):
+        if peer != core.id:
+            out.append(
+                Message(vote_type, peer, core.id, term, log_term=lg.last_term,
+                        index=lg.last_index, context=context)
+            )
+    core._log_role()
+
+
+def on_vote_request(core: RaftCore, m: Message) -> None:
+    """VOTE / PRE_VOTE in any role (Raft §5.2, §5.4.1; thesis §9.6)."""
+    pre = m.type == MT.PRE_VOTE
+    resp = MT.PRE_VOTE_RESP if pre else MT.VOTE_RESP
+    can_vote = (
+        core.vote == m.from_
+        or (core.vote == 0 and core.leader_id == 0)
+        or (pre and m.term > core.term)
+    )
+    if can_vote and core.log.is_up_to_date(m.index, m.log_term):
+        # A granted response carries the candidate's term so it is not dropped as stale.
+        reply = Message(resp, m.from_, core.id, m.term)
+        if pre:
+            core.msgs.append(reply)
+        else:
+            core.election_elapsed = 0
+            core.vote = m.from_
+            core.msgs_after.append(reply)
+    else:
+        reply = Message(resp, m.from_, core.id, core.term, reject=True)
+        (core.msgs if pre else core.msgs_after).append(reply)
+
+
+def on_vote_response(core: RaftCore, m: Message) -> None:
+    pre = core.role == Role.PRE_CANDIDATE
+    if (m.type == MT.PRE_VOTE_RESP) != pre:
+        return  # a response to an earlier phase of this election
+    core.tracker.record_vote(m.from_, not m.reject)
+    result = core.tracker.tally()
+    if result == quorum.VOTE_WON:
+        if pre:
+            campaign(core, pre=False, transfer=False)
+        else:
+            core.become_leader()
+    elif result == quorum.VOTE_LOST:
+        core.become_follower(core.term, 0)
+
+
+def on_timeout_now(core: RaftCore, m: Message) -> None:
+    """A leader hands us leadership: campaign at once, bypassing pre-vote (thesis §3.10)."""
+    if not core.promotable:
+        core._drop(m, "a learner cannot take leadership")
+        return
+    campaign(core, pre=False, transfer=True)
+
+
+# -- follower ---------------------------------------------------------------------------------
+def on_append(core: RaftCore, m: Message) -> None:
+    _heard_from_leader(core, m)
+    lg = core.log
+    if m.index < lg.committed:
+        # Already committed here: tell the leader where we stand.
+        core.msgs_after.append(Message(MT.APPEND_RESP, m.from_, core.id, core.term,
+                                       index=lg.committed))
+        return
+    last = lg.maybe_append(m.index, m.log_term, m.commit, m.entries)
+    if last >= 0:
+        core.msgs_after.append(Message(MT.APPEND_RESP, m.from_, core.id, core.term, index=last))
+        return
+    # Fast backtracking (etcd findConflictByTerm): our largest index at or below the probe
+    # whose term is <= the leader's term there. The leader skips every entry after it that
+    # cannot match, so a diverged log is fixed in one round trip.
+    probe = min(m.index, lg.last_index)
+    hint = lg.index.last_index_with_term_at_most(m.log_term, probe)
+    core.msgs_after.append(
+        Message(MT.APPEND_RESP, m.from_, core.id, core.term, index=m.index, reject=True,
+                reject_hint=lg.last_index, conflict_index=hint,
+                conflict_term=max(lg.term(hint), 0))
+    )
+
+
+def on_heartbeat(core: RaftCore, m: Message) -> None:
+    _heard_from_leader(core, m)
+    lg = core.log
+    lg.commit_to(min(m.commit, lg.last_index))
+    core.msgs.append(Message(MT.HEARTBEAT_RESP, m.from_, core.id, core.term, index=m.index))
+
+
+def _heard_from_leader(core: RaftCore, m: Message) -> None:
+    if core.role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
+        core.become_follower(core.term, m.from_)
+    core.election_elapsed = 0
+    core.leader_id = m.from_
+
+
+def on_snapshot(core: RaftCore, m: Message) -> None:
+    _heard_from_leader(core, m)
+    core._drop(m, "snapshots are not implemented yet")
+
+
+def on_read_index_resp(core: RaftCore, m: Message) -> None:
+    if m.reject:
+        core.reads_waiting.append(ReadState(m.context, 0, failed=True))
+        core.reads_waiting.sort(key=_read_key)
+    else:
+        core.reads_waiting.append(ReadState(m.context, m.index))
+        core.reads_waiting.sort(key=_read_key)
+
+
+def _read_key(rs: ReadState) -> int:
+    return rs.index
+
+
+def on_read_index_not_leader(core: RaftCore, m: Message) -> None:
+    """A follower asked us, not the leader: refuse so it can retry elsewhere."""
+    core.msgs.append(Message(MT.READ_INDEX_RESP, m.from_, core.id, core.term, reject=True,
+                             context=m.context))
+
+
+def on_transfer_forward(core: RaftCore, m: Message) -> None:
+    if core.leader_id and core.leader_id != m.from_:
+        core.msgs.append(Message(MT.TRANSFER_LEADER, core.leader_id, core.id, core.term,
+                                 index=m.index))
+    else:
+        core._drop(m, "transfer request with no leader to forward it to")
+
+
+# -- local API entry points -------------------------------------------------------------------
+def read_index(core: RaftCore, context: bytes, lease: bool) -> None:
+    if core.role == Role.LEADER:
+        _leader.leader_read(core, context, core.id, lease)
+        return
+    if not core.leader_id:
+        raise NotLeader(None)
+    core.msgs.append(Message(MT.READ_INDEX, core.leader_id, core.id, core.term, context=context))
+
+
+def transfer_leader(core: RaftCore, target: int) -> None:
+    if core.role == Role.LEADER:
+        reason = _leader.transfer(core, target)
+        if reason:
+            raise ValueError(f"cannot transfer leadership to node {target}: {reason}")
+        return
+    if not core.leader_id:
+        raise NotLeader(None)
+    core.msgs.append(Message(MT.TRANSFER_LEADER, core.leader_id, core.id, core.term,
+                             index=target))
+
+
+# -- the dispatch table -----------------------------------------------------------------------
+Handler = Callable[["RaftCore", Message], None]
+
+#: Types a role ignores silently (late responses of an earlier role are normal, not errors).
+IGNORED = frozenset({MT.VOTE_RESP, MT.PRE_VOTE_RESP, MT.APPEND_RESP, MT.HEARTBEAT_RESP,
+                     MT.BEAT, MT.CHECK_QUORUM, MT.READ_INDEX_RESP})
+
+
+def _build_table() -> dict[tuple[Role, MessageType], Handler]:
+    table: dict[tuple[Role, MessageType], Handler] = {}
+    followers = (Role.FOLLOWER, Role.LEARNER)
+    candidates = (Role.PRE_CANDIDATE, Role.CANDIDATE)
+    for role in Role:
+        table[(role, MT.VOTE)] = on_vote_request
+        table[(role, MT.PRE_VOTE)] = on_vote_request
+    for role in (*followers, *candidates):
+        table[(role, MT.HUP)] = on_hup
+        table[(role, MT.APPEND)] = on_append
+        table[(role, MT.HEARTBEAT)] = on_heartbeat
+        table[(role, MT.SNAPSHOT)] = on_snapshot
+        table[(role, MT.READ_INDEX)] = on_read_index_not_leader
+    for role in followers:
+        table[(role, MT.TIMEOUT_NOW)] = on_timeout_now
+        table[(role, MT.READ_INDEX_RESP)] = on_read_index_resp
+        table[(role, MT.TRANSFER_LEADER)] = on_transfer_forward
+    for role in candidates:
+        table[(role, MT.VOTE_RESP)] = on_vote_response
+        table[(role, MT.PRE_VOTE_RESP)] = on_vote_response
+    table.update(_leader.TABLE)
+    return table
+
+
+TABLE = _build_table()
+
+__all__ = ["TABLE", "step", "append_entries", "read_index", "transfer_leader"]

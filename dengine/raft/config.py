@@ -1,0 +1,54 @@
+"""The core's own configuration, counted in ticks (the node converts milliseconds to ticks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dengine.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    """Timers in ticks, flow-control limits, and the optional protocol extensions.
+
+    The election timeout of each term is drawn from ``[election_ticks, 2 * election_ticks)``
+    with the injected generator. ``lease_ticks`` must stay below ``election_ticks``: a follower
+    that heard from the leader refuses votes for ``election_ticks`` (leader stickiness), which is
+    what makes a lease of that length safe, so the lease keeps a margin for clock drift.
+    """
+
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    #: Append messages in flight to one follower before the leader waits for acks.
+    max_inflight_msgs: int = 256
+    #: Payload bytes per append message (one entry larger than this still goes alone).
+    max_msg_bytes: int = 1 << 20
+    #: Entries per append message.
+    max_msg_entries: int = 1024
+    #: Committed entries handed out in one Ready (payload bytes; at least one entry).
+    max_committed_bytes_per_ready: int = 64 << 20
+    pre_vote: bool = True
+    check_quorum: bool = True
+    #: Ticks a leader may serve lease reads after a quorum confirmed it; 0 disables lease reads.
+    lease_ticks: int = 8
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_ticks < 1:
+            raise ConfigError("raft.heartbeat_ticks", self.heartbeat_ticks, "an integer >= 1")
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise ConfigError(
+                "raft.election_ticks",
+                self.election_ticks,
+                f"an integer greater than heartbeat_ticks ({self.heartbeat_ticks})",
+            )
+        for key in ("max_inflight_msgs", "max_msg_bytes", "max_msg_entries",
+                    "max_committed_bytes_per_ready"):
+            value = getattr(self, key)
+            if value < 1:
+                raise ConfigError(f"raft.{key}", value, "an integer >= 1")
+        if not 0 <= self.lease_ticks < self.election_ticks:
+            raise ConfigError(
+                "raft.lease_ticks",
+                self.lease_ticks,
+                f"0 (off) up to election_ticks - 1 ({self.election_ticks - 1})",
+            )

@@ -1,0 +1,385 @@
+"""RaftCore: the Raft protocol as a deterministic state machine with no I/O.
+
+How a shell drives it
+---------------------
+Construct one per node::
+
+    core = RaftCore(node_id, RaftConfig(election_ticks=10, heartbeat_ticks=1),
+                    random.Random(seed), conf_state=ConfState(voters=frozenset({1, 2, 3})),
+                    storage=log_reader, hard_state=saved_hard_state, applied_index=applied)
+
+``storage`` is a :class:`~dengine.raft.log.LogReader`: a read-only view of the log the shell
+persisted (empty on first start; ``MemoryStorage`` in tests). ``hard_state`` and
+``applied_index`` come from what the shell saved; a fresh node passes neither.
+Then loop, on one thread::
+
+    core.tick()                      # every tick interval (the node turns ms into ticks)
+    core.step(msg)                   # every message a peer sent
+    core.propose(b"...") / core.propose_batch([...]) / core.read_index(ctx)
+    core.transfer_leader(node_id)
+    if core.has_ready():
+        rd = core.ready()
+        send(rd.messages)                        # at once, while persisting
+        persist(rd.entries, rd.hard_state)       # append (replacing any suffix) + fsync
+        core.on_persisted(rd.number)
+        send(rd.persisted_messages)              # only after the fsync
+        apply(rd.committed_entries); serve(rd.read_states)
+        core.advance(rd)
+
+``ready()`` may be called again before ``on_persisted`` of the previous Ready (to pipeline
+fsyncs), but entries must be persisted in Ready order, and ``on_persisted(n)`` means every
+Ready numbered ``<= n`` is durable. ``advance`` must be called before the next ``ready()``.
+
+Persistence contract
+--------------------
+- Before a node sends a message in ``persisted_messages`` (VOTE requests and responses,
+  APPEND_RESP), the Ready's ``hard_state`` (term, vote) and ``entries`` must be durable: a vote
+  promises the term and vote survive a crash (Raft figure 2); an append ack promises the
+  entries do, since the leader counts it toward commit.
+- A leader's APPEND messages go in ``messages`` and may leave before its own fsync ends; the
+  leader counts itself in the quorum only for entries ``on_persisted`` reported (raft-rs'
+  on_persist_ready). Committed entries are handed out to apply only once persisted locally.
+- ``hard_state.commit`` may be persisted lazily: a restarted node that loads an older commit
+  only re-learns it from the leader.
+- On restart a node loads: the hard state (term, vote, commit); the log (through ``storage``,
+  whose ``first_index() - 1`` and its term are the latest snapshot point); the applied index of
+  its state machine; the snapshot metadata and config (part 2).
+
+Messages from peers are validated in ``step``: a bad one is answered as Raft says (a stale
+leader learns the newer term) or dropped and listed in ``Ready.dropped`` with a reason. Nothing
+raises out of ``step``. Local misuse (proposing on a follower) raises typed errors.
+
+The step logic itself lives in small per-role handlers (``_roles``), chosen by a table keyed by
+(role, message type).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from dengine.errors import NotLeader, ProposalDropped
+from dengine.raft import _roles
+from dengine.raft.confchange import ConfChange
+from dengine.raft.config import RaftConfig
+from dengine.raft.log import LogReader, MemoryStorage, RaftLog
+from dengine.raft.messages import Message, MessageType
+from dengine.raft.read_only import ReadOnly
+from dengine.raft.ready import Dropped, ReadState, Ready, Role, SoftState
+from dengine.raft.tracker import ProgressTracker, QuorumConfig
+from dengine.raft.types import ConfState, Entry, HardState
+
+__all__ = ["RaftCore"]
+
+MT = MessageType
+
+
+class RaftCore:
+    """One node's Raft state machine; see the module docstring for how to drive it."""
+
+    def __init__(
+        self,
+        node_id: int,
+        config: RaftConfig,
+        rng: random.Random,
+        *,
+        peers: Sequence[int] = (),
+        conf_state: ConfState | None = None,
+        storage: LogReader | None = None,
+        hard_state: HardState | None = None,
+        applied_index: int = 0,
+        logger: Any = None,
+    ) -> None:
+        if node_id <= 0:
+            raise ValueError(f"node_id must be a positive integer, got {node_id}")
+        self.id = node_id
+        self.cfg = config
+        self.rng = rng
+        self.logger = logger
+        if conf_state is None:
+            conf_state = ConfState(voters=frozenset(peers) | {node_id})
+        hs = hard_state or HardState()
+        self.log = RaftLog(storage if storage is not None else MemoryStorage(),
+                           hs.commit, applied_index)
+        self.tracker = ProgressTracker(
+            QuorumConfig.from_conf_state(conf_state), config.max_inflight_msgs
+        )
+        self.term = hs.term
+        self.vote = hs.vote
+        self.leader_id = 0
+        self.role = Role.FOLLOWER
+        self.lead_transferee = 0
+        self.pending_conf_index = 0
+        self.read_only = ReadOnly()
+        self.now = 0
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = config.election_ticks
+        self.lease_void = False
+        # Output buffers, emptied by ready().
+        self.msgs: list[Message] = []
+        self.msgs_after: list[Message] = []
+        self.dropped: list[Dropped] = []
+        self.reads_waiting: list[ReadState] = []
+        self.reads_until_commit: list[tuple[bytes, int, bool]] = []
+        self._next_number = 1
+        self._persisted_number = 0
+        self._persist_marks: list[tuple[int, int, int]] = []
+        self._outstanding: Ready | None = None
+        self._prev_hard = (self.term, self.vote, self.log.committed)
+        self._prev_soft = (0, Role.FOLLOWER, self.term)
+        self.become_follower(self.term, 0)
+
+    # -- read-only views -------------------------------------------------------------------
+    @property
+    def commit_index(self) -> int:
+        return self.log.committed
+
+    @property
+    def applied_index(self) -> int:
+        return self.log.applied
+
+    @property
+    def last_index(self) -> int:
+        return self.log.last_index
+
+    @property
+    def is_leader(self) -> bool:
+        return self.role == Role.LEADER
+
+    @property
+    def promotable(self) -> bool:
+        """True when this node is a voter of the config in force (learners never campaign)."""
+        return self.tracker.config.is_voter(self.id)
+
+    @property
+    def conf_state(self) -> ConfState:
+        return self.tracker.config.to_conf_state()
+
+    @property
+    def hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    @property
+    def soft_state(self) -> SoftState:
+        return SoftState(self.leader_id, self.role, self.term)
+
+    def lease_valid(self) -> bool:
+        """True while a leader may serve reads from its lease (see ``read_only``)."""
+        ro = self.read_only
+        return (
+            self.role == Role.LEADER
+            and self.cfg.check_quorum
+            and self.cfg.lease_ticks > 0
+            and not self.lease_void
+            and not self.lead_transferee
+            and ro.lease_start >= 0
+            and self.now < ro.lease_start + self.cfg.lease_ticks
+        )
+
+    # -- inputs ----------------------------------------------------------------------------
+    def tick(self) -> None:
+        """One unit of logical time: election timeouts, heartbeats, check-quorum."""
+        self.now += 1
+        if self.role == Role.LEADER:
+            _roles.tick_leader(self)
+        else:
+            _roles.tick_election(self)
+
+    def step(self, msg: Message) -> None:
+        """Feed one message from a peer (or a local one); never raises on bad peer input."""
+        _roles.step(self, msg)
+
+    def campaign(self) -> None:
+        """Start an election now (as an election timeout would): a local HUP."""
+        _roles.step(self, Message(MT.HUP, self.id, self.id))
+
+    def propose(self, data: bytes) -> int:
+        """Append one command to the leader's log; returns its index.
+
+        Raises NotLeader (with the leader's id when known) on a non-leader and ProposalDropped
+        while a leadership transfer is in progress. The index is committed once it appears in
+        a Ready's ``committed_entries`` with the same term.
+        """
+        return self.propose_batch((data,))
+
+    def propose_batch(self, payloads: Sequence[bytes]) -> int:
+        """Append several commands at once (one append message per follower); last index."""
+        self._check_can_propose()
+        return _roles.append_entries(self, payloads, 0)
+
+    def read_index(self, context: bytes, *, lease: bool = False) -> None:
+        """Ask for a linearizable read; a ReadState with ``context`` comes out in a Ready.
+
+        ``lease=True`` lets a leader whose lease holds answer at once. A follower forwards the
+        request to the leader; with no leader known it raises NotLeader.
+        """
+        _roles.read_index(self, context, lease)
+
+    def transfer_leader(self, target: int) -> None:
+        """Hand leadership to ``target`` (a voter). A follower forwards it to the leader.
+
+        The leader stops taking proposals, brings the target up to date and sends it
+        TIMEOUT_NOW; the transfer is abandoned after an election timeout.
+        """
+        _roles.transfer_leader(self, target)
+
+    def propose_conf_change(self, change: ConfChange) -> int:
+        """Propose a membership change (part 2: joint consensus); returns the entry index."""
+        self._check_can_propose()
+        raise ProposalDropped("membership changes are not implemented yet")
+
+    def _check_can_propose(self) -> None:
+        if self.role != Role.LEADER:
+            raise NotLeader(self.leader_id or None)
+        if self.lead_transferee:
+            raise ProposalDropped(f"leadership transfer to node {self.lead_transferee} in progress")
+
+    # -- output ----------------------------------------------------------------------------
+    def has_ready(self) -> bool:
+        """True when ``ready()`` would have something for the shell to do."""
+        lg = self.log
+        if self.msgs or self.msgs_after or self.dropped or self.read_only.need_round:
+            return True
+        if lg.handed_to < lg.last_index or lg.has_next_committed():
+            return True
+        if (self.term, self.vote, lg.committed) != self._prev_hard:
+            return True
+        if (self.leader_id, self.role, self.term) != self._prev_soft:
+            return True
+        if self.role == Role.LEADER and _roles.commit_to_send(self):
+            return True
+        return bool(self.reads_waiting) and self.reads_waiting[0].index <= lg.applied
+
+    def ready(self) -> Ready:
+        """Everything to do now, as one Ready (see ``Ready`` for the order)."""
+        if self._outstanding is not None:
+            raise RuntimeError("advance() the previous Ready before asking for another")
+        if self.role == Role.LEADER:
+            _roles.flush_leader(self)
+        lg = self.log
+        rd = Ready(self._next_number)
+        self._next_number += 1
+        soft = (self.leader_id, self.role, self.term)
+        if soft != self._prev_soft:
+            rd.soft_state = SoftState(*soft)
+            self._prev_soft = soft
+        hard = (self.term, self.vote, lg.committed)
+        if hard != self._prev_hard:
+            rd.hard_state = HardState(*hard)
+            self._prev_hard = hard
+        ents = lg.unstable_to_hand_out()
+        if ents:
+            rd.entries = ents
+            last = ents[-1]
+            lg.handed_to = last.index
+            self._persist_marks.append((rd.number, last.index, last.term))
+        elif rd.hard_state is not None:
+            self._persist_marks.append((rd.number, 0, 0))
+        applying = lg.applied
+        if lg.has_next_committed():
+            rd.committed_entries = lg.next_committed(self.cfg.max_committed_bytes_per_ready)
+            applying = rd.committed_entries[-1].index
+        if self.reads_waiting:
+            waiting = self.reads_waiting
+            n = 0
+            while n < len(waiting) and waiting[n].index <= applying:
+                n += 1
+            rd.read_states = waiting[:n]
+            del waiting[:n]
+        rd.messages = self.msgs
+        rd.persisted_messages = self.msgs_after
+        if self.msgs_after and not self._persist_marks:
+            # Nothing of this or an earlier Ready waits for an fsync: acks may leave at once.
+            rd.messages = self.msgs + self.msgs_after
+            rd.persisted_messages = []
+        rd.dropped = self.dropped
+        self.msgs, self.msgs_after, self.dropped = [], [], []
+        self._outstanding = rd
+        return rd
+
+    def on_persisted(self, number: int) -> None:
+        """The shell made every Ready numbered ``<= number`` durable."""
+        if number <= self._persisted_number:
+            return
+        self._persisted_number = number
+        marks = self._persist_marks
+        while marks and marks[0][0] <= number:
+            _, index, term = marks.pop(0)
+            if index:
+                self.log.stable_to(index, term)
+        if self.role == Role.LEADER:
+            _roles.self_persisted(self)
+
+    def advance(self, ready: Ready) -> None:
+        """The shell finished ``ready``: its committed entries are applied (or applying)."""
+        if ready is not self._outstanding:
+            raise RuntimeError(f"advance() got Ready {ready.number}, not the outstanding one")
+        self._outstanding = None
+        if ready.committed_entries:
+            self.log.applied_to(ready.committed_entries[-1].index)
+
+    # -- role changes (used by the handlers) -----------------------------------------------
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = 0
+        self.leader_id = 0
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = self.cfg.election_ticks + self.rng.randrange(
+            self.cfg.election_ticks
+        )
+        self.tracker.votes.clear()
+        self.lead_transferee = 0
+        self.lease_void = False
+
+    def become_follower(self, term: int, leader_id: int) -> None:
+        was_leader = self.role == Role.LEADER
+        if was_leader:
+            _roles.fail_pending_reads(self)
+        self._reset(term)
+        self.leader_id = leader_id
+        self.role = Role.FOLLOWER if self.promotable else Role.LEARNER
+        if was_leader:
+            self._log_role()
+
+    def become_pre_candidate(self) -> None:
+        # Pre-vote does not change the term or the vote (thesis §9.6).
+        self.tracker.votes.clear()
+        self.leader_id = 0
+        self.role = Role.PRE_CANDIDATE
+
+    def become_candidate(self) -> None:
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+
+    def become_leader(self) -> None:
+        self._reset(self.term)
+        self.leader_id = self.id
+        self.role = Role.LEADER
+        self.read_only.reset()
+        self.reads_until_commit.clear()
+        lg = self.log
+        self.tracker.reset_all(lg.last_index, self.id)
+        me = self.tracker.progress.get(self.id)
+        if me is not None:
+            me.match_index = lg.persisted_index
+            me.become_replicate()
+        self.pending_conf_index = lg.last_index
+        # The no-op entry of the new term (Raft §8): commits the previous terms' entries.
+        _roles.append_entries(self, (b"",), 0)
+        self._log_role()
+
+    def _log_role(self) -> None:
+        if self.logger is not None:
+            self.logger.info("role changed", node_id=self.id, term=self.term, role=self.role.name)
+
+    def _drop(self, msg: Message, reason: str) -> None:
+        self.dropped.append(Dropped(msg, reason))
+
+    def entries_for_test(self) -> list[Entry]:
+        """The whole held log (persisted and not); for tests and traces."""
+        return self.log.entries(self.log.first_index, self.log.last_index + 1)

@@ -1,0 +1,83 @@
+"""What the core asks the shell to do: one :class:`Ready` at a time (see ``core``'s contract)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from dengine.raft.messages import Message
+from dengine.raft.types import Entry, HardState, SnapshotMeta
+
+
+class Role(IntEnum):
+    """The role a core plays. A LEARNER is a follower that never votes nor campaigns."""
+
+    FOLLOWER = 0
+    PRE_CANDIDATE = 1
+    CANDIDATE = 2
+    LEADER = 3
+    LEARNER = 4
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    """Volatile state the shell may want to see (who leads, what we are); never persisted."""
+
+    leader_id: int
+    role: Role
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A read that is safe to serve once the state machine has applied ``index``.
+
+    ``context`` is the id the caller gave ``read_index``. ``index == 0`` with ``failed`` set
+    means the read could not be confirmed (no leader, leadership lost): retry it.
+    """
+
+    context: bytes
+    index: int
+    failed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A message the core ignored, and why (for the shell's logs and counters)."""
+
+    message: Message
+    reason: str
+
+
+@dataclass(slots=True)
+class Ready:
+    """Everything the core wants done, in the order the shell must do it.
+
+    1. ``messages``: send at once (a leader's appends and heartbeats, pre-votes, reads);
+       they do not depend on this Ready's persistence.
+    2. Persist ``entries`` (append; an entry at index i replaces any held suffix from i) and
+       ``hard_state`` if not None; then call ``core.on_persisted(number)``.
+    3. ``persisted_messages``: send only after step 2 is durable (votes, append acks).
+    4. Apply ``committed_entries`` in order; then serve ``read_states`` (each once the
+       applied index reaches its ``index``).
+    5. ``core.advance(ready)``.
+
+    ``snapshot`` (part 2) is a snapshot to install before applying anything. ``dropped`` lists
+    peer messages the core ignored, with reasons.
+    """
+
+    number: int
+    soft_state: SoftState | None = None
+    hard_state: HardState | None = None
+    entries: list[Entry] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    persisted_messages: list[Message] = field(default_factory=list)
+    committed_entries: list[Entry] = field(default_factory=list)
+    read_states: list[ReadState] = field(default_factory=list)
+    snapshot: SnapshotMeta | None = None
+    dropped: list[Dropped] = field(default_factory=list)
+
+    @property
+    def must_persist(self) -> bool:
+        """True when the shell has something to make durable before ``persisted_messages``."""
+        return bool(self.entries) or self.hard_state is not None or self.snapshot is not None

@@ -1,0 +1,204 @@
+"""A synchronous network of RaftCores for scenario tests: deliver until quiet, cut, heal.
+
+Each node is a :class:`Peer`: a core, a :class:`~dengine.raft.log.MemoryStorage` playing the
+LogStore, its saved hard state, and the list of entries it applied. ``Network.process`` drives
+one node through a full Ready cycle exactly as a shell would (send, persist, on_persisted, send
+after persistence, apply, advance); ``deliver`` runs every node and delivers every message until
+nothing moves. Faults: ``cut(a, b)`` (both ways), ``cut_one_way``, ``isolate``, ``heal``,
+``drop_types``; ``hook(msg) -> bool`` sees every message before delivery and may drop it.
+``crash``/``restart`` rebuild a core from what it persisted only.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from dengine.raft.config import RaftConfig
+from dengine.raft.core import RaftCore
+from dengine.raft.describe import describe_message
+from dengine.raft.log import MemoryStorage
+from dengine.raft.messages import Message, MessageType
+from dengine.raft.ready import Dropped, ReadState, Role
+from dengine.raft.types import ConfState, Entry, HardState
+
+__all__ = ["Network", "Peer"]
+
+
+@dataclass
+class Peer:
+    core: RaftCore
+    storage: MemoryStorage
+    hard_state: HardState = field(default_factory=HardState)
+    applied: list[Entry] = field(default_factory=list)
+    read_states: list[ReadState] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
+    #: When False, the node stops calling on_persisted (its fsync "hangs").
+    persist: bool = True
+
+
+class Network:
+    """2-7 cores joined by a synchronous, loss-free (unless told otherwise) network."""
+
+    def __init__(
+        self,
+        ids: Iterable[int] = (1, 2, 3),
+        config: RaftConfig | None = None,
+        seed: int = 0,
+        learners: Iterable[int] = (),
+    ) -> None:
+        self.ids = sorted(ids)
+        self.config = config or RaftConfig()
+        self.seed = seed
+        self.conf = ConfState(voters=frozenset(self.ids) - frozenset(learners),
+                              learners=frozenset(learners))
+        self.peers: dict[int, Peer] = {}
+        self.queue: deque[Message] = deque()
+        self.cuts: set[tuple[int, int]] = set()
+        self.dropped_types: set[MessageType] = set()
+        self.hook: Callable[[Message], bool] | None = None
+        self.trace: list[str] = []
+        self.delivered = 0
+        for i in self.ids:
+            self.peers[i] = self._new_peer(i, MemoryStorage(), HardState(), 0)
+
+    def _new_peer(self, i: int, storage: MemoryStorage, hs: HardState, applied: int) -> Peer:
+        rng = random.Random(self.seed * 1000 + i)
+        core = RaftCore(i, self.config, rng, conf_state=self.conf, storage=storage,
+                        hard_state=hs, applied_index=applied)
+        return Peer(core, storage, hs)
+
+    # -- access ----------------------------------------------------------------------------
+    def core(self, i: int) -> RaftCore:
+        return self.peers[i].core
+
+    def leader(self) -> int:
+        """The id of the leader with the highest term, or 0."""
+        best, term = 0, -1
+        for i, p in self.peers.items():
+            if p.core.role == Role.LEADER and p.core.term > term:
+                best, term = i, p.core.term
+        return best
+
+    def applied_data(self, i: int) -> list[bytes]:
+        return [e.data for e in self.peers[i].applied if e.data]
+
+    # -- faults ----------------------------------------------------------------------------
+    def cut(self, a: int, b: int) -> None:
+        self.cuts.add((a, b))
+        self.cuts.add((b, a))
+
+    def cut_one_way(self, src: int, dst: int) -> None:
+        self.cuts.add((src, dst))
+
+    def isolate(self, i: int) -> None:
+        for j in self.ids:
+            if j != i:
+                self.cut(i, j)
+
+    def heal(self) -> None:
+        self.cuts.clear()
+        self.dropped_types.clear()
+        self.hook = None
+
+    def drop_types(self, *types: MessageType) -> None:
+        self.dropped_types.update(types)
+
+    # -- driving ---------------------------------------------------------------------------
+    def send(self, msgs: Iterable[Message]) -> None:
+        for m in msgs:
+            if (m.from_, m.to) in self.cuts or m.type in self.dropped_types:
+                continue
+            if self.hook is not None and not self.hook(m):
+                continue
+            if m.to in self.peers:
+                self.queue.append(m)
+
+    def process(self, i: int) -> bool:
+        """One Ready cycle of node ``i``, as a shell runs it; False when it had nothing."""
+        p = self.peers[i]
+        core = p.core
+        if not core.has_ready():
+            return False
+        rd = core.ready()
+        self.send(rd.messages)
+        p.storage.append(rd.entries)
+        if rd.hard_state is not None:
+            p.hard_state = rd.hard_state
+        p.dropped.extend(rd.dropped)
+        if p.persist:
+            core.on_persisted(rd.number)
+            self.send(rd.persisted_messages)
+        else:
+            self._held = getattr(self, "_held", [])
+            self._held.append((i, rd.number, rd.persisted_messages))
+        p.applied.extend(rd.committed_entries)
+        p.read_states.extend(rd.read_states)
+        core.advance(rd)
+        return True
+
+    def release_persist(self, i: int) -> None:
+        """Let a node whose fsync was held (``persist = False``) finish it now."""
+        p = self.peers[i]
+        p.persist = True
+        held = getattr(self, "_held", [])
+        for node, number, msgs in [h for h in held if h[0] == i]:
+            p.core.on_persisted(number)
+            self.send(msgs)
+        self._held = [h for h in held if h[0] != i]
+
+    def step_one(self) -> bool:
+        """Deliver one queued message (after running every node's Ready); False when quiet."""
+        moved = False
+        for i in self.ids:
+            moved |= self.process(i)
+        if self.queue:
+            m = self.queue.popleft()
+            self.trace.append(describe_message(m))
+            self.delivered += 1
+            self.peers[m.to].core.step(m)
+            return True
+        return moved
+
+    def deliver(self, max_steps: int = 100_000) -> int:
+        """Run nodes and deliver messages until nothing moves; returns messages delivered."""
+        start = self.delivered
+        for _ in range(max_steps):
+            if not self.step_one():
+                return self.delivered - start
+        raise RuntimeError("the network did not go quiet; a message loop?")
+
+    def tick(self, ids: Iterable[int] | None = None, n: int = 1, deliver: bool = True) -> None:
+        """Tick the given nodes (all by default) ``n`` times, delivering after each."""
+        for _ in range(n):
+            for i in ids if ids is not None else self.ids:
+                self.peers[i].core.tick()
+            if deliver:
+                self.deliver()
+
+    def elect(self, i: int) -> None:
+        """Make node ``i`` campaign and deliver until quiet; it should then lead."""
+        self.core(i).campaign()
+        self.deliver()
+
+    def propose(self, i: int, *payloads: bytes) -> int:
+        last = self.core(i).propose_batch(payloads)
+        self.deliver()
+        return last
+
+    # -- crash and restart -----------------------------------------------------------------
+    def crash(self, i: int) -> None:
+        """Node ``i`` stops; messages to it are lost until ``restart``."""
+        self.queue = deque(m for m in self.queue if m.to != i)
+        self.isolate(i)
+
+    def restart(self, i: int) -> None:
+        """Rebuild node ``i`` from its persisted log and hard state (applied state kept)."""
+        old = self.peers[i]
+        applied = old.applied[-1].index if old.applied else 0
+        fresh = self._new_peer(i, old.storage, old.hard_state, applied)
+        fresh.applied = old.applied
+        self.peers[i] = fresh
+        self.cuts = {c for c in self.cuts if i not in c}
