@@ -239,3 +239,18 @@ class ServerError(DengineError):
         self.code = code
         self.reason = reason
         super().__init__(f"server error {code}: {reason}")
+
+
+class SessionExpired(DengineError):
+    """A retried request is older than every result the state machine still keeps for its client.
+
+    Whether it was applied is unknown; the client must read the state to find out.
+    """
+
+    def __init__(self, client_id: int, seq: int) -> None:
+        self.client_id = client_id
+        self.seq = seq
+        super().__init__(
+            f"request {seq} of client {client_id} is older than its kept results: whether it "
+            "was applied is unknown; read the state before retrying"
+        )

@@ -1,0 +1,255 @@
+"""Ordered byte-key engines under the KV state machine: memory, and RocksDB via rocksdict.
+
+An engine is a sorted map of raw keys to raw values with four powers: read a key, scan a key
+range, write a batch of puts and deletes atomically (durably when ``sync``), and replace its
+whole content atomically from a stream of items (a snapshot restore). It can also pin a
+point-in-time view and stream it. The KV machine (:mod:`dengine.statemachine.kv`) defines what
+the keys mean; both engines hold byte-identical content, so a snapshot from one restores into
+the other.
+
+Snapshot chunks are runs of ``klen u32 | key | vlen u32 | value`` records (little-endian).
+
+The RocksDB engine's directory holds ``FORMAT``, a ``CURRENT`` record naming the live database
+directory (``db-<n>``), and that directory. A restore builds ``db-<n+1>`` beside it, syncs
+every file, then replaces ``CURRENT`` (write, fsync, rename, fsync the directory), and only then
+removes the old database: a crash at any point leaves ``CURRENT`` naming a whole database.
+Directories ``CURRENT`` does not name are leftovers and are removed on open.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import shutil
+import struct
+from collections.abc import Iterable, Iterator
+
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+
+from dengine.errors import Corruption, SnapshotError, StorageError
+from dengine.storage import datadir, records
+
+_U32 = struct.Struct("<I")
+DEFAULT_CHUNK_BYTES = 1 << 20
+CURRENT_FILE = "CURRENT"
+KIND_CURRENT = 16
+
+
+def pack_items(items: Iterable[tuple[bytes, bytes]], chunk_bytes: int) -> Iterator[bytes]:
+    """Pack (key, value) pairs into chunks of about ``chunk_bytes``."""
+    parts: list[bytes] = []
+    size = 0
+    for k, v in items:
+        parts.append(_U32.pack(len(k)) + k + _U32.pack(len(v)) + v)
+        size += 8 + len(k) + len(v)
+        if size >= chunk_bytes:
+            yield b"".join(parts)
+            parts, size = [], 0
+    if parts:
+        yield b"".join(parts)
+
+
+def unpack_chunk(chunk: bytes) -> list[tuple[bytes, bytes]]:
+    """The (key, value) pairs of one chunk; a malformed chunk is SnapshotError."""
+    out = []
+    pos, n = 0, len(chunk)
+    try:
+        while pos < n:
+            (kl,) = _U32.unpack_from(chunk, pos)
+            k = chunk[pos + 4 : pos + 4 + kl]
+            pos += 4 + kl
+            (vl,) = _U32.unpack_from(chunk, pos)
+            v = chunk[pos + 4 : pos + 4 + vl]
+            pos += 4 + vl
+            if len(k) != kl or len(v) != vl:
+                raise SnapshotError("a chunk record is cut short")
+            out.append((k, v))
+    except struct.error as e:
+        raise SnapshotError(f"a chunk record is cut short: {e}") from e
+    return out
+
+
+class _ItemsSource:
+    """A pinned view streamed as chunks (``index``/``term`` are set by the KV machine)."""
+
+    def __init__(self, items: Iterable[tuple[bytes, bytes]], release=None) -> None:
+        self.index = 0
+        self.term = 0
+        self._items = items
+        self._release = release
+
+    def chunks(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes]:
+        return pack_items(self._items, chunk_bytes)
+
+    def close(self) -> None:
+        if self._release is not None:
+            self._release()
+            self._release = None
+        self._items = ()
+
+
+class MemoryEngine:
+    """A dict and a sorted key list; nothing survives the process."""
+
+    durable = False
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, bytes] = {}
+        self._keys: list[bytes] = []
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._data.get(key)
+
+    def scan(self, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
+        i = bisect.bisect_left(self._keys, start)
+        j = len(self._keys) if end is None else bisect.bisect_left(self._keys, end)
+        if limit:
+            j = min(j, i + limit)
+        return [(k, self._data[k]) for k in self._keys[i:j]]
+
+    def write(self, changes: dict[bytes, bytes | None]) -> None:
+        for k, v in changes.items():
+            if v is None:
+                if self._data.pop(k, None) is not None:
+                    del self._keys[bisect.bisect_left(self._keys, k)]
+            else:
+                if k not in self._data:
+                    bisect.insort(self._keys, k)
+                self._data[k] = v
+
+    def pin(self) -> _ItemsSource:
+        data = dict(self._data)
+        keys = list(self._keys)
+        return _ItemsSource((k, data[k]) for k in keys)
+
+    def replace(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        data = dict(items)  # consume everything (and every check) before swapping
+        self._data = data
+        self._keys = sorted(data)
+
+    def close(self) -> None:
+        pass
+
+
+def _db_options() -> Options:
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    return opts
+
+
+class RocksEngine:
+    """RocksDB through rocksdict, with atomic whole-database replacement (module docstring)."""
+
+    durable = True
+
+    def __init__(self, path: str, *, sync: bool = True, logger=None) -> None:
+        self.path = os.path.abspath(path)
+        self._wopts = WriteOptions()
+        self._wopts.sync = sync
+        self._log = logger
+        datadir.open_dir(self.path, "kv-rocksdb", self._init_dir)
+        current = records.read_record(self._p(CURRENT_FILE), KIND_CURRENT)
+        if current is None:
+            raise Corruption(self._p(CURRENT_FILE), None, "missing")
+        self._current = current.decode()
+        for name in os.listdir(self.path):
+            if name.startswith("db-") and name != self._current:
+                shutil.rmtree(self._p(name))  # an interrupted restore, or its predecessor
+        self._db = self._open(self._p(self._current))
+        if self._log is not None:
+            self._log.info("kv engine opened", path=self.path, db=self._current, sync=sync)
+
+    @staticmethod
+    def _init_dir(tmp: str) -> None:
+        db = Rdict(os.path.join(tmp, "db-000001"), _db_options())
+        db.close()
+        records.write_record(os.path.join(tmp, CURRENT_FILE), KIND_CURRENT, b"db-000001")
+
+    def _open(self, path: str) -> Rdict:
+        try:
+            return Rdict(path, _db_options())
+        except Exception as e:  # rocksdict raises plain Exception
+            raise StorageError(f"cannot open RocksDB at {path}: {e}") from e
+
+    def _p(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._db.get(key)
+
+    def scan(self, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
+        out = []
+        for k, v in self._db.items(from_key=start):
+            if end is not None and k >= end:
+                break
+            out.append((k, v))
+            if limit and len(out) >= limit:
+                break
+        return out
+
+    def write(self, changes: dict[bytes, bytes | None]) -> None:
+        wb = WriteBatch(raw_mode=True)
+        for k, v in changes.items():
+            if v is None:
+                wb.delete(k)
+            else:
+                wb.put(k, v)
+        try:
+            self._db.write(wb, self._wopts)
+        except Exception as e:
+            raise StorageError(f"RocksDB write to {self.path} failed: {e}") from e
+
+    def pin(self) -> _ItemsSource:
+        snap = self._db.snapshot()
+        holder = [snap]
+
+        def release() -> None:
+            holder.clear()
+
+        return _ItemsSource(holder[0].items(), release)
+
+    def replace(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        n = int(self._current.split("-")[1]) + 1
+        name = f"db-{n:06d}"
+        new_path = self._p(name)
+        shutil.rmtree(new_path, ignore_errors=True)
+        try:
+            self._fill(new_path, items)
+        except BaseException:
+            shutil.rmtree(new_path, ignore_errors=True)
+            raise
+        records.write_record(self._p(CURRENT_FILE), KIND_CURRENT, name.encode())
+        old, self._current = self._p(self._current), name
+        self._db.close()
+        self._db = self._open(new_path)
+        shutil.rmtree(old, ignore_errors=True)
+        records.fsync_dir(self.path)
+
+    def _fill(self, path: str, items: Iterable[tuple[bytes, bytes]]) -> None:
+        db = Rdict(path, _db_options())
+        try:
+            wb = WriteBatch(raw_mode=True)
+            count = 0
+            for k, v in items:
+                wb.put(k, v)
+                count += 1
+                if count % 4096 == 0:
+                    db.write(wb)
+                    wb = WriteBatch(raw_mode=True)
+            db.write(wb)
+            db.flush()
+        finally:
+            db.close()
+        for root, _dirs, files in os.walk(path):
+            for f in files:
+                fd = os.open(os.path.join(root, f), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        records.fsync_dir(path)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None

@@ -1,0 +1,337 @@
+"""The KV state machine: put, delete, compare-and-set, atomic batches, reads, exactly-once.
+
+Theory of operation. Commands are the ``codec`` kernel's KV commands carried in NORMAL entries.
+Every key carries, as etcd's do, its ``revision`` (the log index that last wrote it), its
+``create_revision`` and its ``version`` (writes since it was created; a delete resets it).
+``apply`` runs a batch of entries against an overlay of pending changes and then writes the
+overlay *and* the applied (index, term) to the engine in one atomic write: after a crash the
+machine is exactly at some batch boundary and reports it, so nothing is applied twice or skipped.
+
+Raw keyspace (the same on both engines, so snapshots move between them)::
+
+    b"d" + key            revision u64 | create_revision u64 | version u64 | value
+    b"m" + b"applied"     index u64 | term u64
+    b"s" + client_id BE   session: last index u64 | count u32 | (seq u64 | len u32 | result)*
+
+Exactly-once (Raft thesis §6.3): a SESSION-wrapped command carries (client_id, seq). The machine
+keeps, per client, the results of its ``session_results`` most recent sequence numbers; a retry
+of one of those returns the stored result without applying again. A seq older than every kept
+one answers :class:`SessionExpired` (its outcome is unknown). At most ``max_sessions`` clients
+are kept; the one idle longest (smallest last index, then smallest id) is evicted, a rule every
+replica computes alike. A client evicted and then retrying is treated as new: keep
+``max_sessions`` above the number of live clients. The table is part of every snapshot.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from dengine._core import codec
+from dengine.errors import DecodeError, SessionExpired, SnapshotError
+from dengine.raft.types import Entry, EntryKind
+from dengine.statemachine.engines import (
+    DEFAULT_CHUNK_BYTES,
+    MemoryEngine,
+    RocksEngine,
+    pack_items,
+    unpack_chunk,
+)
+
+P_DATA = b"d"
+P_SESSION = b"s"
+K_APPLIED = b"mapplied"
+K_FORMAT = b"\x00format"
+FORMAT = b"dengine-kv-1"
+_REC = struct.Struct("<QQQ")
+_PAIR = struct.Struct("<QQ")
+_CLIENT = struct.Struct(">Q")
+_SESSION_HEAD = struct.Struct("<QI")
+_SEQ = struct.Struct("<QI")
+_RESULT = struct.Struct("<BQQ")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: bytes
+    value: bytes
+    revision: int
+    create_revision: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The outcome of a write: ``ok`` is False for a CAS that did not match or a delete of a
+    missing key; ``revision``/``version`` describe the key afterwards (0 when absent)."""
+
+    ok: bool
+    revision: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    """A page of a scan; pass ``next_key`` as the next call's start, None when done."""
+
+    items: list[KeyValue]
+    next_key: bytes | None
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key above every key that starts with ``prefix`` (None: no bound)."""
+    p = bytearray(prefix)
+    while p:
+        if p[-1] < 0xFF:
+            p[-1] += 1
+            return bytes(p)
+        p.pop()
+    return None
+
+
+def encode_result(r: object) -> bytes:
+    if isinstance(r, WriteResult):
+        return _RESULT.pack(1 if r.ok else 0, r.revision, r.version)
+    return b"\x02" + str(getattr(r, "reason", r)).encode()
+
+
+def decode_result(data: bytes) -> object:
+    if data[:1] == b"\x02":
+        return DecodeError("command", data[1:].decode(errors="replace"))
+    ok, revision, version = _RESULT.unpack(data)
+    return WriteResult(bool(ok), revision, version)
+
+
+class _Session:
+    __slots__ = ("last_index", "results")
+
+    def __init__(self, last_index: int, results: dict[int, bytes]) -> None:
+        self.last_index = last_index
+        self.results = results
+
+    def encode(self) -> bytes:
+        parts = [_SESSION_HEAD.pack(self.last_index, len(self.results))]
+        for seq in sorted(self.results):
+            r = self.results[seq]
+            parts.append(_SEQ.pack(seq, len(r)) + r)
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, data: bytes) -> _Session:
+        last, n = _SESSION_HEAD.unpack_from(data, 0)
+        pos = _SESSION_HEAD.size
+        results = {}
+        for _ in range(n):
+            seq, ln = _SEQ.unpack_from(data, pos)
+            pos += _SEQ.size
+            results[seq] = bytes(data[pos : pos + ln])
+            pos += ln
+        return cls(last, results)
+
+
+class KVStateMachine:
+    """The KV machine over an engine (:class:`MemoryEngine` or :class:`RocksEngine`)."""
+
+    def __init__(
+        self,
+        engine: MemoryEngine | RocksEngine,
+        *,
+        max_sessions: int = 4096,
+        session_results: int = 16,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    ) -> None:
+        self.engine = engine
+        self.max_sessions = max_sessions
+        self.session_results = session_results
+        self.chunk_bytes = chunk_bytes
+        self._load()
+
+    def _load(self) -> None:
+        raw = self.engine.get(K_APPLIED)
+        self._applied = _PAIR.unpack(raw) if raw else (0, 0)
+        self._sessions: dict[int, _Session] = {}
+        for k, v in self.engine.scan(P_SESSION, prefix_end(P_SESSION), 0):
+            self._sessions[_CLIENT.unpack(k[1:])[0]] = _Session.decode(v)
+
+    # -- apply -------------------------------------------------------------------------------
+    def applied_index(self) -> int:
+        return self._applied[0]
+
+    def applied_term(self) -> int:
+        return self._applied[1]
+
+    def apply(self, entries: Sequence[Entry]) -> list[object]:
+        """Apply committed entries in order; one atomic engine write for the whole batch."""
+        if not entries:
+            return []
+        overlay: dict[bytes, bytes | None] = {}
+        results: list[object] = []
+        for e in entries:
+            if e.index <= self._applied[0]:
+                raise ValueError(f"entry {e.index} is already applied (at {self._applied[0]})")
+            if e.kind != EntryKind.NORMAL or not e.data:
+                results.append(None)
+                continue
+            try:
+                cmd = codec.decode_command(e.data)
+            except DecodeError as err:
+                results.append(err)
+                continue
+            results.append(self._command(cmd, e.index, overlay))
+        last = entries[-1]
+        overlay[K_APPLIED] = _PAIR.pack(last.index, last.term)
+        self.engine.write(overlay)
+        self._applied = (last.index, last.term)
+        return results
+
+    def _command(self, cmd: tuple, index: int, overlay: dict) -> object:
+        if cmd[0] == codec.OP_SESSION:
+            return self._session(cmd[1], cmd[2], cmd[3], index, overlay)
+        return self._execute(cmd, index, overlay)
+
+    def _session(self, client_id: int, seq: int, cmd: tuple, index: int, overlay: dict) -> object:
+        s = self._sessions.get(client_id)
+        if s is not None:
+            if seq in s.results:
+                return decode_result(s.results[seq])
+            if len(s.results) >= self.session_results and seq < min(s.results):
+                return SessionExpired(client_id, seq)
+        else:
+            if len(self._sessions) >= self.max_sessions:
+                self._evict(overlay)
+            s = self._sessions[client_id] = _Session(index, {})
+        result = self._execute(cmd, index, overlay)
+        s.results[seq] = encode_result(result)
+        while len(s.results) > self.session_results:
+            del s.results[min(s.results)]
+        s.last_index = index
+        overlay[P_SESSION + _CLIENT.pack(client_id)] = s.encode()
+        return result
+
+    def _evict(self, overlay: dict) -> None:
+        victim = min(self._sessions, key=lambda c: (self._sessions[c].last_index, c))
+        del self._sessions[victim]
+        overlay[P_SESSION + _CLIENT.pack(victim)] = None
+
+    def _read_raw(self, key: bytes, overlay: dict) -> tuple[int, int, int, bytes] | None:
+        raw = overlay[P_DATA + key] if P_DATA + key in overlay else self.engine.get(P_DATA + key)
+        if raw is None:
+            return None
+        rev, create, version = _REC.unpack_from(raw, 0)
+        return rev, create, version, bytes(raw[_REC.size :])
+
+    def _put(self, key: bytes, value: bytes, index: int, overlay: dict) -> WriteResult:
+        cur = self._read_raw(key, overlay)
+        create, version = (index, 1) if cur is None else (cur[1], cur[2] + 1)
+        overlay[P_DATA + key] = _REC.pack(index, create, version) + value
+        return WriteResult(True, index, version)
+
+    def _delete(self, key: bytes, overlay: dict) -> WriteResult:
+        existed = self._read_raw(key, overlay) is not None
+        overlay[P_DATA + key] = None
+        return WriteResult(existed, 0, 0)
+
+    def _execute(self, cmd: tuple, index: int, overlay: dict) -> object:
+        op = cmd[0]
+        if op == codec.OP_PUT:
+            return self._put(cmd[1], cmd[2], index, overlay)
+        if op == codec.OP_DELETE:
+            return self._delete(cmd[1], overlay)
+        if op == codec.OP_CAS:
+            _op, key, expect_value, expect_version, new_value = cmd
+            cur = self._read_raw(key, overlay)
+            cur_version = 0 if cur is None else cur[2]
+            ok = True
+            if expect_version is not None and expect_version != cur_version:
+                ok = False
+            if expect_value is not None and (cur is None or cur[3] != expect_value):
+                ok = False
+            if not ok:
+                return WriteResult(False, 0 if cur is None else cur[0], cur_version)
+            if new_value is None:
+                self._delete(key, overlay)
+                return WriteResult(True, 0, 0)
+            return self._put(key, new_value, index, overlay)
+        if op == codec.OP_BATCH:
+            for sub in cmd[1]:
+                self._execute(sub, index, overlay)
+            return WriteResult(True, index, 0)
+        return DecodeError("command", f"op {op} cannot be applied here")
+
+    # -- reads -------------------------------------------------------------------------------
+    @staticmethod
+    def _kv(raw_key: bytes, raw: bytes) -> KeyValue:
+        rev, create, version = _REC.unpack_from(raw, 0)
+        return KeyValue(bytes(raw_key[1:]), bytes(raw[_REC.size :]), rev, create, version)
+
+    def get(self, key: bytes) -> KeyValue | None:
+        raw = self.engine.get(P_DATA + key)
+        return None if raw is None else self._kv(P_DATA + key, raw)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[KeyValue | None]:
+        return [self.get(k) for k in keys]
+
+    def range(self, start: bytes, end: bytes | None = None, limit: int = 0) -> ScanResult:
+        """Keys in ``[start, end)`` (``end`` None: to the last key), at most ``limit`` (0: all)."""
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        raw_end = prefix_end(P_DATA) if end is None else P_DATA + end
+        rows = self.engine.scan(P_DATA + start, raw_end, limit + 1 if limit else 0)
+        more = bool(limit) and len(rows) > limit
+        items = [self._kv(k, v) for k, v in (rows[:limit] if more else rows)]
+        return ScanResult(items, items[-1].key + b"\x00" if more else None)
+
+    def prefix(self, prefix: bytes, limit: int = 0, start: bytes | None = None) -> ScanResult:
+        """Keys starting with ``prefix``; ``start`` resumes from a previous ``next_key``."""
+        begin = prefix if start is None or start < prefix else start
+        return self.range(begin, prefix_end(prefix), limit)
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def snapshot(self) -> _KVSnapshot:
+        """Pin the current state; its chunks stream later while ``apply`` goes on."""
+        return _KVSnapshot(self.engine.pin(), self._applied, self.chunk_bytes)
+
+    def restore(self, chunks: Iterable[bytes]) -> None:
+        """Replace everything with a snapshot's content; atomic in the engine."""
+        self.engine.replace(_checked_items(chunks))
+        self._load()
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class _KVSnapshot:
+    """A pinned engine view; its stream starts with the format record."""
+
+    def __init__(self, pinned, applied: tuple[int, int], chunk_bytes: int) -> None:
+        self._pinned = pinned
+        self.index, self.term = applied
+        self._chunk_bytes = chunk_bytes
+
+    def chunks(self) -> Iterator[bytes]:
+        yield from pack_items([(K_FORMAT, FORMAT)], 1)
+        yield from self._pinned.chunks(self._chunk_bytes)
+
+    def close(self) -> None:
+        self._pinned.close()
+
+
+def _checked_items(chunks: Iterable[bytes]) -> Iterable[tuple[bytes, bytes]]:
+    """Items of a KV snapshot; a foreign or malformed stream raises before the swap."""
+    first = True
+    seen_applied = False
+    for chunk in chunks:
+        for k, v in unpack_chunk(chunk):
+            if first:
+                if (k, v) != (K_FORMAT, FORMAT):
+                    raise SnapshotError("the snapshot is not a dengine KV snapshot")
+                first = False
+                continue
+            if k == K_APPLIED:
+                seen_applied = True
+            elif not k.startswith((P_DATA, P_SESSION)):
+                raise SnapshotError(f"unknown key {k[:16]!r} in a KV snapshot")
+            yield k, v
+    if first or not seen_applied:
+        raise SnapshotError("the KV snapshot is incomplete (no applied index)")
