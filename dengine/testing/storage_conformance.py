@@ -1,0 +1,332 @@
+"""The log store conformance suite, shipped for people writing their own adapter.
+
+Use it from a pytest module: provide a ``log_factory`` fixture returning an object with
+``open() -> LogStore`` (the same directory each call, so a second ``open`` after ``close`` is a
+restart) and ``durable: bool`` (False for a store that keeps nothing across ``close``, whose
+"reopen" then keeps the same object), then subclass :class:`LogStoreConformance`::
+
+    @pytest.fixture
+    def log_factory(tmp_path):
+        return MyFactory(tmp_path / "log")
+
+    class TestMyStore(LogStoreConformance):
+        pass
+
+Every method of :class:`~dengine.storage.base.LogStore` is exercised with its edge cases:
+an empty log, reads around the anchor after compaction, truncation and replacement across
+segment boundaries (make segments small in the factory), refused batches that must leave the
+store untouched, and a restart after each of these. A seeded random walk compares the store
+with a plain list model, restarting it now and then.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Protocol
+
+import pytest
+
+from dengine.errors import ClusterMismatch, Compacted, IndexOutOfRange, InvalidAppend
+from dengine.raft.types import ConfState, Entry, EntryKind, HardState, SnapshotMeta
+from dengine.storage.base import LogStore
+
+
+class LogStoreFactory(Protocol):
+    durable: bool
+
+    def open(self) -> LogStore: ...
+
+
+def payload(index: int, term: int, size: int | None = None) -> bytes:
+    """A payload that names its entry, so a misplaced entry shows in a failure."""
+    head = f"{term}:{index}:".encode()
+    n = (index * 7919 + term) % 97 if size is None else size
+    return (head * (n // len(head) + 1))[:n] if n else b""
+
+
+def make(lo: int, hi: int, term: int, size: int | None = None) -> list[Entry]:
+    """Entries ``lo..hi`` (inclusive) of ``term``."""
+    return [Entry(term, i, EntryKind.NORMAL, payload(i, term, size)) for i in range(lo, hi + 1)]
+
+
+def reopen(factory: LogStoreFactory, store: LogStore) -> LogStore:
+    """Restart a durable store; a non-durable one stays as it is."""
+    if not factory.durable:
+        return store
+    store.close()
+    return factory.open()
+
+
+def snapshot_of(store: LogStore) -> tuple:
+    """Everything observable about a store, to compare before and after an operation."""
+    first, last = store.first_index(), store.last_index()
+    return (
+        first,
+        last,
+        store.term(first - 1),
+        store.entries(first, last + 1),
+        store.hard_state(),
+        store.snapshot_meta(),
+    )
+
+
+class LogStoreConformance:
+    """Subclass in a test module that provides the ``log_factory`` fixture."""
+
+    @pytest.fixture
+    def store(self, log_factory):
+        s = log_factory.open()
+        holder = [s]
+        yield holder
+        holder[0].close()
+
+    # -- empty ---------------------------------------------------------------------------------
+    def test_is_a_log_store(self, store):
+        assert isinstance(store[0], LogStore)
+
+    def test_empty(self, store, log_factory):
+        for _ in range(2):
+            s = store[0]
+            assert (s.first_index(), s.last_index(), s.term(0)) == (1, 0, 0)
+            assert s.entries(1, 1) == []
+            with pytest.raises(IndexOutOfRange):
+                s.term(1)
+            with pytest.raises(IndexOutOfRange):
+                s.entries(1, 2)
+            assert s.hard_state() == HardState()
+            assert s.snapshot_meta() is None
+            assert s.identity() is None
+            store[0] = reopen(log_factory, s)
+
+    def test_append_nothing_is_a_no_op(self, store):
+        store[0].append([])
+        assert store[0].last_index() == 0
+
+    # -- append and read -------------------------------------------------------------------------
+    def test_append_and_read(self, store, log_factory):
+        es = make(1, 50, 1) + make(51, 120, 2)
+        store[0].append(es[:7])
+        store[0].append(es[7:])
+        for _ in range(2):
+            s = store[0]
+            assert (s.first_index(), s.last_index()) == (1, 120)
+            assert s.entries(1, 121) == es
+            assert s.entries(40, 60) == es[39:59]
+            assert [s.term(i) for i in (0, 1, 50, 51, 120)] == [0, 1, 1, 2, 2]
+            store[0] = reopen(log_factory, s)
+
+    def test_kinds_empty_and_large_payloads(self, store, log_factory):
+        es = [
+            Entry(1, 1, EntryKind.NORMAL, b""),
+            Entry(1, 2, EntryKind.CONF_CHANGE, b"conf"),
+            Entry(2, 3, EntryKind.NORMAL, bytes(range(256)) * 400),
+            Entry(2, 4, 255, b"\x00" * 10),
+        ]
+        store[0].append(es)
+        store[0] = reopen(log_factory, store[0])
+        assert store[0].entries(1, 5) == es
+
+    def test_max_bytes_budget(self, store):
+        es = make(1, 10, 1, size=100)
+        store[0].append(es)
+        per = 21 + 100
+        assert store[0].entries(1, 11, max_bytes=0) == es[:1]  # always one
+        assert store[0].entries(1, 11, max_bytes=per * 3) == es[:3]
+        assert store[0].entries(1, 11, max_bytes=per * 3 + per - 1) == es[:3]
+        assert store[0].entries(3, 11, max_bytes=10**9) == es[2:]
+        assert store[0].entries(5, 5, max_bytes=0) == []
+
+    def test_read_bounds(self, store):
+        store[0].append(make(1, 5, 1))
+        with pytest.raises(IndexOutOfRange):
+            store[0].entries(1, 7)
+        with pytest.raises(IndexOutOfRange):
+            store[0].term(6)
+        with pytest.raises(ValueError):
+            store[0].entries(4, 3)
+        assert store[0].entries(6, 6) == []
+
+    # -- refused appends leave the store untouched -----------------------------------------------
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            [Entry(2, 12, 0, b"gap")],
+            [Entry(2, 11, 0, b"a"), Entry(2, 13, 0, b"skip")],
+            [Entry(2, 11, 0, b"a"), Entry(2, 10, 0, b"back")],
+            [Entry(2, 11, 0, b"a"), Entry(1, 12, 0, b"falls")],
+            [Entry(1, 8, 0, b"below the held term at 7 (2)")],
+            [Entry(0, 11, 0, b"term zero")],
+        ],
+    )
+    def test_bad_batch_is_refused_whole(self, store, log_factory, bad):
+        store[0].append(make(1, 5, 1) + make(6, 10, 2))
+        before = snapshot_of(store[0])
+        with pytest.raises(InvalidAppend):
+            store[0].append(bad)
+        assert snapshot_of(store[0]) == before
+        store[0] = reopen(log_factory, store[0])
+        assert snapshot_of(store[0]) == before
+
+    def test_append_below_first_index_is_compacted(self, store, log_factory):
+        store[0].append(make(1, 20, 1))
+        store[0].compact(10)
+        before = snapshot_of(store[0])
+        with pytest.raises(Compacted):
+            store[0].append(make(5, 25, 2))
+        assert snapshot_of(store[0]) == before
+
+    # -- conflicts, truncation ------------------------------------------------------------------
+    def test_append_replaces_a_conflicting_suffix(self, store, log_factory):
+        store[0].append(make(1, 100, 1))
+        store[0].append(make(40, 60, 2))
+        for _ in range(2):
+            assert store[0].last_index() == 60
+            assert store[0].entries(1, 61) == make(1, 39, 1) + make(40, 60, 2)
+            store[0] = reopen(log_factory, store[0])
+        store[0].append(make(61, 70, 3))
+        store[0].append(make(1, 3, 4))  # replace from the very first entry
+        store[0] = reopen(log_factory, store[0])
+        assert store[0].entries(1, 4) == make(1, 3, 4)
+        assert store[0].last_index() == 3
+
+    @pytest.mark.parametrize("cut", [1, 2, 37, 99, 100, 101, 500])
+    def test_truncate_suffix(self, store, log_factory, cut):
+        es = make(1, 100, 1, size=60)
+        for i in range(0, 100, 9):
+            store[0].append(es[i : i + 9])
+        store[0].truncate_suffix(cut)
+        for _ in range(2):
+            last = min(cut - 1, 100)
+            assert store[0].last_index() == last
+            assert store[0].entries(1, last + 1) == es[:last]
+            store[0] = reopen(log_factory, store[0])
+        store[0].append(make(last + 1, last + 5, 2))
+        store[0] = reopen(log_factory, store[0])
+        assert store[0].entries(1, last + 6) == es[:last] + make(last + 1, last + 5, 2)
+
+    def test_truncate_below_compaction_point_is_refused(self, store):
+        store[0].append(make(1, 30, 1))
+        store[0].compact(20)
+        before = snapshot_of(store[0])
+        with pytest.raises(Compacted):
+            store[0].truncate_suffix(20)
+        store[0].truncate_suffix(21)  # the first kept index is fine
+        assert store[0].last_index() == 20
+        assert before[0] == store[0].first_index()
+
+    # -- compaction ----------------------------------------------------------------------------
+    def test_compact(self, store, log_factory):
+        es = make(1, 60, 1, size=80) + make(61, 100, 2, size=80)
+        for i in range(0, 100, 7):
+            store[0].append(es[i : i + 7])
+        store[0].compact(64)
+        for _ in range(2):
+            s = store[0]
+            assert (s.first_index(), s.last_index(), s.term(64)) == (65, 100, 2)
+            assert s.entries(65, 101) == es[64:]
+            with pytest.raises(Compacted):
+                s.entries(64, 70)
+            with pytest.raises(Compacted):
+                s.term(63)
+            store[0] = reopen(log_factory, s)
+        store[0].compact(10)  # below the anchor: nothing to do
+        store[0].compact(64)
+        assert store[0].first_index() == 65
+        with pytest.raises(IndexOutOfRange):
+            store[0].compact(101)
+        store[0].compact(100)  # everything: an empty log anchored at 100
+        store[0] = reopen(log_factory, store[0])
+        assert (store[0].first_index(), store[0].last_index(), store[0].term(100)) == (101, 100, 2)
+        store[0].append(make(101, 103, 3))
+        store[0] = reopen(log_factory, store[0])
+        assert store[0].entries(101, 104) == make(101, 103, 3)
+
+    def test_reset_for_a_snapshot(self, store, log_factory):
+        store[0].append(make(1, 50, 1))
+        store[0].reset(1000, 7)
+        for _ in range(2):
+            s = store[0]
+            assert (s.first_index(), s.last_index(), s.term(1000)) == (1001, 1000, 7)
+            with pytest.raises(Compacted):
+                s.entries(50, 51)
+            store[0] = reopen(log_factory, s)
+        store[0].append(make(1001, 1010, 7))
+        store[0].reset(5, 1)  # backwards is allowed too: the log is whatever the snapshot says
+        store[0].append(make(6, 8, 1))
+        store[0] = reopen(log_factory, store[0])
+        assert store[0].entries(6, 9) == make(6, 8, 1)
+        assert store[0].first_index() == 6
+
+    # -- small records -------------------------------------------------------------------------
+    def test_hard_state(self, store, log_factory):
+        store[0].append(make(1, 9, 3))
+        store[0].save_hard_state(HardState(3, 2, 5))
+        store[0].save_hard_state(HardState(4, 0, 9))
+        store[0] = reopen(log_factory, store[0])
+        assert store[0].hard_state() == HardState(4, 0, 9)
+
+    def test_snapshot_meta(self, store, log_factory):
+        cs = ConfState(frozenset({1, 2, 3}), frozenset({9}), frozenset({1, 4}), frozenset({4}), True)
+        meta = SnapshotMeta(77, 5, cs)
+        store[0].save_snapshot_meta(SnapshotMeta(10, 1))
+        store[0].save_snapshot_meta(meta)
+        store[0] = reopen(log_factory, store[0])
+        assert store[0].snapshot_meta() == meta
+
+    def test_identity(self, store, log_factory):
+        store[0].bind_identity(0xC1, 3)
+        store[0].bind_identity(0xC1, 3)
+        store[0] = reopen(log_factory, store[0])
+        assert store[0].identity() == (0xC1, 3)
+        with pytest.raises(ClusterMismatch):
+            store[0].bind_identity(0xC2, 3)
+        with pytest.raises(ClusterMismatch):
+            store[0].bind_identity(0xC1, 4)
+        assert store[0].identity() == (0xC1, 3)
+
+    def test_sync_is_callable_any_time(self, store):
+        store[0].sync()
+        store[0].append(make(1, 3, 1))
+        store[0].sync()
+        assert store[0].last_index() == 3
+
+    # -- a random walk against a model ---------------------------------------------------------
+    @pytest.mark.parametrize("seed", [1, 2, 3])
+    def test_random_walk_matches_a_model(self, store, log_factory, seed):
+        rng = random.Random(seed)
+        model: list[Entry] = []
+        anchor = (0, 0)
+        term = 1
+        for _step in range(150):
+            s = store[0]
+            last = anchor[0] + len(model)
+            op = rng.random()
+            if op < 0.55:
+                start = rng.randint(anchor[0] + 1, last + 1) if rng.random() < 0.3 else last + 1
+                term += rng.random() < 0.2
+                batch = make(start, start + rng.randint(0, 12), term, size=rng.randint(0, 200))
+                s.append(batch)
+                model = model[: start - anchor[0] - 1] + batch
+            elif op < 0.65 and last >= anchor[0] + 1:
+                cut = rng.randint(anchor[0] + 1, last + 1)
+                s.truncate_suffix(cut)
+                model = model[: cut - anchor[0] - 1]
+            elif op < 0.75 and model:
+                at = rng.randint(anchor[0], last)
+                s.compact(at)
+                if at > anchor[0]:
+                    t = model[at - anchor[0] - 1].term
+                    model = [e for e in model if e.index > at]
+                    anchor = (at, t)
+            elif op < 0.78:
+                at = last + rng.randint(0, 30)
+                s.reset(at, term)
+                anchor, model = (at, term), []
+            elif op < 0.85:
+                store[0] = reopen(log_factory, s)
+            s = store[0]
+            assert (s.first_index(), s.last_index()) == (anchor[0] + 1, anchor[0] + len(model))
+            assert s.term(anchor[0]) == anchor[1]
+            lo = rng.randint(anchor[0] + 1, anchor[0] + len(model) + 1)
+            hi = rng.randint(lo, anchor[0] + len(model) + 1)
+            assert s.entries(lo, hi) == model[lo - anchor[0] - 1 : hi - anchor[0] - 1]
