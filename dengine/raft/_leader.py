@@ -224,8 +224,12 @@ def on_heartbeat_resp(core: RaftCore, m: Message) -> None:
         return
     pr.recent_active = True
     pr.probe_sent = False
-    if pr.match_index < core.log.last_index or pr.sent_commit < core.log.committed:
-        send_append(core, m.from_, pr, False)
+    if pr.state == REPLICATE and pr.inflights.full():
+        # An ack may have been lost: let one more append out per heartbeat (etcd).
+        pr.inflights.free_first()
+    if pr.match_index < core.log.last_index:
+        # Empty when everything was sent: its probe index then finds a lost append.
+        send_append(core, m.from_, pr, True)
     ro.ack(m.from_, m.index)
     if ro.pending or core.cfg.lease_ticks:
         _confirm_reads(core)

@@ -69,6 +69,11 @@ class Inflights:
         if not self.count:
             self._start = 0
 
+    def free_first(self) -> None:
+        """Forget the oldest append in flight (its ack may be lost)."""
+        if self.count:
+            self.free_le(self._ring[self._start])
+
     def reset(self) -> None:
         self._start = 0
         self.count = 0

@@ -61,6 +61,8 @@ class Network:
         self.hook: Callable[[Message], bool] | None = None
         self.trace: list[str] = []
         self.delivered = 0
+        #: Ready numbers and persisted messages of nodes whose fsync is held.
+        self.held: list[tuple[int, int, list[Message]]] = []
         for i in self.ids:
             self.peers[i] = self._new_peer(i, MemoryStorage(), HardState(), 0)
 
@@ -132,8 +134,7 @@ class Network:
             core.on_persisted(rd.number)
             self.send(rd.persisted_messages)
         else:
-            self._held = getattr(self, "_held", [])
-            self._held.append((i, rd.number, rd.persisted_messages))
+            self.held.append((i, rd.number, rd.persisted_messages))
         p.applied.extend(rd.committed_entries)
         p.read_states.extend(rd.read_states)
         core.advance(rd)
@@ -143,11 +144,10 @@ class Network:
         """Let a node whose fsync was held (``persist = False``) finish it now."""
         p = self.peers[i]
         p.persist = True
-        held = getattr(self, "_held", [])
-        for node, number, msgs in [h for h in held if h[0] == i]:
+        for _, number, msgs in [h for h in self.held if h[0] == i]:
             p.core.on_persisted(number)
             self.send(msgs)
-        self._held = [h for h in held if h[0] != i]
+        self.held = [h for h in self.held if h[0] != i]
 
     def step_one(self) -> bool:
         """Deliver one queued message (after running every node's Ready); False when quiet."""
@@ -187,6 +187,13 @@ class Network:
         last = self.core(i).propose_batch(payloads)
         self.deliver()
         return last
+
+    def preload(self, i: int, terms: Iterable[int], term: int) -> None:
+        """Give node ``i`` a persisted log with these entry terms (index 1, 2, ...) and a
+        current ``term``, as if it restarted with them: for the paper's figure 7 and 8."""
+        storage = MemoryStorage()
+        storage.append([Entry(t, k + 1, 0, b"") for k, t in enumerate(terms)])
+        self.peers[i] = self._new_peer(i, storage, HardState(term=term), 0)
 
     # -- crash and restart -----------------------------------------------------------------
     def crash(self, i: int) -> None:
