@@ -249,12 +249,13 @@ def _parse_text(kind: str, key: str, text: str) -> Any:
     raise AssertionError(f"no parser for {kind}")
 
 
-def _check_addr(key: str, value: str, *, empty_ok: bool) -> None:
+def _check_addr(key: str, value: str, *, empty_ok: bool, port_zero_ok: bool = False) -> None:
     if not value and empty_ok:
         return
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(key, value, "host:port with a port in 1..65535")
+    low = 0 if port_zero_ok else 1
+    if not sep or not host or not port.isdigit() or not low <= int(port) < 65536:
+        raise ConfigError(key, value, f"host:port with a port in {low}..65535")
 
 
 def _coerce(section: str, f: Any, value: Any) -> Any:
@@ -410,7 +411,7 @@ def _check_contradictions(c: Config) -> None:
 
 
 def _check_cluster(cl: ClusterSection) -> None:
-    _check_addr("cluster.listen_addr", cl.listen_addr, empty_ok=True)
+    _check_addr("cluster.listen_addr", cl.listen_addr, empty_ok=True, port_zero_ok=True)
     _check_addr("cluster.advertise_addr", cl.advertise_addr, empty_ok=True)
     _check_addr("cluster.join", cl.join, empty_ok=True)
     if cl.join:

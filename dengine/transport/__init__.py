@@ -1,0 +1,27 @@
+"""Peer transport: the ``Transport`` seam, gRPC in production, in-memory in tests.
+
+See :mod:`dengine.transport.base` for the contract, :mod:`dengine.transport.grpc_transport` for
+the gRPC implementation, :mod:`dengine.transport.memory` for the test one, and
+:mod:`dengine.transport.status` for the mapping between dengine errors and gRPC statuses.
+"""
+
+from dengine.transport.base import (
+    FaultSwitch,
+    IncomingSnapshot,
+    SnapshotResult,
+    Transport,
+    TransportStats,
+)
+from dengine.transport.grpc_transport import GrpcTransport
+from dengine.transport.memory import MemoryNetwork, MemoryTransport
+
+__all__ = [
+    "Transport",
+    "GrpcTransport",
+    "MemoryNetwork",
+    "MemoryTransport",
+    "FaultSwitch",
+    "IncomingSnapshot",
+    "SnapshotResult",
+    "TransportStats",
+]

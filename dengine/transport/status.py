@@ -1,0 +1,196 @@
+"""dengine errors <-> gRPC status codes and the client.proto ``Error`` message, both ways.
+
+Theory of operation
+-------------------
+A server answers a failed request in one of two ways, and both carry the same information:
+
+* in the response body, as a ``dengine.v1.Error`` (code, message, leader hint) — what the unary
+  KV calls and the batched stream use, so one failed request in a batch fails only itself;
+* as a gRPC status (code + details), with the same ``Error`` serialized into the trailing
+  metadata key :data:`ERROR_METADATA_KEY`, so a generic gRPC client sees a sensible status code
+  and a dengine client recovers the exact error, leader hint included.
+
+:func:`to_proto` / :func:`from_proto` convert an exception to and from the ``Error`` message;
+:func:`grpc_status` gives the status code, details and trailing metadata for an exception;
+:func:`from_rpc_error` turns a ``grpc.RpcError`` back into a dengine error, using the trailing
+``Error`` when present and the bare status code otherwise. Unknown exceptions map to INTERNAL.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import grpc
+
+from dengine import errors as E
+from dengine.v1 import client_pb2
+
+__all__ = [
+    "ERROR_METADATA_KEY",
+    "ErrorCode",
+    "error_code",
+    "to_proto",
+    "from_proto",
+    "grpc_code",
+    "grpc_status",
+    "from_rpc_error",
+    "abort",
+]
+
+#: Trailing-metadata key holding a serialized ``dengine.v1.Error`` (binary: ends in ``-bin``).
+ERROR_METADATA_KEY = "dengine-error-bin"
+
+ErrorCode = client_pb2.ErrorCode
+
+# Most specific first: the first isinstance match wins.
+_TO_CODE: tuple[tuple[type[BaseException], int], ...] = (
+    (E.NotLeader, client_pb2.NOT_LEADER),
+    (E.Unavailable, client_pb2.UNAVAILABLE),
+    (E.OperationTimeout, client_pb2.TIMEOUT),
+    (E.PayloadTooLarge, client_pb2.PAYLOAD_TOO_LARGE),
+    (E.ClusterMismatch, client_pb2.CLUSTER_MISMATCH),
+    (E.ConfChangeError, client_pb2.CONF_CHANGE_REFUSED),
+    (E.ProposalDropped, client_pb2.PROPOSAL_DROPPED),
+    (E.ConfigError, client_pb2.INVALID_ARGUMENT),
+    (E.DecodeError, client_pb2.INVALID_ARGUMENT),
+    (E.InvalidArgument, client_pb2.INVALID_ARGUMENT),
+    (E.RemoteProtocolError, client_pb2.INVALID_ARGUMENT),
+    (TimeoutError, client_pb2.TIMEOUT),
+)
+
+_GRPC_OF: dict[int, grpc.StatusCode] = {
+    client_pb2.OK: grpc.StatusCode.OK,
+    client_pb2.NOT_LEADER: grpc.StatusCode.FAILED_PRECONDITION,
+    client_pb2.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    client_pb2.TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
+    client_pb2.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    client_pb2.PAYLOAD_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    client_pb2.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    client_pb2.COMPARE_FAILED: grpc.StatusCode.FAILED_PRECONDITION,
+    client_pb2.CONF_CHANGE_REFUSED: grpc.StatusCode.FAILED_PRECONDITION,
+    client_pb2.CLUSTER_MISMATCH: grpc.StatusCode.PERMISSION_DENIED,
+    client_pb2.PROPOSAL_DROPPED: grpc.StatusCode.ABORTED,
+    client_pb2.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+# A bare status (no trailing Error, e.g. raised by gRPC itself) back to an ErrorCode.
+_CODE_OF_GRPC: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.UNAVAILABLE: client_pb2.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: client_pb2.TIMEOUT,
+    grpc.StatusCode.CANCELLED: client_pb2.UNAVAILABLE,
+    grpc.StatusCode.INVALID_ARGUMENT: client_pb2.INVALID_ARGUMENT,
+    grpc.StatusCode.OUT_OF_RANGE: client_pb2.INVALID_ARGUMENT,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: client_pb2.PAYLOAD_TOO_LARGE,
+    grpc.StatusCode.PERMISSION_DENIED: client_pb2.CLUSTER_MISMATCH,
+    grpc.StatusCode.ABORTED: client_pb2.PROPOSAL_DROPPED,
+    grpc.StatusCode.NOT_FOUND: client_pb2.NOT_FOUND,
+}
+
+_TOO_LARGE = re.compile(
+    r"(\d+) bytes exceeds the limit of (\d+)|larger than max \((\d+) vs\. (\d+)\)"
+)
+_MISMATCH = re.compile(r"^(.*?) mismatch: expected (.*), got (.*)$")
+
+
+def error_code(exc: BaseException) -> int:
+    """The ``ErrorCode`` number for an exception (INTERNAL when nothing more specific fits)."""
+    for cls, code in _TO_CODE:
+        if isinstance(exc, cls):
+            return code
+    return client_pb2.INTERNAL
+
+
+def to_proto(exc: BaseException) -> client_pb2.Error:
+    """The ``Error`` message a response carries for ``exc``; NotLeader keeps its leader hint."""
+    err = client_pb2.Error(code=error_code(exc), message=str(exc))
+    if isinstance(exc, E.NotLeader):
+        err.leader_id = exc.leader_id or 0
+        err.leader_addr = exc.leader_addr or ""
+    return err
+
+
+def from_proto(err: client_pb2.Error) -> E.DengineError | None:
+    """The dengine error an ``Error`` message stands for; None for code OK."""
+    code, msg = err.code, err.message
+    if code == client_pb2.OK:
+        return None
+    if code == client_pb2.NOT_LEADER:
+        return E.NotLeader(err.leader_id or None, err.leader_addr or None)
+    return _from_code(code, msg)
+
+
+def _from_code(code: int, msg: str) -> E.DengineError:
+    if code == client_pb2.NOT_LEADER:
+        return E.NotLeader(None, None)
+    if code == client_pb2.UNAVAILABLE:
+        return E.Unavailable(_strip(msg, "unavailable: "))
+    if code == client_pb2.TIMEOUT:
+        return E.OperationTimeout(msg or "the request")
+    if code == client_pb2.INVALID_ARGUMENT:
+        return E.InvalidArgument(_strip(msg, "invalid argument: "))
+    if code == client_pb2.PAYLOAD_TOO_LARGE:
+        m = _TOO_LARGE.search(msg)
+        nums = [int(g) for g in m.groups() if g is not None] if m else [0, 0]
+        return E.PayloadTooLarge(nums[0], nums[1], "request")
+    if code == client_pb2.CLUSTER_MISMATCH:
+        m = _MISMATCH.match(msg)
+        if m:
+            return E.ClusterMismatch(_unquote(m[2]), _unquote(m[3]), m[1])
+        return E.ClusterMismatch("?", "?", msg or "cluster id")
+    if code == client_pb2.CONF_CHANGE_REFUSED:
+        return E.ConfChangeError(_strip(msg, "membership change refused: "))
+    if code == client_pb2.PROPOSAL_DROPPED:
+        return E.ProposalDropped(_strip(msg, "proposal dropped: "))
+    name = client_pb2.ErrorCode.Name(code) if code in client_pb2.ErrorCode.values() else str(code)
+    return E.ServerError(name, msg)
+
+
+def _strip(msg: str, prefix: str) -> str:
+    return msg[len(prefix) :] if msg.startswith(prefix) else msg
+
+
+def _unquote(s: str) -> str:
+    return s[1:-1] if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"" else s
+
+
+def grpc_code(exc: BaseException) -> grpc.StatusCode:
+    """The gRPC status code for an exception."""
+    return _GRPC_OF[error_code(exc)]
+
+
+def grpc_status(
+    exc: BaseException,
+) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
+    """Status code, details and trailing metadata (with the serialized Error) for ``exc``."""
+    err = to_proto(exc)
+    return _GRPC_OF[err.code], err.message, ((ERROR_METADATA_KEY, err.SerializeToString()),)
+
+
+def from_rpc_error(exc: grpc.RpcError) -> E.DengineError:
+    """A failed call's status as a dengine error (the trailing Error when the server sent one)."""
+    code = exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if callable(getattr(exc, "details", None)) else None) or ""
+    trailing: Sequence = ()
+    if callable(getattr(exc, "trailing_metadata", None)):
+        trailing = exc.trailing_metadata() or ()
+    for key, value in trailing:
+        if key == ERROR_METADATA_KEY and isinstance(value, bytes):
+            err = client_pb2.Error()
+            try:
+                err.ParseFromString(value)
+            except Exception:  # noqa: BLE001 - a garbled hint falls back to the status code
+                break
+            found = from_proto(err)
+            if found is not None:
+                return found
+    mapped = _CODE_OF_GRPC.get(code)
+    if mapped is None:
+        return E.ServerError(code.name if code else "UNKNOWN", details)
+    return _from_code(mapped, details)
+
+
+async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    """End an aio RPC with the status for ``exc`` (raises, as ``context.abort`` does)."""
+    code, details, trailing = grpc_status(exc)
+    await context.abort(code, details, trailing_metadata=trailing)
