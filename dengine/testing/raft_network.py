@@ -5,7 +5,7 @@ LogStore, its saved hard state, and the list of entries it applied. ``Network.pr
 one node through a full Ready cycle exactly as a shell would (send, persist, on_persisted, send
 after persistence, apply, advance); ``deliver`` runs every node and delivers every message until
 nothing moves. Faults: ``cut(a, b)`` (both ways), ``cut_one_way``, ``isolate``, ``heal``,
-``drop_types``; ``hook(msg) -> bool`` sees every message before delivery and may drop it.
+``drop_types``; ``hook(msg)`` sees every message before delivery and may drop or rewrite it.
 ``crash``/``restart`` rebuild a core from what it persisted only.
 """
 
@@ -58,11 +58,14 @@ class Network:
         self.queue: deque[Message] = deque()
         self.cuts: set[tuple[int, int]] = set()
         self.dropped_types: set[MessageType] = set()
-        self.hook: Callable[[Message], bool] | None = None
+        #: Sees every message sent: False drops it, a Message replaces it, True delivers it.
+        self.hook: Callable[[Message], bool | Message] | None = None
         self.trace: list[str] = []
         self.delivered = 0
         #: Ready numbers and persisted messages of nodes whose fsync is held.
         self.held: list[tuple[int, int, list[Message]]] = []
+        #: Crashed nodes: not run, not ticked, not counted as leaders.
+        self.down: set[int] = set()
         for i in self.ids:
             self.peers[i] = self._new_peer(i, MemoryStorage(), HardState(), 0)
 
@@ -80,6 +83,8 @@ class Network:
         """The id of the leader with the highest term, or 0."""
         best, term = 0, -1
         for i, p in self.peers.items():
+            if i in self.down:
+                continue
             if p.core.role == Role.LEADER and p.core.term > term:
                 best, term = i, p.core.term
         return best
@@ -113,8 +118,14 @@ class Network:
         for m in msgs:
             if (m.from_, m.to) in self.cuts or m.type in self.dropped_types:
                 continue
-            if self.hook is not None and not self.hook(m):
+            if m.to in self.down or m.from_ in self.down:
                 continue
+            if self.hook is not None:
+                verdict = self.hook(m)
+                if not verdict:
+                    continue
+                if isinstance(verdict, Message):
+                    m = verdict  # the hook rewrote the message
             if m.to in self.peers:
                 self.queue.append(m)
 
@@ -122,7 +133,7 @@ class Network:
         """One Ready cycle of node ``i``, as a shell runs it; False when it had nothing."""
         p = self.peers[i]
         core = p.core
-        if not core.has_ready():
+        if i in self.down or not core.has_ready():
             return False
         rd = core.ready()
         self.send(rd.messages)
@@ -174,7 +185,8 @@ class Network:
         """Tick the given nodes (all by default) ``n`` times, delivering after each."""
         for _ in range(n):
             for i in ids if ids is not None else self.ids:
-                self.peers[i].core.tick()
+                if i not in self.down:
+                    self.peers[i].core.tick()
             if deliver:
                 self.deliver()
 
@@ -197,9 +209,10 @@ class Network:
 
     # -- crash and restart -----------------------------------------------------------------
     def crash(self, i: int) -> None:
-        """Node ``i`` stops; messages to it are lost until ``restart``."""
+        """Node ``i`` stops (keeping only what it persisted); messages to and from it are lost
+        until ``restart``."""
         self.queue = deque(m for m in self.queue if m.to != i)
-        self.isolate(i)
+        self.down.add(i)
 
     def restart(self, i: int) -> None:
         """Rebuild node ``i`` from its persisted log and hard state (applied state kept)."""
@@ -208,4 +221,10 @@ class Network:
         fresh = self._new_peer(i, old.storage, old.hard_state, applied)
         fresh.applied = old.applied
         self.peers[i] = fresh
-        self.cuts = {c for c in self.cuts if i not in c}
+        self.down.discard(i)
+
+    def silence(self, *ids: int) -> None:
+        """Let an election timeout pass on these nodes without a word from the leader (their
+        stickiness ends) without ticking them, which could start elections of their own."""
+        for i in ids:
+            self.peers[i].core.election_elapsed = self.config.election_ticks
