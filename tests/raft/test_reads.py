@@ -1,0 +1,162 @@
+"""Linearizable reads: ReadIndex (thesis §6.4), follower forwarding, and lease reads (§6.4.1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dengine.errors import NotLeader
+from dengine.raft import Message, MessageType, RaftConfig, ReadState
+from dengine.testing.raft_network import Network
+
+MT = MessageType
+
+
+def recorder(net: Network) -> list[Message]:
+    seen: list[Message] = []
+    net.hook = lambda m: seen.append(m) or True
+    return seen
+
+
+def test_read_index_batches_every_waiting_read_into_one_heartbeat_round():
+    net = Network((1, 2, 3))
+    net.elect(1)
+    seen = recorder(net)
+    leader = net.core(1)
+    for ctx in (b"a", b"b", b"c"):
+        leader.read_index(ctx)
+    net.deliver()
+    heartbeats = [m for m in seen if m.type == MT.HEARTBEAT]
+    assert sorted(m.to for m in heartbeats) == [2, 3], "one round: one heartbeat per follower"
+    assert net.peers[1].read_states == [ReadState(c, 1) for c in (b"a", b"b", b"c")]
+
+
+def test_read_index_is_not_released_without_a_quorum_round():
+    net = Network((1, 2, 3))
+    net.elect(1)
+    net.isolate(1)
+    net.core(1).read_index(b"a")
+    net.deliver()
+    assert net.peers[1].read_states == []
+    net.heal()
+    net.tick([1])
+    assert net.peers[1].read_states == [ReadState(b"a", 1)]
+
+
+def test_read_index_records_the_commit_index_at_the_time_of_the_read():
+    net = Network((1, 2, 3))
+    net.elect(1)
+    net.propose(1, b"x", b"y")
+    net.core(1).read_index(b"r")
+    net.deliver()
+    assert net.peers[1].read_states == [ReadState(b"r", 3)]
+
+
+def test_read_index_on_a_new_leader_is_delayed_until_its_noop_commits():
+    net = Network((1, 2, 3))
+    net.hook = lambda m: m.type != MT.APPEND_RESP  # no acks: the no-op does not commit
+    net.elect(1)
+    leader = net.core(1)
+    assert leader.role.name == "LEADER" and leader.commit_index == 0
+    leader.read_index(b"r")
+    net.deliver()
+    assert net.peers[1].read_states == []
+    net.heal()
+    net.tick([1])
+    assert net.peers[1].read_states == [ReadState(b"r", 1)]
+
+
+def test_read_state_is_released_only_once_the_applied_index_reaches_it():
+    # A follower's read: the leader answers with its commit index, which the follower has
+    # not applied yet (its appends are lost); the read waits until it has.
+    net = Network((1, 2, 3))
+    net.elect(1)
+    net.hook = lambda m: not (m.type == MT.APPEND and m.to == 2)
+    net.propose(1, b"x")
+    follower = net.core(2)
+    follower.read_index(b"f")
+    net.deliver()
+    assert follower.applied_index == 1 and net.peers[2].read_states == []
+    net.hook = None
+    net.tick(n=1)
+    assert net.applied_data(2) == [b"x"]
+    assert net.peers[2].read_states == [ReadState(b"f", 2)]
+
+
+def test_follower_read_index_is_forwarded_to_the_leader():
+    net = Network((1, 2, 3))
+    net.elect(1)
+    seen = recorder(net)
+    net.core(3).read_index(b"f")
+    net.deliver()
+    types = [(m.type, m.from_, m.to) for m in seen if m.type in (MT.READ_INDEX,
+                                                                 MT.READ_INDEX_RESP)]
+    assert types == [(MT.READ_INDEX, 3, 1), (MT.READ_INDEX_RESP, 1, 3)]
+    assert [m.type for m in seen].count(MT.HEARTBEAT) == 2
+    assert net.peers[3].read_states == [ReadState(b"f", 1)]
+
+
+def test_follower_read_index_with_no_leader_raises_not_leader():
+    net = Network((1, 2, 3))
+    with pytest.raises(NotLeader):
+        net.core(2).read_index(b"x")
+
+
+def test_read_index_fails_when_the_leader_loses_leadership():
+    net = Network((1, 2, 3))
+    net.elect(1)
+    net.isolate(1)
+    net.core(1).read_index(b"lost")
+    net.tick([1], n=net.config.election_ticks * 2)
+    assert net.core(1).role.name == "FOLLOWER"
+    assert net.peers[1].read_states == [ReadState(b"lost", 0, failed=True)]
+
+
+def test_lease_read_is_served_without_a_heartbeat_round_while_the_lease_holds():
+    net = Network((1, 2, 3), RaftConfig(election_ticks=10, lease_ticks=8))
+    net.elect(1)
+    net.tick(n=1)  # one confirmed heartbeat round starts the lease
+    leader = net.core(1)
+    assert leader.lease_valid()
+    seen = recorder(net)
+    leader.read_index(b"lease", lease=True)
+    net.deliver()
+    assert not [m for m in seen if m.type == MT.HEARTBEAT]
+    assert net.peers[1].read_states == [ReadState(b"lease", 1)]
+
+
+def test_lease_expires_without_quorum_contact_and_reads_fall_back_to_a_round():
+    net = Network((1, 2, 3), RaftConfig(election_ticks=10, lease_ticks=8))
+    net.elect(1)
+    net.tick(n=1)
+    net.isolate(1)
+    net.tick([1], n=8)
+    leader = net.core(1)
+    assert leader.role.name == "LEADER" and not leader.lease_valid()
+    leader.read_index(b"late", lease=True)
+    net.deliver()
+    assert net.peers[1].read_states == []
+
+
+def test_lease_is_void_once_a_leadership_transfer_sent_timeout_now():
+    net = Network((1, 2, 3))
+    net.elect(1)
+    net.tick(n=1)
+    net.drop_types(MT.TIMEOUT_NOW)
+    net.core(1).transfer_leader(2)
+    net.deliver()
+    assert not net.core(1).lease_valid()
+
+
+def test_lease_needs_check_quorum():
+    net = Network((1, 2, 3), RaftConfig(check_quorum=False))
+    net.elect(1)
+    net.tick(n=1)
+    assert not net.core(1).lease_valid()
+
+
+def test_single_node_read_index_is_immediate():
+    net = Network((1,))
+    net.elect(1)
+    net.core(1).read_index(b"solo")
+    net.deliver()
+    assert net.peers[1].read_states == [ReadState(b"solo", 1)]
