@@ -237,15 +237,28 @@ class GrpcTransport:
         self._links: dict[int, _PeerLink] = {}
         self._snapshots: dict[int, asyncio.Task[SnapshotResult]] = {}
         self._owns_server = server is None
-        self.server = server or grpc.aio.server(options=server_options(config.network))
-        raft_pb2_grpc.add_RaftPeerServicer_to_server(RaftPeerService(self), self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self._server: grpc.aio.Server | None = None
+        if server is not None:
+            self._register(server)
         self.port: int | None = None
         self._stopped = False
 
     @property
     def faults(self) -> FaultSwitch:
         return self._faults
+
+    @property
+    def server(self) -> grpc.aio.Server:
+        """The gRPC server (made on first use, inside the event loop, when not handed one)."""
+        if self._server is None:
+            self._register(grpc.aio.server(options=server_options(self.config.network)))
+        assert self._server is not None
+        return self._server
+
+    def _register(self, server: grpc.aio.Server) -> None:
+        raft_pb2_grpc.add_RaftPeerServicer_to_server(RaftPeerService(self), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        self._server = server
 
     @property
     def address(self) -> str:
@@ -280,8 +293,8 @@ class GrpcTransport:
         self._links.clear()
         self._snapshots.clear()
         await self.channels.close_all()
-        if self._owns_server:
-            await self.server.stop(grace_s)
+        if self._owns_server and self._server is not None:
+            await self._server.stop(grace_s)
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -377,6 +390,14 @@ class GrpcTransport:
         except grpc.aio.AioRpcError as e:
             reason = f"reading the snapshot failed: {source_error[0]}" if source_error else ""
             return self._snapshot_failed(to, sent, reason or str(from_rpc_error(e)))
+        except asyncio.CancelledError:
+            # gRPC cancels the call when the request iterator raises; only that is ours.
+            task = asyncio.current_task()
+            if source_error and not (task and task.cancelling()):
+                return self._snapshot_failed(
+                    to, sent, f"reading the snapshot failed: {source_error[0]}"
+                )
+            raise
         if source_error:
             return self._snapshot_failed(
                 to, sent, f"reading the snapshot failed: {source_error[0]}"

@@ -1,0 +1,105 @@
+"""Fixtures for transport tests: run a coroutine on asyncio and on uvloop, failing on any
+unhandled loop exception; build configs and started gRPC transports on ephemeral ports."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import uvloop
+
+from dengine.config import build_config
+from dengine.raft.messages import Message
+
+LOOPS = ["asyncio", "uvloop"]
+
+
+@pytest.fixture(params=LOOPS)
+def run(request) -> Callable[..., Any]:
+    """``run(coro_fn, *args, timeout=20)`` runs ``coro_fn(*args)`` on a fresh loop of the
+    parametrized kind and fails the test if the loop saw an unhandled exception."""
+
+    def runner(coro_fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float = 20) -> Any:
+        problems: list[dict[str, Any]] = []
+
+        def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            problems.append(context)
+
+        async def main() -> Any:
+            asyncio.get_running_loop().set_exception_handler(handler)
+            return await asyncio.wait_for(coro_fn(*args), timeout)
+
+        if request.param == "uvloop":
+            result = uvloop.run(main())
+        else:
+            result = asyncio.run(main())
+        gc.collect()  # "Task exception was never retrieved" is reported when a task dies
+        if problems:
+            pytest.fail(
+                "unhandled event-loop exception(s): "
+                + "; ".join(f"{p.get('message')}: {p.get('exception')!r}" for p in problems)
+            )
+        return result
+
+    runner.loop_kind = request.param  # type: ignore[attr-defined]
+    return runner
+
+
+def make_config(node_id: int, tmp_path, *, cluster_id: str = "test", **sections: dict):
+    """A config for ``node_id`` of a 3-node cluster listening on an ephemeral port."""
+    layers: dict[str, dict] = {
+        "cluster": {
+            "cluster_id": cluster_id,
+            "node_id": node_id,
+            "initial_members": {i: f"127.0.0.1:{i}" for i in (1, 2, 3)},  # placeholders
+            "listen_addr": "127.0.0.1:0",
+            "data_dir": str(tmp_path / f"node-{node_id}"),
+        },
+        "network": {"fault_injection": True, "backoff_initial_ms": 20, "backoff_max_ms": 200},
+    }
+    for name, values in sections.items():
+        layers.setdefault(name, {}).update(values)
+    return build_config(layers)
+
+
+class Inbox:
+    """Collects delivered messages and snapshots; lets a test wait for a count."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.snapshots: list[Any] = []
+        self._changed = asyncio.Event()
+
+    def on_message(self, msg: Message) -> None:
+        self.messages.append(msg)
+        self._changed.set()
+
+    async def on_snapshot(self, incoming: Any) -> None:
+        self.snapshots.append(incoming)
+        self._changed.set()
+
+    async def wait_for(self, pred: Callable[[], bool], timeout: float = 10) -> None:
+        async def loop() -> None:
+            while not pred():
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(loop(), timeout)
+
+
+@pytest.fixture
+def inbox_factory() -> Callable[[], Inbox]:
+    return Inbox
+
+
+@pytest.fixture
+def config_for(tmp_path) -> Callable[..., Any]:
+    """``config_for(node_id, cluster_id="test", **sections)`` (see :func:`make_config`)."""
+
+    def factory(node_id: int, **kwargs: Any) -> Any:
+        return make_config(node_id, tmp_path, **kwargs)
+
+    return factory
