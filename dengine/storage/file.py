@@ -21,7 +21,9 @@ On open every segment is scanned. A torn tail of the last segment (a record cut 
 zeros) is cut off and logged: it was never acknowledged. A bad checksum anywhere else, a gap in
 indexes or segment numbers, or a log that ends before the persisted commit index refuses to open
 with :class:`Corruption` naming the file and the byte offset. The node must therefore append
-entries before it saves a hard state whose commit index covers them.
+entries before it saves a hard state whose commit index covers them. A segment that filled up
+ends with a *seal* record (term 0, no payload), written only once its successor exists, so that
+losing the last segment shows as well; truncation unseals before it deletes.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def segment_name(seq: int, first: int) -> str:
 class _Segment:
     """One WAL file: ``offsets[k]`` is where the record of index ``first + k`` starts."""
 
-    __slots__ = ("seq", "first", "path", "fd", "offsets", "size")
+    __slots__ = ("seq", "first", "path", "fd", "offsets", "size", "sealed")
 
     def __init__(self, seq: int, first: int, path: str, fd: int) -> None:
         self.seq = seq
@@ -62,7 +64,8 @@ class _Segment:
         self.path = path
         self.fd = fd
         self.offsets: list[int] = []
-        self.size = 0
+        self.size = 0  # end of the last entry record (a seal record may follow)
+        self.sealed = False
 
     @property
     def last(self) -> int:
@@ -186,6 +189,11 @@ class FileLogStore:
                         break
                     raise Corruption(path, 0, f"starts at index {seg.first}, expected {prev.last + 1}")
         self._firsts = [s.first for s in self._segs]
+        if self._segs[-1].sealed:
+            tail = self._segs[-1]
+            raise Corruption(
+                tail.path, tail.size, f"sealed, but WAL segment number {tail.seq + 1} is missing"
+            )
         anchor = self._anchor[0]
         if self._segs[0].first > anchor + 1:
             raise Corruption(self._segs[0].path, 0, f"the log starts after its anchor {anchor}")
@@ -209,12 +217,17 @@ class FileLogStore:
             what = "bad checksum" if status == codec.RECORDS_CORRUPT else "truncated record"
             raise Corruption(seg.path, end, f"{what} before the end of the log")
         pos = 0
-        for k, (_term, index, _kind, payload) in enumerate(entries):
+        for k, (term, index, _kind, payload) in enumerate(entries):
             if index != seg.first + k:
                 raise Corruption(seg.path, pos, f"holds index {index}, expected {seg.first + k}")
+            if term == 0:  # the seal: only ever the last record
+                if k != len(entries) - 1 or payload:
+                    raise Corruption(seg.path, pos, "a seal record before the end of a segment")
+                seg.sealed = True
+                break
             seg.offsets.append(pos)
             pos += HEADER + codec.ENTRY_HEADER_BYTES + len(payload)
-        seg.size = end
+        seg.size = pos if seg.sealed else end
         if status == codec.RECORDS_TORN:
             self._log.warning("cut a torn tail", file=seg.path, offset=end, bytes=len(buf) - end)
             os.ftruncate(seg.fd, end)
@@ -293,7 +306,9 @@ class FileLogStore:
             self.truncate_suffix(start)
         seg = self._segs[-1]
         if seg.size >= self._segment_bytes and seg.offsets:
-            seg = self._new_segment(seg.seq + 1, start)
+            old = seg
+            seg = self._new_segment(old.seq + 1, start)
+            self._seal(old)
         buf = codec.encode_entry_records(entries)
         try:
             view = memoryview(buf)
@@ -323,6 +338,17 @@ class FileLogStore:
         self._firsts.append(first)
         return seg
 
+    def _seal(self, seg: _Segment) -> None:
+        """Mark a full segment as followed by another, so that losing the next one shows.
+
+        The next segment is created (and the directory fsynced) before the seal is written:
+        a sealed segment always has a successor unless one was lost.
+        """
+        os.pwrite(seg.fd, codec.encode_entry_records([(0, seg.last + 1, 0, b"")]), seg.size)
+        if self._sync:
+            os.fdatasync(seg.fd)
+        seg.sealed = True
+
     def _drop_segment(self, seg: _Segment) -> None:
         os.close(seg.fd)
         os.unlink(seg.path)
@@ -334,18 +360,25 @@ class FileLogStore:
             raise Compacted(index, self.first_index())
         if index > self.last_index():
             return
-        removed = False
-        while len(self._segs) > 1 and self._segs[-1].first >= index:
-            self._drop_segment(self._segs[-1])
-            removed = True
-        if removed:
+        doomed = [g for g in self._segs[1:] if g.first >= index]
+        if doomed:
+            # Unseal every segment that may become the last one, then drop from the end: a
+            # crash at any step leaves a contiguous log whose last segment is unsealed.
+            for g in self._segs[: len(self._segs) - 1]:
+                if g.sealed and g.last + 1 >= index:
+                    os.ftruncate(g.fd, g.size)
+                    os.fsync(g.fd)
+                    g.sealed = False
+            for g in reversed(doomed):
+                self._drop_segment(g)
             records.fsync_dir(self.path)
         seg = self._segs[-1]
         cut = seg.offsets[index - seg.first] if index <= seg.last else seg.size
-        os.ftruncate(seg.fd, cut)
+        os.ftruncate(seg.fd, cut)  # also drops a seal: this is the last segment now
         os.fsync(seg.fd)
         del seg.offsets[index - seg.first :]
         seg.size = cut
+        seg.sealed = False
         del self._terms[index - self.first_index() :]
 
     def compact(self, index: int) -> None:
