@@ -1,0 +1,149 @@
+"""dengine errors <-> gRPC status and client.proto Error, both ways, and over a real call."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from dengine import errors as E
+from dengine.transport import status
+from dengine.v1 import client_pb2
+
+CASES = [
+    (E.NotLeader(2, "127.0.0.1:7002"), client_pb2.NOT_LEADER, grpc.StatusCode.FAILED_PRECONDITION),
+    (E.NotLeader(), client_pb2.NOT_LEADER, grpc.StatusCode.FAILED_PRECONDITION),
+    (E.Unavailable("no quorum"), client_pb2.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE),
+    (E.OperationTimeout("put", 2.0), client_pb2.TIMEOUT, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (E.ConfigError("raft.tick_ms", 0, ">= 1"), client_pb2.INVALID_ARGUMENT, grpc.StatusCode.INVALID_ARGUMENT),
+    (E.DecodeError("command", "short"), client_pb2.INVALID_ARGUMENT, grpc.StatusCode.INVALID_ARGUMENT),
+    (E.InvalidArgument("empty key"), client_pb2.INVALID_ARGUMENT, grpc.StatusCode.INVALID_ARGUMENT),
+    (E.PayloadTooLarge(5000, 4096, "value"), client_pb2.PAYLOAD_TOO_LARGE, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (E.ClusterMismatch("a", "b"), client_pb2.CLUSTER_MISMATCH, grpc.StatusCode.PERMISSION_DENIED),
+    (E.ConfChangeError("last voter"), client_pb2.CONF_CHANGE_REFUSED, grpc.StatusCode.FAILED_PRECONDITION),
+    (E.ProposalDropped("transfer"), client_pb2.PROPOSAL_DROPPED, grpc.StatusCode.ABORTED),
+    (E.Corruption("/x", 3, "crc"), client_pb2.INTERNAL, grpc.StatusCode.INTERNAL),
+    (RuntimeError("boom"), client_pb2.INTERNAL, grpc.StatusCode.INTERNAL),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("exc, code, grpc_code", CASES, ids=lambda c: type(c).__name__)
+def test_codes(exc, code, grpc_code):
+    assert status.error_code(exc) == code
+    assert status.grpc_code(exc) == grpc_code
+    err = status.to_proto(exc)
+    assert err.code == code and err.message == str(exc)
+
+
+@pytest.mark.parametrize("exc, code, _", CASES, ids=lambda c: type(c).__name__)
+def test_round_trip_through_the_error_message(exc, code, _):
+    back = status.from_proto(client_pb2.Error.FromString(status.to_proto(exc).SerializeToString()))
+    assert isinstance(back, E.DengineError)
+    assert status.error_code(back) == code
+    if isinstance(exc, E.DengineError) and not isinstance(exc, E.ConfigError | E.DecodeError):
+        assert type(back) is (type(exc) if code != client_pb2.INTERNAL else E.ServerError)
+
+
+def test_round_trip_keeps_the_fields():
+    back = status.from_proto(status.to_proto(E.NotLeader(3, "h:7003")))
+    assert (back.leader_id, back.leader_addr) == (3, "h:7003")
+    back = status.from_proto(status.to_proto(E.NotLeader()))
+    assert (back.leader_id, back.leader_addr) == (None, None)
+    back = status.from_proto(status.to_proto(E.PayloadTooLarge(5000, 4096)))
+    assert (back.size, back.limit) == (5000, 4096)
+    back = status.from_proto(status.to_proto(E.ClusterMismatch("a", "b")))
+    assert (back.expected, back.got) == ("a", "b") and str(back) == str(E.ClusterMismatch("a", "b"))
+    back = status.from_proto(status.to_proto(E.Unavailable("no quorum")))
+    assert back.reason == "no quorum" and str(back) == "unavailable: no quorum"
+    back = status.from_proto(status.to_proto(RuntimeError("boom")))
+    assert isinstance(back, E.ServerError) and back.code == "INTERNAL" and "boom" in str(back)
+    assert status.from_proto(client_pb2.Error()) is None
+
+
+def test_codes_without_a_type_come_back_as_server_errors():
+    for code in (client_pb2.NOT_FOUND, client_pb2.COMPARE_FAILED, 99):
+        back = status.from_proto(client_pb2.Error(code=code, message="m"))
+        assert isinstance(back, E.ServerError)
+
+
+def test_every_error_code_has_a_grpc_status():
+    for code in client_pb2.ErrorCode.values():
+        assert code in status._GRPC_OF
+
+
+class _FakeRpcError(grpc.RpcError):
+    def __init__(self, code, details, trailing=()):
+        self._code, self._details, self._trailing = code, details, trailing
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details
+
+    def trailing_metadata(self):
+        return self._trailing
+
+
+def test_bare_grpc_statuses():
+    cases = {
+        grpc.StatusCode.UNAVAILABLE: E.Unavailable,
+        grpc.StatusCode.DEADLINE_EXCEEDED: E.OperationTimeout,
+        grpc.StatusCode.INVALID_ARGUMENT: E.InvalidArgument,
+        grpc.StatusCode.PERMISSION_DENIED: E.ClusterMismatch,
+        grpc.StatusCode.UNIMPLEMENTED: E.ServerError,
+    }
+    for code, cls in cases.items():
+        assert type(status.from_rpc_error(_FakeRpcError(code, "d"))) is cls
+    # gRPC's own size refusal carries the numbers in its details.
+    err = status.from_rpc_error(
+        _FakeRpcError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "Received message larger than max (1048600 vs. 262144)",
+        )
+    )
+    assert isinstance(err, E.PayloadTooLarge) and (err.size, err.limit) == (1048600, 262144)
+    # A garbled trailing Error falls back to the status code.
+    garbled = _FakeRpcError(
+        grpc.StatusCode.UNAVAILABLE, "d", ((status.ERROR_METADATA_KEY, b"\xff\xff"),)
+    )
+    assert isinstance(status.from_rpc_error(garbled), E.Unavailable)
+
+
+def test_over_a_real_call(run):
+    """A server aborts with NotLeader; the client gets NotLeader with the hint back."""
+
+    async def body():
+        async def handler(request: bytes, context):
+            exc = {
+                b"leader": E.NotLeader(2, "127.0.0.1:7002"),
+                b"big": E.PayloadTooLarge(9, 8, "value"),
+            }[request]
+            await status.abort(context, exc)
+
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers(
+            [
+                grpc.method_handlers_generic_handler(
+                    "test.Echo", {"Fail": grpc.unary_unary_rpc_method_handler(handler)}
+                )
+            ]
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                fail = ch.unary_unary("/test.Echo/Fail")
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await fail(b"leader")
+                assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                err = status.from_rpc_error(info.value)
+                assert isinstance(err, E.NotLeader)
+                assert (err.leader_id, err.leader_addr) == (2, "127.0.0.1:7002")
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await fail(b"big")
+                err = status.from_rpc_error(info.value)
+                assert isinstance(err, E.PayloadTooLarge) and (err.size, err.limit) == (9, 8)
+        finally:
+            await server.stop(None)
+
+    run(body)
