@@ -10,6 +10,7 @@ entries it holds durably, while its appends to followers leave before that fsync
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 from dengine.raft.messages import Message, MessageType
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from dengine.raft.core import RaftCore
 
 MT = MessageType
+_make_entry = Entry._make
 REPLICATE = ProgressState.REPLICATE
 PROBE = ProgressState.PROBE
 
@@ -31,7 +33,10 @@ def append_entries(core: RaftCore, payloads: Sequence[bytes], kind: int) -> int:
     lg = core.log
     term = core.term
     first = lg.last_index + 1
-    last = lg.append([Entry(term, first + i, kind, d) for i, d in enumerate(payloads)])
+    n = len(payloads)
+    entries = list(map(_make_entry, zip(repeat(term, n), range(first, first + n),
+                                         repeat(kind, n), payloads, strict=True)))
+    last = lg.append(entries)
     bcast_append(core)
     return last
 
@@ -70,7 +75,8 @@ def send_append(core: RaftCore, peer: int, pr: Progress, send_if_empty: bool) ->
         if entries:
             end = entries[-1].index
             pr.next_index = end + 1
-            pr.inflights.add(end, sum(len(e.data) for e in entries))
+            infl = pr.inflights
+            infl.add(end, sum(len(e.data) for e in entries) if infl.max_bytes else 0)
     else:
         pr.probe_sent = True
     return True

@@ -22,7 +22,10 @@ entries handed out to apply; committed entries are handed out only once persiste
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
+from itertools import accumulate
+from operator import itemgetter
 from typing import Protocol, runtime_checkable
 
 from dengine._core import LogIndex
@@ -30,6 +33,8 @@ from dengine.errors import Compacted, IndexOutOfRange
 from dengine.raft.types import Entry, SnapshotMeta
 
 __all__ = ["LogReader", "MemoryStorage", "RaftLog", "limit_size"]
+
+_DATA = itemgetter(3)  # Entry.data
 
 
 @runtime_checkable
@@ -59,12 +64,11 @@ def limit_size(entries: list[Entry], max_bytes: int | None) -> list[Entry]:
     """The longest prefix of ``entries`` within ``max_bytes`` of payload (at least one)."""
     if max_bytes is None or not entries:
         return entries
-    size = 0
-    for i, e in enumerate(entries):
-        size += len(e.data)
-        if size > max_bytes and i > 0:
-            return entries[:i]
-    return entries
+    # Running totals in C (map/accumulate), then a binary search: this is on the hot path.
+    totals = list(accumulate(map(len, map(_DATA, entries))))
+    if totals[-1] <= max_bytes:
+        return entries
+    return entries[: max(bisect_right(totals, max_bytes), 1)]
 
 
 class MemoryStorage:
@@ -228,20 +232,23 @@ class RaftLog:
             return -1
         last_new = prev_index + len(entries)
         if entries:
-            conflict = self.index.find_conflict(prev_index + 1, [e.term for e in entries])
+            terms = [e.term for e in entries]
+            conflict = self.index.find_conflict(prev_index + 1, terms)
             if conflict:
                 if conflict <= self.committed:
                     # Never truncate committed entries; a correct leader cannot ask it.
                     return -1
-                self._truncate_and_append(entries[conflict - prev_index - 1 :])
+                k = conflict - prev_index - 1
+                self._truncate_and_append(entries[k:], terms[k:])
         if commit > self.committed:
             self.commit_to(min(commit, last_new))
         return last_new
 
-    def _truncate_and_append(self, entries: Sequence[Entry]) -> None:
+    def _truncate_and_append(self, entries: Sequence[Entry], terms: list[int]) -> None:
         first = entries[0].index
-        self.index.truncate_after(first - 1)
-        self.index.extend([e.term for e in entries])
+        if first <= self.index.last_index:
+            self.index.truncate_after(first - 1)
+        self.index.extend(terms)
         off = self.unstable_offset
         if first >= off:
             del self.unstable[first - off :]
