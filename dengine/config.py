@@ -114,6 +114,28 @@ class RaftSection:
             lease_ticks=self.lease_ms // self.tick_ms,
         )
 
+    def core_config(self, **extra: Any) -> Any:
+        """The core's :class:`dengine.raft.config.RaftConfig` for these settings (in ticks).
+
+        Only keys the core's config declares are passed; ``extra`` sets or overrides others.
+        """
+        from dengine.raft.config import RaftConfig
+
+        ticks = self.to_ticks()
+        values: dict[str, Any] = {
+            "election_ticks": ticks.election_ticks,
+            "heartbeat_ticks": ticks.heartbeat_ticks,
+            "lease_ticks": ticks.lease_ticks,
+            "max_inflight_msgs": self.max_inflight_msgs,
+            "max_msg_bytes": self.max_msg_bytes,
+            "pre_vote": self.pre_vote,
+            "check_quorum": self.check_quorum,
+        }
+        known = {f.name for f in fields(RaftConfig)}
+        values = {k: v for k, v in values.items() if k in known}
+        values.update(extra)
+        return RaftConfig(**values)
+
 
 class RaftTicks(NamedTuple):
     """Raft timeouts counted in ticks."""
@@ -197,6 +219,10 @@ class Config:
 
     def to_ticks(self) -> RaftTicks:
         return self.raft.to_ticks()
+
+    def core_config(self, **extra: Any) -> Any:
+        """The Raft core's own config, counted in ticks (see :meth:`RaftSection.core_config`)."""
+        return self.raft.core_config(**extra)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (members as ``{int: str}``), e.g. for printing the effective config."""

@@ -228,3 +228,20 @@ def test_config_file_flag(tmp_path):
 def test_to_dict_round_trips():
     c = load_config(environ={"DENGINE_CLUSTER__NODE_ID": "3"})
     assert build_config(c.to_dict()) == c
+
+
+def test_core_config_is_in_ticks():
+    from dengine.raft.config import RaftConfig
+
+    c = build_config(
+        {"raft": {"tick_ms": 20, "heartbeat_ms": 60, "election_ms": 400, "lease_ms": 300,
+                  "pre_vote": False, "max_inflight_msgs": 7}}
+    )  # fmt: skip
+    core = c.core_config()
+    assert isinstance(core, RaftConfig)
+    assert (core.election_ticks, core.heartbeat_ticks, core.lease_ticks) == (20, 3, 15)
+    assert core.pre_vote is False and core.check_quorum is True
+    assert core.max_inflight_msgs == 7 and core.max_msg_bytes == c.raft.max_msg_bytes
+    assert c.core_config(max_msg_entries=5).max_msg_entries == 5
+    # The defaults satisfy the core's own checks too.
+    assert load_config(environ={}).core_config().election_ticks == 100
