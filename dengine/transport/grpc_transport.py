@@ -60,6 +60,8 @@ __all__ = ["GrpcTransport", "PEER_SERVICE_NAME"]
 PEER_SERVICE_NAME = "dengine.v1.RaftPeer"
 #: Messages queued for one peer before new ones are dropped (a peer that does not drain).
 MAX_PENDING_MESSAGES = 10_000
+#: Entry bytes queued for one peer before new messages are dropped, in max_message_bytes.
+MAX_PENDING_BATCHES = 8
 
 
 class _PeerLink:
@@ -70,6 +72,8 @@ class _PeerLink:
         self.peer_id = peer_id
         self.address = address
         self.pending: deque[Message] = deque()
+        self.pending_bytes = 0
+        self.max_pending_bytes = MAX_PENDING_BATCHES * transport.config.network.max_message_bytes
         self.wake = asyncio.Event()
         self.connected = False
         self.backing_off = False
@@ -80,10 +84,16 @@ class _PeerLink:
 
     def enqueue(self, messages: list[Message]) -> None:
         stats = self.t.stats
-        if self.backing_off or len(self.pending) + len(messages) > MAX_PENDING_MESSAGES:
+        size = sum([m.entries_bytes for m in messages if m.entries])
+        if (
+            self.backing_off
+            or len(self.pending) + len(messages) > MAX_PENDING_MESSAGES
+            or self.pending_bytes + size > self.max_pending_bytes
+        ):
             stats.messages_dropped += len(messages)
             return
         self.pending.extend(messages)
+        self.pending_bytes += size
         self.wake.set()
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(
@@ -102,6 +112,7 @@ class _PeerLink:
                 delay = net.backoff_initial_ms / 1000
             self.t.stats.messages_dropped += len(self.pending)
             self.pending.clear()
+            self.pending_bytes = 0
             self.backing_off = True
             if self.t.on_unreachable is not None:
                 self.t.on_unreachable(self.peer_id)
@@ -168,10 +179,12 @@ class _PeerLink:
             out = batch.messages
             size = 0
             while pending:
-                pb = encode(pending[0])
+                msg = pending[0]
+                pb = encode(msg)
                 n = pb.ByteSize() + 8
                 if n > limit:
                     pending.popleft()
+                    self.pending_bytes -= msg.entries_bytes if msg.entries else 0
                     stats.oversized_dropped += 1
                     t.log.error(
                         "dropped a message larger than network.max_message_bytes",
@@ -183,6 +196,7 @@ class _PeerLink:
                 if size and size + n > limit:
                     break
                 pending.popleft()
+                self.pending_bytes -= msg.entries_bytes if msg.entries else 0
                 out.append(pb)
                 size += n
             if not out:
@@ -236,6 +250,7 @@ class GrpcTransport:
         self._faults = FaultSwitch(config.network.fault_injection)
         self._links: dict[int, _PeerLink] = {}
         self._snapshots: dict[int, asyncio.Task[SnapshotResult]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._owns_server = server is None
         self._server: grpc.aio.Server | None = None
         if server is not None:
@@ -286,7 +301,7 @@ class GrpcTransport:
         self._stopped = True
         await self.health.enter_graceful_shutdown()
         tasks = [link.task for link in self._links.values() if link.task is not None]
-        tasks += list(self._snapshots.values())
+        tasks += list(self._snapshots.values()) + list(self._background)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -333,7 +348,13 @@ class GrpcTransport:
         if link is not None and link.task is not None:
             link.task.cancel()
         if link is not None and link.address not in self.peers.values():
-            asyncio.get_running_loop().create_task(self.channels.close(link.address))
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # outside the loop: the channel closes with the transport
+                return
+            task = loop.create_task(self.channels.close(link.address))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def is_connected(self, peer: int) -> bool:
         link = self._links.get(peer)

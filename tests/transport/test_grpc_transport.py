@@ -283,6 +283,7 @@ def test_snapshot_streams_beside_the_appends(run, config_for, inbox_factory):
             assert (snap.from_, snap.term, snap.meta, snap.size_bytes) == (1, 3, META, len(data))
             assert snap.path.read_bytes() == data
             assert t2.stats.snapshots_received == 1 and t1.stats.snapshots_sent == 1
+            assert len(t1.channels) == 1  # the stream and the snapshot share one connection
             leftovers = [p for p in t2.snapshot_dir.iterdir() if p != snap.path]
             assert leftovers == []
         finally:
@@ -474,5 +475,32 @@ def test_listen_failure_is_clear(run, config_for, inbox_factory):
             await t2.stop()
         finally:
             await t1.stop()
+
+    run(body)
+
+
+def test_a_peer_that_moves_is_followed(run, config_for, inbox_factory):
+    async def body():
+        (t1, t2), (_, in2) = await pair(config_for, inbox_factory)
+        t1.send([append(1, 2, 1)])
+        await in2.wait_for(lambda: len(in2.messages) == 1)
+        await t2.stop()
+        in2b = inbox_factory()
+        t2b = GrpcTransport(config_for(2), on_message=in2b.on_message)  # a new port
+        t2b.set_peer(1, t1.address)
+        await t2b.start()
+        try:
+            t1.set_peer(2, t2b.address)
+            t1.send([append(1, 2, 2)])
+            await in2b.wait_for(lambda: len(in2b.messages) == 1)
+            assert in2b.messages[0].entries[0].index == 2
+            await asyncio.sleep(0.05)
+            assert t2b.address in t1.channels and t2.address not in t1.channels
+            t1.remove_peer(2)
+            t1.send([append(1, 2, 3)])
+            await asyncio.sleep(0.1)
+            assert len(in2b.messages) == 1
+        finally:
+            await stop_all([t1, t2b])
 
     run(body)
