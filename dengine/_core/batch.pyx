@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, binding=False
 """The proposal batch buffer, compiled; the reference is dengine._core.ref.batch.
 
 Theory of operation: proposals wait in two Python lists (payloads, tokens) read from a head

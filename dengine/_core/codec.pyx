@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, binding=False
 """Binary encodings, compiled; the reference (and the format spec) is dengine._core.ref.codec.
 
 Theory of operation: every encoder computes the exact output size, allocates one bytes object

@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, binding=False
 """The in-memory index of the Raft log, compiled; the reference is dengine._core.ref.log_index.
 
 Theory of operation: the terms of the held entries sit in one growable C array of uint64 with a

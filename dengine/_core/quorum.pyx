@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, binding=False
 """Quorum arithmetic, compiled; the reference is dengine._core.ref.quorum.
 
 Theory of operation: the commit index of a config is the match index that a majority holds,
@@ -75,16 +75,27 @@ cdef int vote_result_c(object voters, object votes) except -1:
     cdef object seq = PySequence_Fast(voters, "voters must be a sequence of ids")
     cdef Py_ssize_t i, n = PySequence_Fast_GET_SIZE(seq)
     cdef Py_ssize_t need = n // 2 + 1, granted = 0, rejected = 0
-    cdef bint exact = PyDict_CheckExact(votes)
-    cdef object v
+    cdef PyObject *v
+    cdef PyObject *yes = <PyObject *>True
+    cdef PyObject *no = <PyObject *>False
+    cdef object got
     if n == 0:
         return VOTE_WON_C
-    for i in range(n):
-        v = lookup(votes, <object>PySequence_Fast_GET_ITEM(seq, i), exact, None)
-        if v is True:
-            granted += 1
-        elif v is False:
-            rejected += 1
+    if PyDict_CheckExact(votes):
+        # borrowed references straight from the dict: no get() call, no refcounting
+        for i in range(n):
+            v = PyDict_GetItemWithError(votes, <object>PySequence_Fast_GET_ITEM(seq, i))
+            if v == yes:
+                granted += 1
+            elif v == no:
+                rejected += 1
+    else:
+        for i in range(n):
+            got = votes.get(<object>PySequence_Fast_GET_ITEM(seq, i))
+            if got is True:
+                granted += 1
+            elif got is False:
+                rejected += 1
     if granted >= need:
         return VOTE_WON_C
     if n - rejected < need:
