@@ -115,7 +115,10 @@ class _PeerLink:
             self.pending_bytes = 0
             self.backing_off = True
             if self.t.on_unreachable is not None:
-                self.t.on_unreachable(self.peer_id)
+                try:
+                    self.t.on_unreachable(self.peer_id)
+                except Exception:  # noqa: BLE001 - a node bug must not stop reconnecting
+                    self.t.log.exception("on_unreachable failed", peer=self.peer_id)
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
             delay = min(delay * 2, net.backoff_max_ms / 1000)
             self.backing_off = False
