@@ -76,8 +76,9 @@ cdef int vote_result_c(object voters, object votes) except -1:
     cdef Py_ssize_t i, n = PySequence_Fast_GET_SIZE(seq)
     cdef Py_ssize_t need = n // 2 + 1, granted = 0, rejected = 0
     cdef PyObject *v
-    cdef PyObject *yes = <PyObject *>True
-    cdef PyObject *no = <PyObject *>False
+    cdef object true_obj = True, false_obj = False
+    cdef PyObject *yes = <PyObject *>true_obj
+    cdef PyObject *no = <PyObject *>false_obj
     cdef object got
     if n == 0:
         return VOTE_WON_C
