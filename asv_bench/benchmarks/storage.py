@@ -1,0 +1,119 @@
+"""Append + sync throughput of each log store beside the raw floor of this disk.
+
+Each timed call appends one batch of ``batch`` entries of 256 bytes and makes it durable.
+``raw`` is the floor: one ``os.write`` of the same payload bytes and one ``os.fdatasync``, in
+the same run. Goals (issue 5): with batches of 256, each durable adapter within 2x of the raw
+floor per byte; with batches of 1, within 1.5x of the raw floor per sync. Since a call writes
+the same bytes and does one sync in every adapter, both ratios are ``time(adapter) / time(raw)``.
+
+``python asv_bench/benchmarks/storage.py`` runs the same cases outside asv and prints the
+ratios from one process, interleaving the adapters so that disk noise hits them alike.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from dengine.raft.types import Entry
+from dengine.storage import FileLogStore, MemoryLogStore
+from dengine.storage.rocksdb import RocksLogStore
+
+PAYLOAD_BYTES = 256
+BATCHES = [1, 16, 256]
+ADAPTERS = ["raw", "file", "rocksdb", "memory"]
+
+
+class _Raw:
+    """The floor: the payload bytes, one write and one fdatasync per batch."""
+
+    def __init__(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.fd = os.open(os.path.join(path, "raw"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._last = 0
+
+    def last_index(self) -> int:
+        return self._last
+
+    def append(self, entries) -> None:
+        os.write(self.fd, b"".join(e.data for e in entries))
+        os.fdatasync(self.fd)
+        self._last = entries[-1].index
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def open_adapter(kind: str, path: str):
+    if kind == "raw":
+        return _Raw(path)
+    if kind == "file":
+        return FileLogStore(path)
+    if kind == "rocksdb":
+        return RocksLogStore(path)
+    return MemoryLogStore()
+
+
+class AppendSync:
+    """Time of one durable append of a batch, per adapter and batch size."""
+
+    params = (ADAPTERS, BATCHES)
+    param_names = ["adapter", "batch"]
+    timeout = 120
+
+    def setup(self, adapter: str, batch: int) -> None:
+        self.dir = tempfile.mkdtemp(prefix="dengine-bench-")
+        self.store = open_adapter(adapter, os.path.join(self.dir, "log"))
+        self.payload = os.urandom(PAYLOAD_BYTES)
+        self.batch = batch
+
+    def teardown(self, adapter: str, batch: int) -> None:
+        self.store.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def time_append_sync(self, adapter: str, batch: int) -> None:
+        start = self.store.last_index() + 1
+        p = self.payload
+        self.store.append([Entry(1, start + i, 0, p) for i in range(batch)])
+
+
+def _measure(rounds: int = 7, calls: int = 60) -> dict[tuple[str, int], float]:
+    """Median seconds per call of every (adapter, batch), adapters interleaved per round."""
+    import statistics
+    import time
+
+    samples: dict[tuple[str, int], list[float]] = {}
+    for _ in range(rounds):
+        for batch in BATCHES:
+            for adapter in ADAPTERS:
+                b = AppendSync()
+                b.setup(adapter, batch)
+                try:
+                    n = max(8, calls // max(1, batch // 16))
+                    b.time_append_sync(adapter, batch)  # warm up
+                    t0 = time.perf_counter()
+                    for _ in range(n):
+                        b.time_append_sync(adapter, batch)
+                    samples.setdefault((adapter, batch), []).append((time.perf_counter() - t0) / n)
+                finally:
+                    b.teardown(adapter, batch)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def main() -> None:
+    from dengine import core_info
+
+    results = _measure()
+    print(core_info())
+    print(f"{'adapter':>8} {'batch':>5} {'us/call':>9} {'MB/s':>7} {'x raw':>6}")
+    for batch in BATCHES:
+        raw = results[("raw", batch)]
+        for adapter in ADAPTERS:
+            t = results[(adapter, batch)]
+            mbs = batch * PAYLOAD_BYTES / t / 1e6
+            print(f"{adapter:>8} {batch:>5} {t * 1e6:9.1f} {mbs:7.1f} {t / raw:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
