@@ -1,6 +1,7 @@
 """Append + sync throughput of each log store beside the raw floor of this disk.
 
-Each timed call appends one batch of ``batch`` entries of 256 bytes and makes it durable.
+Each timed call appends ``REPS`` batches of ``batch`` entries of 256 bytes, each made durable
+before the next.
 ``raw`` is the floor: one ``os.write`` of the same payload bytes and one ``os.fdatasync``, in
 the same run. Goals (issue 5): with batches of 256, each durable adapter within 2x of the raw
 floor per byte; with batches of 1, within 1.5x of the raw floor per sync. Since a call writes
@@ -21,6 +22,7 @@ from dengine.storage import FileLogStore, MemoryLogStore
 from dengine.storage.rocksdb import RocksLogStore
 
 PAYLOAD_BYTES = 256
+REPS = 20  # durable appends per timed call, so that ``asv run --quick`` (one call) means something
 BATCHES = [1, 16, 256]
 ADAPTERS = ["raw", "file", "rocksdb", "memory"]
 
@@ -73,13 +75,14 @@ class AppendSync:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def time_append_sync(self, adapter: str, batch: int) -> None:
-        start = self.store.last_index() + 1
         p = self.payload
-        self.store.append([Entry(1, start + i, 0, p) for i in range(batch)])
+        for _ in range(REPS):
+            start = self.store.last_index() + 1
+            self.store.append([Entry(1, start + i, 0, p) for i in range(batch)])
 
 
-def _measure(rounds: int = 7, calls: int = 60) -> dict[tuple[str, int], float]:
-    """Median seconds per call of every (adapter, batch), adapters interleaved per round."""
+def _measure(rounds: int = 7, calls: int = 3) -> dict[tuple[str, int], float]:
+    """Median seconds per batch of every (adapter, batch), adapters interleaved per round."""
     import statistics
     import time
 
@@ -90,12 +93,12 @@ def _measure(rounds: int = 7, calls: int = 60) -> dict[tuple[str, int], float]:
                 b = AppendSync()
                 b.setup(adapter, batch)
                 try:
-                    n = max(8, calls // max(1, batch // 16))
                     b.time_append_sync(adapter, batch)  # warm up
                     t0 = time.perf_counter()
-                    for _ in range(n):
+                    for _ in range(calls):
                         b.time_append_sync(adapter, batch)
-                    samples.setdefault((adapter, batch), []).append((time.perf_counter() - t0) / n)
+                    per_batch = (time.perf_counter() - t0) / (calls * REPS)
+                    samples.setdefault((adapter, batch), []).append(per_batch)
                 finally:
                     b.teardown(adapter, batch)
     return {k: statistics.median(v) for k, v in samples.items()}
@@ -106,7 +109,7 @@ def main() -> None:
 
     results = _measure()
     print(core_info())
-    print(f"{'adapter':>8} {'batch':>5} {'us/call':>9} {'MB/s':>7} {'x raw':>6}")
+    print(f"{'adapter':>8} {'batch':>5} {'us/batch':>9} {'MB/s':>7} {'x raw':>6}")
     for batch in BATCHES:
         raw = results[("raw", batch)]
         for adapter in ADAPTERS:
