@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from itertools import repeat
 from typing import TYPE_CHECKING
 
+from dengine.raft import _membership
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.ready import ReadState, Role
 from dengine.raft.tracker import Progress, ProgressState
@@ -25,6 +26,7 @@ MT = MessageType
 _make_entry = Entry._make
 REPLICATE = ProgressState.REPLICATE
 PROBE = ProgressState.PROBE
+SNAPSHOT = ProgressState.SNAPSHOT
 
 
 # -- appending and sending --------------------------------------------------------------------
@@ -37,6 +39,8 @@ def append_entries(core: RaftCore, payloads: Sequence[bytes], kind: int) -> int:
     entries = list(map(_make_entry, zip(repeat(term, n), range(first, first + n),
                                          repeat(kind, n), payloads, strict=True)))
     last = lg.append(entries)
+    if kind:
+        _membership.on_appended(core, entries)
     bcast_append(core)
     return last
 
@@ -56,8 +60,8 @@ def send_append(core: RaftCore, peer: int, pr: Progress, send_if_empty: bool) ->
     prev = pr.next_index - 1
     prev_term = lg.index.maybe_term(prev)
     if prev_term < 0:
-        # Compacted below the follower's next index: a snapshot is needed (part 2).
-        return False
+        # Compacted below the follower's next index: only a snapshot can catch it up.
+        return send_snapshot(core, peer, pr)
     last = lg.last_index
     entries: list[Entry] = []
     if prev < last:
@@ -130,6 +134,9 @@ def maybe_commit(core: RaftCore) -> bool:
         return False
     first_in_term = lg.term(lg.committed) != core.term
     lg.commit_to(index)
+    _membership.after_commit(core)
+    if core.role != Role.LEADER:
+        return True
     if first_in_term and core.reads_until_commit:
         waiting = core.reads_until_commit[:]
         core.reads_until_commit.clear()
@@ -157,6 +164,8 @@ def tick_leader(core: RaftCore) -> None:
         if core.role == Role.LEADER and core.lead_transferee:
             # The transfer did not finish within an election timeout: abandon it.
             core.lead_transferee = 0
+    if core.role == Role.LEADER:
+        _membership.after_commit(core)  # e.g. a joint config left once a transfer ended
     if core.role == Role.LEADER and core.heartbeat_elapsed >= core.cfg.heartbeat_ticks:
         core.heartbeat_elapsed = 0
         on_beat(core, Message(MT.BEAT, core.id, core.id))
@@ -193,6 +202,9 @@ def on_append_resp(core: RaftCore, m: Message) -> None:
     was_paused = pr.is_paused()
     if pr.maybe_update(m.index):
         if pr.state == PROBE:
+            pr.become_replicate()
+        elif pr.state == SNAPSHOT and pr.match_index >= pr.pending_snapshot:
+            pr.become_probe()
             pr.become_replicate()
         elif pr.state == REPLICATE:
             pr.inflights.free_le(m.index)
@@ -318,8 +330,28 @@ def on_transfer_leader(core: RaftCore, m: Message) -> None:
         core._drop(m, f"transfer to node {m.index} refused: {reason}")
 
 
-def on_snapshot_status(core: RaftCore, m: Message) -> None:
-    core._drop(m, "snapshots are not implemented yet")
+# -- snapshots --------------------------------------------------------------------------------
+def send_snapshot(core: RaftCore, peer: int, pr: Progress) -> bool:
+    """Move ``peer`` to SNAPSHOT state and ask the shell to stream our latest snapshot."""
+    meta = core.snapshot_meta
+    if meta is None or pr.state == SNAPSHOT:
+        return False
+    pr.become_snapshot(meta.index)
+    core.msgs.append(Message(MT.SNAPSHOT, peer, core.id, core.term, snapshot=meta,
+                             commit=core.log.committed))
+    return True
+
+
+def report_snapshot(core: RaftCore, peer: int, success: bool) -> None:
+    """The shell's stream of a snapshot to ``peer`` ended; on failure probe again."""
+    pr = core.tracker.progress.get(peer)
+    if core.role != Role.LEADER or pr is None or pr.state != SNAPSHOT:
+        return
+    if not success:
+        pr.pending_snapshot = 0
+    # Wait for the follower's ack (or the next heartbeat) before sending more (etcd).
+    pr.become_probe()
+    pr.probe_sent = True
 
 
 Handler = Callable[["RaftCore", Message], None]
@@ -331,5 +363,4 @@ TABLE: dict[tuple[Role, MessageType], Handler] = {
     (Role.LEADER, MT.HEARTBEAT_RESP): on_heartbeat_resp,
     (Role.LEADER, MT.READ_INDEX): on_read_index,
     (Role.LEADER, MT.TRANSFER_LEADER): on_transfer_leader,
-    (Role.LEADER, MT.SNAPSHOT_STATUS): on_snapshot_status,
 }

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 
 from dengine._core import quorum
 from dengine.errors import NotLeader
-from dengine.raft import _leader
+from dengine.raft import _leader, _membership
 from dengine.raft.messages import CAMPAIGN_TRANSFER, LOCAL_TYPES, Message, MessageType
 from dengine.raft.ready import ReadState, Role
+from dengine.raft.tracker import QuorumConfig
 
 if TYPE_CHECKING:
     from dengine.raft.core import RaftCore
@@ -123,14 +124,6 @@ def on_hup(core: RaftCore, m: Message) -> None:
     if not core.promotable:
         core._drop(m, "a learner or removed node does not campaign")
         return
-    lg = core.log
-    if lg.committed > lg.applied:
-        # Committed entries (maybe a config change) are not applied yet: etcd's guard, so a
-        # node never campaigns under a config it has not caught up with.
-        pending = lg.entries(lg.applied + 1, lg.committed + 1)
-        if any(e.kind != 0 for e in pending):
-            core._drop(m, "unapplied membership change; campaign after applying it")
-            return
     campaign(core, pre=core.cfg.pre_vote, transfer=False)
 
 
@@ -218,6 +211,10 @@ def on_append(core: RaftCore, m: Message) -> None:
                                        index=lg.committed))
         return
     last = lg.maybe_append(m.index, m.log_term, m.commit, m.entries)
+    if lg.last_conflict:
+        conflict = lg.last_conflict
+        _membership.on_truncated(core, conflict - 1)
+        _membership.on_appended(core, m.entries[conflict - m.index - 1 :])
     if last >= 0:
         core.msgs_after.append(Message(MT.APPEND_RESP, m.from_, core.id, core.term, index=last))
         return
@@ -248,8 +245,30 @@ def _heard_from_leader(core: RaftCore, m: Message) -> None:
 
 
 def on_snapshot(core: RaftCore, m: Message) -> None:
+    """Install a leader's snapshot (its data came with it through the shell), unless our log
+    already holds its point: then only the commit index moves (etcd's fast-forward)."""
+    meta = m.snapshot
+    if meta is None or meta.term > m.term or meta.index > MAX_U64:
+        core._drop(m, "snapshot message without valid metadata")
+        return
     _heard_from_leader(core, m)
-    core._drop(m, "snapshots are not implemented yet")
+    lg = core.log
+    if meta.index <= lg.committed:
+        core._drop(m, f"snapshot at {meta.index} is older than our commit index {lg.committed}")
+        core.msgs_after.append(Message(MT.APPEND_RESP, m.from_, core.id, core.term,
+                                       index=lg.committed))
+        return
+    if lg.term(meta.index) == meta.term:
+        lg.commit_to(meta.index)
+        core.msgs_after.append(Message(MT.APPEND_RESP, m.from_, core.id, core.term,
+                                       index=lg.last_index))
+        return
+    lg.restore(meta)
+    core.pending_snapshot = meta
+    core.snapshot_meta = meta
+    _membership.reset(core, meta.index, QuorumConfig.from_conf_state(meta.conf_state))
+    core.msgs_after.append(Message(MT.APPEND_RESP, m.from_, core.id, core.term,
+                                   index=meta.index))
 
 
 def on_read_index_resp(core: RaftCore, m: Message) -> None:

@@ -31,6 +31,8 @@ class RaftConfig:
     check_quorum: bool = True
     #: Ticks a leader may serve lease reads after a quorum confirmed it; 0 disables lease reads.
     lease_ticks: int = 8
+    #: Entries kept before a snapshot point when compacting, for followers slightly behind.
+    compact_keep_entries: int = 256
 
     def __post_init__(self) -> None:
         if self.heartbeat_ticks < 1:
@@ -41,6 +43,9 @@ class RaftConfig:
                 self.election_ticks,
                 f"an integer greater than heartbeat_ticks ({self.heartbeat_ticks})",
             )
+        if self.compact_keep_entries < 0:
+            raise ConfigError("raft.compact_keep_entries", self.compact_keep_entries,
+                              "an integer >= 0")
         for key in ("max_inflight_msgs", "max_msg_bytes", "max_msg_entries",
                     "max_committed_bytes_per_ready"):
             value = getattr(self, key)

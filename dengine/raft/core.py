@@ -60,7 +60,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dengine.errors import NotLeader, ProposalDropped
-from dengine.raft import _roles
+from dengine.raft import _leader, _membership, _roles
 from dengine.raft.confchange import ConfChange
 from dengine.raft.config import RaftConfig
 from dengine.raft.log import LogReader, MemoryStorage, RaftLog
@@ -68,7 +68,7 @@ from dengine.raft.messages import Message, MessageType
 from dengine.raft.read_only import ReadOnly
 from dengine.raft.ready import Dropped, ReadState, Ready, Role, SoftState
 from dengine.raft.tracker import ProgressTracker, QuorumConfig
-from dengine.raft.types import ConfState, Entry, HardState
+from dengine.raft.types import ConfState, Entry, HardState, SnapshotMeta
 
 __all__ = ["RaftCore"]
 
@@ -89,6 +89,7 @@ class RaftCore:
         storage: LogReader | None = None,
         hard_state: HardState | None = None,
         applied_index: int = 0,
+        snapshot: SnapshotMeta | None = None,
         logger: Any = None,
     ) -> None:
         if node_id <= 0:
@@ -97,6 +98,8 @@ class RaftCore:
         self.cfg = config
         self.rng = rng
         self.logger = logger
+        if conf_state is None and snapshot is not None:
+            conf_state = snapshot.conf_state
         if conf_state is None:
             conf_state = ConfState(voters=frozenset(peers) | {node_id})
         hs = hard_state or HardState()
@@ -117,6 +120,12 @@ class RaftCore:
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_ticks
         self.lease_void = False
+        #: The latest snapshot this node holds (sent to followers the log no longer covers).
+        self.snapshot_meta: SnapshotMeta | None = snapshot
+        #: A snapshot received from the leader, to hand out in the next Ready.
+        self.pending_snapshot: SnapshotMeta | None = None
+        self.pending_compact = 0
+        self.conf_log: list[tuple[int, QuorumConfig]] = []
         # Output buffers, emptied by ready().
         self.msgs: list[Message] = []
         self.msgs_after: list[Message] = []
@@ -130,6 +139,8 @@ class RaftCore:
         self._prev_hard = (self.term, self.vote, self.log.committed)
         self._prev_soft = (0, Role.FOLLOWER, self.term)
         self.become_follower(self.term, 0)
+        _membership.replay(self, self.tracker.config, self.log.first_index - 1)
+        self._prev_conf = self.tracker.config
 
     # -- read-only views -------------------------------------------------------------------
     @property
@@ -226,9 +237,39 @@ class RaftCore:
         _roles.transfer_leader(self, target)
 
     def propose_conf_change(self, change: ConfChange) -> int:
-        """Propose a membership change (part 2: joint consensus); returns the entry index."""
+        """Propose a membership change; returns the index of its entry.
+
+        The new config takes effect on every node when the entry is appended to its log.
+        Raises NotLeader, ProposalDropped (transfer in progress) or ConfChangeError (another
+        change pending, removing the last voter, adding a member twice...).
+        """
         self._check_can_propose()
-        raise ProposalDropped("membership changes are not implemented yet")
+        return _membership.propose(self, change)
+
+    def conf_state_at(self, index: int) -> ConfState:
+        """The membership in force at ``index`` (what a snapshot taken there must record)."""
+        return _membership.config_at(self, index).to_conf_state()
+
+    def on_snapshot_taken(self, meta: SnapshotMeta) -> None:
+        """The state machine made a snapshot at ``meta.index`` (applied entries only).
+
+        The core sends it to followers its log no longer covers and lets the LogStore drop
+        the entries up to ``meta.index - compact_keep_entries`` (``Ready.compact_to``).
+        """
+        if meta.index > self.log.applied:
+            raise ValueError(f"snapshot at {meta.index} is past the applied index "
+                             f"{self.log.applied}")
+        if self.snapshot_meta is None or meta.index > self.snapshot_meta.index:
+            self.snapshot_meta = meta
+        to = meta.index - self.cfg.compact_keep_entries
+        if to >= self.log.first_index:
+            self.log.compact(to)
+            _membership.on_compacted(self, to)
+            self.pending_compact = to
+
+    def report_snapshot(self, peer: int, success: bool) -> None:
+        """The stream of our snapshot to ``peer`` finished (or failed: probe it again)."""
+        _leader.report_snapshot(self, peer, success)
 
     def _check_can_propose(self) -> None:
         if self.role != Role.LEADER:
@@ -250,6 +291,10 @@ class RaftCore:
             return True
         if self.role == Role.LEADER and _roles.commit_to_send(self):
             return True
+        if self.pending_snapshot is not None or self.pending_compact:
+            return True
+        if self.tracker.config is not self._prev_conf:
+            return True
         return bool(self.reads_waiting) and self.reads_waiting[0].index <= lg.applied
 
     def ready(self) -> Ready:
@@ -269,13 +314,22 @@ class RaftCore:
         if hard != self._prev_hard:
             rd.hard_state = HardState(*hard)
             self._prev_hard = hard
+        if self.pending_snapshot is not None:
+            rd.snapshot = self.pending_snapshot
+            self.pending_snapshot = None
+        if self.pending_compact:
+            rd.compact_to = self.pending_compact
+            self.pending_compact = 0
+        if self.tracker.config is not self._prev_conf:
+            self._prev_conf = self.tracker.config
+            rd.conf_state = self._prev_conf.to_conf_state()
         ents = lg.unstable_to_hand_out()
         if ents:
             rd.entries = ents
             last = ents[-1]
             lg.handed_to = last.index
             self._persist_marks.append((rd.number, last.index, last.term))
-        elif rd.hard_state is not None:
+        elif rd.hard_state is not None or rd.snapshot is not None:
             self._persist_marks.append((rd.number, 0, 0))
         applying = lg.applied
         if lg.has_next_committed():

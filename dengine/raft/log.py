@@ -30,7 +30,7 @@ from typing import Protocol, runtime_checkable
 
 from dengine._core import LogIndex
 from dengine.errors import Compacted, IndexOutOfRange
-from dengine.raft.types import Entry, SnapshotMeta
+from dengine.raft.types import ConfState, Entry, SnapshotMeta
 
 __all__ = ["LogReader", "MemoryStorage", "RaftLog", "limit_size"]
 
@@ -124,14 +124,15 @@ class MemoryStorage:
         del self._entries[first - base - 1 :]
         self._entries.extend(entries)
 
-    def compact(self, index: int) -> None:
-        """Drop entries up to ``index``, which becomes the snapshot point (conf unchanged)."""
+    def compact(self, index: int, conf_state: ConfState | None = None) -> None:
+        """Drop entries up to ``index``, which becomes the snapshot point; ``conf_state`` is
+        the membership there (``RaftCore.conf_state_at``), kept for a restart."""
         base = self.snapshot.index
         if index <= base:
             return
         term = self.term(index)
         del self._entries[: index - base]
-        self.snapshot = SnapshotMeta(index, term, self.snapshot.conf_state)
+        self.snapshot = SnapshotMeta(index, term, conf_state or self.snapshot.conf_state)
 
     def apply_snapshot(self, meta: SnapshotMeta) -> None:
         """Replace the whole log by a snapshot point."""
@@ -150,6 +151,7 @@ class RaftLog:
         "handed_to",
         "committed",
         "applied",
+        "last_conflict",
     )
 
     def __init__(self, storage: LogReader, committed: int = 0, applied: int = 0) -> None:
@@ -165,6 +167,8 @@ class RaftLog:
         snap = first - 1
         self.committed = min(max(committed, snap), last)
         self.applied = min(max(applied, snap), self.committed)
+        #: First index the last ``maybe_append`` wrote (0 when it wrote nothing new).
+        self.last_conflict = 0
 
     # -- positions -------------------------------------------------------------------------
     @property
@@ -231,6 +235,7 @@ class RaftLog:
         if self.index.maybe_term(prev_index) != prev_term:
             return -1
         last_new = prev_index + len(entries)
+        self.last_conflict = 0
         if entries:
             terms = [e.term for e in entries]
             conflict = self.index.find_conflict(prev_index + 1, terms)
@@ -240,6 +245,7 @@ class RaftLog:
                     return -1
                 k = conflict - prev_index - 1
                 self._truncate_and_append(entries[k:], terms[k:])
+                self.last_conflict = conflict
         if commit > self.committed:
             self.commit_to(min(commit, last_new))
         return last_new
@@ -294,6 +300,12 @@ class RaftLog:
     def applied_to(self, index: int) -> None:
         if index > self.applied:
             self.applied = index
+
+    def compact(self, index: int) -> None:
+        """Forget the entries up to ``index`` (applied ones only): they live in a snapshot."""
+        if index < self.first_index or index > self.applied:
+            return
+        self.index.compact(index)
 
     def restore(self, meta: SnapshotMeta) -> None:
         """Forget the whole log and start after a snapshot (part 2)."""

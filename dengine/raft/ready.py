@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from dengine.raft.messages import Message
-from dengine.raft.types import Entry, HardState, SnapshotMeta
+from dengine.raft.types import ConfState, Entry, HardState, SnapshotMeta
 
 
 class Role(IntEnum):
@@ -62,8 +62,12 @@ class Ready:
        applied index reaches its ``index``).
     5. ``core.advance(ready)``.
 
-    ``snapshot`` (part 2) is a snapshot to install before applying anything. ``dropped`` lists
-    peer messages the core ignored, with reasons.
+    ``snapshot`` is a snapshot received from the leader: install it (state machine restored
+    from the data that came with it, LogStore reset to its point) as part of step 2, before
+    applying anything. ``compact_to``: the LogStore may drop entries up to this index (a
+    snapshot covers them). ``conf_state`` is set when the membership in force changed (it takes
+    effect when its entry is appended, before it commits): connect to new peers, drop old ones.
+    ``dropped`` lists peer messages the core ignored, with reasons.
     """
 
     number: int
@@ -76,6 +80,8 @@ class Ready:
     read_states: list[ReadState] = field(default_factory=list)
     snapshot: SnapshotMeta | None = None
     dropped: list[Dropped] = field(default_factory=list)
+    compact_to: int = 0
+    conf_state: ConfState | None = None
 
     @property
     def must_persist(self) -> bool:

@@ -22,7 +22,7 @@ from dengine.raft.describe import describe_message
 from dengine.raft.log import MemoryStorage
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.ready import Dropped, ReadState, Role
-from dengine.raft.types import ConfState, Entry, HardState
+from dengine.raft.types import ConfState, Entry, HardState, SnapshotMeta
 
 __all__ = ["Network", "Peer"]
 
@@ -37,6 +37,13 @@ class Peer:
     dropped: list[Dropped] = field(default_factory=list)
     #: When False, the node stops calling on_persisted (its fsync "hangs").
     persist: bool = True
+    #: The latest snapshot this node took or installed, and its data (applied entries).
+    snapshot: SnapshotMeta | None = None
+    snapshot_data: list[Entry] = field(default_factory=list)
+    #: The data of a snapshot being received (the transport's stream, done at once here).
+    incoming: list[Entry] = field(default_factory=list)
+    #: The config it was first started with (None: the cluster's initial config).
+    boot_conf: ConfState | None = None
 
 
 class Network:
@@ -69,11 +76,32 @@ class Network:
         for i in self.ids:
             self.peers[i] = self._new_peer(i, MemoryStorage(), HardState(), 0)
 
-    def _new_peer(self, i: int, storage: MemoryStorage, hs: HardState, applied: int) -> Peer:
+    def _new_peer(self, i: int, storage: MemoryStorage, hs: HardState, applied: int,
+                  conf: ConfState | None = None, snapshot: SnapshotMeta | None = None) -> Peer:
         rng = random.Random(self.seed * 1000 + i)
-        core = RaftCore(i, self.config, rng, conf_state=self.conf, storage=storage,
-                        hard_state=hs, applied_index=applied)
+        if storage.snapshot.index:
+            conf = storage.snapshot.conf_state
+        core = RaftCore(i, self.config, rng, conf_state=conf or self.conf, storage=storage,
+                        hard_state=hs, applied_index=applied, snapshot=snapshot)
         return Peer(core, storage, hs)
+
+    def add_node(self, i: int) -> None:
+        """A new node with an empty log, started (like every node) with the cluster's initial
+        config: it is not a member of it, so it waits, and it learns the config in force from
+        the log (the changes replayed over the initial config) or from a snapshot."""
+        self.ids = sorted({*self.ids, i})
+        self.peers[i] = self._new_peer(i, MemoryStorage(), HardState(), 0)
+
+    def take_snapshot(self, i: int) -> SnapshotMeta:
+        """Node ``i``'s state machine snapshots its applied state; the core may compact."""
+        p = self.peers[i]
+        core = p.core
+        index = core.applied_index
+        meta = SnapshotMeta(index, core.log.term(index), core.conf_state_at(index))
+        p.snapshot = meta
+        p.snapshot_data = [e for e in p.applied if e.index <= index]
+        core.on_snapshot_taken(meta)
+        return meta
 
     # -- access ----------------------------------------------------------------------------
     def core(self, i: int) -> RaftCore:
@@ -90,7 +118,8 @@ class Network:
         return best
 
     def applied_data(self, i: int) -> list[bytes]:
-        return [e.data for e in self.peers[i].applied if e.data]
+        """Payloads of the commands node ``i`` applied (no-ops and config changes left out)."""
+        return [e.data for e in self.peers[i].applied if e.data and e.kind == 0]
 
     # -- faults ----------------------------------------------------------------------------
     def cut(self, a: int, b: int) -> None:
@@ -116,9 +145,14 @@ class Network:
     # -- driving ---------------------------------------------------------------------------
     def send(self, msgs: Iterable[Message]) -> None:
         for m in msgs:
-            if (m.from_, m.to) in self.cuts or m.type in self.dropped_types:
-                continue
-            if m.to in self.down or m.from_ in self.down:
+            if (
+                (m.from_, m.to) in self.cuts
+                or m.type in self.dropped_types
+                or m.to in self.down
+                or m.from_ in self.down
+            ):
+                if m.type == MessageType.SNAPSHOT:
+                    self.peers[m.from_].core.report_snapshot(m.to, False)
                 continue
             if self.hook is not None:
                 verdict = self.hook(m)
@@ -137,6 +171,13 @@ class Network:
             return False
         rd = core.ready()
         self.send(rd.messages)
+        if rd.snapshot is not None:
+            p.storage.apply_snapshot(rd.snapshot)
+            p.snapshot = rd.snapshot
+            p.snapshot_data = [e for e in p.incoming if e.index <= rd.snapshot.index]
+            p.applied = list(p.snapshot_data)
+        if rd.compact_to:
+            p.storage.compact(rd.compact_to, core.conf_state_at(rd.compact_to))
         p.storage.append(rd.entries)
         if rd.hard_state is not None:
             p.hard_state = rd.hard_state
@@ -169,6 +210,12 @@ class Network:
             m = self.queue.popleft()
             self.trace.append(describe_message(m))
             self.delivered += 1
+            if m.type == MessageType.SNAPSHOT:
+                # The data streams with it; the sender hears the stream succeeded.
+                self.peers[m.to].incoming = list(self.peers[m.from_].snapshot_data)
+                self.peers[m.to].core.step(m)
+                self.peers[m.from_].core.report_snapshot(m.to, True)
+                return True
             self.peers[m.to].core.step(m)
             return True
         return moved
@@ -218,8 +265,11 @@ class Network:
         """Rebuild node ``i`` from its persisted log and hard state (applied state kept)."""
         old = self.peers[i]
         applied = old.applied[-1].index if old.applied else 0
-        fresh = self._new_peer(i, old.storage, old.hard_state, applied)
+        fresh = self._new_peer(i, old.storage, old.hard_state, applied, conf=old.boot_conf,
+                               snapshot=old.snapshot)
+        fresh.boot_conf = old.boot_conf
         fresh.applied = old.applied
+        fresh.snapshot, fresh.snapshot_data = old.snapshot, old.snapshot_data
         self.peers[i] = fresh
         self.down.discard(i)
 
