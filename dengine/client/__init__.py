@@ -1,0 +1,33 @@
+"""dengine clients: :class:`Client` (async, grpc.aio) and :class:`SyncClient` (blocking).
+
+Both find the leader from a few endpoints, follow NOT_LEADER redirects, retry with backoff within
+a per-call deadline, make retried writes apply once (sessions), and coalesce concurrent KV calls
+onto a batch stream per channel. Errors are :mod:`dengine.errors` types.
+"""
+
+from dengine.client.client import RETRYABLE, Client
+from dengine.client.sync import SyncClient
+from dengine.client.types import (
+    CasResult,
+    Consistency,
+    Delete,
+    KeyValue,
+    Member,
+    NodeStatus,
+    Put,
+    ScanPage,
+)
+
+__all__ = [
+    "Client",
+    "SyncClient",
+    "RETRYABLE",
+    "Consistency",
+    "KeyValue",
+    "ScanPage",
+    "CasResult",
+    "Member",
+    "NodeStatus",
+    "Put",
+    "Delete",
+]

@@ -1,0 +1,125 @@
+"""Channels to one node: a small pool, each with its stubs and its coalescing batch stream.
+
+A :class:`Connection` holds ``pool_size`` gRPC channels to one address (each on its own TCP
+connection: ``grpc.use_local_subchannel_pool``) and hands them out round robin, so concurrent
+callers spread over a few connections and a few batch streams. A :class:`PooledChannel` opens its
+``Kv.Batch`` stream lazily; when the stream breaks it serves unary calls for ``stream_retry_s``
+and then opens a new one, and when the server does not implement the stream it stays unary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Sequence
+
+import grpc
+
+from dengine.client._stream import BatchStream, StreamStats
+from dengine.v1 import client_pb2_grpc
+
+__all__ = ["Connection", "PooledChannel", "channel_options"]
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """Options for every client channel: message limits, quick reconnects, own TCP connection."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.use_local_subchannel_pool", 1),
+        ("grpc.initial_reconnect_backoff_ms", 50),
+        ("grpc.min_reconnect_backoff_ms", 50),
+        ("grpc.max_reconnect_backoff_ms", 500),
+        ("grpc.enable_retries", 0),
+    ]
+
+
+class PooledChannel:
+    """One gRPC channel to a node, its stubs, and its batch stream when that is in use."""
+
+    def __init__(
+        self,
+        address: str,
+        options: Sequence[tuple[str, int]],
+        stats: StreamStats,
+        *,
+        use_stream: bool,
+        stream_message_bytes: int,
+        stream_retry_s: float,
+    ) -> None:
+        self.address = address
+        self.channel = grpc.aio.insecure_channel(address, options=list(options))
+        self.kv = client_pb2_grpc.KvStub(self.channel)
+        self.cluster = client_pb2_grpc.ClusterStub(self.channel)
+        self._stats = stats
+        self._use_stream = use_stream
+        self._stream_message_bytes = stream_message_bytes
+        self._stream_retry_s = stream_retry_s
+        self._stream: BatchStream | None = None
+        self._retry_at = 0.0
+        self._old: list[BatchStream] = []
+
+    def batch_stream(self) -> BatchStream | None:
+        """The live batch stream, opening one if due; None means: use a unary call."""
+        if not self._use_stream:
+            return None
+        s = self._stream
+        if s is not None and s.broken is None:
+            return s
+        now = asyncio.get_running_loop().time()
+        if s is not None:
+            if s.broken_code == grpc.StatusCode.UNIMPLEMENTED:
+                self._use_stream = False  # the server has no Batch: unary from now on
+                return None
+            self._old.append(s)
+            self._stream = None
+            self._retry_at = now + self._stream_retry_s
+        if now < self._retry_at:
+            return None
+        s = self._stream = BatchStream(
+            self.kv, self.address, self._stats, max_message_bytes=self._stream_message_bytes
+        )
+        s.start()
+        return s
+
+    async def close(self) -> None:
+        streams = [s for s in (self._stream, *self._old) if s is not None]
+        self._stream = None
+        self._old.clear()
+        await asyncio.gather(*(s.close() for s in streams), return_exceptions=True)
+        await self.channel.close(grace=None)
+
+
+class Connection:
+    """A small pool of channels to one address, handed out round robin."""
+
+    def __init__(
+        self,
+        address: str,
+        pool_size: int,
+        options: Sequence[tuple[str, int]],
+        stats: StreamStats,
+        *,
+        use_stream: bool,
+        stream_message_bytes: int,
+        stream_retry_s: float,
+    ) -> None:
+        self.address = address
+        self.channels = [
+            PooledChannel(
+                address,
+                options,
+                stats,
+                use_stream=use_stream,
+                stream_message_bytes=stream_message_bytes,
+                stream_retry_s=stream_retry_s,
+            )
+            for _ in range(max(1, pool_size))
+        ]
+        self._next = itertools.cycle(self.channels)
+
+    def pick(self) -> PooledChannel:
+        return next(self._next)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self.channels), return_exceptions=True)
