@@ -103,3 +103,17 @@ def config_for(tmp_path) -> Callable[..., Any]:
         return make_config(node_id, tmp_path, **kwargs)
 
     return factory
+
+
+async def _eventually(pred: Callable[[], bool], timeout: float = 10, step: float = 0.01) -> None:
+    async def poll() -> None:
+        while not pred():
+            await asyncio.sleep(step)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+@pytest.fixture
+def eventually() -> Callable[..., Awaitable[None]]:
+    """``await eventually(pred, timeout=10)``: poll until ``pred()`` holds, else time out."""
+    return _eventually
