@@ -9,15 +9,17 @@ opened with ``sync=True``): the caller never needs a separate flush.
 
 * ``append(entries)``: a contiguous batch with non-decreasing terms. Its first index may be
   anywhere in ``first_index() .. last_index() + 1``; an entry at index i replaces the held
-  suffix from i (Raft's conflict rule, thesis §3.5). Anything else is :class:`InvalidAppend`
-  (or :class:`Compacted` when it starts below the first index) and nothing is written.
+  suffix from i (Raft's conflict rule, thesis §3.5). Entries at or below the anchor are
+  covered by the snapshot and skipped. Anything else is :class:`InvalidAppend` and nothing is
+  written.
 * ``truncate_suffix(index)`` drops entries ``>= index``; below the first index it raises
   :class:`Compacted` (compacted entries are committed and must never be dropped).
 * ``compact(index)`` drops entries ``<= index``; the anchor becomes ``(index, term(index))``.
 * ``reset(index, term)`` drops everything and sets the anchor, for installing a snapshot.
 * ``entries(lo, hi, max_bytes)``, ``term(index)``, ``first_index()``, ``last_index()`` are the
   reader the Raft core uses; they raise :class:`Compacted` below the anchor and
-  :class:`IndexOutOfRange` past the end.
+  :class:`IndexOutOfRange` past the end. ``max_bytes`` counts payload bytes; a non-empty
+  range always yields at least one entry.
 
 Hard state, the latest snapshot's metadata and the identity (cluster id, node id) are small
 records kept beside the log, each replaced atomically.
@@ -28,12 +30,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from dengine._core import codec
 from dengine.errors import ClusterMismatch, Compacted, IndexOutOfRange, InvalidAppend
 from dengine.raft.types import Entry, HardState, SnapshotMeta
-
-#: Bytes an entry counts for against a ``max_bytes`` budget, beyond its payload.
-ENTRY_OVERHEAD_BYTES = codec.ENTRY_HEADER_BYTES if hasattr(codec, "ENTRY_HEADER_BYTES") else 21
 
 
 @runtime_checkable
@@ -65,32 +63,40 @@ class LogStore(LogReader, Protocol):
 
 
 def entry_bytes(e: Entry) -> int:
-    """What one entry counts for against a read budget."""
-    return ENTRY_OVERHEAD_BYTES + len(e.data)
+    """What one entry counts for against a read budget: its payload (as the Raft core counts)."""
+    return len(e.data)
 
 
-def check_batch(entries: Sequence[Entry], first: int, last: int, last_term_of) -> None:
-    """Refuse a batch that would break the log; ``last_term_of(i)`` is the held term at i.
+def check_batch(
+    entries: Sequence[Entry], first: int, last: int, last_term_of
+) -> Sequence[Entry]:
+    """Refuse a batch that would break the log; return the part to write.
 
-    The first entry must land in ``first .. last + 1``; indexes must rise by one; terms must not
-    fall, neither inside the batch nor against the entry held just before it.
+    Indexes must rise by one and terms must not fall, inside the batch and against the entry
+    held just before it. Entries at or below the anchor (``first - 1``) are already covered
+    by the snapshot and are left out, as etcd's storage does; the rest must start in
+    ``first .. last + 1``. ``last_term_of(i)`` is the held term at i.
     """
-    start = entries[0].index
-    if start < first:
-        raise Compacted(start, first)
-    if start > last + 1:
-        raise InvalidAppend(f"first entry index {start} leaves a gap after last index {last}")
-    prev_term = last_term_of(start - 1)
-    prev_index = start - 1
+    prev = entries[0]
     for e in entries:
-        if e.index != prev_index + 1:
-            raise InvalidAppend(f"entry index {e.index} does not follow {prev_index}")
-        if e.term < prev_term:
-            raise InvalidAppend(f"entry {e.index} has term {e.term} below the previous {prev_term}")
         if e.term <= 0 or e.term >= 1 << 64 or e.kind < 0 or e.kind > 255:
             raise InvalidAppend(f"entry {e.index} has a term or kind out of range")
-        prev_index = e.index
-        prev_term = e.term
+        if e is not prev and e.index != prev.index + 1:
+            raise InvalidAppend(f"entry index {e.index} does not follow {prev.index}")
+        if e.term < prev.term:
+            raise InvalidAppend(f"entry {e.index} has term {e.term} below the previous {prev.term}")
+        prev = e
+    if entries[0].index < first:
+        entries = [e for e in entries if e.index >= first]
+        if not entries:
+            return entries
+    start = entries[0].index
+    if start > last + 1:
+        raise InvalidAppend(f"first entry index {start} leaves a gap after last index {last}")
+    held = last_term_of(start - 1)
+    if entries[0].term < held:
+        raise InvalidAppend(f"entry {start} has term {entries[0].term} below the held {held}")
+    return entries
 
 
 def check_range(lo: int, hi: int, first: int, last: int) -> None:

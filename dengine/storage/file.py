@@ -272,7 +272,7 @@ class FileLogStore:
         for i in range(lo, hi):
             seg = self._seg_of(i)
             start = seg.offsets[i - seg.first]
-            total += seg.end_of(i) - start - HEADER
+            total += seg.end_of(i) - start - HEADER - codec.ENTRY_HEADER_BYTES
             if total > max_bytes and i > lo:
                 return i
         return hi
@@ -300,7 +300,9 @@ class FileLogStore:
     def append(self, entries: Sequence[Entry]) -> None:
         if not entries:
             return
-        check_batch(entries, self.first_index(), self.last_index(), self.term)
+        entries = check_batch(entries, self.first_index(), self.last_index(), self.term)
+        if not entries:
+            return
         start = entries[0].index
         if start <= self.last_index():
             self.truncate_suffix(start)

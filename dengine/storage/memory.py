@@ -54,7 +54,9 @@ class MemoryLogStore:
     def append(self, entries: Sequence[Entry]) -> None:
         if not entries:
             return
-        check_batch(entries, self.first_index(), self.last_index(), self.term)
+        entries = check_batch(entries, self.first_index(), self.last_index(), self.term)
+        if not entries:
+            return
         del self._entries[entries[0].index - self.first_index() :]
         self._entries.extend(Entry(e.term, e.index, e.kind, bytes(e.data)) for e in entries)
 

@@ -151,7 +151,7 @@ class RocksLogStore:
                 if not it.valid() or it.key() != _KEY.pack(index):
                     raise Corruption(self._db_path, None, f"log entry {index} is missing")
                 e = self._decode(index, it.value())
-                total += codec.ENTRY_HEADER_BYTES + len(e.data)
+                total += len(e.data)
                 if max_bytes is not None and total > max_bytes and out:
                     break
                 out.append(e)
@@ -179,7 +179,9 @@ class RocksLogStore:
     def append(self, entries: Sequence[Entry]) -> None:
         if not entries:
             return
-        check_batch(entries, self.first_index(), self.last_index(), self.term)
+        entries = check_batch(entries, self.first_index(), self.last_index(), self.term)
+        if not entries:
+            return
         start = entries[0].index
         wb = WriteBatch(raw_mode=True)
         last = self.last_index()
