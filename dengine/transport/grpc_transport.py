@@ -280,7 +280,10 @@ class GrpcTransport:
 
     @property
     def address(self) -> str:
-        """The address bound (with the real port when listen_addr asked for port 0)."""
+        """The address bound (with the real port when listen_addr asked for port 0); on a
+        server the node owns, the configured advertise address."""
+        if self.port is None:
+            return self.config.cluster.advertise_addr
         host = self.config.cluster.listen_addr.rpartition(":")[0]
         return f"{host}:{self.port}"
 

@@ -501,3 +501,31 @@ def test_a_peer_that_moves_is_followed(run, config_for, inbox_factory, eventuall
             await stop_all([t1, t2b])
 
     run(body)
+
+
+def test_on_a_server_the_node_owns(run, config_for, inbox_factory):
+    """The node may serve its client API on the same server: it binds and starts it."""
+
+    async def body():
+        (t1,), _ = await pair(config_for, inbox_factory, n=1)
+        server = grpc.aio.server()
+        in2 = inbox_factory()
+        t2 = GrpcTransport(config_for(2), on_message=in2.on_message, server=server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        await t2.start()
+        try:
+            t1.set_peer(2, f"127.0.0.1:{port}")
+            t2.set_peer(1, t1.address)
+            t1.send([append(1, 2, 1)])
+            await in2.wait_for(lambda: len(in2.messages) == 1)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                reply = await health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(service=PEER_SERVICE_NAME)
+                )
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            await stop_all([t1, t2])
+            await server.stop(None)
+
+    run(body)
