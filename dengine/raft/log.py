@@ -232,10 +232,10 @@ class RaftLog:
         Returns the last index now known to match the leader, or -1 when the entry before
         ``entries`` does not match ours (the caller rejects with a hint).
         """
+        self.last_conflict = 0
         if self.index.maybe_term(prev_index) != prev_term:
             return -1
         last_new = prev_index + len(entries)
-        self.last_conflict = 0
         if entries:
             terms = [e.term for e in entries]
             conflict = self.index.find_conflict(prev_index + 1, terms)

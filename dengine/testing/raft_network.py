@@ -59,8 +59,9 @@ class Network:
         self.ids = sorted(ids)
         self.config = config or RaftConfig()
         self.seed = seed
-        self.conf = ConfState(voters=frozenset(self.ids) - frozenset(learners),
-                              learners=frozenset(learners))
+        self.conf = ConfState(
+            voters=frozenset(self.ids) - frozenset(learners), learners=frozenset(learners)
+        )
         self.peers: dict[int, Peer] = {}
         self.queue: deque[Message] = deque()
         self.cuts: set[tuple[int, int]] = set()
@@ -76,13 +77,28 @@ class Network:
         for i in self.ids:
             self.peers[i] = self._new_peer(i, MemoryStorage(), HardState(), 0)
 
-    def _new_peer(self, i: int, storage: MemoryStorage, hs: HardState, applied: int,
-                  conf: ConfState | None = None, snapshot: SnapshotMeta | None = None) -> Peer:
+    def _new_peer(
+        self,
+        i: int,
+        storage: MemoryStorage,
+        hs: HardState,
+        applied: int,
+        conf: ConfState | None = None,
+        snapshot: SnapshotMeta | None = None,
+    ) -> Peer:
         rng = random.Random(self.seed * 1000 + i)
         if storage.snapshot.index:
             conf = storage.snapshot.conf_state
-        core = RaftCore(i, self.config, rng, conf_state=conf or self.conf, storage=storage,
-                        hard_state=hs, applied_index=applied, snapshot=snapshot)
+        core = RaftCore(
+            i,
+            self.config,
+            rng,
+            conf_state=conf or self.conf,
+            storage=storage,
+            hard_state=hs,
+            applied_index=applied,
+            snapshot=snapshot,
+        )
         return Peer(core, storage, hs)
 
     def add_node(self, i: int) -> None:
@@ -201,6 +217,17 @@ class Network:
             self.send(msgs)
         self.held = [h for h in self.held if h[0] != i]
 
+    def snapshot_data(self, m: Message) -> list[Entry]:
+        """The data streamed with a SNAPSHOT message: the sender's state at its index."""
+        assert m.snapshot is not None
+        return [e for e in self.peers[m.from_].snapshot_data if e.index <= m.snapshot.index]
+
+    def deliver_snapshot(self, m: Message) -> None:
+        """The data streams with the message; the sender hears the stream succeeded."""
+        self.peers[m.to].incoming = self.snapshot_data(m)
+        self.peers[m.to].core.step(m)
+        self.peers[m.from_].core.report_snapshot(m.to, True)
+
     def step_one(self) -> bool:
         """Deliver one queued message (after running every node's Ready); False when quiet."""
         moved = False
@@ -211,10 +238,7 @@ class Network:
             self.trace.append(describe_message(m))
             self.delivered += 1
             if m.type == MessageType.SNAPSHOT:
-                # The data streams with it; the sender hears the stream succeeded.
-                self.peers[m.to].incoming = list(self.peers[m.from_].snapshot_data)
-                self.peers[m.to].core.step(m)
-                self.peers[m.from_].core.report_snapshot(m.to, True)
+                self.deliver_snapshot(m)
                 return True
             self.peers[m.to].core.step(m)
             return True
@@ -265,8 +289,9 @@ class Network:
         """Rebuild node ``i`` from its persisted log and hard state (applied state kept)."""
         old = self.peers[i]
         applied = old.applied[-1].index if old.applied else 0
-        fresh = self._new_peer(i, old.storage, old.hard_state, applied, conf=old.boot_conf,
-                               snapshot=old.snapshot)
+        fresh = self._new_peer(
+            i, old.storage, old.hard_state, applied, conf=old.boot_conf, snapshot=old.snapshot
+        )
         fresh.boot_conf = old.boot_conf
         fresh.applied = old.applied
         fresh.snapshot, fresh.snapshot_data = old.snapshot, old.snapshot_data

@@ -204,3 +204,17 @@ def test_restart_replays_configs_from_the_log():
     net.crash(2)
     net.restart(2)
     assert net.core(2).conf_state.learners == {4}
+
+
+def test_a_rejected_append_does_not_undo_a_config_appended_before():
+    import random
+
+    from dengine.raft import Entry, EntryKind, Message, MessageType, RaftConfig, RaftCore
+
+    core = RaftCore(4, RaftConfig(), random.Random(4), conf_state=ConfState(voters={1, 2, 3}))
+    change = encode_conf_change(cc((LEARNER, 4)))
+    entries = (Entry(1, 1), Entry(1, 2, EntryKind.CONF_CHANGE, change), Entry(1, 3))
+    core.step(Message(MessageType.APPEND, 4, 1, term=1, index=0, entries=entries))
+    assert core.conf_state.learners == {4}
+    core.step(Message(MessageType.APPEND, 4, 1, term=1, index=6, log_term=1))  # rejected
+    assert core.conf_state.learners == {4}
