@@ -172,6 +172,7 @@ class _PeerLink:
         t = self.t
         limit = payload_limit(t.config.network)
         encode, stats, pending = t.encode, t.stats, self.pending
+        carry: tuple[Message, Any, int] | None = None  # encoded, did not fit the last batch
         while True:
             if not pending:
                 self.wake.clear()
@@ -183,8 +184,12 @@ class _PeerLink:
             size = 0
             while pending:
                 msg = pending[0]
-                pb = encode(msg)
-                n = pb.ByteSize() + 8
+                if carry is not None and carry[0] is msg:
+                    _, pb, n = carry
+                else:
+                    pb = encode(msg)
+                    n = pb.ByteSize() + 8
+                carry = None
                 if n > limit:
                     pending.popleft()
                     self.pending_bytes -= msg.entries_bytes if msg.entries else 0
@@ -197,6 +202,7 @@ class _PeerLink:
                     )
                     continue
                 if size and size + n > limit:
+                    carry = (msg, pb, n)
                     break
                 pending.popleft()
                 self.pending_bytes -= msg.entries_bytes if msg.entries else 0
