@@ -52,6 +52,7 @@ __all__ = [
     "add_config_flags",
     "overrides_from_args",
     "load_config_from_args",
+    "render_toml",
 ]
 
 ENV_PREFIX = "DENGINE_"
@@ -489,6 +490,37 @@ def load_config(
     if overrides:
         layers.append(overrides_from_dotted(overrides))
     return build_config(*layers)
+
+
+def render_toml(config: Config) -> str:
+    """The config as a commented TOML file that :func:`load_config` reads back to the same
+    config (``dengine serve --print-config``, or a starting point for a node's file)."""
+    lines: list[str] = []
+    for name, cls in _SECTIONS.items():
+        section = getattr(config, name)
+        lines.append(f"[{name}]")
+        members = None
+        for f in fields(cls):
+            value = getattr(section, f.name)
+            if isinstance(value, Mapping):
+                members = (f, value)
+                continue
+            lines.append(f"# {f.metadata['help']}")
+            lines.append(f"{f.name} = {_toml_value(value)}")
+        if members is not None:
+            f, value = members
+            lines.append(f"\n[{name}.{f.name}]  # {f.metadata['help']}")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in sorted(value.items())]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 # ---------------------------------------------------------------------------------------------

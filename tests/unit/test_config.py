@@ -17,6 +17,7 @@ from dengine.config import (
     load_config_from_args,
     overrides_from_args,
     overrides_from_dotted,
+    render_toml,
 )
 from dengine.errors import ConfigError
 
@@ -245,3 +246,19 @@ def test_core_config_is_in_ticks():
     assert c.core_config(max_msg_entries=5).max_msg_entries == 5
     # The defaults satisfy the core's own checks too.
     assert load_config(environ={}).core_config().election_ticks == 100
+
+
+def test_render_toml_reads_back_the_same(tmp_path):
+    c = build_config(
+        {
+            "cluster": {"cluster_id": 'odd "id" \\ here', "node_id": 2, "data_dir": "/d"},
+            "raft": {"pre_vote": False},
+            "observability": {"log_format": "json"},
+        }
+    )
+    text = render_toml(c)
+    assert "# leader heartbeat interval" in text
+    assert load_config(_write(tmp_path, text), environ={}) == c
+    assert load_config(_write(tmp_path, render_toml(Config())), environ={}) == load_config(
+        environ={}
+    )
