@@ -1,5 +1,11 @@
 """The Raft protocol as a deterministic state machine with no I/O (see ``core``)."""
 
+from dengine.raft.confchange import (
+    ConfChange,
+    ConfChangeSingle,
+    ConfChangeTransition,
+    ConfChangeType,
+)
 from dengine.raft.config import RaftConfig
 from dengine.raft.core import RaftCore
 from dengine.raft.log import LogReader, MemoryStorage
@@ -8,6 +14,10 @@ from dengine.raft.ready import Dropped, ReadState, Ready, Role, SoftState
 from dengine.raft.types import ConfState, Entry, EntryKind, HardState, SnapshotMeta
 
 __all__ = [
+    "ConfChange",
+    "ConfChangeSingle",
+    "ConfChangeTransition",
+    "ConfChangeType",
     "ConfState",
     "Dropped",
     "Entry",

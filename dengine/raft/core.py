@@ -16,14 +16,20 @@ Then loop, on one thread::
     core.tick()                      # every tick interval (the node turns ms into ticks)
     core.step(msg)                   # every message a peer sent
     core.propose(b"...") / core.propose_batch([...]) / core.read_index(ctx)
-    core.transfer_leader(node_id)
+    core.transfer_leader(node_id) / core.propose_conf_change(ConfChange(...))
+    core.on_snapshot_taken(meta)     # the state machine made a snapshot at meta.index
+    core.report_snapshot(peer, ok)   # a snapshot stream to a follower ended
     if core.has_ready():
         rd = core.ready()
-        send(rd.messages)                        # at once, while persisting
+        send(rd.messages)                        # at once, while persisting (SNAPSHOT ones:
+                                                 # stream our latest snapshot's data)
+        install(rd.snapshot)                     # if any: state machine + LogStore reset
         persist(rd.entries, rd.hard_state)       # append (replacing any suffix) + fsync
         core.on_persisted(rd.number)
         send(rd.persisted_messages)              # only after the fsync
         apply(rd.committed_entries); serve(rd.read_states)
+        compact(rd.compact_to, core.conf_state_at(rd.compact_to))   # if non-zero
+        reconnect(rd.conf_state)                 # if not None: the members changed
         core.advance(rd)
 
 ``ready()`` may be called again before ``on_persisted`` of the previous Ready (to pipeline
@@ -41,9 +47,14 @@ Persistence contract
   on_persist_ready). Committed entries are handed out to apply only once persisted locally.
 - ``hard_state.commit`` may be persisted lazily: a restarted node that loads an older commit
   only re-learns it from the leader.
+- A snapshot in ``Ready.snapshot`` is persisted (state machine data and the LogStore reset to
+  its point) with the rest of that Ready, before its APPEND_RESP leaves.
 - On restart a node loads: the hard state (term, vote, commit); the log (through ``storage``,
   whose ``first_index() - 1`` and its term are the latest snapshot point); the applied index of
-  its state machine; the snapshot metadata and config (part 2).
+  its state machine; the latest snapshot's metadata (``snapshot=``), whose ``conf_state`` is the
+  membership at that point (or, with no snapshot, the cluster's initial ``conf_state``). The
+  core replays the membership changes in the log after it: a config is in force from the moment
+  its entry is appended (``_membership``).
 
 Messages from peers are validated in ``step``: a bad one is answered as Raft says (a stale
 leader learns the newer term) or dropped and listed in ``Ready.dropped`` with a reason. Nothing

@@ -94,6 +94,18 @@ def describe_ready(rd: Ready) -> str:
         head.append(f"persist{describe_entries(rd.entries)}")
     if rd.committed_entries:
         head.append(f"apply{describe_entries(rd.committed_entries)}")
+    if rd.snapshot is not None:
+        head.append(f"install{rd.snapshot.index}@{rd.snapshot.term}")
+    if rd.compact_to:
+        head.append(f"compact{rd.compact_to}")
+    if rd.conf_state is not None:
+        cs = rd.conf_state
+        conf = "voters" + ",".join(map(str, sorted(cs.voters)))
+        if cs.voters_outgoing:
+            conf += "&" + ",".join(map(str, sorted(cs.voters_outgoing)))
+        if cs.learners:
+            conf += " learners" + ",".join(map(str, sorted(cs.learners)))
+        head.append(f"conf({conf})")
     if rd.read_states:
         head.append("reads[" + " ".join(
             f"{rs.context!r}@{'fail' if rs.failed else rs.index}" for rs in rd.read_states
