@@ -1,0 +1,165 @@
+"""NodeBuilder: a :class:`~dengine.node.node.Node` from a config, with sensible defaults.
+
+``NodeBuilder(config).build()`` gives a node with the ``rocksdb`` log store, the KV state
+machine on ``rocksdb`` and the gRPC transport, serving the client API on the same port as the
+peer traffic. Each part can be replaced: ``.log_store(store)``, ``.state_machine(sm)``,
+``.memory_transport(network)`` for tests, ``.logger(log)``, ``.seed(n)`` for a reproducible
+election schedule, ``.serve_clients(False)`` to serve no client API (embedded use).
+
+The data directory is checked first (``NODE`` record: another cluster's or node's directory is
+refused), then the stores are opened beneath it; a new cluster's log gets its first entry here
+(see :mod:`dengine.node.bootstrap`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+from dengine.config import Config
+from dengine.node import bootstrap
+from dengine.node.members import MemberBook
+from dengine.node.node import Node
+from dengine.observability.logging import node_logger
+from dengine.statemachine import open_kv
+from dengine.storage import open_log_store
+from dengine.storage.snapshot import SnapshotStore
+
+__all__ = ["NodeBuilder"]
+
+
+class NodeBuilder:
+    """Collects a node's parts; :meth:`build` opens storage and returns an unstarted Node."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._log_store: Any = None
+        self._sm: Any = None
+        self._network: Any = None
+        self._logger: Any = None
+        self._seed: int | None = None
+        self._serve_clients = True
+
+    def log_store(self, store: Any) -> NodeBuilder:
+        self._log_store = store
+        return self
+
+    def state_machine(self, sm: Any) -> NodeBuilder:
+        self._sm = sm
+        return self
+
+    def memory_transport(self, network: Any) -> NodeBuilder:
+        """Use the in-memory transport on ``network`` (tests); no client API is served."""
+        self._network = network
+        self._serve_clients = False
+        return self
+
+    def logger(self, logger: Any) -> NodeBuilder:
+        self._logger = logger
+        return self
+
+    def seed(self, seed: int) -> NodeBuilder:
+        self._seed = seed
+        return self
+
+    def serve_clients(self, serve: bool) -> NodeBuilder:
+        self._serve_clients = serve
+        return self
+
+    def build(self) -> Node:
+        cfg = self.config
+        cl = cfg.cluster
+        log = self._logger or node_logger(cl.node_id)
+        data_dir = os.path.abspath(cl.data_dir)
+        bootstrap.check_node_file(data_dir, cl.cluster_id, cl.node_id)
+        store = self._log_store or open_log_store(
+            cfg.storage.engine,
+            os.path.join(data_dir, "log"),
+            sync=cfg.storage.sync and cfg.storage.engine == "file",
+            logger=log,
+            segment_bytes=cfg.storage.segment_bytes,
+        )
+        try:
+            store.bind_identity(bootstrap.cluster_number(cl.cluster_id), cl.node_id)
+            sm = self._sm or open_kv(cfg.statemachine.engine, os.path.join(data_dir, "sm"),
+                                     sync=False, logger=log)
+        except BaseException:
+            store.close()
+            raise
+        book = MemberBook(data_dir if store.__class__.__name__ != "MemoryLogStore" else None)
+        if bootstrap.is_fresh(store) and not cl.join:
+            bootstrap_members = dict(cl.initial_members)
+            bootstrap.bootstrap_log(store, bootstrap_members)
+            book.learn(bootstrap_members)
+            log.info("new cluster bootstrapped", members=bootstrap_members)
+        book.learn({cl.node_id: cl.advertise_addr})
+        rng = random.Random(self._seed)
+        snapshots = SnapshotStore(os.path.join(data_dir, "snapshots"))
+        server = None
+        if self._network is None and self._serve_clients:
+            server = _ServerHandle(cfg)
+        node = Node(cfg, log_store=store, state_machine=sm, snapshot_store=snapshots, book=book,
+                    logger=log, rng=rng, transport_factory=self._transport_factory(server),
+                    client_server=server)
+        return node
+
+    def _transport_factory(self, server: Any) -> Any:
+        network = self._network
+        cfg = self.config
+
+        def make(node: Node) -> Any:
+            peers = {i: a for i, a in node.book.addresses.items() if i != node.node_id}
+            incoming = os.path.join(node.snapshots.directory, "incoming")
+            if network is not None:
+                return network.transport(
+                    node.node_id, on_message=node.on_message, on_snapshot=node.on_snapshot,
+                    peers=peers, cluster_id=cfg.cluster.cluster_id, snapshot_dir=incoming,
+                    snapshot_chunk_bytes=cfg.network.snapshot_chunk_bytes,
+                    accept_unknown_senders=bool(cfg.cluster.join), logger=node.log,
+                )
+            from dengine.transport import GrpcTransport
+
+            grpc_server = server.make(node) if server is not None else None
+            return GrpcTransport(
+                cfg, on_message=node.on_message, on_snapshot=node.on_snapshot,
+                on_unreachable=node.on_unreachable, peers=peers, snapshot_dir=incoming,
+                server=grpc_server, accept_unknown_senders=bool(cfg.cluster.join),
+                logger=node.log,
+            )
+
+        return make
+
+
+class _ServerHandle:
+    """The node's one gRPC server: peer service (from the transport) plus the client API."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.server: Any = None
+        self.port: int | None = None
+
+    def make(self, node: Node) -> Any:
+        import grpc
+
+        from dengine.errors import Unavailable
+        from dengine.node.service import add_client_services
+        from dengine.transport.channels import server_options
+
+        self.server = grpc.aio.server(options=server_options(self.config.network))
+        add_client_services(self.server, node)
+        listen = self.config.cluster.listen_addr
+        try:
+            self.port = self.server.add_insecure_port(listen)
+        except RuntimeError as e:
+            raise Unavailable(f"cannot listen on {listen}: {e}") from e
+        if not self.port:
+            raise Unavailable(f"cannot listen on {listen} (address in use?)")
+        return self.server
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def stop(self, grace_s: float) -> None:
+        if self.server is not None:
+            await self.server.stop(grace_s)

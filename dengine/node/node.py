@@ -1,0 +1,723 @@
+"""The Node: one asyncio task drives the sans-IO Raft core; everything else talks to it.
+
+Theory of operation
+-------------------
+One task, the drive loop, owns the :class:`~dengine.raft.core.RaftCore`. Nothing else touches
+the core's inputs: callers put work in the node's inboxes (proposals in a ``BatchBuffer``, peer
+messages in a deque, everything else as small closures) and wake the loop. Each turn the loop
+
+1. drains every inbox: the ticks owed by the clock, peer messages, closures, then proposals
+   in batches (one ``propose_batch`` per batch: one append message per follower);
+2. takes one ``Ready`` and does what it says, in the order the core's contract gives:
+   installs a received snapshot; learns addresses from new membership entries and updates the
+   transport's peers; sends ``messages`` (a leader's appends leave now, while the fsync runs);
+   persists entries and hard state with one sync in a worker thread (group commit: whatever
+   arrived meanwhile waits for the next turn and shares the next sync); reports durability;
+   sends ``persisted_messages``; applies committed entries in one batch and resolves each
+   proposal's future with its result; releases ReadIndex reads; ``advance``.
+
+A proposal's future is keyed by its log index and term: the entry that commits at that index
+with that term is its answer; one with another term means a new leader overwrote it
+(``ProposalDropped``). Reads: linearizable ones wait for a ReadIndex confirmation, lease ones
+for the leader's lease (or a ReadIndex round when it has lapsed), serializable ones read the
+local state machine at once.
+
+Snapshots: once ``snapshot_interval_entries`` entries were applied since the last one, the state
+machine pins a point-in-time view and a worker thread writes the file; the core is then told
+(``on_snapshot_taken``) and later hands out ``compact_to``. A SNAPSHOT message from the core is
+turned into a background transfer of that file through the transport; its end is reported
+back. A received file is stepped into the core as a SNAPSHOT message and installed when the
+core's Ready says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from dengine._core import BatchBuffer
+from dengine.config import Config
+from dengine.errors import (
+    ConfChangeError,
+    DengineError,
+    InvalidArgument,
+    NotLeader,
+    OperationTimeout,
+    PayloadTooLarge,
+    ProposalDropped,
+    Unavailable,
+)
+from dengine.node import bootstrap
+from dengine.node.members import MemberBook, decode_addresses, encode_addresses
+from dengine.node.snapshots import adopt_file, file_pieces, find_file, install_file, write_snapshot
+from dengine.raft.confchange import (
+    ConfChange,
+    ConfChangeSingle,
+    ConfChangeType,
+    decode_conf_change,
+)
+from dengine.raft.core import RaftCore
+from dengine.raft.messages import Message, MessageType
+from dengine.raft.ready import Ready, Role
+from dengine.raft.types import ConfState, Entry, EntryKind, SnapshotMeta
+from dengine.statemachine.base import StateMachine
+from dengine.storage.base import LogStore
+from dengine.storage.snapshot import SnapshotStore
+
+__all__ = ["Node", "Consistency"]
+
+CONF = int(EntryKind.CONF_CHANGE)
+MT = MessageType
+
+
+class Consistency:
+    """Read consistency levels (the numbers of client.proto's ``ReadConsistency``)."""
+
+    LINEARIZABLE = 0
+    LEASE = 1
+    SERIALIZABLE = 2
+
+
+class Node:
+    """A Raft node: storage, state machine, transport and the drive loop. Build with
+    :class:`~dengine.node.builder.NodeBuilder`; ``await start()``, ``await stop()``."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        log_store: LogStore,
+        state_machine: StateMachine,
+        transport_factory: Callable[[Node], Any],
+        snapshot_store: SnapshotStore,
+        book: MemberBook,
+        logger: Any,
+        rng: random.Random | None = None,
+        client_server: Any = None,
+    ) -> None:
+        self.config = config
+        self.node_id = config.cluster.node_id
+        self.cluster_id = config.cluster.cluster_id
+        self.address = config.cluster.advertise_addr
+        self.log_store = log_store
+        self.state_machine = state_machine
+        self.snapshots = snapshot_store
+        self.book = book
+        self.log = logger
+        self._rng = rng or random.Random()
+        self._transport_factory = transport_factory
+        self.transport: Any = None
+        self.client_server = client_server
+        self.core: RaftCore | None = None
+        raft = config.raft
+        self.max_command_bytes = raft.max_msg_bytes
+        self._batch = BatchBuffer(raft.max_batch_entries, raft.max_batch_bytes)
+        self._msgs: deque[Message] = deque()
+        self._ops: deque[Callable[[], None]] = deque()
+        self._ticks = 0
+        self._wake = asyncio.Event()
+        self._pending: dict[int, tuple[int, asyncio.Future]] = {}
+        self._reads: dict[bytes, asyncio.Future] = {}
+        self._read_ids = itertools.count(1)
+        self._incoming: dict[tuple[int, int], str] = {}
+        self._snap_waiters: list[asyncio.Future] = []
+        self._snap_index = 0
+        self._snapshotting = False
+        self._tasks: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()
+        self._leader_event = asyncio.Event()
+        self.accepting = False
+        self.running = False
+        self.stopped = asyncio.Event()
+        self.fatal: BaseException | None = None
+        self.joining = False
+        self._fatal_stop: asyncio.Task | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load state from storage, build the core, start the transport and the drive loop."""
+        self._build_core()
+        self.transport = self._transport_factory(self)
+        await self.transport.start()
+        if self.client_server is not None:
+            await self.client_server.start()
+        self._sync_peers(self.core.conf_state)
+        self.running = True
+        self.accepting = True
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._drive(), name=f"dengine-drive-{self.node_id}"),
+            loop.create_task(self._ticker(), name=f"dengine-tick-{self.node_id}"),
+        ]
+        self.log.info("node started", address=self.address, cluster_id=self.cluster_id,
+                      term=self.core.term, commit_index=self.core.commit_index,
+                      applied_index=self.core.applied_index,
+                      voters=sorted(self.core.conf_state.voters))
+
+    def _build_core(self) -> None:
+        store, sm = self.log_store, self.state_machine
+        if sm.applied_index() < store.first_index() - 1:
+            self._restore_from_latest_file()
+        base = self.book.conf_at(store.first_index() - 1)
+        rs = bootstrap.restart_state(store, sm.applied_index(), sm.applied_term(), base)
+        self._snap_index = rs.snapshot.index if rs.snapshot else 0
+        self.log.info("storage recovered", first_index=store.first_index(),
+                      last_index=store.last_index(), term=rs.hard_state.term,
+                      commit_index=rs.hard_state.commit, applied_index=rs.applied_index,
+                      snapshot_index=self._snap_index)
+        cfg = self.config.core_config(compact_keep_entries=self.config.raft.compaction_tail_entries)
+        self.core = RaftCore(
+            self.node_id, cfg, self._rng, conf_state=rs.conf_state, storage=store,
+            hard_state=rs.hard_state, applied_index=rs.applied_index, snapshot=rs.snapshot,
+            logger=self.log,
+        )
+
+    def _restore_from_latest_file(self) -> None:
+        """A state machine that kept nothing (memory engine) behind a compacted log."""
+        found = self.snapshots.list()
+        if not found:
+            raise Unavailable(
+                f"node {self.node_id}: the log starts after index {self.log_store.first_index() - 1}"
+                " but no snapshot file is left to restore the state machine from"
+            )
+        meta, addresses = install_file(self.state_machine, found[-1][2])
+        self.book.learn(addresses)
+        self.log.info("state machine restored from snapshot file", index=meta.index)
+
+    async def stop(self, reason: str = "the node is shutting down") -> None:
+        """Stop accepting, fail what is in flight with a clear error, flush, close storage."""
+        if not self.running:
+            return
+        self.running = False
+        self.accepting = False
+        self.log.info("node stopping", reason=reason)
+        drive, ticker = self._tasks
+        ticker.cancel()
+        self._wake.set()
+        # The turn in progress finishes (a persist in a worker thread is never cut short).
+        await asyncio.gather(drive, ticker, return_exceptions=True)
+        self._fail_everything(Unavailable(
+            f"node {self.node_id} stopped before the request completed ({reason}); "
+            "retry on another node (writes with a session are applied once)"))
+        if self.client_server is not None:
+            await self.client_server.stop(0.5)
+        if self._background:
+            # Snapshot writes run in threads that read the state machine: let them finish.
+            await asyncio.wait(list(self._background), timeout=30)
+        if self.transport is not None:
+            await self.transport.stop()
+        for path in self._incoming.values():
+            _unlink(path)
+        self._incoming.clear()
+        try:
+            self.log_store.sync()
+        finally:
+            self.log_store.close()
+            self.state_machine.close()
+        self.log.info("node stopped")
+        self.stopped.set()
+
+    def _fail_everything(self, err: DengineError) -> None:
+        _, tokens = self._batch.drain()
+        futures = list(tokens) + [f for _, f in self._pending.values()]
+        futures += list(self._reads.values()) + self._snap_waiters
+        self._pending.clear()
+        self._reads.clear()
+        self._snap_waiters = []
+        for fut in futures:
+            if not fut.done():
+                fut.set_exception(err)
+
+    # -- what callers use -------------------------------------------------------------------
+    @property
+    def is_leader(self) -> bool:
+        return self.core is not None and self.core.role == Role.LEADER
+
+    @property
+    def leader_id(self) -> int | None:
+        return (self.core.leader_id or None) if self.core is not None else None
+
+    def not_leader(self) -> NotLeader:
+        lead = self.leader_id
+        return NotLeader(lead, self.address_of(lead) if lead else None)
+
+    def address_of(self, node_id: int | None) -> str | None:
+        if node_id == self.node_id:
+            return self.address
+        return self.book.addresses.get(node_id) if node_id else None
+
+    def _check_accepting(self) -> None:
+        if not self.accepting:
+            raise Unavailable(f"node {self.node_id} is not serving (stopping or not started)")
+
+    def _submit(self, op: Callable[[], None]) -> None:
+        self._ops.append(op)
+        self._wake.set()
+
+    async def propose(self, command: bytes) -> object:
+        """Replicate one state-machine command; returns its result once applied here."""
+        self._check_accepting()
+        if len(command) > self.max_command_bytes:
+            raise PayloadTooLarge(len(command), self.max_command_bytes, "command")
+        if not self.is_leader:
+            raise self.not_leader()
+        fut = asyncio.get_running_loop().create_future()
+        self._batch.push(command, fut)
+        self._wake.set()
+        return await fut
+
+    async def read_barrier(self, consistency: int = Consistency.LINEARIZABLE) -> None:
+        """Return once the local state machine may answer a read at ``consistency``."""
+        self._check_accepting()
+        if consistency == Consistency.SERIALIZABLE:
+            return
+        if consistency not in (Consistency.LINEARIZABLE, Consistency.LEASE):
+            raise InvalidArgument(f"unknown read consistency {consistency}")
+        if not self.is_leader:
+            raise self.not_leader()
+        lease = consistency == Consistency.LEASE
+        ctx = next(self._read_ids).to_bytes(8, "big")
+        fut = asyncio.get_running_loop().create_future()
+
+        def op() -> None:
+            try:
+                self.core.read_index(ctx, lease=lease)
+            except NotLeader:
+                fut.set_exception(self.not_leader())
+                return
+            self._reads[ctx] = fut
+
+        self._submit(op)
+        try:
+            await fut
+        finally:
+            self._reads.pop(ctx, None)
+
+    async def _conf_change(self, cc: ConfChange) -> None:
+        self._check_accepting()
+        fut = asyncio.get_running_loop().create_future()
+
+        def op() -> None:
+            try:
+                index = self.core.propose_conf_change(cc)
+            except NotLeader:
+                fut.set_exception(self.not_leader())
+            except (ConfChangeError, ProposalDropped) as e:
+                fut.set_exception(e)
+            else:
+                self._pending[index] = (self.core.term, fut)
+
+        self._submit(op)
+        await fut
+
+    async def add_learner(self, node_id: int, address: str) -> None:
+        """Add a new node as a learner (it replicates but does not vote)."""
+        _check_member_id(node_id)
+        if not address or ":" not in address:
+            raise InvalidArgument(f"address {address!r} is not host:port")
+        if node_id in self.core.conf_state.learners and self.book.addresses.get(node_id) == address:
+            return  # already done (a retried join)
+        cc = ConfChange((ConfChangeSingle(ConfChangeType.ADD_LEARNER, node_id),),
+                        context=encode_addresses({node_id: address}))
+        await self._conf_change(cc)
+
+    async def promote(self, node_id: int) -> None:
+        """Make a learner a voter."""
+        _check_member_id(node_id)
+        if node_id not in self.core.conf_state.learners:
+            if node_id in self.core.conf_state.voters:
+                return
+            raise ConfChangeError(f"node {node_id} is not a learner; add it as a learner first")
+        await self._conf_change(ConfChange((ConfChangeSingle(ConfChangeType.ADD_VOTER, node_id),)))
+
+    async def remove_member(self, node_id: int) -> None:
+        """Remove a voter or learner from the cluster."""
+        _check_member_id(node_id)
+        cs = self.core.conf_state
+        if node_id not in (cs.voters | cs.learners | cs.voters_outgoing | cs.learners_next):
+            raise ConfChangeError(f"node {node_id} is not a member")
+        await self._conf_change(ConfChange((ConfChangeSingle(ConfChangeType.REMOVE_NODE,
+                                                             node_id),)))
+
+    async def transfer_leader(self, target: int, timeout_s: float | None = None) -> None:
+        """Hand leadership to ``target``; returns once it leads (or raises on timeout)."""
+        self._check_accepting()
+        _check_member_id(target)
+        if target == self.leader_id:
+            return
+        if target not in self.core.conf_state.voters:
+            raise InvalidArgument(f"node {target} is not a voter")
+        fut = asyncio.get_running_loop().create_future()
+
+        def op() -> None:
+            try:
+                self.core.transfer_leader(target)
+                fut.set_result(None)
+            except NotLeader:
+                fut.set_exception(self.not_leader())
+            except ValueError as e:
+                fut.set_exception(InvalidArgument(str(e)))
+
+        self._submit(op)
+        await fut
+        limit = timeout_s or 3 * self.config.raft.election_ms / 1000
+        try:
+            async with asyncio.timeout(limit):
+                while self.leader_id != target:
+                    self._leader_event.clear()
+                    await self._leader_event.wait()
+        except TimeoutError:
+            raise OperationTimeout(f"leadership transfer to node {target}", limit) from None
+
+    def members(self) -> list[tuple[int, str, bool]]:
+        """(id, address, is_voter) of every member of the config in force."""
+        cs = self.core.conf_state
+        voters = cs.voters | cs.voters_outgoing
+        out = [(i, self.address_of(i) or "", True) for i in sorted(voters)]
+        out += [(i, self.address_of(i) or "", False)
+                for i in sorted((cs.learners | cs.learners_next) - voters)]
+        return out
+
+    def status(self) -> dict[str, Any]:
+        core = self.core
+        lead = self.leader_id
+        return {
+            "id": self.node_id,
+            "role": core.role.name.lower(),
+            "term": core.term,
+            "leader_id": lead,
+            "leader_addr": self.address_of(lead),
+            "commit_index": core.commit_index,
+            "applied_index": self.state_machine.applied_index(),
+            "members": self.members(),
+            "cluster_id": self.cluster_id,
+        }
+
+    # -- inputs from the transport -----------------------------------------------------------
+    def on_message(self, msg: Message) -> None:
+        self._msgs.append(msg)
+        self._wake.set()
+
+    async def on_snapshot(self, incoming: Any) -> None:
+        """A verified snapshot file arrived: step it into the core, wait for its verdict."""
+        if not self.running:
+            raise Unavailable(f"node {self.node_id} is stopping")
+        meta = incoming.meta
+        old = self._incoming.pop((meta.index, meta.term), None)
+        if old is not None:
+            _unlink(old)
+        self._incoming[(meta.index, meta.term)] = str(incoming.path)
+        fut = asyncio.get_running_loop().create_future()
+        msg = Message(MT.SNAPSHOT, self.node_id, incoming.from_, incoming.term, snapshot=meta)
+
+        def op() -> None:
+            self.core.step(msg)
+            self._snap_waiters.append(fut)
+
+        self._submit(op)
+        await fut
+
+    def on_unreachable(self, peer: int) -> None:
+        return None
+
+    # -- the drive loop ----------------------------------------------------------------------
+    async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.config.raft.tick_ms / 1000
+        cap = self.core.cfg.election_ticks
+        due = loop.time()
+        while True:
+            due += interval
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            now = loop.time()
+            owed = 1 + int((now - due) / interval)
+            if owed > cap:
+                owed, due = cap, now
+            else:
+                due += (owed - 1) * interval
+            self._ticks += owed
+            self._wake.set()
+
+    async def _drive(self) -> None:
+        core = self.core
+        try:
+            while self.running:
+                if not (self._ticks or self._msgs or self._ops or len(self._batch)
+                        or core.has_ready()):
+                    self._wake.clear()
+                    await self._wake.wait()
+                self._drain()
+                if core.has_ready():
+                    await self._handle_ready(core.ready())
+                self._release_snapshot_waiters()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # noqa: BLE001 - storage failure etc.: stop, loudly
+            self.fatal = e
+            self.log.critical("drive loop failed; the node stops", error=repr(e))
+            self._fail_everything(Unavailable(f"node {self.node_id} failed: {e}"))
+            self._fatal_stop = asyncio.get_running_loop().create_task(
+                self.stop(f"fatal error: {e}"))
+
+    def _drain(self) -> None:
+        core = self.core
+        n, self._ticks = self._ticks, 0
+        for _ in range(n):
+            core.tick()
+        msgs = self._msgs
+        while msgs:
+            core.step(msgs.popleft())
+        ops = self._ops
+        while ops:
+            ops.popleft()()
+        batch = self._batch
+        while len(batch):
+            payloads, tokens = batch.pop_batch()
+            self._propose(payloads, tokens)
+
+    def _propose(self, payloads: list[bytes], futures: list[asyncio.Future]) -> None:
+        core = self.core
+        try:
+            last = core.propose_batch(payloads)
+        except (NotLeader, ProposalDropped) as e:
+            err = self.not_leader() if isinstance(e, NotLeader) else e
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        term = core.term
+        pending = self._pending
+        for index, fut in enumerate(futures, last - len(futures) + 1):
+            pending[index] = (term, fut)
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        core = self.core
+        if rd.soft_state is not None:
+            self._on_soft_state(rd)
+        if rd.snapshot is not None:
+            await self._install_snapshot(rd.snapshot)
+        if rd.entries:
+            self._learn_from_entries(rd.entries)
+        if rd.conf_state is not None:
+            self._sync_peers(rd.conf_state)
+        if rd.messages:
+            self._send(rd.messages)
+        if rd.entries or rd.hard_state is not None:
+            await asyncio.to_thread(self._persist, rd.entries, rd.hard_state)
+        core.on_persisted(rd.number)
+        if rd.persisted_messages:
+            self._send(rd.persisted_messages)
+        if rd.committed_entries:
+            self._apply(rd.committed_entries)
+        for rs in rd.read_states:
+            fut = self._reads.pop(rs.context, None)
+            if fut is not None and not fut.done():
+                if rs.failed:
+                    fut.set_exception(self.not_leader())
+                else:
+                    fut.set_result(rs.index)
+        core.advance(rd)
+        if rd.compact_to:
+            self._compact(rd.compact_to)
+        if rd.dropped:
+            for d in rd.dropped:
+                self.log.debug("core dropped a message", reason=d.reason, type=d.message.type.name,
+                               peer=d.message.from_)
+        self._maybe_snapshot()
+
+    def _persist(self, entries: list[Entry], hard_state: Any) -> None:
+        store = self.log_store
+        if entries:
+            store.append(entries)
+        if hard_state is not None:
+            store.save_hard_state(hard_state)
+        if self.config.storage.sync:
+            store.sync()
+
+    def _send(self, messages: list[Message]) -> None:
+        if any(m.type == MT.SNAPSHOT for m in messages):
+            for m in messages:
+                if m.type == MT.SNAPSHOT:
+                    self._send_snapshot(m)
+            messages = [m for m in messages if m.type != MT.SNAPSHOT]
+        self.transport.send(messages)
+
+    def _on_soft_state(self, rd: Ready) -> None:
+        ss = rd.soft_state
+        self.log.info("raft state", role=ss.role.name, term=ss.term, leader_id=ss.leader_id or None)
+        self._leader_event.set()
+        if ss.role != Role.LEADER:
+            # Writes queued here were never proposed: tell their callers where to go.
+            _, tokens = self._batch.drain()
+            err = self.not_leader()
+            for fut in tokens:
+                if not fut.done():
+                    fut.set_exception(err)
+
+    def _apply(self, entries: list[Entry]) -> None:
+        applied = self.state_machine.applied_index()
+        if entries[0].index <= applied:
+            entries = [e for e in entries if e.index > applied]
+            if not entries:
+                return
+        results = self.state_machine.apply(entries)
+        pending = self._pending
+        for e, result in zip(entries, results, strict=True):
+            if e.kind == CONF:
+                self._on_conf_committed(e)
+            if not pending:
+                continue
+            item = pending.pop(e.index, None)
+            if item is None:
+                continue
+            term, fut = item
+            if fut.done():
+                continue
+            if term != e.term:
+                fut.set_exception(ProposalDropped(
+                    f"entry {e.index} was replaced by a new leader's entry; retry"))
+            elif isinstance(result, BaseException):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
+
+    # -- membership ------------------------------------------------------------------------
+    def _learn_from_entries(self, entries: list[Entry]) -> None:
+        for e in entries:
+            if e.kind == CONF:
+                try:
+                    cc = decode_conf_change(e.data)
+                except DengineError:
+                    continue
+                self.book.learn(decode_addresses(cc.context))
+
+    def _on_conf_committed(self, e: Entry) -> None:
+        try:
+            cc = decode_conf_change(e.data)
+        except DengineError:
+            return
+        self.log.info(
+            "membership change committed", index=e.index,
+            changes=[(c.type.name, c.node_id) for c in cc.changes] or "leave joint",
+            voters=sorted(self.core.conf_state_at(e.index).voters),
+            learners=sorted(self.core.conf_state_at(e.index).learners))
+
+    def _sync_peers(self, cs: ConfState) -> None:
+        members = cs.voters | cs.learners | cs.voters_outgoing | cs.learners_next
+        t = self.transport
+        for node_id in members:
+            addr = self.book.addresses.get(node_id)
+            if node_id != self.node_id and addr:
+                t.set_peer(node_id, addr)
+        for node_id in list(getattr(t, "peers", {})):
+            if node_id not in members:
+                t.remove_peer(node_id)
+        if hasattr(t, "accept_unknown_senders"):
+            t.accept_unknown_senders = self.node_id not in members
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def _maybe_snapshot(self) -> None:
+        applied = self.state_machine.applied_index()
+        if self._snapshotting or applied - self._snap_index < \
+                self.config.raft.snapshot_interval_entries:
+            return
+        self._snapshotting = True
+        self._spawn(self._take_snapshot())
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _take_snapshot(self) -> None:
+        source = self.state_machine.snapshot()
+        try:
+            conf = self.core.conf_state_at(source.index)
+            addresses = dict(self.book.addresses)
+            addresses[self.node_id] = self.address
+            meta, path = await asyncio.to_thread(
+                write_snapshot, self.state_machine, self.snapshots, source, conf, addresses)
+        except Exception as e:  # noqa: BLE001 - a failed snapshot is retried later
+            self.log.error("snapshot failed", error=repr(e))
+            self._snapshotting = False
+            return
+        finally:
+            source.close()
+
+        def op() -> None:
+            self._snapshotting = False
+            self.log_store.save_snapshot_meta(meta)
+            self._snap_index = meta.index
+            self.core.on_snapshot_taken(meta)
+            self.log.info("snapshot taken", index=meta.index, term=meta.term, path=path)
+
+        self._submit(op)
+
+    def _compact(self, to: int) -> None:
+        self.book.record_conf(to, self.core.conf_state_at(to))
+        self.log_store.compact(to)
+        self.log.info("log compacted", up_to=to, first_index=self.log_store.first_index())
+
+    def _send_snapshot(self, m: Message) -> None:
+        path = find_file(self.snapshots, m.snapshot) if m.snapshot else None
+        if path is None:
+            self.log.warning("no snapshot file to send", peer=m.to)
+            self._submit(lambda: self.core.report_snapshot(m.to, False))
+            return
+        self.log.info("sending snapshot", peer=m.to, index=m.snapshot.index)
+        task = self.transport.send_snapshot(m.to, m.snapshot, file_pieces(path), term=m.term)
+
+        def done(t: asyncio.Task) -> None:
+            ok = not t.cancelled() and t.exception() is None and t.result().accepted
+            if not ok:
+                why = "cancelled" if t.cancelled() else (t.exception() or t.result().error)
+                self.log.warning("snapshot transfer failed", peer=m.to, reason=str(why))
+            if self.running:
+                self._submit(lambda: self.core.report_snapshot(m.to, ok))
+
+        task.add_done_callback(done)
+
+    async def _install_snapshot(self, meta: SnapshotMeta) -> None:
+        path = self._incoming.pop((meta.index, meta.term), None)
+        if path is None:
+            raise Unavailable(f"snapshot {meta.index} to install has no file")
+        self.book.record_conf(meta.index, meta.conf_state)
+        _meta, addresses = await asyncio.to_thread(install_file, self.state_machine, path)
+        self.book.learn(addresses)
+        store = self.log_store
+        store.reset(meta.index, meta.term)
+        store.save_snapshot_meta(meta)
+        store.sync()
+        adopt_file(self.snapshots, path, meta)
+        self._snap_index = meta.index
+        self.log.info("snapshot installed", index=meta.index, term=meta.term,
+                      voters=sorted(meta.conf_state.voters))
+
+    def _release_snapshot_waiters(self) -> None:
+        if not self._snap_waiters:
+            return
+        for fut in self._snap_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._snap_waiters = []
+        for path in self._incoming.values():
+            _unlink(path)
+        self._incoming.clear()
+
+
+def _check_member_id(node_id: int) -> None:
+    if not isinstance(node_id, int) or not 0 < node_id < 1 << 63:
+        raise InvalidArgument(f"node id {node_id!r} is not a positive integer")
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

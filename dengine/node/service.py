@@ -1,0 +1,297 @@
+"""The server side of the client API: the ``Kv`` and ``Cluster`` services of client.proto.
+
+Theory of operation
+-------------------
+:class:`RequestHandler` turns one request message into one response message against a
+:class:`~dengine.node.node.Node`, with no gRPC in sight: the unary RPCs, the ``Batch`` stream
+and the in-process embedded client all go through it, so all three behave alike. Every failure
+becomes the response's ``error`` field (``dengine.transport.status.to_proto``): a follower
+answers writes and linearizable or lease reads with NOT_LEADER plus the leader's id and address;
+a command over ``raft.max_msg_bytes`` is PAYLOAD_TOO_LARGE; a malformed request is
+INVALID_ARGUMENT; an unexpected exception is INTERNAL, logged, and never takes the node down.
+
+``Batch`` is a bidirectional stream: each ``ClientRequestBatch`` carries many requests; each is
+handled concurrently and the answers go back as they complete, whatever is ready at the moment
+leaving as one ``ClientResponseBatch``, matched to its request by ``request_id``. A request with
+no operation set is answered with a ``put`` response carrying INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from dengine._core import codec
+from dengine.errors import DengineError, InvalidArgument, PayloadTooLarge
+from dengine.transport.status import to_proto
+from dengine.v1 import client_pb2, client_pb2_grpc
+
+if TYPE_CHECKING:
+    from dengine.node.node import Node
+
+__all__ = ["RequestHandler", "KvService", "ClusterService", "add_client_services"]
+
+pb = client_pb2
+MAX_U64 = (1 << 64) - 1
+MAX_SCAN_LIMIT = 10_000
+
+
+def _kv(kv: Any) -> client_pb2.KeyValue:
+    return pb.KeyValue(key=kv.key, value=kv.value, revision=kv.revision, version=kv.version)
+
+
+class RequestHandler:
+    """One request message in, one response message out; errors go in the response."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.log = node.log
+
+    async def call(self, name: str, request: Any, response_cls: type) -> Any:
+        """Run ``name`` (a method of this class) and wrap any error in ``response_cls``."""
+        try:
+            return await getattr(self, name)(request)
+        except (DengineError, ValueError, OverflowError) as e:
+            return response_cls(error=to_proto(_as_dengine(e)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a bug answers INTERNAL, the node goes on
+            self.log.exception("request failed", method=name)
+            return response_cls(error=to_proto(e))
+
+    # -- helpers --------------------------------------------------------------------------
+    def _key(self, key: bytes) -> bytes:
+        if not key:
+            raise InvalidArgument("the key is empty")
+        return key
+
+    def _session(self, cmd: bytes, session: Any, has: bool) -> bytes:
+        if not has:
+            return cmd
+        if not (0 < session.client_id <= MAX_U64 and 0 < session.seq <= MAX_U64):
+            raise InvalidArgument("a session needs a client_id > 0 and a seq > 0")
+        return codec.encode_session(session.client_id, session.seq, cmd)
+
+    async def _write(self, cmd: bytes) -> Any:
+        limit = self.node.max_command_bytes
+        if len(cmd) > limit:
+            raise PayloadTooLarge(len(cmd), limit, "request")
+        return await self.node.propose(cmd)
+
+    # -- Kv -------------------------------------------------------------------------------
+    async def put(self, req: client_pb2.PutRequest) -> client_pb2.PutResponse:
+        cmd = codec.encode_put(self._key(req.key), req.value)
+        r = await self._write(self._session(cmd, req.session, req.HasField("session")))
+        return pb.PutResponse(revision=r.revision)
+
+    async def delete(self, req: client_pb2.DeleteRequest) -> client_pb2.DeleteResponse:
+        cmd = codec.encode_delete(self._key(req.key))
+        r = await self._write(self._session(cmd, req.session, req.HasField("session")))
+        return pb.DeleteResponse(deleted=r.ok, revision=self.node.state_machine.applied_index())
+
+    async def cas(self, req: client_pb2.CompareAndSetRequest) -> client_pb2.CompareAndSetResponse:
+        key = self._key(req.key)
+        cmd = codec.encode_cas(
+            key,
+            req.expected_value if req.HasField("expected_value") else None,
+            req.expected_version if req.HasField("expected_version") else None,
+            req.new_value if req.HasField("new_value") else None,
+        )
+        r = await self._write(self._session(cmd, req.session, req.HasField("session")))
+        resp = pb.CompareAndSetResponse(succeeded=r.ok, revision=r.revision)
+        cur = self.node.state_machine.get(key)
+        if cur is not None:
+            resp.current.CopyFrom(_kv(cur))
+        return resp
+
+    async def write_batch(self, req: client_pb2.WriteBatchRequest) -> client_pb2.WriteBatchResponse:
+        ops: list[tuple] = []
+        for op in req.ops:
+            kind = op.WhichOneof("op")
+            if kind == "put":
+                ops.append((codec.OP_PUT, self._key(op.put.key), op.put.value))
+            elif kind == "delete":
+                ops.append((codec.OP_DELETE, self._key(op.delete.key)))
+            else:
+                raise InvalidArgument("a batch op must be a put or a delete")
+        if not ops:
+            raise InvalidArgument("the batch is empty")
+        cmd = codec.encode_batch(ops)
+        r = await self._write(self._session(cmd, req.session, req.HasField("session")))
+        return pb.WriteBatchResponse(revision=r.revision)
+
+    async def get(self, req: client_pb2.GetRequest) -> client_pb2.GetResponse:
+        key = self._key(req.key)
+        await self.node.read_barrier(req.consistency)
+        kv = self.node.state_machine.get(key)
+        if kv is None:
+            return pb.GetResponse(found=False)
+        return pb.GetResponse(found=True, kv=_kv(kv))
+
+    async def get_many(self, req: client_pb2.GetManyRequest) -> client_pb2.GetManyResponse:
+        keys = [self._key(k) for k in req.keys]
+        await self.node.read_barrier(req.consistency)
+        found = self.node.state_machine.get_many(keys)
+        return pb.GetManyResponse(kvs=[_kv(kv) for kv in found if kv is not None])
+
+    async def scan(self, req: client_pb2.ScanRequest) -> client_pb2.ScanResponse:
+        limit = req.limit
+        if limit > MAX_SCAN_LIMIT:
+            raise InvalidArgument(f"limit {limit} is above {MAX_SCAN_LIMIT}")
+        if req.prefix and req.end:
+            raise InvalidArgument("give a prefix or an end key, not both")
+        if req.end and req.end <= req.start:
+            raise InvalidArgument("the end key must be above the start key")
+        await self.node.read_barrier(req.consistency)
+        sm = self.node.state_machine
+        if req.prefix:
+            page = sm.prefix(req.prefix, limit, req.start or None)
+        else:
+            page = sm.range(req.start, req.end or None, limit)
+        return pb.ScanResponse(kvs=[_kv(kv) for kv in page.items],
+                               continuation=page.next_key or b"")
+
+    # -- Cluster --------------------------------------------------------------------------
+    def _members(self) -> list[client_pb2.Member]:
+        return [pb.Member(id=i, address=a, role=pb.VOTER if v else pb.LEARNER)
+                for i, a, v in self.node.members()]
+
+    async def status(self, _req: Any) -> client_pb2.StatusResponse:
+        st = self.node.status()
+        return pb.StatusResponse(
+            id=st["id"], role=st["role"], term=st["term"], leader_id=st["leader_id"] or 0,
+            leader_addr=st["leader_addr"] or "", commit_index=st["commit_index"],
+            applied_index=st["applied_index"], members=self._members(),
+            cluster_id=st["cluster_id"],
+        )
+
+    async def transfer_leader(self, req: Any) -> client_pb2.TransferLeaderResponse:
+        await self.node.transfer_leader(req.target_id)
+        return pb.TransferLeaderResponse()
+
+    async def add_learner(self, req: Any) -> client_pb2.MembershipResponse:
+        await self.node.add_learner(req.id, req.address)
+        return pb.MembershipResponse(members=self._members())
+
+    async def promote(self, req: Any) -> client_pb2.MembershipResponse:
+        await self.node.promote(req.id)
+        return pb.MembershipResponse(members=self._members())
+
+    async def remove_member(self, req: Any) -> client_pb2.MembershipResponse:
+        await self.node.remove_member(req.id)
+        return pb.MembershipResponse(members=self._members())
+
+
+def _as_dengine(e: BaseException) -> BaseException:
+    if isinstance(e, DengineError):
+        return e
+    return InvalidArgument(str(e))
+
+
+#: Batch stream: request oneof field -> (handler method, response class).
+BATCH_OPS: dict[str, tuple[str, type]] = {
+    "put": ("put", pb.PutResponse),
+    "get": ("get", pb.GetResponse),
+    "delete": ("delete", pb.DeleteResponse),
+    "cas": ("cas", pb.CompareAndSetResponse),
+    "batch": ("write_batch", pb.WriteBatchResponse),
+    "scan": ("scan", pb.ScanResponse),
+    "get_many": ("get_many", pb.GetManyResponse),
+}
+
+
+def _unary(name: str, response_cls: type) -> Callable:
+    async def method(self: Any, request: Any, context: Any) -> Any:
+        return await self.handler.call(name, request, response_cls)
+
+    method.__name__ = name
+    return method
+
+
+class KvService(client_pb2_grpc.KvServicer):
+    """The ``Kv`` service: unary calls and the ``Batch`` stream."""
+
+    def __init__(self, handler: RequestHandler) -> None:
+        self.handler = handler
+
+    Put = _unary("put", pb.PutResponse)
+    Get = _unary("get", pb.GetResponse)
+    GetMany = _unary("get_many", pb.GetManyResponse)
+    Delete = _unary("delete", pb.DeleteResponse)
+    CompareAndSet = _unary("cas", pb.CompareAndSetResponse)
+    WriteBatch = _unary("write_batch", pb.WriteBatchResponse)
+    Scan = _unary("scan", pb.ScanResponse)
+
+    async def Batch(self, request_iterator: Any, context: Any) -> Any:
+        out: asyncio.Queue = asyncio.Queue()
+        tasks: set[asyncio.Task] = set()
+        reader = asyncio.get_running_loop().create_task(
+            self._read(request_iterator, out, tasks))
+        try:
+            while True:
+                first = await out.get()
+                if first is None:
+                    return
+                responses = [first]
+                while not out.empty():
+                    item = out.get_nowait()
+                    if item is None:
+                        yield pb.ClientResponseBatch(responses=responses)
+                        return
+                    responses.append(item)
+                yield pb.ClientResponseBatch(responses=responses)
+        finally:
+            reader.cancel()
+            for t in list(tasks):
+                t.cancel()
+
+    async def _read(self, request_iterator: Any, out: asyncio.Queue,
+                    tasks: set[asyncio.Task]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async for batch in request_iterator:
+                for req in batch.requests:
+                    t = loop.create_task(self._one(req, out))
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the client went away: answer what is in flight
+            pass
+        while tasks:
+            await asyncio.wait(list(tasks))
+        out.put_nowait(None)
+
+    async def _one(self, req: client_pb2.ClientRequest, out: asyncio.Queue) -> None:
+        kind = req.WhichOneof("request")
+        resp = pb.ClientResponse(request_id=req.request_id)
+        if kind is None:
+            err = to_proto(InvalidArgument("the request carries no operation"))
+            resp.put.CopyFrom(pb.PutResponse(error=err))
+        else:
+            name, cls = BATCH_OPS[kind]
+            result = await self.handler.call(name, getattr(req, kind), cls)
+            getattr(resp, kind).CopyFrom(result)
+        out.put_nowait(resp)
+
+
+class ClusterService(client_pb2_grpc.ClusterServicer):
+    """The ``Cluster`` service: status, leadership transfer, membership."""
+
+    def __init__(self, handler: RequestHandler) -> None:
+        self.handler = handler
+
+    Status = _unary("status", pb.StatusResponse)
+    TransferLeader = _unary("transfer_leader", pb.TransferLeaderResponse)
+    AddLearner = _unary("add_learner", pb.MembershipResponse)
+    Promote = _unary("promote", pb.MembershipResponse)
+    RemoveMember = _unary("remove_member", pb.MembershipResponse)
+
+
+def add_client_services(server: Any, node: Node) -> RequestHandler:
+    """Register ``Kv`` and ``Cluster`` for ``node`` on a ``grpc.aio`` server."""
+    handler = RequestHandler(node)
+    client_pb2_grpc.add_KvServicer_to_server(KvService(handler), server)
+    client_pb2_grpc.add_ClusterServicer_to_server(ClusterService(handler), server)
+    return handler
