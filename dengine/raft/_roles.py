@@ -36,6 +36,12 @@ fail_pending_reads = _leader.fail_pending_reads
 #: Types sent by a leader of ``term``: a follower that knows no leader adopts the sender.
 FROM_LEADER = frozenset({MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT})
 
+#: Types accepted from a node outside our config. A lagging node may not know yet the change
+#: that added the sender: a new leader must reach it, and a new voter's campaign may need its
+#: vote. Answering these is always safe (term rules, log comparison); everything else from a
+#: stranger is dropped.
+FROM_UNKNOWN = FROM_LEADER | {MT.VOTE, MT.PRE_VOTE}
+
 
 # -- validation -------------------------------------------------------------------------------
 def invalid_reason(core: RaftCore, m: Message) -> str | None:
@@ -50,10 +56,8 @@ def invalid_reason(core: RaftCore, m: Message) -> str | None:
         return "term out of range"
     if not (0 <= m.index <= MAX_U64 and 0 <= m.log_term <= MAX_U64 and 0 <= m.commit <= MAX_U64):
         return "index, log term or commit out of range"
-    if m.from_ not in core.tracker.progress:
-        # A leader may be new to a lagging follower (it joined in a change we have not seen).
-        if not (m.type in FROM_LEADER and m.term >= core.term):
-            return f"unknown sender {m.from_}"
+    if m.from_ not in core.tracker.progress and m.type not in FROM_UNKNOWN:
+        return f"unknown sender {m.from_}"
     if m.type == MT.APPEND and m.entries:
         first, last = m.entries[0], m.entries[-1]
         if first.index != m.index + 1 or last.index != m.index + len(m.entries):

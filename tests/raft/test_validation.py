@@ -58,9 +58,18 @@ def test_stale_term_vote_response_is_dropped_with_a_reason():
 
 def test_unknown_sender_is_dropped():
     core = RaftCore(1, RaftConfig(), random.Random(1), peers=[2, 3])
-    rd = stepped(core, Message(MT.VOTE, 1, 9, term=5))
+    rd = stepped(core, Message(MT.VOTE_RESP, 1, 9, term=5))
+    assert reasons(rd) == ["unknown sender 9"]
+    rd = stepped(core, Message(MT.READ_INDEX, 1, 9, term=5))
     assert reasons(rd) == ["unknown sender 9"]
     assert core.term == 0
+
+
+def test_a_vote_request_from_a_node_we_do_not_know_yet_is_answered():
+    # A voter added by a change this node has not seen yet may need its vote.
+    core = RaftCore(1, RaftConfig(), random.Random(1), peers=[2, 3])
+    rd = stepped(core, Message(MT.PRE_VOTE, 1, 9, term=1))
+    assert [(m.type, m.to, m.reject) for m in rd.messages] == [(MT.PRE_VOTE_RESP, 9, False)]
 
 
 def test_an_unknown_leader_of_a_newer_term_is_heard():
