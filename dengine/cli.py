@@ -21,6 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the version and whether the compiled core is in use",
     )
     parser.set_defaults(func=None, _version=__version__)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    from dengine.node.serve import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 

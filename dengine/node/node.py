@@ -383,6 +383,14 @@ class Node:
                 for i in sorted((cs.learners | cs.learners_next) - voters)]
         return out
 
+    def learn_members(self, members: Any) -> None:
+        """Addresses learned outside the log (a join answer): remember them, connect."""
+        found = {i: a for i, a in members if a}
+        self.book.learn(found)
+        for node_id, addr in found.items():
+            if node_id != self.node_id:
+                self.transport.set_peer(node_id, addr)
+
     def status(self) -> dict[str, Any]:
         core = self.core
         lead = self.leader_id

@@ -1,0 +1,118 @@
+"""``dengine serve``: run one node as a process until SIGTERM or SIGINT.
+
+Configuration comes from ``--config node.toml``, ``DENGINE_<SECTION>__<KEY>`` variables and one
+flag per key (``--raft.heartbeat-ms 50``); ``--join HOST:PORT`` is short for ``--cluster.join``.
+A node started with ``--join`` and an empty data directory asks that member (following
+NOT_LEADER hints to the leader) to add it as a learner, then catches up like any follower;
+promoting it to voter is a separate, explicit step (``Cluster.Promote``).
+
+On SIGTERM or SIGINT the node stops accepting requests, fails those in flight with UNAVAILABLE
+(safe to retry: writes carry sessions), syncs and closes its storage, and the process exits 0.
+A storage failure or a data directory of another cluster exits non-zero with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Any
+
+__all__ = ["add_serve_parser", "run_serve", "serve", "join_cluster"]
+
+
+def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``serve`` subcommand (flags only; nothing heavy is imported here)."""
+    from dengine.config import add_config_flags
+
+    p = subparsers.add_parser(
+        "serve", help="run a node", description="Run one dengine node until SIGTERM/SIGINT."
+    )
+    add_config_flags(p)
+    p.add_argument(
+        "--join", dest="cluster.join", metavar="HOST:PORT", default=argparse.SUPPRESS,
+        help="address of a member to ask to add this new node (short for --cluster.join)",
+    )
+    p.set_defaults(func=run_serve)
+    return p
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from dengine.config import load_config_from_args
+    from dengine.observability.logging import configure_logging
+
+    config = load_config_from_args(args)
+    obs = config.observability
+    configure_logging(obs.log_level, obs.log_format)
+    try:
+        import uvloop
+
+        return uvloop.run(serve(config))
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return 130
+
+
+async def serve(config: Any) -> int:
+    """Build, start and run a node until a signal; returns the process exit code."""
+    from dengine.node.builder import NodeBuilder
+    from dengine.observability.logging import node_logger
+
+    log = node_logger(config.cluster.node_id, "serve")
+    node = NodeBuilder(config).build()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await node.start()
+    except BaseException:
+        await node.stop("start failed")
+        raise
+    log.info("serving", listen=config.cluster.listen_addr, data_dir=config.cluster.data_dir)
+    join_task = None
+    if config.cluster.join and node.core.conf_state.voters == frozenset():
+        join_task = loop.create_task(join_cluster(node, config.cluster.join, log))
+    stopped = loop.create_task(node.stopped.wait())
+    waiter = loop.create_task(stop.wait())
+    await asyncio.wait([stopped, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if join_task is not None:
+        join_task.cancel()
+    waiter.cancel()
+    await node.stop("signal received" if stop.is_set() else "node failed")
+    if node.fatal is not None:
+        print(f"dengine: node {node.node_id} failed: {node.fatal}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def join_cluster(node: Any, endpoint: str, log: Any, attempts: int = 0) -> None:
+    """Ask the cluster (through ``endpoint``, following leader hints) to add ``node`` as a
+    learner; retries with backoff until it is done or the node stops."""
+    import grpc
+
+    from dengine.errors import NotLeader
+    from dengine.transport.status import from_proto
+    from dengine.v1 import client_pb2, client_pb2_grpc
+
+    target, delay, n = endpoint, 0.1, 0
+    req = client_pb2.AddLearnerRequest(id=node.node_id, address=node.address)
+    while node.running and (not attempts or n < attempts):
+        n += 1
+        try:
+            async with grpc.aio.insecure_channel(target) as ch:
+                resp = await client_pb2_grpc.ClusterStub(ch).AddLearner(req, timeout=5)
+            err = from_proto(resp.error) if resp.HasField("error") else None
+            if err is None:
+                node.learn_members((m.id, m.address) for m in resp.members)
+                log.info("joined the cluster as a learner", via=target)
+                return
+            if isinstance(err, NotLeader) and err.leader_addr:
+                target = err.leader_addr
+                continue
+            log.info("join not done yet; retrying", via=target, reason=str(err))
+        except grpc.aio.AioRpcError as e:
+            log.info("join: member unreachable; retrying", via=target, reason=e.code().name)
+            target = endpoint
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
