@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 
@@ -46,9 +47,12 @@ class PooledChannel:
         use_stream: bool,
         stream_message_bytes: int,
         stream_retry_s: float,
+        interceptors: Sequence[Any] = (),
     ) -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address, options=list(options))
+        self.channel = grpc.aio.insecure_channel(
+            address, options=list(options), interceptors=list(interceptors) or None
+        )
         self.kv = client_pb2_grpc.KvStub(self.channel)
         self.cluster = client_pb2_grpc.ClusterStub(self.channel)
         self._stats = stats
@@ -103,6 +107,7 @@ class Connection:
         use_stream: bool,
         stream_message_bytes: int,
         stream_retry_s: float,
+        interceptors: Sequence[Any] = (),
     ) -> None:
         self.address = address
         self.channels = [
@@ -113,6 +118,7 @@ class Connection:
                 use_stream=use_stream,
                 stream_message_bytes=stream_message_bytes,
                 stream_retry_s=stream_retry_s,
+                interceptors=interceptors,
             )
             for _ in range(max(1, pool_size))
         ]

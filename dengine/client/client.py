@@ -83,7 +83,8 @@ class Client:
 
     ``endpoints`` are ``host:port`` strings of any members; ``timeout`` is the default per-call
     deadline in seconds, retries included; ``pool_size`` channels per node; ``use_stream`` sends
-    KV calls over the coalescing batch stream (unary otherwise).
+    KV calls over the coalescing batch stream (unary otherwise); ``interceptors`` are grpc.aio
+    client interceptors put on every channel (auth, tracing, fault injection in tests).
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class Client:
         stream_message_bytes: int = 1 * MiB,
         stream_request_bytes: int = 256 * 1024,
         stream_retry_s: float = 1.0,
+        interceptors: Sequence[Any] = (),
         rng: random.Random | None = None,
     ) -> None:
         if isinstance(endpoints, str):
@@ -116,6 +118,7 @@ class Client:
         self._stream_message_bytes = stream_message_bytes
         self._stream_request_bytes = stream_request_bytes
         self._stream_retry_s = stream_retry_s
+        self._interceptors = tuple(interceptors)
         self._rng = rng or random.Random()
         self._sessions = SessionPool()
         self._conns: dict[str, Connection] = {}
@@ -163,6 +166,7 @@ class Client:
                 use_stream=self.use_stream,
                 stream_message_bytes=self._stream_message_bytes,
                 stream_retry_s=self._stream_retry_s,
+                interceptors=self._interceptors,
             )
         return conn
 
