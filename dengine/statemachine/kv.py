@@ -165,11 +165,14 @@ class KVStateMachine:
         """Apply committed entries in order; one atomic engine write for the whole batch."""
         if not entries:
             return []
+        if entries[0].index <= self._applied[0]:
+            raise ValueError(f"entry {entries[0].index} is already applied (at {self._applied[0]})")
+        for a, b in zip(entries, entries[1:], strict=False):
+            if b.index != a.index + 1:
+                raise ValueError(f"entries out of order: {b.index} after {a.index}")
         overlay: dict[bytes, bytes | None] = {}
         results: list[object] = []
         for e in entries:
-            if e.index <= self._applied[0]:
-                raise ValueError(f"entry {e.index} is already applied (at {self._applied[0]})")
             if e.kind != EntryKind.NORMAL or not e.data:
                 results.append(None)
                 continue
@@ -181,7 +184,11 @@ class KVStateMachine:
             results.append(self._command(cmd, e.index, overlay))
         last = entries[-1]
         overlay[K_APPLIED] = _PAIR.pack(last.index, last.term)
-        self.engine.write(overlay)
+        try:
+            self.engine.write(overlay)
+        except BaseException:
+            self._load()  # the session table in memory must match what the engine holds
+            raise
         self._applied = (last.index, last.term)
         return results
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dengine.storage.base import LogReader, LogStore
 from dengine.storage.file import FileLogStore
 from dengine.storage.memory import MemoryLogStore
+from dengine.storage.rocksdb import RocksLogStore
+from dengine.storage.snapshot import SnapshotReader, SnapshotStore
 
 ENGINES = ("rocksdb", "file", "memory")
 
@@ -26,11 +28,19 @@ def open_log_store(engine: str, path: str | None = None, **options) -> LogStore:
     if engine == "file":
         return FileLogStore(path, **options)
     if engine == "rocksdb":
-        from dengine.storage.rocksdb import RocksLogStore
-
         options.pop("segment_bytes", None)
         return RocksLogStore(path, **options)
     raise ValueError(f"unknown log store engine {engine!r}; choose one of {', '.join(ENGINES)}")
 
 
-__all__ = ["ENGINES", "FileLogStore", "LogReader", "LogStore", "MemoryLogStore", "open_log_store"]
+__all__ = [
+    "ENGINES",
+    "FileLogStore",
+    "LogReader",
+    "LogStore",
+    "MemoryLogStore",
+    "RocksLogStore",
+    "SnapshotReader",
+    "SnapshotStore",
+    "open_log_store",
+]

@@ -130,8 +130,17 @@ class KVStateMachineConformance:
 
     def test_delete_resets_version(self, kv):
         sm = kv[0]
-        r = sm.apply(entries(1, [put(b"k", b"1"), codec.encode_delete(b"k"),
-                                 codec.encode_delete(b"k"), put(b"k", b"2")]))
+        r = sm.apply(
+            entries(
+                1,
+                [
+                    put(b"k", b"1"),
+                    codec.encode_delete(b"k"),
+                    codec.encode_delete(b"k"),
+                    put(b"k", b"2"),
+                ],
+            )
+        )
         assert [x.ok for x in r] == [True, True, False, True]
         k = sm.get(b"k")
         assert (k.version, k.create_revision, k.revision) == (1, 4, 4)
@@ -139,15 +148,20 @@ class KVStateMachineConformance:
     def test_compare_and_set(self, kv):
         sm = kv[0]
         cas = codec.encode_cas
-        r = sm.apply(entries(1, [
-            cas(b"k", None, 0, b"created"),    # version 0: only if absent
-            cas(b"k", None, 0, b"again"),      # now present: fails
-            cas(b"k", b"created", None, b"v2"),
-            cas(b"k", b"wrong", None, b"v3"),
-            cas(b"k", None, 2, b"v3"),
-            cas(b"k", b"v3", 3, None),         # both must match, then delete
-            cas(b"gone", b"x", None, b"y"),    # expected value of a missing key fails
-        ]))
+        r = sm.apply(
+            entries(
+                1,
+                [
+                    cas(b"k", None, 0, b"created"),  # version 0: only if absent
+                    cas(b"k", None, 0, b"again"),  # now present: fails
+                    cas(b"k", b"created", None, b"v2"),
+                    cas(b"k", b"wrong", None, b"v3"),
+                    cas(b"k", None, 2, b"v3"),
+                    cas(b"k", b"v3", 3, None),  # both must match, then delete
+                    cas(b"gone", b"x", None, b"y"),  # expected value of a missing key fails
+                ],
+            )
+        )
         assert [x.ok for x in r] == [True, False, True, False, True, True, False]
         assert r[1] == WriteResult(False, 1, 1)
         assert sm.get(b"k") is None
@@ -155,8 +169,14 @@ class KVStateMachineConformance:
     def test_batch_is_atomic_with_one_revision(self, kv):
         sm = kv[0]
         sm.apply(entries(1, [put(b"old", b"x")]))
-        b = codec.encode_batch([(codec.OP_PUT, b"a", b"1"), (codec.OP_PUT, b"b", b"2"),
-                                (codec.OP_DELETE, b"old"), (codec.OP_PUT, b"a", b"11")])
+        b = codec.encode_batch(
+            [
+                (codec.OP_PUT, b"a", b"1"),
+                (codec.OP_PUT, b"b", b"2"),
+                (codec.OP_DELETE, b"old"),
+                (codec.OP_PUT, b"a", b"11"),
+            ]
+        )
         assert sm.apply(entries(2, [b]))[0].ok
         assert sm.get(b"old") is None
         assert (sm.get(b"a").value, sm.get(b"a").version, sm.get(b"b").revision) == (b"11", 2, 2)
@@ -232,8 +252,17 @@ class KVStateMachineConformance:
         sm = kv_factory.open(max_sessions=2)
         try:
             s = codec.encode_session
-            sm.apply(entries(1, [s(1, 1, put(b"a", b"1")), s(2, 1, put(b"b", b"1")),
-                                 s(1, 2, put(b"a", b"2")), s(3, 1, put(b"c", b"1"))]))
+            sm.apply(
+                entries(
+                    1,
+                    [
+                        s(1, 1, put(b"a", b"1")),
+                        s(2, 1, put(b"b", b"1")),
+                        s(1, 2, put(b"a", b"2")),
+                        s(3, 1, put(b"c", b"1")),
+                    ],
+                )
+            )
             # client 1 was active at 3, client 2 only at 2: client 3's arrival evicted client 2
             r = sm.apply(entries(5, [s(1, 2, put(b"a", b"2")), s(2, 1, put(b"b", b"1"))]))
             assert r[0] == WriteResult(True, 3, 2)  # kept: the stored result, not applied again
@@ -261,3 +290,9 @@ class KVStateMachineConformance:
         with pytest.raises(SnapshotError):
             sm.restore(iter([b"\x05\x00\x00\x00abc"]))
         assert sm.get(b"a").value == b"1" and sm.applied_index() == 1
+
+    def test_entries_out_of_order_are_refused_whole(self, kv):
+        sm = kv[0]
+        with pytest.raises(ValueError):
+            sm.apply(entries(1, [put(b"a", b"1")]) + entries(3, [put(b"b", b"2")]))
+        assert sm.get(b"a") is None and sm.applied_index() == 0
