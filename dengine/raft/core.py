@@ -279,7 +279,11 @@ class RaftCore:
             self.pending_compact = to
 
     def report_snapshot(self, peer: int, success: bool) -> None:
-        """The stream of our snapshot to ``peer`` finished (or failed: probe it again)."""
+        """The stream of our snapshot to ``peer`` finished (or failed: probe it again).
+
+        The shell must report the outcome of every SNAPSHOT message it was given, once: the
+        follower's progress waits in SNAPSHOT state until it does.
+        """
         _leader.report_snapshot(self, peer, success)
 
     def _check_can_propose(self) -> None:

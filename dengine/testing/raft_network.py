@@ -282,7 +282,10 @@ class Network:
     def crash(self, i: int) -> None:
         """Node ``i`` stops (keeping only what it persisted); messages to and from it are lost
         until ``restart``."""
-        self.queue = deque(m for m in self.queue if m.to != i)
+        for m in self.queue:
+            if m.to == i and m.type == MessageType.SNAPSHOT:
+                self.peers[m.from_].core.report_snapshot(i, False)  # the stream broke
+        self.queue = deque(m for m in self.queue if m.to != i and m.from_ != i)
         self.down.add(i)
 
     def restart(self, i: int) -> None:
