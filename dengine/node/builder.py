@@ -87,7 +87,7 @@ class NodeBuilder:
         except BaseException:
             store.close()
             raise
-        book = MemberBook(data_dir if store.__class__.__name__ != "MemoryLogStore" else None)
+        book = MemberBook(data_dir)
         if bootstrap.is_fresh(store) and not cl.join:
             bootstrap_members = dict(cl.initial_members)
             bootstrap.bootstrap_log(store, bootstrap_members)

@@ -1,0 +1,240 @@
+"""The drive loop on three in-process nodes (in-memory transport, memory storage): election,
+writes, reads at every consistency level, redirects, failover, transfer, exactly-once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from dengine.errors import InvalidArgument, NotLeader, PayloadTooLarge
+from dengine.node.service import RequestHandler
+from dengine.v1 import client_pb2 as pb
+
+
+def test_one_leader_is_elected_and_writes_reach_every_node(run, cluster_factory):
+    async def main():
+        c = await cluster_factory().start()
+        try:
+            leader = await c.leader()
+            assert sum(n.is_leader for n in c.nodes.values()) == 1
+            cl = c.client(leader)
+            rev = await cl.put("a", "1")
+            assert rev > 1
+            await c.wait_applied(rev)
+            for n in c.nodes.values():
+                kv = n.state_machine.get(b"a")
+                assert kv is not None and kv.value == b"1" and kv.revision == rev
+                assert n.leader_id == leader.node_id
+        finally:
+            await c.close()
+
+    run(main)
+
+
+def test_concurrent_writes_are_batched_and_all_answered(run, cluster_factory):
+    async def main():
+        c = await cluster_factory().start()
+        try:
+            cl = c.client(await c.leader())
+            revs = await asyncio.gather(*(cl.put(f"k{i}", str(i)) for i in range(500)))
+            assert len(set(revs)) == 500  # one entry each, each answered with its own index
+            page = await cl.scan(prefix="k", limit=1000)
+            assert len(page.kvs) == 500
+            assert {kv.key: kv.revision for kv in page.kvs} == {
+                f"k{i}".encode(): r for i, r in enumerate(revs)}
+        finally:
+            await c.close()
+
+    run(main)
+
+
+def test_reads_at_every_consistency_level(run, cluster_factory):
+    async def main():
+        c = await cluster_factory().start()
+        try:
+            leader = await c.leader()
+            cl = c.client(leader)
+            rev = await cl.put("k", "v1")
+            for level in ("linearizable", "lease", "serializable"):
+                kv = await cl.get("k", consistency=level)
+                assert kv.value == b"v1", level
+            assert await cl.get("missing") is None
+            many = await cl.get_many(["k", "missing"])
+            assert set(many) == {b"k"}
+            follower = c.followers()[0]
+            await c.wait_applied(rev, [follower])
+            fc = c.client(follower)
+            assert (await fc.get("k", consistency="serializable")).value == b"v1"
+            for level in ("linearizable", "lease"):
+                with pytest.raises(NotLeader) as info:
+                    await fc.get("k", consistency=level)
+                assert info.value.leader_id == leader.node_id
+                assert info.value.leader_addr == leader.address
+        finally:
+            await c.close()
+
+    run(main)
+
+
+def test_follower_refuses_writes_with_the_leader_hint(run, cluster_factory):
+    async def main():
+        c = await cluster_factory().start()
+        try:
+            leader = await c.leader()
+            fc = c.client(c.followers()[0])
+            with pytest.raises(NotLeader) as info:
+                await fc.put("x", "y")
+            assert (info.value.leader_id, info.value.leader_addr) == (leader.node_id,
+                                                                      leader.address)
+        finally:
+            await c.close()
+
+    run(main)
+
+
+def test_cas_delete_batch_and_scan_pages(run, cluster_factory):
+    async def main():
+        c = await cluster_factory().start()
+        try:
+            cl = c.client(await c.leader())
+            await cl.put("a", "1")
+            r = await cl.cas("a", expected_value="0", new_value="2")
+            assert not r.succeeded and r.current.value == b"1"
+            r = await cl.cas("a", expected_value="1", new_value="2")
+            assert r.succeeded and r.current.value == b"2" and r.current.version == 2
+            await cl.batch([_Put("b", "x"), _Put("c", "y"), _Del("a")])
+            assert await cl.get("a") is None
+            assert await cl.delete("b") is True
+            assert await cl.delete("b") is False
+            for i in range(5):
+                await cl.put(f"p/{i}", "v")
+            first = await cl.scan(prefix="p/", limit=3)
+            assert [kv.key for kv in first.kvs] == [b"p/0", b"p/1", b"p/2"] and first.more
+            rest = await cl.scan(start=first.continuation, prefix="p/", limit=3)
+            assert [kv.key for kv in rest.kvs] == [b"p/3", b"p/4"] and not rest.more
+        finally:
+            await c.close()
+
+    run(main)
+
+
+class _Put:
+    def __init__(self, key, value):
+        self.key, self.value = key, value
+
+
+class _Del:
+    def __init__(self, key):
+        self.key = key
+
+
+def test_a_retried_write_is_applied_once(run, cluster_factory):
+    async def main():
+        c = await cluster_factory().start()
+        try:
+            leader = await c.leader()
+            h = RequestHandler(leader)
+            req = pb.PutRequest(key=b"k", value=b"v", session=pb.Session(client_id=7, seq=1))
+            first = await h.call("put", req, pb.PutResponse)
+            again = await h.call("put", req, pb.PutResponse)  # the response was "lost"
+            assert not first.HasField("error") and not again.HasField("error")
+            assert again.revision == first.revision
+            kv = leader.state_machine.get(b"k")
+            assert kv.version == 1 and kv.revision == first.revision
+            nxt = pb.PutRequest(key=b"k", value=b"w", session=pb.Session(client_id=7, seq=2))
+            await h.call("put", nxt, pb.PutResponse)
+            assert leader.state_machine.get(b"k").version == 2
+        finally:
+            await c.close()
+
+    run(main)
+
+
+def test_bad_requests_get_clear_errors_and_the_node_keeps_serving(run, cluster_factory):
+    async def main():
+        c = await cluster_factory(max_msg_bytes=64 * 1024).start()
+        try:
+            leader = await c.leader()
+            cl = c.client(leader)
+            with pytest.raises(PayloadTooLarge):
+                await cl.put("big", b"x" * (65 * 1024))
+            with pytest.raises(InvalidArgument):
+                await cl.put("", "empty key")
+            with pytest.raises(InvalidArgument):
+                await cl.get("k", consistency=99)
+            h = RequestHandler(leader)
+            bad = await h.call("put", pb.PutRequest(key=b"k", session=pb.Session(client_id=1)),
+                               pb.PutResponse)
+            assert bad.error.code == pb.INVALID_ARGUMENT
+            bad = await h.call("scan", pb.ScanRequest(start=b"b", end=b"a"), pb.ScanResponse)
+            assert bad.error.code == pb.INVALID_ARGUMENT
+            bad = await h.call("write_batch", pb.WriteBatchRequest(), pb.WriteBatchResponse)
+            assert bad.error.code == pb.INVALID_ARGUMENT
+            with pytest.raises(InvalidArgument):
+                await cl.add_learner(0, "127.0.0.1:1")
+            assert await cl.put("still", "serving") > 0
+        finally:
+            await c.close()
+
+    run(main)
+
+
+def test_leader_failover_keeps_acknowledged_writes(run, cluster_factory):
+    async def main():
+        c = await cluster_factory().start()
+        try:
+            old = await c.leader()
+            cl = c.client(old)
+            acked = {f"k{i}": await cl.put(f"k{i}", str(i)) for i in range(20)}
+            await c.stop_node(old.node_id)
+            new = await c.leader(exclude=(old.node_id,))
+            assert new.node_id != old.node_id
+            nc = c.client(new)
+            for key in acked:
+                assert (await nc.get(key)).value == key[1:].encode()
+            assert await nc.put("after", "failover") > max(acked.values())
+            # The old leader restarts from its (memory) storage and catches up.
+            back = await c.start_node(old.node_id)
+            await c.wait_applied(new.state_machine.applied_index(), [back])
+            assert back.state_machine.get(b"after").value == b"failover"
+            assert not back.is_leader
+        finally:
+            await c.close()
+
+    run(main)
+
+
+def test_leadership_transfer_to_a_named_node(run, cluster_factory):
+    async def main():
+        c = await cluster_factory().start()
+        try:
+            leader = await c.leader()
+            target = c.followers()[0].node_id
+            await c.client(leader).put("before", "transfer")
+            await c.client(leader).transfer_leader(target)
+            assert c.nodes[target].is_leader
+            assert not leader.is_leader
+            assert await c.client(target).put("after", "transfer") > 0
+        finally:
+            await c.close()
+
+    run(main)
+
+
+def test_status_reports_role_term_indexes_and_members(run, cluster_factory):
+    async def main():
+        c = await cluster_factory().start()
+        try:
+            leader = await c.leader()
+            rev = await c.client(leader).put("a", "b")
+            st = await c.client(leader).status()
+            assert st.is_leader and st.role == "leader" and st.cluster_id == "test"
+            assert st.commit_index >= rev and st.applied_index >= rev
+            assert {(m.id, m.role) for m in st.members} == {(1, "voter"), (2, "voter"),
+                                                            (3, "voter")}
+            assert {m.address for m in st.members} == set(c.initial.values())
+        finally:
+            await c.close()
+
+    run(main)
