@@ -218,3 +218,33 @@ def test_a_rejected_append_does_not_undo_a_config_appended_before():
     assert core.conf_state.learners == {4}
     core.step(Message(MessageType.APPEND, 4, 1, term=1, index=6, log_term=1))  # rejected
     assert core.conf_state.learners == {4}
+
+
+def test_explicit_joint_config_is_left_only_when_asked():
+    net = Network((1, 2, 3))
+    net.elect(1)
+    net.add_node(4)
+    net.core(1).propose_conf_change(
+        cc((ADD, 4), transition=ConfChangeTransition.JOINT_EXPLICIT)
+    )
+    net.deliver()
+    net.tick(n=3)
+    assert net.core(1).conf_state.joint
+    with pytest.raises(ConfChangeError, match="joint"):
+        net.core(1).propose_conf_change(cc((LEARNER, 5)))
+    net.core(1).propose_conf_change(ConfChange())
+    net.deliver()
+    assert voters(net, 1) == {1, 2, 3, 4} and not net.core(1).conf_state.joint
+
+
+def test_demoting_a_voter_to_learner_through_a_joint_config():
+    net = Network((1, 2, 3, 4))
+    net.elect(1)
+    net.core(1).propose_conf_change(cc((LEARNER, 4), (LEARNER, 3)))
+    net.deliver()
+    net.tick(n=3)
+    cs = net.core(2).conf_state
+    assert cs.voters == {1, 2} and cs.learners == {3, 4} and not cs.joint
+    assert net.core(3).role == Role.LEARNER
+    net.propose(1, b"x")
+    assert net.applied_data(4) == [b"x"]
