@@ -146,92 +146,108 @@ class FileLogStore:
             else records.decode_or_corrupt(self._p(SNAPMETA_FILE), records.decode_snapshot_meta, sm)
         )
 
-    def _list_segments(self) -> list[tuple[int, int, str]]:
-        found = []
-        removed = False
+    def _list_segments(self) -> tuple[list[tuple[int, int, str]], list[str]]:
+        """The segments in use, in order, and the leftover files to remove once all is well."""
+        found, leftovers = [], []
         for name in sorted(os.listdir(self.path)):
             if name.endswith(".tmp"):
-                os.unlink(self._p(name))
-                removed = True
+                leftovers.append(self._p(name))
                 continue
             m = _SEGMENT_RE.match(name)
             if m is None:
                 continue
             seq, first = int(m.group(1), 16), int(m.group(2), 16)
             if seq < self._start_seq:  # left over from a compaction or reset
-                os.unlink(self._p(name))
-                removed = True
+                leftovers.append(self._p(name))
                 continue
             found.append((seq, first, self._p(name)))
-        if removed:
-            records.fsync_dir(self.path)
         found.sort()
         if not found or found[0][0] != self._start_seq:
             raise Corruption(self.path, None, f"WAL segment number {self._start_seq} is missing")
         for (s0, _, _), (s1, _, p1) in zip(found, found[1:], strict=False):
             if s1 != s0 + 1:
                 raise Corruption(p1, None, f"WAL segment number {s0 + 1} is missing before it")
-        return found
+        return found, leftovers
 
     def _recover(self) -> None:
-        found = self._list_segments()
-        for n, (seq, first, path) in enumerate(found):
-            last_seg = n == len(found) - 1
+        """Scan and check everything; only then repair (cut torn tails, remove leftovers)."""
+        found, leftovers = self._list_segments()
+        torn: list[tuple[_Segment, int, int]] = []
+        for seq, first, path in found:
             seg = _Segment(seq, first, path, os.open(path, os.O_RDWR))
             self._segs.append(seg)
-            self._scan(seg, last_seg)
-            if len(self._segs) > 1:
-                prev = self._segs[-2]
-                if seg.first != prev.last + 1:
-                    if last_seg and not seg.offsets:  # an interrupted reset's new segment
-                        self._drop_segment(seg)
-                        records.fsync_dir(self.path)
-                        break
-                    raise Corruption(path, 0, f"starts at index {seg.first}, expected {prev.last + 1}")
+            cut = self._scan(seg)
+            if cut is not None:
+                torn.append((seg, *cut))
+        for seg, end, _size in torn:
+            # A torn tail is allowed at the end of the log, and in the segment before an empty
+            # last one: a seal cut short while rolling over, before anything went to the next.
+            ok = seg is self._segs[-1] or (
+                len(self._segs) > 1 and seg is self._segs[-2] and not self._segs[-1].offsets
+            )
+            if not ok:
+                raise Corruption(seg.path, end, "truncated record before the end of the log")
+            seg.sealed = False
+        for prev, seg in zip(self._segs, self._segs[1:], strict=False):
+            if seg.first != prev.last + 1:
+                if seg is self._segs[-1] and not seg.offsets:  # an interrupted reset's segment
+                    leftovers.append(seg.path)
+                    break
+                raise Corruption(seg.path, 0, f"starts at index {seg.first}, expected {prev.last + 1}")
+        if leftovers and self._segs[-1].path in leftovers:
+            os.close(self._segs.pop().fd)
         self._firsts = [s.first for s in self._segs]
-        if self._segs[-1].sealed:
-            tail = self._segs[-1]
+        self._check_ends()
+        self._load_terms(self._anchor[0] + 1, self._segs[-1].last)
+        for seg, end, size in torn:
+            self._log.warning("cut a torn tail", file=seg.path, offset=end, bytes=size - end)
+            os.ftruncate(seg.fd, end)
+            os.fsync(seg.fd)
+        for path in leftovers:
+            os.unlink(path)
+        if leftovers:
+            records.fsync_dir(self.path)
+
+    def _check_ends(self) -> None:
+        tail = self._segs[-1]
+        if tail.sealed:
             raise Corruption(
                 tail.path, tail.size, f"sealed, but WAL segment number {tail.seq + 1} is missing"
             )
         anchor = self._anchor[0]
         if self._segs[0].first > anchor + 1:
             raise Corruption(self._segs[0].path, 0, f"the log starts after its anchor {anchor}")
-        last = self._segs[-1].last
+        last = tail.last
         if last < anchor:
-            raise Corruption(self._segs[-1].path, None, f"the log ends before its anchor {anchor}")
+            raise Corruption(tail.path, None, f"the log ends before its anchor {anchor}")
         if last < self._hard_state.commit:
             raise Corruption(
-                self._segs[-1].path,
-                self._segs[-1].size,
+                tail.path,
+                tail.size,
                 f"the log ends at {last}, before the commit index {self._hard_state.commit}: "
                 "entries or a segment are missing",
             )
-        self._load_terms(anchor + 1, last)
 
-    def _scan(self, seg: _Segment, last_seg: bool) -> None:
+    def _scan(self, seg: _Segment) -> tuple[int, int] | None:
+        """Index one segment; (end of the good records, file size) when its tail is torn."""
         with open(seg.path, "rb") as f:
             buf = f.read()
         entries, end, status, _next = codec.decode_entry_records(buf)
-        if status == codec.RECORDS_CORRUPT or (status == codec.RECORDS_TORN and not last_seg):
-            what = "bad checksum" if status == codec.RECORDS_CORRUPT else "truncated record"
-            raise Corruption(seg.path, end, f"{what} before the end of the log")
+        if status == codec.RECORDS_CORRUPT:
+            raise Corruption(seg.path, end, "bad checksum before the end of the log")
         pos = 0
         for k, (term, index, _kind, payload) in enumerate(entries):
             if index != seg.first + k:
                 raise Corruption(seg.path, pos, f"holds index {index}, expected {seg.first + k}")
             if term == 0:  # the seal: only ever the last record
-                if k != len(entries) - 1 or payload:
+                if k != len(entries) - 1 or payload or status != codec.RECORDS_CLEAN:
                     raise Corruption(seg.path, pos, "a seal record before the end of a segment")
                 seg.sealed = True
                 break
             seg.offsets.append(pos)
             pos += HEADER + codec.ENTRY_HEADER_BYTES + len(payload)
         seg.size = pos if seg.sealed else end
-        if status == codec.RECORDS_TORN:
-            self._log.warning("cut a torn tail", file=seg.path, offset=end, bytes=len(buf) - end)
-            os.ftruncate(seg.fd, end)
-            os.fsync(seg.fd)
+        return (end, len(buf)) if status == codec.RECORDS_TORN else None
 
     def _load_terms(self, lo: int, hi: int) -> None:
         """Fill ``_terms`` for ``lo..hi`` by reading the segments (open only)."""

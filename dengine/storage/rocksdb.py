@@ -7,6 +7,9 @@ anchor (index and term of the entry before the first kept one) and the latest sn
 metadata. Every change is one ``WriteBatch`` written with ``sync=True``: an append that replaces
 a conflicting suffix deletes it in the same batch; a compaction deletes the prefix with a range
 delete and moves the anchor in the same batch. RocksDB's own WAL makes each batch atomic.
+As with the file WAL, a log that ends before the persisted commit index refuses to open
+(etcd's raft would panic on it): the node appends entries before it saves a hard state whose
+commit index covers them.
 """
 
 from __future__ import annotations
@@ -120,6 +123,13 @@ class RocksLogStore:
             prev_term = term
             expect += 1
         self._terms = terms
+        if self.last_index() < self._hard_state.commit:
+            raise Corruption(
+                self._db_path,
+                None,
+                f"the log ends at {self.last_index()}, before the commit index "
+                f"{self._hard_state.commit}: entries are missing",
+            )
 
     # -- reader ------------------------------------------------------------------------------
     def first_index(self) -> int:

@@ -226,3 +226,35 @@ def test_rocksdb_damaged_entry_value_is_corruption(tmp_path):
 
 def test_memory_store_keeps_nothing():
     assert MemoryLogStore.durable is False
+
+
+def test_a_torn_seal_before_an_empty_last_segment_is_an_interrupted_roll(tmp_path):
+    path = os.path.join(tmp_path, "log")
+    build(path, commit=0)
+    segs = segments(path)
+    os.truncate(segs[-1], 0)  # the roll created the next segment, nothing reached it yet
+    os.truncate(segs[-2], os.path.getsize(segs[-2]) - 10)  # and the seal was cut short
+    s = FileLogStore(path, segment_bytes=SEG)
+    try:
+        kept = s.last_index()
+        assert s.entries(1, kept + 1) == ENTRIES[:kept]
+        s.append(make(kept + 1, kept + 3, 2))
+    finally:
+        s.close()
+    s = FileLogStore(path, segment_bytes=SEG)
+    assert s.last_index() == kept + 3
+    s.close()
+
+
+def test_a_torn_tail_in_the_middle_refuses_and_writes_nothing(pristine, tmp_path):
+    path = copy(pristine, tmp_path)
+    first = segments(path)[0]
+    cut = os.path.getsize(first) - 10
+    os.truncate(first, cut)
+    with open(segments(path)[-1], "ab") as f:
+        f.write(b"\x07\x00")  # a torn tail at the end too: it must not be cut either
+    before = fingerprint(path)
+    with pytest.raises(Corruption) as err:
+        FileLogStore(path, segment_bytes=SEG)
+    assert err.value.path == first
+    assert fingerprint(path) == before
