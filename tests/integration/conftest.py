@@ -291,3 +291,69 @@ def shared_cluster(tmp_path_factory) -> Iterator[LocalCluster]:
         yield lc
     finally:
         lc.kill_all()
+
+
+class Writer:
+    """A background writer: puts ``<prefix><n>`` one after another and records which writes
+    were acknowledged (those must never be lost) and which failed (outcome unknown)."""
+
+    def __init__(self, client: Client, prefix: str = "w/", timeout: float = 5) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.timeout = timeout
+        self.acked: dict[bytes, bytes] = {}
+        self.failed: list[tuple[bytes, BaseException]] = []
+        self._task: asyncio.Task | None = None
+        self._stop = asyncio.Event()
+
+    async def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            key = f"{self.prefix}{n:06}".encode()
+            value = f"value-{n}".encode()
+            n += 1
+            try:
+                await self.client.put(key, value, timeout=self.timeout)
+            except Exception as e:  # noqa: BLE001 - recorded: the outcome is unknown
+                self.failed.append((key, e))
+            else:
+                self.acked[key] = value
+
+    def start(self) -> Writer:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def wait_acked(self, count: int, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.acked) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"only {len(self.acked)} writes acknowledged in {timeout}s; "
+                    f"failures: {self.failed[-3:]}"
+                )
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def check_all_readable(self, client: Client, **kw: Any) -> None:
+        """Every acknowledged write reads back with its value (linearizable reads)."""
+        keys = sorted(self.acked)
+        for i in range(0, len(keys), 200):
+            chunk = keys[i : i + 200]
+            got = await client.get_many(chunk, **kw)
+            missing = [k for k in chunk if k not in got or got[k].value != self.acked[k]]
+            assert not missing, f"acknowledged writes lost: {missing[:5]} (of {len(missing)})"
+
+
+@pytest.fixture
+def writer_cls() -> type[Writer]:
+    return Writer
+
+
+@pytest.fixture
+def election_s() -> float:
+    """The base election timeout of the test clusters, in seconds."""
+    return ELECTION_S
