@@ -114,7 +114,7 @@ def _install(core: RaftCore, cfg: QuorumConfig) -> None:
     me = tracker.progress.get(core.id)
     if core.role == Role.LEADER and me is not None:
         me.match_index = max(me.match_index, core.log.persisted_index)
-    voter = cfg.is_voter(core.id)
+    voter = core.promotable
     if core.role in (Role.FOLLOWER, Role.LEARNER):
         core.role = Role.FOLLOWER if voter else Role.LEARNER
     elif core.role in (Role.PRE_CANDIDATE, Role.CANDIDATE) and not voter:
@@ -157,4 +157,7 @@ def after_commit(core: RaftCore) -> None:
         _append(core, encode_conf_change(ConfChange()))
         return
     if not cfg.is_voter(core.id):
+        from dengine.raft import _leader
+
+        _leader.bcast_append(core)  # tell the followers the commit before going
         core.become_follower(core.term, 0)

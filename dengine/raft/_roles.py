@@ -126,6 +126,8 @@ def tick_election(core: RaftCore) -> None:
 
 def on_hup(core: RaftCore, m: Message) -> None:
     if not core.promotable:
+        if core.role == Role.FOLLOWER:
+            core.role = Role.LEARNER  # the config that still counted us has committed away
         core._drop(m, "a learner or removed node does not campaign")
         return
     campaign(core, pre=core.cfg.pre_vote, transfer=False)

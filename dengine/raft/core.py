@@ -172,8 +172,14 @@ class RaftCore:
 
     @property
     def promotable(self) -> bool:
-        """True when this node is a voter of the config in force (learners never campaign)."""
-        return self.tracker.config.is_voter(self.id)
+        """True when this node may campaign: it is a voter of the config in force, or of the
+        config at the commit index while a later one that drops it is not committed yet
+        (thesis §4.2.2: it may still be needed to elect a leader that commits the change).
+        Learners never campaign."""
+        if self.tracker.config.is_voter(self.id):
+            return True
+        return len(self.conf_log) > 1 and _membership.config_at(
+            self, self.log.committed).is_voter(self.id)
 
     @property
     def conf_state(self) -> ConfState:
@@ -318,6 +324,9 @@ class RaftCore:
             raise RuntimeError("advance() the previous Ready before asking for another")
         if self.role == Role.LEADER:
             _roles.flush_leader(self)
+        elif len(self.conf_log) > 1 and self.role in (Role.FOLLOWER, Role.LEARNER):
+            # Whether we may campaign also depends on the commit index (see promotable).
+            self.role = Role.FOLLOWER if self.promotable else Role.LEARNER
         lg = self.log
         rd = Ready(self._next_number)
         self._next_number += 1

@@ -248,3 +248,25 @@ def test_demoting_a_voter_to_learner_through_a_joint_config():
     assert net.core(3).role == Role.LEARNER
     net.propose(1, b"x")
     assert net.applied_data(4) == [b"x"]
+
+
+def test_a_node_left_out_of_an_uncommitted_config_still_campaigns():
+    # Thesis §4.2.2: a server not in its own latest config still starts elections while that
+    # config is uncommitted, without counting its own vote; it may be the only one whose log
+    # can win. Here node 1 alone holds the entry removing it.
+    net = Network((1, 2, 3))
+    net.elect(1)
+    net.isolate(1)
+    net.core(1).propose_conf_change(cc((REMOVE, 1)))
+    net.deliver()
+    net.tick([1], n=25)  # check-quorum: it steps down, the removal still uncommitted
+    assert voters(net, 1) == {2, 3} and net.core(1).role != Role.LEADER
+    assert net.core(1).promotable
+    net.heal()
+    net.silence(2, 3)
+    net.elect(1)
+    net.elect(1)  # the first pre-vote taught it the term; it wins with 2 and 3's votes
+    net.tick([1], n=1)
+    assert all(voters(net, i) == {2, 3} for i in (1, 2, 3))
+    assert net.core(1).commit_index == net.core(2).commit_index == net.core(1).last_index
+    assert net.core(1).role == Role.LEARNER and not net.core(1).promotable
