@@ -130,7 +130,7 @@ def maybe_commit(core: RaftCore) -> bool:
     """Commit what a quorum holds, if it is of the current term (Raft §5.4.2)."""
     lg = core.log
     index = core.tracker.committed()
-    if index <= lg.committed or lg.term(index) != core.term:
+    if index <= lg.committed or not core.may_commit_by_counting(index):
         return False
     first_in_term = lg.term(lg.committed) != core.term
     lg.commit_to(index)

@@ -193,6 +193,14 @@ class RaftCore:
     def soft_state(self) -> SoftState:
         return SoftState(self.leader_id, self.role, self.term)
 
+    def may_commit_by_counting(self, index: int) -> bool:
+        """Raft §5.4.2: only an entry of the current term commits by counting replicas.
+
+        A method so that a test can build a deliberately faulty core (a subclass that returns
+        True) and check that the simulator catches the figure-8 anomaly it causes.
+        """
+        return self.log.term(index) == self.term
+
     def lease_valid(self) -> bool:
         """True while a leader may serve reads from its lease (see ``read_only``)."""
         ro = self.read_only

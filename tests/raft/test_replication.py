@@ -288,3 +288,27 @@ def test_single_node_cluster_commits_after_its_own_fsync():
     assert net.core(1).role == Role.LEADER
     net.propose(1, b"a", b"b")
     assert net.applied_data(1) == [b"a", b"b"]
+
+
+def test_figure8_scenario_catches_a_core_that_commits_old_terms_by_counting():
+    # The same schedule as above with the §5.4.2 check broken: index 2 (term 2) commits, and
+    # is later overwritten. The scenario is able to see the rule broken.
+    class Faulty(RaftCore):
+        def may_commit_by_counting(self, index: int) -> bool:
+            return True
+
+    net = Network((1, 2, 3, 4, 5))
+    net.preload(1, [1, 2], term=3)
+    p = net.peers[1]
+    p.core.__class__ = Faulty
+    net.preload(2, [1, 2], term=3)
+    net.preload(3, [1], term=3)
+    net.preload(4, [1], term=3)
+    net.preload(5, [1, 3], term=3)
+    net.isolate(5)
+    net.hook = lambda m: (
+        replace(m, entries=tuple(e for e in m.entries if e.index <= 2))
+        if m.type == MT.APPEND else True
+    )
+    net.elect(1)
+    assert net.core(1).commit_index == 2, "the faulty core committed a term-2 entry"
