@@ -1,0 +1,1 @@
+"""Test tools shipped with dengine: a linearizability checker and a deterministic simulator."""
