@@ -11,9 +11,11 @@ from dengine.errors import DengineError
 
 def build_parser() -> argparse.ArgumentParser:
     from dengine._version import __version__
+    from dengine.cli_errors import EXIT_CODES_HELP
 
     parser = argparse.ArgumentParser(
-        prog="dengine", description="dengine: a Raft consensus engine for Python."
+        prog="dengine", description="dengine: a Raft consensus engine for Python.",
+        epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--version",
@@ -25,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     from dengine.node.serve import add_serve_parser
 
     add_serve_parser(sub)
+    from dengine import cli_client, cli_local
+
+    cli_local.register(sub)
+    cli_client.register(sub)
     return parser
 
 
@@ -42,5 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return int(args.func(args) or 0)
     except DengineError as e:
+        from dengine.cli_errors import exit_code
+
         print(f"dengine: error: {e}", file=sys.stderr)
-        return 1
+        return exit_code(e)

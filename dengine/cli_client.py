@@ -1,0 +1,328 @@
+"""Client commands of ``dengine``: put, get, delete, scan, status, transfer-leader, member.
+
+Each runs one or a few calls through :class:`dengine.client.SyncClient` against the cluster's
+endpoints, found in this order:
+
+1. ``--endpoints HOST:PORT[,HOST:PORT...]``;
+2. the ``DENGINE_ENDPOINTS`` environment variable;
+3. ``--data-dir DIR``: the cluster ``dengine cluster up`` recorded in ``DIR/cluster.json``;
+4. ``./dengine-data/cluster.json``, then the cluster of the most recent ``dengine cluster up``;
+5. ``127.0.0.1:7001``.
+
+Output is plain text for people (``get`` prints the bare value, so ``$(dengine get k)`` works in
+scripts). A failure is one ``dengine: error: ...`` line on stderr and a documented exit code
+(:mod:`dengine.cli_errors`); a cluster that cannot serve is diagnosed as either unreachable or
+without a leader.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from dengine.cli_cluster import DEFAULT_BASE_PORT, recorded_endpoints
+from dengine.cli_errors import (
+    EXIT_CODES_HELP,
+    OK,
+    UNAVAILABLE,
+    USAGE,
+    CliError,
+    KeyNotFound,
+    exit_code,
+    report,
+)
+from dengine.errors import DengineError, OperationTimeout
+
+__all__ = ["register", "resolve_endpoints"]
+
+ENDPOINTS_ENV = "DENGINE_ENDPOINTS"
+_FMT = argparse.RawDescriptionHelpFormatter
+
+
+def _node_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a node id (a whole number > 0)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a node id (a whole number > 0)")
+    return value
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("cluster")
+    g.add_argument("--endpoints", metavar="HOST:PORT[,...]", default=None,
+                   help=f"members to talk to (default: ${ENDPOINTS_ENV}, else the local cluster "
+                        f"recorded by `dengine cluster up`, else 127.0.0.1:{DEFAULT_BASE_PORT})")
+    g.add_argument("--data-dir", metavar="DIR", default=None,
+                   help="use the local cluster recorded in DIR (by `dengine cluster up`)")
+    g.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="deadline of each request, retries included (default: 5)")
+    return p
+
+
+def register(subparsers: Any) -> None:
+    """Add the client commands to the ``dengine`` command."""
+    common = _common()
+
+    def add(name: str, help: str, func: Callable[[Any, argparse.Namespace], int]) -> Any:
+        p = subparsers.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                                  parents=[common], epilog=EXIT_CODES_HELP, formatter_class=_FMT)
+        p.set_defaults(func=lambda args: run(args, func))
+        return p
+
+    p = add("put", "write a key", _put)
+    p.add_argument("key")
+    p.add_argument("value")
+    p = add("get", "read a key (exit code 4 when it does not exist)", _get)
+    p.add_argument("key")
+    p.add_argument("--consistency", choices=("linearizable", "lease", "serializable"),
+                   default="linearizable", help="read consistency (default: linearizable)")
+    p = add("delete", "delete a key", _delete)
+    p.add_argument("key")
+    p = add("scan", "list keys and values in key order", _scan)
+    p.add_argument("prefix", nargs="?", default="", help="only keys that start with this")
+    p.add_argument("--start", default="", help="first key (inclusive)")
+    p.add_argument("--end", default="", help="end key (exclusive; default: no end)")
+    p.add_argument("--limit", type=int, default=0, help="at most this many keys (0: all)")
+    p.add_argument("--consistency", choices=("linearizable", "lease", "serializable"),
+                   default="linearizable", help="read consistency (default: linearizable)")
+    add("status", "show every member: role, term, leader, commit and applied index", _status)
+    p = add("transfer-leader", "hand leadership to a voter", _transfer)
+    p.add_argument("node_id", type=_node_id, metavar="ID")
+
+    member = subparsers.add_parser(
+        "member", help="list, add, promote or remove cluster members",
+        description="Membership changes: a new node joins as a learner (it replicates but "
+                    "does not vote), is promoted to voter once it has caught up, and any "
+                    "member can be removed.", epilog=EXIT_CODES_HELP, formatter_class=_FMT)
+    member.set_defaults(func=lambda _a: (member.print_help(), USAGE)[1])
+    msub = member.add_subparsers(title="commands", metavar="COMMAND")
+
+    def madd(name: str, help: str, func: Any) -> Any:
+        p = msub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                            parents=[common], epilog=EXIT_CODES_HELP, formatter_class=_FMT)
+        p.set_defaults(func=lambda args: run(args, func))
+        return p
+
+    madd("list", "list the members and their roles", _member_list)
+    p = madd("add", "add a node as a learner", _member_add)
+    p.add_argument("node_id", type=_node_id, metavar="ID")
+    p.add_argument("address", metavar="HOST:PORT")
+    p = madd("promote", "make a learner a voter", _member_promote)
+    p.add_argument("node_id", type=_node_id, metavar="ID")
+    p = madd("remove", "remove a member (voter or learner)", _member_remove)
+    p.add_argument("node_id", type=_node_id, metavar="ID")
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a command
+
+
+def resolve_endpoints(args: argparse.Namespace) -> tuple[list[str], str]:
+    """The endpoints to use and where they came from (see the module docstring)."""
+    if args.endpoints:
+        return _parse_endpoints(args.endpoints, "--endpoints"), "--endpoints"
+    if os.environ.get(ENDPOINTS_ENV):
+        return _parse_endpoints(os.environ[ENDPOINTS_ENV], ENDPOINTS_ENV), ENDPOINTS_ENV
+    found = recorded_endpoints(args.data_dir)
+    if found is not None:
+        return found
+    return [f"127.0.0.1:{DEFAULT_BASE_PORT}"], "the default endpoint"
+
+
+def _parse_endpoints(text: str, origin: str) -> list[str]:
+    eps = [e.strip() for e in text.split(",") if e.strip()]
+    for e in eps:
+        host, sep, port = e.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise CliError(f"{origin}: {e!r} is not host:port", USAGE)
+    if not eps:
+        raise CliError(f"{origin} is empty; give host:port[,host:port...]", USAGE)
+    return eps
+
+
+def run(args: argparse.Namespace, func: Callable[[Any, argparse.Namespace], int]) -> int:
+    """Resolve the endpoints, open a SyncClient, run ``func``; any error becomes one line."""
+    endpoints: list[str] = []
+    client = None
+    try:
+        endpoints, args.endpoints_from = resolve_endpoints(args)
+        from dengine.client import SyncClient
+
+        client = SyncClient(endpoints, timeout=args.timeout)
+        return int(func(client, args) or OK)
+    except (DengineError, OSError, TimeoutError) as e:
+        if client is not None and exit_code(e) == UNAVAILABLE:
+            e = _diagnose(client, e, endpoints)
+        return report(e, endpoints)
+    except KeyboardInterrupt as e:
+        return report(e)
+    finally:
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing must not hide the answer
+                pass
+
+
+def _diagnose(client: Any, exc: BaseException, endpoints: list[str]) -> BaseException:
+    """Tell "nobody answers" from "they answer but have no leader" for an unavailable cluster."""
+    try:
+        answers = client.statuses(timeout=0.5)
+    except Exception:  # noqa: BLE001
+        return exc
+    up = [a for a in answers.values() if not isinstance(a, BaseException)]
+    op = exc.operation if isinstance(exc, OperationTimeout) else "the request"
+    where = ",".join(endpoints)
+    if not up:
+        errs = [a for a in answers.values() if isinstance(a, BaseException)]
+        why = f" ({' '.join(str(errs[0]).split())[:160]})" if errs else ""
+        return CliError(f"cannot reach the cluster at {where}: no endpoint answered{why}; is it "
+                        "running? start one with `dengine cluster up`", UNAVAILABLE)
+    if not any(s.leader_id for s in up):
+        return CliError(f"no leader: {len(up)} of {len(answers)} nodes answer but none knows a "
+                        f"leader (is a majority of the voters running?); {op} gave up",
+                        UNAVAILABLE)
+    return exc
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", errors="backslashreplace")
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def _put(c: Any, args: argparse.Namespace) -> int:
+    revision = c.put(args.key, args.value)
+    _out(f"OK (revision {revision})")
+    return OK
+
+
+def _get(c: Any, args: argparse.Namespace) -> int:
+    kv = c.get(args.key, consistency=args.consistency)
+    if kv is None:
+        raise KeyNotFound(args.key)
+    sys.stdout.buffer.write(kv.value + b"\n")
+    sys.stdout.flush()
+    return OK
+
+
+def _delete(c: Any, args: argparse.Namespace) -> int:
+    _out("deleted" if c.delete(args.key) else "not found (nothing to delete)")
+    return OK
+
+
+def _scan(c: Any, args: argparse.Namespace) -> int:
+    if args.limit < 0:
+        raise CliError("--limit must be 0 (all) or more", USAGE)
+    n = 0
+    page = min(args.limit, 1000) if args.limit else 1000
+    for kv in c.scan_iter(args.start, args.end, prefix=args.prefix, page_size=page,
+                          consistency=args.consistency):
+        _out(f"{_text(kv.key)} = {_text(kv.value)}")
+        n += 1
+        if args.limit and n >= args.limit:
+            break
+    if n == 0:
+        _out("(no keys)")
+    return OK
+
+
+def _status(c: Any, args: argparse.Namespace) -> int:
+    answers: dict[str, Any] = dict(c.statuses(timeout=min(args.timeout, 1.0)))
+    members: dict[int, tuple[str, str]] = {}
+    for st in answers.values():
+        if not isinstance(st, BaseException):
+            members.update({m.id: (m.address, m.role) for m in st.members})
+    for addr, _role in members.values():
+        if addr and addr not in answers:
+            try:
+                answers[addr] = c.status(addr, timeout=min(args.timeout, 1.0))
+            except DengineError as e:
+                answers[addr] = e
+    live = {a: s for a, s in answers.items() if not isinstance(s, BaseException)}
+    if not live:
+        raise CliError(f"cannot reach the cluster at {','.join(answers)}: no endpoint answered; "
+                       "is it running? start one with `dengine cluster up`", UNAVAILABLE)
+    lead = max(live.values(), key=lambda s: (s.term, bool(s.leader_id)))
+    cid = lead.cluster_id
+    if lead.leader_id:
+        _out(f"cluster {cid}: leader node {lead.leader_id} at {lead.leader_addr} "
+             f"(term {lead.term})   endpoints from {args.endpoints_from}")
+    else:
+        _out(f"cluster {cid}: no leader known (term {lead.term})   endpoints from "
+             f"{args.endpoints_from}")
+    rows = [("ID", "ADDRESS", "MEMBER", "ROLE", "TERM", "COMMIT", "APPLIED")]
+    by_addr = {addr: (i, role) for i, (addr, role) in members.items()}
+    for addr in sorted(answers, key=lambda a: by_addr.get(a, (1 << 62, ""))[0]):
+        st = answers[addr]
+        node_id, member = by_addr.get(addr, (None, "not a member"))
+        if isinstance(st, BaseException):
+            rows.append((str(node_id or "?"), addr, member, "unreachable", "-", "-", "-"))
+        else:
+            rows.append((str(st.id), addr, member, st.role, str(st.term),
+                         str(st.commit_index), str(st.applied_index)))
+    _table(rows)
+    return OK
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        _out("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _transfer(c: Any, args: argparse.Namespace) -> int:
+    c.transfer_leader(args.node_id)
+    st = c.status()
+    if st.leader_id == args.node_id:
+        _out(f"node {args.node_id} is the leader now (term {st.term})")
+    else:
+        _out(f"leadership transfer to node {args.node_id} started; the leader is node "
+             f"{st.leader_id} for now (term {st.term})")
+    return OK
+
+
+def _members(members: Any) -> None:
+    rows = [("ID", "ADDRESS", "ROLE")]
+    rows += [(str(m.id), m.address, m.role) for m in sorted(members, key=lambda m: m.id)]
+    _table(rows)
+
+
+def _member_list(c: Any, _args: argparse.Namespace) -> int:
+    _members(c.status().members)
+    return OK
+
+
+def _member_add(c: Any, args: argparse.Namespace) -> int:
+    _parse_endpoints(args.address, "address")
+    members = c.add_learner(args.node_id, args.address)
+    _out(f"node {args.node_id} added as a learner at {args.address}; promote it with "
+         f"`dengine member promote {args.node_id}` once it has caught up")
+    _members(members)
+    return OK
+
+
+def _member_promote(c: Any, args: argparse.Namespace) -> int:
+    members = c.promote(args.node_id)
+    _out(f"node {args.node_id} is a voter now")
+    _members(members)
+    return OK
+
+
+def _member_remove(c: Any, args: argparse.Namespace) -> int:
+    members = c.remove_member(args.node_id)
+    _out(f"node {args.node_id} removed")
+    _members(members)
+    return OK

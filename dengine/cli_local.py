@@ -1,0 +1,193 @@
+"""``dengine cluster up`` and ``dengine demo``: real node processes on this machine.
+
+``cluster up`` supervises a local cluster (see :mod:`dengine.cli_cluster` for its directory):
+it starts one ``dengine serve`` process per node, prints where each listens, waits for a
+leader, and then watches the nodes until SIGINT (Ctrl-C) or SIGTERM, when it stops them all:
+SIGTERM to each, a grace period, SIGKILL to stragglers. A second Ctrl-C skips the grace period.
+Signals only set a flag; the supervisor's loop notices it, so a stop is never cut short.
+
+``demo`` (:mod:`dengine.cli_demo`) runs a scripted failover on a temporary cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dengine.cli_cluster import DEFAULT_DATA_DIR, STATE_FILE, LocalCluster, pick_ports, read_toml
+from dengine.cli_errors import EXIT_CODES_HELP, FAILED, OK, USAGE, CliError, report
+from dengine.errors import DengineError
+
+__all__ = ["register", "run_cluster_up"]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``cluster up`` and ``demo`` to the ``dengine`` command."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    cluster = subparsers.add_parser(
+        "cluster", help="run a local cluster of node processes",
+        description="Run a local cluster of dengine node processes on this machine.",
+        epilog=EXIT_CODES_HELP, formatter_class=fmt)
+    csub = cluster.add_subparsers(title="commands", metavar="COMMAND")
+    cluster.set_defaults(func=lambda _args: _usage(cluster))
+    up = csub.add_parser(
+        "up", help="start a local cluster; Ctrl-C stops it",
+        description=(
+            "Start a local cluster of `dengine serve` processes on 127.0.0.1 and keep it running "
+            "until Ctrl-C (SIGINT) or SIGTERM, which stop every node cleanly.\n\n"
+            "A new cluster gets DIR/node-<id>/node.toml (config), node.log and data/ per node, "
+            "and DIR/cluster.json, where client commands (dengine put, get, ...) find its "
+            "endpoints. Running it again on the same DIR reuses the data, the ports and the "
+            "config files."),
+        epilog=EXIT_CODES_HELP, formatter_class=fmt)
+    up.add_argument("--nodes", type=int, default=None, metavar="N",
+                    help="number of nodes of a new cluster (default: 3)")
+    up.add_argument("--data-dir", default=DEFAULT_DATA_DIR, metavar="DIR",
+                    help=f"directory of the cluster (default: ./{DEFAULT_DATA_DIR})")
+    up.add_argument("--base-port", type=int, default=None, metavar="PORT",
+                    help="ports PORT, PORT+1, ... for a new cluster (default: 7001... when "
+                         "free, else ports the system picks)")
+    up.add_argument("--config", default=None, metavar="PATH",
+                    help="TOML file of settings shared by the nodes of a new cluster (e.g. a "
+                         "[raft] section); the per-node keys are filled in")
+    up.add_argument("--stop-timeout", type=float, default=10.0, metavar="SECONDS",
+                    help="how long a node may take to stop before it is killed (default: 10)")
+    up.add_argument("--leader-timeout", type=float, default=30.0, metavar="SECONDS",
+                    help=argparse.SUPPRESS)
+    up.set_defaults(func=run_cluster_up)
+
+    from dengine.cli_demo import add_demo_parser
+
+    add_demo_parser(subparsers)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return USAGE
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _prepare(args: argparse.Namespace) -> LocalCluster:
+    """Open the recorded cluster in the data dir, or create a new one; validate it."""
+    root = Path(args.data_dir)
+    if LocalCluster.exists(root):
+        lc = LocalCluster.open(root)
+        if args.nodes is not None and args.nodes != len(lc.nodes):
+            raise CliError(f"{root} holds a cluster of {len(lc.nodes)} nodes, not {args.nodes}; "
+                           "use another --data-dir for a new cluster", USAGE)
+        if args.config or args.base_port is not None:
+            raise CliError(f"{root} holds a cluster already: --config and --base-port apply "
+                           f"to a new one only; edit {root}/node-<id>/node.toml instead", USAGE)
+        pid = lc.recorded_supervisor()
+        if pid is not None:
+            raise CliError(f"the cluster in {lc.root} is already running (dengine cluster up, "
+                           f"pid {pid}); stop it with Ctrl-C there, or `kill -INT {pid}`", FAILED)
+        lc.validate()
+        busy = lc.busy_ports()
+        if busy:
+            node_id, addr = busy[0]
+            raise CliError(f"node {node_id}'s address {addr} is in use by another process; "
+                           f"stop it, or change the addresses in {lc.root}/{STATE_FILE} and "
+                           "the node files", FAILED)
+        _say(f"reusing the cluster in {lc.root} ({len(lc.nodes)} nodes, data kept)")
+        return lc
+    n = 3 if args.nodes is None else args.nodes
+    if not 1 <= n <= 99:
+        raise CliError(f"--nodes {n}: a cluster has 1 to 99 nodes (3 or 5 are usual)", USAGE)
+    base = read_toml(args.config) if args.config else None
+    ports = pick_ports(n, args.base_port)
+    lc = LocalCluster.create(root, n, ports=ports, base=base, base_name=args.config or "")
+    lc.validate()
+    _say(f"new cluster of {n} nodes in {lc.root}")
+    return lc
+
+
+def run_cluster_up(args: argparse.Namespace) -> int:
+    """Start, supervise and stop a local cluster; see the module docstring."""
+    signals = [0]
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        signals[0] += 1
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    lc: LocalCluster | None = None
+    code = OK
+    try:
+        lc = _prepare(args)
+        lc.start()
+        lc.save(supervisor_pid=os.getpid())
+        lc.write_pointer()
+        for n in lc.nodes.values():
+            _say(f"  node {n.node_id}  {n.address}  pid {n.pid}  log {n.log_path}")
+        code = _supervise(lc, args, lambda: signals[0] > 0)
+    except (DengineError, OSError) as e:
+        code = report(e)
+    finally:
+        if lc is not None and any(n.proc is not None for n in lc.nodes.values()):
+            code = max(code, _stop(lc, args.stop_timeout, signals))
+        for s, h in old.items():
+            signal.signal(s, h)
+    return code
+
+
+def _supervise(lc: LocalCluster, args: argparse.Namespace, stopping: Any) -> int:
+    """Wait for a leader, then watch the nodes until a stop is asked for."""
+    lead = asyncio.run(_leader(lc, args.leader_timeout, stopping))
+    if lead is not None:
+        _say(f"leader: node {lead.id} at {lead.address} (term {lead.term})")
+        _say(f"endpoints: {','.join(lc.endpoints)}")
+        _say("try: dengine put hello world && dengine get hello   (from any directory)")
+    _say("the cluster is running; Ctrl-C stops it")
+    code = OK
+    reported: set[int] = set()
+    while not stopping():
+        time.sleep(0.1)
+        for n in lc.nodes.values():
+            if n.node_id not in reported and n.proc is not None and not n.running:
+                reported.add(n.node_id)
+                code = FAILED
+                print(f"dengine: node {n.node_id} exited with code {n.returncode}: "
+                      f"{n.last_log_line()} (log: {n.log_path})", file=sys.stderr, flush=True)
+        if len(reported) == len(lc.nodes):
+            print("dengine: error: every node has exited", file=sys.stderr, flush=True)
+            break
+    return code
+
+
+async def _leader(lc: LocalCluster, timeout: float, stopping: Any) -> Any:
+    from dengine.client import Client
+
+    async with Client(lc.endpoints, timeout=1.0) as client:
+        return await lc.wait_leader(client, timeout=timeout, cancelled=stopping)
+
+
+def _stop(lc: LocalCluster, grace_s: float, signals: list[int]) -> int:
+    """Stop every node (SIGTERM, grace, SIGKILL) and say how each ended."""
+    running = [n.node_id for n in lc.nodes.values() if n.running]
+    if running:
+        _say(f"stopping {len(running)} node(s)...")
+    asked = signals[0]
+    codes = lc.stop(grace_s, hurry=lambda: signals[0] > asked)
+    lc.save(supervisor_pid=None)
+    code = OK
+    for node_id in running:
+        rc = codes.get(node_id)
+        if rc == 0:
+            _say(f"  node {node_id} stopped")
+        else:
+            how = "was killed (did not stop in time)" if rc == -signal.SIGKILL else \
+                f"exited with code {rc}"
+            _say(f"  node {node_id} {how}")
+            code = FAILED
+    _say(f"cluster stopped; its data stays in {lc.root} (run `dengine cluster up "
+         f"--data-dir {lc.root}` again to restart it)")
+    return code
