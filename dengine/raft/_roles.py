@@ -10,6 +10,7 @@ kept in their own module so that neither file grows long.
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import gt
 from typing import TYPE_CHECKING
 
 from dengine._core import quorum
@@ -64,6 +65,10 @@ def invalid_reason(core: RaftCore, m: Message) -> str | None:
             return "append entries are not contiguous after the probe index"
         if first.term < m.log_term or last.term > m.term or last.term < first.term:
             return "append entry terms out of order"
+        if len(m.entries) > 2 and first.term != last.term:
+            terms = [e.term for e in m.entries]
+            if any(map(gt, terms, terms[1:])):
+                return "append entry terms out of order"
     return None
 
 

@@ -113,6 +113,9 @@ def test_non_contiguous_append_is_dropped():
     ]
     msg = Message(MT.APPEND, 1, 2, term=1, index=0, entries=(Entry(2, 1),))
     assert reasons(stepped(core, msg)) == ["append entry terms out of order"]
+    msg = Message(MT.APPEND, 1, 2, term=3, index=0,
+                  entries=(Entry(1, 1), Entry(3, 2), Entry(2, 3), Entry(3, 4)))
+    assert reasons(stepped(core, msg)) == ["append entry terms out of order"]
     assert core.last_index == 0
 
 
