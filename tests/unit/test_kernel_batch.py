@@ -17,14 +17,19 @@ def impl(flavour):
     return load("batch", compiled=flavour == "compiled")
 
 
+push = st.tuples(st.just("push"), st.one_of(st.integers(0, 4), st.integers(0, 40)))
 ops = st.lists(
     st.one_of(
-        st.tuples(st.just("push"), st.integers(0, 40)),
+        push,
+        push,
+        push,
+        st.tuples(st.just("pop"), st.just(0)),
         st.tuples(st.just("pop"), st.just(0)),
         st.tuples(st.just("ready"), st.just(0)),
         st.tuples(st.just("drain"), st.just(0)),
         st.tuples(st.just("bounds"), st.integers(1, 8)),
     ),
+    min_size=4,
     max_size=80,
 )
 

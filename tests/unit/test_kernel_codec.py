@@ -107,6 +107,27 @@ def test_damaged_commands_fail_alike(cmd, data):
     assert outcome(FAST.decode_command, bytes(buf)) == outcome(REF.decode_command, bytes(buf))
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.tuples(u64, u64, st.integers(0, 255), payloads), st.data())
+def test_damaged_entries_fail_alike(entry, data):
+    """Entries cut, extended or bit-flipped, alone and inside records with valid checksums."""
+    buf = bytearray(REF.encode_entry(*entry))
+    how = data.draw(st.sampled_from(["cut", "extend", "flip", "length"]))
+    if how == "cut":
+        del buf[data.draw(st.integers(0, len(buf))) :]
+    elif how == "extend":
+        buf += data.draw(st.binary(min_size=1, max_size=4))
+    elif how == "flip":
+        buf[data.draw(st.integers(0, len(buf) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+    else:  # a length field off by a little
+        n = len(entry[3]) + data.draw(st.integers(-2, 2))
+        buf[17:21] = (n % (1 << 32)).to_bytes(4, "little")
+    buf = bytes(buf)
+    assert outcome(FAST.decode_entry, buf) == outcome(REF.decode_entry, buf)
+    framed = REF.encode_records([REF.encode_entry(1, 1, 0, b"ok"), buf])
+    assert outcome(FAST.decode_entry_records, framed) == outcome(REF.decode_entry_records, framed)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=40))
 def test_random_bytes_decode_alike(buf):

@@ -34,10 +34,16 @@ configs = st.one_of(
     st.lists(st.integers(1, 60), unique=True, min_size=17, max_size=40),
 ).flatmap(lambda v: st.sampled_from([tuple(v), list(v), frozenset(v)]))
 match_values = st.one_of(st.integers(0, 20), st.integers(MAX_U64 - 5, MAX_U64))
-matches = st.dictionaries(st.integers(1, 60), match_values, max_size=30)
+# Match dicts mostly cover the small configs' ids (1..12), sometimes the large ones' too.
+matches = st.one_of(
+    st.dictionaries(ids, match_values, min_size=3, max_size=12),
+    st.dictionaries(st.integers(1, 60), match_values, max_size=60),
+)
 # Votes: granted/rejected, plus values that are not bools (ignored, as the reference's `is`).
-votes = st.dictionaries(
-    st.integers(1, 60), st.sampled_from([True, False, True, False, None, 1, 0]), max_size=30
+vote_values = st.sampled_from([True, False, True, False, None, 1, 0])
+votes = st.one_of(
+    st.dictionaries(ids, vote_values, max_size=12),
+    st.dictionaries(st.integers(1, 60), vote_values, max_size=60),
 )
 
 
