@@ -340,8 +340,9 @@ class LogStoreConformance:
 # A writer process announces each operation (``P ...``) before it starts and confirms it (``D``)
 # once the call has returned, that is once it is durable. The parent SIGKILLs it at a random
 # moment, reopens the store and checks it holds exactly the confirmed state, or that state plus
-# the one pending operation: whole when ``atomic`` (a RocksDB write batch), else a prefix of the
-# batch (a WAL keeps whole records only). Children come from a fork server that has imported
+# the one pending operation: whole when ``atomic`` (a RocksDB write batch); for a WAL, a
+# truncation may have gone part of the way (segment by segment, from the end) and a batch may
+# have left a prefix of its records (whole records only). Children come from a fork server that has imported
 # dengine but never opened a store, so each starts in milliseconds.
 
 
@@ -354,18 +355,25 @@ def crash_writer(open_store, term: int, seed: int, conn) -> None:
     while True:
         first, last = store.first_index(), store.last_index()
         r = rng.random()
-        if r < 0.8:
+        if r < 0.74:
             lo = last + 1
             if rng.random() < 0.15:  # replace an uncommitted suffix
                 lo = max(commit + 1, first, last - 3)
             hi = lo + rng.randint(0, 31)
             conn.send(f"P A {lo} {hi} {term}")
             store.append(make(lo, hi, term))
+        elif r < 0.79 and last > max(commit, first):  # across segment boundaries at times
+            lo = rng.randint(max(commit + 1, first, last - 150), last)
+            conn.send(f"P T {lo}")
+            store.truncate_suffix(lo)
+        elif r < 0.8:
+            conn.send(f"P R {last + 5} {term}")
+            store.reset(last + 5, term)
         elif r < 0.9 and last - 60 >= first:
             conn.send(f"P C {last - 60}")
             store.compact(last - 60)
         else:
-            commit = max(commit, last)
+            commit = max(commit, last - 100, first - 1)
             conn.send(f"P H {commit}")
             store.save_hard_state(HardState(term, 1, commit))
         conn.send("D")
@@ -388,6 +396,10 @@ class CrashModel:
             first, entries = at + 1, [e for e in entries if e.index > at]
         elif op[0] == "H":
             commit = int(op[1])
+        elif op[0] == "T":
+            entries = [e for e in entries if e.index < int(op[1])]
+        elif op[0] == "R":
+            first, entries = int(op[1]) + 1, []
         return first, entries, commit
 
     def replay(self, lines: list[str]) -> tuple[list[str] | None, int]:
@@ -405,8 +417,21 @@ class CrashModel:
     def allowed(self, pending: list[str] | None, atomic: bool) -> list[tuple]:
         states = [self.state]
         if pending is not None and pending[0] == "A" and not atomic:
-            n = int(pending[2]) - int(pending[1]) + 1
+            # the held suffix may be cut (at once or segment by segment), then a batch prefix
+            first, held, commit = self.state
+            lo = int(pending[1])
+            states += [
+                (first, [e for e in held if e.index < x], commit)
+                for x in range(lo, len(held) + first + 1)
+            ]
+            n = int(pending[2]) - lo + 1
             states += [self.after(pending, k) for k in range(n + 1)]
+        elif pending is not None and pending[0] == "T" and not atomic:
+            first, held, commit = self.state
+            states += [
+                (first, [e for e in held if e.index < x], commit)
+                for x in range(int(pending[1]), first + len(held) + 1)
+            ]
         elif pending is not None:
             states.append(self.after(pending))
         return states
@@ -443,7 +468,9 @@ def run_crash_test(open_store, kills: int, seed: int, atomic: bool) -> dict[str,
     stats = {"kills": 0, "confirmed": 0, "mid_operation": 0}
     for kill in range(kills):
         r, w = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=crash_writer, args=(open_store, kill + 1, rng.randrange(1 << 30), w))
+        child = ctx.Process(
+            target=crash_writer, args=(open_store, kill + 1, rng.randrange(1 << 30), w)
+        )
         child.start()
         w.close()
         if rng.random() < 0.2:  # anywhere, start-up and recovery included
