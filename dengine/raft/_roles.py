@@ -55,8 +55,15 @@ def invalid_reason(core: RaftCore, m: Message) -> str | None:
         return "message from ourselves"
     if not (0 < m.term <= MAX_U64):
         return "term out of range"
-    if not (0 <= m.index <= MAX_U64 and 0 <= m.log_term <= MAX_U64 and 0 <= m.commit <= MAX_U64):
-        return "index, log term or commit out of range"
+    if not (
+        0 <= m.index <= MAX_U64
+        and 0 <= m.log_term <= MAX_U64
+        and 0 <= m.commit <= MAX_U64
+        and 0 <= m.conflict_index <= MAX_U64
+        and 0 <= m.conflict_term <= MAX_U64
+        and 0 <= m.reject_hint <= MAX_U64
+    ):
+        return "index, term or commit field out of range"
     if m.from_ not in core.tracker.progress and m.type not in FROM_UNKNOWN:
         return f"unknown sender {m.from_}"
     if m.type == MT.APPEND and m.entries:
@@ -259,7 +266,12 @@ def on_snapshot(core: RaftCore, m: Message) -> None:
     """Install a leader's snapshot (its data came with it through the shell), unless our log
     already holds its point: then only the commit index moves (etcd's fast-forward)."""
     meta = m.snapshot
-    if meta is None or meta.term > m.term or meta.index > MAX_U64:
+    if (
+        meta is None
+        or not 0 <= meta.term <= m.term
+        or not 0 <= meta.index <= MAX_U64
+        or not meta.conf_state.voters
+    ):
         core._drop(m, "snapshot message without valid metadata")
         return
     _heard_from_leader(core, m)

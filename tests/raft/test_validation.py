@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dengine.raft import Entry, Message, MessageType, RaftConfig, RaftCore, Role
+from dengine.raft import (
+    ConfState,
+    Entry,
+    Message,
+    MessageType,
+    RaftConfig,
+    RaftCore,
+    Role,
+    SnapshotMeta,
+)
 from dengine.testing.raft_network import Network
 
 MT = MessageType
@@ -142,23 +152,28 @@ def test_a_message_unexpected_for_the_role_is_dropped():
 
 
 _types = st.sampled_from([t for t in MessageType if t < 100])
-_u = st.integers(min_value=-3, max_value=12)
+_u = st.one_of(st.integers(min_value=-3, max_value=12),
+               st.sampled_from([(1 << 64) - 1, 1 << 64, -(1 << 64), 1 << 70]))
 
 
 @st.composite
 def messages(draw):
-    n = draw(st.integers(0, 3))
+    n = draw(st.integers(0, 6))
     first = draw(_u)
     entries = tuple(Entry(draw(_u), first + k) for k in range(n))
     return Message(
-        draw(_types), draw(st.integers(0, 4)), draw(st.integers(0, 5)), term=draw(_u),
+        draw(_types), draw(st.sampled_from([0, 1, 2, 2])), draw(st.integers(0, 5)),
+        term=draw(_u),
         log_term=draw(_u), index=draw(_u), entries=entries, commit=draw(_u),
         reject=draw(st.booleans()), conflict_index=draw(_u), conflict_term=draw(_u),
-        context=draw(st.binary(max_size=3)),
+        context=draw(st.binary(max_size=3)), reject_hint=draw(_u),
+        snapshot=draw(st.none() | st.builds(
+            SnapshotMeta, _u, _u,
+            st.builds(ConfState, st.frozensets(st.integers(-1, 5), max_size=3)))),
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(messages(), max_size=12), st.integers(0, 3))
 def test_nothing_a_peer_sends_raises_out_of_step(msgs, setup):
     net = Network((1, 2, 3))
@@ -169,6 +184,7 @@ def test_nothing_a_peer_sends_raises_out_of_step(msgs, setup):
     target = 1 if setup != 3 else 2
     core = net.core(target)
     for m in msgs:
+        m = replace(m, to=target) if m.to else m
         core.step(m)
         if core.has_ready():
             rd = core.ready()
