@@ -17,4 +17,4 @@ cdef class BatchBuffer:
     cdef inline Py_ssize_t count(self) noexcept:
         return len(self.payloads) - self.head
 
-    cdef void forget_popped(self) noexcept
+    cdef int forget_popped(self) except -1

@@ -65,7 +65,7 @@ cdef class BatchBuffer:
         """Total payload bytes waiting."""
         return self.nbytes
 
-    cdef void forget_popped(self) noexcept:
+    cdef int forget_popped(self) except -1:
         if self.head == len(self.payloads):
             del self.payloads[:]
             del self.tokens[:]
@@ -74,6 +74,7 @@ cdef class BatchBuffer:
             del self.payloads[:self.head]
             del self.tokens[:self.head]
             self.head = 0
+        return 0
 
     def push(self, payload, token=None):
         """Queue one proposal; ``token`` comes back beside it (e.g. the caller's future)."""

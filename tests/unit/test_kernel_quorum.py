@@ -51,14 +51,14 @@ def as_mapping(d, proxy):
     return MappingProxyType(d) if proxy else d
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(configs, matches, st.booleans())
 def test_commit_index_agrees(voters, match, proxy):
     m = as_mapping(match, proxy)
     assert FAST.commit_index(voters, m) == REF.commit_index(voters, m)
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(configs, configs, matches, st.booleans())
 def test_joint_commit_index_agrees(incoming, outgoing, match, proxy):
     m = as_mapping(match, proxy)
@@ -76,7 +76,7 @@ def test_joint_configs_with_overlapping_voters(incoming, outgoing, match):
     assert want == min(REF.commit_index(incoming, match), REF.commit_index(outgoing, match))
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(configs, configs, votes, st.booleans())
 def test_vote_results_agree(incoming, outgoing, vote, proxy):
     v = as_mapping(vote, proxy)
