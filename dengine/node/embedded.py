@@ -1,7 +1,7 @@
 """An in-process client for a :class:`~dengine.node.node.Node` started in the same program.
 
 It has the methods of the network client (``put``, ``get(consistency=...)``, ``get_many``,
-``delete``, ``cas``, ``batch``, ``scan``, ``status``, ``transfer_leader``, ``add_learner``,
+``delete``, ``compare_and_set`` (alias ``cas``), ``write_batch`` (alias ``batch``), ``scan``, ``status``, ``transfer_leader``, ``add_learner``,
 ``promote``, ``remove_member``) and goes through the very request handler the gRPC services use
 (:class:`~dengine.node.service.RequestHandler`), with no socket and no serialization: so it
 behaves exactly as a remote client talking to that node would, errors included (a follower
@@ -14,16 +14,18 @@ the caller after an error is applied at most once.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
+from dengine.errors import OperationTimeout
 from dengine.node.service import RequestHandler
 from dengine.transport.status import from_proto
 from dengine.v1 import client_pb2 as pb
 
-__all__ = ["EmbeddedClient", "Put", "Delete"]
+__all__ = ["EmbeddedClient"]
 
 _CONSISTENCY = {"linearizable": pb.LINEARIZABLE, "lease": pb.LEASE,
                 "serializable": pb.SERIALIZABLE}
@@ -56,29 +58,14 @@ def _types() -> Any:
     return types
 
 
-class Put:
-    """A put inside :meth:`EmbeddedClient.batch` (the client's ``Put`` works too)."""
-
-    __slots__ = ("key", "value")
-
-    def __init__(self, key: Any, value: Any) -> None:
-        self.key, self.value = key, value
-
-
-class Delete:
-    """A delete inside :meth:`EmbeddedClient.batch`."""
-
-    __slots__ = ("key",)
-
-    def __init__(self, key: Any) -> None:
-        self.key = key
-
-
 class EmbeddedClient:
-    """Client of one in-process node; see the module docstring."""
+    """Client of one in-process node; see the module docstring. ``timeout`` (seconds, per
+    call; ``None`` uses the client default) bounds each call with OperationTimeout."""
 
-    def __init__(self, node: Any, *, client_id: int | None = None) -> None:
+    def __init__(self, node: Any, *, client_id: int | None = None,
+                 timeout: float = 5.0) -> None:
         self.node = node
+        self.timeout = timeout
         self._h = RequestHandler(node)
         self.client_id = client_id or random.SystemRandom().randrange(1, 1 << 63)
         self._seq = itertools.count(1)
@@ -86,42 +73,54 @@ class EmbeddedClient:
     def _session(self) -> pb.Session:
         return pb.Session(client_id=self.client_id, seq=next(self._seq))
 
-    async def _call(self, name: str, req: Any, cls: type) -> Any:
-        resp = await self._h.call(name, req, cls)
+    async def _call(self, name: str, req: Any, cls: type, timeout: float | None = None) -> Any:
+        limit = self.timeout if timeout is None else timeout
+        try:
+            async with asyncio.timeout(limit):
+                resp = await self._h.call(name, req, cls)
+        except TimeoutError:
+            raise OperationTimeout(name, limit) from None
         if resp.HasField("error") and resp.error.code != pb.OK:
             raise from_proto(resp.error)
         return resp
 
     # -- KV ---------------------------------------------------------------------------------
-    async def put(self, key: Any, value: Any) -> int:
+    async def put(self, key: Any, value: Any, *, timeout: float | None = None) -> int:
         """Write ``key``; returns the revision (log index) of the write."""
         req = pb.PutRequest(key=_bytes(key), value=_bytes(value, "value"),
                             session=self._session())
-        return (await self._call("put", req, pb.PutResponse)).revision
+        return (await self._call("put", req, pb.PutResponse, timeout)).revision
 
-    async def get(self, key: Any, *, consistency: Any = "linearizable") -> Any:
-        """The key's KeyValue, or None when absent."""
+    async def get(self, key: Any, *, consistency: Any = "linearizable",
+                  timeout: float | None = None, endpoint: str | None = None) -> Any:
+        """The key's KeyValue, or None when absent (``endpoint`` is ignored: one node)."""
         req = pb.GetRequest(key=_bytes(key), consistency=_consistency(consistency))
-        resp = await self._call("get", req, pb.GetResponse)
+        resp = await self._call("get", req, pb.GetResponse, timeout)
         return _types().KeyValue.from_proto(resp.kv) if resp.found else None
 
-    async def get_many(self, keys: Iterable[Any], *, consistency: Any = "linearizable"
+    async def get_value(self, key: Any, **kw: Any) -> bytes | None:
+        kv = await self.get(key, **kw)
+        return None if kv is None else kv.value
+
+    async def get_many(self, keys: Iterable[Any], *, consistency: Any = "linearizable",
+                       timeout: float | None = None, endpoint: str | None = None
                        ) -> dict[bytes, Any]:
         """KeyValues of the keys that exist, by key."""
         req = pb.GetManyRequest(keys=[_bytes(k) for k in keys],
                                 consistency=_consistency(consistency))
-        resp = await self._call("get_many", req, pb.GetManyResponse)
+        resp = await self._call("get_many", req, pb.GetManyResponse, timeout)
         kv_cls = _types().KeyValue
         return {kv.key: kv_cls.from_proto(kv) for kv in resp.kvs}
 
-    async def delete(self, key: Any) -> bool:
+    async def delete(self, key: Any, *, timeout: float | None = None) -> bool:
         """Delete ``key``; True when it existed."""
         req = pb.DeleteRequest(key=_bytes(key), session=self._session())
-        return (await self._call("delete", req, pb.DeleteResponse)).deleted
+        return (await self._call("delete", req, pb.DeleteResponse, timeout)).deleted
 
-    async def cas(self, key: Any, *, expected_value: Any = None,
-                  expected_version: int | None = None, new_value: Any = None) -> Any:
-        """Compare-and-set: write ``new_value`` (delete when None) if the expectations hold."""
+    async def compare_and_set(self, key: Any, *, expected_value: Any = None,
+                              expected_version: int | None = None, new_value: Any = None,
+                              timeout: float | None = None) -> Any:
+        """Write ``new_value`` (delete when None) if the expectations hold; a CasResult."""
         req = pb.CompareAndSetRequest(key=_bytes(key), session=self._session())
         if expected_value is not None:
             req.expected_value = _bytes(expected_value, "expected_value")
@@ -129,56 +128,79 @@ class EmbeddedClient:
             req.expected_version = expected_version
         if new_value is not None:
             req.new_value = _bytes(new_value, "new_value")
-        resp = await self._call("cas", req, pb.CompareAndSetResponse)
+        resp = await self._call("cas", req, pb.CompareAndSetResponse, timeout)
         t = _types()
         current = t.KeyValue.from_proto(resp.current) if resp.HasField("current") else None
         return t.CasResult(resp.succeeded, current, resp.revision)
 
-    async def batch(self, ops: Sequence[Any]) -> int:
-        """Apply puts and deletes atomically; returns the revision."""
-        req = pb.WriteBatchRequest(session=self._session())
-        for op in ops:
-            if hasattr(op, "value"):
-                req.ops.add().put.CopyFrom(pb.PutRequest(key=_bytes(op.key),
-                                                         value=_bytes(op.value, "value")))
-            else:
-                req.ops.add().delete.CopyFrom(pb.DeleteRequest(key=_bytes(op.key)))
-        return (await self._call("write_batch", req, pb.WriteBatchResponse)).revision
+    cas = compare_and_set
 
-    write_batch = batch
+    async def write_batch(self, ops: Sequence[Any] = (), *, puts: Any = (),
+                          deletes: Iterable[Any] = (), timeout: float | None = None) -> int:
+        """Apply puts and deletes atomically, in order (``ops`` — ``Put``/``Delete`` values —
+        then ``puts``, then ``deletes``); returns the revision."""
+        req = pb.WriteBatchRequest(session=self._session())
+        pairs = puts.items() if isinstance(puts, Mapping) else puts
+        items = [(op.key, getattr(op, "value", None)) for op in ops]
+        items += [(k, v) for k, v in pairs] + [(k, None) for k in deletes]
+        for key, value in items:
+            if value is not None:
+                req.ops.add().put.CopyFrom(pb.PutRequest(key=_bytes(key),
+                                                         value=_bytes(value, "value")))
+            else:
+                req.ops.add().delete.CopyFrom(pb.DeleteRequest(key=_bytes(key)))
+        return (await self._call("write_batch", req, pb.WriteBatchResponse, timeout)).revision
+
+    batch = write_batch
 
     async def scan(self, start: Any = b"", end: Any = b"", *, prefix: Any = b"", limit: int = 0,
-                   consistency: Any = "linearizable") -> Any:
-        """One page of keys in ``[start, end)`` or under ``prefix``; see ScanPage."""
+                   consistency: Any = "linearizable", timeout: float | None = None,
+                   endpoint: str | None = None) -> Any:
+        """One page of keys in ``[start, end)`` and/or under ``prefix``; a ScanPage."""
         req = pb.ScanRequest(start=_bytes(start), end=_bytes(end), prefix=_bytes(prefix),
                              limit=limit, consistency=_consistency(consistency))
-        resp = await self._call("scan", req, pb.ScanResponse)
+        resp = await self._call("scan", req, pb.ScanResponse, timeout)
         t = _types()
         return t.ScanPage(tuple(t.KeyValue.from_proto(kv) for kv in resp.kvs),
                           resp.continuation)
 
+    async def scan_iter(self, start: Any = b"", end: Any = b"", *, prefix: Any = b"",
+                        page_size: int = 1000, consistency: Any = "linearizable",
+                        timeout: float | None = None) -> AsyncIterator[Any]:
+        """Every key of the range, page by page (each page is its own read)."""
+        while True:
+            page = await self.scan(start, end, prefix=prefix, limit=page_size,
+                                   consistency=consistency, timeout=timeout)
+            for kv in page.kvs:
+                yield kv
+            if not page.continuation:
+                return
+            start = page.continuation
+
     # -- cluster ----------------------------------------------------------------------------
-    async def status(self) -> Any:
-        resp = await self._call("status", pb.StatusRequest(), pb.StatusResponse)
+    async def status(self, endpoint: str | None = None, *, timeout: float | None = None) -> Any:
+        resp = await self._call("status", pb.StatusRequest(), pb.StatusResponse, timeout)
         return _types().NodeStatus.from_proto(resp, self.node.address)
 
-    async def transfer_leader(self, target_id: int) -> None:
+    async def transfer_leader(self, target_id: int, *, timeout: float | None = None) -> None:
         await self._call("transfer_leader", pb.TransferLeaderRequest(target_id=target_id),
-                         pb.TransferLeaderResponse)
+                         pb.TransferLeaderResponse, timeout)
 
-    async def _membership(self, name: str, req: Any) -> tuple:
-        resp = await self._call(name, req, pb.MembershipResponse)
-        return tuple(_types().Member.from_proto(m) for m in resp.members)
+    async def _membership(self, name: str, req: Any, timeout: float | None) -> list:
+        resp = await self._call(name, req, pb.MembershipResponse, timeout)
+        return [_types().Member.from_proto(m) for m in resp.members]
 
-    async def add_learner(self, node_id: int, address: str) -> tuple:
-        return await self._membership("add_learner",
-                                      pb.AddLearnerRequest(id=node_id, address=address))
+    async def add_learner(self, node_id: int, address: str, *,
+                          timeout: float | None = None) -> list:
+        return await self._membership(
+            "add_learner", pb.AddLearnerRequest(id=node_id, address=address), timeout)
 
-    async def promote(self, node_id: int) -> tuple:
-        return await self._membership("promote", pb.PromoteRequest(id=node_id))
+    async def promote(self, node_id: int, *, timeout: float | None = None) -> list:
+        return await self._membership("promote", pb.PromoteRequest(id=node_id), timeout)
 
-    async def remove_member(self, node_id: int) -> tuple:
-        return await self._membership("remove_member", pb.RemoveMemberRequest(id=node_id))
+    async def remove_member(self, node_id: int, *, timeout: float | None = None) -> list:
+        return await self._membership("remove_member", pb.RemoveMemberRequest(id=node_id),
+                                      timeout)
 
     async def close(self) -> None:
         return None

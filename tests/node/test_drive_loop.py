@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from dengine.errors import InvalidArgument, NotLeader, PayloadTooLarge
+from dengine.client.types import Delete, Put
+from dengine.errors import InvalidArgument, NotLeader, OperationTimeout, PayloadTooLarge
 from dengine.node.service import RequestHandler
 from dengine.v1 import client_pb2 as pb
 
@@ -103,7 +104,9 @@ def test_cas_delete_batch_and_scan_pages(run, cluster_factory):
             assert not r.succeeded and r.current.value == b"1"
             r = await cl.cas("a", expected_value="1", new_value="2")
             assert r.succeeded and r.current.value == b"2" and r.current.version == 2
-            await cl.batch([_Put("b", "x"), _Put("c", "y"), _Del("a")])
+            await cl.batch([Put("b", "x"), Put("c", "y"), Delete("a")])
+            await cl.write_batch(puts={"d": "1"}, deletes=["d"])
+            assert await cl.get("d") is None
             assert await cl.get("a") is None
             assert await cl.delete("b") is True
             assert await cl.delete("b") is False
@@ -117,16 +120,6 @@ def test_cas_delete_batch_and_scan_pages(run, cluster_factory):
             await c.close()
 
     run(main)
-
-
-class _Put:
-    def __init__(self, key, value):
-        self.key, self.value = key, value
-
-
-class _Del:
-    def __init__(self, key):
-        self.key = key
 
 
 def test_a_retried_write_is_applied_once(run, cluster_factory):
@@ -234,6 +227,20 @@ def test_status_reports_role_term_indexes_and_members(run, cluster_factory):
             assert {(m.id, m.role) for m in st.members} == {(1, "voter"), (2, "voter"),
                                                             (3, "voter")}
             assert {m.address for m in st.members} == set(c.initial.values())
+        finally:
+            await c.close()
+
+    run(main)
+
+
+def test_a_write_that_cannot_commit_times_out(run, cluster_factory):
+    async def main():
+        c = await cluster_factory().start()
+        try:
+            leader = await c.leader()
+            leader.transport.faults.isolate(*[i for i in c.nodes if i != leader.node_id])
+            with pytest.raises(OperationTimeout):
+                await c.client(leader).put("k", "v", timeout=0.2)
         finally:
             await c.close()
 
