@@ -11,6 +11,7 @@ it a ``sm_factory`` fixture with ``durable``, ``open()`` (the same place each ca
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Protocol
 
@@ -18,10 +19,11 @@ import pytest
 
 from dengine._core import codec
 from dengine.errors import DecodeError, SessionExpired, SnapshotError
-from dengine.raft.types import Entry, EntryKind
-from dengine.statemachine.base import StateMachine
+from dengine.raft.types import ConfState, Entry, EntryKind
+from dengine.statemachine.base import StateMachine, restore_snapshot, take_snapshot
 from dengine.statemachine.engines import MemoryEngine, pack_items
 from dengine.statemachine.kv import KVStateMachine, WriteResult
+from dengine.storage.snapshot import SnapshotReader, SnapshotStore
 
 
 class StateMachineFactory(Protocol):
@@ -104,6 +106,25 @@ class StateMachineConformance:
             sm.restore(stream())
         assert sm_factory.state(sm) == state
         assert sm.applied_index() == 10
+
+
+    def test_a_corrupted_snapshot_file_is_refused_untouched(self, machine, sm_factory, tmp_path):
+        sm = machine[0]
+        self._feed(sm_factory, sm, 1, 40, seed=7)
+        store = SnapshotStore(str(tmp_path / "snapshots"))
+        meta, path = take_snapshot(sm, store, ConfState(frozenset({1})))
+        assert store.latest().meta == meta
+        self._feed(sm_factory, sm, 41, 10, seed=8)
+        state = sm_factory.state(sm)
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:  # damage the last chunk: restore must not start at all
+            f.seek(size - 30)
+            b = f.read(1)
+            f.seek(size - 30)
+            f.write(bytes([b[0] ^ 0xFF]))
+        with pytest.raises(SnapshotError):
+            restore_snapshot(sm, SnapshotReader(path))
+        assert sm_factory.state(sm) == state and sm.applied_index() == 50
 
 
 def put(k: bytes, v: bytes) -> bytes:
