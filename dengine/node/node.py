@@ -137,6 +137,7 @@ class Node:
         self.fatal: BaseException | None = None
         self.joining = False
         self._fatal_stop: asyncio.Task | None = None
+        self._fault_task: asyncio.Task | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -154,6 +155,11 @@ class Node:
             loop.create_task(self._drive(), name=f"dengine-drive-{self.node_id}"),
             loop.create_task(self._ticker(), name=f"dengine-tick-{self.node_id}"),
         ]
+        if self.config.network.fault_injection:
+            from dengine.node.faults import watch_fault_file
+
+            self._fault_task = asyncio.get_running_loop().create_task(
+                watch_fault_file(self.config.cluster.data_dir, self.transport, self.log))
         self.log.info("node started", address=self.address, cluster_id=self.cluster_id,
                       term=self.core.term, commit_index=self.core.commit_index,
                       applied_index=self.core.applied_index,
@@ -206,6 +212,8 @@ class Node:
             "retry on another node (writes with a session are applied once)"))
         if self.client_server is not None:
             await self.client_server.stop(0.5)
+        if self._fault_task is not None:
+            self._fault_task.cancel()
         if self._background:
             # Snapshot writes run in threads that read the state machine: let them finish.
             await asyncio.wait(list(self._background), timeout=30)

@@ -167,3 +167,30 @@ def test_data_dir_of_another_cluster_or_node_is_refused(tmp_path, cluster_factor
     os.rename(tmp_path / "n1", tmp_path / "n2")
     with pytest.raises(ClusterMismatch, match="node id"):
         c.build(2)
+
+
+def test_fault_file_cuts_and_heals_links(run, cluster_factory, tmp_path):
+    async def main():
+        import json
+
+        c = await cluster_factory().start()
+        try:
+            leader = await c.leader()
+            others = [i for i in c.nodes if i != leader.node_id]
+            path = tmp_path / f"n{leader.node_id}" / "FAULTS"
+            path.write_text(json.dumps({"drop_to": others, "drop_from": others}))
+            async with asyncio.timeout(5):  # check-quorum: the cut-off leader steps down
+                while leader.is_leader:
+                    await asyncio.sleep(0.02)
+            assert leader.transport.faults.blocks_to(others[0])
+            path.unlink()
+            async with asyncio.timeout(5):
+                while leader.transport.faults.blocks_to(others[0]):
+                    await asyncio.sleep(0.02)
+            new = await c.leader()
+            rev = await c.client(new).put("healed", "yes")
+            await c.wait_applied(rev, [leader])
+        finally:
+            await c.close()
+
+    run(main)

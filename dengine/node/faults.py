@@ -1,0 +1,56 @@
+"""The test-only fault file: ``<data_dir>/FAULTS`` drives the transport's fault switch.
+
+Only when ``network.fault_injection`` is true (off by default, and the switch itself refuses to
+work otherwise) does a node watch this file: a JSON object ``{"drop_to": [ids], "drop_from":
+[ids]}``, written atomically by a test harness. Every change is applied to the transport's
+:class:`~dengine.transport.base.FaultSwitch` and logged at warning; a deleted file or an empty
+object heals every link. A file that does not parse is ignored (and logged) until fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+__all__ = ["FAULT_FILE", "watch_fault_file"]
+
+FAULT_FILE = "FAULTS"
+POLL_S = 0.05
+
+
+def _read(path: str) -> tuple[frozenset[int], frozenset[int]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        return frozenset(), frozenset()
+    return (frozenset(int(i) for i in raw.get("drop_to", ())),
+            frozenset(int(i) for i in raw.get("drop_from", ())))
+
+
+async def watch_fault_file(data_dir: str, transport: Any, log: Any) -> None:
+    """Poll the fault file and apply each change to ``transport.faults`` (runs until cancelled)."""
+    path = os.path.join(data_dir, FAULT_FILE)
+    seen: tuple[float, int] | None = None
+    current = (frozenset(), frozenset())
+    while True:
+        try:
+            st = os.stat(path)
+            stamp = (st.st_mtime, st.st_ino)
+        except FileNotFoundError:
+            stamp = (0.0, 0)
+        if stamp != seen:
+            seen = stamp
+            try:
+                wanted = _read(path)
+            except (OSError, ValueError, TypeError, AttributeError) as e:
+                log.warning("fault file ignored: it does not parse", path=path, error=str(e))
+                wanted = current
+            if wanted != current:
+                transport.faults.set(drop_to=wanted[0], drop_from=wanted[1])
+                current = wanted
+                log.warning("test fault switch changed", drop_to=sorted(wanted[0]),
+                            drop_from=sorted(wanted[1]))
+        await asyncio.sleep(POLL_S)
