@@ -1,0 +1,477 @@
+"""A deterministic simulation of a dengine cluster: many RaftCores, one seed, every fault.
+
+Theory of operation
+-------------------
+``Simulator(seed).run()`` builds 3 to 7 cores (the count is drawn from the seed unless given)
+and drives them through one event queue ordered by simulated time (``TICK`` time units per
+tick): node ticks (each node at its own phase, all at one rate), message deliveries, fsync
+completions, client operations and faults. Everything random comes from one
+``random.Random(seed)``, so a seed replays exactly.
+
+Each node runs the shell the core's docstring describes: a Ready's ``messages`` go out at
+once; its entries and hard state join the node's disk queue and become durable only when a
+later fsync event completes (then ``on_persisted`` and the ``persisted_messages``); committed
+entries are applied to a KV state machine; read states are served. A crash throws the disk
+queue away: a restarted node gets only what it had persisted (log and hard state; its state
+machine is durable with its applied index, as a real one is).
+
+Messages are dropped, duplicated, delayed (and so reordered) by the network profile in force,
+and cut by partitions, both ways or one way. The fault schedule (``sim_faults.FAULTS``) also
+crashes and restarts nodes, slows disks and transfers leadership. Clients
+(``sim_workload``) write and read at every consistency level.
+
+After every event the invariants of ``sim_checks`` are checked. After ``fault_ticks`` the faults
+stop (links healed, nodes restarted): within ``settle_ticks`` one leader must be followed by
+all, and by the end every operation must be decided and every node caught up. The history of
+writes and linearizable and lease reads must then be linearizable.
+
+A failure raises :class:`SimFailure`, whose message names the seed, the command that replays
+it, what broke, the state of each node and the last events (``dengine.raft.describe``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dengine.raft.config import RaftConfig
+from dengine.raft.core import RaftCore
+from dengine.raft.describe import describe_entries, describe_message, describe_ready
+from dengine.raft.log import MemoryStorage
+from dengine.raft.messages import Message, MessageType
+from dengine.raft.ready import Ready, Role
+from dengine.raft.types import ConfState, HardState
+from dengine.testing.linearizability import check as check_linearizable
+from dengine.testing.sim_checks import InvariantBroken, Invariants
+from dengine.testing.sim_faults import DISK_PROFILES, FAULTS, NET_PROFILES, Action
+from dengine.testing.sim_workload import KVMachine, Workload
+
+__all__ = ["SimConfig", "SimFailure", "SimResult", "Simulator", "TICK", "replay_command"]
+
+#: Simulated time units per tick.
+TICK = 100
+
+_TICK, _DELIVER, _DISK, _CLIENT, _FAULT = range(5)
+
+
+def replay_command(seed: int) -> str:
+    return f"DENGINE_SIM_SEED_START={seed} DENGINE_SIM_SEEDS=1 pytest tests/sim -x -k test_seed"
+
+
+class SimFailure(AssertionError):
+    """A simulated run broke an invariant; the message is the full report."""
+
+    def __init__(self, seed: int, report: str) -> None:
+        self.seed = seed
+        super().__init__(report)
+
+
+@dataclass
+class SimConfig:
+    """What one run looks like; the defaults are the CI schedule."""
+
+    nodes: int | None = None  # None: 3 to 7, drawn from the seed
+    fault_ticks: int = 200
+    settle_ticks: int = 60
+    drain_ticks: int = 60
+    clients: int = 3
+    keys: int = 3
+    op_timeout_ticks: int = 25
+    fault_gap_ticks: tuple[int, int] = (2, 25)
+    raft: RaftConfig = field(
+        default_factory=lambda: RaftConfig(election_ticks=10, heartbeat_ticks=1, lease_ticks=7)
+    )
+    faults: dict[str, tuple[int, Action]] = field(default_factory=lambda: dict(FAULTS))
+    trace_lines: int = 400
+
+
+@dataclass
+class SimResult:
+    seed: int
+    nodes: int
+    ticks: int
+    delivered: int
+    faults: int
+    leaders: int
+    ops: dict[str, int]
+    history_ops: int
+
+
+class SimNode:
+    """A node's shell: its core and what it has made durable."""
+
+    def __init__(self, node_id: int) -> None:
+        self.id = node_id
+        self.core: RaftCore = None  # type: ignore[assignment]
+        self.storage = MemoryStorage()
+        self.hard_state = HardState()
+        self.sm = KVMachine()
+        self.sm_applied = 0
+        self.up = True
+        self.gen = 0
+        self.incarnation = 0
+        self.disk_q: deque[tuple[int, list, HardState | None, list[Message]]] = deque()
+        self.disk_busy = False
+        self.disk = DISK_PROFILES["normal"]
+        self.phase = 0
+
+
+class Simulator:
+    """One seeded run; see the module docstring."""
+
+    def __init__(
+        self,
+        seed: int,
+        config: SimConfig | None = None,
+        core_factory: Callable[..., RaftCore] = RaftCore,
+    ) -> None:
+        self.seed = seed
+        self.cfg = config or SimConfig()
+        self.core_factory = core_factory
+        self.rng = random.Random(seed)
+        n = self.cfg.nodes or self.rng.randint(3, 7)
+        self.ids = list(range(1, n + 1))
+        self.conf = ConfState(voters=frozenset(self.ids))
+        self.nodes = {i: SimNode(i) for i in self.ids}
+        self.inv = Invariants()
+        self.workload = Workload(
+            random.Random(self.rng.random()),
+            self.cfg.clients,
+            self.cfg.keys,
+            self.cfg.op_timeout_ticks * TICK,
+        )
+        self.cuts: set[tuple[int, int]] = set()
+        self.net = NET_PROFILES["good"]
+        self.now = 0
+        self.phase = "faults"
+        self.queue: list[tuple[int, int, int, object, int]] = []
+        self._seq = 0
+        self.trace: deque[tuple] = deque(maxlen=self.cfg.trace_lines)
+        self.delivered = 0
+        self.faults_done = 0
+        for i in self.ids:
+            node = self.nodes[i]
+            node.phase = self.rng.randrange(TICK)
+            self._boot(node)
+
+    # -- nodes --------------------------------------------------------------------------------
+    def _boot(self, n: SimNode) -> None:
+        n.incarnation += 1
+        rng = random.Random(f"{self.seed}/{n.id}/{n.incarnation}")
+        n.core = self.core_factory(
+            n.id,
+            self.cfg.raft,
+            rng,
+            conf_state=self.conf,
+            storage=n.storage,
+            hard_state=n.hard_state,
+            applied_index=n.sm_applied,
+        )
+        n.up = True
+        n.gen += 1
+        start = self.now - self.now % TICK + n.phase
+        self._at(start if start > self.now else start + TICK, _TICK, n.id, n.gen)
+
+    def up_nodes(self) -> list[int]:
+        return [i for i in self.ids if self.nodes[i].up]
+
+    def current_leader(self) -> int:
+        best, term = 0, -1
+        for i in self.ids:
+            n = self.nodes[i]
+            if n.up and n.core.role == Role.LEADER and n.core.term > term:
+                best, term = i, n.core.term
+        return best
+
+    def crash(self, i: int) -> None:
+        n = self.nodes[i]
+        n.up = False
+        n.gen += 1
+        n.disk_q.clear()  # never made durable
+        n.disk_busy = False
+        self.workload.on_crash(i)
+
+    def restart(self, i: int) -> None:
+        self.inv.on_restart(i)
+        self._boot(self.nodes[i])
+
+    # -- the event queue ----------------------------------------------------------------------
+    def _at(self, time: int, kind: int, a: object, b: int = 0) -> None:
+        self._seq += 1
+        heapq.heappush(self.queue, (time, self._seq, kind, a, b))
+
+    def trace_note(self, text: str) -> None:
+        self.trace.append((self.now, "note", text))
+
+    def send(self, msgs: list[Message]) -> None:
+        drop, dup, lo, hi = self.net
+        rng = self.rng
+        for m in msgs:
+            if m.to not in self.nodes or (m.from_, m.to) in self.cuts:
+                continue
+            if drop and rng.random() < drop:
+                continue
+            self._at(self.now + rng.randint(lo, hi), _DELIVER, m)
+            if dup and rng.random() < dup:
+                self._at(self.now + rng.randint(lo, hi), _DELIVER, m)
+
+    def _deliver(self, m: Message) -> None:
+        n = self.nodes[m.to]
+        if not n.up or (m.from_, m.to) in self.cuts:
+            return
+        self.delivered += 1
+        self.trace.append((self.now, "msg", m))
+        n.core.step(m)
+        if m.type == MessageType.SNAPSHOT:
+            self._snapshot_sent(m)
+        self.process(m.to)
+
+    def _snapshot_sent(self, m: Message) -> None:
+        """Part 2: stream the snapshot's data with the message and report the outcome."""
+        sender = self.nodes[m.from_]
+        if sender.up:
+            sender.core.report_snapshot(m.to, True)
+            self.process(m.from_)
+
+    # -- the shell ----------------------------------------------------------------------------
+    def process(self, i: int) -> None:
+        """Run node ``i``'s Ready cycles until it has nothing to do."""
+        n = self.nodes[i]
+        if not n.up:
+            return
+        core = n.core
+        while core.has_ready():
+            rd = core.ready()
+            self.trace.append((self.now, "ready", i, rd))
+            if rd.entries:
+                prev = core.log.term(rd.entries[0].index - 1)
+                self.inv.on_entries(i, rd.entries, prev)
+            self.send(rd.messages)
+            if rd.snapshot is not None:
+                raise InvariantBroken(f"node {i} got a snapshot to install; not scheduled yet")
+            if rd.must_persist or rd.persisted_messages:
+                n.disk_q.append((rd.number, rd.entries, rd.hard_state, rd.persisted_messages))
+                self._schedule_disk(n)
+            self._apply(n, rd)
+            core.advance(rd)
+
+    def _apply(self, n: SimNode, rd: Ready) -> None:
+        for e in rd.committed_entries:
+            if self.inv.on_apply(n.id, e):
+                result = n.sm.apply(e)
+                n.sm_applied = e.index
+                acked = self.workload.on_apply(n.id, e, result)
+                if acked is not None:
+                    self.inv.on_ack(acked)
+        for rs in rd.read_states:
+            self.workload.on_read_state(self, n.id, rs)
+
+    def _schedule_disk(self, n: SimNode) -> None:
+        if n.disk_busy or not n.disk_q:
+            return
+        n.disk_busy = True
+        lo, hi = n.disk
+        self._at(self.now + self.rng.randint(lo, hi), _DISK, n.id, n.gen)
+
+    def _disk_done(self, i: int, gen: int) -> None:
+        n = self.nodes[i]
+        if not n.up or n.gen != gen:
+            return
+        n.disk_busy = False
+        k = self.rng.randint(1, len(n.disk_q))  # one fsync may cover several Readies
+        after: list[Message] = []
+        number = 0
+        for _ in range(k):
+            number, entries, hs, msgs = n.disk_q.popleft()
+            n.storage.append(entries)
+            if hs is not None:
+                n.hard_state = hs
+            after += msgs
+        self.trace.append((self.now, "note", f"node {i} fsync through ready#{number}"))
+        n.core.on_persisted(number)
+        self.send(after)
+        self.process(i)
+        self._schedule_disk(n)
+
+    # -- checks -------------------------------------------------------------------------------
+    def _check_step(self) -> None:
+        inv = self.inv
+        for i in self.ids:
+            n = self.nodes[i]
+            if not n.up:
+                continue
+            core = n.core
+            inv.on_positions(i, core.term, core.commit_index, core.applied_index)
+            if core.role == Role.LEADER:
+                inv.on_leader(i, core.term, core.log.term)
+
+    def _followed_leader(self) -> int:
+        """The leader every up node follows, or 0."""
+        leader = self.current_leader()
+        if not leader:
+            return 0
+        for i in self.up_nodes():
+            if self.nodes[i].core.leader_id != leader:
+                return 0
+        return leader
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self) -> SimResult:
+        try:
+            return self._run()
+        except SimFailure:
+            raise
+        except InvariantBroken as e:
+            raise SimFailure(self.seed, self.report(str(e))) from None
+        except Exception as e:  # the core raised where it must not: a bug too
+            raise SimFailure(self.seed, self.report(f"{type(e).__name__}: {e}")) from e
+
+    def _run(self) -> SimResult:
+        cfg = self.cfg
+        fault_end = cfg.fault_ticks * TICK
+        settle_end = fault_end + cfg.settle_ticks * TICK
+        end = settle_end + cfg.drain_ticks * TICK
+        self._at(TICK // 2, _CLIENT, None)
+        self._at(self.rng.randint(*cfg.fault_gap_ticks) * TICK, _FAULT, None)
+        weights = [(w, name, fn) for name, (w, fn) in sorted(cfg.faults.items()) if w > 0]
+        leaders = 0
+        settled_at = 0
+        self._at(fault_end, _FAULT, "stop")
+        while self.queue:
+            time, _, kind, a, b = heapq.heappop(self.queue)
+            if time > end:
+                break
+            self.now = time
+            if kind == _TICK:
+                n = self.nodes[a]
+                if n.up and n.gen == b:
+                    n.core.tick()
+                    self.process(a)
+                    self._at(time + TICK, _TICK, a, b)
+            elif kind == _DELIVER:
+                self._deliver(a)
+            elif kind == _DISK:
+                self._disk_done(a, b)
+            elif kind == _CLIENT:
+                if self.phase != "faults" and time >= settle_end:
+                    self.workload.enabled = False
+                self.workload.step(self, time)
+                self._at(time + TICK, _CLIENT, None)
+            elif a == "stop":
+                self._stop_faults()
+            elif self.phase == "faults":
+                self._fault(weights)
+            self._check_step()
+            if self.phase == "settle" and not settled_at and self._followed_leader():
+                settled_at = time
+                self.trace_note(f"leader {self._followed_leader()} followed by all")
+            if self.phase == "settle" and not settled_at and time > settle_end:
+                raise InvariantBroken(
+                    f"liveness: no leader followed by every node {cfg.settle_ticks} ticks "
+                    f"after the faults stopped"
+                )
+        leaders = len(self.inv.leader_of_term)
+        self._check_end()
+        w = self.workload
+        return SimResult(
+            self.seed,
+            len(self.ids),
+            end // TICK,
+            self.delivered,
+            self.faults_done,
+            leaders,
+            dict(w.counts),
+            len(w.history.ops()),
+        )
+
+    def _fault(self, weights: list[tuple[int, str, Action]]) -> None:
+        total = sum(w for w, _, _ in weights)
+        pick = self.rng.randrange(total)
+        for w, _name, fn in weights:
+            if pick < w:
+                line = fn(self)
+                if line:
+                    self.faults_done += 1
+                    self.trace_note("FAULT " + line)
+                break
+            pick -= w
+        self._at(self.now + self.rng.randint(*self.cfg.fault_gap_ticks) * TICK, _FAULT, None)
+
+    def _stop_faults(self) -> None:
+        self.phase = "settle"
+        self.cuts.clear()
+        self.net = NET_PROFILES["good"]
+        for i in self.ids:
+            self.nodes[i].disk = DISK_PROFILES["normal"]
+            if not self.nodes[i].up:
+                self.restart(i)
+        # operations started from now on must be decided, not time out
+        self.workload.op_timeout = 10**9
+        self.trace_note("FAULTS STOP: links healed, every node up")
+
+    def _check_end(self) -> None:
+        leader = self._followed_leader()
+        if not leader:
+            raise InvariantBroken("liveness: at the end no leader is followed by every node")
+        lc = self.nodes[leader].core
+        for i in self.ids:
+            core = self.nodes[i].core
+            if core.commit_index != lc.last_index or self.nodes[i].sm_applied < lc.last_index:
+                raise InvariantBroken(
+                    f"liveness: node {i} has commit {core.commit_index}, applied "
+                    f"{self.nodes[i].sm_applied}; the leader {leader}'s log ends at "
+                    f"{lc.last_index} ({self.cfg.drain_ticks} ticks after the clients stopped)"
+                )
+            self.inv.check_acked_in(i, core.log.term)
+        still = self.workload.open_ops()
+        if still:
+            p = still[0]
+            raise InvariantBroken(
+                f"liveness: {len(still)} operations never decided, e.g. client {p.client} "
+                f"{p.kind} at node {p.node}"
+            )
+        result = check_linearizable(self.workload.history)
+        if not result.ok:
+            raise InvariantBroken(result.describe())
+
+    # -- reporting ----------------------------------------------------------------------------
+    def report(self, what: str) -> str:
+        lines = [
+            f"simulation seed {self.seed} failed at tick {self.now / TICK:.2f} "
+            f"({self.phase}, {len(self.ids)} nodes): {what}",
+            f"replay: {replay_command(self.seed)}",
+            "nodes:",
+        ]
+        for i in self.ids:
+            n = self.nodes[i]
+            c = n.core
+            log = describe_entries(c.entries_for_test()) if c is not None else "-"
+            lines.append(
+                f"  {i}: {'up' if n.up else 'DOWN'} {c.role.name.lower()} t{c.term} "
+                f"v{c.vote} lead{c.leader_id} c{c.commit_index} a{n.sm_applied} log{log}"
+            )
+        lines.append(f"last {len(self.trace)} events (time in ticks):")
+        for ev in self.trace:
+            lines.append(self._describe_event(ev))
+        return "\n".join(lines)
+
+    @staticmethod
+    def _describe_event(ev: tuple) -> str:
+        t = f"{ev[0] / TICK:8.2f}"
+        if ev[1] == "msg":
+            return f"{t} deliver {describe_message(ev[2])}"
+        if ev[1] == "ready":
+            text = describe_ready(ev[3]).replace("\n", "\n" + " " * 14)
+            return f"{t} node {ev[2]} {text}"
+        return f"{t} {ev[2]}"
+
+
+def seeds_from_env(default_count: int) -> range:
+    """The seeds ``DENGINE_SIM_SEEDS`` (count) and ``DENGINE_SIM_SEED_START`` ask for."""
+    start = int(os.environ.get("DENGINE_SIM_SEED_START", "0"))
+    count = int(os.environ.get("DENGINE_SIM_SEEDS", str(default_count)))
+    return range(start, start + count)

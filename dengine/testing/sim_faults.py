@@ -1,0 +1,145 @@
+"""The simulator's fault schedule: a table of seeded actions, drawn by weight.
+
+Each action takes the simulator and returns a line for the trace (or None when it did nothing).
+The table is plain data so that later parts add rows (membership changes, compaction and
+snapshot transfers) without touching the engine: ``FAULTS["conf_change"] = (3, fn)``.
+
+Network profiles set the drop and duplicate probabilities and the delay range of every message
+sent while they hold; partitions cut links both ways or one way; crashes lose what a node had
+not persisted; disk profiles set how long a node's fsync takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dengine.testing.sim import Simulator
+
+__all__ = ["FAULTS", "NET_PROFILES", "DISK_PROFILES", "Action"]
+
+Action = Callable[["Simulator"], "str | None"]
+
+#: (drop probability, duplicate probability, min delay, max delay) in sim time units (a tick
+#: is ``sim.TICK`` units); long delays reorder messages.
+NET_PROFILES: dict[str, tuple[float, float, int, int]] = {
+    "good": (0.0, 0.0, 1, 30),
+    "lossy": (0.15, 0.0, 1, 60),
+    "dupes": (0.02, 0.15, 1, 60),
+    "slow": (0.02, 0.02, 20, 400),
+    "chaos": (0.25, 0.1, 1, 500),
+}
+
+#: (min, max) fsync time in sim time units.
+DISK_PROFILES: dict[str, tuple[int, int]] = {
+    "fast": (0, 5),
+    "normal": (5, 60),
+    "slow": (50, 400),
+}
+
+
+def partition(sim: Simulator) -> str:
+    ids = list(sim.ids)
+    sim.rng.shuffle(ids)
+    k = sim.rng.randrange(1, len(ids))
+    a, b = sorted(ids[:k]), sorted(ids[k:])
+    for x in a:
+        for y in b:
+            sim.cuts.add((x, y))
+            sim.cuts.add((y, x))
+    return f"partition {a} | {b}"
+
+
+def one_way(sim: Simulator) -> str:
+    src, dst = sim.rng.sample(sim.ids, 2)
+    sim.cuts.add((src, dst))
+    return f"cut one way {src} -> {dst}"
+
+
+def isolate_leader(sim: Simulator) -> str | None:
+    leader = sim.current_leader()
+    if not leader:
+        return None
+    for y in sim.ids:
+        if y != leader:
+            sim.cuts.add((leader, y))
+            sim.cuts.add((y, leader))
+    return f"isolate leader {leader}"
+
+
+def heal(sim: Simulator) -> str:
+    sim.cuts.clear()
+    return "heal all links"
+
+
+def crash(sim: Simulator) -> str | None:
+    up = sim.up_nodes()
+    if not up:
+        return None
+    leader = sim.current_leader()
+    victim = leader if leader and sim.rng.random() < 0.4 else sim.rng.choice(up)
+    sim.crash(victim)
+    return f"crash node {victim}"
+
+
+def restart(sim: Simulator) -> str | None:
+    down = [i for i in sim.ids if not sim.nodes[i].up]
+    if not down:
+        return None
+    node = sim.rng.choice(down)
+    sim.restart(node)
+    return f"restart node {node}"
+
+
+def transfer(sim: Simulator) -> str | None:
+    leader = sim.current_leader()
+    if not leader:
+        return None
+    target = sim.rng.choice([i for i in sim.ids if i != leader])
+    try:
+        sim.nodes[leader].core.transfer_leader(target)
+    except Exception as e:  # a refused transfer is an outcome, not a failure
+        return f"transfer {leader} -> {target} refused: {e}"
+    sim.process(leader)
+    return f"transfer leadership {leader} -> {target}"
+
+
+def net_profile(sim: Simulator) -> str:
+    name = sim.rng.choice(sorted(NET_PROFILES))
+    sim.net = NET_PROFILES[name]
+    return f"network {name}"
+
+
+def disk_profile(sim: Simulator) -> str:
+    node = sim.rng.choice(sim.ids)
+    name = sim.rng.choice(sorted(DISK_PROFILES))
+    sim.nodes[node].disk = DISK_PROFILES[name]
+    return f"disk of node {node} {name}"
+
+
+def campaign(sim: Simulator) -> str | None:
+    """A follower times out early, as a clock running fast would make it. Off by default:
+    lease reads assume clocks run at one rate, and this breaks that assumption on purpose."""
+    up = [i for i in sim.up_nodes() if not sim.nodes[i].core.is_leader]
+    if not up:
+        return None
+    node = sim.rng.choice(up)
+    sim.nodes[node].core.campaign()
+    sim.process(node)
+    return f"node {node} campaigns"
+
+
+#: name -> (weight, action)
+FAULTS: dict[str, tuple[int, Action]] = {
+    "partition": (4, partition),
+    "one_way": (3, one_way),
+    "isolate_leader": (2, isolate_leader),
+    "heal": (5, heal),
+    "crash": (3, crash),
+    "restart": (4, restart),
+    "transfer": (2, transfer),
+    "net_profile": (3, net_profile),
+    "disk_profile": (2, disk_profile),
+    "campaign": (0, campaign),
+}

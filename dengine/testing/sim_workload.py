@@ -1,0 +1,255 @@
+"""The simulator's clients and the KV state machine each simulated node applies.
+
+Clients run one operation at a time each: writes (put, delete, compare-and-set) proposed at the
+node they believe leads, linearizable reads through ReadIndex, lease reads, and stale
+(serializable) reads served from one node's state machine. Writes and linearizable/lease reads
+go into a :class:`~dengine.testing.linearizability.History`; stale reads are checked on their
+own: the value was written by some committed entry, and one node's stale reads of a key never go
+backwards.
+
+A write is acknowledged when the node it was proposed at applies the entry at the index and term
+``propose`` gave (index and term name one entry, by log matching); a different entry applied
+there means it was definitely dropped. A node crash or a timeout leaves the outcome unknown.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from dengine._core import codec
+from dengine.errors import DengineError
+from dengine.raft.ready import ReadState
+from dengine.raft.types import Entry, EntryKind
+from dengine.testing.linearizability import History, OpKind
+from dengine.testing.sim_checks import InvariantBroken
+
+__all__ = ["KVMachine", "Workload", "READ_KINDS"]
+
+#: Read kinds: through ReadIndex, through the leader lease, from any node's local state.
+READ_KINDS = ("get", "get_lease", "get_stale")
+
+
+class KVMachine:
+    """A node's state machine: key -> (value, index of the entry that last changed it);
+    a deleted key keeps its entry with value None, so reads can tell old from new."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, tuple[bytes | None, int]] = {}
+
+    def apply(self, e: Entry) -> object:
+        """Apply one committed entry; the result a client sees (CAS: whether it hit)."""
+        if e.kind != EntryKind.NORMAL or not e.data:
+            return None
+        cmd = codec.decode_command(e.data)
+        op, key = cmd[0], cmd[1]
+        if op == codec.OP_PUT:
+            self.data[key] = (cmd[2], e.index)
+        elif op == codec.OP_DELETE:
+            self.data[key] = (None, e.index)
+        elif op == codec.OP_CAS:
+            cur = self.data.get(key)
+            hit = cur is not None and cur[0] is not None and cur[0] == cmd[2]
+            if hit:
+                self.data[key] = (cmd[4], e.index)
+            return hit
+        return None
+
+    def get(self, key: bytes) -> tuple[bytes | None, int]:
+        return self.data.get(key, (None, 0))
+
+
+@dataclass(slots=True)
+class Pending:
+    op_id: int
+    client: int
+    kind: str
+    key: bytes
+    node: int
+    deadline: int
+    value: bytes | None = None
+    index: int = 0
+    term: int = 0
+    data: bytes = b""
+    context: bytes = b""
+
+
+class Workload:
+    """Clients issuing operations against the simulated cluster (see the module docstring)."""
+
+    def __init__(self, rng: random.Random, clients: int, keys: int, op_timeout: int) -> None:
+        self.rng = rng
+        self.clients = clients
+        self.keys = [b"k%d" % i for i in range(keys)]
+        self.op_timeout = op_timeout
+        self.history = History()
+        self.busy: dict[int, Pending] = {}
+        self.leader_hint: dict[int, int] = {}
+        self.writes_at: dict[int, dict[int, Pending]] = {}  # node -> index -> pending write
+        self.reads_at: dict[int, dict[bytes, Pending]] = {}  # node -> context -> pending read
+        self.seq = 0
+        self.stale_seen: dict[tuple[int, bytes], int] = {}
+        self.written: dict[bytes, set[bytes]] = {}  # key -> values some committed entry wrote
+        self.counts = {"ok": 0, "failed": 0, "unknown": 0, "stale": 0}
+        self.enabled = True
+
+    # -- issuing ------------------------------------------------------------------------------
+    def step(self, sim, now: int) -> None:  # noqa: ANN001 (the Simulator; a cycle otherwise)
+        """Each idle client may start one operation; timed-out ones are given up."""
+        for c in range(self.clients):
+            p = self.busy.get(c)
+            if p is not None and now >= p.deadline:
+                self._close_unknown(p)
+            if c in self.busy or not self.enabled or self.rng.random() < 0.5:
+                continue
+            self._issue(sim, c, now)
+
+    def _pick_node(self, sim, c: int) -> int:  # noqa: ANN001
+        up = sim.up_nodes()
+        hint = self.leader_hint.get(c, 0)
+        if hint in up and self.rng.random() < 0.85:
+            return hint
+        return self.rng.choice(up) if up else 0
+
+    def _issue(self, sim, c: int, now: int) -> None:  # noqa: ANN001
+        node = self._pick_node(sim, c)
+        if not node:
+            return
+        r = self.rng.random()
+        key = self.rng.choice(self.keys)
+        kind = (
+            "put"
+            if r < 0.35
+            else "cas"
+            if r < 0.45
+            else "delete"
+            if r < 0.5
+            else "get"
+            if r < 0.72
+            else "get_lease"
+            if r < 0.88
+            else "get_stale"
+        )
+        self.seq += 1
+        if kind == "get_stale":
+            self._stale_read(sim, node, key)
+            return
+        op_kind, value, expected, data = self._command(kind, key, c)
+        op_id = self.history.invoke(c, op_kind, key, value=value, expected=expected)
+        p = Pending(op_id, c, kind, key, node, now + self.op_timeout, value=value, data=data)
+        core = sim.nodes[node].core
+        try:
+            if kind.startswith("get"):
+                p.context = b"r%d" % self.seq
+                core.read_index(p.context, lease=kind == "get_lease")
+                self.reads_at.setdefault(node, {})[p.context] = p
+            else:
+                p.index = core.propose(data)
+                p.term = core.term
+                self.writes_at.setdefault(node, {})[p.index] = p
+        except DengineError as e:
+            self.history.failed(op_id)
+            self.counts["failed"] += 1
+            leader = getattr(e, "leader_id", None)
+            self.leader_hint[c] = leader or self.rng.choice(sim.ids)
+            sim.trace_note(f"client {c} {kind} at node {node}: {type(e).__name__}")
+            return
+        self.busy[c] = p
+        sim.trace_note(
+            f"client {c} {kind} {key.decode()} at node {node}"
+            + (f" -> index {p.index}@{p.term}" if p.index else "")
+        )
+        sim.process(node)
+
+    def _command(self, kind: str, key: bytes, c: int):  # noqa: ANN202
+        if kind == "put":
+            value = b"v%d.%d" % (c, self.seq)
+            return OpKind.PUT, value, None, codec.encode_put(key, value)
+        if kind == "delete":
+            return OpKind.DELETE, None, None, codec.encode_delete(key)
+        if kind == "cas":
+            seen = sorted(self.written.get(key, ()))
+            expected = self.rng.choice(seen) if seen else b"none"
+            value = b"c%d.%d" % (c, self.seq)
+            return OpKind.CAS, value, expected, codec.encode_cas(key, expected, None, value)
+        return OpKind.GET, None, None, b""
+
+    def _stale_read(self, sim, node: int, key: bytes) -> None:  # noqa: ANN001
+        value, index = sim.nodes[node].sm.get(key)
+        self.counts["stale"] += 1
+        if value is not None and value not in self.written.get(key, ()):
+            raise InvariantBroken(
+                f"stale read of {key!r} at node {node} returned {value!r}, never written"
+            )
+        last = self.stale_seen.get((node, key), 0)
+        if index < last:
+            raise InvariantBroken(
+                f"stale reads of {key!r} at node {node} go back: index {index} after {last}"
+            )
+        self.stale_seen[(node, key)] = index
+
+    # -- outcomes -----------------------------------------------------------------------------
+    def on_apply(self, node: int, e: Entry, result: object) -> Entry | None:
+        """A node applied ``e``: resolve the write proposed there at that index.
+        Returns the entry when it acknowledges a write."""
+        if e.kind == EntryKind.NORMAL and e.data:
+            cmd = codec.decode_command(e.data)
+            if cmd[0] == codec.OP_PUT:
+                self.written.setdefault(cmd[1], set()).add(cmd[2])
+            elif cmd[0] == codec.OP_CAS and result and cmd[4] is not None:
+                self.written.setdefault(cmd[1], set()).add(cmd[4])
+        waiting = self.writes_at.get(node)
+        if not waiting:
+            return None
+        p = waiting.pop(e.index, None)
+        if p is None or self.busy.get(p.client) is not p:
+            return None
+        del self.busy[p.client]
+        if e.term == p.term and e.data == p.data:
+            self.history.ok(p.op_id, result if p.kind == "cas" else None)
+            self.counts["ok"] += 1
+            self.leader_hint[p.client] = node
+            return e
+        self.history.failed(p.op_id)
+        self.counts["failed"] += 1
+        return None
+
+    def on_read_state(self, sim, node: int, rs: ReadState) -> None:  # noqa: ANN001
+        """A read is safe to serve at ``node`` (its state machine has applied ``rs.index``)."""
+        p = self.reads_at.get(node, {}).pop(rs.context, None)
+        if p is None or self.busy.get(p.client) is not p:
+            return
+        del self.busy[p.client]
+        n = sim.nodes[node]
+        if rs.failed:
+            self.history.failed(p.op_id)
+            self.counts["failed"] += 1
+            return
+        if n.sm_applied < rs.index:
+            raise InvariantBroken(
+                f"read {rs.context!r} released at node {node} with applied index "
+                f"{n.sm_applied} below its read index {rs.index}"
+            )
+        self.history.ok(p.op_id, n.sm.get(p.key)[0])
+        self.counts["ok"] += 1
+        self.leader_hint[p.client] = node
+
+    def on_crash(self, node: int) -> None:
+        """Operations waiting on a crashed node: outcome unknown."""
+        for table in (self.writes_at.pop(node, {}), self.reads_at.pop(node, {})):
+            for p in table.values():
+                if self.busy.get(p.client) is p:
+                    self._close_unknown(p)
+
+    def _close_unknown(self, p: Pending) -> None:
+        del self.busy[p.client]
+        self.writes_at.get(p.node, {}).pop(p.index, None)
+        self.reads_at.get(p.node, {}).pop(p.context, None)
+        self.history.unknown(p.op_id)
+        self.counts["unknown"] += 1
+        self.leader_hint.pop(p.client, None)
+
+    def open_ops(self) -> list[Pending]:
+        return list(self.busy.values())
