@@ -214,6 +214,19 @@ class NodeProc:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(sig)  # type: ignore[union-attr]
 
+    def exit_description(self) -> str:
+        """How the process ended, e.g. "was killed by SIGKILL" or "exited with code 1: why"."""
+        rc = self.returncode
+        if rc is None:
+            return "is running"
+        if rc < 0:
+            try:
+                name = signal.Signals(-rc).name
+            except ValueError:
+                name = f"signal {-rc}"
+            return f"was killed by {name}"
+        return f"exited with code {rc}" + (f": {self.last_log_line()}" if rc else "")
+
     def last_log_line(self) -> str:
         """The last meaningful line of the node's log (why it exited, usually)."""
         try:
@@ -461,8 +474,8 @@ class LocalCluster:
         for n in self.nodes.values():
             rc = n.returncode
             if n.proc is not None and rc is not None and rc != -signal.SIGKILL:
-                raise CliError(f"node {n.node_id} exited with code {rc}: {n.last_log_line()} "
-                               f"(log: {n.log_path})", FAILED)
+                raise CliError(f"node {n.node_id} {n.exit_description()} (log: {n.log_path})",
+                               FAILED)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -122,7 +122,7 @@ def one_line(exc: BaseException, endpoints: Any = None) -> str:
             return (f"cannot reach the cluster{where}: {exc.operation} timed out ({root.reason});"
                     " is it running? start one with `dengine cluster up`")
         if exit_code(exc) == REFUSED:
-            return str(root)
+            return _flat(str(root))
         return f"{exc} (last error: {_flat(str(root))})"
     if isinstance(exc, Unavailable):
         return (f"cannot reach the cluster{where}: {_flat(exc.reason)}; is it running? "
@@ -133,7 +133,10 @@ def one_line(exc: BaseException, endpoints: Any = None) -> str:
 
 
 def _flat(text: str, limit: int = 400) -> str:
-    text = " ".join(text.split())
+    """One line, no clause said twice in a row (an error that went over the wire and back
+    may carry its advice twice), at most ``limit`` characters."""
+    clauses = " ".join(text.split()).split("; ")
+    text = "; ".join(c for i, c in enumerate(clauses) if i == 0 or c != clauses[i - 1])
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

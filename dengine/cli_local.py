@@ -155,8 +155,8 @@ def _supervise(lc: LocalCluster, args: argparse.Namespace, stopping: Any) -> int
             if n.node_id not in reported and n.proc is not None and not n.running:
                 reported.add(n.node_id)
                 code = FAILED
-                print(f"dengine: node {n.node_id} exited with code {n.returncode}: "
-                      f"{n.last_log_line()} (log: {n.log_path})", file=sys.stderr, flush=True)
+                print(f"dengine: node {n.node_id} {n.exit_description()} (log: {n.log_path})",
+                      file=sys.stderr, flush=True)
         if len(reported) == len(lc.nodes):
             print("dengine: error: every node has exited", file=sys.stderr, flush=True)
             break
