@@ -7,9 +7,11 @@ retried one from that table. A sequence number older than all kept ones is refus
 
 Concurrent writes may reach the log in another order than their numbers. If more than the kept
 count of later numbers of one client were applied before an earlier one, that earlier write would
-be refused as expired although it never ran. So a client id (a *lane*) never has more than
-``per_lane`` (default 8, below 16) writes outstanding: a write holds its lane slot from its first
-attempt to its last retry, and a busy client opens more lanes, each with a random 64-bit id.
+be refused as expired although it never ran. So a client id (a *lane*) never hands out a number
+``window`` (default 8, below 16) or more past its oldest outstanding one: a write holds its number
+from its first attempt to its last retry, and while a slow write (one riding out a failover, say)
+pins a lane, new writes go to another lane, each with a random 64-bit id. Then at most
+``window - 1`` later numbers can be applied before any write, and its retry is never refused.
 """
 
 from __future__ import annotations
@@ -24,20 +26,23 @@ __all__ = ["SessionPool"]
 
 
 class _Lane:
-    __slots__ = ("client_id", "next_seq", "in_flight")
+    __slots__ = ("client_id", "next_seq", "outstanding")
 
     def __init__(self, client_id: int) -> None:
         self.client_id = client_id
         self.next_seq = 1
-        self.in_flight = 0
+        self.outstanding: set[int] = set()
+
+    def open_for(self, window: int) -> bool:
+        return not self.outstanding or self.next_seq - min(self.outstanding) < window
 
 
 class SessionPool:
-    """Hands out ``Session`` values; at most ``per_lane`` outstanding per client id."""
+    """Hands out ``Session`` values; see the module docstring for the window rule."""
 
-    def __init__(self, rng: random.Random | None = None, per_lane: int = 8) -> None:
+    def __init__(self, rng: random.Random | None = None, window: int = 8) -> None:
         self._rng = rng or random.SystemRandom()
-        self._per_lane = per_lane
+        self._window = window
         self._lanes: list[_Lane] = []
 
     @property
@@ -56,13 +61,13 @@ class SessionPool:
     @contextmanager
     def session(self) -> Iterator[client_pb2.Session]:
         """A fresh (client_id, seq) held for the whole life of one write, retries included."""
-        lane = next((ln for ln in self._lanes if ln.in_flight < self._per_lane), None)
+        lane = next((ln for ln in self._lanes if ln.open_for(self._window)), None)
         if lane is None:
             lane = self._new_lane()
         seq = lane.next_seq
         lane.next_seq += 1
-        lane.in_flight += 1
+        lane.outstanding.add(seq)
         try:
             yield client_pb2.Session(client_id=lane.client_id, seq=seq)
         finally:
-            lane.in_flight -= 1
+            lane.outstanding.discard(seq)

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from dengine import errors as E
-from dengine.client import Client, Consistency, Delete, Put, SyncClient
+from dengine.client import Client, Consistency, Put, SyncClient
 from dengine.client._session import SessionPool
 
 
@@ -323,28 +323,39 @@ def test_sync_client_from_a_plain_thread(fake_cluster):
         t.join(10)
 
 
-def test_session_lanes_bound_outstanding_writes_per_client_id():
-    pool = SessionPool(per_lane=8)
-    held = []
-    for _ in range(20):
-        cm = pool.session()
-        held.append((cm, cm.__enter__()))
+def test_session_lanes_never_run_a_window_ahead_of_a_slow_write():
+    pool = SessionPool(window=8)
+    slow_cm = pool.session()
+    slow = slow_cm.__enter__()  # a write stuck in retries
+    issued: dict[int, list[int]] = {}
+    for _ in range(100):  # many quick writes overtake it
+        with pool.session() as s:
+            issued.setdefault(s.client_id, []).append(s.seq)
+    on_slow_lane = issued.get(slow.client_id, [])
+    assert on_slow_lane and max(on_slow_lane) < slow.seq + 8
+    assert len(issued) == 2 and all(cid != 0 for cid in issued)
+    other = next(cid for cid in issued if cid != slow.client_id)
+    assert issued[other] == list(range(1, len(issued[other]) + 1))
+    slow_cm.__exit__(None, None, None)
+    with pool.session() as s:  # the lane is free again once the slow write ends
+        assert s.client_id == slow.client_id and s.seq == max(on_slow_lane) + 1
+
+
+def test_session_lanes_bound_concurrent_writes_per_client_id():
+    pool = SessionPool(window=8)
+    held = [pool.session() for _ in range(20)]
+    sessions = [cm.__enter__() for cm in held]
     lanes: dict[int, list[int]] = {}
-    for _, s in held:
+    for s in sessions:
         lanes.setdefault(s.client_id, []).append(s.seq)
     assert sorted(len(v) for v in lanes.values()) == [4, 8, 8]
-    assert all(seqs == list(range(1, len(seqs) + 1)) for seqs in lanes.values())
-    assert all(cid != 0 for cid in lanes)
-    for cm, _ in held[:8]:
+    for cm in held:
         cm.__exit__(None, None, None)
-    cm = pool.session()
-    s = cm.__enter__()
-    assert s.client_id == held[0][1].client_id and s.seq == 9  # a freed lane is reused
-    with pytest.raises(TypeError):
-        Put(b"k", b"v") and Delete(b"k") and _bad_key()
 
 
-def _bad_key():
+def test_keys_must_be_bytes_or_str():
     from dengine.client.types import to_bytes
 
-    return to_bytes(42)
+    assert to_bytes("k") == b"k" and to_bytes(bytearray(b"k")) == b"k"
+    with pytest.raises(TypeError):
+        to_bytes(42)

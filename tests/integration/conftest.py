@@ -117,6 +117,26 @@ class NodeProc:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
+    @property
+    def data_dir(self) -> Path:
+        return self.config_path.parent / "data"
+
+    def set_faults(self, drop_to: Any = (), drop_from: Any = ()) -> None:
+        """Flip the node's test-only fault switch: drop traffic to / from the given peer ids.
+
+        The node (``network.fault_injection = true``) watches ``<data_dir>/FAULTS``, a JSON
+        ``{"drop_to": [...], "drop_from": [...]}``; written atomically (temp file + rename).
+        """
+        import json
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.data_dir / "FAULTS.tmp"
+        tmp.write_text(json.dumps({"drop_to": sorted(drop_to), "drop_from": sorted(drop_from)}))
+        os.replace(tmp, self.data_dir / "FAULTS")
+
+    def heal(self) -> None:
+        self.set_faults()
+
     def log_tail(self, n: int = 40) -> str:
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
@@ -174,6 +194,17 @@ class LocalCluster:
     def start(self) -> None:
         for n in self.nodes.values():
             n.start()
+
+    def partition(self, *groups: Any) -> None:
+        """Cut every link between nodes of different groups (each group a set of ids)."""
+        side = {i: g for g in map(frozenset, groups) for i in g}
+        for n in self.nodes.values():
+            cut = [i for i in self.nodes if i != n.id and side.get(i) != side.get(n.id)]
+            n.set_faults(drop_to=cut, drop_from=cut)
+
+    def heal(self) -> None:
+        for n in self.nodes.values():
+            n.heal()
 
     def kill_all(self) -> None:
         for n in self.nodes.values():
@@ -297,8 +328,11 @@ class Writer:
     """A background writer: puts ``<prefix><n>`` one after another and records which writes
     were acknowledged (those must never be lost) and which failed (outcome unknown)."""
 
-    def __init__(self, client: Client, prefix: str = "w/", timeout: float = 5) -> None:
+    def __init__(
+        self, client: Client, prefix: str = "w/", timeout: float = 5, concurrency: int = 1
+    ) -> None:
         self.client = client
+        self.concurrency = concurrency
         self.prefix = prefix
         self.timeout = timeout
         self.acked: dict[bytes, bytes] = {}
@@ -306,11 +340,11 @@ class Writer:
         self._task: asyncio.Task | None = None
         self._stop = asyncio.Event()
 
-    async def _run(self) -> None:
+    async def _run(self, lane: int) -> None:
         n = 0
         while not self._stop.is_set():
-            key = f"{self.prefix}{n:06}".encode()
-            value = f"value-{n}".encode()
+            key = f"{self.prefix}{lane:03}/{n:06}".encode()
+            value = f"value-{lane}-{n}".encode()
             n += 1
             try:
                 await self.client.put(key, value, timeout=self.timeout)
@@ -320,7 +354,9 @@ class Writer:
                 self.acked[key] = value
 
     def start(self) -> Writer:
-        self._task = asyncio.create_task(self._run())
+        self._task = asyncio.ensure_future(
+            asyncio.gather(*(self._run(i) for i in range(self.concurrency)))
+        )
         return self
 
     async def wait_acked(self, count: int, timeout: float = 20) -> None:
@@ -346,6 +382,9 @@ class Writer:
             got = await client.get_many(chunk, **kw)
             missing = [k for k in chunk if k not in got or got[k].value != self.acked[k]]
             assert not missing, f"acknowledged writes lost: {missing[:5]} (of {len(missing)})"
+            # each key is written once: a version above 1 means a retry was applied twice
+            twice = [k for k in chunk if got[k].version != 1]
+            assert not twice, f"writes applied more than once: {twice[:5]} (of {len(twice)})"
 
 
 @pytest.fixture

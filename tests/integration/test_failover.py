@@ -16,7 +16,9 @@ def test_kill_the_leader_a_new_one_is_elected_and_nothing_acknowledged_is_lost(
         async with lc.client() as c, lc.client() as wc:
             old = await lc.wait_leader(c)
             writer = writer_cls(wc).start()
+            crowd = writer_cls(wc, prefix="crowd/", concurrency=20).start()  # over the stream
             await writer.wait_acked(50)
+            await crowd.wait_acked(200)
             t0 = time.monotonic()
             lc.nodes[old.id].kill()  # SIGKILL: no goodbye
             survivors = [i for i in lc.nodes if i != old.id]
@@ -27,8 +29,13 @@ def test_kill_the_leader_a_new_one_is_elected_and_nothing_acknowledged_is_lost(
             assert elected_after < 10 * election_s, elected_after
             acked_at_kill = len(writer.acked)
             await writer.wait_acked(acked_at_kill + 50)
+            await crowd.wait_acked(len(crowd.acked) + 200)
             await writer.stop()
+            await crowd.stop()
+            assert not writer.failed, writer.failed[:3]  # the client rode through it
+            assert not crowd.failed, crowd.failed[:3]
             await writer.check_all_readable(c)
+            await crowd.check_all_readable(c)
             # the killed node restarts on its data and catches up
             lc.nodes[old.id].start()
             top = (await c.status()).commit_index

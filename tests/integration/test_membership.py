@@ -37,6 +37,7 @@ def test_add_learner_promote_and_remove_while_writing(cluster_factory, run, writ
             before = len(writer.acked)
             await writer.wait_acked(before + 30)
             await writer.stop()
+            assert not writer.failed, writer.failed[:3]  # the client rode through it
             await writer.check_all_readable(c)
             st = await c.status()
             assert sorted(m.id for m in st.members if m.role == "voter") == sorted(
