@@ -23,6 +23,10 @@ opened with ``sync=True``): the caller never needs a separate flush.
 
 Hard state, the latest snapshot's metadata and the identity (cluster id, node id) are small
 records kept beside the log, each replaced atomically.
+
+``sync=False`` at open (benchmarks, or a caller that groups many writes under one fsync) makes
+writes return before they are durable; ``sync()`` then makes everything written so far durable
+with one fsync. With ``sync=True`` ``sync()`` costs nothing: there is nothing left to sync.
 """
 
 from __future__ import annotations

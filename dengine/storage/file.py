@@ -99,6 +99,7 @@ class FileLogStore:
         self._segs: list[_Segment] = []
         self._firsts: list[int] = []
         self._terms: list[int] = []  # terms of anchor+1 .. last
+        self._unsynced: set[_Segment] = set()  # written with sync off, not yet fdatasynced
         created = datadir.open_dir(self.path, "file", self._init_dir)
         try:
             self._load_records()
@@ -112,7 +113,7 @@ class FileLogStore:
             first_index=self.first_index(),
             last_index=self.last_index(),
             sync=sync,
-            **({} if sync else {"warning": "sync is off: a crash loses acknowledged entries"}),
+            **({} if sync else {"warning": "sync is off: writes are durable only after sync()"}),
         )
         if cluster_id is not None and node_id is not None:
             self.bind_identity(cluster_id, node_id)
@@ -337,6 +338,8 @@ class FileLogStore:
                 pos += n
             if self._sync:
                 os.fdatasync(seg.fd)
+            else:
+                self._unsynced.add(seg)
         except OSError as e:
             os.ftruncate(seg.fd, seg.size)
             raise StorageError(f"append to {seg.path} failed: {e}") from e
@@ -365,9 +368,12 @@ class FileLogStore:
         os.pwrite(seg.fd, codec.encode_entry_records([(0, seg.last + 1, 0, b"")]), seg.size)
         if self._sync:
             os.fdatasync(seg.fd)
+        else:
+            self._unsynced.add(seg)
         seg.sealed = True
 
     def _drop_segment(self, seg: _Segment) -> None:
+        self._unsynced.discard(seg)
         os.close(seg.fd)
         os.unlink(seg.path)
         self._segs.remove(seg)
@@ -432,7 +438,11 @@ class FileLogStore:
         )
 
     def sync(self) -> None:
-        os.fdatasync(self._segs[-1].fd)
+        """Make writes done with sync off durable; free when every write was already synced."""
+        for seg in list(self._unsynced):
+            if seg in self._segs:
+                os.fdatasync(seg.fd)
+        self._unsynced.clear()
 
     def close(self) -> None:
         for seg in self._segs:
