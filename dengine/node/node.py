@@ -328,8 +328,12 @@ class Node:
         _check_member_id(node_id)
         if not address or ":" not in address:
             raise InvalidArgument(f"address {address!r} is not host:port")
-        if node_id in self.core.conf_state.learners and self.book.addresses.get(node_id) == address:
+        cs = self.core.conf_state
+        if node_id in cs.learners and self.book.addresses.get(node_id) == address:
             return  # already done (a retried join)
+        if node_id in cs.voters | cs.voters_outgoing:
+            raise ConfChangeError(f"node {node_id} is already a voter; remove it first to "
+                                  "re-add it as a learner")
         cc = ConfChange((ConfChangeSingle(ConfChangeType.ADD_LEARNER, node_id),),
                         context=encode_addresses({node_id: address}))
         await self._conf_change(cc)
