@@ -12,7 +12,9 @@ deadline (``timeout``, per call or the client default):
 * ``Unavailable`` (node down, stream broken, no quorum), ``ProposalDropped`` and a server-side
   timeout: exponential backoff with jitter, rediscovering the leader, and try again.
 * anything else (``PayloadTooLarge``, ``InvalidArgument``, ``ConfChangeError``...) is final.
-* when the deadline runs out: :class:`~dengine.errors.OperationTimeout`, chained to the last error.
+* an attempt with no answer within ``attempt_timeout_s`` is retried like ``Unavailable``;
+* when the deadline runs out: :class:`~dengine.errors.OperationTimeout`, chained to the last error;
+* once the client is closed, calls fail at once with ``Unavailable``.
 
 Writes carry a ``Session`` (client id, sequence number) fixed before the first attempt, so a
 write retried after its answer was lost is applied once (see :mod:`dengine.client._session`).
@@ -83,7 +85,9 @@ class Client:
 
     ``endpoints`` are ``host:port`` strings of any members; ``timeout`` is the default per-call
     deadline in seconds, retries included; ``pool_size`` channels per node; ``use_stream`` sends
-    KV calls over the coalescing batch stream (unary otherwise); ``interceptors`` are grpc.aio
+    KV calls over the coalescing batch stream (unary otherwise); one attempt waits at most
+    ``attempt_timeout_s`` before the call is retried (safe: writes carry sessions), so a leader
+    cut off from its quorum does not hold a call for its whole deadline; ``interceptors`` are grpc.aio
     client interceptors put on every channel (auth, tracing, fault injection in tests).
     """
 
@@ -100,6 +104,7 @@ class Client:
         stream_message_bytes: int = 1 * MiB,
         stream_request_bytes: int = 256 * 1024,
         stream_retry_s: float = 1.0,
+        attempt_timeout_s: float | None = 2.0,
         interceptors: Sequence[Any] = (),
         rng: random.Random | None = None,
     ) -> None:
@@ -119,6 +124,7 @@ class Client:
         self._stream_request_bytes = stream_request_bytes
         self._stream_retry_s = stream_retry_s
         self._interceptors = tuple(interceptors)
+        self._attempt_timeout_s = attempt_timeout_s
         self._rng = rng or random.Random()
         self._sessions = SessionPool()
         self._conns: dict[str, Connection] = {}
@@ -252,11 +258,16 @@ class Client:
             remaining = deadline - _now()
             if remaining <= 0:
                 raise OperationTimeout(op, timeout) from last
+            if self._closed:
+                raise Unavailable("the client is closed") from last
             addr = endpoint
             try:
                 if addr is None:
                     addr = await self._leader_address(deadline)
-                return await attempt(addr, deadline - _now())
+                budget = deadline - _now()
+                if self._attempt_timeout_s is not None:
+                    budget = min(budget, self._attempt_timeout_s)
+                return await attempt(addr, budget)
             except NotLeader as e:
                 last = e
                 if endpoint is not None:
@@ -266,8 +277,8 @@ class Client:
                     continue  # a fresh hint: go there now, no backoff
             except RETRYABLE as e:
                 last = e
-                if endpoint is None and not isinstance(e, TimeoutError):
-                    self._leader = None
+                if endpoint is None:
+                    self._leader = None  # a timed-out attempt too: the leader may be cut off
             hops = 0
             pause = min(delay * (0.5 + self._rng.random()), deadline - _now())
             if pause > 0:

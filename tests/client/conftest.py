@@ -78,6 +78,7 @@ class FakeNode(pbg.KvServicer, pbg.ClusterServicer):
         self.abort: dict[str, list[BaseException]] = {}  # op -> errors to abort the RPC with
         self.lose_response: dict[str, int] = {}  # op -> how many times to apply then abort
         self.delay_s = 0.0
+        self.stall: dict[str, int] = {}  # op -> how many calls to hold (unanswered) for 60 s
         self.break_stream_after = 0  # abort Batch after this many received messages (0: never)
         self.batch_unimplemented = False
         self.calls: dict[str, int] = {}
@@ -116,6 +117,9 @@ class FakeNode(pbg.KvServicer, pbg.ClusterServicer):
         self._count(op)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if self.stall.get(op):
+            self.stall[op] -= 1
+            await asyncio.sleep(60)
         if self.fail.get(op):
             raise self.fail[op].pop(0)
         if needs_leader and self.shared.leader_id != self.id:
@@ -257,17 +261,47 @@ class FakeNode(pbg.KvServicer, pbg.ClusterServicer):
         return out
 
     async def Batch(self, request_iterator, context):
+        """Requests run concurrently; answers leave as they complete, batched."""
         if self.batch_unimplemented:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "no Batch here")
         self.streams_opened += 1
-        async for batch in request_iterator:
-            self.stream_messages += 1
-            self.stream_requests += len(batch.requests)
-            if self.break_stream_after and self.stream_messages >= self.break_stream_after:
-                self.break_stream_after = 0
-                await S.abort(context, E.Unavailable("scripted stream break"))
-            answers = await asyncio.gather(*(self._one(r) for r in batch.requests))
-            yield pb.ClientResponseBatch(responses=answers)
+        out: asyncio.Queue = asyncio.Queue()
+        tasks: set[asyncio.Task] = set()
+
+        async def answer(r: pb.ClientRequest) -> None:
+            out.put_nowait(await self._one(r))
+
+        async def read() -> None:
+            async for batch in request_iterator:
+                self.stream_messages += 1
+                self.stream_requests += len(batch.requests)
+                if self.break_stream_after and self.stream_messages >= self.break_stream_after:
+                    self.break_stream_after = 0
+                    out.put_nowait(E.Unavailable("scripted stream break"))
+                    return
+                for r in batch.requests:
+                    t = asyncio.create_task(answer(r))
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+            await asyncio.gather(*list(tasks))
+            out.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                item = await out.get()
+                if isinstance(item, BaseException):
+                    await S.abort(context, item)
+                if item is None:
+                    return
+                items = [item]
+                while not out.empty() and isinstance(out._queue[0], pb.ClientResponse):
+                    items.append(out.get_nowait())
+                yield pb.ClientResponseBatch(responses=items)
+        finally:
+            reader.cancel()
+            for t in list(tasks):
+                t.cancel()
 
     async def Status(self, request, context):
         self._count("status")

@@ -133,6 +133,43 @@ def test_the_deadline_ends_retries_with_operation_timeout(run, fake_cluster):
     run(go)
 
 
+def test_an_unanswered_attempt_is_retried_after_the_attempt_timeout(run, fake_cluster):
+    async def go():
+        async with (
+            fake_cluster(1) as fc,
+            Client(fc.endpoints, timeout=10, attempt_timeout_s=0.3) as c,
+        ):
+            fc.node(1).stall["put"] = 1
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            await c.put(b"k", b"v")
+            assert loop.time() - t0 < 5
+            assert fc.node(1).calls["put"] == 2
+            assert fc.shared.applied == 1
+
+    run(go)
+
+
+def test_closing_the_client_fails_calls_at_once(run, fake_cluster):
+    async def go():
+        async with fake_cluster(1) as fc:
+            c = Client(fc.endpoints, timeout=30, attempt_timeout_s=None)
+            await c.put(b"warm", b"up")
+            fc.node(1).stall["put"] = 1
+            task = asyncio.create_task(c.put(b"k", b"v"))
+            await asyncio.sleep(0.2)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            await c.close()
+            with pytest.raises(E.Unavailable):
+                await task
+            assert loop.time() - t0 < 5
+            with pytest.raises(E.Unavailable):
+                await c.get(b"warm")
+
+    run(go)
+
+
 def test_final_errors_are_not_retried(run, fake_cluster):
     async def go():
         async with fake_cluster(1) as fc, Client(fc.endpoints) as c:
