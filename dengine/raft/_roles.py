@@ -295,6 +295,10 @@ def on_snapshot(core: RaftCore, m: Message) -> None:
 
 
 def on_read_index_resp(core: RaftCore, m: Message) -> None:
+    if m.context not in core.reads_forwarded:
+        core._drop(m, "read index response for no read we forwarded")
+        return
+    del core.reads_forwarded[m.context]
     if m.reject:
         core.reads_waiting.append(ReadState(m.context, 0, failed=True))
         core.reads_waiting.sort(key=_read_key)
@@ -328,7 +332,15 @@ def read_index(core: RaftCore, context: bytes, lease: bool) -> None:
         return
     if not core.leader_id:
         raise NotLeader(None)
+    core.reads_forwarded[context] = core.leader_id
     core.msgs.append(Message(MT.READ_INDEX, core.leader_id, core.id, core.term, context=context))
+
+
+def fail_forwarded_reads(core: RaftCore) -> None:
+    """The leader we forwarded reads to is no longer ours: they fail (the caller retries)."""
+    for context in core.reads_forwarded:
+        core.reads_waiting.insert(0, ReadState(context, 0, failed=True))
+    core.reads_forwarded.clear()
 
 
 def transfer_leader(core: RaftCore, target: int) -> None:

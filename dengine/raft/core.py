@@ -143,6 +143,8 @@ class RaftCore:
         self.dropped: list[Dropped] = []
         self.reads_waiting: list[ReadState] = []
         self.reads_until_commit: list[tuple[bytes, int, bool]] = []
+        #: Reads a follower forwarded, by context, to the leader it asked.
+        self.reads_forwarded: dict[bytes, int] = {}
         self._next_number = 1
         self._persisted_number = 0
         self._persist_marks: list[tuple[int, int, int]] = []
@@ -408,6 +410,8 @@ class RaftCore:
 
     # -- role changes (used by the handlers) -----------------------------------------------
     def _reset(self, term: int) -> None:
+        if self.reads_forwarded:
+            _roles.fail_forwarded_reads(self)
         if term != self.term:
             self.term = term
             self.vote = 0
@@ -433,6 +437,8 @@ class RaftCore:
 
     def become_pre_candidate(self) -> None:
         # Pre-vote does not change the term or the vote (thesis §9.6).
+        if self.reads_forwarded:
+            _roles.fail_forwarded_reads(self)
         self.tracker.votes.clear()
         self.leader_id = 0
         self.role = Role.PRE_CANDIDATE

@@ -95,6 +95,18 @@ def test_follower_read_index_is_forwarded_to_the_leader():
     assert net.peers[3].read_states == [ReadState(b"f", 1)]
 
 
+def test_follower_read_index_fails_when_its_leader_changes():
+    net = Network((1, 2, 3))
+    net.elect(1)
+    net.isolate(1)
+    net.core(3).read_index(b"orphan")
+    net.deliver()
+    net.silence(2, 3)
+    net.elect(2)
+    assert net.leader() == 2
+    assert net.peers[3].read_states == [ReadState(b"orphan", 0, failed=True)]
+
+
 def test_follower_read_index_with_no_leader_raises_not_leader():
     net = Network((1, 2, 3))
     with pytest.raises(NotLeader):
