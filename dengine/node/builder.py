@@ -96,6 +96,7 @@ class NodeBuilder:
         book.learn({cl.node_id: cl.advertise_addr})
         rng = random.Random(self._seed)
         snapshots = SnapshotStore(os.path.join(data_dir, "snapshots"))
+        _remove_partial_transfers(os.path.join(snapshots.directory, "incoming"))
         server = None
         if self._network is None and self._serve_clients:
             server = _ServerHandle(cfg)
@@ -129,6 +130,15 @@ class NodeBuilder:
             )
 
         return make
+
+
+def _remove_partial_transfers(directory: str) -> None:
+    """Snapshot transfers cut short by a crash leave ``.part`` files: they are worthless."""
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        if name.endswith(".part"):
+            os.unlink(os.path.join(directory, name))
 
 
 class _ServerHandle:

@@ -319,6 +319,8 @@ class Node:
                 fut.set_exception(e)
             else:
                 self._pending[index] = (self.core.term, fut)
+                self.log.info("membership change proposed", index=index,
+                              changes=[(c.type.name, c.node_id) for c in cc.changes])
 
         self._submit(op)
         await fut

@@ -245,3 +245,22 @@ def test_a_write_that_cannot_commit_times_out(run, cluster_factory):
             await c.close()
 
     run(main)
+
+
+def test_lease_reads_need_no_round_trip_while_the_lease_holds(run, cluster_factory):
+    async def main():
+        # A long lease, so that it still holds when the leader is cut off below.
+        c = await cluster_factory(election_ms=600, lease_ms=500, heartbeat_ms=20).start()
+        try:
+            leader = await c.leader()
+            cl = c.client(leader)
+            await cl.put("k", "v")
+            await cl.get("k")  # a confirmed round: the lease starts
+            leader.transport.faults.isolate(*[i for i in c.nodes if i != leader.node_id])
+            assert (await cl.get("k", consistency="lease", timeout=0.2)).value == b"v"
+            with pytest.raises((OperationTimeout, NotLeader)):  # needs the cut-off quorum
+                await cl.get("k", consistency="linearizable", timeout=0.2)
+        finally:
+            await c.close()
+
+    run(main)
