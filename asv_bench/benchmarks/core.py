@@ -3,7 +3,9 @@
 The leader takes proposals in batches of 64 entries of 256 bytes; each loop turn every node
 runs one Ready cycle (persist to a MemoryStorage, report it, send, apply, advance) and every
 message sent is stepped into its target. The figure is entries committed and applied on every
-node per second of CPU. Run directly for the figure and a cProfile breakdown::
+node per second of CPU. The kernels the core uses (``LogIndex``, ``quorum``) are switched
+between the pure-Python references and the compiled modules, so one run gives the ratio.
+Run directly for the figures and a cProfile breakdown::
 
     PYTHONPATH=. python asv_bench/benchmarks/core.py [--profile]
 """
@@ -14,11 +16,26 @@ import random
 import sys
 import time
 
-from dengine.raft import RaftConfig, RaftCore, Role
+from dengine import _core
+from dengine.raft import RaftConfig, RaftCore, Role, _roles, read_only, tracker
+from dengine.raft import log as raft_log
 from dengine.raft.log import MemoryStorage
 
 BATCH = 64
 PAYLOAD = bytes(256)
+
+
+def use_kernels(kind: str) -> None:
+    """Point the core's kernel imports at the references or at the compiled modules."""
+    if kind == "reference":
+        quorum = _core.load("quorum", compiled=False)
+        log_index = _core.load("log_index", compiled=False)
+    else:
+        quorum = _core.load("quorum", compiled=True)
+        log_index = _core.load("log_index", compiled=True)
+    for module in (_roles, read_only, tracker):
+        module.quorum = quorum
+    raft_log.LogIndex = log_index.LogIndex
 
 
 class Cluster:
@@ -78,7 +95,8 @@ class Cluster:
         return batches * BATCH
 
 
-def entries_per_cpu_second(batches: int = 400) -> float:
+def entries_per_cpu_second(batches: int = 400, kernels: str = "compiled") -> float:
+    use_kernels(kernels)
     cluster = Cluster()
     t0 = time.process_time()
     n = cluster.run(batches)
@@ -89,15 +107,20 @@ class CoreThroughput:
     """asv: entries committed and applied (on all three nodes) per CPU second."""
 
     timeout = 120
+    params = ["reference", "compiled"]
+    param_names = ["kernels"]
 
-    def setup(self) -> None:
+    def setup(self, kernels: str) -> None:
+        if kernels == "compiled" and not _core.COMPILED:
+            raise NotImplementedError("the compiled kernels are not built")  # asv: skip
+        use_kernels(kernels)
         self.cluster = Cluster()
 
-    def time_400_batches_of_64(self) -> None:
+    def time_400_batches_of_64(self, kernels: str) -> None:
         self.cluster.run(400)
 
-    def track_entries_per_cpu_second(self) -> float:
-        return entries_per_cpu_second(400)
+    def track_entries_per_cpu_second(self, kernels: str) -> float:
+        return entries_per_cpu_second(400, kernels)
 
     track_entries_per_cpu_second.unit = "entries/s"  # type: ignore[attr-defined]
 
@@ -118,7 +141,10 @@ if __name__ == "__main__":
     from dengine import core_info
 
     print(core_info())
-    rates = sorted(entries_per_cpu_second() for _ in range(5))
-    print(f"entries committed+applied per CPU second (median of 5): {rates[2]:,.0f}")
+    for kind in ("reference", "compiled"):
+        rates = sorted(entries_per_cpu_second(400, kind) for _ in range(5))
+        print(f"{kind:9s} kernels: entries committed+applied per CPU second "
+              f"(median of 5): {rates[2]:,.0f}")
     if "--profile" in sys.argv:
+        use_kernels("compiled")
         _profile()
