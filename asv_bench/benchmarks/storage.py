@@ -7,6 +7,9 @@ the same run. Goals (issue 5): with batches of 256, each durable adapter within 
 floor per byte; with batches of 1, within 1.5x of the raw floor per sync. Since a call writes
 the same bytes and does one sync in every adapter, both ratios are ``time(adapter) / time(raw)``.
 
+``rocksdb_sync_call`` is the RocksDB store opened with ``sync=False`` and made durable by one
+``sync()`` (a WAL fsync) after each batch, which is how the node groups a Ready's writes.
+
 ``python asv_bench/benchmarks/storage.py`` runs the same cases outside asv and prints the
 ratios from one process, interleaving the adapters so that disk noise hits them alike.
 """
@@ -24,7 +27,7 @@ from dengine.storage.rocksdb import RocksLogStore
 PAYLOAD_BYTES = 256
 REPS = 20  # durable appends per timed call, so that ``asv run --quick`` (one call) means something
 BATCHES = [1, 16, 256]
-ADAPTERS = ["raw", "file", "rocksdb", "memory"]
+ADAPTERS = ["raw", "file", "rocksdb", "rocksdb_sync_call", "memory"]
 
 
 class _Raw:
@@ -54,7 +57,26 @@ def open_adapter(kind: str, path: str):
         return FileLogStore(path)
     if kind == "rocksdb":
         return RocksLogStore(path)
+    if kind == "rocksdb_sync_call":
+        return _SyncCall(RocksLogStore(path, sync=False))
     return MemoryLogStore()
+
+
+class _SyncCall:
+    """A store opened with sync off, made durable by one ``sync()`` after each append."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def last_index(self) -> int:
+        return self.store.last_index()
+
+    def append(self, entries) -> None:
+        self.store.append(entries)
+        self.store.sync()
+
+    def close(self) -> None:
+        self.store.close()
 
 
 class AppendSync:
@@ -81,9 +103,8 @@ class AppendSync:
             self.store.append([Entry(1, start + i, 0, p) for i in range(batch)])
 
 
-def _measure(rounds: int = 7, calls: int = 3) -> dict[tuple[str, int], float]:
-    """Median seconds per batch of every (adapter, batch), adapters interleaved per round."""
-    import statistics
+def _measure(rounds: int, calls: int = 2) -> dict[tuple[str, int], list[float]]:
+    """Seconds per batch of every (adapter, batch) in each round; adapters interleaved."""
     import time
 
     samples: dict[tuple[str, int], list[float]] = {}
@@ -101,21 +122,32 @@ def _measure(rounds: int = 7, calls: int = 3) -> dict[tuple[str, int], float]:
                     samples.setdefault((adapter, batch), []).append(per_batch)
                 finally:
                     b.teardown(adapter, batch)
-    return {k: statistics.median(v) for k, v in samples.items()}
+    return samples
 
 
 def main() -> None:
+    """Print each adapter's time per batch and its ratio to the raw floor of the same round
+    (median over rounds, with the lowest and highest round's ratio)."""
+    import statistics
+    import sys
+
     from dengine import core_info
 
-    results = _measure()
-    print(core_info())
-    print(f"{'adapter':>8} {'batch':>5} {'us/batch':>9} {'MB/s':>7} {'x raw':>6}")
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 9
+    samples = _measure(rounds)
+    print(core_info(), f"- {rounds} rounds of {2 * REPS} batches per case")
+    print(f"{'adapter':>18} {'batch':>5} {'us/batch':>9} {'MB/s':>7} {'x raw':>6} {'range':>11}")
     for batch in BATCHES:
-        raw = results[("raw", batch)]
+        raw = samples[("raw", batch)]
         for adapter in ADAPTERS:
-            t = results[(adapter, batch)]
+            t = statistics.median(samples[(adapter, batch)])
+            ratios = [a / r for a, r in zip(samples[(adapter, batch)], raw, strict=True)]
             mbs = batch * PAYLOAD_BYTES / t / 1e6
-            print(f"{adapter:>8} {batch:>5} {t * 1e6:9.1f} {mbs:7.1f} {t / raw:6.2f}")
+            lo, hi = min(ratios), max(ratios)
+            print(
+                f"{adapter:>18} {batch:>5} {t * 1e6:9.1f} {mbs:7.1f} "
+                f"{statistics.median(ratios):6.2f} {lo:5.2f}-{hi:<5.2f}"
+            )
 
 
 if __name__ == "__main__":
