@@ -165,7 +165,9 @@ class RaftLog:
         self.unstable_offset = last + 1
         self.handed_to = last
         snap = first - 1
-        self.committed = min(max(committed, snap), last)
+        # Applied entries were committed, even if the saved commit index lags (it is saved
+        # lazily): never hand them out to apply twice.
+        self.committed = min(max(committed, applied, snap), last)
         self.applied = min(max(applied, snap), self.committed)
         #: First index the last ``maybe_append`` wrote (0 when it wrote nothing new).
         self.last_conflict = 0

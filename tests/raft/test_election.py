@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from dengine.raft import Message, MessageType, RaftConfig, RaftCore, Role
-from dengine.raft.types import EntryKind
+from dengine.raft.types import EntryKind, HardState
 from dengine.testing.raft_network import Network
 
 MT = MessageType
@@ -249,3 +249,16 @@ def test_restart_keeps_term_vote_and_log():
     assert core.last_index == 3
     net.tick(n=2)
     assert net.applied_data(2) == [b"a", b"b", b"c"]
+
+
+def test_restart_with_a_lagging_saved_commit_does_not_reapply_entries():
+    net = Network((1, 2, 3))
+    net.elect(1)
+    net.propose(1, b"a", b"b")
+    p = net.peers[2]
+    p.hard_state = HardState(p.hard_state.term, p.hard_state.vote, commit=1)  # saved lazily
+    net.crash(2)
+    net.restart(2)
+    assert net.core(2).commit_index == 3 and net.core(2).applied_index == 3
+    net.tick(n=2)
+    assert net.applied_data(2) == [b"a", b"b"]
