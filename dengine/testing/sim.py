@@ -81,7 +81,7 @@ class SimConfig:
     clients: int = 3
     keys: int = 3
     op_timeout_ticks: int = 25
-    fault_gap_ticks: tuple[int, int] = (2, 25)
+    fault_gap_ticks: tuple[int, int] = (1, 15)
     raft: RaftConfig = field(
         default_factory=lambda: RaftConfig(election_ticks=10, heartbeat_ticks=1, lease_ticks=7)
     )
@@ -289,6 +289,7 @@ class Simulator:
             number, entries, hs, msgs = n.disk_q.popleft()
             n.storage.append(entries)
             if hs is not None:
+                self.inv.on_persist_hard_state(i, hs.term, hs.vote)
                 n.hard_state = hs
             after += msgs
         self.trace.append((self.now, "note", f"node {i} fsync through ready#{number}"))

@@ -10,7 +10,9 @@ happen, and keeps just enough global knowledge to catch a violation at the step 
   is known committed once any node applied it.
 - State-machine safety: no two nodes apply different entries at one index.
 - Applied and commit indexes never go back on a node (the state machine is durable across
-  restarts here; the core's commit index only within one incarnation); terms never go back.
+  restarts here; the core's commit index only within one incarnation); terms never go back
+  (in memory within an incarnation; durably across them); a durable vote never changes
+  within its term.
 - No acknowledged write is lost: an acknowledged write's entry stays applied at its index and
   is in the log of every later leader (which leader completeness and state-machine safety
   check) and, at the end, in every node's applied state.
@@ -50,6 +52,7 @@ class Invariants:
         self.term_of: dict[int, int] = {}
         self.leaders: dict[tuple[int, int], _LeaderSeen] = {}
         self.acked: dict[int, Entry] = {}
+        self.durable_vote: dict[int, tuple[int, int]] = {}
 
     # -- election safety and leader completeness ----------------------------------------------
     def on_leader(self, node: int, term: int, log_term: Callable[[int], int]) -> None:
@@ -152,9 +155,24 @@ class Invariants:
 
     def on_restart(self, node: int) -> None:
         """A new incarnation: commit and the core's applied index may restart lower (the hard
-        state's commit is persisted lazily); the state machine's may not."""
+        state's commit is persisted lazily), and so may a term it never persisted; the state
+        machine's applied index and the persisted term and vote may not."""
         self.core_commit.pop(node, None)
         self.core_applied.pop(node, None)
+        self.term_of.pop(node, None)
+
+    def on_persist_hard_state(self, node: int, term: int, vote: int) -> None:
+        """A node made (term, vote) durable: the term never goes back, and a vote once
+        durable in a term never changes within it (one vote per term, Raft §5.2)."""
+        old = self.durable_vote.get(node)
+        if old is not None:
+            if term < old[0]:
+                raise InvariantBroken(f"node {node} persists term {term} after term {old[0]}")
+            if term == old[0] and old[1] and vote != old[1]:
+                raise InvariantBroken(
+                    f"node {node} votes twice in term {term}: for {old[1]}, then for {vote}"
+                )
+        self.durable_vote[node] = (term, vote)
 
     # -- acknowledged writes -------------------------------------------------------------------
     def on_ack(self, e: Entry) -> None:

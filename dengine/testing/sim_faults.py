@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dengine.testing.sim import Simulator
 
-__all__ = ["FAULTS", "NET_PROFILES", "DISK_PROFILES", "Action"]
+__all__ = ["CHURN", "FAULTS", "NET_PROFILES", "DISK_PROFILES", "Action"]
 
 Action = Callable[["Simulator"], "str | None"]
 
@@ -105,6 +105,15 @@ def transfer(sim: Simulator) -> str | None:
     return f"transfer leadership {leader} -> {target}"
 
 
+def slow_leader_disk(sim: Simulator) -> str | None:
+    """The leader's fsync becomes slow: followers then ack entries before it has them."""
+    leader = sim.current_leader()
+    if not leader:
+        return None
+    sim.nodes[leader].disk = DISK_PROFILES["slow"]
+    return f"slow disk on leader {leader}"
+
+
 def net_profile(sim: Simulator) -> str:
     name = sim.rng.choice(sorted(NET_PROFILES))
     sim.net = NET_PROFILES[name]
@@ -142,4 +151,18 @@ FAULTS: dict[str, tuple[int, Action]] = {
     "net_profile": (3, net_profile),
     "disk_profile": (2, disk_profile),
     "campaign": (0, campaign),
+    "slow_leader_disk": (1, slow_leader_disk),
+}
+
+#: A schedule heavy in leader churn (isolation, crashes, slow leader disks) for small
+#: clusters: what it takes to reach figure-8 and stale-leader states often.
+CHURN: dict[str, tuple[int, Action]] = {
+    "crash": (6, crash),
+    "restart": (6, restart),
+    "isolate_leader": (4, isolate_leader),
+    "heal": (4, heal),
+    "partition": (2, partition),
+    "slow_leader_disk": (3, slow_leader_disk),
+    "disk_profile": (1, disk_profile),
+    "transfer": (1, transfer),
 }

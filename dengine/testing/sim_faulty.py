@@ -1,0 +1,46 @@
+"""Deliberately broken cores, to show that the simulator catches what it claims to catch.
+
+Each breaks one rule of Raft in a way that looks harmless in a quiet cluster and goes wrong only
+under the right faults: a simulator that never flags them proves nothing.
+"""
+
+from __future__ import annotations
+
+from dengine.raft.core import RaftCore
+from dengine.raft.messages import Message, MessageType
+from dengine.raft.ready import Role
+
+__all__ = ["CommitByCountingCore", "DoubleVoteCore", "LeaseForeverCore", "FAULTY_CORES"]
+
+
+class CommitByCountingCore(RaftCore):
+    """Commits an entry of an earlier term once a quorum holds it: Raft §5.4.2 / figure 8
+    says it may still be overwritten."""
+
+    def may_commit_by_counting(self, index: int) -> bool:
+        return True
+
+
+class DoubleVoteCore(RaftCore):
+    """Forgets its vote when another candidate of the same term asks: two votes in one term,
+    so two leaders in one term (Raft §5.2)."""
+
+    def step(self, msg: Message) -> None:
+        if msg.type == MessageType.VOTE and msg.term == self.term and self.vote != msg.from_:
+            self.vote = 0
+            self.leader_id = 0
+        super().step(msg)
+
+
+class LeaseForeverCore(RaftCore):
+    """Believes its leader lease never runs out: a deposed leader serves stale lease reads."""
+
+    def lease_valid(self) -> bool:
+        return self.role == Role.LEADER
+
+
+FAULTY_CORES = {
+    "commit_by_counting": CommitByCountingCore,
+    "double_vote": DoubleVoteCore,
+    "lease_forever": LeaseForeverCore,
+}
