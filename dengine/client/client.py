@@ -336,12 +336,15 @@ class Client:
 
     # ------------------------------------------------------------------------------------ KV
 
-    async def put(self, key: Key, value: Key, *, timeout: float | None = None) -> int:
-        """Store ``value`` under ``key``; returns the revision (log index) that wrote it."""
+    async def put(
+        self, key: Key, value: Key, *, timeout: float | None = None, endpoint: str | None = None
+    ) -> int:
+        """Store ``value`` under ``key``; returns the revision (log index) that wrote it.
+        ``endpoint`` pins a write to one node (NOT_LEADER is then raised, not followed)."""
         k, v = to_bytes(key), to_bytes(value, "value")
         with self._sessions.session() as session:
             req = client_pb2.PutRequest(key=k, value=v, session=session)
-            resp = await self._kv("put", "put", req, timeout=timeout)
+            resp = await self._kv("put", "put", req, timeout=timeout, endpoint=endpoint)
         return resp.revision
 
     async def get(
@@ -378,11 +381,13 @@ class Client:
         resp = await self._kv("get_many", "get_many", req, timeout=timeout, endpoint=endpoint)
         return {kv.key: KeyValue.from_proto(kv) for kv in resp.kvs}
 
-    async def delete(self, key: Key, *, timeout: float | None = None) -> bool:
+    async def delete(
+        self, key: Key, *, timeout: float | None = None, endpoint: str | None = None
+    ) -> bool:
         """Delete ``key``; True if it existed."""
         with self._sessions.session() as session:
             req = client_pb2.DeleteRequest(key=to_bytes(key), session=session)
-            resp = await self._kv("delete", "delete", req, timeout=timeout)
+            resp = await self._kv("delete", "delete", req, timeout=timeout, endpoint=endpoint)
         return resp.deleted
 
     async def compare_and_set(

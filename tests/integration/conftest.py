@@ -137,6 +137,20 @@ class NodeProc:
     def heal(self) -> None:
         self.set_faults()
 
+    def log_count(self, text: str) -> int:
+        try:
+            return self.log_path.read_text(errors="replace").count(text)
+        except OSError:
+            return 0
+
+    async def wait_log(self, text: str, count: int = 1, timeout: float = 15) -> None:
+        """Wait until the node's log holds ``text`` at least ``count`` times."""
+        deadline = time.monotonic() + timeout
+        while self.log_count(text) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"node {self.id} never logged {text!r}:\n{self.log_tail()}")
+            await asyncio.sleep(0.05)
+
     def log_tail(self, n: int = 40) -> str:
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
@@ -195,16 +209,28 @@ class LocalCluster:
         for n in self.nodes.values():
             n.start()
 
-    def partition(self, *groups: Any) -> None:
-        """Cut every link between nodes of different groups (each group a set of ids)."""
+    async def partition(self, *groups: Any) -> None:
+        """Cut every link between nodes of different groups (each group a set of ids); returns
+        once every running node has applied its cut."""
         side = {i: g for g in map(frozenset, groups) for i in g}
-        for n in self.nodes.values():
-            cut = [i for i in self.nodes if i != n.id and side.get(i) != side.get(n.id)]
-            n.set_faults(drop_to=cut, drop_from=cut)
+        await self._faults(
+            {
+                n.id: [i for i in self.nodes if i != n.id and side.get(i) != side.get(n.id)]
+                for n in self.nodes.values()
+            }
+        )
 
-    def heal(self) -> None:
-        for n in self.nodes.values():
-            n.heal()
+    async def heal(self) -> None:
+        await self._faults({n: [] for n in self.nodes})
+
+    async def _faults(self, cuts: dict[int, list[int]]) -> None:
+        marker = "test fault switch changed"
+        seen = {i: self.nodes[i].log_count(marker) for i in cuts}
+        for i, cut in cuts.items():
+            self.nodes[i].set_faults(drop_to=cut, drop_from=cut)
+        for i in cuts:
+            if self.nodes[i].running:
+                await self.nodes[i].wait_log(marker, seen[i] + 1)
 
     def kill_all(self) -> None:
         for n in self.nodes.values():

@@ -65,7 +65,7 @@ def test_a_follower_down_during_compaction_gets_a_snapshot_and_catches_up(
             for i in range(0, 400, 50):  # 400 entries (one per put): several snapshots
                 await asyncio.gather(*(c.put(k, v) for k, v in items[i : i + 50]))
             top = (await c.status()).commit_index
-            await _wait_log(lc.nodes[leader.id], "log compacted")
+            await lc.nodes[leader.id].wait_log("log compacted")
             lc.nodes[down].start()
             await lc.wait_applied(c, down, top, timeout=25)
             assert "snapshot installed" in lc.nodes[down].log_path.read_text()
@@ -80,11 +80,3 @@ def test_a_follower_down_during_compaction_gets_a_snapshot_and_catches_up(
             await lc.wait_applied(c, down, rev)
 
     run(go)
-
-
-async def _wait_log(node, text: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in node.log_path.read_text(errors="replace"):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"node {node.id} never logged {text!r}:\n{node.log_tail()}")
-        await asyncio.sleep(0.05)

@@ -52,10 +52,6 @@ def test_add_learner_promote_and_remove_while_writing(cluster_factory, run, writ
     run(go)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node: AddLearner of an existing voter is accepted and demotes it to learner",
-)
 def test_add_learner_of_an_existing_voter_is_refused(cluster_factory, run):
     lc = cluster_factory(3)
 

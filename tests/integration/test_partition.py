@@ -20,7 +20,7 @@ def test_a_minority_leader_cannot_commit_steps_down_and_rejoins(cluster_factory,
             old = await lc.wait_leader(c)
             await c.put(b"p/before", b"1")
             majority = {i for i in lc.nodes if i != old.id}
-            lc.partition({old.id}, majority)
+            await lc.partition({old.id}, majority)
             # the cut-off leader cannot commit
             with pytest.raises((E.OperationTimeout, E.NotLeader, E.Unavailable)):
                 await c.put(b"p/minority", b"lost", endpoint=old.address, timeout=3 * election_s)
@@ -33,7 +33,7 @@ def test_a_minority_leader_cannot_commit_steps_down_and_rejoins(cluster_factory,
                 await asyncio.sleep(0.05)
             rev = await c.put(b"p/during", b"2")
             # heal: the old leader rejoins as a follower of the new one and catches up
-            lc.heal()
+            await lc.heal()
             await lc.wait_applied(c, old.id, rev, timeout=20)
             lead = await lc.wait_leader(c, timeout=15)
             st = await c.status(old.address)
