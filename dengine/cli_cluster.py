@@ -171,6 +171,25 @@ def _child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+# On Linux a node is started through this launcher: it asks the kernel to send the node SIGTERM
+# when its supervisor dies (PR_SET_PDEATHSIG survives exec), then becomes the node. So a
+# supervisor that is killed outright (SIGKILL, a closed terminal) leaves no orphaned nodes.
+_LAUNCHER = """\
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(0)
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
+
+def _node_command(config_path: Path) -> list[str]:
+    cmd = ["-m", "dengine", "serve", "--config", str(config_path)]
+    if sys.platform.startswith("linux"):
+        return [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *cmd]
+    return [sys.executable, *cmd]
+
+
 class NodeProc:
     """One ``dengine serve`` child process of a local cluster; restartable."""
 
@@ -190,7 +209,7 @@ class NodeProc:
             log.write(f"\n===== {stamp} start {self.starts + 1} =====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dengine", "serve", "--config", str(self.config_path)],
+                _node_command(self.config_path),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=_child_env(env), cwd=str(self.config_path.parent),
                 start_new_session=True,  # Ctrl-C reaches the supervisor only

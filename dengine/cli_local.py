@@ -2,7 +2,7 @@
 
 ``cluster up`` supervises a local cluster (see :mod:`dengine.cli_cluster` for its directory):
 it starts one ``dengine serve`` process per node, prints where each listens, waits for a
-leader, and then watches the nodes until SIGINT (Ctrl-C) or SIGTERM, when it stops them all:
+leader, and then watches the nodes until SIGINT (Ctrl-C), SIGTERM or SIGHUP, when it stops them:
 SIGTERM to each, a grace period, SIGKILL to stragglers. A second Ctrl-C skips the grace period.
 Signals only set a flag; the supervisor's loop notices it, so a stop is never cut short.
 
@@ -118,7 +118,8 @@ def run_cluster_up(args: argparse.Namespace) -> int:
     def on_signal(_signum: int, _frame: Any) -> None:
         signals[0] += 1
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, on_signal)
+           for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     lc: LocalCluster | None = None
     code = OK
     try:

@@ -1,0 +1,84 @@
+"""Run the ``dengine`` command as a user would: a child process, its output and exit code.
+
+Every command runs with ``XDG_STATE_HOME`` inside the test's directory (so the record of the
+"most recent local cluster" never leaks between tests or into the user's home) and with short
+Raft timeouts through the environment (``DENGINE_RAFT__*``), which ``cluster up`` passes to its
+nodes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: Elections in under a second, a heartbeat well below.
+FAST_RAFT = {
+    "DENGINE_RAFT__TICK_MS": "10",
+    "DENGINE_RAFT__HEARTBEAT_MS": "50",
+    "DENGINE_RAFT__ELECTION_MS": "400",
+    "DENGINE_RAFT__LEASE_MS": "300",
+}
+
+
+def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("DENGINE_") or k == "DENGINE_PURE_PYTHON"
+    }
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(FAST_RAFT)
+    env.update(extra)
+    return env
+
+
+def assert_one_error_line(out: subprocess.CompletedProcess, code: int, *fragments: str) -> str:
+    """The command failed with ``code`` and said why in exactly one stderr line."""
+    assert out.returncode == code, (out.returncode, out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr + out.stdout, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("dengine: error: "), lines[0]
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def dengine(tmp_path) -> Callable[..., subprocess.CompletedProcess]:
+    """``dengine(*args, cwd=None, timeout=60, **env)``: run the command, capture its output."""
+
+    def run(
+        *args: str, cwd: Path | None = None, timeout: float = 60, **env: str
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "dengine", *args],
+            capture_output=True,
+            text=True,
+            env=cli_env(tmp_path, **env),
+            cwd=str(cwd or tmp_path),
+            timeout=timeout,
+        )
+
+    return run
+
+
+@pytest.fixture
+def one_error_line() -> Callable[..., str]:
+    """``one_error_line(completed, code, *fragments)``: see :func:`assert_one_error_line`."""
+    return assert_one_error_line
+
+
+@pytest.fixture
+def env_for(tmp_path) -> Callable[..., dict[str, str]]:
+    """``env_for(**extra)``: the environment the ``dengine`` fixture runs commands with."""
+    return lambda **extra: cli_env(tmp_path, **extra)

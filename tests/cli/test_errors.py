@@ -1,0 +1,68 @@
+"""Error paths: one clear line on stderr, the documented exit code, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_exit_codes_are_documented_in_help(dengine):
+    out = dengine("--help")
+    assert out.returncode == 0
+    for line in ("3    config:", "4    not found:", "5    unavailable:", "6    refused:"):
+        assert line in out.stdout
+    assert "exit codes:" in dengine("get", "--help").stdout
+
+
+def test_cluster_up_refuses_a_bad_config_file(dengine, tmp_path, one_error_line):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[raft]\nelection_ms = 30\n")
+    out = dengine("cluster", "up", "--data-dir", "d", "--config", str(bad))
+    one_error_line(out, 3, "raft.election_ms=30", "bad.toml")
+    assert not (tmp_path / "d").exists()  # refused before anything was written
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[raft\n")
+    one_error_line(dengine("cluster", "up", "--config", str(broken)), 3, "valid TOML")
+    one_error_line(dengine("cluster", "up", "--config", "missing.toml"), 3, "missing.toml")
+
+
+def test_serve_refuses_a_bad_config_file(dengine, tmp_path, one_error_line):
+    bad = tmp_path / "node.toml"
+    bad.write_text('[storage]\nengine = "floppy"\n')
+    one_error_line(dengine("serve", "--config", str(bad)), 3, "storage.engine")
+
+
+def test_cluster_up_refuses_an_edited_node_file_that_is_wrong(dengine, tmp_path, one_error_line):
+    from dengine.cli_cluster import LocalCluster
+
+    lc = LocalCluster.create(tmp_path / "d", 3, ports=[_free_port() for _ in range(3)])
+    with open(lc.nodes[2].config_path, "a") as fh:
+        fh.write('\n[statemachine]\nengine = "floppy"\n')
+    out = dengine("cluster", "up", "--data-dir", "d", timeout=30)
+    one_error_line(out, 3, "node-2/node.toml", "statemachine.engine")
+
+
+def test_unreachable_endpoint(dengine, one_error_line):
+    endpoint = f"127.0.0.1:{_free_port()}"
+    out = dengine("get", "k", "--endpoints", endpoint, "--timeout", "1")
+    one_error_line(out, 5, "cannot reach the cluster", endpoint, "dengine cluster up")
+    out = dengine("status", "--endpoints", endpoint, "--timeout", "1")
+    one_error_line(out, 5, "cannot reach the cluster")
+
+
+def test_default_endpoint_without_a_recorded_cluster(dengine, one_error_line):
+    out = dengine("put", "k", "v", "--timeout", "1", "--data-dir", "nowhere")
+    one_error_line(out, 3, "no local cluster recorded in")
+
+
+def test_bad_endpoint_syntax(dengine, one_error_line):
+    one_error_line(dengine("get", "k", "--endpoints", "localhost"), 2, "not host:port")
