@@ -183,6 +183,7 @@ class Client:
             return self._leader
         if self._discovery is None or self._discovery.done():
             self._discovery = asyncio.create_task(self._discover(deadline))
+            self._discovery.add_done_callback(_retrieve)
         # Shield: one caller's deadline must not cancel the discovery others wait on.
         remaining = deadline - _now()
         try:
@@ -257,7 +258,8 @@ class Client:
         while True:
             remaining = deadline - _now()
             if remaining <= 0:
-                raise OperationTimeout(op, timeout) from last
+                why = f"{op} (last error: {last})" if last is not None else op
+                raise OperationTimeout(why, timeout) from last
             if self._closed:
                 raise Unavailable("the client is closed") from last
             addr = endpoint
@@ -561,6 +563,12 @@ def _raise_error(err: client_pb2.Error) -> None:
     exc = S.from_proto(err)
     if exc is not None:
         raise exc
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """Mark a shared task's failure as seen (each waiter gets it; none may be left)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _now() -> float:

@@ -195,3 +195,22 @@ def test_a_write_retried_after_its_answer_was_lost_is_applied_once(shared_cluste
             assert (await c3.get(b"dup2")).version == 1
 
     run(go)
+
+
+def test_the_blocking_client_from_a_script(shared_cluster):
+    from dengine.client import SyncClient
+
+    lc = shared_cluster
+    with SyncClient(lc.endpoints, timeout=10) as c:
+        rev = c.put("sync/a", "1")
+        c.write_batch(puts={"sync/b": "2", "sync/c": "3"})
+        assert c.get("sync/a").revision == rev
+        assert [kv.key for kv in c.scan_iter(prefix="sync/", page_size=2)] == [
+            b"sync/a",
+            b"sync/b",
+            b"sync/c",
+        ]
+        assert c.delete("sync/a") is True
+        st = c.status()
+        assert st.is_leader and len(st.members) == 3
+        assert c.leader == st.address

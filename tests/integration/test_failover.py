@@ -34,6 +34,7 @@ def test_kill_the_leader_a_new_one_is_elected_and_nothing_acknowledged_is_lost(
             await crowd.stop()
             assert not writer.failed, writer.failed[:3]  # the client rode through it
             assert not crowd.failed, crowd.failed[:3]
+            assert wc.stats.streams_broken >= 1  # the crowd's stream died with the leader
             await writer.check_all_readable(c)
             await crowd.check_all_readable(c)
             # the killed node restarts on its data and catches up
