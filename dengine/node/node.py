@@ -138,6 +138,7 @@ class Node:
         self.joining = False
         self._fatal_stop: asyncio.Task | None = None
         self._fault_task: asyncio.Task | None = None
+        self._synced_term_vote: tuple[int, int] = (-1, -1)
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -172,6 +173,7 @@ class Node:
         base = self.book.conf_at(store.first_index() - 1)
         rs = bootstrap.restart_state(store, sm.applied_index(), sm.applied_term(), base)
         self._snap_index = rs.snapshot.index if rs.snapshot else 0
+        self._synced_term_vote = (rs.hard_state.term, rs.hard_state.vote)
         self.log.info("storage recovered", first_index=store.first_index(),
                       last_index=store.last_index(), term=rs.hard_state.term,
                       commit_index=rs.hard_state.commit, applied_index=rs.applied_index,
@@ -529,20 +531,19 @@ class Node:
             self._sync_peers(rd.conf_state)
         if rd.messages:
             self._send(rd.messages)
-        if rd.entries or rd.hard_state is not None:
-            await asyncio.to_thread(self._persist, rd.entries, rd.hard_state)
+        persist = self._start_persist(rd)
+        try:
+            # Committed entries are durable already (the core hands out only what is persisted
+            # here and on a quorum): apply them while this Ready's fsync runs.
+            if rd.committed_entries:
+                self._apply(rd.committed_entries)
+            self._release_reads(rd)
+        finally:
+            if persist is not None:
+                await persist
         core.on_persisted(rd.number)
         if rd.persisted_messages:
             self._send(rd.persisted_messages)
-        if rd.committed_entries:
-            self._apply(rd.committed_entries)
-        for rs in rd.read_states:
-            fut = self._reads.pop(rs.context, None)
-            if fut is not None and not fut.done():
-                if rs.failed:
-                    fut.set_exception(self.not_leader())
-                else:
-                    fut.set_result(rs.index)
         core.advance(rd)
         if rd.compact_to:
             self._compact(rd.compact_to)
@@ -552,6 +553,23 @@ class Node:
                                peer=d.message.from_)
         self._maybe_snapshot()
 
+    def _start_persist(self, rd: Ready) -> asyncio.Future | None:
+        """Write the Ready's entries and hard state; the fsync runs in a worker thread.
+
+        A hard state whose term and vote did not change (only the commit index moved) is
+        written without a sync of its own: the commit index may be persisted lazily (a restart
+        re-learns it), so it rides on the next sync instead of costing one.
+        """
+        hs = rd.hard_state
+        if not rd.entries and (hs is None or (hs.term, hs.vote) == self._synced_term_vote):
+            if hs is not None:
+                self.log_store.save_hard_state(hs)
+            return None
+        if hs is not None:
+            self._synced_term_vote = (hs.term, hs.vote)
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(None, self._persist, rd.entries, hs)
+
     def _persist(self, entries: list[Entry], hard_state: Any) -> None:
         store = self.log_store
         if entries:
@@ -560,6 +578,15 @@ class Node:
             store.save_hard_state(hard_state)
         if self.config.storage.sync:
             store.sync()
+
+    def _release_reads(self, rd: Ready) -> None:
+        for rs in rd.read_states:
+            fut = self._reads.pop(rs.context, None)
+            if fut is not None and not fut.done():
+                if rs.failed:
+                    fut.set_exception(self.not_leader())
+                else:
+                    fut.set_result(rs.index)
 
     def _send(self, messages: list[Message]) -> None:
         if any(m.type == MT.SNAPSHOT for m in messages):
