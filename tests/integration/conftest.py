@@ -10,6 +10,7 @@ test's report carries the tail of each node's log.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import signal
@@ -65,6 +66,19 @@ def write_toml(path: Path, layers: dict[str, dict[str, Any]]) -> None:
     path.write_text("\n".join(lines))
 
 
+#: Every process started here, killed at interpreter exit too (a teardown that never ran).
+_STARTED: list[subprocess.Popen] = []
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for proc in _STARTED:
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+                proc.wait(5)
+
+
 class NodeProc:
     """One ``dengine serve`` child process; restartable on the same data directory."""
 
@@ -93,6 +107,7 @@ class NodeProc:
             start_new_session=True,
         )
         log.close()
+        _STARTED.append(self.proc)
         self.starts += 1
 
     @property

@@ -12,13 +12,17 @@ import pytest
 from dengine import errors as E
 
 
-def test_a_minority_leader_cannot_commit_steps_down_and_rejoins(cluster_factory, run, election_s):
+def test_a_minority_leader_cannot_commit_steps_down_and_rejoins(
+    cluster_factory, run, election_s, writer_cls
+):
     lc = cluster_factory(3)
 
     async def go():
-        async with lc.client() as c:
+        async with lc.client() as c, lc.client() as wc:
             old = await lc.wait_leader(c)
             await c.put(b"p/before", b"1")
+            writer = writer_cls(wc, concurrency=4).start()  # rides through the partition
+            await writer.wait_acked(20)
             majority = {i for i in lc.nodes if i != old.id}
             await lc.partition({old.id}, majority)
             # the cut-off leader cannot commit
@@ -32,6 +36,8 @@ def test_a_minority_leader_cannot_commit_steps_down_and_rejoins(cluster_factory,
                 assert time.monotonic() < deadline, f"the minority leader did not step down: {st}"
                 await asyncio.sleep(0.05)
             rev = await c.put(b"p/during", b"2")
+            during = len(writer.acked)
+            await writer.wait_acked(during + 20)  # the writer found the new leader
             # heal: the old leader rejoins as a follower of the new one and catches up
             await lc.heal()
             await lc.wait_applied(c, old.id, rev, timeout=20)
@@ -42,5 +48,7 @@ def test_a_minority_leader_cannot_commit_steps_down_and_rejoins(cluster_factory,
             assert kv is not None and kv.value == b"2"
             assert await c.get(b"p/minority") is None  # never committed
             assert (await c.get(b"p/before")).value == b"1"
+            await writer.stop()
+            await writer.check_all_readable(c)
 
     run(go)
