@@ -1,9 +1,10 @@
 """Each compiled kernel against its pure-Python reference, on realistic sizes.
 
 Every benchmark is parametrized over ``impl`` in ``["reference", "compiled"]``, so one run gives
-the speed-up of each kernel. Each timed call does a fixed batch of operations (the ``*_OPS`` and
-``REPS`` constants; distinct inputs, built in ``setup``) so that a single call is long enough to
-time on its own: ``asv run --quick`` times exactly one call, and ratios still mean something.
+the speed-up of each kernel. Each timed call does a fixed batch of operations (the constants
+below; distinct inputs, built in ``setup``) so that a single call of the compiled kernel takes
+about a millisecond: ``asv run --quick`` times exactly one call, and on a shared machine a call
+that short is at the mercy of the scheduler.
 The sizes follow the foundation issue: a 5-voter quorum (simple and joint), a 100k-entry log
 index, a batch of 1,000 proposals of 256 bytes, and codec round trips of 64 entries of 256 bytes.
 """
@@ -16,18 +17,22 @@ from dengine._core import load
 
 IMPLS = ["reference", "compiled"]
 
-QUORUM_OPS = 1000  # quorum computations per timed call
+QUORUM_CASES = 1000  # distinct match / vote dicts
+QUORUM_ROUNDS = 8  # passes over them per timed call
 LOG_ENTRIES = 100_000
-LOG_LOOKUPS = 10_000  # term lookups per timed call
-LOG_SEARCHES = 200  # find_conflict / searches per timed call
+LOG_LOOKUPS = 50_000  # term lookups per timed call
+LOG_APPENDS = 10_000  # single appends per timed call
+LOG_CONFLICTS = 1000  # find_conflict calls per timed call
+LOG_SEARCHES = 100  # backtracking searches per timed call (the reference scans linearly)
 CONFLICT_WINDOW = 64  # entries in one incoming append (find_conflict)
 TERM_EVERY = 1000  # a new term every this many entries: 100 terms over the log
 PROPOSALS = 1000
 PROPOSAL_BYTES = 256
 CODEC_ENTRIES = 64
 CODEC_PAYLOAD_BYTES = 256
-REPS = 20  # codec batches per timed call
-COMMANDS = 1000  # KV commands per timed call
+BATCH_ROUNDS = 10  # fill-and-empty rounds of the batch buffer per timed call
+REPS = 50  # codec batches per timed call
+COMMANDS = 5000  # KV commands per timed call
 
 
 def kernel(name: str, impl: str):
@@ -46,12 +51,12 @@ class Quorum:
         self.voters = (1, 2, 3, 4, 5)
         self.outgoing = (3, 4, 5, 6, 7)
         self.matches = [
-            {v: rnd.randint(900_000, 1_000_000) for v in range(1, 8)} for _ in range(QUORUM_OPS)
-        ]
+            {v: rnd.randint(900_000, 1_000_000) for v in range(1, 8)} for _ in range(QUORUM_CASES)
+        ] * QUORUM_ROUNDS
         self.votes = [
             {v: rnd.random() < 0.6 for v in range(1, 8) if rnd.random() < 0.8}
-            for _ in range(QUORUM_OPS)
-        ]
+            for _ in range(QUORUM_CASES)
+        ] * QUORUM_ROUNDS
 
     def time_commit_index(self, impl):
         f, voters = self.q.commit_index, self.voters
@@ -106,7 +111,7 @@ class LogIndexLookups:
         last_term = log.last_term
         # incoming appends: a window of the follower's own log whose last entry conflicts
         self.appends = []
-        for _ in range(LOG_SEARCHES):
+        for _ in range(LOG_CONFLICTS):
             first = rnd.randint(1, LOG_ENTRIES - CONFLICT_WINDOW)
             terms = log.terms(first, first + CONFLICT_WINDOW)
             terms[-1] = last_term + 1
@@ -162,7 +167,7 @@ class LogIndexCompact:
 
 
 class LogIndexAppend:
-    """A leader appending 1,000 entries one by one onto a 100k-entry log, then truncating
+    """A leader appending 10,000 entries one by one onto a 100k-entry log, then truncating
     them again (as a follower overwritten by a new leader) so the call can repeat."""
 
     params = IMPLS
@@ -176,13 +181,14 @@ class LogIndexAppend:
     def time_append_truncate(self, impl):
         log, term = self.log, self.term
         append = log.append
-        for _ in range(1000):
+        for _ in range(LOG_APPENDS):
             append(term)
         log.truncate_after(LOG_ENTRIES)
 
 
 class Batch:
-    """1,000 proposals of 256 bytes pushed, then taken out in bounded batches."""
+    """1,000 proposals of 256 bytes pushed, then taken out in bounded batches (BATCH_ROUNDS
+    times per call)."""
 
     params = IMPLS
     param_names = ["impl"]
@@ -194,12 +200,12 @@ class Batch:
 
     def time_push_pop(self, impl):
         buf = self.cls(128, 64 * 1024)
-        push = buf.push
-        for payload, token in zip(self.payloads, self.tokens, strict=True):
-            push(payload, token)
-        pop = buf.pop_batch
-        while len(buf):
-            pop()
+        push, pop = buf.push, buf.pop_batch
+        for _ in range(BATCH_ROUNDS):
+            for payload, token in zip(self.payloads, self.tokens, strict=True):
+                push(payload, token)
+            while len(buf):
+                pop()
 
 
 class Codec:
