@@ -346,6 +346,16 @@ class LogStoreConformance:
 # dengine but never opened a store, so each starts in milliseconds.
 
 
+#: What the fork server imports once, so that each writer starts in milliseconds.
+FORKSERVER_PRELOAD = [
+    "dengine.storage",
+    "dengine.storage.rocksdb",
+    "dengine.statemachine",
+    "dengine.testing.storage_conformance",
+    "dengine.testing.statemachine_conformance",
+]
+
+
 def crash_writer(open_store, term: int, seed: int, conn) -> None:
     """The child: append, compact and save hard state until killed, reporting over ``conn``."""
     rng = random.Random(seed)
@@ -462,7 +472,7 @@ def run_crash_test(open_store, kills: int, seed: int, atomic: bool) -> dict[str,
     import time
 
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["dengine.storage", "dengine.storage.rocksdb", __name__])
+    ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
     rng = random.Random(seed)
     model = CrashModel()
     stats = {"kills": 0, "confirmed": 0, "mid_operation": 0}
