@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import random
 from collections import deque
 from collections.abc import Callable
@@ -52,9 +51,8 @@ from dengine.errors import (
     ProposalDropped,
     Unavailable,
 )
-from dengine.node import bootstrap
+from dengine.node import _snapshotting, bootstrap
 from dengine.node.members import MemberBook, decode_addresses, encode_addresses
-from dengine.node.snapshots import adopt_file, file_pieces, find_file, install_file, write_snapshot
 from dengine.raft.confchange import (
     ConfChange,
     ConfChangeSingle,
@@ -64,7 +62,7 @@ from dengine.raft.confchange import (
 from dengine.raft.core import RaftCore
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.ready import Ready, Role
-from dengine.raft.types import ConfState, Entry, EntryKind, SnapshotMeta
+from dengine.raft.types import ConfState, Entry, EntryKind
 from dengine.statemachine.base import StateMachine
 from dengine.storage.base import LogStore
 from dengine.storage.snapshot import SnapshotStore
@@ -169,7 +167,7 @@ class Node:
     def _build_core(self) -> None:
         store, sm = self.log_store, self.state_machine
         if sm.applied_index() < store.first_index() - 1:
-            self._restore_from_latest_file()
+            _snapshotting.restore_from_latest_file(self)
         base = self.book.conf_at(store.first_index() - 1)
         rs = bootstrap.restart_state(store, sm.applied_index(), sm.applied_term(), base)
         self._snap_index = rs.snapshot.index if rs.snapshot else 0
@@ -184,18 +182,6 @@ class Node:
             hard_state=rs.hard_state, applied_index=rs.applied_index, snapshot=rs.snapshot,
             logger=self.log,
         )
-
-    def _restore_from_latest_file(self) -> None:
-        """A state machine that kept nothing (memory engine) behind a compacted log."""
-        found = self.snapshots.list()
-        if not found:
-            raise Unavailable(
-                f"node {self.node_id}: the log starts after index {self.log_store.first_index() - 1}"
-                " but no snapshot file is left to restore the state machine from"
-            )
-        meta, addresses = install_file(self.state_machine, found[-1][2])
-        self.book.learn(addresses)
-        self.log.info("state machine restored from snapshot file", index=meta.index)
 
     async def stop(self, reason: str = "the node is shutting down") -> None:
         """Stop accepting, fail what is in flight with a clear error, flush, close storage."""
@@ -222,7 +208,7 @@ class Node:
         if self.transport is not None:
             await self.transport.stop()
         for path in self._incoming.values():
-            _unlink(path)
+            _snapshotting.unlink(path)
         self._incoming.clear()
         try:
             self.log_store.sync()
@@ -428,23 +414,8 @@ class Node:
         self._wake.set()
 
     async def on_snapshot(self, incoming: Any) -> None:
-        """A verified snapshot file arrived: step it into the core, wait for its verdict."""
-        if not self.running:
-            raise Unavailable(f"node {self.node_id} is stopping")
-        meta = incoming.meta
-        old = self._incoming.pop((meta.index, meta.term), None)
-        if old is not None:
-            _unlink(old)
-        self._incoming[(meta.index, meta.term)] = str(incoming.path)
-        fut = asyncio.get_running_loop().create_future()
-        msg = Message(MT.SNAPSHOT, self.node_id, incoming.from_, incoming.term, snapshot=meta)
-
-        def op() -> None:
-            self.core.step(msg)
-            self._snap_waiters.append(fut)
-
-        self._submit(op)
-        await fut
+        """A verified snapshot file arrived from the leader (called by the transport)."""
+        await _snapshotting.on_snapshot(self, incoming)
 
     def on_unreachable(self, peer: int) -> None:
         return None
@@ -478,7 +449,7 @@ class Node:
                 self._drain()
                 if core.has_ready():
                     await self._handle_ready(core.ready())
-                self._release_snapshot_waiters()
+                _snapshotting.release_snapshot_waiters(self)
         except asyncio.CancelledError:
             raise
         except BaseException as e:  # noqa: BLE001 - storage failure etc.: stop, loudly
@@ -524,7 +495,7 @@ class Node:
         if rd.soft_state is not None:
             self._on_soft_state(rd)
         if rd.snapshot is not None:
-            await self._install_snapshot(rd.snapshot)
+            await _snapshotting.install_snapshot(self, rd.snapshot)
         if rd.entries:
             self._learn_from_entries(rd.entries)
         if rd.conf_state is not None:
@@ -546,12 +517,12 @@ class Node:
             self._send(rd.persisted_messages)
         core.advance(rd)
         if rd.compact_to:
-            self._compact(rd.compact_to)
+            _snapshotting.compact(self, rd.compact_to)
         if rd.dropped:
             for d in rd.dropped:
                 self.log.debug("core dropped a message", reason=d.reason, type=d.message.type.name,
                                peer=d.message.from_)
-        self._maybe_snapshot()
+        _snapshotting.maybe_snapshot(self)
 
     def _start_persist(self, rd: Ready) -> asyncio.Future | None:
         """Write the Ready's entries and hard state; the fsync runs in a worker thread.
@@ -592,7 +563,7 @@ class Node:
         if any(m.type == MT.SNAPSHOT for m in messages):
             for m in messages:
                 if m.type == MT.SNAPSHOT:
-                    self._send_snapshot(m)
+                    _snapshotting.send_snapshot(self, m)
             messages = [m for m in messages if m.type != MT.SNAPSHOT]
         self.transport.send(messages)
 
@@ -669,104 +640,13 @@ class Node:
         if hasattr(t, "accept_unknown_senders"):
             t.accept_unknown_senders = self.node_id not in members
 
-    # -- snapshots ---------------------------------------------------------------------------
-    def _maybe_snapshot(self) -> None:
-        applied = self.state_machine.applied_index()
-        if self._snapshotting or applied - self._snap_index < \
-                self.config.raft.snapshot_interval_entries:
-            return
-        self._snapshotting = True
-        self._spawn(self._take_snapshot())
-
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
 
-    async def _take_snapshot(self) -> None:
-        source = self.state_machine.snapshot()
-        try:
-            conf = self.core.conf_state_at(source.index)
-            addresses = dict(self.book.addresses)
-            addresses[self.node_id] = self.address
-            meta, path = await asyncio.to_thread(
-                write_snapshot, self.state_machine, self.snapshots, source, conf, addresses)
-        except Exception as e:  # noqa: BLE001 - a failed snapshot is retried later
-            self.log.error("snapshot failed", error=repr(e))
-            self._snapshotting = False
-            return
-        finally:
-            source.close()
-
-        def op() -> None:
-            self._snapshotting = False
-            self.log_store.save_snapshot_meta(meta)
-            self._snap_index = meta.index
-            self.core.on_snapshot_taken(meta)
-            self.log.info("snapshot taken", index=meta.index, term=meta.term, path=path)
-
-        self._submit(op)
-
-    def _compact(self, to: int) -> None:
-        self.book.record_conf(to, self.core.conf_state_at(to))
-        self.log_store.compact(to)
-        self.log.info("log compacted", up_to=to, first_index=self.log_store.first_index())
-
-    def _send_snapshot(self, m: Message) -> None:
-        path = find_file(self.snapshots, m.snapshot) if m.snapshot else None
-        if path is None:
-            self.log.warning("no snapshot file to send", peer=m.to)
-            self._submit(lambda: self.core.report_snapshot(m.to, False))
-            return
-        self.log.info("sending snapshot", peer=m.to, index=m.snapshot.index)
-        task = self.transport.send_snapshot(m.to, m.snapshot, file_pieces(path), term=m.term)
-
-        def done(t: asyncio.Task) -> None:
-            ok = not t.cancelled() and t.exception() is None and t.result().accepted
-            if not ok:
-                why = "cancelled" if t.cancelled() else (t.exception() or t.result().error)
-                self.log.warning("snapshot transfer failed", peer=m.to, reason=str(why))
-            if self.running:
-                self._submit(lambda: self.core.report_snapshot(m.to, ok))
-
-        task.add_done_callback(done)
-
-    async def _install_snapshot(self, meta: SnapshotMeta) -> None:
-        path = self._incoming.pop((meta.index, meta.term), None)
-        if path is None:
-            raise Unavailable(f"snapshot {meta.index} to install has no file")
-        self.book.record_conf(meta.index, meta.conf_state)
-        _meta, addresses = await asyncio.to_thread(install_file, self.state_machine, path)
-        self.book.learn(addresses)
-        store = self.log_store
-        store.reset(meta.index, meta.term)
-        store.save_snapshot_meta(meta)
-        store.sync()
-        adopt_file(self.snapshots, path, meta)
-        self._snap_index = meta.index
-        self.log.info("snapshot installed", index=meta.index, term=meta.term,
-                      voters=sorted(meta.conf_state.voters))
-
-    def _release_snapshot_waiters(self) -> None:
-        if not self._snap_waiters:
-            return
-        for fut in self._snap_waiters:
-            if not fut.done():
-                fut.set_result(None)
-        self._snap_waiters = []
-        for path in self._incoming.values():
-            _unlink(path)
-        self._incoming.clear()
-
 
 def _check_member_id(node_id: int) -> None:
     if not isinstance(node_id, int) or not 0 < node_id < 1 << 63:
         raise InvalidArgument(f"node id {node_id!r} is not a positive integer")
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
