@@ -35,17 +35,8 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from dengine.errors import ClusterMismatch, Compacted, IndexOutOfRange, InvalidAppend
+from dengine.raft.log import LogReader  # the read side the Raft core uses; one definition
 from dengine.raft.types import Entry, HardState, SnapshotMeta
-
-
-@runtime_checkable
-class LogReader(Protocol):
-    """The read side the Raft core needs; every log store offers it."""
-
-    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]: ...
-    def term(self, index: int) -> int: ...
-    def first_index(self) -> int: ...
-    def last_index(self) -> int: ...
 
 
 @runtime_checkable

@@ -27,6 +27,7 @@ from typing import Protocol
 import pytest
 
 from dengine.errors import ClusterMismatch, Compacted, IndexOutOfRange, InvalidAppend
+from dengine.raft.log import LogReader
 from dengine.raft.types import ConfState, Entry, EntryKind, HardState, SnapshotMeta
 from dengine.storage.base import LogStore
 
@@ -83,6 +84,7 @@ class LogStoreConformance:
     # -- empty ---------------------------------------------------------------------------------
     def test_is_a_log_store(self, store):
         assert isinstance(store[0], LogStore)
+        assert isinstance(store[0], LogReader)  # what the Raft core reads through
 
     def test_empty(self, store, log_factory):
         for _ in range(2):
