@@ -498,6 +498,8 @@ class Node:
             await _snapshotting.install_snapshot(self, rd.snapshot)
         if rd.entries:
             self._learn_from_entries(rd.entries)
+            if self._pending and core.role != Role.LEADER:
+                self._drop_overwritten(rd.entries)
         if rd.conf_state is not None:
             self._sync_peers(rd.conf_state)
         if rd.messages:
@@ -566,6 +568,17 @@ class Node:
                     _snapshotting.send_snapshot(self, m)
             messages = [m for m in messages if m.type != MT.SNAPSHOT]
         self.transport.send(messages)
+
+    def _drop_overwritten(self, entries: list[Entry]) -> None:
+        """A new leader's entries replaced ours: their proposers learn it now, not at commit."""
+        first, last = entries[0].index, entries[-1].index
+        lost = ProposalDropped("a new leader replaced the entry before it committed; retry")
+        for index in [i for i in self._pending if i >= first]:
+            term, fut = self._pending[index]
+            if index > last or entries[index - first].term != term:
+                del self._pending[index]
+                if not fut.done():
+                    fut.set_exception(lost)
 
     def _on_soft_state(self, rd: Ready) -> None:
         ss = rd.soft_state

@@ -8,7 +8,13 @@ import asyncio
 import pytest
 
 from dengine.client.types import Delete, Put
-from dengine.errors import InvalidArgument, NotLeader, OperationTimeout, PayloadTooLarge
+from dengine.errors import (
+    InvalidArgument,
+    NotLeader,
+    OperationTimeout,
+    PayloadTooLarge,
+    ProposalDropped,
+)
 from dengine.node.service import RequestHandler
 from dengine.v1 import client_pb2 as pb
 
@@ -260,6 +266,30 @@ def test_lease_reads_need_no_round_trip_while_the_lease_holds(run, cluster_facto
             assert (await cl.get("k", consistency="lease", timeout=0.2)).value == b"v"
             with pytest.raises((OperationTimeout, NotLeader)):  # needs the cut-off quorum
                 await cl.get("k", consistency="linearizable", timeout=0.2)
+        finally:
+            await c.close()
+
+    run(main)
+
+
+def test_a_write_overwritten_by_a_new_leader_fails_at_once(run, cluster_factory):
+    async def main():
+        c = await cluster_factory().start()
+        try:
+            old = await c.leader()
+            await c.client(old).put("a", "1")
+            old.transport.faults.isolate(*[i for i in c.nodes if i != old.node_id])
+            cl = c.client(old)
+            # More entries than the new leader will write: those past its log are truncated,
+            # never applied, and must still be answered.
+            lost = [asyncio.create_task(cl.put(f"lost{i}", "x", timeout=20)) for i in range(5)]
+            new = await c.leader(exclude=(old.node_id,))
+            await c.client(new).put("b", "2")
+            old.transport.faults.heal()
+            for task in lost:
+                with pytest.raises(ProposalDropped, match="new leader"):
+                    await asyncio.wait_for(task, 5)
+            assert await c.client(new).get("lost0") is None
         finally:
             await c.close()
 
