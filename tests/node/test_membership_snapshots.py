@@ -194,3 +194,31 @@ def test_fault_file_cuts_and_heals_links(run, cluster_factory, tmp_path):
             await c.close()
 
     run(main)
+
+
+def test_a_memory_state_machine_is_rebuilt_from_the_snapshot_file_on_restart(run,
+                                                                           cluster_factory):
+    async def main():
+        c = cluster_factory(storage="rocksdb", snapshot_interval_entries=30,
+                            compaction_tail_entries=3)
+        mem = {"statemachine": {"engine": "memory"}}
+        for i in (1, 2, 3):
+            await c.start_node(i, **mem)
+        try:
+            leader = await c.leader()
+            cl = c.client(leader)
+            await asyncio.gather(*(cl.put(f"k{i}", str(i)) for i in range(100)))
+            node = c.followers()[0]
+            async with asyncio.timeout(5):
+                while node.log_store.first_index() == 1:
+                    await asyncio.sleep(0.01)
+            await c.stop_node(node.node_id)
+            back = await c.start_node(node.node_id, **mem)
+            assert back.state_machine.applied_index() >= back.log_store.first_index() - 1
+            await c.wait_applied(leader.state_machine.applied_index(), [back])
+            for i in range(100):
+                assert back.state_machine.get(f"k{i}".encode()).value == str(i).encode()
+        finally:
+            await c.close()
+
+    run(main)
