@@ -145,6 +145,7 @@ class KVStateMachine:
         self.max_sessions = max_sessions
         self.session_results = session_results
         self.chunk_bytes = chunk_bytes
+        self._dirty: set[int] = set()
         self._load()
 
     def _load(self) -> None:
@@ -171,6 +172,7 @@ class KVStateMachine:
             if b.index != a.index + 1:
                 raise ValueError(f"entries out of order: {b.index} after {a.index}")
         overlay: dict[bytes, bytes | None] = {}
+        self._dirty = set()  # clients whose session changed in this batch
         results: list[object] = []
         for e in entries:
             if e.kind != EntryKind.NORMAL or not e.data:
@@ -182,6 +184,9 @@ class KVStateMachine:
                 results.append(err)
                 continue
             results.append(self._command(cmd, e.index, overlay))
+        for client_id in self._dirty:
+            if client_id in self._sessions:  # else evicted: its key is already deleted
+                overlay[P_SESSION + _CLIENT.pack(client_id)] = self._sessions[client_id].encode()
         last = entries[-1]
         overlay[K_APPLIED] = _PAIR.pack(last.index, last.term)
         try:
@@ -213,7 +218,7 @@ class KVStateMachine:
         while len(s.results) > self.session_results:
             del s.results[min(s.results)]
         s.last_index = index
-        overlay[P_SESSION + _CLIENT.pack(client_id)] = s.encode()
+        self._dirty.add(client_id)
         return result
 
     def _evict(self, overlay: dict) -> None:
