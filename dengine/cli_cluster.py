@@ -371,6 +371,11 @@ class LocalCluster:
             return None
         except PermissionError:
             return pid
+        try:  # a pid left by a supervisor that was killed may belong to another program now
+            if b"dengine" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return None
+        except OSError:
+            pass
         return pid
 
     def validate(self) -> None:

@@ -3,7 +3,7 @@
 One scenario, in order (each step needs the state the last one left):
 
 1. ``cluster up --data-dir data`` starts three real node processes and records them;
-2. put, get, scan, delete, status, transfer-leader, member list/add/promote/remove, each a
+2. a second ``cluster up`` on the same directory is refused; put, get, scan, delete, status, transfer-leader, member list/add/promote/remove, each a
    separate ``dengine`` process run from another directory (the endpoints are found through
    the record of the most recent ``cluster up``); a missing key and an unknown member id fail
    with one line and their exit codes;
@@ -120,6 +120,8 @@ def test_cluster_up_serves_every_command_and_stops_cleanly(
 
     def run(*args: str, **kw):
         return dengine(*args, cwd=elsewhere, **kw)
+
+    one_error_line(run("cluster", "up", "--data-dir", str(home / "data")), 1, "already running")
 
     out = run("put", "greeting", "hello")
     assert out.returncode == 0 and out.stdout.startswith("OK (revision"), out
