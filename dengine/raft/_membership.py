@@ -25,6 +25,7 @@ from dengine.raft.confchange import (
     decode_conf_change,
     encode_conf_change,
 )
+from dengine.raft.log import iter_chunks
 from dengine.raft.ready import Role
 from dengine.raft.tracker import QuorumConfig
 from dengine.raft.types import Entry, EntryKind
@@ -44,8 +45,9 @@ def replay(core: RaftCore, base: QuorumConfig, base_index: int) -> None:
     """Set the history from the config at the snapshot point plus the held log's changes."""
     core.conf_log = [(base_index, base)]
     lg = core.log
-    if lg.last_index >= lg.first_index:
-        _push_entries(core, lg.entries(lg.first_index, lg.last_index + 1))
+    for chunk in iter_chunks(lg.storage, lg.first_index, lg.last_index + 1):
+        if has_conf_entries(chunk):
+            _push_entries(core, chunk)
     _install(core, core.conf_log[-1][1])
 
 

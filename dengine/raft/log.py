@@ -23,7 +23,7 @@ entries handed out to apply; committed entries are handed out only once persiste
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate
 from operator import itemgetter
 from typing import Protocol, runtime_checkable
@@ -32,7 +32,7 @@ from dengine._core import LogIndex
 from dengine.errors import Compacted, IndexOutOfRange
 from dengine.raft.types import ConfState, Entry, SnapshotMeta
 
-__all__ = ["LogReader", "MemoryStorage", "RaftLog", "limit_size"]
+__all__ = ["LogReader", "MemoryStorage", "RaftLog", "iter_chunks", "limit_size"]
 
 _DATA = itemgetter(3)  # Entry.data
 
@@ -58,6 +58,19 @@ class LogReader(Protocol):
     def first_index(self) -> int: ...
 
     def last_index(self) -> int: ...
+
+
+def iter_chunks(
+    reader: LogReader, lo: int, hi: int, max_bytes: int = 16 << 20
+) -> Iterator[list[Entry]]:
+    """Entries ``[lo, hi)`` read a bounded batch at a time (a restart must not load a whole
+    large log into memory at once)."""
+    while lo < hi:
+        chunk = reader.entries(lo, hi, max_bytes)
+        if not chunk:
+            return
+        yield chunk
+        lo = chunk[-1].index + 1
 
 
 def limit_size(entries: list[Entry], max_bytes: int | None) -> list[Entry]:
@@ -159,8 +172,8 @@ class RaftLog:
         first = storage.first_index()
         last = storage.last_index()
         self.index = LogIndex(first - 1, storage.term(first - 1))
-        if last >= first:
-            self.index.extend([e.term for e in storage.entries(first, last + 1)])
+        for chunk in iter_chunks(storage, first, last + 1):
+            self.index.extend([e.term for e in chunk])
         self.unstable: list[Entry] = []
         self.unstable_offset = last + 1
         self.handed_to = last
