@@ -136,6 +136,7 @@ class Node:
         self.joining = False
         self._fatal_stop: asyncio.Task | None = None
         self._fault_task: asyncio.Task | None = None
+        self._stopping = False
         self._synced_term_vote: tuple[int, int] = (-1, -1)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -185,16 +186,19 @@ class Node:
 
     async def stop(self, reason: str = "the node is shutting down") -> None:
         """Stop accepting, fail what is in flight with a clear error, flush, close storage."""
-        if not self.running:
+        if self._stopping:
+            await self.stopped.wait()
             return
+        self._stopping = True
         self.running = False
         self.accepting = False
         self.log.info("node stopping", reason=reason)
-        drive, ticker = self._tasks
-        ticker.cancel()
-        self._wake.set()
-        # The turn in progress finishes (a persist in a worker thread is never cut short).
-        await asyncio.gather(drive, ticker, return_exceptions=True)
+        if self._tasks:
+            drive, ticker = self._tasks
+            ticker.cancel()
+            self._wake.set()
+            # The turn in progress finishes (a persist in a worker thread is never cut short).
+            await asyncio.gather(drive, ticker, return_exceptions=True)
         self._fail_everything(Unavailable(
             f"node {self.node_id} stopped before the request completed ({reason}); "
             "retry on another node (writes with a session are applied once)"))
