@@ -96,8 +96,10 @@ def run_demo(args: argparse.Namespace) -> int:
         if lc is not None:
             _stop(lc, out)
     lines = [f"demo passed: all {len(out.checks)} checks held in {out.since(out.t0)}"]
-    if out.failed or code:
-        code = code or FAILED
+    if code == INTERRUPTED:
+        lines = ["demo interrupted", f"configs, logs and data are kept in {root}"]
+    elif out.failed:
+        code = FAILED
         lines = [f"demo FAILED: {len(out.failed)} of {len(out.checks)} checks failed"
                  + (f" ({out.failed[0]})" if out.failed else ""),
                  f"configs, logs and data are kept in {root}"]

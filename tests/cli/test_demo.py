@@ -24,3 +24,12 @@ def test_demo_survives_the_leader_crash(dengine, tmp_path):
     # It cleans up after itself: nothing left in the temporary directory it was given.
     assert not list(tmp_path.glob("dengine-demo-*")), list(tmp_path.iterdir())
     print(f"dengine demo took {elapsed:.1f}s from start to exit")
+
+
+def test_demo_that_cannot_run_fails_plainly(dengine, tmp_path):
+    out = dengine("demo", TMPDIR=str(tmp_path), DENGINE_STATEMACHINE__ENGINE="floppy")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "the demo could not go on" in out.stdout and "statemachine.engine" in out.stdout
+    assert re.search(r"^demo FAILED: 1 of 1 checks failed", out.stdout, re.M), out.stdout
+    assert "configs, logs and data are kept in" in out.stdout
