@@ -123,7 +123,7 @@ def _show(v: object) -> str:
 
 
 def _t(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+    return str(int(x)) if float(x).is_integer() else f"{x:.2f}"
 
 
 # -- recording ---------------------------------------------------------------------------------
@@ -392,6 +392,11 @@ def _explain(ops: Sequence[Op], initial: object, max_steps: int | None) -> tuple
         if not any(o.ret is not None for o in window):
             continue
         if not _wgl(window, anything, max_steps):
+            # ops that never returned and are not needed for the contradiction: left out
+            for o in [o for o in window if o.ret is None]:
+                rest = [x for x in window if x is not o]
+                if not _wgl(rest, anything, max_steps):
+                    window = rest
             return window, False
     return prefix, True
 
@@ -432,7 +437,8 @@ def check(ops: Iterable[Op] | History, max_steps: int | None = None) -> CheckRes
         r = check_key(by_key[key], None, max_steps)
         if not r.ok:
             failing.append(key)
-            first = first or r
+            if first is None:
+                first = r
     if first is None:
         return CheckResult(True, keys_checked=len(by_key), ops_checked=total)
     return replace(first, keys_checked=len(by_key), ops_checked=total, failing_keys=tuple(failing))

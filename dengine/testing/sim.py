@@ -87,6 +87,8 @@ class SimConfig:
     )
     faults: dict[str, tuple[int, Action]] = field(default_factory=lambda: dict(FAULTS))
     trace_lines: int = 400
+    #: A deliberate bug, for tests: reads skip ReadIndex and are served locally at once.
+    local_reads: bool = False
 
 
 @dataclass
@@ -144,6 +146,7 @@ class Simulator:
             self.cfg.keys,
             self.cfg.op_timeout_ticks * TICK,
         )
+        self.workload.local_reads = self.cfg.local_reads
         self.cuts: set[tuple[int, int]] = set()
         self.net = NET_PROFILES["good"]
         self.now = 0
@@ -347,6 +350,7 @@ class Simulator:
             if time > end:
                 break
             self.now = time
+            self.workload.now = time / TICK
             if kind == _TICK:
                 n = self.nodes[a]
                 if n.up and n.gen == b:

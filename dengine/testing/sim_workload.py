@@ -85,6 +85,7 @@ class Workload:
         self.keys = [b"k%d" % i for i in range(keys)]
         self.op_timeout = op_timeout
         self.history = History()
+        self.now = 0.0  # the simulator's time in ticks, for the history
         self.busy: dict[int, Pending] = {}
         self.leader_hint: dict[int, int] = {}
         self.writes_at: dict[int, dict[int, Pending]] = {}  # node -> index -> pending write
@@ -94,6 +95,14 @@ class Workload:
         self.written: dict[bytes, set[bytes]] = {}  # key -> values some committed entry wrote
         self.counts = {"ok": 0, "failed": 0, "unknown": 0, "stale": 0}
         self.enabled = True
+        #: A deliberate bug for tests: linearizable reads served from the local state machine
+        #: at once, skipping ReadIndex. The linearizability check must catch it.
+        self.local_reads = False
+
+    def _t(self) -> float:
+        """History time: the simulator's tick, made strictly increasing by a counter (the
+        order events happen in is their real-time order)."""
+        return self.now + self.history.now() * 1e-7
 
     # -- issuing ------------------------------------------------------------------------------
     def step(self, sim, now: int) -> None:  # noqa: ANN001 (the Simulator; a cycle otherwise)
@@ -137,9 +146,12 @@ class Workload:
             self._stale_read(sim, node, key)
             return
         op_kind, value, expected, data = self._command(kind, key, c)
-        op_id = self.history.invoke(c, op_kind, key, value=value, expected=expected)
+        op_id = self.history.invoke(c, op_kind, key, value=value, expected=expected, time=self._t())
         p = Pending(op_id, c, kind, key, node, now + self.op_timeout, value=value, data=data)
         core = sim.nodes[node].core
+        if self.local_reads and kind.startswith("get"):
+            self.history.ok(op_id, sim.nodes[node].sm.get(key)[0], time=self._t())
+            return
         try:
             if kind.startswith("get"):
                 p.context = b"r%d" % self.seq
@@ -208,7 +220,7 @@ class Workload:
             return None
         del self.busy[p.client]
         if e.term == p.term and e.data == p.data:
-            self.history.ok(p.op_id, result if p.kind == "cas" else None)
+            self.history.ok(p.op_id, result if p.kind == "cas" else None, time=self._t())
             self.counts["ok"] += 1
             self.leader_hint[p.client] = node
             return e
@@ -232,7 +244,7 @@ class Workload:
                 f"read {rs.context!r} released at node {node} with applied index "
                 f"{n.sm_applied} below its read index {rs.index}"
             )
-        self.history.ok(p.op_id, n.sm.get(p.key)[0])
+        self.history.ok(p.op_id, n.sm.get(p.key)[0], time=self._t())
         self.counts["ok"] += 1
         self.leader_hint[p.client] = node
 

@@ -63,6 +63,11 @@ def test_a_core_that_votes_twice_in_a_term_is_caught() -> None:
     assert "votes twice" in str(e) or "election safety" in str(e)
 
 
+def test_reads_that_skip_read_index_are_caught_by_the_linearizability_check() -> None:
+    e = _first_failure(RaftCore, range(20), SimConfig(local_reads=True))
+    assert "NOT linearizable on key" in str(e)
+
+
 def test_failure_report_names_seed_replay_command_and_trace() -> None:
     e = _first_failure(DoubleVoteCore, range(40), SimConfig(nodes=3))
     text = str(e)
