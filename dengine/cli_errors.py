@@ -13,7 +13,6 @@ import sys
 from typing import Any
 
 from dengine.errors import (
-    ClusterMismatch,
     ConfChangeError,
     ConfigError,
     DengineError,
@@ -97,7 +96,7 @@ def exit_code(exc: BaseException) -> int:
     if isinstance(exc, ConfigError):
         return CONFIG
     root = _root(exc)
-    if isinstance(root, ConfChangeError | InvalidArgument | PayloadTooLarge | ClusterMismatch):
+    if isinstance(root, ConfChangeError | InvalidArgument | PayloadTooLarge):
         return REFUSED
     if isinstance(exc, OperationTimeout | Unavailable | NotLeader | ProposalDropped):
         return UNAVAILABLE
