@@ -12,6 +12,7 @@ index, a batch of 1,000 proposals of 256 bytes, and codec round trips of 64 entr
 from __future__ import annotations
 
 import random
+import time
 
 from dengine._core import load
 
@@ -39,11 +40,21 @@ def kernel(name: str, impl: str):
     return load(name, compiled=impl == "compiled")
 
 
-class Quorum:
-    """Commit index and vote tally of a 5-voter config, and of a joint 5+5 one (3 shared)."""
+class KernelBench:
+    """Parametrized over the implementations; timed in process CPU time.
+
+    The kernels are single-threaded and CPU-bound, and the machines they are measured on are
+    often shared: CPU time leaves out the time other processes hold the core, which wall time
+    would charge to whichever implementation happened to be running.
+    """
 
     params = IMPLS
     param_names = ["impl"]
+    timer = time.process_time
+
+
+class Quorum(KernelBench):
+    """Commit index and vote tally of a 5-voter config, and of a joint 5+5 one (3 shared)."""
 
     def setup(self, impl):
         self.q = kernel("quorum", impl)
@@ -83,11 +94,8 @@ def log_terms(n: int) -> list[int]:
     return [1 + i // TERM_EVERY for i in range(n)]
 
 
-class LogIndexBuild:
+class LogIndexBuild(KernelBench):
     """Building the index of a 100k-entry log from its terms."""
-
-    params = IMPLS
-    param_names = ["impl"]
 
     def setup(self, impl):
         self.cls = kernel("log_index", impl).LogIndex
@@ -97,11 +105,8 @@ class LogIndexBuild:
         self.cls(0, 0).extend(self.terms)
 
 
-class LogIndexLookups:
+class LogIndexLookups(KernelBench):
     """Term lookups, conflict search and fast-backtracking searches on a 100k-entry log."""
-
-    params = IMPLS
-    param_names = ["impl"]
 
     def setup(self, impl):
         self.log = log = kernel("log_index", impl).LogIndex(0, 0)
@@ -146,14 +151,12 @@ class LogIndexLookups:
             search(term)
 
 
-class LogIndexCompact:
+class LogIndexCompact(KernelBench):
     """Compacting a 100k-entry log in 100 steps of 1,000 entries (snapshots as the log grows).
 
     Destructive, so each timed call gets a freshly built log (``number = 1``).
     """
 
-    params = IMPLS
-    param_names = ["impl"]
     number = 1
 
     def setup(self, impl):
@@ -166,12 +169,9 @@ class LogIndexCompact:
             compact(index)
 
 
-class LogIndexAppend:
+class LogIndexAppend(KernelBench):
     """A leader appending 10,000 entries one by one onto a 100k-entry log, then truncating
     them again (as a follower overwritten by a new leader) so the call can repeat."""
-
-    params = IMPLS
-    param_names = ["impl"]
 
     def setup(self, impl):
         self.log = kernel("log_index", impl).LogIndex(0, 0)
@@ -186,12 +186,9 @@ class LogIndexAppend:
         log.truncate_after(LOG_ENTRIES)
 
 
-class Batch:
+class Batch(KernelBench):
     """1,000 proposals of 256 bytes pushed, then taken out in bounded batches (BATCH_ROUNDS
     times per call)."""
-
-    params = IMPLS
-    param_names = ["impl"]
 
     def setup(self, impl):
         self.cls = kernel("batch", impl).BatchBuffer
@@ -208,12 +205,9 @@ class Batch:
                 pop()
 
 
-class Codec:
+class Codec(KernelBench):
     """WAL framing of 64 entries of 256 bytes (REPS distinct batches per call), and KV
     command encode/decode (COMMANDS per call)."""
-
-    params = IMPLS
-    param_names = ["impl"]
 
     def setup(self, impl):
         self.c = c = kernel("codec", impl)
