@@ -136,9 +136,10 @@ class _PeerLink:
         stub = raft_pb2_grpc.RaftPeerStub(t.channels.get(self.address))
         call = stub.Stream(self._batches())
         try:
-            metadata = await asyncio.wait_for(
-                call.initial_metadata(), t.config.network.connect_timeout_ms / 1000
-            )
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # lands as the awaited call completes, and stop() would then wait forever.
+            async with asyncio.timeout(t.config.network.connect_timeout_ms / 1000):
+                metadata = await call.initial_metadata()
             # A call that failed to connect ends with empty metadata: only the key proves it.
             self.connected = any(k == STREAM_UP_KEY for k, _ in metadata or ())
             async for ack in call:
@@ -314,9 +315,7 @@ class GrpcTransport:
         await self.health.enter_graceful_shutdown()
         tasks = [link.task for link in self._links.values() if link.task is not None]
         tasks += list(self._snapshots.values()) + list(self._background)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _cancel_all(tasks, self.log)
         self._links.clear()
         self._snapshots.clear()
         await self.channels.close_all()
@@ -445,3 +444,20 @@ class GrpcTransport:
         self.stats.snapshots_failed += 1
         self.log.warning("snapshot transfer failed", peer=to, reason=error)
         return SnapshotResult(to, False, sent, error)
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]], log: Any, rounds: int = 3) -> None:
+    """Cancel tasks and wait for them; cancel again any that swallowed the first request
+    (grpc.aio internals can), and give up with a warning rather than hang a shutdown."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(rounds):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+    if pending:
+        log.warning("tasks did not stop", tasks=[t.get_name() for t in pending])
+    for task in tasks:  # retrieve outcomes so none is reported as never retrieved
+        if task.done() and not task.cancelled():
+            task.exception()

@@ -58,7 +58,12 @@ def make_config(node_id: int, tmp_path, *, cluster_id: str = "test", **sections:
             "listen_addr": "127.0.0.1:0",
             "data_dir": str(tmp_path / f"node-{node_id}"),
         },
-        "network": {"fault_injection": True, "backoff_initial_ms": 20, "backoff_max_ms": 200},
+        "network": {
+            "fault_injection": True,
+            "backoff_initial_ms": 20,
+            "backoff_max_ms": 200,
+            "connect_timeout_ms": 5000,  # a loaded CI machine is slow to connect
+        },
     }
     for name, values in sections.items():
         layers.setdefault(name, {}).update(values)

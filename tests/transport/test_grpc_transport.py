@@ -35,8 +35,10 @@ def append(frm: int, to: int, index: int, data: bytes = b"x") -> Message:
     )
 
 
-async def pair(config_for, inbox_factory, n: int = 2, **kw):
-    """Start ``n`` transports that know each other's real addresses."""
+async def pair(config_for, inbox_factory, n: int = 2, warm: bool = True, **kw):
+    """Start ``n`` transports that know each other's real addresses; with ``warm``, their
+    streams are up (a first message sent while connecting may be dropped, as designed) and
+    their inboxes and counters are empty."""
     inboxes = [inbox_factory() for _ in range(n)]
     ts = [
         GrpcTransport(
@@ -52,7 +54,27 @@ async def pair(config_for, inbox_factory, n: int = 2, **kw):
         for other in ts:
             if other is not t:
                 t.set_peer(other.node_id, other.address)
+    if warm:
+        await _connect(ts)
+        for t, inbox in zip(ts, inboxes, strict=True):
+            inbox.messages.clear()
+            t.stats.__init__()  # type: ignore[misc]  # zero in place: the links hold it
     return ts, inboxes
+
+
+async def _connect(ts) -> None:
+    async def link(t, peer: int) -> None:
+        while not t.is_connected(peer):
+            t.send([Message(MessageType.HEARTBEAT, to=peer, from_=t.node_id, term=1)])
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(
+        asyncio.gather(*(link(t, o.node_id) for t in ts for o in ts if o is not t)), 15
+    )
+    # Let the last warm-up messages land, so none arrives after the inboxes are cleared.
+    seen = -1
+    while seen != (seen := sum(t.stats.messages_received for t in ts)):
+        await asyncio.sleep(0.1)
 
 
 async def stop_all(ts) -> None:
@@ -247,6 +269,7 @@ def test_oversized_message_refused_without_killing_the_server(run, config_for, i
             await in2.wait_for(lambda: len(in2.messages) >= 1)
             assert [m.entries[0].index for m in in2.messages] == [2]
             assert t1.stats.oversized_dropped == 1
+            assert t2.stats.batches_received == 1
         finally:
             await stop_all([t1, t2])
 
