@@ -131,6 +131,10 @@ def test_cluster_up_serves_every_command_and_stops_cleanly(
         assert run("put", key, value).returncode == 0
     out = run("scan", "fruit/")
     assert (out.returncode, out.stdout) == (0, "fruit/apple = 3\nfruit/pear = 5\n"), out
+    out = run("scan", "--start", "fruit/b", "--end", "veg/z", "--limit", "1")
+    assert (out.returncode, out.stdout) == (0, "fruit/pear = 5\n"), out
+    out = run("get", "veg/leek", "--consistency", "serializable")
+    assert (out.returncode, out.stdout) == (0, "1\n"), out
     out = run("delete", "fruit/pear")
     assert (out.returncode, out.stdout) == (0, "deleted\n"), out
     one_error_line(run("get", "fruit/pear"), 4, "'fruit/pear' not found")
