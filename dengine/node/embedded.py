@@ -8,6 +8,15 @@ behaves exactly as a remote client talking to that node would, errors included (
 raises :class:`~dengine.errors.NotLeader` with the leader's id and address). It talks to one
 node and does not follow redirects: in embedded use the application decides which node to ask.
 
+Typical use::
+
+    node = NodeBuilder(config).serve_clients(False).build()   # peers still talk gRPC
+    await node.start()
+    await node.wait_for_leader()
+    async with EmbeddedClient(node) as db:
+        await db.put("k", "v")
+    await node.stop()
+
 Writes carry a session (a random client id and a rising sequence number) so a write retried by
 the caller after an error is applied at most once.
 """

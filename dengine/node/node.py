@@ -380,6 +380,18 @@ class Node:
         except TimeoutError:
             raise OperationTimeout(f"leadership transfer to node {target}", limit) from None
 
+    async def wait_for_leader(self, timeout_s: float | None = None) -> int:
+        """The leader's id once one is known (after start, an election takes a timeout)."""
+        limit = timeout_s or 5 * self.config.raft.election_ms / 1000
+        try:
+            async with asyncio.timeout(limit):
+                while not self.leader_id:
+                    self._leader_event.clear()
+                    await self._leader_event.wait()
+        except TimeoutError:
+            raise OperationTimeout("waiting for a leader to be elected", limit) from None
+        return self.leader_id
+
     def members(self) -> list[tuple[int, str, bool]]:
         """(id, address, is_voter) of every member of the config in force."""
         cs = self.core.conf_state
