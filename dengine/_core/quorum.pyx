@@ -55,6 +55,7 @@ cdef uint64_t commit_index_c(object voters, object match) except? 0xFFFFFFFFFFFF
     cdef object m
     if n == 0:
         return DENGINE_MAX_U64
+    stack[0] = 0  # every slot below n is written below; this only quiets gcc
     if n > _STACK_VOTERS:
         vals = <uint64_t *>malloc(<size_t>n * sizeof(uint64_t))
         if vals == NULL:
