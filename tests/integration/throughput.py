@@ -68,11 +68,16 @@ async def main(seconds: float, value_bytes: int) -> None:
                 async with Client(lc.endpoints, timeout=30, use_stream=stream) as c:
                     await c.put(b"warm", b"up")
                     sent0 = c.stats.messages_sent
+                    cpu0 = time.process_time()
                     done, elapsed = await writers(c, n, seconds, value)
+                    cpu = (time.process_time() - cpu0) / elapsed
                     msgs = c.stats.messages_sent - sent0 if stream else c.unary_calls
                 rate = done / elapsed
                 rows.append((label, rate))
-                print(f"{label:40s} {rate:8.0f} writes/s  ({done} writes, {msgs} gRPC messages)")
+                print(
+                    f"{label:40s} {rate:8.0f} writes/s  ({done} writes, {msgs} gRPC messages, "
+                    f"client process busy {cpu:.0%} of one core)"
+                )
             base = rows[0][1]
             for label, rate in rows[1:]:
                 print(f"{label:40s} {rate / base:6.1f}x the sequential writer")
