@@ -147,7 +147,8 @@ def _supervise(lc: LocalCluster, args: argparse.Namespace, stopping: Any) -> int
         _say(f"leader: node {lead.id} at {lead.address} (term {lead.term})")
         _say(f"endpoints: {','.join(lc.endpoints)}")
         _say("try: dengine put hello world && dengine get hello   (from any directory)")
-    _say("the cluster is running; Ctrl-C stops it")
+    if not stopping():
+        _say("the cluster is running; Ctrl-C stops it")
     code = OK
     reported: set[int] = set()
     while not stopping():
@@ -184,6 +185,8 @@ def _stop(lc: LocalCluster, grace_s: float, signals: list[int]) -> int:
         rc = codes.get(node_id)
         if rc == 0:
             _say(f"  node {node_id} stopped")
+        elif rc == -signal.SIGTERM:  # still loading, before it could handle the signal
+            _say(f"  node {node_id} stopped before it had started")
         else:
             how = "was killed (did not stop in time)" if rc == -signal.SIGKILL else \
                 f"exited with code {rc}"
