@@ -237,8 +237,13 @@ class Client:
         if addr and addr != tried:
             self._leader = addr
             return True
-        self._leader = None
+        self._forget(tried)
         return False
+
+    def _forget(self, address: str | None) -> None:
+        """Drop the cached leader if it is still ``address`` (another caller may have moved on)."""
+        if self._leader == address:
+            self._leader = None
 
     async def _retry(
         self,
@@ -280,7 +285,7 @@ class Client:
             except RETRYABLE as e:
                 last = e
                 if endpoint is None:
-                    self._leader = None  # a timed-out attempt too: the leader may be cut off
+                    self._forget(addr)  # a timed-out attempt too: the leader may be cut off
             hops = 0
             pause = min(delay * (0.5 + self._rng.random()), deadline - _now())
             if pause > 0:
