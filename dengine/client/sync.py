@@ -1,6 +1,6 @@
 """A blocking client for scripts: the async :class:`~dengine.client.Client` on a private loop.
 
-:class:`SyncClient` starts one daemon thread running its own event loop and submits each call
+:class:`SyncClient` starts one daemon thread running its own event loop (uvloop) and submits each call
 to it, waiting for the answer; so scripts and REPLs need no asyncio, and the blocking client
 shares every behaviour (discovery, retries, sessions, batching) with the async one.
 """
@@ -42,7 +42,7 @@ class SyncClient:
     """Blocking twin of :class:`Client`; same arguments and methods. Close it (or use ``with``)."""
 
     def __init__(self, endpoints: Any, **options: Any) -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop = _new_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="dengine-sync-client", daemon=True
         )
@@ -102,6 +102,15 @@ class SyncClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when it is installed (it is a dependency), else the default loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a declared dependency
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 async def _make(endpoints: Any, options: dict[str, Any]) -> Client:
