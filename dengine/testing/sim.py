@@ -148,6 +148,8 @@ class Simulator:
         )
         self.workload.local_reads = self.cfg.local_reads
         self.cuts: set[tuple[int, int]] = set()
+        #: Scripted scenarios: messages for which this returns True are lost when sent.
+        self.drop_if: Callable[[Message], bool] | None = None
         self.net = NET_PROFILES["good"]
         self.now = 0
         self.phase = "faults"
@@ -215,6 +217,8 @@ class Simulator:
         rng = self.rng
         for m in msgs:
             if m.to not in self.nodes or (m.from_, m.to) in self.cuts:
+                continue
+            if self.drop_if is not None and self.drop_if(m):
                 continue
             if drop and rng.random() < drop:
                 continue
@@ -351,16 +355,8 @@ class Simulator:
                 break
             self.now = time
             self.workload.now = time / TICK
-            if kind == _TICK:
-                n = self.nodes[a]
-                if n.up and n.gen == b:
-                    n.core.tick()
-                    self.process(a)
-                    self._at(time + TICK, _TICK, a, b)
-            elif kind == _DELIVER:
-                self._deliver(a)
-            elif kind == _DISK:
-                self._disk_done(a, b)
+            if self._dispatch(kind, a, b):
+                pass
             elif kind == _CLIENT:
                 if self.phase != "faults" and time >= settle_end:
                     self.workload.enabled = False
@@ -392,6 +388,34 @@ class Simulator:
             dict(w.counts),
             len(w.history.ops()),
         )
+
+    def _dispatch(self, kind: int, a: object, b: int) -> bool:
+        """Run one node, network or disk event; False for client and fault events."""
+        if kind == _TICK:
+            n = self.nodes[a]
+            if n.up and n.gen == b:
+                n.core.tick()
+                self.process(a)
+                self._at(self.now + TICK, _TICK, a, b)
+        elif kind == _DELIVER:
+            self._deliver(a)
+        elif kind == _DISK:
+            self._disk_done(a, b)
+        else:
+            return False
+        return True
+
+    def run_until(self, tick: float) -> None:
+        """Scripted scenarios: run node, network and disk events up to ``tick``, checking the
+        invariants after each (no clients or faults run unless ``run`` scheduled them)."""
+        end = int(tick * TICK)
+        while self.queue and self.queue[0][0] <= end:
+            time, _, kind, a, b = heapq.heappop(self.queue)
+            self.now = time
+            self.workload.now = time / TICK
+            self._dispatch(kind, a, b)
+            self._check_step()
+        self.now = max(self.now, end)
 
     def _fault(self, weights: list[tuple[int, str, Action]]) -> None:
         total = sum(w for w, _, _ in weights)

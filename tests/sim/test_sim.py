@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import pytest
 
+from dengine._core import codec
+from dengine.raft.config import RaftConfig
 from dengine.raft.core import RaftCore
+from dengine.raft.messages import MessageType as MT
 from dengine.raft.types import Entry
 from dengine.testing import sim_faults
-from dengine.testing.sim import SimConfig, SimFailure, Simulator, replay_command, seeds_from_env
+from dengine.testing.sim import (
+    TICK,
+    SimConfig,
+    SimFailure,
+    Simulator,
+    replay_command,
+    seeds_from_env,
+)
 from dengine.testing.sim_checks import InvariantBroken, Invariants
-from dengine.testing.sim_faulty import DoubleVoteCore
+from dengine.testing.sim_faults import DISK_PROFILES
+from dengine.testing.sim_faulty import CommitByCountingCore, DoubleVoteCore
 
 CI_SEEDS = 60
 
@@ -61,6 +72,74 @@ def _first_failure(factory, seeds, config=None) -> SimFailure:
 def test_a_core_that_votes_twice_in_a_term_is_caught() -> None:
     e = _first_failure(DoubleVoteCore, range(40), SimConfig(nodes=3))
     assert "votes twice" in str(e) or "election safety" in str(e)
+
+
+def _figure8(seed: int, factory) -> Simulator:
+    """Raft figure 8, scripted through the simulator on three nodes (one entry per append).
+
+    L appends k@t1 that reaches no one and crashes; W is elected, appends its no-op at k in a
+    later term that reaches no one, and crashes; L returns with a slow disk, leads, and gets
+    k@t1 (alone) to Z while its own no-op is not yet durable: a quorum holds k@t1. A correct
+    core must not commit it by counting; a faulty one does and applies it. Then L crashes, W
+    returns and, with Z's vote, overwrites k.
+    """
+    raft = RaftConfig(election_ticks=10, heartbeat_ticks=1, lease_ticks=7, max_msg_entries=1)
+    sim = Simulator(seed, SimConfig(nodes=3, raft=raft), core_factory=factory)
+
+    def until(pred) -> None:
+        for _ in range(400):
+            if pred():
+                return
+            sim.run_until(sim.now / TICK + 0.25)
+        raise AssertionError("the scripted scenario stalled")
+
+    until(sim.current_leader)
+    lead = sim.current_leader()
+    sim.drop_if = lambda m: m.from_ == lead
+    k = sim.nodes[lead].core.propose(codec.encode_put(b"k", b"x"))
+    t1 = sim.nodes[lead].core.term
+    sim.process(lead)
+    sim.run_until(sim.now / TICK + 2)
+    assert sim.nodes[lead].storage.term(k) == t1
+    sim.crash(lead)
+    sim.drop_if = lambda m: m.type in (MT.APPEND, MT.HEARTBEAT)
+    until(sim.current_leader)
+    w = sim.current_leader()
+    sim.run_until(sim.now / TICK + 2)
+    assert sim.nodes[w].storage.term(k) > t1
+    sim.crash(w)
+
+    def only_k_reaches_z(m) -> bool:
+        if m.from_ != lead:
+            return False
+        if m.type == MT.HEARTBEAT:
+            return True
+        late = m.index < k and any(e.index > k for e in m.entries)
+        return m.type == MT.APPEND and (m.commit >= k or late)
+
+    sim.drop_if = only_k_reaches_z
+    sim.restart(lead)
+    sim.nodes[lead].disk = DISK_PROFILES["slow"]
+    until(lambda: sim.current_leader() == lead)
+    sim.run_until(sim.now / TICK + 3)
+    sim.crash(lead)
+    sim.drop_if = None
+    sim.restart(w)
+    sim.run_until(sim.now / TICK + 60)
+    assert sim.current_leader()
+    return sim
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_core_that_commits_an_old_term_entry_by_counting_is_caught(seed: int) -> None:
+    with pytest.raises(InvariantBroken, match="leader completeness|state-machine safety"):
+        _figure8(seed, CommitByCountingCore)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_real_core_survives_figure_8(seed: int) -> None:
+    sim = _figure8(seed, RaftCore)
+    assert len({sim.nodes[i].core.commit_index for i in sim.up_nodes()}) >= 1
 
 
 def test_reads_that_skip_read_index_are_caught_by_the_linearizability_check() -> None:
