@@ -214,3 +214,72 @@ def test_every_fault_in_the_table_runs() -> None:
 
 def test_plain_core_class_is_the_default() -> None:
     assert Simulator(0).core_factory is RaftCore
+
+
+# -- a known core bug, reproduced through the simulator -------------------------------------------
+def _lease_after_restart(seed: int) -> tuple[bytes | None, bytes | None]:
+    """Five nodes. Leader L holds a lease acked by B and C; A and D are cut off from L, B, C
+    and their election timers are about to fire. B crashes and restarts at once, and can reach
+    A and D only. A restarted node has no leader, so no stickiness: it grants A's (or D's)
+    pre-vote and vote, and A, D, B elect a new leader that commits a write, all within L's
+    lease. L then serves a lease read of the old value.
+
+    Returns (value the new leader's write put, value L's lease read returns).
+    """
+    sim = Simulator(seed, SimConfig(nodes=5))
+
+    def step(dt: float = 0.05) -> None:
+        sim.run_until(sim.now / TICK + dt)
+
+    while not sim.current_leader():
+        step(0.25)
+    lead = sim.current_leader()
+    a, d, b, c = [i for i in sim.ids if i != lead]
+    sim.run_until(sim.now / TICK + 3)
+
+    def cut(x: int, y: int) -> None:
+        sim.cuts.update({(x, y), (y, x)})
+
+    for x in (a, d):
+        for y in (lead, b, c):
+            cut(x, y)
+    core_a = sim.nodes[a].core
+    while not (
+        sim.now > 15 * TICK and core_a.election_elapsed + 1 >= core_a.randomized_election_timeout
+    ):
+        step(0.01)
+    lc = sim.nodes[lead].core
+    assert lc.lease_valid()
+    sim.crash(b)
+    sim.restart(b)
+    cut(b, lead)
+    cut(b, c)
+    for x in (a, d):
+        sim.cuts -= {(x, b), (b, x)}
+    for _ in range(400):
+        step()
+        new = next((i for i in (a, d) if sim.nodes[i].core.is_leader), 0)
+        if new:
+            break
+    assert new, "no new leader"
+    index = sim.nodes[new].core.propose(codec.encode_put(b"k", b"new"))
+    sim.process(new)
+    while sim.nodes[new].sm_applied < index:
+        step()
+    assert lc.is_leader and lc.lease_valid(), "the old leader's lease ran out first"
+    lc.read_index(b"lease-read", lease=True)
+    rd = lc.ready()
+    assert [rs.context for rs in rd.read_states] == [b"lease-read"]
+    lc.advance(rd)
+    return sim.nodes[new].sm.get(b"k")[0], sim.nodes[lead].sm.get(b"k")[0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: a restarted voter forgets leader stickiness and votes at once, so a new "
+    "leader can commit while the old leader's lease holds (stale lease read)",
+)
+def test_lease_read_is_not_stale_when_a_voter_restarts() -> None:
+    written, read = _lease_after_restart(0)
+    assert written == b"new"
+    assert read == written
