@@ -1,7 +1,8 @@
 """Build dengine: the Cython kernels in dengine/_core and the protobuf/gRPC stubs.
 
 The stubs are generated from protos/dengine/v1/*.proto into dengine/v1/ at build time
-(grpcio-tools is a build requirement); they are never committed.
+(grpcio-tools is a build requirement); they are never committed. So are the benchmark's etcd
+stubs, from protos/etcd/dengine/bench/*.proto into dengine/bench/.
 
 Set DENGINE_DEBUG_BUILD=1 to compile the kernels with bounds checks and assertions on.
 """
@@ -33,6 +34,29 @@ def generate_protos() -> None:
     args = [
         "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
+        f"-I{well_known}",
+        f"--python_out={ROOT}",
+        f"--pyi_out={ROOT}",
+        f"--grpc_python_out={ROOT}",
+        *[str(p) for p in protos],
+    ]
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed on " + ", ".join(p.name for p in protos))
+    generate_etcd_protos(well_known)
+
+
+def generate_etcd_protos(well_known: Path) -> None:
+    """The benchmark's minimal etcd v3 KV proto (protos/etcd/dengine/bench/*.proto) into
+    dengine/bench/ (Python + gRPC stubs, not committed)."""
+    from grpc_tools import protoc
+
+    etcd_root = PROTO_ROOT / "etcd"
+    protos = sorted(etcd_root.rglob("*.proto"))
+    if not protos:
+        return
+    args = [
+        "grpc_tools.protoc",
+        f"-I{etcd_root}",
         f"-I{well_known}",
         f"--python_out={ROOT}",
         f"--pyi_out={ROOT}",

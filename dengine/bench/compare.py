@@ -1,0 +1,250 @@
+"""``dengine bench compare`` (and ``benches/compare_etcd.py``): dengine and etcd side by side.
+
+Theory of operation
+-------------------
+On loopback it starts a 3-node dengine cluster (``dengine serve`` processes, RocksDB, fsync on)
+and a 3-node etcd cluster (fsync on, etcd's default), then runs every workload against each,
+alternating which goes first, for ``--rounds`` rounds, so slow drift of the machine (other load,
+thermal, page cache) falls on both alike. The report (markdown, with a JSON of every run beside
+it) gives the machine, the versions, the medians of the rounds side by side, and dengine/etcd
+ratios taken per round and then reduced to their median (so one noisy round cannot swing them).
+Every process it started is stopped on the way out: on success, on failure, on Ctrl-C and on
+SIGTERM (and, on Linux, if this process is killed outright, by the children's parent-death
+signal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from dengine.bench.stats import Summary
+
+__all__ = ["add_compare_parser", "run_compare", "render_report", "ratios"]
+
+DEFAULT_OUT = "benches/reports"
+
+
+def add_compare_parser(sub: Any) -> None:
+    from dengine.bench.cli import add_workload_flags
+
+    p = sub.add_parser(
+        "compare", help="dengine vs etcd on this machine, side by side, as a markdown report",
+        description=__doc__.split("Theory of operation")[0].strip() + "\n\n" + (
+            "Needs etcd on PATH (Debian/Ubuntu: sudo apt-get install -y etcd-server "
+            "etcd-client)."),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3, metavar="N", help="rounds (default: 3)")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"where the report goes (default: {DEFAULT_OUT})")
+    p.add_argument("--etcd-bin", default=None, metavar="PATH", help="etcd executable")
+    p.add_argument("--work-dir", default=None, metavar="DIR",
+                   help="data directories of both clusters (default: a temporary directory)")
+    add_workload_flags(p)
+    p.set_defaults(func=run_compare)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from dengine.bench.cli import _run_loop, spec_overrides, write_json
+    from dengine.bench.etcd_cluster import INSTALL_HINT, etcd_binary
+    from dengine.bench.runner import select_workloads
+
+    binary = etcd_binary(args.etcd_bin)
+    if binary is None:
+        print(f"dengine: error: {INSTALL_HINT}", file=sys.stderr)
+        return 2
+    try:
+        specs = select_workloads(args.workload, **spec_overrides(args))
+    except ValueError as e:
+        print(f"dengine: error: {e}", file=sys.stderr)
+        return 2
+    if args.rounds < 1:
+        print("dengine: error: --rounds must be at least 1", file=sys.stderr)
+        return 2
+    # SIGTERM unwinds like Ctrl-C, through every finally that stops a cluster.
+    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with tempfile.TemporaryDirectory(prefix="dengine-compare-") as tmp:
+            root = Path(args.work_dir or tmp)
+            runs = _run_loop(_compare(root, binary, specs, args))
+    except KeyboardInterrupt:
+        print("\ninterrupted: every cluster process was stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    meta = machine_info(binary)
+    meta["params"] = {"rounds": args.rounds, "workloads": [s.name for s in specs],
+                      "ops": specs[0].ops, "key_bytes": specs[0].key_bytes,
+                      "value_bytes": specs[0].value_bytes, "key_space": specs[0].key_space}
+    text = render_report(runs, meta)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    path = out / f"compare-etcd-{stamp}.md"
+    path.write_text(text)
+    (out / f"compare-etcd-{stamp}.json").write_text(json.dumps(
+        {"meta": meta, "runs": [s.to_dict() for s in runs]}, indent=2) + "\n")
+    write_json(args.json, {"meta": meta, "runs": [s.to_dict() for s in runs]})
+    print(text)
+    print(f"report written to {path}")
+    return 0
+
+
+def _raise_interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+async def _compare(root: Path, binary: str, specs: list, args: argparse.Namespace
+                   ) -> list[Summary]:
+    from dengine.bench.etcd_cluster import EtcdCluster
+    from dengine.bench.local import dengine_processes
+    from dengine.bench.runner import run_all
+    from dengine.bench.targets import DengineTarget, EtcdTarget
+    from dengine.cli_cluster import free_ports
+
+    progress = False if args.no_progress else None
+    etcd = EtcdCluster(root / "etcd", free_ports(6), binary=binary)
+    runs: list[Summary] = []
+    try:
+        etcd.start()
+        async with dengine_processes(root / "dengine") as lc:
+            etcd.check_alive()
+            targets = {"dengine": DengineTarget(lc.endpoints, timeout=args.timeout),
+                       "etcd": EtcdTarget(etcd.endpoints, timeout=args.timeout)}
+            await targets["etcd"].leader_endpoint()
+            preloaded: set = set()
+            print(Summary.HEADER, flush=True)
+            for rnd in range(1, args.rounds + 1):
+                for i, spec in enumerate(specs):
+                    order = ["dengine", "etcd"] if (rnd + i) % 2 else ["etcd", "dengine"]
+                    for name in order:
+                        lc.check_alive()
+                        etcd.check_alive()
+                        [s] = await run_all(targets[name], [spec], progress=progress,
+                                            preloaded=preloaded, echo=False)
+                        s.extra["round"] = rnd
+                        print(s.row() + f"  (round {rnd})", flush=True)
+                        runs.append(s)
+    finally:
+        await asyncio.to_thread(etcd.stop)
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def machine_info(etcd_bin: str) -> dict[str, Any]:
+    import grpc
+
+    from dengine import core_info
+    from dengine._version import __version__
+    from dengine.bench.etcd_cluster import etcd_version
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 1024 / 1024:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "cpu": cpu, "cores": os.cpu_count(), "memory": mem,
+        "python": platform.python_version(),
+        "dengine": f"{__version__} ({core_info()})",
+        "etcd": etcd_version(etcd_bin),
+        "grpcio": grpc.__version__,
+    }
+
+
+def ratios(runs: list[Summary]) -> dict[str, dict[str, float]]:
+    """Per workload: medians over the rounds of dengine/etcd for throughput, avg, p99, p99.9,
+    plus the median of each side's own figures."""
+    by: dict[tuple[str, int], dict[str, Summary]] = {}
+    for s in runs:
+        by.setdefault((s.workload, s.extra.get("round", 1)), {})[s.target] = s
+    out: dict[str, dict[str, list[float]]] = {}
+    for (wl, _rnd), pair in by.items():
+        d, e = pair.get("dengine"), pair.get("etcd")
+        acc = out.setdefault(wl, {})
+        for side, s in (("dengine", d), ("etcd", e)):
+            if s is None:
+                continue
+            for f in ("throughput", "avg_ms", "p99_ms", "p999_ms"):
+                acc.setdefault(f"{side}_{f}", []).append(getattr(s, f))
+            acc.setdefault(f"{side}_errors", []).append(float(s.errors))
+        if d is None or e is None:
+            continue
+        for f in ("throughput", "avg_ms", "p99_ms", "p999_ms"):
+            den = getattr(e, f)
+            if den:
+                acc.setdefault(f"ratio_{f}", []).append(getattr(d, f) / den)
+    return {wl: {k: statistics.median(v) for k, v in acc.items()} for wl, acc in out.items()}
+
+
+def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
+    r = ratios(runs)
+    p = meta.get("params", {})
+    lines = [
+        "# dengine vs etcd on one machine",
+        "",
+        f"{meta['date']}. Both clusters: 3 nodes on loopback on this machine, fsync on "
+        "(dengine: RocksDB log, `storage.sync = true`; etcd: its default WAL fsync). "
+        "dengine is driven by its own Python client (Batch stream); etcd by plain unary "
+        "gRPC calls from Python (`KV.Put`, `KV.Range`), both to the leader.",
+        "",
+        f"- machine: {meta['machine']}, {meta['cpu']}, {meta['cores']} cores, {meta['memory']}",
+        f"- Python {meta['python']}, grpcio {meta['grpcio']}",
+        f"- dengine {meta['dengine']}",
+        f"- etcd {meta['etcd']}",
+        f"- {p.get('ops')} ops per workload, {p.get('key_bytes')}-byte keys, "
+        f"{p.get('value_bytes')}-byte values, {p.get('key_space')} keys; "
+        f"{p.get('rounds')} rounds, the two targets alternating who goes first",
+        "",
+        "Figures are medians over the rounds; ratios are dengine/etcd per round, then the "
+        "median (throughput: higher is better for dengine; latency: lower is better).",
+        "",
+        "| workload | dengine ops/s | etcd ops/s | ratio | dengine avg ms | etcd avg ms | ratio "
+        "| dengine p99 ms | etcd p99 ms | ratio | dengine p99.9 ms | etcd p99.9 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for wl, v in r.items():
+        def g(k: str, fmt: str = ".2f", v: dict[str, float] = v) -> str:
+            return format(v[k], fmt) if k in v else "-"
+
+        lines.append(
+            f"| {wl} | {g('dengine_throughput', ',.0f')} | {g('etcd_throughput', ',.0f')} | "
+            f"**{g('ratio_throughput')}** | {g('dengine_avg_ms')} | {g('etcd_avg_ms')} | "
+            f"{g('ratio_avg_ms')} | {g('dengine_p99_ms')} | {g('etcd_p99_ms')} | "
+            f"{g('ratio_p99_ms')} | {g('dengine_p999_ms')} | {g('etcd_p999_ms')} |")
+    errs = [(s.target, s.workload, s.extra.get("round"), s.errors, s.misses) for s in runs
+            if s.errors or s.misses]
+    lines += ["", "etcd has no lease reads in its API: its `read-lease` row is a linearizable "
+              "Range. `mixed` is 90% linearizable reads, 10% writes."]
+    if errs:
+        lines += ["", "Errors / misses: " + "; ".join(
+            f"{t} {w} round {rd}: {e} errors, {m} misses" for t, w, rd, e, m in errs)]
+    lines += ["", "## Every run", "", "```", Summary.HEADER]
+    lines += [s.row() + f"  round {s.extra.get('round')}" for s in runs]
+    lines += ["```", "", "Reproduce: `dengine bench compare` (or `python benches/compare_etcd.py`)"
+              + (f" with `--ops {p.get('ops')}`" if p.get("ops") != 10_000 else "") + ".", ""]
+    return "\n".join(lines)

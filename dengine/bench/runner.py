@@ -1,0 +1,54 @@
+"""Run a list of workloads against one target and print the table."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from dengine.bench.stats import Summary
+from dengine.bench.workloads import WORKLOADS, WorkloadSpec, run_workload
+
+__all__ = ["select_workloads", "run_all", "print_table"]
+
+
+def select_workloads(names: Iterable[str] | None, **overrides: Any) -> list[WorkloadSpec]:
+    """The named workloads (all when ``names`` is empty or "all") with flag overrides applied."""
+    wanted: list[str] = []
+    for item in names or ["all"]:
+        wanted += [n.strip() for n in item.split(",") if n.strip()]
+    if not wanted or "all" in wanted:
+        wanted = list(WORKLOADS)
+    unknown = [n for n in wanted if n not in WORKLOADS]
+    if unknown:
+        raise ValueError(f"unknown workload {unknown[0]!r}; choose from {', '.join(WORKLOADS)}")
+    return [WORKLOADS[n].with_(**overrides) for n in dict.fromkeys(wanted)]
+
+
+async def run_all(target: Any, specs: list[WorkloadSpec], *, progress: bool | None = None,
+                  preloaded: set[tuple[str, int, int]] | None = None,
+                  echo: bool = True) -> list[Summary]:
+    """Each workload in turn on its own connections; the read keys are written once per target
+    (``preloaded`` remembers which key sets a target already holds)."""
+    done = preloaded if preloaded is not None else set()
+    out = []
+    for spec in specs:
+        await target.open(spec.connections)
+        try:
+            mark = (target.name, spec.key_space, spec.key_bytes)
+            s = await run_workload(target, spec, progress=progress, preload=mark not in done)
+            if spec.read_ratio > 0:
+                done.add(mark)
+        finally:
+            await target.close()
+        if echo:
+            print(s.row(), flush=True)
+        out.append(s)
+    return out
+
+
+def print_table(summaries: list[Summary], file: Any = None) -> None:
+    f = file or sys.stdout
+    print(Summary.HEADER, file=f)
+    for s in summaries:
+        print(s.row(), file=f)

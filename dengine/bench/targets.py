@@ -1,0 +1,166 @@
+"""What a benchmark talks to: dengine's client, dengine's in-process client, or etcd v3.
+
+Every target has the same four calls (``open``, ``put``, ``get``, ``close``); ``slot`` is the
+number of the benchmark client making the call, so a target can give each client its own
+connection (``slot % connections``) the way the workload asks.
+
+The etcd target is what a Python program reaching etcd today does: plain unary gRPC calls
+(``KV.Put``, ``KV.Range`` with ``serializable`` off or on) on grpc.aio channels, from the minimal
+proto in ``protos/etcd/``. It sends everything to the leader, as dengine's client does, so both
+serve linearizable reads without a forwarding hop. etcd has no lease reads in its API: ``lease``
+is sent as a linearizable read (etcd's own linearizable reads use ReadIndex).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["DengineTarget", "EmbeddedTarget", "EtcdTarget", "make_target"]
+
+MiB = 1024 * 1024
+
+
+class DengineTarget:
+    """dengine's async :class:`~dengine.client.Client`, ``connections`` channels to the leader
+    (its default KV path: the coalescing Batch stream)."""
+
+    name = "dengine"
+
+    def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0,
+                 use_stream: bool = True) -> None:
+        self.endpoints = list(endpoints)
+        self.timeout = timeout
+        self.use_stream = use_stream
+        self.client: Any = None
+
+    async def open(self, connections: int) -> None:
+        from dengine.client import Client
+
+        await self.close()
+        self.client = Client(self.endpoints, timeout=self.timeout, pool_size=max(1, connections),
+                             use_stream=self.use_stream)
+        await self.client.status(timeout=self.timeout)  # find the leader before timing
+
+    async def put(self, slot: int, key: bytes, value: bytes) -> None:
+        await self.client.put(key, value)
+
+    async def get(self, slot: int, key: bytes, consistency: str) -> bool:
+        return await self.client.get(key, consistency=consistency) is not None
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+
+
+class EmbeddedTarget:
+    """The in-process client of a node running in this process (one client per benchmark
+    client, so each has its own write session)."""
+
+    name = "embedded"
+
+    def __init__(self, node: Any, *, timeout: float = 10.0) -> None:
+        self.node = node
+        self.timeout = timeout
+        self._clients: dict[int, Any] = {}
+
+    def _client(self, slot: int) -> Any:
+        c = self._clients.get(slot)
+        if c is None:
+            from dengine.node import EmbeddedClient
+
+            c = self._clients[slot] = EmbeddedClient(self.node, timeout=self.timeout)
+        return c
+
+    async def open(self, connections: int) -> None:
+        return None
+
+    async def put(self, slot: int, key: bytes, value: bytes) -> None:
+        await self._client(slot).put(key, value)
+
+    async def get(self, slot: int, key: bytes, consistency: str) -> bool:
+        return await self._client(slot).get(key, consistency=consistency) is not None
+
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for c in clients:
+            await c.close()
+
+
+class EtcdTarget:
+    """etcd v3 through plain unary gRPC calls on ``connections`` channels to its leader."""
+
+    name = "etcd"
+
+    def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0,
+                 leader_only: bool = True) -> None:
+        self.endpoints = [e.removeprefix("http://") for e in endpoints]
+        self.timeout = timeout
+        self.leader_only = leader_only
+        self._channels: list[Any] = []
+        self._kv: list[Any] = []
+
+    async def leader_endpoint(self) -> str:
+        """The endpoint whose member id is the leader every answering member names."""
+        import grpc
+
+        from dengine.bench import etcd_rpc_pb2 as pb
+        from dengine.bench import etcd_rpc_pb2_grpc as pbg
+
+        async def status(ep: str) -> Any:
+            async with grpc.aio.insecure_channel(ep) as ch:
+                return await pbg.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=2.0)
+
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        while True:
+            answers = await asyncio.gather(*(status(e) for e in self.endpoints),
+                                           return_exceptions=True)
+            for ep, st in zip(self.endpoints, answers, strict=True):
+                if not isinstance(st, BaseException) and st.leader and \
+                        st.header.member_id == st.leader:
+                    return ep
+            if asyncio.get_running_loop().time() > deadline:
+                raise ConnectionError(f"no etcd leader among {', '.join(self.endpoints)}: "
+                                      f"{answers}")
+            await asyncio.sleep(0.1)
+
+    async def open(self, connections: int) -> None:
+        import grpc
+
+        from dengine.bench import etcd_rpc_pb2 as pb
+        from dengine.bench import etcd_rpc_pb2_grpc as pbg
+
+        await self.close()
+        self._put_req, self._range_req = pb.PutRequest, pb.RangeRequest
+        eps = [await self.leader_endpoint()] if self.leader_only else self.endpoints
+        opts = [("grpc.max_receive_message_length", 64 * MiB)]
+        for i in range(max(1, connections)):
+            # A distinct channel argument keeps grpc from sharing one subchannel among them.
+            ch = grpc.aio.insecure_channel(eps[i % len(eps)],
+                                           options=[*opts, ("dengine.bench.channel", i)])
+            self._channels.append(ch)
+            self._kv.append(pbg.KVStub(ch))
+
+    async def put(self, slot: int, key: bytes, value: bytes) -> None:
+        await self._kv[slot % len(self._kv)].Put(self._put_req(key=key, value=value),
+                                                 timeout=self.timeout)
+
+    async def get(self, slot: int, key: bytes, consistency: str) -> bool:
+        req = self._range_req(key=key, serializable=consistency == "serializable")
+        resp = await self._kv[slot % len(self._kv)].Range(req, timeout=self.timeout)
+        return len(resp.kvs) > 0
+
+    async def close(self) -> None:
+        chans, self._channels, self._kv = self._channels, [], []
+        for ch in chans:
+            await ch.close()
+
+
+def make_target(kind: str, endpoints: Sequence[str], timeout: float = 10.0) -> Any:
+    if kind == "dengine":
+        return DengineTarget(endpoints, timeout=timeout)
+    if kind == "etcd":
+        return EtcdTarget(endpoints, timeout=timeout)
+    raise ValueError(f"unknown target {kind!r} (dengine or etcd)")

@@ -1,0 +1,191 @@
+"""dengine bench: statistics, the workload loop, the etcd proto, the command end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dengine.bench.compare import ratios, render_report
+from dengine.bench.stats import LatencyStats, Summary, percentile
+from dengine.bench.workloads import WORKLOADS, make_key, run_workload
+
+REPO = Path(__file__).resolve().parents[2]
+FAST_RAFT = {"DENGINE_RAFT__TICK_MS": "10", "DENGINE_RAFT__HEARTBEAT_MS": "50",
+             "DENGINE_RAFT__ELECTION_MS": "400", "DENGINE_RAFT__LEASE_MS": "300"}
+
+
+def test_percentile_nearest_rank() -> None:
+    data = list(range(1, 1001))  # 1..1000
+    assert percentile(data, 50) == 500
+    assert percentile(data, 99) == 990
+    assert percentile(data, 99.9) == 999
+    assert percentile(data, 100) == 1000
+    assert percentile([7], 99.9) == 7
+    assert percentile([], 50) == 0
+
+
+def test_summary_figures() -> None:
+    st = LatencyStats()
+    for ms in (1, 2, 3, 4):
+        st.add(ms * 1_000_000)
+    s = st.summary("w", "t", elapsed_s=2.0)
+    assert (s.ops, s.throughput, s.avg_ms, s.p50_ms, s.max_ms) == (4, 2.0, 2.5, 2.0, 4.0)
+    assert s.row().split() == ["w", "t", "4", "0", "2", "2.50", "2.00", "4.00", "4.00"]
+
+
+def test_keys_have_the_asked_size() -> None:
+    assert make_key(42, 8) == b"00000042"
+    assert len(make_key(10**9 + 5, 8)) == 8
+
+
+class FakeTarget:
+    """A dict behind the target interface; fails every ``fail_every``-th put."""
+
+    name = "fake"
+
+    def __init__(self, fail_every: int = 0) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.calls = {"put": 0, "get": 0}
+        self.fail_every = fail_every
+        self.slots: set[int] = set()
+
+    async def open(self, connections: int) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def put(self, slot: int, key: bytes, value: bytes) -> None:
+        self.calls["put"] += 1
+        n = self.calls["put"]
+        self.slots.add(slot)
+        await asyncio.sleep(0)
+        if self.fail_every and n % self.fail_every == 0:
+            raise ConnectionError("injected")
+        self.data[key] = value
+
+    async def get(self, slot: int, key: bytes, consistency: str) -> bool:
+        self.calls["get"] += 1
+        await asyncio.sleep(0)
+        return key in self.data
+
+
+def test_write_workload_counts_every_op_and_error() -> None:
+    t = FakeTarget(fail_every=10)
+    spec = WORKLOADS["write-concurrent"].with_(ops=500, warmup_ops=0, key_space=100)
+    s = asyncio.run(run_workload(t, spec, progress=False))
+    assert s.ops + s.errors == 500 and s.errors == 50
+    assert t.calls == {"put": 500, "get": 0}
+    assert len(t.slots) == 100  # every client ran
+    assert all(len(k) == 8 and len(v) == 256 for k, v in t.data.items())
+
+
+def test_read_workload_preloads_and_mixed_mixes() -> None:
+    t = FakeTarget()
+    spec = WORKLOADS["read-linearizable"].with_(ops=300, warmup_ops=0, key_space=50)
+    s = asyncio.run(run_workload(t, spec, progress=False))
+    assert (s.ops, s.misses, t.calls["put"], t.calls["get"]) == (300, 0, 50, 300)
+    t2 = FakeTarget()
+    mixed = WORKLOADS["mixed"].with_(ops=2000, warmup_ops=0, key_space=50)
+    asyncio.run(run_workload(t2, mixed, progress=False, preload=False))
+    writes = t2.calls["put"]
+    assert 100 < writes < 300  # about 10% of 2000
+    assert t2.calls["get"] == 2000 - writes
+
+
+def test_etcd_proto_field_numbers_match_etcd() -> None:
+    pb = pytest.importorskip("dengine.bench.etcd_rpc_pb2")
+
+    def nums(msg: type) -> dict[str, int]:
+        return {f.name: f.number for f in msg.DESCRIPTOR.fields}
+
+    assert nums(pb.RangeRequest) == {"key": 1, "range_end": 2, "limit": 3, "revision": 4,
+                                     "serializable": 7, "keys_only": 8, "count_only": 9}
+    assert nums(pb.PutRequest) == {"key": 1, "value": 2, "lease": 3, "prev_kv": 4,
+                                   "ignore_value": 5, "ignore_lease": 6}
+    assert nums(pb.RangeResponse) == {"header": 1, "kvs": 2, "more": 3, "count": 4}
+    assert nums(pb.KeyValue)["value"] == 5
+    assert nums(pb.StatusResponse)["leader"] == 4
+    assert pb.DESCRIPTOR.package == "etcdserverpb"
+    assert pb.DESCRIPTOR.services_by_name["KV"].full_name == "etcdserverpb.KV"
+
+
+def _summary(target: str, wl: str, rnd: int, tput: float, p99: float) -> Summary:
+    return Summary(wl, target, 100, 0, 0, 1.0, tput, 1.0, 1.0, p99, p99, p99, {"round": rnd})
+
+
+def test_report_ratios_are_medians_of_per_round_ratios() -> None:
+    runs = [
+        _summary("dengine", "w", 1, 300, 1), _summary("etcd", "w", 1, 100, 2),
+        _summary("etcd", "w", 2, 100, 2), _summary("dengine", "w", 2, 100, 4),
+        _summary("dengine", "w", 3, 200, 2), _summary("etcd", "w", 3, 100, 2),
+    ]
+    r = ratios(runs)["w"]
+    assert r["ratio_throughput"] == 2.0 and r["ratio_p99_ms"] == 1.0
+    assert r["dengine_throughput"] == 200 and r["etcd_throughput"] == 100
+    text = render_report(runs, {"date": "d", "machine": "m", "cpu": "c", "cores": 2,
+                                "memory": "1 GiB", "python": "3", "dengine": "x",
+                                "etcd": "3.4", "grpcio": "1", "params": {"ops": 100}})
+    assert "| w | 200 | 100 | **2.00** |" in text
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("DENGINE_") or k == "DENGINE_PURE_PYTHON"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    env.update(FAST_RAFT)
+    return env
+
+
+def test_bench_embedded_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dengine", "bench", "--embedded", "--ops", "40", "--warmup", "0",
+         "--key-space", "20", "-w", "write-concurrent,read-lease", "--no-progress",
+         "--json", str(out), "--data-dir", str(tmp_path / "c")],
+        env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.read_text())["results"]
+    assert [(r["workload"], r["target"], r["ops"], r["errors"], r["misses"]) for r in results] \
+        == [("write-concurrent", "embedded", 40, 0, 0), ("read-lease", "embedded", 40, 0, 0)]
+    assert "p99.9 ms" in proc.stdout
+
+
+def test_bench_rejects_unknown_workload(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "dengine", "bench", "-w", "nope",
+                           "--endpoints", "127.0.0.1:1"], env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown workload 'nope'" in proc.stderr
+
+
+@pytest.mark.skipif(
+    not __import__("shutil").which("etcd"), reason="etcd not installed (apt-get install etcd-server)")
+def test_etcd_target_against_a_real_member(tmp_path: Path) -> None:
+    from dengine.bench.etcd_cluster import EtcdCluster
+    from dengine.bench.targets import EtcdTarget
+    from dengine.cli_cluster import free_ports
+
+    ec = EtcdCluster(tmp_path / "etcd", free_ports(2), n=1)
+    ec.start()
+    try:
+        async def go() -> list[Summary]:
+            t = EtcdTarget(ec.endpoints)
+            out = []
+            for name in ("write-single", "read-serializable", "read-linearizable"):
+                spec = WORKLOADS[name].with_(ops=30, warmup_ops=0, key_space=10, clients=5,
+                                             connections=2)
+                await t.open(spec.connections)
+                out.append(await run_workload(t, spec, progress=False))
+                await t.close()
+            return out
+
+        res = asyncio.run(go())
+    finally:
+        ec.stop()
+    assert [(s.ops, s.errors, s.misses) for s in res] == [(30, 0, 0)] * 3
+    assert all(p.poll() is not None for p in ec.procs) and ec.procs == []
