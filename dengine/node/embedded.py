@@ -79,6 +79,12 @@ class EmbeddedClient:
         self.client_id = client_id or random.SystemRandom().randrange(1, 1 << 63)
         self._seq = itertools.count(1)
 
+    def use(self, node: Any) -> None:
+        """Talk to ``node`` from now on (e.g. the new leader after a failover), keeping the
+        session, so that a write retried there is still applied once."""
+        self.node = node
+        self._h = RequestHandler(node)
+
     def _session(self) -> pb.Session:
         return pb.Session(client_id=self.client_id, seq=next(self._seq))
 
