@@ -24,8 +24,9 @@ def channel_options(net: NetworkSection) -> list[tuple[str, int]]:
         ("grpc.keepalive_timeout_ms", 5_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        # Not grpc.min_reconnect_backoff_ms: gRPC also takes it as the least time a connection
+        # attempt may take, and a small value makes connecting fail on a busy machine.
         ("grpc.initial_reconnect_backoff_ms", net.backoff_initial_ms),
-        ("grpc.min_reconnect_backoff_ms", net.backoff_initial_ms),
         ("grpc.max_reconnect_backoff_ms", net.backoff_max_ms),
         # Each call is its own stream; do not let gRPC pick a subchannel per call.
         ("grpc.use_local_subchannel_pool", 1),
