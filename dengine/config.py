@@ -152,7 +152,7 @@ class NetworkSection:
 
     max_message_bytes: int = _key(16 * MiB, "largest gRPC message sent or received", min=4096)
     snapshot_chunk_bytes: int = _key(1 * MiB, "snapshot bytes per chunk", min=1)
-    connect_timeout_ms: int = _key(1000, "time to wait for a peer connection", min=1)
+    connect_timeout_ms: int = _key(2000, "time to wait for a peer stream to open", min=1)
     backoff_initial_ms: int = _key(50, "first reconnect delay", min=1)
     backoff_max_ms: int = _key(2000, "largest reconnect delay", min=1)
     fault_injection: bool = _key(False, "allow the test-only fault switch (never in production)")
