@@ -158,6 +158,7 @@ class Simulator:
         self.trace: deque[tuple] = deque(maxlen=self.cfg.trace_lines)
         self.delivered = 0
         self.faults_done = 0
+        self._touched: set[int] = set()
         for i in self.ids:
             node = self.nodes[i]
             node.phase = self.rng.randrange(TICK)
@@ -250,6 +251,7 @@ class Simulator:
         n = self.nodes[i]
         if not n.up:
             return
+        self._touched.add(i)
         core = n.core
         while core.has_ready():
             rd = core.ready()
@@ -307,8 +309,13 @@ class Simulator:
 
     # -- checks -------------------------------------------------------------------------------
     def _check_step(self) -> None:
+        """Check the nodes the last event touched (every state change goes through
+        ``process``, which marks its node)."""
         inv = self.inv
-        for i in self.ids:
+        touched = self._touched
+        if not touched:
+            return
+        for i in sorted(touched):
             n = self.nodes[i]
             if not n.up:
                 continue
@@ -316,6 +323,7 @@ class Simulator:
             inv.on_positions(i, core.term, core.commit_index, core.applied_index)
             if core.role == Role.LEADER:
                 inv.on_leader(i, core.term, core.log.term)
+        touched.clear()
 
     def _followed_leader(self) -> int:
         """The leader every up node follows, or 0."""

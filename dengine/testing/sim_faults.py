@@ -92,6 +92,17 @@ def restart(sim: Simulator) -> str | None:
     return f"restart node {node}"
 
 
+def bounce(sim: Simulator) -> str | None:
+    """A node crashes and comes straight back (a fast reboot): only what it persisted."""
+    up = sim.up_nodes()
+    if not up:
+        return None
+    node = sim.rng.choice(up)
+    sim.crash(node)
+    sim.restart(node)
+    return f"bounce node {node}"
+
+
 def transfer(sim: Simulator) -> str | None:
     leader = sim.current_leader()
     if not leader:
@@ -147,6 +158,7 @@ FAULTS: dict[str, tuple[int, Action]] = {
     "heal": (5, heal),
     "crash": (3, crash),
     "restart": (4, restart),
+    "bounce": (2, bounce),
     "transfer": (2, transfer),
     "net_profile": (3, net_profile),
     "disk_profile": (2, disk_profile),
@@ -159,6 +171,7 @@ FAULTS: dict[str, tuple[int, Action]] = {
 CHURN: dict[str, tuple[int, Action]] = {
     "crash": (6, crash),
     "restart": (6, restart),
+    "bounce": (2, bounce),
     "isolate_leader": (4, isolate_leader),
     "heal": (4, heal),
     "partition": (2, partition),
