@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +54,7 @@ from dengine.errors import (
 )
 from dengine.node import _snapshotting, bootstrap
 from dengine.node.members import MemberBook, decode_addresses, encode_addresses
+from dengine.observability.metrics import NodeMetrics
 from dengine.raft.confchange import (
     ConfChange,
     ConfChangeSingle,
@@ -138,6 +140,8 @@ class Node:
         self._fault_task: asyncio.Task | None = None
         self._stopping = False
         self._synced_term_vote: tuple[int, int] = (-1, -1)
+        self.metrics = NodeMetrics(self.node_id)  # this node's own registry
+        self.metrics.watch(self)
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -148,6 +152,10 @@ class Node:
         if self.client_server is not None:
             await self.client_server.start()
         self._sync_peers(self.core.conf_state)
+        port = self.config.observability.metrics_port
+        if port:
+            host = (self.config.cluster.listen_addr or self.address).rpartition(":")[0]
+            self.metrics.serve(port, host.strip("[]") or "127.0.0.1")
         self.running = True
         self.accepting = True
         loop = asyncio.get_running_loop()
@@ -219,6 +227,7 @@ class Node:
         finally:
             self.log_store.close()
             self.state_machine.close()
+        self.metrics.close()
         self.log.info("node stopped")
         self.stopped.set()
 
@@ -285,6 +294,7 @@ class Node:
         fut = asyncio.get_running_loop().create_future()
 
         def op() -> None:
+            self.metrics.read_index_requests.inc()
             try:
                 self.core.read_index(ctx, lease=lease)
             except NotLeader:
@@ -426,11 +436,13 @@ class Node:
 
     # -- inputs from the transport -----------------------------------------------------------
     def on_message(self, msg: Message) -> None:
+        self.metrics.on_received(msg)
         self._msgs.append(msg)
         self._wake.set()
 
     async def on_snapshot(self, incoming: Any) -> None:
         """A verified snapshot file arrived from the leader (called by the transport)."""
+        self.metrics.snapshots_received.inc()
         await _snapshotting.on_snapshot(self, incoming)
 
     def on_unreachable(self, peer: int) -> None:
@@ -497,11 +509,14 @@ class Node:
             last = core.propose_batch(payloads)
         except (NotLeader, ProposalDropped) as e:
             err = self.not_leader() if isinstance(e, NotLeader) else e
+            self.metrics.on_proposals_failed(
+                "not_leader" if isinstance(e, NotLeader) else "dropped", len(futures))
             for fut in futures:
                 if not fut.done():
                     fut.set_exception(err)
             return
         term = core.term
+        self.metrics.on_proposed(last, len(futures))
         pending = self._pending
         for index, fut in enumerate(futures, last - len(futures) + 1):
             pending[index] = (term, fut)
@@ -525,7 +540,12 @@ class Node:
             # Committed entries are durable already (the core hands out only what is persisted
             # here and on a quorum): apply them while this Ready's fsync runs.
             if rd.committed_entries:
+                self.metrics.on_committed(rd.committed_entries[-1].index)
+                t0 = time.perf_counter()
                 self._apply(rd.committed_entries)
+                self.metrics.commit_apply.observe(time.perf_counter() - t0)
+            if rd.read_states:
+                self.metrics.read_index_rounds.inc()
             self._release_reads(rd)
         finally:
             if persist is not None:
@@ -563,10 +583,13 @@ class Node:
         store = self.log_store
         if entries:
             store.append(entries)
+            self.metrics.persist_batch.observe(len(entries))
         if hard_state is not None:
             store.save_hard_state(hard_state)
         if self.config.storage.sync:
+            t0 = time.perf_counter()
             store.sync()
+            self.metrics.fsync.observe(time.perf_counter() - t0)
 
     def _release_reads(self, rd: Ready) -> None:
         for rs in rd.read_states:
@@ -578,9 +601,11 @@ class Node:
                     fut.set_result(rs.index)
 
     def _send(self, messages: list[Message]) -> None:
+        self.metrics.on_sent(messages)
         if any(m.type == MT.SNAPSHOT for m in messages):
             for m in messages:
                 if m.type == MT.SNAPSHOT:
+                    self.metrics.snapshots_sent.inc()
                     _snapshotting.send_snapshot(self, m)
             messages = [m for m in messages if m.type != MT.SNAPSHOT]
         self.transport.send(messages)
@@ -599,6 +624,7 @@ class Node:
     def _on_soft_state(self, rd: Ready) -> None:
         ss = rd.soft_state
         self.log.info("raft state", role=ss.role.name, term=ss.term, leader_id=ss.leader_id or None)
+        self.metrics.on_role(int(ss.role), ss.leader_id or 0, ss.term)
         self._leader_event.set()
         if ss.role != Role.LEADER:
             # Writes queued here were never proposed: tell their callers where to go.

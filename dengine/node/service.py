@@ -47,9 +47,16 @@ class RequestHandler:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.log = node.log
+        self._metrics = getattr(node, "metrics", None)
 
     async def call(self, name: str, request: Any, response_cls: type) -> Any:
         """Run ``name`` (a method of this class) and wrap any error in ``response_cls``."""
+        resp = await self._call(name, request, response_cls)
+        if self._metrics is not None:
+            self._metrics.on_client_request(name, resp)
+        return resp
+
+    async def _call(self, name: str, request: Any, response_cls: type) -> Any:
         try:
             return await getattr(self, name)(request)
         except (DengineError, ValueError, OverflowError) as e:
