@@ -206,6 +206,9 @@ class MemoryTransport:
             self.stats.snapshots_failed += 1
             target.stats.snapshots_refused += 1
             return SnapshotResult(to, False, sent, str(e))
+        except Exception as e:  # noqa: BLE001 - as over gRPC: the source failing is a result
+            self.stats.snapshots_failed += 1
+            return SnapshotResult(to, False, sent, f"reading the snapshot failed: {e}")
         self.stats.snapshots_sent += 1
         target.stats.snapshots_received += 1
         return SnapshotResult(to, True, sent)

@@ -102,6 +102,14 @@ def test_snapshot_verified_and_handed_over(run, inbox_factory, tmp_path):
         t1.faults.isolate(3)
         result = await t1.send_snapshot(3, meta, [data])
         assert not result.accepted
+
+        async def broken():
+            yield b"x"
+            raise OSError("disk gone")
+
+        result = await t1.send_snapshot(2, meta, broken())
+        assert not result.accepted and "disk gone" in result.error
+        assert len(in2.snapshots) == 1 and sorted(tmp_path.iterdir()) == [snap.path]
         for t in (t1, t2, t3):
             await t.stop()
 
