@@ -21,6 +21,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -92,7 +93,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--limit", type=int, default=0, help="at most this many keys (0: all)")
     p.add_argument("--consistency", choices=("linearizable", "lease", "serializable"),
                    default="linearizable", help="read consistency (default: linearizable)")
-    add("status", "show every member: role, term, leader, commit and applied index", _status)
+    p = add("status", "show every member: role, term, leader, commit and applied index, lag",
+            _status)
+    p.add_argument("--watch", nargs="?", type=float, const=1.0, default=None,
+                   metavar="SECONDS", help="redraw every SECONDS (default 1) until Ctrl-C")
     p = add("transfer-leader", "hand leadership to a voter", _transfer)
     p.add_argument("node_id", type=_node_id, metavar="ID")
 
@@ -251,6 +255,26 @@ def _scan(c: Any, args: argparse.Namespace) -> int:
 
 
 def _status(c: Any, args: argparse.Namespace) -> int:
+    interval = getattr(args, "watch", None)
+    if interval is None:
+        return _status_once(c, args)
+    if interval <= 0:
+        raise CliError(f"--watch {interval:g}: the interval must be positive", USAGE)
+    clear = "\033[H\033[2J" if sys.stdout.isatty() else ""
+    try:
+        while True:
+            sys.stdout.write(clear)
+            _out(time.strftime("%H:%M:%S") + f"  (every {interval:g}s; Ctrl-C stops)")
+            try:
+                _status_once(c, args)
+            except CliError as e:  # keep watching a cluster that is down or electing
+                _out(f"dengine: {e}")
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return OK
+
+
+def _status_once(c: Any, args: argparse.Namespace) -> int:
     answers: dict[str, Any] = dict(c.statuses(timeout=min(args.timeout, 1.0)))
     members: dict[int, tuple[str, str]] = {}
     for st in answers.values():
@@ -274,16 +298,19 @@ def _status(c: Any, args: argparse.Namespace) -> int:
     else:
         _out(f"cluster {cid}: no leader known (term {lead.term})   endpoints from "
              f"{args.endpoints_from}")
-    rows = [("ID", "ADDRESS", "MEMBER", "ROLE", "TERM", "COMMIT", "APPLIED")]
+    # LAG: entries committed on the cluster that this node has not applied yet.
+    top = max(s.commit_index for s in live.values())
+    rows = [("ID", "ADDRESS", "MEMBER", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG")]
     by_addr = {addr: (i, role) for i, (addr, role) in members.items()}
     for addr in sorted(answers, key=lambda a: by_addr.get(a, (1 << 62, ""))[0]):
         st = answers[addr]
         node_id, member = by_addr.get(addr, (None, "not a member"))
         if isinstance(st, BaseException):
-            rows.append((str(node_id or "?"), addr, member, "unreachable", "-", "-", "-"))
+            rows.append((str(node_id or "?"), addr, member, "unreachable", "-", "-", "-", "-"))
         else:
             rows.append((str(st.id), addr, member, st.role, str(st.term),
-                         str(st.commit_index), str(st.applied_index)))
+                         str(st.commit_index), str(st.applied_index),
+                         str(max(0, top - st.applied_index))))
     _table(rows)
     return OK
 
