@@ -92,7 +92,9 @@ SEEDS = list(range(1, 1 + int(os.environ.get("DENGINE_NODE_LIN_SEEDS", "2"))))
 def test_histories_under_failover_and_partitions_are_linearizable(run, cluster_factory, seed):
     async def main():
         rng = random.Random(seed)
-        c = await cluster_factory().start()
+        # Frequent snapshots and short log tails: restarted nodes often catch up by snapshot.
+        c = await cluster_factory(snapshot_interval_entries=10,
+                                  compaction_tail_entries=1).start()
         h = History()
         stop = asyncio.Event()
         chaos_events = [0]
