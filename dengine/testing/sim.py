@@ -31,6 +31,7 @@ it, what broke, the state of each node and the last events (``dengine.raft.descr
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import os
 import random
@@ -44,10 +45,10 @@ from dengine.raft.describe import describe_entries, describe_message, describe_r
 from dengine.raft.log import MemoryStorage
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.ready import Ready, Role
-from dengine.raft.types import ConfState, HardState
+from dengine.raft.types import ConfState, HardState, SnapshotMeta
 from dengine.testing.linearizability import check as check_linearizable
 from dengine.testing.sim_checks import InvariantBroken, Invariants
-from dengine.testing.sim_faults import DISK_PROFILES, FAULTS, NET_PROFILES, Action
+from dengine.testing.sim_faults import DISK_PROFILES, FAULTS, NET_PROFILES, PART2, Action
 from dengine.testing.sim_workload import KVMachine, Workload
 
 __all__ = ["SimConfig", "SimFailure", "SimResult", "Simulator", "TICK", "replay_command"]
@@ -89,6 +90,8 @@ class SimConfig:
     trace_lines: int = 400
     #: A deliberate bug, for tests: reads skip ReadIndex and are served locally at once.
     local_reads: bool = False
+    #: Add part 2's faults (snapshots and compaction) and keep only a short log tail.
+    part2: bool = False
 
 
 @dataclass
@@ -120,6 +123,11 @@ class SimNode:
         self.disk_busy = False
         self.disk = DISK_PROFILES["normal"]
         self.phase = 0
+        #: The latest snapshot this node took or installed, and its state machine data.
+        self.snapshot: SnapshotMeta | None = None
+        self.snapshot_data: dict = {}
+        #: The data of a snapshot being received (streamed with the SNAPSHOT message).
+        self.incoming: tuple[SnapshotMeta, dict] | None = None
 
 
 class Simulator:
@@ -135,6 +143,11 @@ class Simulator:
         self.cfg = config or SimConfig()
         self.core_factory = core_factory
         self.rng = random.Random(seed)
+        self.faults = dict(self.cfg.faults)
+        self.raft = self.cfg.raft
+        if self.cfg.part2:
+            self.faults.update(PART2)
+            self.raft = dataclasses.replace(self.raft, compact_keep_entries=4)
         n = self.cfg.nodes or self.rng.randint(3, 7)
         self.ids = list(range(1, n + 1))
         self.conf = ConfState(voters=frozenset(self.ids))
@@ -158,6 +171,8 @@ class Simulator:
         self.trace: deque[tuple] = deque(maxlen=self.cfg.trace_lines)
         self.delivered = 0
         self.faults_done = 0
+        self.fault_counts: dict[str, int] = {}
+        self.snapshots_installed = 0
         self._touched: set[int] = set()
         for i in self.ids:
             node = self.nodes[i]
@@ -170,12 +185,13 @@ class Simulator:
         rng = random.Random(f"{self.seed}/{n.id}/{n.incarnation}")
         n.core = self.core_factory(
             n.id,
-            self.cfg.raft,
+            self.raft,
             rng,
-            conf_state=self.conf,
+            conf_state=n.storage.snapshot.conf_state if n.storage.snapshot.index else self.conf,
             storage=n.storage,
             hard_state=n.hard_state,
             applied_index=n.sm_applied,
+            snapshot=n.snapshot,
         )
         n.up = True
         n.gen += 1
@@ -217,32 +233,58 @@ class Simulator:
         drop, dup, lo, hi = self.net
         rng = self.rng
         for m in msgs:
-            if m.to not in self.nodes or (m.from_, m.to) in self.cuts:
+            lost = (
+                m.to not in self.nodes
+                or (m.from_, m.to) in self.cuts
+                or (self.drop_if is not None and self.drop_if(m))
+                or (drop and rng.random() < drop)
+            )
+            if m.type == MessageType.SNAPSHOT:
+                self._stream_snapshot(m, lost)
                 continue
-            if self.drop_if is not None and self.drop_if(m):
-                continue
-            if drop and rng.random() < drop:
+            if lost:
                 continue
             self._at(self.now + rng.randint(lo, hi), _DELIVER, m)
             if dup and rng.random() < dup:
                 self._at(self.now + rng.randint(lo, hi), _DELIVER, m)
 
-    def _deliver(self, m: Message) -> None:
+    def _stream_snapshot(self, m: Message, lost: bool) -> None:
+        """A SNAPSHOT message carries the sender's snapshot data (the shell streams it); its
+        outcome is reported to the sender exactly once (never duplicated)."""
+        sender = self.nodes[m.from_]
+        meta = m.snapshot
+        if lost or meta is None or sender.snapshot != meta:
+            self._at(self.now + 1, _DELIVER, ("snapshot_failed", m))
+            return
+        lo, hi = self.net[2], self.net[3]
+        data = dict(sender.snapshot_data)
+        self._at(self.now + self.rng.randint(lo, hi) * 3, _DELIVER, ("snapshot", m, data))
+
+    def _deliver(self, m: Message | tuple) -> None:
+        if isinstance(m, tuple):
+            self._deliver_snapshot(*m)
+            return
         n = self.nodes[m.to]
         if not n.up or (m.from_, m.to) in self.cuts:
             return
         self.delivered += 1
         self.trace.append((self.now, "msg", m))
         n.core.step(m)
-        if m.type == MessageType.SNAPSHOT:
-            self._snapshot_sent(m)
         self.process(m.to)
 
-    def _snapshot_sent(self, m: Message) -> None:
-        """Part 2: stream the snapshot's data with the message and report the outcome."""
+    def _deliver_snapshot(self, what: str, m: Message, data: dict | None = None) -> None:
+        n = self.nodes[m.to]
+        ok = what == "snapshot" and n.up and (m.from_, m.to) not in self.cuts
+        if ok:
+            self.delivered += 1
+            self.trace.append((self.now, "msg", m))
+            n.incoming = (m.snapshot, data)
+            n.core.step(m)
+            self.process(m.to)
         sender = self.nodes[m.from_]
         if sender.up:
-            sender.core.report_snapshot(m.to, True)
+            self.trace_note(f"snapshot {m.from_}->{m.to} {'sent' if ok else 'FAILED'}")
+            sender.core.report_snapshot(m.to, ok)
             self.process(m.from_)
 
     # -- the shell ----------------------------------------------------------------------------
@@ -261,12 +303,46 @@ class Simulator:
                 self.inv.on_entries(i, rd.entries, prev)
             self.send(rd.messages)
             if rd.snapshot is not None:
-                raise InvariantBroken(f"node {i} got a snapshot to install; not scheduled yet")
+                self._install_snapshot(n, rd.snapshot)
             if rd.must_persist or rd.persisted_messages:
                 n.disk_q.append((rd.number, rd.entries, rd.hard_state, rd.persisted_messages))
                 self._schedule_disk(n)
             self._apply(n, rd)
+            if rd.compact_to:
+                n.storage.compact(rd.compact_to, core.conf_state_at(rd.compact_to))
             core.advance(rd)
+
+    def _install_snapshot(self, n: SimNode, meta: SnapshotMeta) -> None:
+        """Make what is queued durable first (so no stale suffix lands after the snapshot
+        point), then replace the log and the state machine, durably."""
+        if n.incoming is None or n.incoming[0] != meta:
+            raise InvariantBroken(
+                f"node {n.id} installs snapshot {meta.index}@{meta.term} that it never received"
+            )
+        if n.disk_q:
+            self._persist(n, len(n.disk_q))
+        data = n.incoming[1]
+        n.incoming = None
+        n.storage.apply_snapshot(meta)
+        self.inv.on_state_machine_reset(n.id, meta.index)
+        n.sm.data = dict(data)
+        n.sm_applied = meta.index
+        n.snapshot, n.snapshot_data = meta, dict(data)
+        self.snapshots_installed += 1
+        self.trace_note(f"node {n.id} installs snapshot {meta.index}@{meta.term}")
+
+    def take_snapshot(self, i: int) -> SnapshotMeta | None:
+        """Node ``i``'s state machine snapshots its applied state; the core may compact."""
+        n = self.nodes[i]
+        core = n.core
+        index = n.sm_applied
+        if not n.up or core.applied_index != index or (n.snapshot and n.snapshot.index >= index):
+            return None
+        meta = SnapshotMeta(index, core.log.term(index), core.conf_state_at(index))
+        n.snapshot, n.snapshot_data = meta, dict(n.sm.data)
+        core.on_snapshot_taken(meta)
+        self.process(i)
+        return meta
 
     def _apply(self, n: SimNode, rd: Ready) -> None:
         for e in rd.committed_entries:
@@ -291,21 +367,24 @@ class Simulator:
         if not n.up or n.gen != gen:
             return
         n.disk_busy = False
-        k = self.rng.randint(1, len(n.disk_q))  # one fsync may cover several Readies
+        self._persist(n, self.rng.randint(1, len(n.disk_q)))  # one fsync, several Readies
+        self.process(i)
+        self._schedule_disk(n)
+
+    def _persist(self, n: SimNode, k: int) -> None:
+        """Make the first ``k`` queued Readies durable; report it; send what waited on it."""
         after: list[Message] = []
         number = 0
         for _ in range(k):
             number, entries, hs, msgs = n.disk_q.popleft()
             n.storage.append(entries)
             if hs is not None:
-                self.inv.on_persist_hard_state(i, hs.term, hs.vote)
+                self.inv.on_persist_hard_state(n.id, hs.term, hs.vote)
                 n.hard_state = hs
             after += msgs
-        self.trace.append((self.now, "note", f"node {i} fsync through ready#{number}"))
+        self.trace.append((self.now, "note", f"node {n.id} fsync through ready#{number}"))
         n.core.on_persisted(number)
         self.send(after)
-        self.process(i)
-        self._schedule_disk(n)
 
     # -- checks -------------------------------------------------------------------------------
     def _check_step(self) -> None:
@@ -353,7 +432,7 @@ class Simulator:
         end = settle_end + cfg.drain_ticks * TICK
         self._at(TICK // 2, _CLIENT, None)
         self._at(self.rng.randint(*cfg.fault_gap_ticks) * TICK, _FAULT, None)
-        weights = [(w, name, fn) for name, (w, fn) in sorted(cfg.faults.items()) if w > 0]
+        weights = [(w, name, fn) for name, (w, fn) in sorted(self.faults.items()) if w > 0]
         leaders = 0
         settled_at = 0
         self._at(fault_end, _FAULT, "stop")
@@ -428,11 +507,12 @@ class Simulator:
     def _fault(self, weights: list[tuple[int, str, Action]]) -> None:
         total = sum(w for w, _, _ in weights)
         pick = self.rng.randrange(total)
-        for w, _name, fn in weights:
+        for w, name, fn in weights:
             if pick < w:
                 line = fn(self)
                 if line:
                     self.faults_done += 1
+                    self.fault_counts[name] = self.fault_counts.get(name, 0) + 1
                     self.trace_note("FAULT " + line)
                 break
             pick -= w

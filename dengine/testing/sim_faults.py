@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dengine.testing.sim import Simulator
 
-__all__ = ["CHURN", "FAULTS", "NET_PROFILES", "DISK_PROFILES", "Action"]
+__all__ = ["CHURN", "FAULTS", "PART2", "NET_PROFILES", "DISK_PROFILES", "Action"]
 
 Action = Callable[["Simulator"], "str | None"]
 
@@ -125,6 +125,17 @@ def slow_leader_disk(sim: Simulator) -> str | None:
     return f"slow disk on leader {leader}"
 
 
+def snapshot(sim: Simulator) -> str | None:
+    """A node's state machine takes a snapshot; its core may then compact its log, and
+    followers behind the compaction point get the snapshot streamed (part 2)."""
+    up = sim.up_nodes()
+    if not up:
+        return None
+    node = sim.rng.choice(up)
+    meta = sim.take_snapshot(node)
+    return f"node {node} snapshots at {meta.index}@{meta.term}" if meta else None
+
+
 def net_profile(sim: Simulator) -> str:
     name = sim.rng.choice(sorted(NET_PROFILES))
     sim.net = NET_PROFILES[name]
@@ -164,6 +175,12 @@ FAULTS: dict[str, tuple[int, Action]] = {
     "disk_profile": (2, disk_profile),
     "campaign": (0, campaign),
     "slow_leader_disk": (1, slow_leader_disk),
+}
+
+#: Part 2 (snapshots and compaction; membership changes to come): added to FAULTS by
+#: ``SimConfig(part2=True)``.
+PART2: dict[str, tuple[int, Action]] = {
+    "snapshot": (8, snapshot),
 }
 
 #: A schedule heavy in leader churn (isolation, crashes, slow leader disks) for small
