@@ -9,6 +9,7 @@ becomes the response's ``error`` field (``dengine.transport.status.to_proto``): 
 answers writes and linearizable or lease reads with NOT_LEADER plus the leader's id and address;
 a command over ``raft.max_msg_bytes`` is PAYLOAD_TOO_LARGE; a malformed request is
 INVALID_ARGUMENT; an unexpected exception is INTERNAL, logged, and never takes the node down.
+A scan without a limit returns at most ``DEFAULT_SCAN_LIMIT`` keys and a continuation.
 
 ``Batch`` is a bidirectional stream: each ``ClientRequestBatch`` carries many requests; each is
 handled concurrently and the answers go back as they complete, whatever is ready at the moment
@@ -35,6 +36,9 @@ __all__ = ["RequestHandler", "KvService", "ClusterService", "add_client_services
 pb = client_pb2
 MAX_U64 = (1 << 64) - 1
 MAX_SCAN_LIMIT = 10_000
+#: Keys a scan returns when the request sets no limit (the rest come with a continuation).
+DEFAULT_SCAN_LIMIT = 1000
+MAX_GET_MANY_KEYS = 10_000
 
 
 def _kv(kv: Any) -> client_pb2.KeyValue:
@@ -137,13 +141,16 @@ class RequestHandler:
         return pb.GetResponse(found=True, kv=_kv(kv))
 
     async def get_many(self, req: client_pb2.GetManyRequest) -> client_pb2.GetManyResponse:
+        if len(req.keys) > MAX_GET_MANY_KEYS:
+            raise InvalidArgument(f"{len(req.keys)} keys in one get_many; at most "
+                                  f"{MAX_GET_MANY_KEYS}")
         keys = [self._key(k) for k in req.keys]
         await self.node.read_barrier(req.consistency)
         found = self.node.state_machine.get_many(keys)
         return pb.GetManyResponse(kvs=[_kv(kv) for kv in found if kv is not None])
 
     async def scan(self, req: client_pb2.ScanRequest) -> client_pb2.ScanResponse:
-        limit = req.limit
+        limit = req.limit or DEFAULT_SCAN_LIMIT
         if limit > MAX_SCAN_LIMIT:
             raise InvalidArgument(f"limit {limit} is above {MAX_SCAN_LIMIT}")
         if req.prefix and req.end:

@@ -294,3 +294,24 @@ def test_a_write_overwritten_by_a_new_leader_fails_at_once(run, cluster_factory)
             await c.close()
 
     run(main)
+
+
+def test_a_scan_without_a_limit_is_paged_by_the_server(run, cluster_factory):
+    async def main():
+        from dengine.node.service import DEFAULT_SCAN_LIMIT
+
+        c = await cluster_factory().start()
+        try:
+            cl = c.client(await c.leader())
+            n = DEFAULT_SCAN_LIMIT + 5
+            await cl.write_batch(puts={f"s/{i:05}": "v" for i in range(n)})
+            first = await cl.scan(prefix="s/")
+            assert len(first.kvs) == DEFAULT_SCAN_LIMIT and first.more
+            rest = await cl.scan(first.continuation, prefix="s/")
+            assert len(rest.kvs) == 5 and not rest.more
+            assert [kv.key async for kv in cl.scan_iter(prefix="s/", page_size=400)] == [
+                f"s/{i:05}".encode() for i in range(n)]
+        finally:
+            await c.close()
+
+    run(main)
