@@ -59,8 +59,10 @@ TICK = 100
 _TICK, _DELIVER, _DISK, _CLIENT, _FAULT = range(5)
 
 
-def replay_command(seed: int) -> str:
-    return f"DENGINE_SIM_SEED_START={seed} DENGINE_SIM_SEEDS=1 pytest tests/sim -x -k test_seed"
+def replay_command(seed: int, part2: bool = False) -> str:
+    """The one-line command that replays ``seed`` through ``tests/sim/test_sim.py``."""
+    test = "test_part2_seed" if part2 else "test_seed"
+    return f"DENGINE_SIM_SEED_START={seed} DENGINE_SIM_SEEDS=1 pytest tests/sim -x -k {test}"
 
 
 class SimFailure(AssertionError):
@@ -150,6 +152,7 @@ class Simulator:
             self.raft = dataclasses.replace(self.raft, compact_keep_entries=4)
         n = self.cfg.nodes or self.rng.randint(3, 7)
         self.ids = list(range(1, n + 1))
+        self.first_size = n
         self.conf = ConfState(voters=frozenset(self.ids))
         self.nodes = {i: SimNode(i) for i in self.ids}
         self.inv = Invariants()
@@ -200,6 +203,34 @@ class Simulator:
 
     def up_nodes(self) -> list[int]:
         return [i for i in self.ids if self.nodes[i].up]
+
+    def members(self) -> frozenset[int]:
+        """Voters and learners of the config the current leader has in force (every started
+        node when there is no leader)."""
+        leader = self.current_leader()
+        if not leader:
+            return frozenset(self.ids)
+        cs = self.nodes[leader].core.conf_state
+        return cs.voters | cs.learners | cs.voters_outgoing | cs.learners_next
+
+    def client_nodes(self) -> list[int]:
+        """Nodes clients talk to: up members (a removed node serves no one)."""
+        members = self.members()
+        return [i for i in self.up_nodes() if i in members]
+
+    def fresh_ids(self) -> list[int]:
+        """Ids that membership changes may add: never started, up to three past the start."""
+        return [i for i in range(self.first_size + 1, self.first_size + 4) if i not in self.nodes]
+
+    def ensure_node(self, i: int) -> None:
+        """Start node ``i`` with an empty log if it never ran (it learns the config in force
+        from the log or a snapshot, being absent from the initial one)."""
+        if i in self.nodes:
+            return
+        n = self.nodes[i] = SimNode(i)
+        n.phase = self.rng.randrange(TICK)
+        self.ids = sorted([*self.ids, i])
+        self._boot(n)
 
     def current_leader(self) -> int:
         best, term = 0, -1
@@ -409,8 +440,9 @@ class Simulator:
         leader = self.current_leader()
         if not leader:
             return 0
+        members = self.members()
         for i in self.up_nodes():
-            if self.nodes[i].core.leader_id != leader:
+            if i in members and self.nodes[i].core.leader_id != leader:
                 return 0
         return leader
 
@@ -535,7 +567,7 @@ class Simulator:
         if not leader:
             raise InvariantBroken("liveness: at the end no leader is followed by every node")
         lc = self.nodes[leader].core
-        for i in self.ids:
+        for i in sorted(self.members()):
             core = self.nodes[i].core
             if core.commit_index != lc.last_index or self.nodes[i].sm_applied < lc.last_index:
                 raise InvariantBroken(
@@ -560,7 +592,7 @@ class Simulator:
         lines = [
             f"simulation seed {self.seed} failed at tick {self.now / TICK:.2f} "
             f"({self.phase}, {len(self.ids)} nodes): {what}",
-            f"replay: {replay_command(self.seed)}",
+            f"replay: {replay_command(self.seed, self.cfg.part2)}",
             "nodes:",
         ]
         for i in self.ids:

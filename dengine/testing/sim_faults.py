@@ -14,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from dengine.errors import DengineError
+from dengine.raft.confchange import ConfChange, ConfChangeSingle, ConfChangeType
+
 if TYPE_CHECKING:
     from dengine.testing.sim import Simulator
 
@@ -136,6 +139,47 @@ def snapshot(sim: Simulator) -> str | None:
     return f"node {node} snapshots at {meta.index}@{meta.term}" if meta else None
 
 
+def conf_change(sim: Simulator) -> str | None:
+    """The leader proposes a membership change: add a learner (a fresh node), promote one,
+    remove a voter (perhaps itself), or a joint change of two voters at once (part 2)."""
+    leader = sim.current_leader()
+    if not leader:
+        return None
+    core = sim.nodes[leader].core
+    cs = core.conf_state
+    if cs.joint:
+        return None
+    voters, learners = sorted(cs.voters), sorted(cs.learners)
+    fresh = sim.fresh_ids()
+    rng = sim.rng
+    T = ConfChangeType
+    options: list[list[tuple[ConfChangeType, int]]] = []
+    if fresh:
+        options.append([(T.ADD_LEARNER, fresh[0])])
+    if learners and len(voters) < 7:
+        options.append([(T.ADD_VOTER, rng.choice(learners))])
+    if len(voters) > 3:
+        options.append([(T.REMOVE_NODE, rng.choice(voters))])
+    if learners and len(voters) >= 3:
+        options.append([(T.ADD_VOTER, rng.choice(learners)), (T.REMOVE_NODE, rng.choice(voters))])
+    if fresh and len(voters) >= 3:
+        options.append([(T.ADD_VOTER, fresh[0]), (T.REMOVE_NODE, rng.choice(voters))])
+    if not options:
+        return None
+    changes = rng.choice(options)
+    for t, node in changes:
+        if t != T.REMOVE_NODE:
+            sim.ensure_node(node)
+    cc = ConfChange(tuple(ConfChangeSingle(t, node) for t, node in changes))
+    text = ", ".join(f"{t.name.lower()} {node}" for t, node in changes)
+    try:
+        index = core.propose_conf_change(cc)
+    except DengineError as e:
+        return f"conf change ({text}) refused: {e}"
+    sim.process(leader)
+    return f"conf change at leader {leader}: {text} (index {index})"
+
+
 def net_profile(sim: Simulator) -> str:
     name = sim.rng.choice(sorted(NET_PROFILES))
     sim.net = NET_PROFILES[name]
@@ -177,10 +221,11 @@ FAULTS: dict[str, tuple[int, Action]] = {
     "slow_leader_disk": (1, slow_leader_disk),
 }
 
-#: Part 2 (snapshots and compaction; membership changes to come): added to FAULTS by
+#: Part 2 (snapshots and compaction, membership changes): added to FAULTS by
 #: ``SimConfig(part2=True)``.
 PART2: dict[str, tuple[int, Action]] = {
     "snapshot": (8, snapshot),
+    "conf_change": (6, conf_change),
 }
 
 #: A schedule heavy in leader churn (isolation, crashes, slow leader disks) for small

@@ -116,7 +116,7 @@ class Workload:
             self._issue(sim, c, now)
 
     def _pick_node(self, sim, c: int) -> int:  # noqa: ANN001
-        up = sim.up_nodes()
+        up = sim.client_nodes()
         hint = self.leader_hint.get(c, 0)
         if hint in up and self.rng.random() < 0.85:
             return hint

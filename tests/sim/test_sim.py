@@ -27,6 +27,7 @@ from dengine.testing.sim_faults import DISK_PROFILES
 from dengine.testing.sim_faulty import CommitByCountingCore, DoubleVoteCore
 
 CI_SEEDS = 60
+CI_SEEDS_PART2 = 20
 
 
 @pytest.mark.parametrize("seed", seeds_from_env(CI_SEEDS))
@@ -34,6 +35,25 @@ def test_seed(seed: int) -> None:
     result = Simulator(seed).run()
     # the run did something: clients were served and messages flowed
     assert result.ops["ok"] > 0 and result.delivered > 0
+
+
+@pytest.mark.parametrize("seed", seeds_from_env(CI_SEEDS_PART2))
+def test_part2_seed(seed: int) -> None:
+    """Part 1's schedule plus membership changes, snapshots and compaction."""
+    result = Simulator(seed, SimConfig(part2=True)).run()
+    assert result.ops["ok"] > 0
+
+
+def test_part2_schedule_changes_members_and_streams_snapshots() -> None:
+    changes = installs = 0
+    grew = False
+    for seed in range(6):
+        sim = Simulator(seed, SimConfig(part2=True))
+        sim.run()
+        changes += sim.fault_counts.get("conf_change", 0)
+        installs += sim.snapshots_installed
+        grew |= len(sim.ids) > sim.first_size
+    assert changes and installs and grew
 
 
 def test_same_seed_replays_the_same_run() -> None:
