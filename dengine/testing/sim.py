@@ -17,8 +17,15 @@ machine is durable with its applied index, as a real one is).
 
 Messages are dropped, duplicated, delayed (and so reordered) by the network profile in force,
 and cut by partitions, both ways or one way. The fault schedule (``sim_faults.FAULTS``) also
-crashes and restarts nodes, slows disks and transfers leadership. Clients
-(``sim_workload``) write and read at every consistency level.
+crashes and restarts nodes, slows disks and transfers leadership. ``SimConfig(part2=True)``
+adds part 2 (``sim_faults.PART2``): snapshots that let cores compact their logs, snapshot
+streams to followers behind (bound to their message, lost with it, always reported to the
+sender), installs, and membership changes (fresh learners, promotions, removals, joint changes).
+Clients (``sim_workload``) write and read at every consistency level.
+
+Scripted scenarios drive the same machinery by hand: ``run_until(tick)`` runs events without
+clients or faults, ``drop_if`` loses chosen messages, ``crash``/``restart`` and ``cuts`` do the
+rest (see the figure-8 test).
 
 After every event the invariants of ``sim_checks`` are checked. After ``fault_ticks`` the faults
 stop (links healed, nodes restarted): within ``settle_ticks`` one leader must be followed by
@@ -41,14 +48,15 @@ from dataclasses import dataclass, field
 
 from dengine.raft.config import RaftConfig
 from dengine.raft.core import RaftCore
-from dengine.raft.describe import describe_entries, describe_message, describe_ready
 from dengine.raft.log import MemoryStorage
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.ready import Ready, Role
 from dengine.raft.types import ConfState, HardState, SnapshotMeta
+from dengine.testing import sim_report
 from dengine.testing.linearizability import check as check_linearizable
 from dengine.testing.sim_checks import InvariantBroken, Invariants
 from dengine.testing.sim_faults import DISK_PROFILES, FAULTS, NET_PROFILES, PART2, Action
+from dengine.testing.sim_report import replay_command
 from dengine.testing.sim_workload import KVMachine, Workload
 
 __all__ = ["SimConfig", "SimFailure", "SimResult", "Simulator", "TICK", "replay_command"]
@@ -57,12 +65,6 @@ __all__ = ["SimConfig", "SimFailure", "SimResult", "Simulator", "TICK", "replay_
 TICK = 100
 
 _TICK, _DELIVER, _DISK, _CLIENT, _FAULT = range(5)
-
-
-def replay_command(seed: int, part2: bool = False) -> str:
-    """The one-line command that replays ``seed`` through ``tests/sim/test_sim.py``."""
-    test = "test_part2_seed" if part2 else "test_seed"
-    return f"DENGINE_SIM_SEED_START={seed} DENGINE_SIM_SEEDS=1 pytest tests/sim -x -k {test}"
 
 
 class SimFailure(AssertionError):
@@ -589,34 +591,9 @@ class Simulator:
 
     # -- reporting ----------------------------------------------------------------------------
     def report(self, what: str) -> str:
-        lines = [
-            f"simulation seed {self.seed} failed at tick {self.now / TICK:.2f} "
-            f"({self.phase}, {len(self.ids)} nodes): {what}",
-            f"replay: {replay_command(self.seed, self.cfg.part2)}",
-            "nodes:",
-        ]
-        for i in self.ids:
-            n = self.nodes[i]
-            c = n.core
-            log = describe_entries(c.entries_for_test()) if c is not None else "-"
-            lines.append(
-                f"  {i}: {'up' if n.up else 'DOWN'} {c.role.name.lower()} t{c.term} "
-                f"v{c.vote} lead{c.leader_id} c{c.commit_index} a{n.sm_applied} log{log}"
-            )
-        lines.append(f"last {len(self.trace)} events (time in ticks):")
-        for ev in self.trace:
-            lines.append(self._describe_event(ev))
-        return "\n".join(lines)
+        return sim_report.report(self, what)
 
-    @staticmethod
-    def _describe_event(ev: tuple) -> str:
-        t = f"{ev[0] / TICK:8.2f}"
-        if ev[1] == "msg":
-            return f"{t} deliver {describe_message(ev[2])}"
-        if ev[1] == "ready":
-            text = describe_ready(ev[3]).replace("\n", "\n" + " " * 14)
-            return f"{t} node {ev[2]} {text}"
-        return f"{t} {ev[2]}"
+    _describe_event = staticmethod(sim_report.describe_event)
 
 
 def seeds_from_env(default_count: int) -> range:

@@ -169,8 +169,9 @@ class Invariants:
             if term < old[0]:
                 raise InvariantBroken(f"node {node} persists term {term} after term {old[0]}")
             if term == old[0] and old[1] and vote != old[1]:
+                then = f"then for {vote}" if vote else "then forgets it (it may vote again)"
                 raise InvariantBroken(
-                    f"node {node} votes twice in term {term}: for {old[1]}, then for {vote}"
+                    f"node {node} votes twice in term {term}: for {old[1]}, {then}"
                 )
         self.durable_vote[node] = (term, vote)
 
