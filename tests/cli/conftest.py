@@ -82,3 +82,24 @@ def one_error_line() -> Callable[..., str]:
 def env_for(tmp_path) -> Callable[..., dict[str, str]]:
     """``env_for(**extra)``: the environment the ``dengine`` fixture runs commands with."""
     return lambda **extra: cli_env(tmp_path, **extra)
+
+
+@pytest.fixture
+def cli_main(tmp_path, monkeypatch, capfd) -> Callable[..., subprocess.CompletedProcess]:
+    """``cli_main(*args)``: the same command run in this process (``dengine.cli.main``), for
+    the many quick calls of a scenario; its output and exit code as from ``dengine``."""
+    from dengine.cli import main
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.delenv("DENGINE_ENDPOINTS", raising=False)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capfd.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse: --help, usage errors
+            code = e.code if isinstance(e.code, int) else 1
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(["dengine", *args], code, out, err)
+
+    return run

@@ -15,15 +15,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_exit_codes_are_documented_in_help(dengine):
+def test_exit_codes_are_documented_in_help(dengine, cli_main):
     out = dengine("--help")
     assert out.returncode == 0
     for line in ("3    config:", "4    not found:", "5    unavailable:", "6    refused:"):
         assert line in out.stdout
-    assert "exit codes:" in dengine("get", "--help").stdout
+    assert "exit codes:" in cli_main("get", "--help").stdout
 
 
-def test_cluster_up_refuses_a_bad_config_file(dengine, tmp_path, one_error_line):
+def test_cluster_up_refuses_a_bad_config_file(dengine, cli_main, tmp_path, one_error_line,
+                                              monkeypatch):
     bad = tmp_path / "bad.toml"
     bad.write_text("[raft]\nelection_ms = 30\n")
     out = dengine("cluster", "up", "--data-dir", "d", "--config", str(bad))
@@ -31,8 +32,12 @@ def test_cluster_up_refuses_a_bad_config_file(dengine, tmp_path, one_error_line)
     assert not (tmp_path / "d").exists()  # refused before anything was written
     broken = tmp_path / "broken.toml"
     broken.write_text("[raft\n")
-    one_error_line(dengine("cluster", "up", "--config", str(broken)), 3, "valid TOML")
-    one_error_line(dengine("cluster", "up", "--config", "missing.toml"), 3, "missing.toml")
+    monkeypatch.chdir(tmp_path)
+    one_error_line(cli_main("cluster", "up", "--data-dir", "d", "--config", str(broken)), 3,
+                   "valid TOML")
+    one_error_line(cli_main("cluster", "up", "--data-dir", "d", "--config", "missing.toml"), 3,
+                   "missing.toml")
+    assert not (tmp_path / "d").exists()
 
 
 def test_serve_refuses_a_bad_config_file(dengine, tmp_path, one_error_line):
@@ -51,18 +56,18 @@ def test_cluster_up_refuses_an_edited_node_file_that_is_wrong(dengine, tmp_path,
     one_error_line(out, 3, "node-2/node.toml", "statemachine.engine")
 
 
-def test_unreachable_endpoint(dengine, one_error_line):
+def test_unreachable_endpoint(dengine, cli_main, one_error_line):
     endpoint = f"127.0.0.1:{_free_port()}"
     out = dengine("get", "k", "--endpoints", endpoint, "--timeout", "1")
     one_error_line(out, 5, "cannot reach the cluster", endpoint, "dengine cluster up")
-    out = dengine("status", "--endpoints", endpoint, "--timeout", "1")
+    out = cli_main("status", "--endpoints", endpoint, "--timeout", "1")
     one_error_line(out, 5, "cannot reach the cluster")
 
 
-def test_default_endpoint_without_a_recorded_cluster(dengine, one_error_line):
-    out = dengine("put", "k", "v", "--timeout", "1", "--data-dir", "nowhere")
+def test_default_endpoint_without_a_recorded_cluster(cli_main, one_error_line):
+    out = cli_main("put", "k", "v", "--timeout", "1", "--data-dir", "nowhere")
     one_error_line(out, 3, "no local cluster recorded in")
 
 
-def test_bad_endpoint_syntax(dengine, one_error_line):
-    one_error_line(dengine("get", "k", "--endpoints", "localhost"), 2, "not host:port")
+def test_bad_endpoint_syntax(cli_main, one_error_line):
+    one_error_line(cli_main("get", "k", "--endpoints", "localhost"), 2, "not host:port")
