@@ -360,6 +360,7 @@ class Simulator:
         self.inv.on_state_machine_reset(n.id, meta.index)
         n.sm.data = dict(data)
         n.sm_applied = meta.index
+        self.workload.on_snapshot(n.id, meta.index)
         n.snapshot, n.snapshot_data = meta, dict(data)
         self.snapshots_installed += 1
         self.trace_note(f"node {n.id} installs snapshot {meta.index}@{meta.term}")

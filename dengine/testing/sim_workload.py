@@ -248,6 +248,16 @@ class Workload:
         self.counts["ok"] += 1
         self.leader_hint[p.client] = node
 
+    def on_snapshot(self, node: int, index: int) -> None:
+        """A snapshot replaced ``node``'s state up to ``index``: writes waiting there for
+        entries it covers will never be seen applied one by one: outcome unknown."""
+        waiting = self.writes_at.get(node, {})
+        for i in sorted(waiting):
+            if i <= index:
+                p = waiting.pop(i)
+                if self.busy.get(p.client) is p:
+                    self._close_unknown(p)
+
     def on_crash(self, node: int) -> None:
         """Operations waiting on a crashed node: outcome unknown."""
         for table in (self.writes_at.pop(node, {}), self.reads_at.pop(node, {})):
