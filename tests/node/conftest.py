@@ -113,7 +113,7 @@ class Cluster:
             await self.start_node(i)
         return self
 
-    async def leader(self, timeout: float = 5.0, exclude: tuple[int, ...] = ()) -> Node:
+    async def leader(self, timeout: float = 10.0, exclude: tuple[int, ...] = ()) -> Node:
         async with asyncio.timeout(timeout):
             while True:
                 for n in self.nodes.values():
@@ -128,7 +128,7 @@ class Cluster:
         return EmbeddedClient(self.nodes[node] if isinstance(node, int) else node)
 
     async def wait_applied(self, index: int, nodes: list[Node] | None = None,
-                           timeout: float = 5.0) -> None:
+                           timeout: float = 10.0) -> None:
         nodes = nodes if nodes is not None else [n for n in self.nodes.values() if n.running]
         async with asyncio.timeout(timeout):
             while any(n.state_machine.applied_index() < index for n in nodes):

@@ -78,12 +78,12 @@ def test_lagging_follower_catches_up_from_a_snapshot(run, cluster_factory):
             await c.stop_node(lagger)
             cl = c.client(leader)
             await asyncio.gather(*(cl.put(f"k{i:03}", str(i)) for i in range(200)))
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(10):
                 while leader.log_store.first_index() < 100:  # compacted behind the lagger
                     await asyncio.sleep(0.01)
             back = await c.start_node(lagger)
             await c.wait_applied(leader.state_machine.applied_index(), [back])
-            async with asyncio.timeout(5):  # the sender learns of the install just after
+            async with asyncio.timeout(10):  # the sender learns of the install just after
                 while leader.transport.stats.snapshots_sent < 1:
                     await asyncio.sleep(0.01)
             assert back.transport.stats.snapshots_received >= 1
@@ -109,7 +109,7 @@ def test_restart_reads_state_and_membership_from_storage(run, cluster_factory, t
         await asyncio.gather(*(c.client(leader).put(f"k{i}", "v") for i in range(100)))
         applied = leader.state_machine.applied_index()
         await c.wait_applied(applied)
-        async with asyncio.timeout(5):  # snapshots are taken in the background
+        async with asyncio.timeout(10):  # snapshots are taken in the background
             while any(n.log_store.first_index() == 1 for n in c.nodes.values()):
                 await asyncio.sleep(0.01)
         await c.close()
@@ -179,12 +179,12 @@ def test_fault_file_cuts_and_heals_links(run, cluster_factory, tmp_path):
             others = [i for i in c.nodes if i != leader.node_id]
             path = tmp_path / f"n{leader.node_id}" / "FAULTS"
             path.write_text(json.dumps({"drop_to": others, "drop_from": others}))
-            async with asyncio.timeout(5):  # check-quorum: the cut-off leader steps down
+            async with asyncio.timeout(10):  # check-quorum: the cut-off leader steps down
                 while leader.is_leader:
                     await asyncio.sleep(0.02)
             assert leader.transport.faults.blocks_to(others[0])
             path.unlink()
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(10):
                 while leader.transport.faults.blocks_to(others[0]):
                     await asyncio.sleep(0.02)
             new = await c.leader()
@@ -209,7 +209,7 @@ def test_a_memory_state_machine_is_rebuilt_from_the_snapshot_file_on_restart(run
             cl = c.client(leader)
             await asyncio.gather(*(cl.put(f"k{i}", str(i)) for i in range(100)))
             node = c.followers()[0]
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(10):
                 while node.log_store.first_index() == 1:
                     await asyncio.sleep(0.01)
             await c.stop_node(node.node_id)
