@@ -576,6 +576,9 @@ class Node:
             return None
         if hs is not None:
             self._synced_term_vote = (hs.term, hs.vote)
+        if not getattr(self.log_store, "durable", True):
+            self._persist(rd.entries, hs)  # nothing to wait for: no thread hop
+            return None
         loop = asyncio.get_running_loop()
         return loop.run_in_executor(None, self._persist, rd.entries, hs)
 
