@@ -6,9 +6,11 @@ using the next: concurrent callers on one stream share its messages, which is wh
 stream pay (100 callers round robin over 10 streams made about 3 requests per message and cost
 the server twice the CPU per request of one stream carrying all 100), and the next channel takes
 over only once a stream has ``SPILL_IN_FLIGHT`` requests in flight. Without streams (unary
-calls, or a stream resting after a break) channels are handed out round robin. A :class:`PooledChannel` opens its
-``Kv.Batch`` stream lazily; when the stream breaks it serves unary calls for ``stream_retry_s``
-and then opens a new one, and when the server does not implement the stream it stays unary.
+calls, or a stream resting after a break) channels are handed out round robin.
+
+A :class:`PooledChannel` opens its ``Kv.Batch`` stream lazily; when the stream breaks it serves
+unary calls for ``stream_retry_s`` and then opens a new one, and when the server does not
+implement the stream it stays unary.
 """
 
 from __future__ import annotations
