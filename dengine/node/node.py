@@ -72,6 +72,8 @@ from dengine.storage.snapshot import SnapshotStore
 __all__ = ["Node", "Consistency"]
 
 CONF = int(EntryKind.CONF_CHANGE)
+#: A learner further behind the commit index than this is not promoted yet.
+PROMOTE_MAX_LAG_ENTRIES = 1000
 MT = MessageType
 
 
@@ -343,12 +345,21 @@ class Node:
         await self._conf_change(cc)
 
     async def promote(self, node_id: int) -> None:
-        """Make a learner a voter."""
+        """Make a learner a voter, once it has caught up (a voter far behind would weaken
+        the quorum: it could not help commit until it caught up)."""
         _check_member_id(node_id)
         if node_id not in self.core.conf_state.learners:
             if node_id in self.core.conf_state.voters:
                 return
             raise ConfChangeError(f"node {node_id} is not a learner; add it as a learner first")
+        if self.is_leader:
+            pr = self.core.tracker.progress.get(node_id)
+            match = pr.match_index if pr is not None else 0
+            slack = max(PROMOTE_MAX_LAG_ENTRIES, self.config.raft.compaction_tail_entries)
+            if match == 0 or match + slack < self.core.commit_index:
+                raise ConfChangeError(
+                    f"learner {node_id} is still catching up (it holds up to index {match}, "
+                    f"the commit index is {self.core.commit_index}); retry once it has")
         await self._conf_change(ConfChange((ConfChangeSingle(ConfChangeType.ADD_VOTER, node_id),)))
 
     async def remove_member(self, node_id: int) -> None:

@@ -222,3 +222,22 @@ def test_a_memory_state_machine_is_rebuilt_from_the_snapshot_file_on_restart(run
             await c.close()
 
     run(main)
+
+
+def test_a_learner_that_has_not_caught_up_is_not_promoted(run, cluster_factory):
+    async def main():
+        c = await cluster_factory().start()
+        try:
+            leader = await c.leader()
+            cl = c.client(leader)
+            await cl.add_learner(4, c.addresses[4])  # node 4 never starts
+            with pytest.raises(ConfChangeError, match="catching up"):
+                await cl.promote(4)
+            members = await cl.remove_member(4)
+            assert 4 not in {m.id for m in members}
+            with pytest.raises(ConfChangeError, match="not a member"):
+                await cl.remove_member(4)
+        finally:
+            await c.close()
+
+    run(main)
