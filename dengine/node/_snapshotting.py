@@ -26,6 +26,7 @@ from dengine.node.snapshots import (
     file_pieces,
     find_file,
     install_file,
+    verify_file,
     write_snapshot,
 )
 from dengine.raft.messages import Message, MessageType
@@ -51,10 +52,12 @@ def restore_from_latest_file(node: Node) -> None:
 
 
 async def on_snapshot(node: Node, incoming: Any) -> None:
-    """A verified snapshot file arrived: step it into the core, wait for its verdict."""
+    """A snapshot file arrived: check it, step it into the core, wait for its verdict."""
     if not node.running:
         raise Unavailable(f"node {node.node_id} is stopping")
     meta = incoming.meta
+    # A damaged file is refused here, back to the sender: the core never hears of it.
+    await asyncio.to_thread(verify_file, str(incoming.path), meta)
     fut = asyncio.get_running_loop().create_future()
     msg = Message(MT.SNAPSHOT, node.node_id, incoming.from_, incoming.term, snapshot=meta)
 
@@ -140,14 +143,17 @@ async def install_snapshot(node: Node, meta: SnapshotMeta) -> None:
     path = node._incoming.pop((meta.index, meta.term), None)
     if path is None:
         raise Unavailable(f"snapshot {meta.index} to install has no file")
+    # Crash-safe order: the verified file joins the snapshot store first, then the log is
+    # reset to its point, then the state machine restored. A crash after the reset leaves a
+    # state machine behind the log's first index, which a restart restores from that file.
     node.book.record_conf(meta.index, meta.conf_state)
-    _meta, addresses = await asyncio.to_thread(install_file, node.state_machine, path)
-    node.book.learn(addresses)
+    path = adopt_file(node.snapshots, path, meta)
     store = node.log_store
     store.reset(meta.index, meta.term)
     store.save_snapshot_meta(meta)
     store.sync()
-    adopt_file(node.snapshots, path, meta)
+    _meta, addresses = await asyncio.to_thread(install_file, node.state_machine, path)
+    node.book.learn(addresses)
     node._snap_index = meta.index
     node.log.info("snapshot installed", index=meta.index, term=meta.term,
                   voters=sorted(meta.conf_state.voters))

@@ -19,7 +19,15 @@ from dengine.raft.types import ConfState, SnapshotMeta
 from dengine.statemachine.base import StateMachine
 from dengine.storage.snapshot import SnapshotReader, SnapshotStore, snapshot_name
 
-__all__ = ["MEMBERS_TAG", "install_file", "file_pieces", "find_file", "write_snapshot"]
+__all__ = [
+    "MEMBERS_TAG",
+    "adopt_file",
+    "file_pieces",
+    "find_file",
+    "install_file",
+    "verify_file",
+    "write_snapshot",
+]
 
 MEMBERS_TAG = b"dengine-members-1\n"
 READ_PIECE_BYTES = 1 << 20
@@ -55,6 +63,15 @@ def file_pieces(path: str) -> Iterator[bytes]:
                 yield piece
 
     return gen()
+
+
+def verify_file(path: str, meta: SnapshotMeta) -> None:
+    """Check every checksum of a received file and that it holds the snapshot ``meta`` says."""
+    reader = SnapshotReader(path)
+    if (reader.meta.index, reader.meta.term) != (meta.index, meta.term):
+        raise SnapshotError(f"{path} holds snapshot {reader.meta.index}/{reader.meta.term}, "
+                            f"not {meta.index}/{meta.term}")
+    reader.verify()
 
 
 def install_file(sm: StateMachine, path: str) -> tuple[SnapshotMeta, dict[int, str]]:

@@ -241,3 +241,30 @@ def test_a_learner_that_has_not_caught_up_is_not_promoted(run, cluster_factory):
             await c.close()
 
     run(main)
+
+
+def test_a_damaged_snapshot_file_is_refused_and_the_follower_is_unharmed(run, cluster_factory,
+                                                                         tmp_path):
+    async def main():
+        from dengine.raft.types import SnapshotMeta
+        from dengine.transport.base import IncomingSnapshot
+
+        c = await cluster_factory().start()
+        try:
+            leader = await c.leader()
+            follower = c.followers()[0]
+            rev = await c.client(leader).put("k", "v")
+            await c.wait_applied(rev, [follower])
+            bad = tmp_path / "bad.snap"
+            bad.write_bytes(b"DGSNAP01 not really a snapshot")
+            meta = SnapshotMeta(rev + 100, leader.core.term, leader.core.conf_state)
+            incoming = IncomingSnapshot(leader.node_id, leader.core.term, meta, bad, 30)
+            with pytest.raises(Exception, match="snapshot"):
+                await follower.on_snapshot(incoming)
+            assert follower.running and follower.core.commit_index < rev + 100
+            rev = await c.client(leader).put("k2", "v2")
+            await c.wait_applied(rev, [follower])
+        finally:
+            await c.close()
+
+    run(main)
