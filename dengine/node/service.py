@@ -39,6 +39,8 @@ MAX_SCAN_LIMIT = 10_000
 #: Keys a scan returns when the request sets no limit (the rest come with a continuation).
 DEFAULT_SCAN_LIMIT = 1000
 MAX_GET_MANY_KEYS = 10_000
+#: Requests of one Batch stream being handled at once; more wait to be read.
+MAX_STREAM_IN_FLIGHT = 4096
 
 
 def _kv(kv: Any) -> client_pb2.KeyValue:
@@ -263,12 +265,21 @@ class KvService(client_pb2_grpc.KvServicer):
     async def _read(self, request_iterator: Any, out: asyncio.Queue,
                     tasks: set[asyncio.Task]) -> None:
         loop = asyncio.get_running_loop()
+        room = asyncio.Semaphore(MAX_STREAM_IN_FLIGHT)
+
+        def finished(t: asyncio.Task) -> None:
+            tasks.discard(t)
+            room.release()
+
         try:
             async for batch in request_iterator:
                 for req in batch.requests:
+                    # A client far ahead of its answers waits here (and gRPC flow control
+                    # pushes back on it) rather than piling up tasks without bound.
+                    await room.acquire()
                     t = loop.create_task(self._one(req, out))
                     tasks.add(t)
-                    t.add_done_callback(tasks.discard)
+                    t.add_done_callback(finished)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - the client went away: answer what is in flight

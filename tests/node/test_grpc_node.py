@@ -112,3 +112,25 @@ def test_a_new_node_joins_through_any_member(run, cluster_factory):
             await c.close()
 
     run(main)
+
+
+def test_a_batch_stream_beyond_the_in_flight_cap_is_answered_in_full(run, cluster_factory,
+                                                                     monkeypatch):
+    from dengine.node import service
+
+    monkeypatch.setattr(service, "MAX_STREAM_IN_FLIGHT", 4)
+
+    async def main():
+        c = await cluster_factory(grpc=True).start()
+        ch = None
+        try:
+            leader = await c.leader()
+            ch, kv, _ = await _stubs(leader.address)
+            await kv.Put(pb.PutRequest(key=b"a", value=b"1"))
+            await _batch_stream(kv)
+        finally:
+            if ch is not None:
+                await ch.close()
+            await c.close()
+
+    run(main)
