@@ -102,11 +102,12 @@ def _term_rules(core: RaftCore, m: Message) -> bool:
             force = m.context == CAMPAIGN_TRANSFER
             in_lease = (
                 core.cfg.check_quorum
-                and core.leader_id != 0
+                and (core.leader_id != 0 or core.restart_guard)
                 and core.election_elapsed < core.cfg.election_ticks
             )
             if in_lease and not force:
-                # Leader stickiness (thesis §4.2.3): we hear from a live leader.
+                # Leader stickiness (thesis §4.2.3): we hear from a live leader, or restarted
+                # less than an election timeout ago and may have acked one whose lease holds.
                 core._drop(m, "vote request while a leader is live (stickiness)")
                 return False
         if m.type == MT.PRE_VOTE or (m.type == MT.PRE_VOTE_RESP and not m.reject):
@@ -131,6 +132,8 @@ def _term_rules(core: RaftCore, m: Message) -> bool:
 # -- elections --------------------------------------------------------------------------------
 def tick_election(core: RaftCore) -> None:
     core.election_elapsed += 1
+    if core.election_elapsed >= core.cfg.election_ticks:
+        core.restart_guard = False
     if core.promotable and core.election_elapsed >= core.randomized_election_timeout:
         core.election_elapsed = 0
         step(core, Message(MT.HUP, core.id, core.id))

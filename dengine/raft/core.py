@@ -131,6 +131,10 @@ class RaftCore:
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_ticks
         self.lease_void = False
+        #: Set on a restart (a saved term): for one election timeout after it, the node treats
+        #: itself as hearing from a live leader and refuses votes, because before the crash it
+        #: may have acked a leader whose lease still counts on it (thesis §6.4.1 leases).
+        self.restart_guard = hs.term > 0
         #: The latest snapshot this node holds (sent to followers the log no longer covers).
         self.snapshot_meta: SnapshotMeta | None = snapshot
         #: A snapshot received from the leader, to hand out in the next Ready.

@@ -277,6 +277,9 @@ class Network:
         storage = MemoryStorage()
         storage.append([Entry(t, k + 1, 0, b"") for k, t in enumerate(terms)])
         self.peers[i] = self._new_peer(i, storage, HardState(term=term), 0)
+        # The figures show nodes that have been up for a while: past the election timeout
+        # during which a restarted node refuses votes (RaftCore.restart_guard).
+        self.peers[i].core.restart_guard = False
 
     # -- crash and restart -----------------------------------------------------------------
     def crash(self, i: int) -> None:

@@ -262,3 +262,25 @@ def test_restart_with_a_lagging_saved_commit_does_not_reapply_entries():
     assert net.core(2).commit_index == 3 and net.core(2).applied_index == 3
     net.tick(n=2)
     assert net.applied_data(2) == [b"a", b"b"]
+
+
+def test_restarted_voter_refuses_votes_for_an_election_timeout():
+    # Leases (thesis §6.4.1): before a crash this voter may have acked a leader whose lease
+    # still counts on it, so after a restart it acts as if it hears from a live leader.
+    cfg = RaftConfig(pre_vote=False, check_quorum=True)
+    core = RaftCore(1, cfg, random.Random(1), peers=[2, 3], hard_state=HardState(term=2))
+    core.step(Message(MT.VOTE, 1, 2, term=3, log_term=0, index=0))
+    if core.has_ready():
+        rd = core.ready()
+        assert not rd.persisted_messages and not rd.messages
+        core.advance(rd)
+    assert core.term == 2
+    fresh = RaftCore(1, cfg, random.Random(1), peers=[2, 3])
+    for _ in range(cfg.election_ticks):
+        core.tick()
+    core.step(Message(MT.VOTE, 1, 2, term=3, log_term=0, index=0))
+    rd = core.ready()
+    assert [(m.to, m.reject) for m in rd.persisted_messages] == [(2, False)]
+    # A node that never ran (no saved term) has no lease to protect and votes at once.
+    fresh.step(Message(MT.VOTE, 1, 2, term=1, log_term=0, index=0))
+    assert [(m.to, m.reject) for m in fresh.ready().persisted_messages] == [(2, False)]
