@@ -43,7 +43,6 @@ from typing import Any
 from dengine._core import BatchBuffer
 from dengine.config import Config
 from dengine.errors import (
-    ConfChangeError,
     DengineError,
     InvalidArgument,
     NotLeader,
@@ -52,19 +51,13 @@ from dengine.errors import (
     ProposalDropped,
     Unavailable,
 )
-from dengine.node import _snapshotting, bootstrap
-from dengine.node.members import MemberBook, decode_addresses, encode_addresses
+from dengine.node import _membership, _snapshotting, bootstrap
+from dengine.node.members import MemberBook
 from dengine.observability.metrics import NodeMetrics
-from dengine.raft.confchange import (
-    ConfChange,
-    ConfChangeSingle,
-    ConfChangeType,
-    decode_conf_change,
-)
 from dengine.raft.core import RaftCore
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.ready import Ready, Role
-from dengine.raft.types import ConfState, Entry, EntryKind
+from dengine.raft.types import Entry, EntryKind
 from dengine.statemachine.base import StateMachine
 from dengine.storage.base import LogStore
 from dengine.storage.snapshot import SnapshotStore
@@ -72,8 +65,6 @@ from dengine.storage.snapshot import SnapshotStore
 __all__ = ["Node", "Consistency"]
 
 CONF = int(EntryKind.CONF_CHANGE)
-#: A learner further behind the commit index than this is not promoted yet.
-PROMOTE_MAX_LAG_ENTRIES = 1000
 MT = MessageType
 
 
@@ -153,7 +144,7 @@ class Node:
         await self.transport.start()
         if self.client_server is not None:
             await self.client_server.start()
-        self._sync_peers(self.core.conf_state)
+        _membership.sync_peers(self, self.core.conf_state)
         port = self.config.observability.metrics_port
         if port:
             host = (self.config.cluster.listen_addr or self.address).rpartition(":")[0]
@@ -310,71 +301,22 @@ class Node:
         finally:
             self._reads.pop(ctx, None)
 
-    async def _conf_change(self, cc: ConfChange) -> None:
-        self._check_accepting()
-        fut = asyncio.get_running_loop().create_future()
-
-        def op() -> None:
-            try:
-                index = self.core.propose_conf_change(cc)
-            except NotLeader:
-                fut.set_exception(self.not_leader())
-            except (ConfChangeError, ProposalDropped) as e:
-                fut.set_exception(e)
-            else:
-                self._pending[index] = (self.core.term, fut)
-                self.log.info("membership change proposed", index=index,
-                              changes=[(c.type.name, c.node_id) for c in cc.changes])
-
-        self._submit(op)
-        await fut
-
     async def add_learner(self, node_id: int, address: str) -> None:
         """Add a new node as a learner (it replicates but does not vote)."""
-        _check_member_id(node_id)
-        if not address or ":" not in address:
-            raise InvalidArgument(f"address {address!r} is not host:port")
-        cs = self.core.conf_state
-        if node_id in cs.learners and self.book.addresses.get(node_id) == address:
-            return  # already done (a retried join)
-        if node_id in cs.voters | cs.voters_outgoing:
-            raise ConfChangeError(f"node {node_id} is already a voter; remove it first to "
-                                  "re-add it as a learner")
-        cc = ConfChange((ConfChangeSingle(ConfChangeType.ADD_LEARNER, node_id),),
-                        context=encode_addresses({node_id: address}))
-        await self._conf_change(cc)
+        await _membership.add_learner(self, node_id, address)
 
     async def promote(self, node_id: int) -> None:
-        """Make a learner a voter, once it has caught up (a voter far behind would weaken
-        the quorum: it could not help commit until it caught up)."""
-        _check_member_id(node_id)
-        if node_id not in self.core.conf_state.learners:
-            if node_id in self.core.conf_state.voters:
-                return
-            raise ConfChangeError(f"node {node_id} is not a learner; add it as a learner first")
-        if self.is_leader:
-            pr = self.core.tracker.progress.get(node_id)
-            match = pr.match_index if pr is not None else 0
-            slack = max(PROMOTE_MAX_LAG_ENTRIES, self.config.raft.compaction_tail_entries)
-            if match == 0 or match + slack < self.core.commit_index:
-                raise ConfChangeError(
-                    f"learner {node_id} is still catching up (it holds up to index {match}, "
-                    f"the commit index is {self.core.commit_index}); retry once it has")
-        await self._conf_change(ConfChange((ConfChangeSingle(ConfChangeType.ADD_VOTER, node_id),)))
+        """Make a caught-up learner a voter."""
+        await _membership.promote(self, node_id)
 
     async def remove_member(self, node_id: int) -> None:
         """Remove a voter or learner from the cluster."""
-        _check_member_id(node_id)
-        cs = self.core.conf_state
-        if node_id not in (cs.voters | cs.learners | cs.voters_outgoing | cs.learners_next):
-            raise ConfChangeError(f"node {node_id} is not a member")
-        await self._conf_change(ConfChange((ConfChangeSingle(ConfChangeType.REMOVE_NODE,
-                                                             node_id),)))
+        await _membership.remove_member(self, node_id)
 
     async def transfer_leader(self, target: int, timeout_s: float | None = None) -> None:
         """Hand leadership to ``target``; returns once it leads (or raises on timeout)."""
         self._check_accepting()
-        _check_member_id(target)
+        _membership.check_member_id(target)
         if target == self.leader_id:
             return
         if target not in self.core.conf_state.voters:
@@ -539,11 +481,11 @@ class Node:
         if rd.snapshot is not None:
             await _snapshotting.install_snapshot(self, rd.snapshot)
         if rd.entries:
-            self._learn_from_entries(rd.entries)
+            _membership.learn_from_entries(self, rd.entries)
             if self._pending and core.role != Role.LEADER:
                 self._drop_overwritten(rd.entries)
         if rd.conf_state is not None:
-            self._sync_peers(rd.conf_state)
+            _membership.sync_peers(self, rd.conf_state)
         if rd.messages:
             self._send(rd.messages)
         persist = self._start_persist(rd)
@@ -658,7 +600,7 @@ class Node:
         pending = self._pending
         for e, result in zip(entries, results, strict=True):
             if e.kind == CONF:
-                self._on_conf_committed(e)
+                _membership.on_conf_committed(self, e)
             if not pending:
                 continue
             item = pending.pop(e.index, None)
@@ -675,47 +617,8 @@ class Node:
             else:
                 fut.set_result(result)
 
-    # -- membership ------------------------------------------------------------------------
-    def _learn_from_entries(self, entries: list[Entry]) -> None:
-        for e in entries:
-            if e.kind == CONF:
-                try:
-                    cc = decode_conf_change(e.data)
-                except DengineError:
-                    continue
-                self.book.learn(decode_addresses(cc.context))
-
-    def _on_conf_committed(self, e: Entry) -> None:
-        try:
-            cc = decode_conf_change(e.data)
-        except DengineError:
-            return
-        self.log.info(
-            "membership change committed", index=e.index,
-            changes=[(c.type.name, c.node_id) for c in cc.changes] or "leave joint",
-            voters=sorted(self.core.conf_state_at(e.index).voters),
-            learners=sorted(self.core.conf_state_at(e.index).learners))
-
-    def _sync_peers(self, cs: ConfState) -> None:
-        members = cs.voters | cs.learners | cs.voters_outgoing | cs.learners_next
-        t = self.transport
-        for node_id in members:
-            addr = self.book.addresses.get(node_id)
-            if node_id != self.node_id and addr:
-                t.set_peer(node_id, addr)
-        for node_id in list(getattr(t, "peers", {})):
-            if node_id not in members:
-                t.remove_peer(node_id)
-        if hasattr(t, "accept_unknown_senders"):
-            t.accept_unknown_senders = self.node_id not in members
-
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
-
-
-def _check_member_id(node_id: int) -> None:
-    if not isinstance(node_id, int) or not 0 < node_id < 1 << 63:
-        raise InvalidArgument(f"node id {node_id!r} is not a positive integer")

@@ -1,0 +1,143 @@
+"""Membership, as the node handles it: proposing changes, learning addresses, peer links.
+
+Functions over a :class:`~dengine.node.node.Node` (its private half). A change is proposed
+through the core (which allows one pending change at a time and refuses what would break the
+quorum) and its caller's future resolves when the entry is applied. Addresses ride in the
+change's context: every node learns them when the entry reaches its log (before it commits, as
+the config itself takes effect then) and keeps them in its member book; the transport's peers
+follow the config in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from dengine.errors import (
+    ConfChangeError,
+    DengineError,
+    InvalidArgument,
+    NotLeader,
+    ProposalDropped,
+)
+from dengine.node.members import decode_addresses, encode_addresses
+from dengine.raft.confchange import (
+    ConfChange,
+    ConfChangeSingle,
+    ConfChangeType,
+    decode_conf_change,
+)
+from dengine.raft.types import ConfState, Entry, EntryKind
+
+if TYPE_CHECKING:
+    from dengine.node.node import Node
+
+CONF = int(EntryKind.CONF_CHANGE)
+#: A learner further behind the commit index than this is not promoted yet.
+PROMOTE_MAX_LAG_ENTRIES = 1000
+
+
+async def conf_change(node: Node, cc: ConfChange) -> None:
+    node._check_accepting()
+    fut = asyncio.get_running_loop().create_future()
+
+    def op() -> None:
+        try:
+            index = node.core.propose_conf_change(cc)
+        except NotLeader:
+            fut.set_exception(node.not_leader())
+        except (ConfChangeError, ProposalDropped) as e:
+            fut.set_exception(e)
+        else:
+            node._pending[index] = (node.core.term, fut)
+            node.log.info("membership change proposed", index=index,
+                          changes=[(c.type.name, c.node_id) for c in cc.changes])
+
+    node._submit(op)
+    await fut
+
+
+async def add_learner(node: Node, node_id: int, address: str) -> None:
+    """Add a new node as a learner (it replicates but does not vote)."""
+    check_member_id(node_id)
+    if not address or ":" not in address:
+        raise InvalidArgument(f"address {address!r} is not host:port")
+    cs = node.core.conf_state
+    if node_id in cs.learners and node.book.addresses.get(node_id) == address:
+        return  # already done (a retried join)
+    if node_id in cs.voters | cs.voters_outgoing:
+        raise ConfChangeError(f"node {node_id} is already a voter; remove it first to "
+                              "re-add it as a learner")
+    cc = ConfChange((ConfChangeSingle(ConfChangeType.ADD_LEARNER, node_id),),
+                    context=encode_addresses({node_id: address}))
+    await conf_change(node, cc)
+
+
+async def promote(node: Node, node_id: int) -> None:
+    """Make a learner a voter, once it has caught up (a voter far behind would weaken
+    the quorum: it could not help commit until it caught up)."""
+    check_member_id(node_id)
+    if node_id not in node.core.conf_state.learners:
+        if node_id in node.core.conf_state.voters:
+            return
+        raise ConfChangeError(f"node {node_id} is not a learner; add it as a learner first")
+    if node.is_leader:
+        pr = node.core.tracker.progress.get(node_id)
+        match = pr.match_index if pr is not None else 0
+        slack = max(PROMOTE_MAX_LAG_ENTRIES, node.config.raft.compaction_tail_entries)
+        if match == 0 or match + slack < node.core.commit_index:
+            raise ConfChangeError(
+                f"learner {node_id} is still catching up (it holds up to index {match}, "
+                f"the commit index is {node.core.commit_index}); retry once it has")
+    await conf_change(node, ConfChange((ConfChangeSingle(ConfChangeType.ADD_VOTER, node_id),)))
+
+
+async def remove_member(node: Node, node_id: int) -> None:
+    """Remove a voter or learner from the cluster."""
+    check_member_id(node_id)
+    cs = node.core.conf_state
+    if node_id not in (cs.voters | cs.learners | cs.voters_outgoing | cs.learners_next):
+        raise ConfChangeError(f"node {node_id} is not a member")
+    await conf_change(node, ConfChange((ConfChangeSingle(ConfChangeType.REMOVE_NODE,
+                                                         node_id),)))
+
+
+def learn_from_entries(node: Node, entries: list[Entry]) -> None:
+    for e in entries:
+        if e.kind == CONF:
+            try:
+                cc = decode_conf_change(e.data)
+            except DengineError:
+                continue
+            node.book.learn(decode_addresses(cc.context))
+
+
+def on_conf_committed(node: Node, e: Entry) -> None:
+    try:
+        cc = decode_conf_change(e.data)
+    except DengineError:
+        return
+    node.log.info(
+        "membership change committed", index=e.index,
+        changes=[(c.type.name, c.node_id) for c in cc.changes] or "leave joint",
+        voters=sorted(node.core.conf_state_at(e.index).voters),
+        learners=sorted(node.core.conf_state_at(e.index).learners))
+
+
+def sync_peers(node: Node, cs: ConfState) -> None:
+    members = cs.voters | cs.learners | cs.voters_outgoing | cs.learners_next
+    t = node.transport
+    for node_id in members:
+        addr = node.book.addresses.get(node_id)
+        if node_id != node.node_id and addr:
+            t.set_peer(node_id, addr)
+    for node_id in list(getattr(t, "peers", {})):
+        if node_id not in members:
+            t.remove_peer(node_id)
+    if hasattr(t, "accept_unknown_senders"):
+        t.accept_unknown_senders = node.node_id not in members
+
+
+def check_member_id(node_id: int) -> None:
+    if not isinstance(node_id, int) or not 0 < node_id < 1 << 63:
+        raise InvalidArgument(f"node id {node_id!r} is not a positive integer")
