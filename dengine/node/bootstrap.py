@@ -66,9 +66,12 @@ def check_node_file(data_dir: str, cluster_id: str, node_id: int) -> bool:
             raise Corruption(path, None, f"unreadable node identity record: {e}") from e
         if held_cluster != cluster_id:
             raise ClusterMismatch(held_cluster, cluster_id,
-                                  f"cluster id of the data directory {data_dir}")
+                                  f"cluster id of the data directory {data_dir} (it belongs "
+                                  "to another cluster: give this node its own directory)")
         if held_node != node_id:
-            raise ClusterMismatch(held_node, node_id, f"node id of the data directory {data_dir}")
+            raise ClusterMismatch(held_node, node_id,
+                                  f"node id of the data directory {data_dir} (it belongs to "
+                                  "another node: give this node its own directory)")
         return False
     os.makedirs(data_dir, exist_ok=True)
     tmp = path + ".tmp"
