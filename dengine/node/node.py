@@ -430,6 +430,9 @@ class Node:
                 self._drain()
                 if core.has_ready():
                     await self._handle_ready(core.ready())
+                    # Let the transport and the clients run between turns, even when a turn
+                    # had nothing to wait for (applying a long backlog, say).
+                    await asyncio.sleep(0)
                 _snapshotting.release_snapshot_waiters(self)
         except asyncio.CancelledError:
             raise
