@@ -110,7 +110,7 @@ class Workload:
         for c in range(self.clients):
             p = self.busy.get(c)
             if p is not None and now >= p.deadline:
-                self._close_unknown(p)
+                self.close_unknown(p)
             if c in self.busy or not self.enabled or self.rng.random() < 0.5:
                 continue
             self._issue(sim, c, now)
@@ -256,16 +256,16 @@ class Workload:
             if i <= index:
                 p = waiting.pop(i)
                 if self.busy.get(p.client) is p:
-                    self._close_unknown(p)
+                    self.close_unknown(p)
 
     def on_crash(self, node: int) -> None:
         """Operations waiting on a crashed node: outcome unknown."""
         for table in (self.writes_at.pop(node, {}), self.reads_at.pop(node, {})):
             for p in table.values():
                 if self.busy.get(p.client) is p:
-                    self._close_unknown(p)
+                    self.close_unknown(p)
 
-    def _close_unknown(self, p: Pending) -> None:
+    def close_unknown(self, p: Pending) -> None:
         del self.busy[p.client]
         self.writes_at.get(p.node, {}).pop(p.index, None)
         self.reads_at.get(p.node, {}).pop(p.context, None)
