@@ -127,8 +127,12 @@ def send_snapshot(node: Node, m: Message) -> None:
         return
     node.log.info("sending snapshot", peer=m.to, index=m.snapshot.index)
     task = node.transport.send_snapshot(m.to, m.snapshot, file_pieces(path), term=m.term)
+    node._transfers[m.to] = task
 
     def done(t: asyncio.Task) -> None:
+        if node._transfers.get(m.to) is not t:
+            return  # superseded by a newer transfer to that peer: that one reports
+        del node._transfers[m.to]
         ok = not t.cancelled() and t.exception() is None and t.result().accepted
         if not ok:
             why = "cancelled" if t.cancelled() else (t.exception() or t.result().error)

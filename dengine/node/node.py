@@ -119,6 +119,7 @@ class Node:
         self._read_ids = itertools.count(1)
         self._incoming: dict[tuple[int, int], str] = {}
         self._snap_waiters: list[asyncio.Future] = []
+        self._transfers: dict[int, asyncio.Task] = {}
         self._snap_index = 0
         self._snapshotting = False
         self._tasks: list[asyncio.Task] = []

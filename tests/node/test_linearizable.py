@@ -90,11 +90,20 @@ SEEDS = list(range(1, 1 + int(os.environ.get("DENGINE_NODE_LIN_SEEDS", "2"))))
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_histories_under_failover_and_partitions_are_linearizable(run, cluster_factory, seed):
+    _linearizable_under_chaos(run, cluster_factory, seed)
+
+
+def test_histories_over_grpc_with_rocksdb_are_linearizable(run, cluster_factory):
+    """The same over real gRPC peer streams and snapshot streaming, on rocksdb storage."""
+    _linearizable_under_chaos(run, cluster_factory, 7, grpc=True, storage="rocksdb")
+
+
+def _linearizable_under_chaos(run, cluster_factory, seed: int, **kw) -> None:
     async def main():
         rng = random.Random(seed)
         # Frequent snapshots and short log tails: restarted nodes often catch up by snapshot.
-        c = await cluster_factory(snapshot_interval_entries=10,
-                                  compaction_tail_entries=1).start()
+        c = await cluster_factory(snapshot_interval_entries=10, compaction_tail_entries=1,
+                                  **kw).start()
         h = History()
         stop = asyncio.Event()
         chaos_events = [0]
