@@ -30,7 +30,10 @@ from typing import Any
 
 from dengine.bench.stats import Summary
 
-__all__ = ["add_compare_parser", "run_compare", "render_report", "ratios"]
+__all__ = ["add_compare_parser", "run_compare", "render_report", "ratios", "goal_lines"]
+
+#: The goals of the first performance push (dengine/etcd, medians of the rounds).
+THROUGHPUT_GOALS = {"write-concurrent": 3.0, "read-linearizable": 3.0, "read-serializable": 3.0}
 
 DEFAULT_OUT = "benches/reports"
 
@@ -236,6 +239,7 @@ def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
             f"**{g('ratio_throughput')}** | {g('dengine_avg_ms')} | {g('etcd_avg_ms')} | "
             f"{g('ratio_avg_ms')} | {g('dengine_p99_ms')} | {g('etcd_p99_ms')} | "
             f"{g('ratio_p99_ms')} | {g('dengine_p999_ms')} | {g('etcd_p999_ms')} |")
+    lines += ["", *goal_lines(r)]
     errs = [(s.target, s.workload, s.extra.get("round"), s.errors, s.misses) for s in runs
             if s.errors or s.misses]
     lines += ["", "etcd has no lease reads in its API: its `read-lease` row is a linearizable "
@@ -248,3 +252,25 @@ def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
     lines += ["```", "", "Reproduce: `dengine bench compare` (or `python benches/compare_etcd.py`)"
               + (f" with `--ops {p.get('ops')}`" if p.get("ops") != 10_000 else "") + ".", ""]
     return "\n".join(lines)
+
+
+def goal_lines(r: dict[str, dict[str, float]]) -> list[str]:
+    """The goals, each met or missed and by how much, from :func:`ratios`."""
+    out = ["Goals (dengine/etcd, medians):", ""]
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    for wl, goal in THROUGHPUT_GOALS.items():
+        v = r.get(wl, {}).get("ratio_throughput")
+        if v is not None:
+            out.append(f"- {wl} throughput >= {goal:g}x: {v:.2f}x, {mark(v >= goal)}"
+                       + ("" if v >= goal else f" (by {goal / v:.2f}x)"))
+    v = r.get("write-single", {}).get("ratio_avg_ms")
+    if v is not None:
+        out.append(f"- write-single average latency <= etcd's: {v:.2f}x, {mark(v <= 1)}")
+    worse = [f"{wl} ({x['ratio_p99_ms']:.2f}x)" for wl, x in r.items()
+             if x.get("ratio_p99_ms", 0) >= 1]
+    out.append("- p99 below etcd's on every workload: "
+               + (mark(True) if not worse else f"{mark(False)} on " + ", ".join(worse)))
+    return out

@@ -133,6 +133,19 @@ def test_report_ratios_are_medians_of_per_round_ratios() -> None:
     assert "| w | 200 | 100 | **2.00** |" in text
 
 
+def test_goal_lines_say_met_or_missed_and_by_how_much() -> None:
+    from dengine.bench.compare import goal_lines
+
+    r = {"write-concurrent": {"ratio_throughput": 1.5, "ratio_p99_ms": 0.5},
+         "read-linearizable": {"ratio_throughput": 3.2, "ratio_p99_ms": 1.2},
+         "write-single": {"ratio_avg_ms": 0.9, "ratio_p99_ms": 0.8}}
+    text = "\n".join(goal_lines(r))
+    assert "write-concurrent throughput >= 3x: 1.50x, **missed** (by 2.00x)" in text
+    assert "read-linearizable throughput >= 3x: 3.20x, met" in text
+    assert "write-single average latency <= etcd's: 0.90x, met" in text
+    assert "**missed** on read-linearizable (1.20x)" in text
+
+
 def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("DENGINE_") or k == "DENGINE_PURE_PYTHON"}
