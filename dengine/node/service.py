@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from dengine._core import codec
 from dengine.errors import DengineError, InvalidArgument, PayloadTooLarge
+from dengine.observability.tracing import request_tracing
 from dengine.transport.status import to_proto
 from dengine.v1 import client_pb2, client_pb2_grpc
 
@@ -54,10 +55,21 @@ class RequestHandler:
         self.node = node
         self.log = node.log
         self._metrics = getattr(node, "metrics", None)
+        self._tracing = request_tracing(node)
 
     async def call(self, name: str, request: Any, response_cls: type) -> Any:
         """Run ``name`` (a method of this class) and wrap any error in ``response_cls``."""
-        resp = await self._call(name, request, response_cls)
+        span = self._tracing.start(name) if self._tracing is not None else None
+        if span is None:
+            resp = await self._call(name, request, response_cls)
+        else:
+            try:
+                with self._tracing.use(span):
+                    resp = await self._call(name, request, response_cls)
+            except BaseException:
+                span.end()  # cancelled: the request has no answer
+                raise
+            self._tracing.end(span, resp)
         if self._metrics is not None:
             self._metrics.on_client_request(name, resp)
         return resp
