@@ -42,12 +42,14 @@ async def conf_change(node: Node, cc: ConfChange) -> None:
     fut = asyncio.get_running_loop().create_future()
 
     def op() -> None:
+        from dengine.node.node import settle
+
         try:
             index = node.core.propose_conf_change(cc)
         except NotLeader:
-            fut.set_exception(node.not_leader())
+            settle(fut, error=node.not_leader())
         except (ConfChangeError, ProposalDropped) as e:
-            fut.set_exception(e)
+            settle(fut, error=e)
         else:
             node._pending[index] = (node.core.term, fut)
             node.log.info("membership change proposed", index=index,

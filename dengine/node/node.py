@@ -292,9 +292,10 @@ class Node:
             try:
                 self.core.read_index(ctx, lease=lease)
             except NotLeader:
-                fut.set_exception(self.not_leader())
+                settle(fut, error=self.not_leader())
                 return
-            self._reads[ctx] = fut
+            if not fut.done():
+                self._reads[ctx] = fut
 
         self._submit(op)
         try:
@@ -327,11 +328,11 @@ class Node:
         def op() -> None:
             try:
                 self.core.transfer_leader(target)
-                fut.set_result(None)
+                settle(fut)
             except NotLeader:
-                fut.set_exception(self.not_leader())
+                settle(fut, error=self.not_leader())
             except ValueError as e:
-                fut.set_exception(InvalidArgument(str(e)))
+                settle(fut, error=InvalidArgument(str(e)))
 
         self._submit(op)
         await fut
@@ -626,3 +627,13 @@ class Node:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
+
+
+def settle(fut: asyncio.Future, result: object = None, error: BaseException | None = None) -> None:
+    """Resolve ``fut`` unless its caller already gave up on it (cancelled, timed out)."""
+    if fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)

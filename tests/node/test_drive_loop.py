@@ -315,3 +315,27 @@ def test_a_scan_without_a_limit_is_paged_by_the_server(run, cluster_factory):
             await c.close()
 
     run(main)
+
+
+def test_callers_that_give_up_early_do_not_upset_the_node(run, cluster_factory):
+    async def main():
+        c = await cluster_factory().start()
+        try:
+            leader = await c.leader()
+            target = c.followers()[0].node_id
+            follower = c.nodes[target]
+            # Each call is abandoned before the drive loop gets to it.
+            for call in (leader.transfer_leader(target), follower.add_learner(9, "h:9"),
+                         leader.add_learner(2, "h:2"), leader.read_barrier()):
+                task = asyncio.create_task(call)
+                await asyncio.sleep(0)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            await asyncio.sleep(0.2)
+            assert all(n.running and n.fatal is None for n in c.nodes.values())
+            lead = await c.leader()
+            assert await c.client(lead).put("still", "fine") > 0
+        finally:
+            await c.close()
+
+    run(main)
