@@ -45,6 +45,7 @@ from dengine.config import Config
 from dengine.errors import (
     DengineError,
     InvalidArgument,
+    InvariantViolation,
     NotLeader,
     OperationTimeout,
     PayloadTooLarge,
@@ -452,7 +453,15 @@ class Node:
             core.tick()
         msgs = self._msgs
         while msgs:
-            core.step(msgs.popleft())
+            msg = msgs.popleft()
+            try:
+                core.step(msg)
+            except InvariantViolation:
+                raise
+            except Exception as e:  # noqa: BLE001 - a peer's message never stops the node
+                self.log.error("dropped a peer message the core could not take",
+                               type=getattr(msg.type, "name", msg.type), peer=msg.from_,
+                               error=repr(e))
         ops = self._ops
         while ops:
             ops.popleft()()

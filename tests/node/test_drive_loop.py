@@ -339,3 +339,30 @@ def test_callers_that_give_up_early_do_not_upset_the_node(run, cluster_factory):
             await c.close()
 
     run(main)
+
+
+def test_a_peer_message_the_core_chokes_on_is_dropped_not_fatal(run, cluster_factory):
+    async def main():
+        from dengine.raft.messages import Message, MessageType
+
+        c = await cluster_factory().start()
+        try:
+            leader = await c.leader()
+            follower = c.followers()[0]
+            original = follower.core.step
+
+            def choke(msg):
+                if msg.context == b"poison":
+                    raise RuntimeError("core bug")
+                return original(msg)
+
+            follower.core.step = choke
+            follower.on_message(Message(MessageType.HEARTBEAT, follower.node_id,
+                                        leader.node_id, leader.core.term, context=b"poison"))
+            rev = await c.client(leader).put("k", "v")
+            await c.wait_applied(rev, [follower])
+            assert follower.running and follower.fatal is None
+        finally:
+            await c.close()
+
+    run(main)
