@@ -62,8 +62,9 @@ async def conf_change(node: Node, cc: ConfChange) -> None:
 async def add_learner(node: Node, node_id: int, address: str) -> None:
     """Add a new node as a learner (it replicates but does not vote)."""
     check_member_id(node_id)
-    if not address or ":" not in address:
-        raise InvalidArgument(f"address {address!r} is not host:port")
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidArgument(f"address {address!r} is not host:port (port 1..65535)")
     cs = node.core.conf_state
     if node_id in cs.learners and node.book.addresses.get(node_id) == address:
         return  # already done (a retried join)

@@ -172,6 +172,9 @@ def test_bad_requests_get_clear_errors_and_the_node_keeps_serving(run, cluster_f
             assert bad.error.code == pb.INVALID_ARGUMENT
             with pytest.raises(InvalidArgument):
                 await cl.add_learner(0, "127.0.0.1:1")
+            for bad_addr in ("", "nohost", "h:port", "h:0", "h:70000"):
+                with pytest.raises(InvalidArgument):
+                    await cl.add_learner(7, bad_addr)
             assert await cl.put("still", "serving") > 0
         finally:
             await c.close()
