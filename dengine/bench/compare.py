@@ -25,6 +25,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -133,14 +134,30 @@ async def _compare(root: Path, binary: str, specs: list, args: argparse.Namespac
                     for name in order:
                         lc.check_alive()
                         etcd.check_alive()
+                        pids = [n.pid for n in lc.nodes.values()] if name == "dengine" \
+                            else [p.pid for p in etcd.procs]
                         [s] = await run_all(targets[name], [spec], progress=progress,
-                                            preloaded=preloaded, echo=False)
+                                            preloaded=preloaded, echo=False,
+                                            cpu=lambda pids=pids: cpu_seconds(pids))
                         s.extra["round"] = rnd
                         print(s.row() + f"  (round {rnd})", flush=True)
                         runs.append(s)
     finally:
         await asyncio.to_thread(etcd.stop)
     return runs
+
+
+def cpu_seconds(pids: list[int]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the server processes and by this one."""
+    hz = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / hz
+        except (OSError, IndexError, ValueError):
+            pass
+    return {"servers": total, "client": time.process_time()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,12 +212,17 @@ def ratios(runs: list[Summary]) -> dict[str, dict[str, float]]:
             for f in ("throughput", "avg_ms", "p99_ms", "p999_ms"):
                 acc.setdefault(f"{side}_{f}", []).append(getattr(s, f))
             acc.setdefault(f"{side}_errors", []).append(float(s.errors))
+            for k, v in s.extra.get("cpu_us_per_op", {}).items():
+                acc.setdefault(f"{side}_cpu_{k}", []).append(v)
         if d is None or e is None:
             continue
         for f in ("throughput", "avg_ms", "p99_ms", "p999_ms"):
             den = getattr(e, f)
             if den:
                 acc.setdefault(f"ratio_{f}", []).append(getattr(d, f) / den)
+        dc, ec = d.extra.get("cpu_us_per_op"), e.extra.get("cpu_us_per_op")
+        if dc and ec and sum(ec.values()) > 0:
+            acc.setdefault("ratio_cpu", []).append(sum(dc.values()) / sum(ec.values()))
     return {wl: {k: statistics.median(v) for k, v in acc.items()} for wl, acc in out.items()}
 
 
@@ -239,6 +261,18 @@ def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
             f"**{g('ratio_throughput')}** | {g('dengine_avg_ms')} | {g('etcd_avg_ms')} | "
             f"{g('ratio_avg_ms')} | {g('dengine_p99_ms')} | {g('etcd_p99_ms')} | "
             f"{g('ratio_p99_ms')} | {g('dengine_p999_ms')} | {g('etcd_p999_ms')} |")
+    if any("ratio_cpu" in v for v in r.values()):
+        lines += ["", "CPU time per operation (microseconds, user + system, medians): the "
+                  "three server processes together, and the benchmark client process. On a "
+                  "shared machine this moves less than the rates above.", "",
+                  "| workload | dengine servers | dengine client | etcd servers | etcd client "
+                  "| ratio (total) |", "|---|---:|---:|---:|---:|---:|"]
+        for wl, v in r.items():
+            cells = [format(v[k], ".0f") if k in v else "-" for k in (
+                "dengine_cpu_servers", "dengine_cpu_client", "etcd_cpu_servers",
+                "etcd_cpu_client")]
+            ratio = format(v["ratio_cpu"], ".2f") if "ratio_cpu" in v else "-"
+            lines.append(f"| {wl} | " + " | ".join(cells) + f" | {ratio} |")
     lines += ["", *goal_lines(r)]
     errs = [(s.target, s.workload, s.extra.get("round"), s.errors, s.misses) for s in runs
             if s.errors or s.misses]

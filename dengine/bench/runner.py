@@ -27,7 +27,7 @@ def select_workloads(names: Iterable[str] | None, **overrides: Any) -> list[Work
 
 async def run_all(target: Any, specs: list[WorkloadSpec], *, progress: bool | None = None,
                   preloaded: set[tuple[str, int, int]] | None = None,
-                  echo: bool = True) -> list[Summary]:
+                  echo: bool = True, cpu: Any = None) -> list[Summary]:
     """Each workload in turn on its own connections; the read keys are written once per target
     (``preloaded`` remembers which key sets a target already holds)."""
     done = preloaded if preloaded is not None else set()
@@ -36,7 +36,8 @@ async def run_all(target: Any, specs: list[WorkloadSpec], *, progress: bool | No
         await target.open(spec.connections)
         try:
             mark = (target.name, spec.key_space, spec.key_bytes)
-            s = await run_workload(target, spec, progress=progress, preload=mark not in done)
+            s = await run_workload(target, spec, progress=progress, preload=mark not in done,
+                                   cpu=cpu)
             if spec.read_ratio > 0:
                 done.add(mark)
         finally:

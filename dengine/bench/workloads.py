@@ -118,8 +118,11 @@ async def run_workload(
     progress: bool | None = None,
     preload: bool = True,
     label: str | None = None,
+    cpu: Callable[[], dict[str, float]] | None = None,
 ) -> Summary:
-    """Run ``spec`` against an opened ``target``; returns its summary."""
+    """Run ``spec`` against an opened ``target``; returns its summary. ``cpu`` returns CPU
+    seconds used so far by name (e.g. servers, client): read around the timed part, its
+    deltas go in the summary as ``cpu_us_per_op``."""
     rng = random.Random(spec.seed)
     value = os.urandom(spec.value_bytes)
     if spec.read_ratio > 0 and preload:
@@ -172,13 +175,18 @@ async def run_workload(
 
     await asyncio.gather(*(warm(w) for w in range(spec.clients)))
     tick = asyncio.ensure_future(ticker())
+    cpu0 = cpu() if cpu is not None else {}
     start = time.perf_counter()
     try:
         await asyncio.gather(*(client(w) for w in range(spec.clients)))
     finally:
         elapsed = time.perf_counter() - start
         tick.cancel()
+    done = max(1, len(stats.samples) + stats.errors)
+    cpu_per_op = {k: round(1e6 * (v - cpu0.get(k, 0.0)) / done, 1)
+                  for k, v in (cpu() if cpu is not None else {}).items()}
     bar.draw(len(stats.samples) + stats.errors, final=True)
     return stats.summary(spec.name, target.name, elapsed, connections=spec.connections,
                          clients=spec.clients, consistency=consistency if ratio else None,
-                         read_ratio=ratio, key_bytes=kb, value_bytes=spec.value_bytes)
+                         read_ratio=ratio, key_bytes=kb, value_bytes=spec.value_bytes,
+                         **({"cpu_us_per_op": cpu_per_op} if cpu_per_op else {}))

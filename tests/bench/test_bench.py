@@ -87,8 +87,14 @@ def test_write_workload_counts_every_op_and_error() -> None:
 def test_read_workload_preloads_and_mixed_mixes() -> None:
     t = FakeTarget()
     spec = WORKLOADS["read-linearizable"].with_(ops=300, warmup_ops=0, key_space=50)
-    s = asyncio.run(run_workload(t, spec, progress=False))
+    clock = iter([1.0, 1.0 + 300e-6 * 7])  # before, after the timed part: 7 us per op
+
+    def cpu() -> dict[str, float]:
+        return {"servers": next(clock)}
+
+    s = asyncio.run(run_workload(t, spec, progress=False, cpu=cpu))
     assert (s.ops, s.misses, t.calls["put"], t.calls["get"]) == (300, 0, 50, 300)
+    assert s.extra["cpu_us_per_op"] == {"servers": 7.0}
     t2 = FakeTarget()
     mixed = WORKLOADS["mixed"].with_(ops=2000, warmup_ops=0, key_space=50)
     asyncio.run(run_workload(t2, mixed, progress=False, preload=False))
