@@ -100,9 +100,10 @@ def test_lagging_follower_catches_up_from_a_snapshot(run, cluster_factory):
     run(main, timeout=40)
 
 
-def test_restart_reads_state_and_membership_from_storage(run, cluster_factory, tmp_path):
+@pytest.mark.parametrize("engine", ["rocksdb", "file"])
+def test_restart_reads_state_and_membership_from_storage(run, cluster_factory, engine):
     async def main():
-        c = cluster_factory(storage="rocksdb", snapshot_interval_entries=30,
+        c = cluster_factory(storage=engine, snapshot_interval_entries=30,
                             compaction_tail_entries=3)
         await c.start()
         leader = await c.leader()
