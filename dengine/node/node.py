@@ -135,6 +135,7 @@ class Node:
         self._fault_task: asyncio.Task | None = None
         self._stopping = False
         self._synced_term_vote: tuple[int, int] = (-1, -1)
+        self._deferred_hs: Any = None
         self.metrics = NodeMetrics(self.node_id)  # this node's own registry
         self.metrics.watch(self)
 
@@ -218,6 +219,8 @@ class Node:
             _snapshotting.unlink(path)
         self._incoming.clear()
         try:
+            if self._deferred_hs is not None:
+                self.log_store.save_hard_state(self._deferred_hs)
             self.log_store.sync()
         finally:
             self.log_store.close()
@@ -532,15 +535,20 @@ class Node:
     def _start_persist(self, rd: Ready) -> asyncio.Future | None:
         """Write the Ready's entries and hard state; the fsync runs in a worker thread.
 
-        A hard state whose term and vote did not change (only the commit index moved) is
-        written without a sync of its own: the commit index may be persisted lazily (a restart
-        re-learns it), so it rides on the next sync instead of costing one.
+        A hard state whose term and vote did not change (only the commit index moved) is not
+        written at once: the commit index may be persisted lazily (a restart re-learns it from
+        the leader, and never below what the state machine applied), so it rides along with the
+        next write that needs a sync instead of costing one (or, on the file engine, blocking
+        the loop on a synced record write).
         """
         hs = rd.hard_state
         if not rd.entries and (hs is None or (hs.term, hs.vote) == self._synced_term_vote):
             if hs is not None:
-                self.log_store.save_hard_state(hs)
+                self._deferred_hs = hs
             return None
+        if hs is None:
+            hs = self._deferred_hs
+        self._deferred_hs = None
         if hs is not None:
             self._synced_term_vote = (hs.term, hs.vote)
         if not getattr(self.log_store, "durable", True):
