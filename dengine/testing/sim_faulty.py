@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from dengine.raft.core import RaftCore
 from dengine.raft.messages import Message, MessageType
-from dengine.raft.ready import Role
 
-__all__ = ["CommitByCountingCore", "DoubleVoteCore", "LeaseForeverCore", "FAULTY_CORES"]
+__all__ = ["CommitByCountingCore", "DoubleVoteCore", "FAULTY_CORES"]
 
 
 class CommitByCountingCore(RaftCore):
@@ -32,15 +31,7 @@ class DoubleVoteCore(RaftCore):
         super().step(msg)
 
 
-class LeaseForeverCore(RaftCore):
-    """Believes its leader lease never runs out: a deposed leader serves stale lease reads."""
-
-    def lease_valid(self) -> bool:
-        return self.role == Role.LEADER
-
-
 FAULTY_CORES = {
     "commit_by_counting": CommitByCountingCore,
     "double_vote": DoubleVoteCore,
-    "lease_forever": LeaseForeverCore,
 }
