@@ -64,6 +64,21 @@ def test_serve_runs_a_node_and_stops_on_sigterm(tmp_path):
     assert "node stopping" in out and "node stopped" in out
     assert "role changed" in out  # role changes are logged at info
 
+    # Restarted on its directory, it has its data; SIGINT stops it as cleanly.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        revision2, value = asyncio.run(_put_get(address))
+        assert revision2 > revision and value == b"v"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out
+    assert "storage recovered" in out and "node stopped" in out
+
     # Restarted on the same directory with another cluster id: refused, with the reason.
     cmd[cmd.index("serve") + 1:cmd.index("serve") + 1] = ["--cluster.cluster-id", "other"]
     bad = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
