@@ -168,8 +168,10 @@ def test_cluster_up_serves_every_command_and_stops_cleanly(
     spare = "127.0.0.1:1"  # nobody runs there: the learner only has to be in the config
     out = quick("member", "add", "4", spare)
     assert out.returncode == 0 and re.search(r"^4 +127\.0\.0\.1:1 +learner$", out.stdout, re.M), out
-    out = quick("member", "promote", "4")
-    assert out.returncode == 0 and re.search(r"^4 +127\.0\.0\.1:1 +voter$", out.stdout, re.M), out
+    # A learner that holds nothing yet is not promoted (it would weaken the quorum): one line,
+    # exit code 6. Promoting a learner that caught up is covered with real processes in
+    # tests/integration/test_membership.py.
+    one_error_line(quick("member", "promote", "4"), 6, "learner 4 is still catching up")
     out = quick("member", "remove", "4")
     assert out.returncode == 0 and "\n4 " not in out.stdout, out
     one_error_line(run("member", "remove", "42"), 6, "node 42 is not a member")
