@@ -36,3 +36,17 @@ def test_no_command_prints_help_and_fails():
     out = _run()
     assert out.returncode == 2
     assert "usage: dengine" in out.stdout
+
+
+def test_public_api_resolves_and_import_stays_light():
+    code = (
+        "import sys, dengine\n"
+        "light = not any(m in sys.modules for m in ('grpc', 'rocksdict'))\n"
+        "missing = [n for n in dengine.__all__ if getattr(dengine, n, None) is None]\n"
+        "print(light, missing)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DENGINE_PURE_PYTHON"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "[]"]
