@@ -80,6 +80,11 @@ class _PeerLink:
         self.last_error = ""
         self.sent_batches = 0
         self.refused = False
+        #: Bumped when a stream ends: its request generator sees the change and returns, so
+        #: grpc.aio's task consuming it ends too (a call that is already done does not cancel
+        #: that task, and one left parked in ``wake.wait()`` would take messages meant for the
+        #: next stream, or be destroyed pending when the link goes away).
+        self.stream_no = 0
         self.task: asyncio.Task[None] | None = None
 
     def enqueue(self, messages: list[Message]) -> None:
@@ -134,7 +139,7 @@ class _PeerLink:
         self.sent_batches = 0
         self.refused = False
         stub = raft_pb2_grpc.RaftPeerStub(t.channels.get(self.address))
-        call = stub.Stream(self._batches())
+        call = stub.Stream(self._batches(self.stream_no))
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
             # lands as the awaited call completes, and stop() would then wait forever.
@@ -152,6 +157,8 @@ class _PeerLink:
         except TimeoutError:
             self._on_failure(Unavailable(f"no connection to {self.address} within the timeout"))
         finally:
+            self.stream_no += 1
+            self.wake.set()
             call.cancel()
         return self.connected
 
@@ -169,12 +176,13 @@ class _PeerLink:
         else:
             t.log.debug("peer unreachable", peer=self.peer_id, reason=str(err))
 
-    async def _batches(self) -> Any:
+    async def _batches(self, stream_no: int) -> Any:
+        """The requests of stream number ``stream_no``; returns once that stream has ended."""
         t = self.t
         limit = payload_limit(t.config.network)
         encode, stats, pending = t.encode, t.stats, self.pending
         carry: tuple[Message, Any, int] | None = None  # encoded, did not fit the last batch
-        while True:
+        while self.stream_no == stream_no:
             if not pending:
                 self.wake.clear()
                 await self.wake.wait()

@@ -40,25 +40,12 @@ def run(request) -> Callable[..., Any]:
 
         result = uvloop.run(main()) if request.param == "uvloop" else asyncio.run(main())
         gc.collect()
-        problems[:] = [p for p in problems if not _grpc_stream_leftover(p)]
         if problems:
             pytest.fail("unhandled event-loop exception(s): " + "; ".join(
                 f"{p.get('message')}: {p.get('exception')!r} {p.get('task') or p.get('future')!r}" for p in problems))
         return result
 
     return runner
-
-
-def _grpc_stream_leftover(context: dict[str, Any]) -> bool:
-    """grpc.aio leaves a client stream's request-consuming task pending when the call is
-    cancelled while its request generator waits (a peer stream of a stopped transport); the
-    task is destroyed when collected and closing the generator then fails. That is noise of a
-    node stopped mid-stream, reported to the transport's owner, not a node failure."""
-    task = context.get("task") or context.get("future")
-    text = repr(task)
-    return "_consume_request_iterator" in text or (
-        "async_generator_athrow" in text
-        and "asynchronous generator is already running" in repr(context.get("exception")))
 
 
 def free_ports(n: int) -> list[int]:

@@ -7,6 +7,7 @@ event-loop exception.
 from __future__ import annotations
 
 import asyncio
+import gc
 import zlib
 
 import grpc
@@ -495,6 +496,37 @@ def test_listen_failure_is_clear(run, config_for, inbox_factory):
             await t2.stop()
         finally:
             await t1.stop()
+
+    run(body)
+
+
+def _request_consumers() -> list[asyncio.Task]:
+    """grpc.aio's tasks that feed a stream call from our request generator."""
+    return [
+        t for t in asyncio.all_tasks()
+        if not t.done() and "_consume_request_iterator" in repr(t.get_coro())
+    ]  # fmt: skip
+
+
+def test_a_stream_that_fails_leaves_no_request_task_behind(run, config_for, inbox_factory):
+    """When the peer ends the stream the call is already done, so cancelling it does not
+    cancel grpc.aio's request task: the generator must return by itself, or the task stays
+    parked and is destroyed pending ("aclose(): asynchronous generator is already running")."""
+
+    async def body():
+        (t1, t2), (_, in2) = await pair(config_for, inbox_factory)
+        t1.send([append(1, 2, 1)])
+        await in2.wait_for(lambda: len(in2.messages) == 1)
+        await t2.stop()
+        for _ in range(500):
+            if not t1.is_connected(2) and not _request_consumers():
+                break
+            await asyncio.sleep(0.01)
+        assert not t1.is_connected(2)
+        assert _request_consumers() == []
+        await t1.stop()
+        await asyncio.sleep(0.05)
+        gc.collect()  # a task left pending would be reported to the loop here, failing run()
 
     run(body)
 
