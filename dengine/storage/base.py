@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from dengine._core import LogIndex
 from dengine.errors import ClusterMismatch, Compacted, IndexOutOfRange, InvalidAppend
 from dengine.raft.log import LogReader  # the read side the Raft core uses; one definition
 from dengine.raft.types import Entry, HardState, SnapshotMeta
@@ -124,6 +125,33 @@ def budget(entries: list[Entry], max_bytes: int | None) -> list[Entry]:
         if total > max_bytes and n > 0:
             return entries[:n]
     return entries
+
+
+class IndexedReader:
+    """The positions and terms half of the reader, for stores that keep a ``LogIndex``.
+
+    A store sets ``self._index`` to a :class:`~dengine._core.LogIndex` whose snapshot point is
+    its anchor and keeps it in step with what it holds; ``entries`` stays the store's own.
+    The kernel refuses an index outside 64 bits with OverflowError; the reader promised
+    Compacted below the anchor and IndexOutOfRange past the end, so those are what it raises.
+    """
+
+    __slots__ = ()
+    _index: LogIndex
+
+    def first_index(self) -> int:
+        return self._index.first_index
+
+    def last_index(self) -> int:
+        return self._index.last_index
+
+    def term(self, index: int) -> int:
+        try:
+            return self._index.term(index)
+        except OverflowError:
+            if index < 0:
+                raise Compacted(index, self._index.first_index) from None
+            raise IndexOutOfRange(index, self._index.last_index) from None
 
 
 class NullLogger:

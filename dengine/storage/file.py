@@ -34,11 +34,11 @@ import re
 import struct
 from collections.abc import Sequence
 
-from dengine._core import codec
-from dengine.errors import Compacted, Corruption, IndexOutOfRange, StorageError
+from dengine._core import LogIndex, codec
+from dengine.errors import Compacted, Corruption, StorageError
 from dengine.raft.types import Entry, HardState, SnapshotMeta
 from dengine.storage import datadir, records
-from dengine.storage.base import NullLogger, budget, check_batch, check_range
+from dengine.storage.base import IndexedReader, NullLogger, budget, check_batch, check_range
 
 HEADER = codec.RECORD_HEADER_BYTES
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
@@ -77,8 +77,11 @@ class _Segment:
         return self.offsets[k] if k < len(self.offsets) else self.size
 
 
-class FileLogStore:
-    """The ``file`` adapter: see the module docstring for the on-disk contract."""
+class FileLogStore(IndexedReader):
+    """The ``file`` adapter: see the module docstring for the on-disk contract.
+
+    ``_index`` holds the term of every kept entry; its snapshot point is the anchor.
+    """
 
     durable = True
 
@@ -98,7 +101,7 @@ class FileLogStore:
         self._log = (logger or NullLogger()).bind(store="file", path=self.path)
         self._segs: list[_Segment] = []
         self._firsts: list[int] = []
-        self._terms: list[int] = []  # terms of anchor+1 .. last
+        self._index = LogIndex()
         self._unsynced: set[_Segment] = set()  # written with sync off, not yet fdatasynced
         created = datadir.open_dir(self.path, "file", self._init_dir)
         try:
@@ -128,12 +131,12 @@ class FileLogStore:
     def _load_records(self) -> None:
         data = records.read_record(self._p(ANCHOR_FILE), records.KIND_ANCHOR)
         if data is None:
-            self._anchor, self._start_seq = (0, 0), 0
+            self._start_seq = 0
         else:
             if len(data) != _ANCHOR.size:
                 raise Corruption(self._p(ANCHOR_FILE), None, "anchor record has a bad size")
             index, term, self._start_seq = _ANCHOR.unpack(data)
-            self._anchor = (index, term)
+            self._index.reset(index, term)
         hs = records.read_record(self._p(HARDSTATE_FILE), records.KIND_HARD_STATE)
         self._hard_state = (
             HardState()
@@ -199,7 +202,7 @@ class FileLogStore:
             os.close(self._segs.pop().fd)
         self._firsts = [s.first for s in self._segs]
         self._check_ends()
-        self._load_terms(self._anchor[0] + 1, self._segs[-1].last)
+        self._load_terms(self._index.first_index, self._segs[-1].last)
         for seg, end, size in torn:
             self._log.warning("cut a torn tail", file=seg.path, offset=end, bytes=size - end)
             os.ftruncate(seg.fd, end)
@@ -215,7 +218,7 @@ class FileLogStore:
             raise Corruption(
                 tail.path, tail.size, f"sealed, but WAL segment number {tail.seq + 1} is missing"
             )
-        anchor = self._anchor[0]
+        anchor = self._index.snapshot_index
         if self._segs[0].first > anchor + 1:
             raise Corruption(self._segs[0].path, 0, f"the log starts after its anchor {anchor}")
         last = tail.last
@@ -251,32 +254,16 @@ class FileLogStore:
         return (end, len(buf)) if status == codec.RECORDS_TORN else None
 
     def _load_terms(self, lo: int, hi: int) -> None:
-        """Fill ``_terms`` for ``lo..hi`` by reading the segments (open only)."""
-        self._terms = [e.term for e in self._read(lo, hi + 1)] if hi >= lo else []
-        prev = self._anchor[1]
-        for i, t in enumerate(self._terms):
-            if t < prev:
-                seg = self._seg_of(lo + i)
-                raise Corruption(seg.path, seg.offsets[lo + i - seg.first], "term falls")
-            prev = t
+        """Fill ``_index`` for ``lo..hi`` (``lo`` follows the anchor) from the segments (open only)."""
+        terms = [e.term for e in self._read(lo, hi + 1)] if hi >= lo else []
+        try:
+            self._index.extend(terms)
+        except ValueError:  # a term falls: extend kept every term before it
+            bad = self._index.last_index + 1
+            seg = self._seg_of(bad)
+            raise Corruption(seg.path, seg.offsets[bad - seg.first], "term falls") from None
 
-    # -- reader ------------------------------------------------------------------------------
-    def first_index(self) -> int:
-        return self._anchor[0] + 1
-
-    def last_index(self) -> int:
-        return self._anchor[0] + len(self._terms)
-
-    def term(self, index: int) -> int:
-        anchor_index, anchor_term = self._anchor
-        if index == anchor_index:
-            return anchor_term
-        if index < anchor_index:
-            raise Compacted(index, anchor_index + 1)
-        if index > self.last_index():
-            raise IndexOutOfRange(index, self.last_index())
-        return self._terms[index - anchor_index - 1]
-
+    # -- reader (first_index, last_index and term come from IndexedReader) ---------------------
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
         check_range(lo, hi, self.first_index(), self.last_index())
         if max_bytes is not None and hi > lo:
@@ -348,7 +335,7 @@ class FileLogStore:
             seg.offsets.append(pos)
             pos += HEADER + codec.ENTRY_HEADER_BYTES + len(e.data)
         seg.size = pos
-        self._terms.extend(e.term for e in entries)
+        self._index.extend([e.term for e in entries])
 
     def _new_segment(self, seq: int, first: int) -> _Segment:
         path = self._p(segment_name(seq, first))
@@ -403,10 +390,10 @@ class FileLogStore:
         del seg.offsets[index - seg.first :]
         seg.size = cut
         seg.sealed = False
-        del self._terms[index - self.first_index() :]
+        self._index.truncate_after(index - 1)
 
     def compact(self, index: int) -> None:
-        if index <= self._anchor[0]:
+        if index <= self._index.snapshot_index:
             return
         term = self.term(index)
         keep = 0
@@ -419,8 +406,8 @@ class FileLogStore:
             self._drop_segment(seg)
         if dropped:
             records.fsync_dir(self.path)
-        del self._terms[: index - self._anchor[0]]
-        self._anchor, self._start_seq = (index, term), start_seq
+        self._index.compact(index)
+        self._start_seq = start_seq
 
     def reset(self, index: int, term: int) -> None:
         old = list(self._segs)
@@ -430,7 +417,8 @@ class FileLogStore:
         for seg in old:
             self._drop_segment(seg)
         records.fsync_dir(self.path)
-        self._anchor, self._start_seq, self._terms = (index, term), seq, []
+        self._index.reset(index, term)
+        self._start_seq = seq
 
     def _write_anchor(self, index: int, term: int, start_seq: int) -> None:
         records.write_record(

@@ -20,11 +20,11 @@ from collections.abc import Sequence
 
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
-from dengine._core import codec
-from dengine.errors import Compacted, Corruption, DecodeError, IndexOutOfRange, StorageError
+from dengine._core import LogIndex, codec
+from dengine.errors import Compacted, Corruption, DecodeError, StorageError
 from dengine.raft.types import Entry, HardState, SnapshotMeta
 from dengine.storage import datadir, records
-from dengine.storage.base import NullLogger, budget, check_batch, check_range
+from dengine.storage.base import IndexedReader, NullLogger, budget, check_batch, check_range
 
 _KEY = struct.Struct(">Q")
 _TERM = struct.Struct("<Q")
@@ -46,8 +46,11 @@ def _cfs() -> dict[str, Options]:
     return {CF_LOG: Options(raw_mode=True), CF_META: Options(raw_mode=True)}
 
 
-class RocksLogStore:
-    """The ``rocksdb`` adapter: see the module docstring for the layout."""
+class RocksLogStore(IndexedReader):
+    """The ``rocksdb`` adapter: see the module docstring for the layout.
+
+    ``_index`` holds the term of every kept entry; its snapshot point is the anchor.
+    """
 
     durable = True
 
@@ -107,23 +110,19 @@ class RocksLogStore:
             raise Corruption(self._db_path, None, f"meta record {key.decode()}: {e.reason}") from e
 
     def _load(self) -> None:
-        self._anchor = self._meta(K_ANCHOR, records.decode_pair, (0, 0))
+        self._index = LogIndex(*self._meta(K_ANCHOR, records.decode_pair, (0, 0)))
         self._hard_state = self._meta(K_HARD_STATE, records.decode_hard_state, HardState())
         self._snapshot_meta = self._meta(K_SNAPMETA, records.decode_snapshot_meta, None)
-        terms: list[int] = []
-        expect = self._anchor[0] + 1
-        prev_term = self._anchor[1]
+        expect = self._index.first_index
         for key, value in self._cf_log.items(from_key=_KEY.pack(expect)):
             index = _KEY.unpack(key)[0]
             if index != expect or len(value) < codec.ENTRY_HEADER_BYTES:
                 raise Corruption(self._db_path, None, f"log key {index} where {expect} was due")
-            term = _TERM.unpack_from(value, 0)[0]
-            if term < prev_term:
-                raise Corruption(self._db_path, None, f"term falls at index {index}")
-            terms.append(term)
-            prev_term = term
+            try:
+                self._index.append(_TERM.unpack_from(value, 0)[0])
+            except ValueError:
+                raise Corruption(self._db_path, None, f"term falls at index {index}") from None
             expect += 1
-        self._terms = terms
         if self.last_index() < self._hard_state.commit:
             raise Corruption(
                 self._db_path,
@@ -132,23 +131,7 @@ class RocksLogStore:
                 f"{self._hard_state.commit}: entries are missing",
             )
 
-    # -- reader ------------------------------------------------------------------------------
-    def first_index(self) -> int:
-        return self._anchor[0] + 1
-
-    def last_index(self) -> int:
-        return self._anchor[0] + len(self._terms)
-
-    def term(self, index: int) -> int:
-        anchor_index, anchor_term = self._anchor
-        if index == anchor_index:
-            return anchor_term
-        if index < anchor_index:
-            raise Compacted(index, anchor_index + 1)
-        if index > self.last_index():
-            raise IndexOutOfRange(index, self.last_index())
-        return self._terms[index - anchor_index - 1]
-
+    # -- reader (first_index, last_index and term come from IndexedReader) ---------------------
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
         check_range(lo, hi, self.first_index(), self.last_index())
         if lo == hi:
@@ -204,8 +187,8 @@ class RocksLogStore:
         for e in entries:
             wb.put(_KEY.pack(e.index), encode(e.term, e.index, e.kind, e.data), h)
         self._write(wb)
-        del self._terms[start - self.first_index() :]
-        self._terms.extend(e.term for e in entries)
+        self._index.truncate_after(start - 1)
+        self._index.extend([e.term for e in entries])
 
     def truncate_suffix(self, index: int) -> None:
         if index < self.first_index():
@@ -215,25 +198,24 @@ class RocksLogStore:
         wb = WriteBatch(raw_mode=True)
         wb.delete_range(_KEY.pack(index), _KEY.pack(self.last_index() + 1), self._h_log)
         self._write(wb)
-        del self._terms[index - self.first_index() :]
+        self._index.truncate_after(index - 1)
 
     def compact(self, index: int) -> None:
-        if index <= self._anchor[0]:
+        if index <= self._index.snapshot_index:
             return
         term = self.term(index)
         wb = WriteBatch(raw_mode=True)
         wb.delete_range(_KEY.pack(self.first_index()), _KEY.pack(index + 1), self._h_log)
         wb.put(K_ANCHOR, records.encode_pair(index, term), self._h_meta)
         self._write(wb)
-        del self._terms[: index - self._anchor[0]]
-        self._anchor = (index, term)
+        self._index.compact(index)
 
     def reset(self, index: int, term: int) -> None:
         wb = WriteBatch(raw_mode=True)
         wb.delete_range(_KEY.pack(0), _KEY.pack(self.last_index() + 1), self._h_log)
         wb.put(K_ANCHOR, records.encode_pair(index, term), self._h_meta)
         self._write(wb)
-        self._anchor, self._terms = (index, term), []
+        self._index.reset(index, term)
 
     def sync(self) -> None:
         """Make writes done with sync off durable (one WAL fsync); free when nothing is owed."""
