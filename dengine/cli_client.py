@@ -18,7 +18,6 @@ without a leader.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -151,18 +150,8 @@ def _parse_endpoints(text: str, origin: str) -> list[str]:
     return eps
 
 
-class _NoPendingTaskNoise(logging.Filter):
-    """SyncClient.close stops its loop while grpc.aio may still hold a finished call's status
-    task; when the process exits asyncio then logs "Task was destroyed but it is pending!".
-    Harmless for a one-shot command, and not the one line a failing command may print."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Task was destroyed but it is pending")
-
-
 def run(args: argparse.Namespace, func: Callable[[Any, argparse.Namespace], int]) -> int:
     """Resolve the endpoints, open a SyncClient, run ``func``; any error becomes one line."""
-    logging.getLogger("asyncio").addFilter(_NoPendingTaskNoise())
     endpoints: list[str] = []
     client = None
     try:

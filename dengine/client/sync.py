@@ -89,13 +89,19 @@ class SyncClient:
             self._run(agen.aclose())
 
     def close(self) -> None:
-        """Close the channels and stop the loop thread."""
+        """Close the channels, let every task on the loop end, then stop the loop thread.
+
+        Stopping the loop at once would strand the tasks still winding down (a call another
+        thread is waiting on, a cancelled discovery, gRPC's own): the waiter would block forever
+        and asyncio would report "Task was destroyed but it is pending!" at exit."""
         if self._loop.is_closed():
             return
-        self._run(self._client.close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
+        try:
+            self._run(_shutdown(self._client))
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            self._loop.close()
 
     def __enter__(self) -> SyncClient:
         return self
@@ -111,6 +117,21 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:  # pragma: no cover - uvloop is a declared dependency
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+async def _shutdown(client: Client, grace_s: float = 1.0) -> None:
+    """Close ``client``; wait up to ``grace_s`` for the loop's other tasks to end (closing
+    fails the calls in flight), cancel and await those that do not, close async generators."""
+    await client.close()
+    me = asyncio.current_task()
+    pending = {t for t in asyncio.all_tasks() if t is not me}
+    if pending:
+        _, pending = await asyncio.wait(pending, timeout=grace_s)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=grace_s)
+    await asyncio.get_running_loop().shutdown_asyncgens()
 
 
 async def _make(endpoints: Any, options: dict[str, Any]) -> Client:

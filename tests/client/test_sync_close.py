@@ -1,0 +1,89 @@
+"""SyncClient.close in a real process: nothing left pending on its loop, nothing on stderr.
+
+The script runs in a child process because asyncio reports a task destroyed pending only when
+it is collected, typically at interpreter exit, on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+SCRIPT = """
+import sys, threading, time
+from dengine.client import SyncClient
+
+c = SyncClient(sys.argv[1].split(","), timeout=10)
+c.put("a", "1")
+outcome = []
+
+def worker():
+    try:
+        c.get("a")  # the server stalls it: still in flight when the main thread closes
+        outcome.append("answered")
+    except BaseException as e:
+        outcome.append(type(e).__name__)
+
+t = threading.Thread(target=worker, daemon=True)
+t.start()
+time.sleep(0.5)
+c.close()
+t.join(5)
+print("worker:", outcome[0] if outcome else "still waiting")
+"""
+
+
+def _serve_in_thread(fake_cluster, setup):
+    """A fake cluster on its own loop in a thread; returns (cluster, stop)."""
+    import uvloop
+
+    ready, stop = threading.Event(), threading.Event()
+    holder: dict = {}
+
+    def serve() -> None:
+        async def main() -> None:
+            async with fake_cluster(3) as fc:
+                setup(fc)
+                holder["fc"] = fc
+                ready.set()
+                while not stop.is_set():
+                    await asyncio.sleep(0.02)
+
+        uvloop.run(main())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+
+    def stop_it() -> None:
+        stop.set()
+        thread.join(10)
+
+    return holder["fc"], stop_it
+
+
+def test_closing_with_a_call_in_flight_ends_it_and_prints_nothing(fake_cluster):
+    def stall_gets(fc) -> None:
+        for node in fc.nodes:
+            node.stall["get"] = 1
+
+    fc, stop = _serve_in_thread(fake_cluster, stall_gets)
+    try:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", SCRIPT, ",".join(fc.endpoints)],
+            capture_output=True, text=True, env=env, timeout=60,
+        )  # fmt: skip
+    finally:
+        stop()
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    # Closing fails the call in flight (the loop used to stop under it: it waited forever).
+    assert out.stdout.strip() == "worker: Unavailable"
