@@ -52,6 +52,7 @@ _TO_CODE: tuple[tuple[type[BaseException], int], ...] = (
     (E.ClusterMismatch, client_pb2.CLUSTER_MISMATCH),
     (E.ConfChangeError, client_pb2.CONF_CHANGE_REFUSED),
     (E.ProposalDropped, client_pb2.PROPOSAL_DROPPED),
+    (E.SessionExpired, client_pb2.SESSION_EXPIRED),
     (E.ConfigError, client_pb2.INVALID_ARGUMENT),
     (E.DecodeError, client_pb2.INVALID_ARGUMENT),
     (E.InvalidArgument, client_pb2.INVALID_ARGUMENT),
@@ -72,6 +73,7 @@ _GRPC_OF: dict[int, grpc.StatusCode] = {
     client_pb2.CLUSTER_MISMATCH: grpc.StatusCode.PERMISSION_DENIED,
     client_pb2.PROPOSAL_DROPPED: grpc.StatusCode.ABORTED,
     client_pb2.INTERNAL: grpc.StatusCode.INTERNAL,
+    client_pb2.SESSION_EXPIRED: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 # A bare status (no trailing Error, e.g. raised by gRPC itself) back to an ErrorCode.
@@ -91,6 +93,7 @@ _TOO_LARGE = re.compile(
     r"(\d+) bytes exceeds the limit of (\d+)|larger than max \((\d+) vs\. (\d+)\)"
 )
 _MISMATCH = re.compile(r"^(.*?) mismatch: expected (.*), got (.*)$")
+_SESSION = re.compile(r"request (\d+) of client (\d+) ")
 
 
 def error_code(exc: BaseException) -> int:
@@ -142,6 +145,9 @@ def _from_code(code: int, msg: str) -> E.DengineError:
         return E.ConfChangeError(_strip(msg, "membership change refused: "))
     if code == client_pb2.PROPOSAL_DROPPED:
         return E.ProposalDropped(_strip(msg, "proposal dropped: "))
+    if code == client_pb2.SESSION_EXPIRED:
+        m = _SESSION.match(msg)
+        return E.SessionExpired(int(m[2]), int(m[1])) if m else E.SessionExpired(0, 0)
     name = client_pb2.ErrorCode.Name(code) if code in client_pb2.ErrorCode.values() else str(code)
     return E.ServerError(name, msg)
 

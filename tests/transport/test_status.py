@@ -21,6 +21,7 @@ CASES = [
     (E.ClusterMismatch("a", "b"), client_pb2.CLUSTER_MISMATCH, grpc.StatusCode.PERMISSION_DENIED),
     (E.ConfChangeError("last voter"), client_pb2.CONF_CHANGE_REFUSED, grpc.StatusCode.FAILED_PRECONDITION),
     (E.ProposalDropped("transfer"), client_pb2.PROPOSAL_DROPPED, grpc.StatusCode.ABORTED),
+    (E.SessionExpired(7, 42), client_pb2.SESSION_EXPIRED, grpc.StatusCode.FAILED_PRECONDITION),
     (E.Corruption("/x", 3, "crc"), client_pb2.INTERNAL, grpc.StatusCode.INTERNAL),
     (RuntimeError("boom"), client_pb2.INTERNAL, grpc.StatusCode.INTERNAL),
 ]  # fmt: skip
@@ -145,5 +146,44 @@ def test_over_a_real_call(run):
                 assert isinstance(err, E.PayloadTooLarge) and (err.size, err.limit) == (9, 8)
         finally:
             await server.stop(None)
+
+    run(body)
+
+
+async def _serve_aborts(errors: dict[bytes, BaseException]) -> tuple[grpc.aio.Server, str]:
+    """A server whose one method aborts with ``errors[request]`` through :func:`status.abort`."""
+
+    async def handler(request: bytes, context):
+        await status.abort(context, errors[request])
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "test.Echo", {"Fail": grpc.unary_unary_rpc_method_handler(handler)}
+            )
+        ]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def test_session_expired_comes_back_as_itself(run):
+    """Not INTERNAL/ServerError: the client must learn the outcome is unknown, with the ids."""
+
+    async def body():
+        server, address = await _serve_aborts({b"x": E.SessionExpired(7, 42)})
+        try:
+            async with grpc.aio.insecure_channel(address) as ch:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await ch.unary_unary("/test.Echo/Fail")(b"x")
+        finally:
+            await server.stop(None)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        err = status.from_rpc_error(info.value)
+        assert type(err) is E.SessionExpired
+        assert (err.client_id, err.seq) == (7, 42)
+        assert str(err) == str(E.SessionExpired(7, 42))
 
     run(body)
