@@ -9,45 +9,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dengine.errors import Compacted, IndexOutOfRange
+from dengine._core import LogIndex
+from dengine.errors import Compacted
 from dengine.raft.types import Entry, HardState, SnapshotMeta
-from dengine.storage.base import budget, check_batch, check_identity, check_range
+from dengine.storage.base import IndexedReader, budget, check_batch, check_identity, check_range
 
 
-class MemoryLogStore:
-    """Entries in a list; ``_anchor`` is (index, term) of the entry before the first held."""
+class MemoryLogStore(IndexedReader):
+    """Entries in a list; ``_index`` holds their terms, its snapshot point is the anchor."""
 
     durable = False
 
     def __init__(self, cluster_id: int | None = None, node_id: int | None = None) -> None:
         self._entries: list[Entry] = []
-        self._anchor = (0, 0)
+        self._index = LogIndex()
         self._hard_state = HardState()
         self._snapshot_meta: SnapshotMeta | None = None
         self._identity: tuple[int, int] | None = None
         if cluster_id is not None and node_id is not None:
             self.bind_identity(cluster_id, node_id)
 
-    # -- reader ------------------------------------------------------------------------------
-    def first_index(self) -> int:
-        return self._anchor[0] + 1
-
-    def last_index(self) -> int:
-        return self._anchor[0] + len(self._entries)
-
-    def term(self, index: int) -> int:
-        anchor_index, anchor_term = self._anchor
-        if index == anchor_index:
-            return anchor_term
-        if index < anchor_index:
-            raise Compacted(index, anchor_index + 1)
-        if index > self.last_index():
-            raise IndexOutOfRange(index, self.last_index())
-        return self._entries[index - anchor_index - 1].term
-
+    # -- reader (first_index, last_index and term come from IndexedReader) ---------------------
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
         check_range(lo, hi, self.first_index(), self.last_index())
-        base = self._anchor[0] + 1
+        base = self._index.first_index
         return budget(self._entries[lo - base : hi - base], max_bytes)
 
     # -- writer ------------------------------------------------------------------------------
@@ -57,24 +42,31 @@ class MemoryLogStore:
         entries = check_batch(entries, self.first_index(), self.last_index(), self.term)
         if not entries:
             return
-        del self._entries[entries[0].index - self.first_index() :]
-        self._entries.extend(Entry(e.term, e.index, e.kind, bytes(e.data)) for e in entries)
+        held = [Entry(e.term, e.index, e.kind, bytes(e.data)) for e in entries]
+        start = held[0].index
+        del self._entries[start - self.first_index() :]
+        self._index.truncate_after(start - 1)
+        self._entries.extend(held)
+        self._index.extend([e.term for e in held])
 
     def truncate_suffix(self, index: int) -> None:
         if index < self.first_index():
             raise Compacted(index, self.first_index())
+        if index > self.last_index():
+            return
         del self._entries[index - self.first_index() :]
+        self._index.truncate_after(index - 1)
 
     def compact(self, index: int) -> None:
-        if index < self._anchor[0]:
+        if index <= self._index.snapshot_index:
             return
-        term = self.term(index)
-        del self._entries[: index - self._anchor[0]]
-        self._anchor = (index, term)
+        self.term(index)  # IndexOutOfRange past the end, before anything changes
+        del self._entries[: index - self._index.snapshot_index]
+        self._index.compact(index)
 
     def reset(self, index: int, term: int) -> None:
+        self._index.reset(index, term)
         self._entries = []
-        self._anchor = (index, term)
 
     def sync(self) -> None:
         pass
