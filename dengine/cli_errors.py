@@ -132,10 +132,8 @@ def one_line(exc: BaseException, endpoints: Any = None) -> str:
 
 
 def _flat(text: str, limit: int = 400) -> str:
-    """One line, no clause said twice in a row (an error that went over the wire and back
-    may carry its advice twice), at most ``limit`` characters."""
-    clauses = " ".join(text.split()).split("; ")
-    text = "; ".join(c for i, c in enumerate(clauses) if i == 0 or c != clauses[i - 1])
+    """One line, at most ``limit`` characters."""
+    text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -19,7 +19,7 @@ A server answers a failed request in one of two ways, and both carry the same in
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -94,6 +94,9 @@ _TOO_LARGE = re.compile(
 )
 _MISMATCH = re.compile(r"^(.*?) mismatch: expected (.*), got (.*)$")
 _SESSION = re.compile(r"request (\d+) of client (\d+) ")
+_OUR_TOO_LARGE = re.compile(r"^(.*) of (\d+) bytes exceeds the limit of (\d+) bytes$", re.S)
+_TIMEOUT = re.compile(r"^(.*) did not finish(?: within (\S+)s)?; retry, or raise the deadline$", re.S)
+_SERVER = re.compile(r"^server error ([A-Z0-9_]+): (.*)$", re.S)
 
 
 def error_code(exc: BaseException) -> int:
@@ -124,15 +127,20 @@ def from_proto(err: client_pb2.Error) -> E.DengineError | None:
 
 
 def _from_code(code: int, msg: str) -> E.DengineError:
+    """The error for ``code``; built from the fields ``msg`` was made of, so that the decoded
+    error's message is the original's (its advice said once, however many round trips)."""
     if code == client_pb2.NOT_LEADER:
         return E.NotLeader(None, None)
     if code == client_pb2.UNAVAILABLE:
-        return E.Unavailable(_strip(msg, "unavailable: "))
+        return E.Unavailable(_reason(msg, E.Unavailable))
     if code == client_pb2.TIMEOUT:
-        return E.OperationTimeout(msg or "the request")
+        return _timeout(msg)
     if code == client_pb2.INVALID_ARGUMENT:
-        return E.InvalidArgument(_strip(msg, "invalid argument: "))
+        return E.InvalidArgument(_reason(msg, E.InvalidArgument))
     if code == client_pb2.PAYLOAD_TOO_LARGE:
+        m = _OUR_TOO_LARGE.match(msg)
+        if m:
+            return E.PayloadTooLarge(int(m[2]), int(m[3]), m[1])
         m = _TOO_LARGE.search(msg)
         nums = [int(g) for g in m.groups() if g is not None] if m else [0, 0]
         return E.PayloadTooLarge(nums[0], nums[1], "request")
@@ -142,18 +150,37 @@ def _from_code(code: int, msg: str) -> E.DengineError:
             return E.ClusterMismatch(_unquote(m[2]), _unquote(m[3]), m[1])
         return E.ClusterMismatch("?", "?", msg or "cluster id")
     if code == client_pb2.CONF_CHANGE_REFUSED:
-        return E.ConfChangeError(_strip(msg, "membership change refused: "))
+        return E.ConfChangeError(_reason(msg, E.ConfChangeError))
     if code == client_pb2.PROPOSAL_DROPPED:
-        return E.ProposalDropped(_strip(msg, "proposal dropped: "))
+        return E.ProposalDropped(_reason(msg, E.ProposalDropped))
     if code == client_pb2.SESSION_EXPIRED:
         m = _SESSION.match(msg)
         return E.SessionExpired(int(m[2]), int(m[1])) if m else E.SessionExpired(0, 0)
+    m = _SERVER.match(msg)
+    if m:  # already a ServerError's message: keep its code and reason
+        return E.ServerError(m[1], m[2])
     name = client_pb2.ErrorCode.Name(code) if code in client_pb2.ErrorCode.values() else str(code)
     return E.ServerError(name, msg)
 
 
-def _strip(msg: str, prefix: str) -> str:
-    return msg[len(prefix) :] if msg.startswith(prefix) else msg
+def _reason(msg: str, make: Callable[[str], BaseException]) -> str:
+    """The reason ``make(reason)`` was built from when ``msg`` is the message of such an error
+    (its fixed prefix and advice removed); ``msg`` itself otherwise (e.g. gRPC's own details)."""
+    head, _, tail = str(make("\x00")).partition("\x00")
+    if len(msg) >= len(head) + len(tail) and msg.startswith(head) and msg.endswith(tail):
+        return msg[len(head) : len(msg) - len(tail)]
+    return msg
+
+
+def _timeout(msg: str) -> E.OperationTimeout:
+    m = _TIMEOUT.match(msg)
+    if m is None:
+        return E.OperationTimeout(msg or "the request")
+    try:
+        timeout_s = float(m[2]) if m[2] is not None else None
+    except ValueError:
+        return E.OperationTimeout(msg)
+    return E.OperationTimeout(m[1], timeout_s)
 
 
 def _unquote(s: str) -> str:

@@ -69,9 +69,13 @@ def test_timeout_without_a_leader_reads_as_no_leader():
     assert line.startswith("no leader in the cluster at h:1,h:2")
 
 
-def test_advice_said_twice_is_said_once():
-    exc = DengineError("invalid argument: x; fix the request; fix the request")
-    assert one_line(exc) == "invalid argument: x; fix the request"
+def test_advice_of_an_error_from_the_wire_is_said_once():
+    from dengine.transport import status
+
+    sent = InvalidArgument("empty key")
+    back = status.from_proto(status.to_proto(sent))
+    assert one_line(back) == str(sent)
+    assert one_line(_timeout_from(back)) == str(sent)
 
 
 def test_dump_toml_loads_back_as_a_valid_config():

@@ -187,3 +187,48 @@ def test_session_expired_comes_back_as_itself(run):
         assert str(err) == str(E.SessionExpired(7, 42))
 
     run(body)
+
+
+#: Errors that come back as their own type: their message must come back unchanged.
+SAME_TYPE = [
+    exc for exc, code, _ in CASES
+    if isinstance(exc, E.DengineError) and code != client_pb2.INTERNAL
+    and not isinstance(exc, E.ConfigError | E.DecodeError)
+] + [
+    E.OperationTimeout("scan"),
+    E.OperationTimeout("get", 0.25),
+    E.PayloadTooLarge(70, 64),
+    E.ServerError("UNIMPLEMENTED", "no such method"),
+]  # fmt: skip
+
+
+def test_a_round_trip_over_a_real_call_keeps_the_message(run):
+    """An aborted call's error decodes to the same message (advice said once), and a second
+    trip changes nothing; errors of another type get that type's wording once, then stay."""
+
+    async def body():
+        others = [E.ConfigError("raft.tick_ms", 0, ">= 1"), RuntimeError("boom")]
+        everything = SAME_TYPE + others
+        errors = {str(i).encode(): exc for i, exc in enumerate(everything)}
+        server, address = await _serve_aborts(errors)
+        decoded = []
+        try:
+            async with grpc.aio.insecure_channel(address) as ch:
+                fail = ch.unary_unary("/test.Echo/Fail")
+                for key in errors:
+                    with pytest.raises(grpc.aio.AioRpcError) as info:
+                        await fail(key)
+                    decoded.append(status.from_rpc_error(info.value))
+        finally:
+            await server.stop(None)
+        for exc, back in zip(everything, decoded, strict=True):
+            if exc in SAME_TYPE:
+                assert type(back) is type(exc) and str(back) == str(exc)
+            again = status.from_proto(status.to_proto(back))
+            assert type(again) is type(back) and str(again) == str(back)
+        advice = "fix the request, retrying will not help"
+        pairs = zip(everything, decoded, strict=True)
+        invalid = next(b for e, b in pairs if type(e) is E.InvalidArgument)
+        assert str(invalid).count(advice) == 1
+
+    run(body)
