@@ -26,27 +26,30 @@ FALLS_AT = 70
 BIG = 1 << 64
 
 
-def test_indexes_outside_64_bits_raise_the_store_errors(log_factory):
+# index, the error a read raises, its bound (first or last index), the call that raises it too,
+# and the one that has nothing to do there
+OUTSIDE_64_BITS = [
+    (-1, Compacted, 11, "truncate_suffix", "compact"),
+    (-(1 << 70), Compacted, 11, "truncate_suffix", "compact"),
+    (BIG, IndexOutOfRange, 30, "compact", "truncate_suffix"),
+    (BIG + 5, IndexOutOfRange, 30, "compact", "truncate_suffix"),
+]
+
+
+@pytest.mark.parametrize(("index", "error", "bound", "raises", "no_op"), OUTSIDE_64_BITS)
+def test_indexes_outside_64_bits_raise_the_store_errors(
+    log_factory, index, error, bound, raises, no_op
+):
     s = log_factory.open()
     try:
         s.append(make(1, 30, 2))
         s.compact(10)
-        for index in (-1, -(1 << 70)):
-            with pytest.raises(Compacted) as err:
-                s.term(index)
-            assert (err.value.index, err.value.first_index) == (index, 11)
-            with pytest.raises(Compacted) as err:
-                s.truncate_suffix(index)
-            assert (err.value.index, err.value.first_index) == (index, 11)
-            s.compact(index)  # below the anchor: nothing to do
-        for index in (BIG, BIG + 5):
-            with pytest.raises(IndexOutOfRange) as err:
-                s.term(index)
-            assert (err.value.index, err.value.last_index) == (index, 30)
-            with pytest.raises(IndexOutOfRange) as err:
-                s.compact(index)
-            assert (err.value.index, err.value.last_index) == (index, 30)
-            s.truncate_suffix(index)  # past the end: nothing to do
+        for call in (s.term, getattr(s, raises)):
+            with pytest.raises(error) as err:
+                call(index)
+            assert err.value.args == error(index, bound).args  # fields and message
+            assert err.value.index == index
+        getattr(s, no_op)(index)
         assert (s.first_index(), s.last_index(), s.term(10)) == (11, 30, 2)
         assert s.entries(11, 31) == make(11, 30, 2)
     finally:
