@@ -127,13 +127,14 @@ def budget(entries: list[Entry], max_bytes: int | None) -> list[Entry]:
     return entries
 
 
-class IndexedReader:
-    """The positions and terms half of the reader, for stores that keep a ``LogIndex``.
+class IndexedLog:
+    """What a store's term index answers: positions, terms, and the checks before a write.
 
     A store sets ``self._index`` to a :class:`~dengine._core.LogIndex` whose snapshot point is
-    its anchor and keeps it in step with what it holds; ``entries`` stays the store's own.
-    The kernel refuses an index outside 64 bits with OverflowError; the reader promised
-    Compacted below the anchor and IndexOutOfRange past the end, so those are what it raises.
+    its anchor and keeps it in step with what it holds; ``entries`` and the writes stay the
+    store's own. The kernel refuses an index outside 64 bits with OverflowError; the reader
+    promised Compacted below the anchor and IndexOutOfRange past the end, so those are what
+    ``term`` raises.
     """
 
     __slots__ = ()
@@ -152,6 +153,19 @@ class IndexedReader:
             if index < 0:
                 raise Compacted(index, self._index.first_index) from None
             raise IndexOutOfRange(index, self._index.last_index) from None
+
+    def _batch_to_write(self, entries: Sequence[Entry]) -> Sequence[Entry]:
+        """The part of an ``append`` batch to write (see :func:`check_batch`); may be empty."""
+        if not entries:
+            return entries
+        return check_batch(entries, self._index.first_index, self._index.last_index, self.term)
+
+    def _suffix_to_drop(self, index: int) -> bool:
+        """True when ``truncate_suffix(index)`` has entries to drop; Compacted below the first."""
+        first = self._index.first_index
+        if index < first:
+            raise Compacted(index, first)
+        return index <= self._index.last_index
 
 
 class NullLogger:

@@ -35,10 +35,10 @@ import struct
 from collections.abc import Sequence
 
 from dengine._core import LogIndex, codec
-from dengine.errors import Compacted, Corruption, StorageError
+from dengine.errors import Corruption, StorageError
 from dengine.raft.types import Entry, HardState, SnapshotMeta
 from dengine.storage import datadir, records
-from dengine.storage.base import IndexedReader, NullLogger, budget, check_batch, check_range
+from dengine.storage.base import IndexedLog, NullLogger, budget, check_range
 
 HEADER = codec.RECORD_HEADER_BYTES
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
@@ -77,7 +77,7 @@ class _Segment:
         return self.offsets[k] if k < len(self.offsets) else self.size
 
 
-class FileLogStore(IndexedReader):
+class FileLogStore(IndexedLog):
     """The ``file`` adapter: see the module docstring for the on-disk contract.
 
     ``_index`` holds the term of every kept entry; its snapshot point is the anchor.
@@ -263,7 +263,7 @@ class FileLogStore(IndexedReader):
             seg = self._seg_of(bad)
             raise Corruption(seg.path, seg.offsets[bad - seg.first], "term falls") from None
 
-    # -- reader (first_index, last_index and term come from IndexedReader) ---------------------
+    # -- reader (first_index, last_index and term come from IndexedLog) ----------------------
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
         check_range(lo, hi, self.first_index(), self.last_index())
         if max_bytes is not None and hi > lo:
@@ -302,9 +302,7 @@ class FileLogStore(IndexedReader):
 
     # -- writer ------------------------------------------------------------------------------
     def append(self, entries: Sequence[Entry]) -> None:
-        if not entries:
-            return
-        entries = check_batch(entries, self.first_index(), self.last_index(), self.term)
+        entries = self._batch_to_write(entries)
         if not entries:
             return
         start = entries[0].index
@@ -367,9 +365,7 @@ class FileLogStore(IndexedReader):
         self._firsts = [s.first for s in self._segs]
 
     def truncate_suffix(self, index: int) -> None:
-        if index < self.first_index():
-            raise Compacted(index, self.first_index())
-        if index > self.last_index():
+        if not self._suffix_to_drop(index):
             return
         doomed = [g for g in self._segs[1:] if g.first >= index]
         if doomed:

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dengine._core import LogIndex
-from dengine.errors import Compacted
 from dengine.raft.types import Entry, HardState, SnapshotMeta
-from dengine.storage.base import IndexedReader, budget, check_batch, check_identity, check_range
+from dengine.storage.base import IndexedLog, budget, check_identity, check_range
 
 
-class MemoryLogStore(IndexedReader):
+class MemoryLogStore(IndexedLog):
     """Entries in a list; ``_index`` holds their terms, its snapshot point is the anchor."""
 
     durable = False
@@ -29,7 +28,7 @@ class MemoryLogStore(IndexedReader):
         if cluster_id is not None and node_id is not None:
             self.bind_identity(cluster_id, node_id)
 
-    # -- reader (first_index, last_index and term come from IndexedReader) ---------------------
+    # -- reader (first_index, last_index and term come from IndexedLog) ----------------------
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
         check_range(lo, hi, self.first_index(), self.last_index())
         base = self._index.first_index
@@ -37,9 +36,7 @@ class MemoryLogStore(IndexedReader):
 
     # -- writer ------------------------------------------------------------------------------
     def append(self, entries: Sequence[Entry]) -> None:
-        if not entries:
-            return
-        entries = check_batch(entries, self.first_index(), self.last_index(), self.term)
+        entries = self._batch_to_write(entries)
         if not entries:
             return
         held = [Entry(e.term, e.index, e.kind, bytes(e.data)) for e in entries]
@@ -50,9 +47,7 @@ class MemoryLogStore(IndexedReader):
         self._index.extend([e.term for e in held])
 
     def truncate_suffix(self, index: int) -> None:
-        if index < self.first_index():
-            raise Compacted(index, self.first_index())
-        if index > self.last_index():
+        if not self._suffix_to_drop(index):
             return
         del self._entries[index - self.first_index() :]
         self._index.truncate_after(index - 1)

@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 from dengine._core import LogIndex, codec
-from dengine.errors import Compacted, Corruption, DecodeError, StorageError
+from dengine.errors import Corruption, DecodeError, StorageError
 from dengine.raft.types import Entry, HardState, SnapshotMeta
 from dengine.storage import datadir, records
-from dengine.storage.base import IndexedReader, NullLogger, budget, check_batch, check_range
+from dengine.storage.base import IndexedLog, NullLogger, budget, check_range
 
 _KEY = struct.Struct(">Q")
 _TERM = struct.Struct("<Q")
@@ -46,7 +46,7 @@ def _cfs() -> dict[str, Options]:
     return {CF_LOG: Options(raw_mode=True), CF_META: Options(raw_mode=True)}
 
 
-class RocksLogStore(IndexedReader):
+class RocksLogStore(IndexedLog):
     """The ``rocksdb`` adapter: see the module docstring for the layout.
 
     ``_index`` holds the term of every kept entry; its snapshot point is the anchor.
@@ -131,7 +131,7 @@ class RocksLogStore(IndexedReader):
                 f"{self._hard_state.commit}: entries are missing",
             )
 
-    # -- reader (first_index, last_index and term come from IndexedReader) ---------------------
+    # -- reader (first_index, last_index and term come from IndexedLog) ----------------------
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
         check_range(lo, hi, self.first_index(), self.last_index())
         if lo == hi:
@@ -172,9 +172,7 @@ class RocksLogStore(IndexedReader):
         self._unsynced = not self._wopts.sync
 
     def append(self, entries: Sequence[Entry]) -> None:
-        if not entries:
-            return
-        entries = check_batch(entries, self.first_index(), self.last_index(), self.term)
+        entries = self._batch_to_write(entries)
         if not entries:
             return
         start = entries[0].index
@@ -191,9 +189,7 @@ class RocksLogStore(IndexedReader):
         self._index.extend([e.term for e in entries])
 
     def truncate_suffix(self, index: int) -> None:
-        if index < self.first_index():
-            raise Compacted(index, self.first_index())
-        if index > self.last_index():
+        if not self._suffix_to_drop(index):
             return
         wb = WriteBatch(raw_mode=True)
         wb.delete_range(_KEY.pack(index), _KEY.pack(self.last_index() + 1), self._h_log)
