@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.set_defaults(func=None, _version=__version__)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    from dengine.node.serve import add_serve_parser
+    from dengine.cli_serve import add_serve_parser
 
     add_serve_parser(sub)
     from dengine import cli_client, cli_local

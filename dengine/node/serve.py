@@ -23,19 +23,11 @@ __all__ = ["add_serve_parser", "run_serve", "serve", "join_cluster"]
 
 
 def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``serve`` subcommand (flags only; nothing heavy is imported here)."""
-    from dengine.config import add_config_flags
+    """Add the ``serve`` subcommand (see :mod:`dengine.cli_serve`, which the command uses so
+    that importing it does not load the node)."""
+    from dengine.cli_serve import add_serve_parser as add
 
-    p = subparsers.add_parser(
-        "serve", help="run a node", description="Run one dengine node until SIGTERM/SIGINT."
-    )
-    add_config_flags(p)
-    p.add_argument(
-        "--join", dest="cluster.join", metavar="HOST:PORT", default=argparse.SUPPRESS,
-        help="address of a member to ask to add this new node (short for --cluster.join)",
-    )
-    p.set_defaults(func=run_serve)
-    return p
+    return add(subparsers)
 
 
 def run_serve(args: argparse.Namespace) -> int:
