@@ -27,6 +27,7 @@ from dengine._core import codec
 from dengine.errors import DengineError, InvalidArgument, PayloadTooLarge
 from dengine.observability.tracing import request_tracing
 from dengine.transport.status import to_proto
+from dengine.transport.strict import add_strict
 from dengine.v1 import client_pb2, client_pb2_grpc
 
 if TYPE_CHECKING:
@@ -329,6 +330,7 @@ class ClusterService(client_pb2_grpc.ClusterServicer):
 def add_client_services(server: Any, node: Node) -> RequestHandler:
     """Register ``Kv`` and ``Cluster`` for ``node`` on a ``grpc.aio`` server."""
     handler = RequestHandler(node)
-    client_pb2_grpc.add_KvServicer_to_server(KvService(handler), server)
-    client_pb2_grpc.add_ClusterServicer_to_server(ClusterService(handler), server)
+    # Strict: a unary request that does not parse is INVALID_ARGUMENT, not gRPC's UNKNOWN.
+    add_strict(client_pb2_grpc.add_KvServicer_to_server, KvService(handler), server)
+    add_strict(client_pb2_grpc.add_ClusterServicer_to_server, ClusterService(handler), server)
     return handler
