@@ -64,7 +64,11 @@ def invalid_reason(core: RaftCore, m: Message) -> str | None:
         and 0 <= m.reject_hint <= MAX_U64
     ):
         return "index, term or commit field out of range"
-    if m.from_ not in core.tracker.progress and m.type not in FROM_UNKNOWN:
+    if m.from_ not in core.tracker.progress and m.type not in FROM_UNKNOWN and not (
+        # A node added by a change that a later leader rolled back may still forward reads
+        # to us: a stale one is refused with our term (``_term_rules``) so that it learns.
+        m.type == MT.READ_INDEX and m.term < core.term
+    ):
         return f"unknown sender {m.from_}"
     if m.type == MT.APPEND and m.entries:
         first, last = m.entries[0], m.entries[-1]
@@ -123,6 +127,12 @@ def _term_rules(core: RaftCore, m: Message) -> bool:
             core.msgs_after.append(Message(MT.APPEND_RESP, m.from_, core.id, core.term))
         elif m.type == MT.PRE_VOTE:
             core.msgs.append(Message(MT.PRE_VOTE_RESP, m.from_, core.id, core.term, reject=True))
+        elif m.type == MT.READ_INDEX:
+            # A follower forwarded a read to us while we led an older term: refuse it with the
+            # newer term, so that it resets, fails its forwarded reads and learns of the new
+            # term (dropped, the read would wait forever at a node no leader contacts).
+            core.msgs.append(Message(MT.READ_INDEX_RESP, m.from_, core.id, core.term,
+                                     reject=True, context=m.context))
         else:
             core._drop(m, f"stale term {m.term} < {core.term}")
         return False

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from dengine.errors import NotLeader
-from dengine.raft import Message, MessageType, RaftConfig, ReadState
+from dengine.raft import Message, MessageType, RaftConfig, RaftCore, ReadState
 from dengine.testing.raft_network import Network
 
 MT = MessageType
@@ -105,6 +107,43 @@ def test_follower_read_index_fails_when_its_leader_changes():
     net.elect(2)
     assert net.leader() == 2
     assert net.peers[3].read_states == [ReadState(b"orphan", 0, failed=True)]
+
+
+def test_a_deposed_leader_refuses_a_stale_forwarded_read_with_its_newer_term():
+    """Figure 2, "all servers": a stale-term request is answered with the current term. A read
+    forwarded to a leader that has since been deposed is refused, so the forwarder learns the
+    newer term and its read fails (the caller retries) instead of waiting forever."""
+    net = Network((1, 2, 3))
+    net.elect(1)
+    old_term = net.core(1).term
+    net.isolate(3)
+    net.silence(1, 2)
+    net.elect(2)
+    assert net.leader() == 2 and net.core(1).term > old_term
+    net.heal()
+    net.cut(2, 3)  # 3 hears from no leader of the new term: only 1's answer can tell it
+    seen = recorder(net)
+    net.core(3).read_index(b"late")
+    net.deliver()
+    replies = [m for m in seen if m.type == MT.READ_INDEX_RESP]
+    assert [(m.from_, m.to, m.reject, m.term) for m in replies] == [
+        (1, 3, True, net.core(1).term)
+    ]
+    assert net.core(3).term == net.core(1).term
+    assert net.peers[3].read_states == [ReadState(b"late", 0, failed=True)]
+
+
+def test_a_stale_forwarded_read_from_a_node_outside_our_config_is_refused_too():
+    """A node added by a change that a later leader rolled back forwards reads to the leader
+    that added it: once deposed, that node no longer knows the sender, but still answers."""
+    core = RaftCore(1, RaftConfig(), random.Random(1), peers=[2, 3])
+    core.term = 4
+    core.step(Message(MT.READ_INDEX, 1, 9, term=2, context=b"r"))
+    rd = core.ready()
+    assert rd.dropped == []
+    assert [(m.type, m.to, m.term, m.reject, m.context) for m in rd.messages] == [
+        (MT.READ_INDEX_RESP, 9, 4, True, b"r")
+    ]
 
 
 def test_follower_read_index_with_no_leader_raises_not_leader():
