@@ -57,7 +57,7 @@ from dengine.testing.linearizability import check as check_linearizable
 from dengine.testing.sim_checks import InvariantBroken, Invariants
 from dengine.testing.sim_faults import DISK_PROFILES, FAULTS, NET_PROFILES, PART2, Action
 from dengine.testing.sim_report import replay_command
-from dengine.testing.sim_workload import KVMachine, Workload
+from dengine.testing.sim_workload import KVMachine, Pending, Workload
 
 __all__ = ["SimConfig", "SimFailure", "SimResult", "Simulator", "TICK", "replay_command"]
 
@@ -65,6 +65,7 @@ __all__ = ["SimConfig", "SimFailure", "SimResult", "Simulator", "TICK", "replay_
 TICK = 100
 
 _TICK, _DELIVER, _DISK, _CLIENT, _FAULT = range(5)
+_FROM_LEADER = frozenset({MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT})
 
 
 class SimFailure(AssertionError):
@@ -179,6 +180,10 @@ class Simulator:
         self.fault_counts: dict[str, int] = {}
         self.snapshots_installed = 0
         self._touched: set[int] = set()
+        #: node -> the highest term it was told of: by a leader whose message (append,
+        #: heartbeat, snapshot) reached it, or by the node its forwarded read reached (which
+        #: must refuse a stale one with its term).
+        self.told_term: dict[int, int] = {}
         for i in self.ids:
             node = self.nodes[i]
             node.phase = self.rng.randrange(TICK)
@@ -302,8 +307,16 @@ class Simulator:
             return
         self.delivered += 1
         self.trace.append((self.now, "msg", m))
+        if m.type in _FROM_LEADER:
+            self._told(m.to, m.term)
+        elif m.type == MessageType.READ_INDEX:
+            self._told(m.from_, n.core.term)
         n.core.step(m)
         self.process(m.to)
+
+    def _told(self, i: int, term: int) -> None:
+        if term > self.told_term.get(i, 0):
+            self.told_term[i] = term
 
     def _deliver_snapshot(self, what: str, m: Message, data: dict | None = None) -> None:
         n = self.nodes[m.to]
@@ -312,6 +325,7 @@ class Simulator:
             self.delivered += 1
             self.trace.append((self.now, "msg", m))
             n.incoming = (m.snapshot, data)
+            self._told(m.to, m.term)
             n.core.step(m)
             self.process(m.to)
         sender = self.nodes[m.from_]
@@ -579,16 +593,12 @@ class Simulator:
                     f"{lc.last_index} ({self.cfg.drain_ticks} ticks after the clients stopped)"
                 )
             self.inv.check_acked_in(i, core.log.term)
-        # An operation sent to a node outside the final config (removed, or added by a change
-        # that was rolled back) may wait forever: nothing obliges the cluster to answer it, a
-        # real client times it out. Every other one must be decided by now.
-        members = self.members()
         still = []
         for p in self.workload.open_ops():
-            if p.node in members:
-                still.append(p)
-            else:
+            if self._may_stay_open(p):
                 self.workload.close_unknown(p)
+            else:
+                still.append(p)
         if still:
             p = still[0]
             raise InvariantBroken(
@@ -598,6 +608,23 @@ class Simulator:
         result = check_linearizable(self.workload.history)
         if not result.ok:
             raise InvariantBroken(result.describe())
+
+    def _may_stay_open(self, p: Pending) -> bool:
+        """Whether an operation may legitimately still be undecided at the end.
+
+        Only at a node outside the final config (removed, or added by a change that was rolled
+        back) that was never told of a term newer than the one it had when the operation
+        started: nothing obliges the cluster to talk to it again, so a read it forwarded to a
+        leader that no longer counts it (dropped, the sender is unknown), or a write it proposed
+        before being removed, may wait forever (a real client times it out). A node that a
+        leader of a newer term reached has reset to that term, which fails its forwarded reads,
+        and a stale read it forwards is refused with the newer term, with the same effect.
+        (Operations still open at the end started after the faults stopped: nothing was lost.)
+        Every other operation must be decided by now.
+        """
+        if p.node in self.members():
+            return False
+        return self.told_term.get(p.node, 0) <= p.node_term
 
     # -- reporting ----------------------------------------------------------------------------
     def report(self, what: str) -> str:

@@ -24,7 +24,7 @@ from dengine.raft.types import Entry, EntryKind
 from dengine.testing.linearizability import History, OpKind
 from dengine.testing.sim_checks import InvariantBroken
 
-__all__ = ["KVMachine", "Workload", "READ_KINDS"]
+__all__ = ["KVMachine", "Pending", "Workload", "READ_KINDS"]
 
 #: Read kinds: through ReadIndex, through the leader lease, from any node's local state.
 READ_KINDS = ("get", "get_lease", "get_stale")
@@ -74,6 +74,8 @@ class Pending:
     term: int = 0
     data: bytes = b""
     context: bytes = b""
+    #: The term of the node when the operation started there.
+    node_term: int = 0
 
 
 class Workload:
@@ -149,6 +151,7 @@ class Workload:
         op_id = self.history.invoke(c, op_kind, key, value=value, expected=expected, time=self._t())
         p = Pending(op_id, c, kind, key, node, now + self.op_timeout, value=value, data=data)
         core = sim.nodes[node].core
+        p.node_term = core.term
         if self.local_reads and kind.startswith("get"):
             self.history.ok(op_id, sim.nodes[node].sm.get(key)[0], time=self._t())
             return

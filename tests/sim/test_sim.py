@@ -44,6 +44,14 @@ def test_part2_seed(seed: int) -> None:
     assert result.ops["ok"] > 0
 
 
+@pytest.mark.parametrize("seed", [149, 315, 362, 428])
+def test_part2_seeds_where_a_read_was_forwarded_to_a_deposed_leader(seed: int) -> None:
+    """A node added by a change that was later rolled back forwarded a read to the leader that
+    added it, after that leader was deposed: the read must be refused with the newer term, not
+    dropped, or it waits forever (these seeds once ended with it undecided)."""
+    Simulator(seed, SimConfig(part2=True)).run()
+
+
 def test_part2_schedule_changes_members_and_streams_snapshots() -> None:
     changes = installs = 0
     grew = False
