@@ -54,7 +54,7 @@ from dengine.raft.ready import Ready, Role
 from dengine.raft.types import ConfState, HardState, SnapshotMeta
 from dengine.testing import sim_report
 from dengine.testing.linearizability import check as check_linearizable
-from dengine.testing.sim_checks import InvariantBroken, Invariants
+from dengine.testing.sim_checks import InvariantBroken, Invariants, Voters
 from dengine.testing.sim_faults import DISK_PROFILES, FAULTS, NET_PROFILES, PART2, Action
 from dengine.testing.sim_report import replay_command
 from dengine.testing.sim_workload import KVMachine, Pending, Workload
@@ -184,6 +184,8 @@ class Simulator:
         #: heartbeat, snapshot) reached it, or by the node its forwarded read reached (which
         #: must refuse a stale one with its term).
         self.told_term: dict[int, int] = {}
+        #: node -> ((term, incarnation) it leads, its commit index, voters) at the last check.
+        self._leading: dict[int, tuple[tuple[int, int], int, Voters]] = {}
         for i in self.ids:
             node = self.nodes[i]
             node.phase = self.rng.randrange(TICK)
@@ -449,8 +451,26 @@ class Simulator:
             core = n.core
             inv.on_positions(i, core.term, core.commit_index, core.applied_index)
             if core.role == Role.LEADER:
+                self._check_decisions(n)
                 inv.on_leader(i, core.term, core.log.term)
         touched.clear()
+
+    def _check_decisions(self, n: SimNode) -> None:
+        """Feed the configs a leader decided under to the disjoint-majorities check: the one
+        it won its election with, and, when its commit index moved, the ones in force before
+        and after the event (a commit may append the entry that leaves a joint config; at most
+        one config entry is appended per event, so the sequence misses none)."""
+        core = n.core
+        cfg = core.tracker.config
+        voters = (cfg.voters, cfg.voters_outgoing)
+        key = (core.term, n.incarnation)
+        seen = self._leading.get(n.id)
+        if seen is None or seen[0] != key:
+            self.inv.on_decision(n.id, core.term, voters, "won the election")
+        elif core.commit_index > seen[1]:
+            self.inv.on_decision(n.id, core.term, seen[2], f"committed to {core.commit_index}")
+            self.inv.on_decision(n.id, core.term, voters, f"committed to {core.commit_index}")
+        self._leading[n.id] = (key, core.commit_index, voters)
 
     def _followed_leader(self) -> int:
         """The leader every up node follows, or 0."""

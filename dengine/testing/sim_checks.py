@@ -16,16 +16,59 @@ happen, and keeps just enough global knowledge to catch a violation at the step 
 - No acknowledged write is lost: an acknowledged write's entry stays applied at its index and
   is in the log of every later leader (which leader completeness and state-machine safety
   check) and, at the end, in every node's applied state.
+- No two disjoint majorities decide in one term (thesis §4.3): for each term, the configs
+  used for decisions -- the config a node won the term's election with, then each config its
+  leader had in force when its commit index moved -- form a sequence in which each config
+  shares a node with every quorum of the one before (a joint config's quorum needs a majority
+  of both halves). Only consecutive configs are compared: a leader that passes through a joint
+  config legitimately decides under C_old and later under C_new in one term, and the two may
+  have disjoint majorities; the joint config between them is what links them. A change of
+  several voters applied without the joint step puts C_old and C_new next to each other.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import combinations
 
 from dengine.raft.types import Entry
 
-__all__ = ["InvariantBroken", "Invariants"]
+__all__ = ["InvariantBroken", "Invariants", "Voters", "disjoint_quorums"]
+
+#: The voters of a config: (incoming, outgoing); outgoing is empty unless the config is joint.
+Voters = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+def _is_quorum(nodes: frozenset[int], cfg: Voters) -> bool:
+    incoming, outgoing = cfg
+    if 2 * len(nodes.intersection(incoming)) <= len(incoming):
+        return False
+    return not outgoing or 2 * len(nodes.intersection(outgoing)) > len(outgoing)
+
+
+@lru_cache(maxsize=4096)
+def disjoint_quorums(a: Voters, b: Voters) -> tuple[frozenset[int], frozenset[int]] | None:
+    """Two disjoint quorums, one of ``a`` and one of ``b``, or None when every quorum of one
+    meets every quorum of the other. Brute force over the subsets of their voters (at most
+    ten ids here): quorums are upward closed, so a quorum of ``a`` has a disjoint quorum of
+    ``b`` exactly when the rest of the ids is one."""
+    ids = sorted(set(a[0]) | set(a[1]) | set(b[0]) | set(b[1]))
+    everyone = frozenset(ids)
+    for size in range(len(ids) + 1):
+        for combo in combinations(ids, size):
+            q = frozenset(combo)
+            if _is_quorum(q, a) and _is_quorum(everyone - q, b):
+                return q, everyone - q
+    return None
+
+
+def _describe_voters(cfg: Voters) -> str:
+    incoming, outgoing = cfg
+    text = "{" + ",".join(map(str, incoming)) + "}"
+    return f"joint {text} & {{{','.join(map(str, outgoing))}}}" if outgoing else text
+
 
 
 class InvariantBroken(AssertionError):
@@ -53,6 +96,8 @@ class Invariants:
         self.leaders: dict[tuple[int, int], _LeaderSeen] = {}
         self.acked: dict[int, Entry] = {}
         self.durable_vote: dict[int, tuple[int, int]] = {}
+        #: term -> the last config used for a decision in it, and what decided under it.
+        self.decision_config: dict[int, tuple[Voters, str]] = {}
 
     # -- election safety and leader completeness ----------------------------------------------
     def on_leader(self, node: int, term: int, log_term: Callable[[int], int]) -> None:
@@ -80,6 +125,22 @@ class Invariants:
                     )
             seen.checked_to = i
             i += 1
+
+    # -- no two disjoint majorities in one term -----------------------------------------------
+    def on_decision(self, node: int, term: int, voters: Voters, what: str) -> None:
+        """``node`` made a decision in ``term`` (won its election, moved its commit index as
+        leader) with ``voters`` in force: it must not have a quorum disjoint from one of the
+        config of the term's previous decision."""
+        prev = self.decision_config.get(term)
+        if prev is not None and prev[0] != voters:
+            found = disjoint_quorums(prev[0], voters)
+            if found is not None:
+                raise InvariantBroken(
+                    f"two disjoint majorities in term {term}: {prev[1]} under "
+                    f"{_describe_voters(prev[0])} (quorum {sorted(found[0])}), then node "
+                    f"{node} {what} under {_describe_voters(voters)} (quorum {sorted(found[1])})"
+                )
+        self.decision_config[term] = (voters, f"node {node} {what}")
 
     # -- log matching -------------------------------------------------------------------------
     def on_entries(self, node: int, entries: Sequence[Entry], prev_term: int) -> None:

@@ -6,10 +6,11 @@ under the right faults: a simulator that never flags them proves nothing.
 
 from __future__ import annotations
 
+from dengine.raft.confchange import ConfChange
 from dengine.raft.core import RaftCore
 from dengine.raft.messages import Message, MessageType
 
-__all__ = ["CommitByCountingCore", "DoubleVoteCore", "FAULTY_CORES"]
+__all__ = ["CommitByCountingCore", "DoubleVoteCore", "NoJointCore", "FAULTY_CORES"]
 
 
 class CommitByCountingCore(RaftCore):
@@ -31,7 +32,23 @@ class DoubleVoteCore(RaftCore):
         super().step(msg)
 
 
+class NoJointCore(RaftCore):
+    """Applies a change of several voters as simple changes appended together, skipping the
+    joint config (and the one-pending rule): C_old and C_new are then in force one right after
+    the other and may have disjoint majorities (thesis §4.3)."""
+
+    def propose_conf_change(self, change: ConfChange) -> int:
+        if len(change.changes) < 2:
+            return super().propose_conf_change(change)
+        index = 0
+        for single in change.changes:
+            self.pending_conf_index = self.log.committed
+            index = super().propose_conf_change(ConfChange((single,), context=change.context))
+        return index
+
+
 FAULTY_CORES = {
     "commit_by_counting": CommitByCountingCore,
     "double_vote": DoubleVoteCore,
+    "no_joint": NoJointCore,
 }

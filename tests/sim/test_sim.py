@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from dengine._core import codec
+from dengine.raft.confchange import ConfChange, ConfChangeSingle, ConfChangeType
 from dengine.raft.config import RaftConfig
 from dengine.raft.core import RaftCore
 from dengine.raft.messages import MessageType as MT
@@ -22,9 +23,9 @@ from dengine.testing.sim import (
     replay_command,
     seeds_from_env,
 )
-from dengine.testing.sim_checks import InvariantBroken, Invariants
+from dengine.testing.sim_checks import InvariantBroken, Invariants, disjoint_quorums
 from dengine.testing.sim_faults import DISK_PROFILES
-from dengine.testing.sim_faulty import CommitByCountingCore, DoubleVoteCore
+from dengine.testing.sim_faulty import CommitByCountingCore, DoubleVoteCore, NoJointCore
 
 CI_SEEDS = 200
 CI_SEEDS_PART2 = 100
@@ -168,6 +169,58 @@ def test_a_core_that_commits_an_old_term_entry_by_counting_is_caught(seed: int) 
 def test_the_real_core_survives_figure_8(seed: int) -> None:
     sim = _figure8(seed, RaftCore)
     assert len({sim.nodes[i].core.commit_index for i in sim.up_nodes()}) >= 1
+
+
+def _replace_a_follower(seed: int, factory) -> Simulator:
+    """Three voters; the leader proposes one change that adds voter 4 and removes a follower
+    (two voters at once), then the cluster runs on with the usual faults."""
+    sim = Simulator(seed, SimConfig(nodes=3, part2=True), core_factory=factory)
+    while not sim.current_leader():
+        sim.run_until(sim.now / TICK + 0.25)
+    sim.run_until(sim.now / TICK + 2)
+    lead = sim.current_leader()
+    gone = min(i for i in sim.ids if i != lead)
+    sim.ensure_node(4)
+    T = ConfChangeType
+    sim.nodes[lead].core.propose_conf_change(
+        ConfChange((ConfChangeSingle(T.ADD_VOTER, 4), ConfChangeSingle(T.REMOVE_NODE, gone)))
+    )
+    sim.process(lead)
+    sim.run_until(sim.now / TICK + 30)
+    return sim
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_core_that_skips_the_joint_config_is_caught(seed: int) -> None:
+    with pytest.raises(InvariantBroken, match="two disjoint majorities in term"):
+        _replace_a_follower(seed, NoJointCore)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_real_core_replaces_a_follower_through_a_joint_config(seed: int) -> None:
+    sim = _replace_a_follower(seed, RaftCore)
+    lead = sim.current_leader()
+    assert lead and 4 in sim.nodes[lead].core.conf_state.voters
+
+
+def test_disjoint_quorums_of_two_configs() -> None:
+    old, new = ((1, 2, 3), ()), ((1, 3, 4), ())
+    joint = ((1, 3, 4), (1, 2, 3))
+    assert disjoint_quorums(old, new) == (frozenset({1, 2}), frozenset({3, 4}))
+    assert disjoint_quorums(old, joint) is None and disjoint_quorums(joint, new) is None
+    assert disjoint_quorums(((1, 2, 3), ()), ((1, 2, 3, 4), ())) is None  # one voter added
+    assert disjoint_quorums(((1, 2, 3, 4), ()), ((1, 2, 3, 4), ())) is None
+    assert disjoint_quorums(((1, 2), ()), ((3,), ())) is not None
+
+
+def test_consecutive_decisions_with_disjoint_majorities_in_one_term_are_caught() -> None:
+    inv = Invariants()
+    inv.on_decision(1, 2, ((1, 2, 3), ()), "won the election")
+    inv.on_decision(1, 2, ((1, 3, 4), (1, 2, 3)), "committed to 5")
+    inv.on_decision(1, 2, ((1, 3, 4), ()), "committed to 6")  # through the joint config: fine
+    inv.on_decision(5, 3, ((1, 2, 3), ()), "won the election")  # another term: its own
+    with pytest.raises(InvariantBroken, match="two disjoint majorities in term 3"):
+        inv.on_decision(5, 3, ((1, 4, 5), ()), "committed to 9")
 
 
 def test_reads_that_skip_read_index_are_caught_by_the_linearizability_check() -> None:
