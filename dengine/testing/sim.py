@@ -97,6 +97,10 @@ class SimConfig:
     local_reads: bool = False
     #: Add part 2's faults (snapshots and compaction) and keep only a short log tail.
     part2: bool = False
+    #: How often a snapshot transfer fails on its own (the sender's shell reports failure
+    #: though the network lost nothing): half of these abort before the data arrives, half
+    #: deliver it and still report failure (the ack of the stream was lost).
+    snapshot_fail: float = 0.15
 
 
 @dataclass
@@ -179,6 +183,9 @@ class Simulator:
         self.faults_done = 0
         self.fault_counts: dict[str, int] = {}
         self.snapshots_installed = 0
+        #: Notable schedule events beyond the fault names (demotions, explicit joint changes,
+        #: snapshot transfers failing on their own), to show the schedule reaches them.
+        self.event_counts: dict[str, int] = {}
         self._touched: set[int] = set()
         #: node -> the highest term it was told of: by a leader whose message (append,
         #: heartbeat, snapshot) reached it, or by the node its forwarded read reached (which
@@ -266,6 +273,9 @@ class Simulator:
         self._seq += 1
         heapq.heappush(self.queue, (time, self._seq, kind, a, b))
 
+    def count_event(self, name: str) -> None:
+        self.event_counts[name] = self.event_counts.get(name, 0) + 1
+
     def trace_note(self, text: str) -> None:
         self.trace.append((self.now, "note", text))
 
@@ -290,15 +300,24 @@ class Simulator:
 
     def _stream_snapshot(self, m: Message, lost: bool) -> None:
         """A SNAPSHOT message carries the sender's snapshot data (the shell streams it); its
-        outcome is reported to the sender exactly once (never duplicated)."""
+        outcome is reported to the sender exactly once (never duplicated). A transfer may
+        also fail on its own (``SimConfig.snapshot_fail``)."""
         sender = self.nodes[m.from_]
         meta = m.snapshot
         if lost or meta is None or sender.snapshot != meta:
             self._at(self.now + 1, _DELIVER, ("snapshot_failed", m))
             return
         lo, hi = self.net[2], self.net[3]
+        later = self.now + self.rng.randint(lo, hi) * 3
+        fail = self.rng.random() < self.cfg.snapshot_fail
+        if fail and self.rng.random() < 0.5:
+            self.count_event("snapshot_aborted")
+            self._at(later, _DELIVER, ("snapshot_failed", m))  # aborted midway
+            return
+        if fail:
+            self.count_event("snapshot_ack_lost")
         data = dict(sender.snapshot_data)
-        self._at(self.now + self.rng.randint(lo, hi) * 3, _DELIVER, ("snapshot", m, data))
+        self._at(later, _DELIVER, ("snapshot", m, data, not fail))
 
     def _deliver(self, m: Message | tuple) -> None:
         if isinstance(m, tuple):
@@ -320,7 +339,9 @@ class Simulator:
         if term > self.told_term.get(i, 0):
             self.told_term[i] = term
 
-    def _deliver_snapshot(self, what: str, m: Message, data: dict | None = None) -> None:
+    def _deliver_snapshot(
+        self, what: str, m: Message, data: dict | None = None, report_ok: bool = True
+    ) -> None:
         n = self.nodes[m.to]
         ok = what == "snapshot" and n.up and (m.from_, m.to) not in self.cuts
         if ok:
@@ -330,9 +351,11 @@ class Simulator:
             self._told(m.to, m.term)
             n.core.step(m)
             self.process(m.to)
+        ok = ok and report_ok
         sender = self.nodes[m.from_]
         if sender.up:
-            self.trace_note(f"snapshot {m.from_}->{m.to} {'sent' if ok else 'FAILED'}")
+            late = " (delivered; its ack lost)" if not report_ok and what == "snapshot" else ""
+            self.trace_note(f"snapshot {m.from_}->{m.to} {'sent' if ok else 'FAILED'}{late}")
             sender.core.report_snapshot(m.to, ok)
             self.process(m.from_)
 

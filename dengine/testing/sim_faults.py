@@ -15,7 +15,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from dengine.errors import DengineError
-from dengine.raft.confchange import ConfChange, ConfChangeSingle, ConfChangeType
+from dengine.raft.confchange import (
+    ConfChange,
+    ConfChangeSingle,
+    ConfChangeTransition,
+    ConfChangeType,
+)
 
 if TYPE_CHECKING:
     from dengine.testing.sim import Simulator
@@ -141,14 +146,16 @@ def snapshot(sim: Simulator) -> str | None:
 
 def conf_change(sim: Simulator) -> str | None:
     """The leader proposes a membership change: add a learner (a fresh node), promote one,
-    remove a voter (perhaps itself), or a joint change of two voters at once (part 2)."""
+    remove a voter (perhaps itself), a joint change of two voters at once, or demote a voter
+    to learner through a joint config (part 2). A joint change is left automatically or, one
+    time in three, only by an explicit empty change that a later draw proposes."""
     leader = sim.current_leader()
     if not leader:
         return None
     core = sim.nodes[leader].core
     cs = core.conf_state
     if cs.joint:
-        return None
+        return _leave_joint(sim, leader) if not cs.auto_leave else None
     voters, learners = sorted(cs.voters), sorted(cs.learners)
     fresh = sim.fresh_ids()
     rng = sim.rng
@@ -164,18 +171,49 @@ def conf_change(sim: Simulator) -> str | None:
         options.append([(T.ADD_VOTER, rng.choice(learners)), (T.REMOVE_NODE, rng.choice(voters))])
     if fresh and len(voters) >= 3:
         options.append([(T.ADD_VOTER, fresh[0]), (T.REMOVE_NODE, rng.choice(voters))])
+    if len(voters) > 3:
+        # ADD_LEARNER of a voter demotes it; in a joint change it stays a voter of the
+        # outgoing half and becomes a learner on leaving (perhaps the leader itself).
+        options.append([(T.ADD_LEARNER, rng.choice(voters))])
     if not options:
         return None
     changes = rng.choice(options)
+    demotion = changes[0][0] == T.ADD_LEARNER and changes[0][1] in cs.voters
+    joint = len(changes) > 1 or demotion
+    transition = ConfChangeTransition.AUTO
+    if joint:
+        transition = (
+            ConfChangeTransition.JOINT_EXPLICIT
+            if rng.random() < 1 / 3
+            else ConfChangeTransition.JOINT_IMPLICIT
+        )
     for t, node in changes:
         if t != T.REMOVE_NODE:
             sim.ensure_node(node)
-    cc = ConfChange(tuple(ConfChangeSingle(t, node) for t, node in changes))
-    text = ", ".join(f"{t.name.lower()} {node}" for t, node in changes)
+    cc = ConfChange(tuple(ConfChangeSingle(t, node) for t, node in changes), transition)
+    text = ", ".join(
+        f"{'demote' if demotion else t.name.lower()} {node}" for t, node in changes
+    )
+    kind = "demote" if demotion else ""
+    if transition == ConfChangeTransition.JOINT_EXPLICIT:
+        text += " (joint, explicit leave)"
+        kind = kind or "joint_explicit"
+    return _propose(sim, leader, cc, text, kind)
+
+
+def _leave_joint(sim: Simulator, leader: int) -> str | None:
+    """The config is joint with auto-leave off: the leader proposes the empty change that
+    leaves it (refused while the entering entry is not committed)."""
+    return _propose(sim, leader, ConfChange(), "leave the joint config", "leave_joint")
+
+
+def _propose(sim: Simulator, leader: int, cc: ConfChange, text: str, kind: str = "") -> str:
     try:
-        index = core.propose_conf_change(cc)
+        index = sim.nodes[leader].core.propose_conf_change(cc)
     except DengineError as e:
         return f"conf change ({text}) refused: {e}"
+    if kind:
+        sim.count_event(kind)
     sim.process(leader)
     return f"conf change at leader {leader}: {text} (index {index})"
 

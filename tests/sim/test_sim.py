@@ -65,6 +65,28 @@ def test_part2_schedule_changes_members_and_streams_snapshots() -> None:
     assert changes and installs and grew
 
 
+def _events(seeds: range, config: SimConfig) -> dict[str, int]:
+    events: dict[str, int] = {}
+    for seed in seeds:
+        sim = Simulator(seed, config)
+        sim.run()
+        for name, count in sim.event_counts.items():
+            events[name] = events.get(name, 0) + count
+    return events
+
+
+def test_part2_schedule_demotes_and_leaves_joint_configs_explicitly() -> None:
+    events = _events(range(8), SimConfig(part2=True))
+    assert {"demote", "joint_explicit", "leave_joint"} <= set(events), events
+
+
+def test_snapshot_transfers_fail_on_their_own_and_the_cluster_copes() -> None:
+    """Every transfer fails here (half abort, half arrive with their ack lost): followers
+    still catch up, and the runs pass every check."""
+    events = _events(range(12), SimConfig(part2=True, snapshot_fail=1.0))
+    assert {"snapshot_aborted", "snapshot_ack_lost"} <= set(events), events
+
+
 def test_same_seed_replays_the_same_run() -> None:
     a, b = Simulator(7), Simulator(7)
     ra, rb = a.run(), b.run()
