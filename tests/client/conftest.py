@@ -11,20 +11,19 @@ message they receive. This tests the client's protocol handling, not a cluster.
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 import pytest
-import uvloop
 
 from dengine import errors as E
+from dengine.testing.loops import LOOP_KINDS, run_checked
 from dengine.transport import status as S
 from dengine.v1 import client_pb2 as pb
 from dengine.v1 import client_pb2_grpc as pbg
 
-LOOPS = ["asyncio", "uvloop"]
+LOOPS = LOOP_KINDS
 
 
 @pytest.fixture(params=LOOPS)
@@ -33,20 +32,7 @@ def run(request) -> Callable[..., Any]:
     on any unhandled loop exception."""
 
     def runner(coro_fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float = 20) -> Any:
-        problems: list[dict[str, Any]] = []
-
-        async def main() -> Any:
-            asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: problems.append(ctx))
-            return await asyncio.wait_for(coro_fn(*args), timeout)
-
-        result = uvloop.run(main()) if request.param == "uvloop" else asyncio.run(main())
-        gc.collect()
-        if problems:
-            pytest.fail(
-                "unhandled event-loop exception(s): "
-                + "; ".join(f"{p.get('message')}: {p.get('exception')!r}" for p in problems)
-            )
-        return result
+        return run_checked(request.param, coro_fn, *args, timeout=timeout)
 
     return runner
 
@@ -477,19 +463,6 @@ def run_uvloop() -> Callable[..., Any]:
     """Like ``run``, on uvloop only (what a node runs on)."""
 
     def runner(coro_fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float = 30) -> Any:
-        problems: list[dict[str, Any]] = []
-
-        async def main() -> Any:
-            asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: problems.append(ctx))
-            return await asyncio.wait_for(coro_fn(*args), timeout)
-
-        result = uvloop.run(main())
-        gc.collect()
-        if problems:
-            pytest.fail(
-                "unhandled event-loop exception(s): "
-                + "; ".join(f"{p.get('message')}: {p.get('exception')!r}" for p in problems)
-            )
-        return result
+        return run_checked("uvloop", coro_fn, *args, timeout=timeout)
 
     return runner

@@ -4,7 +4,6 @@ exceptions) and an in-process cluster of nodes on the in-memory transport."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -12,12 +11,12 @@ from typing import Any
 
 import pytest
 import structlog
-import uvloop
 
 from dengine.config import build_config
 from dengine.node import EmbeddedClient, Node, NodeBuilder
 from dengine.statemachine import open_kv
 from dengine.storage.memory import MemoryLogStore
+from dengine.testing.loops import LOOP_KINDS, run_checked
 from dengine.transport import MemoryNetwork
 
 #: Fast timings: elections in a few hundred milliseconds.
@@ -26,24 +25,13 @@ FAST_RAFT = {"tick_ms": 5, "heartbeat_ms": 20, "election_ms": 150, "lease_ms": 1
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
+@pytest.fixture(params=LOOP_KINDS)
 def run(request) -> Callable[..., Any]:
     """``run(coro_fn, *args, timeout=30)`` on a fresh loop of the parametrized kind; fails
     the test on any unhandled event-loop exception."""
 
     def runner(coro_fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float = 30) -> Any:
-        problems: list[dict[str, Any]] = []
-
-        async def main() -> Any:
-            asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: problems.append(ctx))
-            return await asyncio.wait_for(coro_fn(*args), timeout)
-
-        result = uvloop.run(main()) if request.param == "uvloop" else asyncio.run(main())
-        gc.collect()
-        if problems:
-            pytest.fail("unhandled event-loop exception(s): " + "; ".join(
-                f"{p.get('message')}: {p.get('exception')!r} {p.get('task') or p.get('future')!r}" for p in problems))
-        return result
+        return run_checked(request.param, coro_fn, *args, timeout=timeout)
 
     return runner
 

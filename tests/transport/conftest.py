@@ -4,17 +4,16 @@ unhandled loop exception; build configs and started gRPC transports on ephemeral
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-import uvloop
 
 from dengine.config import build_config
 from dengine.raft.messages import Message
+from dengine.testing.loops import LOOP_KINDS, run_checked
 
-LOOPS = ["asyncio", "uvloop"]
+LOOPS = LOOP_KINDS
 
 
 @pytest.fixture(params=LOOPS)
@@ -23,26 +22,7 @@ def run(request) -> Callable[..., Any]:
     parametrized kind and fails the test if the loop saw an unhandled exception."""
 
     def runner(coro_fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float = 20) -> Any:
-        problems: list[dict[str, Any]] = []
-
-        def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-            problems.append(context)
-
-        async def main() -> Any:
-            asyncio.get_running_loop().set_exception_handler(handler)
-            return await asyncio.wait_for(coro_fn(*args), timeout)
-
-        if request.param == "uvloop":
-            result = uvloop.run(main())
-        else:
-            result = asyncio.run(main())
-        gc.collect()  # "Task exception was never retrieved" is reported when a task dies
-        if problems:
-            pytest.fail(
-                "unhandled event-loop exception(s): "
-                + "; ".join(f"{p.get('message')}: {p.get('exception')!r}" for p in problems)
-            )
-        return result
+        return run_checked(request.param, coro_fn, *args, timeout=timeout)
 
     runner.loop_kind = request.param  # type: ignore[attr-defined]
     return runner

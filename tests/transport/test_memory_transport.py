@@ -147,5 +147,5 @@ def test_loop_fixture_fails_on_an_unhandled_exception(run):
         asyncio.get_running_loop().create_task(boom())
         await asyncio.sleep(0.01)
 
-    with pytest.raises(pytest.fail.Exception, match="unhandled event-loop exception"):
+    with pytest.raises(AssertionError, match="unhandled event-loop exception"):
         run(body)
