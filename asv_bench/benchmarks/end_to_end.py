@@ -17,6 +17,7 @@ a coroutine and waits for it.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import shutil
 import socket
 import tempfile
@@ -54,6 +55,9 @@ class _Cluster:
         self.leader = self.run(self._leader(), timeout=30)
         from dengine.node import EmbeddedClient
 
+        # The first read imports the client's result types: do it here, not in a timed call
+        # (in a fresh process, as asv --quick runs, it cost more than the 200 reads).
+        importlib.import_module("dengine.client.types")
         self.clients = [EmbeddedClient(self.leader) for _ in range(CONCURRENCY)]
 
     def run(self, coro, timeout: float = 120):
