@@ -95,21 +95,30 @@ def test_fast_backtracking_fixes_a_long_diverged_log_in_one_round_trip():
     assert terms_of(net, 2) == leader_log + [4]
 
 
+def figure8_start(leader_class: type[RaftCore] = RaftCore) -> Network:
+    """Raft figure 8 (b): S1, S2 hold index 2 of term 2, S5 index 2 of term 3, all at term 3;
+    S5 is cut off. ``leader_class`` lets a test swap S1's core for a faulty one."""
+    net = Network((1, 2, 3, 4, 5))
+    for i, terms in ((1, [1, 2]), (2, [1, 2]), (3, [1]), (4, [1]), (5, [1, 3])):
+        net.preload(i, terms, term=3)
+    net.peers[1].core.__class__ = leader_class
+    net.isolate(5)
+    return net
+
+
+def only_up_to_index_2(m):
+    """Network hook: appends carry entries up to index 2 only (a new no-op never arrives)."""
+    if m.type != MT.APPEND:
+        return True
+    return replace(m, entries=tuple(e for e in m.entries if e.index <= 2))
+
+
 def test_figure8_an_entry_of_a_previous_term_is_not_committed_by_counting_replicas():
     # Raft figure 8 (c)-(d): S1 (term 4) replicates index 2 of term 2 to a majority but must
     # not commit it; S5 may still be elected and overwrite it with its term-3 entry.
-    net = Network((1, 2, 3, 4, 5))
-    net.preload(1, [1, 2], term=3)
-    net.preload(2, [1, 2], term=3)
-    net.preload(3, [1], term=3)
-    net.preload(4, [1], term=3)
-    net.preload(5, [1, 3], term=3)
-    net.isolate(5)
+    net = figure8_start()
     # Let only entries up to index 2 through: the no-op of term 4 never reaches a follower.
-    net.hook = lambda m: (
-        replace(m, entries=tuple(e for e in m.entries if e.index <= 2))
-        if m.type == MT.APPEND else True
-    )
+    net.hook = only_up_to_index_2
     net.elect(1)
     assert net.leader() == 1 and net.core(1).term == 4
     assert terms_of(net, 3)[:2] == [1, 2], "index 2 of term 2 is on S1, S2, S3: a majority"
@@ -131,13 +140,7 @@ def test_figure8_an_entry_of_a_previous_term_is_not_committed_by_counting_replic
 def test_figure8_once_a_current_term_entry_commits_the_earlier_ones_are_safe():
     # Figure 8 (e): S1 replicates its term-4 no-op to a majority: index 2 commits with it and
     # S5 can no longer be elected.
-    net = Network((1, 2, 3, 4, 5))
-    net.preload(1, [1, 2], term=3)
-    net.preload(2, [1, 2], term=3)
-    net.preload(3, [1], term=3)
-    net.preload(4, [1], term=3)
-    net.preload(5, [1, 3], term=3)
-    net.isolate(5)
+    net = figure8_start()
     net.cut(1, 4)
     net.elect(1)
     assert net.core(1).commit_index == 3
@@ -297,18 +300,7 @@ def test_figure8_scenario_catches_a_core_that_commits_old_terms_by_counting():
         def may_commit_by_counting(self, index: int) -> bool:
             return True
 
-    net = Network((1, 2, 3, 4, 5))
-    net.preload(1, [1, 2], term=3)
-    p = net.peers[1]
-    p.core.__class__ = Faulty
-    net.preload(2, [1, 2], term=3)
-    net.preload(3, [1], term=3)
-    net.preload(4, [1], term=3)
-    net.preload(5, [1, 3], term=3)
-    net.isolate(5)
-    net.hook = lambda m: (
-        replace(m, entries=tuple(e for e in m.entries if e.index <= 2))
-        if m.type == MT.APPEND else True
-    )
+    net = figure8_start(Faulty)
+    net.hook = only_up_to_index_2
     net.elect(1)
     assert net.core(1).commit_index == 2, "the faulty core committed a term-2 entry"
