@@ -77,6 +77,21 @@ OnSnapshot = Callable[[IncomingSnapshot], Awaitable[None]]
 SnapshotData = Iterable[bytes] | AsyncIterable[bytes]
 
 
+def start_snapshot_task(
+    tasks: dict[int, asyncio.Task[Any]], to: int, transfer: Awaitable[Any]
+) -> asyncio.Task[Any]:
+    """Run one snapshot transfer to ``to`` in the background, as every transport does: a newer
+    transfer to the same peer cancels the older one, and a task leaves ``tasks`` when it ends
+    (unless a newer one already took its place)."""
+    old = tasks.pop(to, None)
+    if old is not None and not old.done():
+        old.cancel()
+    task = asyncio.get_running_loop().create_task(transfer, name=f"dengine-snapshot-to-{to}")
+    tasks[to] = task
+    task.add_done_callback(lambda t: tasks.get(to) is t and tasks.pop(to))
+    return task
+
+
 @dataclass(slots=True)
 class TransportStats:
     """Counters for metrics and tests; they only grow."""

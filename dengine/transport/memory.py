@@ -34,6 +34,7 @@ from dengine.transport.base import (
     SnapshotResult,
     TransportStats,
     chunk_snapshot,
+    start_snapshot_task,
 )
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
@@ -174,13 +175,7 @@ class MemoryTransport:
     def send_snapshot(
         self, to: int, meta: SnapshotMeta, data: SnapshotData, *, term: int = 0
     ) -> asyncio.Task[SnapshotResult]:
-        old = self._snapshots.pop(to, None)
-        if old is not None and not old.done():
-            old.cancel()
-        task = asyncio.get_running_loop().create_task(self._send_snapshot(to, meta, data, term))
-        self._snapshots[to] = task
-        task.add_done_callback(lambda t: self._snapshots.get(to) is t and self._snapshots.pop(to))
-        return task
+        return start_snapshot_task(self._snapshots, to, self._send_snapshot(to, meta, data, term))
 
     async def _send_snapshot(
         self, to: int, meta: SnapshotMeta, data: SnapshotData, term: int
