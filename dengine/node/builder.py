@@ -152,19 +152,12 @@ class _ServerHandle:
     def make(self, node: Node) -> Any:
         import grpc
 
-        from dengine.errors import Unavailable
         from dengine.node.service import add_client_services
-        from dengine.transport.channels import server_options
+        from dengine.transport.channels import bind_insecure_port, server_options
 
         self.server = grpc.aio.server(options=server_options(self.config.network))
         add_client_services(self.server, node)
-        listen = self.config.cluster.listen_addr
-        try:
-            self.port = self.server.add_insecure_port(listen)
-        except RuntimeError as e:
-            raise Unavailable(f"cannot listen on {listen}: {e}") from e
-        if not self.port:
-            raise Unavailable(f"cannot listen on {listen} (address in use?)")
+        self.port = bind_insecure_port(self.server, self.config.cluster.listen_addr)
         return self.server
 
     async def start(self) -> None:

@@ -84,11 +84,7 @@ class SnapshotWriter:
         return self.path
 
     def abort(self) -> None:
-        self._f.close()
-        try:
-            os.unlink(self._tmp)
-        except FileNotFoundError:
-            pass
+        _discard(self._f, self._tmp)
 
 
 class SnapshotReader:
@@ -192,11 +188,16 @@ class IncomingSnapshot:
         return SnapshotReader(path)
 
     def abort(self) -> None:
-        self._f.close()
-        try:
-            os.unlink(self._tmp)
-        except FileNotFoundError:
-            pass
+        _discard(self._f, self._tmp)
+
+
+def _discard(f, tmp: str) -> None:
+    """Close and remove a snapshot file that is not finished (a write or receipt given up)."""
+    f.close()
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
 
 
 class SnapshotStore:

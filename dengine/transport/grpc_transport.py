@@ -49,8 +49,14 @@ from dengine.transport.base import (
     SnapshotResult,
     TransportStats,
     chunk_snapshot,
+    start_snapshot_task,
 )
-from dengine.transport.channels import ChannelCache, payload_limit, server_options
+from dengine.transport.channels import (
+    ChannelCache,
+    bind_insecure_port,
+    payload_limit,
+    server_options,
+)
 from dengine.transport.service import STREAM_UP_KEY, RaftPeerService
 from dengine.transport.status import from_rpc_error
 from dengine.v1 import raft_pb2, raft_pb2_grpc
@@ -304,13 +310,7 @@ class GrpcTransport:
 
     async def start(self) -> None:
         if self._owns_server:
-            listen = self.config.cluster.listen_addr
-            try:
-                self.port = self.server.add_insecure_port(listen)
-            except RuntimeError as e:
-                raise Unavailable(f"cannot listen on {listen}: {e}") from e
-            if not self.port:
-                raise Unavailable(f"cannot listen on {listen} (address in use?)")
+            self.port = bind_insecure_port(self.server, self.config.cluster.listen_addr)
             await self.server.start()
         for service in ("", PEER_SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -384,15 +384,7 @@ class GrpcTransport:
     def send_snapshot(
         self, to: int, meta: SnapshotMeta, data: SnapshotData, *, term: int = 0
     ) -> asyncio.Task[SnapshotResult]:
-        old = self._snapshots.pop(to, None)
-        if old is not None and not old.done():
-            old.cancel()
-        task = asyncio.get_running_loop().create_task(
-            self._send_snapshot(to, meta, data, term), name=f"dengine-snapshot-to-{to}"
-        )
-        self._snapshots[to] = task
-        task.add_done_callback(lambda t: self._snapshots.get(to) is t and self._snapshots.pop(to))
-        return task
+        return start_snapshot_task(self._snapshots, to, self._send_snapshot(to, meta, data, term))
 
     async def _send_snapshot(
         self, to: int, meta: SnapshotMeta, data: SnapshotData, term: int
