@@ -73,7 +73,8 @@ def register(subparsers: Any) -> None:
             "3-node cluster, one node inside this process, and uses its in-process client.\n"
             "`dengine bench compare` runs everything against dengine and etcd side by side."),
         epilog=_EPILOG, formatter_class=fmt)
-    p.add_argument("--target", choices=("dengine", "etcd"), default="dengine")
+    p.add_argument("--target", choices=("dengine", "etcd", "etcd-go"), default="dengine",
+                   help="etcd-go: etcd driven by its Go client (benches/etcd-go)")
     p.add_argument("--endpoints", default=None, metavar="HOST:PORT,...",
                    help="cluster endpoints (etcd default: 127.0.0.1:2379)")
     p.add_argument("--embedded", action="store_true",
@@ -132,14 +133,19 @@ async def _bench(args: argparse.Namespace, specs: list, progress: bool | None) -
                 return await run_all(EmbeddedTarget(node, timeout=args.timeout), specs,
                                      progress=progress)
     endpoints = _endpoints(args)
-    target = make_target(args.target, endpoints, args.timeout)
+    try:
+        target = make_target(args.target, endpoints, args.timeout)
+    except RuntimeError as e:  # EtcdGoUnavailable: the Go client cannot be built here
+        from dengine.cli_errors import USAGE, CliError
+
+        raise CliError(str(e), USAGE) from e
     return await run_all(target, specs, progress=progress)
 
 
 def _endpoints(args: argparse.Namespace) -> list[str]:
     if args.endpoints:
         return [e for e in args.endpoints.split(",") if e]
-    if args.target == "etcd":
+    if args.target in ("etcd", "etcd-go"):
         return ["127.0.0.1:2379"]
     from dengine.cli_cluster import recorded_endpoints
 

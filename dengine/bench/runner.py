@@ -36,8 +36,11 @@ async def run_all(target: Any, specs: list[WorkloadSpec], *, progress: bool | No
         await target.open(spec.connections)
         try:
             mark = (target.name, spec.key_space, spec.key_bytes)
-            s = await run_workload(target, spec, progress=progress, preload=mark not in done,
-                                   cpu=cpu)
+            if hasattr(target, "run_spec"):  # a target that runs whole workloads itself
+                s = await target.run_spec(spec, preload=mark not in done, cpu=cpu)
+            else:
+                s = await run_workload(target, spec, progress=progress,
+                                       preload=mark not in done, cpu=cpu)
             if spec.read_ratio > 0:
                 done.add(mark)
         finally:

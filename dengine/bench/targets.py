@@ -163,4 +163,8 @@ def make_target(kind: str, endpoints: Sequence[str], timeout: float = 10.0) -> A
         return DengineTarget(endpoints, timeout=timeout)
     if kind == "etcd":
         return EtcdTarget(endpoints, timeout=timeout)
-    raise ValueError(f"unknown target {kind!r} (dengine or etcd)")
+    if kind == "etcd-go":
+        from dengine.bench.etcd_go import EtcdGoTarget
+
+        return EtcdGoTarget(endpoints, timeout=timeout)
+    raise ValueError(f"unknown target {kind!r} (dengine, etcd or etcd-go)")
