@@ -75,6 +75,9 @@ def register(subparsers: Any) -> None:
         epilog=_EPILOG, formatter_class=fmt)
     p.add_argument("--target", choices=("dengine", "etcd", "etcd-go"), default="dengine",
                    help="etcd-go: etcd driven by its Go client (benches/etcd-go)")
+    p.add_argument("--client", choices=("stream", "unary"), default="stream",
+                   help="--target dengine: its Python client's Batch stream (default), or "
+                        "plain unary gRPC calls through the generated stubs")
     p.add_argument("--endpoints", default=None, metavar="HOST:PORT,...",
                    help="cluster endpoints (etcd default: 127.0.0.1:2379)")
     p.add_argument("--embedded", action="store_true",
@@ -134,7 +137,9 @@ async def _bench(args: argparse.Namespace, specs: list, progress: bool | None) -
                                      progress=progress)
     endpoints = _endpoints(args)
     try:
-        target = make_target(args.target, endpoints, args.timeout)
+        kind = "dengine-unary" if args.target == "dengine" and args.client == "unary" \
+            else args.target
+        target = make_target(kind, endpoints, args.timeout)
     except RuntimeError as e:  # EtcdGoUnavailable: the Go client cannot be built here
         from dengine.cli_errors import USAGE, CliError
 

@@ -37,8 +37,10 @@ __all__ = ["add_compare_parser", "run_compare", "render_report", "ratios", "goal
 #: against etcd driven from Python when the Go client cannot run here.
 THROUGHPUT_GOALS = {"write-concurrent": 2.0, "read-linearizable": 2.0, "read-serializable": 2.0,
                     "mixed": 2.0}
-#: The baselines dengine is compared with, and the key prefix of each in :func:`ratios`.
-BASELINES = {"etcd": "", "etcd-go": "go_"}
+#: (dengine side, baseline, key prefix in :func:`ratios`): dengine's client against etcd from
+#: Python and against etcd's Go client; plain unary calls to each from the same Python client.
+PAIRS = (("dengine", "etcd", ""), ("dengine", "etcd-go", "go_"),
+         ("dengine-unary", "etcd", "unary_"))
 
 DEFAULT_OUT = "benches/reports"
 
@@ -118,6 +120,7 @@ async def _compare(root: Path, binary: str, specs: list, args: argparse.Namespac
     from dengine.bench.local import dengine_processes
     from dengine.bench.runner import run_all
     from dengine.bench.targets import DengineTarget, EtcdTarget
+    from dengine.bench.unary import UnaryTarget
     from dengine.cli_cluster import free_ports
 
     progress = False if args.no_progress else None
@@ -130,6 +133,7 @@ async def _compare(root: Path, binary: str, specs: list, args: argparse.Namespac
             targets = {"dengine": DengineTarget(lc.endpoints, timeout=args.timeout),
                        "etcd": EtcdTarget(etcd.endpoints, timeout=args.timeout)}
             targets.update(_etcd_go_target(etcd.endpoints, args.timeout))
+            targets["dengine-unary"] = UnaryTarget(lc.endpoints, timeout=args.timeout)
             await targets["etcd"].leader_endpoint()
             preloaded: set = set()
             print(Summary.HEADER, flush=True)
@@ -140,8 +144,8 @@ async def _compare(root: Path, binary: str, specs: list, args: argparse.Namespac
                     for name in names[shift:] + names[:shift]:
                         lc.check_alive()
                         etcd.check_alive()
-                        pids = [n.pid for n in lc.nodes.values()] if name == "dengine" \
-                            else [p.pid for p in etcd.procs]
+                        pids = [n.pid for n in lc.nodes.values()] \
+                            if name.startswith("dengine") else [p.pid for p in etcd.procs]
                         [s] = await run_all(targets[name], [spec], progress=progress,
                                             preloaded=preloaded, echo=False,
                                             cpu=lambda pids=pids: cpu_seconds(pids))
@@ -217,8 +221,8 @@ def machine_info(etcd_bin: str) -> dict[str, Any]:
 def ratios(runs: list[Summary]) -> dict[str, dict[str, float]]:
     """Per workload: medians over the rounds of dengine/baseline for throughput, avg, p99,
     p99.9 and CPU (``ratio_*`` against etcd driven from Python, ``ratio_go_*`` against etcd's
-    Go client), plus the median of each side's own figures (``dengine_*``, ``etcd_*``,
-    ``etcd-go_*``)."""
+    Go client, ``ratio_unary_*`` dengine's unary calls against etcd's), plus the median of each
+    side's own figures (``dengine_*``, ``etcd_*``, ``etcd-go_*``, ``dengine-unary_*``)."""
     by: dict[tuple[str, int], dict[str, Summary]] = {}
     for s in runs:
         by.setdefault((s.workload, s.extra.get("round", 1)), {})[s.target] = s
@@ -231,9 +235,8 @@ def ratios(runs: list[Summary]) -> dict[str, dict[str, float]]:
             acc.setdefault(f"{side}_errors", []).append(float(s.errors))
             for k, v in s.extra.get("cpu_us_per_op", {}).items():
                 acc.setdefault(f"{side}_cpu_{k}", []).append(v)
-        d = group.get("dengine")
-        for base, prefix in BASELINES.items():
-            e = group.get(base)
+        for side, base, prefix in PAIRS:
+            d, e = group.get(side), group.get(base)
             if d is None or e is None:
                 continue
             for f in ("throughput", "avg_ms", "p99_ms", "p999_ms"):
@@ -299,6 +302,20 @@ def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
             f"{g('ratio_avg_ms')} | {gocol('avg_ms', '.2f')}{g('dengine_p99_ms')} | "
             f"{g('etcd_p99_ms')} | {g('ratio_p99_ms')} | {gocol('p99_ms', '.2f')}"
             f"{g('dengine_p999_ms')} | {g('etcd_p999_ms')} |")
+    if any("ratio_unary_throughput" in v for v in r.values()):
+        lines += ["", "The same plain unary gRPC calls from Python to each (dengine's "
+                  "`Kv.Put`/`Kv.Get` through the generated stubs, no session, no stream; "
+                  "etcd's `KV.Put`/`KV.Range`):", "",
+                  "| workload | dengine unary ops/s | etcd ops/s | ratio | dengine unary p99 ms "
+                  "| etcd p99 ms | ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for wl, v in r.items():
+            def u(k: str, fmt: str = ".2f", v: dict[str, float] = v) -> str:
+                return format(v[k], fmt) if k in v else "-"
+
+            lines.append(
+                f"| {wl} | {u('dengine-unary_throughput', ',.0f')} | "
+                f"{u('etcd_throughput', ',.0f')} | **{u('ratio_unary_throughput')}** | "
+                f"{u('dengine-unary_p99_ms')} | {u('etcd_p99_ms')} | {u('ratio_unary_p99_ms')} |")
     if any("ratio_cpu" in v or "ratio_go_cpu" in v for v in r.values()):
         sides = ["dengine", "etcd", *(["etcd-go"] if go else [])]
         lines += ["", "CPU time per operation (microseconds, user + system, medians): the "
@@ -346,6 +363,12 @@ def goal_lines(r: dict[str, dict[str, float]]) -> list[str]:
     v = r.get("write-single", {}).get(f"ratio_{prefix}avg_ms")
     if v is not None:
         out.append(f"- write-single average latency <= {base}'s: {v:.2f}x, {mark(v <= 1)}")
+    slower = [f"{wl} ({x['ratio_unary_throughput']:.2f}x)" for wl, x in r.items()
+              if x.get("ratio_unary_throughput", 1) < 1]
+    if any("ratio_unary_throughput" in x for x in r.values()):
+        out.append("- unary calls at least etcd's rate for the same unary client on every "
+                   "workload: " + (mark(True) if not slower
+                                   else f"{mark(False)} on " + ", ".join(slower)))
     worse = [f"{wl} ({x[f'ratio_{prefix}p99_ms']:.2f}x)" for wl, x in r.items()
              if x.get(f"ratio_{prefix}p99_ms", 0) >= 1]
     out.append(f"- p99 below {base}'s on every workload: "

@@ -163,8 +163,12 @@ def make_target(kind: str, endpoints: Sequence[str], timeout: float = 10.0) -> A
         return DengineTarget(endpoints, timeout=timeout)
     if kind == "etcd":
         return EtcdTarget(endpoints, timeout=timeout)
+    if kind == "dengine-unary":
+        from dengine.bench.unary import UnaryTarget
+
+        return UnaryTarget(endpoints, timeout=timeout)
     if kind == "etcd-go":
         from dengine.bench.etcd_go import EtcdGoTarget
 
         return EtcdGoTarget(endpoints, timeout=timeout)
-    raise ValueError(f"unknown target {kind!r} (dengine, etcd or etcd-go)")
+    raise ValueError(f"unknown target {kind!r} (dengine, dengine-unary, etcd or etcd-go)")

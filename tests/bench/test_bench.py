@@ -172,6 +172,20 @@ def test_goals_are_against_etcd_go_when_it_ran() -> None:
         in text
 
 
+def test_unary_rows_compare_dengine_unary_with_etcd() -> None:
+    runs = [_summary("dengine-unary", "read-linearizable", 1, 50, 4),
+            _summary("etcd", "read-linearizable", 1, 100, 2),
+            _summary("dengine", "read-linearizable", 1, 400, 1)]
+    r = ratios(runs)["read-linearizable"]
+    assert r["ratio_unary_throughput"] == 0.5 and r["ratio_unary_p99_ms"] == 2.0
+    text = render_report(runs, {"date": "d", "machine": "m", "cpu": "c", "cores": 2,
+                                "memory": "1 GiB", "python": "3", "dengine": "x",
+                                "etcd": "3.4", "grpcio": "1", "params": {"ops": 100}})
+    assert "| read-linearizable | 50 | 100 | **0.50** | 4.00 | 2.00 | 2.00 |" in text
+    assert "same unary client on every workload: **missed** on read-linearizable (0.50x)" \
+        in text
+
+
 def test_etcd_go_unavailable_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dengine.bench import etcd_go
 
