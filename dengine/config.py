@@ -156,6 +156,9 @@ class NetworkSection:
     backoff_initial_ms: int = _key(50, "first reconnect delay", min=1)
     backoff_max_ms: int = _key(2000, "largest reconnect delay", min=1)
     fault_injection: bool = _key(False, "allow the test-only fault switch (never in production)")
+    max_snapshot_bytes: int = _key(
+        8 * 1024 * MiB, "largest snapshot a follower receives (one transfer at a time)", min=1
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,12 +173,20 @@ class KernelUnavailable(DengineError, ImportError):
 
 
 class ClusterMismatch(DengineError):
-    """A message or data directory belongs to another cluster or node."""
+    """A message or data directory belongs to another cluster or node.
+
+    ``expected`` None keeps our own id out of the message: a peer that sent the wrong cluster
+    id learns which id it used, not the one it should have (that would help a forger).
+    """
 
     def __init__(self, expected: object, got: object, what: str = "cluster id") -> None:
         self.expected = expected
         self.got = got
-        super().__init__(f"{what} mismatch: expected {expected!r}, got {got!r}")
+        if expected is None:
+            super().__init__(f"{what} mismatch: got {got!r}, which is not this cluster's; check "
+                             "cluster.cluster_id on the sender")
+        else:
+            super().__init__(f"{what} mismatch: expected {expected!r}, got {got!r}")
 
 
 class PayloadTooLarge(DengineError):

@@ -40,6 +40,7 @@ from dengine.config import Config
 from dengine.errors import ClusterMismatch, RemoteProtocolError, Unavailable
 from dengine.raft.messages import Message
 from dengine.raft.types import SnapshotMeta
+from dengine.security.refusals import RefusalLog
 from dengine.transport import convert
 from dengine.transport.base import (
     FaultSwitch,
@@ -269,6 +270,8 @@ class GrpcTransport:
         self.log = logger or structlog.get_logger("dengine.transport").bind(node_id=self.node_id)
         self.encode, self.decode = encode, decode
         self.stats = TransportStats()
+        #: Counts and logs (rate limited) every refused peer message; the node binds metrics.
+        self.refusals = RefusalLog(self.log)
         self.channels = ChannelCache(config.network)
         self.health = health.aio.HealthServicer()
         self._faults = FaultSwitch(config.network.fault_injection)

@@ -93,6 +93,7 @@ _TOO_LARGE = re.compile(
     r"(\d+) bytes exceeds the limit of (\d+)|larger than max \((\d+) vs\. (\d+)\)"
 )
 _MISMATCH = re.compile(r"^(.*?) mismatch: expected (.*), got (.*)$")
+_MISMATCH_HIDDEN = re.compile(r"^(.*?) mismatch: got (.*), which is not this cluster's; ")
 _SESSION = re.compile(r"request (\d+) of client (\d+) ")
 _OUR_TOO_LARGE = re.compile(r"^(.*) of (\d+) bytes exceeds the limit of (\d+) bytes$", re.S)
 _TIMEOUT = re.compile(r"^(.*) did not finish(?: within (\S+)s)?; retry, or raise the deadline$", re.S)
@@ -148,6 +149,9 @@ def _from_code(code: int, msg: str) -> E.DengineError:
         m = _MISMATCH.match(msg)
         if m:
             return E.ClusterMismatch(_unquote(m[2]), _unquote(m[3]), m[1])
+        m = _MISMATCH_HIDDEN.match(msg)
+        if m:
+            return E.ClusterMismatch(None, _unquote(m[2]), m[1])
         return E.ClusterMismatch("?", "?", msg or "cluster id")
     if code == client_pb2.CONF_CHANGE_REFUSED:
         return E.ConfChangeError(_reason(msg, E.ConfChangeError))
