@@ -41,6 +41,7 @@ from dengine.errors import ClusterMismatch, RemoteProtocolError, Unavailable
 from dengine.raft.messages import Message
 from dengine.raft.types import SnapshotMeta
 from dengine.security.refusals import RefusalLog
+from dengine.security.tls import PeerTls, bind_port
 from dengine.transport import convert
 from dengine.transport.base import (
     FaultSwitch,
@@ -54,7 +55,6 @@ from dengine.transport.base import (
 )
 from dengine.transport.channels import (
     ChannelCache,
-    bind_insecure_port,
     payload_limit,
     server_options,
 )
@@ -272,7 +272,10 @@ class GrpcTransport:
         self.stats = TransportStats()
         #: Counts and logs (rate limited) every refused peer message; the node binds metrics.
         self.refusals = RefusalLog(self.log)
-        self.channels = ChannelCache(config.network)
+        #: Mutual TLS with peers (None: plain, for loopback development).
+        self.tls = PeerTls(config.tls, self.log) if config.tls.enabled else None
+        self.channels = ChannelCache(
+            config.network, self.tls.channel_credentials if self.tls is not None else None)
         self.health = health.aio.HealthServicer()
         self._faults = FaultSwitch(config.network.fault_injection)
         self._links: dict[int, _PeerLink] = {}
@@ -313,7 +316,8 @@ class GrpcTransport:
 
     async def start(self) -> None:
         if self._owns_server:
-            self.port = bind_insecure_port(self.server, self.config.cluster.listen_addr)
+            self.port = bind_port(self.server, self.config.cluster.listen_addr,
+                                  self.config.tls, self.log)
             await self.server.start()
         for service in ("", PEER_SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)

@@ -64,6 +64,12 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
             )
             self._refuse("unknown_sender", context, str(err), peer=sender)
             return err
+        if t.tls is not None:
+            reason = t.tls.check_peer(context, sender)
+            if reason is not None:
+                err = RemoteProtocolError(sender, f"peer identity refused: {reason}")
+                self._refuse("peer_identity", context, str(err), peer=sender)
+                return err
         return None
 
     async def Stream(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
