@@ -60,14 +60,14 @@ def _run_init(args: argparse.Namespace) -> int:
 
 def add_tls_flags(group: Any) -> None:
     """``--cacert --cert --key --token`` on a client command's argument group."""
-    group.add_argument("--cacert", default=None, metavar="PEM",
+    group.add_argument("--cacert", dest="tls_cacert", default=None, metavar="PEM",
                        help="CA that issued the nodes' certificates (turns TLS on; "
                             "$DENGINE_CACERT)")
-    group.add_argument("--cert", default=None, metavar="PEM",
+    group.add_argument("--cert", dest="tls_cert", default=None, metavar="PEM",
                        help="client certificate ($DENGINE_CERT)")
-    group.add_argument("--key", default=None, metavar="PEM",
+    group.add_argument("--key", dest="tls_key", default=None, metavar="PEM",
                        help="key of --cert ($DENGINE_KEY)")
-    group.add_argument("--token", default=None, metavar="TOKEN",
+    group.add_argument("--token", dest="tls_token", default=None, metavar="TOKEN",
                        help="bearer token naming the caller ($DENGINE_TOKEN)")
 
 
@@ -77,7 +77,7 @@ def client_tls(args: argparse.Namespace, recorded_root: str | None = None) -> di
     ``recorded_root``."""
     out = {}
     for name, env in _ENV.items():
-        value = getattr(args, name, None) or os.environ.get(env)
+        value = getattr(args, f"tls_{name}", None) or os.environ.get(env)
         if value:
             out[name] = value
     if not out and recorded_root is not None:

@@ -32,6 +32,8 @@ __all__ = [
     "ForeignDataDir",
     "InvalidArgument",
     "ServerError",
+    "Unauthenticated",
+    "PermissionDenied",
 ]
 
 
@@ -262,3 +264,24 @@ class SessionExpired(DengineError):
             f"request {seq} of client {client_id} is older than its kept results: whether it "
             "was applied is unknown; read the state before retrying"
         )
+
+
+class Unauthenticated(DengineError):
+    """Authorization is on and the request carries no identity the node knows."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"unauthenticated: {reason}; present a client certificate or a token "
+                         "listed in the node's users file")
+
+
+class PermissionDenied(DengineError):
+    """The caller is known but its role does not allow the request; names the role needed."""
+
+    def __init__(self, identity: str, role: str, needed: str, what: str) -> None:
+        self.identity = identity
+        self.role = role
+        self.needed = needed
+        self.what = what
+        super().__init__(f"permission denied: {what} needs role {needed}; {identity!r} has "
+                         f"role {role}")
