@@ -20,9 +20,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from dengine._core import codec
 from dengine.client import Client
 from dengine.errors import OperationTimeout, PermissionDenied, Unauthenticated, Unavailable
-from dengine.raft.messages import Message, MessageType
+from dengine.raft.messages import CAMPAIGN_TRANSFER, Message, MessageType
+from dengine.raft.types import Entry
 from dengine.security.certs import Authority
 from dengine.transport.convert import encode
 from dengine.v1 import client_pb2, client_pb2_grpc, raft_pb2, raft_pb2_grpc
@@ -157,8 +159,17 @@ def test_peers_with_another_cas_certificate_or_another_members_name_are_refused(
             target = next(n for n in lc.nodes.values() if n.id != lead.id)
             claimed = next(i for i in lc.nodes if i not in (lead.id, target.id))
             before = (await c.status(target.address)).term
-            forged = [Message(MT.HEARTBEAT, target.id, claimed, term=before + 1000),
-                      Message(MT.TIMEOUT_NOW, target.id, claimed, term=before)]
+            last = (await c.status(target.address)).commit_index
+            forged = [
+                # A write the leader never made, placed after the follower's last entry.
+                Message(MT.APPEND, target.id, claimed, term=before, log_term=before,
+                        index=last, commit=last + 1,
+                        entries=(Entry(before, last + 1, 0, codec.encode_put(b"forged", b"x")),)),
+                Message(MT.HEARTBEAT, target.id, claimed, term=before + 1000),
+                Message(MT.TIMEOUT_NOW, target.id, claimed, term=before),
+                Message(MT.VOTE, target.id, claimed, term=before + 1, log_term=before,
+                        index=last + 10, context=CAMPAIGN_TRANSFER),
+            ]
             # Another CA's certificate, even naming the right member: no TLS connection.
             ca_creds = grpc.ssl_channel_credentials((certs / "ca.pem").read_bytes(),
                                                     foreign[1], foreign[0])
@@ -180,6 +191,10 @@ def test_peers_with_another_cas_certificate_or_another_members_name_are_refused(
             st = await c.status(target.address)
             assert st.term == before and (await lc.wait_leader(c)).id == lead.id
             await lc.wait_applied(c, target.id, index)
+            assert await c.get(b"forged", consistency="serializable",
+                               endpoint=target.address) is None
+            assert (await c.get(b"real", endpoint=target.address,
+                                consistency="serializable")).value == b"1"
 
     run(body)
 
