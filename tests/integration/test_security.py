@@ -375,3 +375,26 @@ def test_a_wedging_term_and_an_oversized_snapshot_from_a_fake_peer_are_refused(
             await c.put(b"after", b"attack")
 
     run(body)
+
+
+def test_a_node_joins_a_tls_cluster_with_its_node_certificate(cluster_factory, tmp_path, run):
+    lc, certs = secure_cluster(cluster_factory, tmp_path, auth=True)
+    from dengine.security.certs import init_certs
+
+    init_certs(certs, [4])
+    users = Path(lc.nodes[1].config_path.read_text().split('users_path = "')[1].split('"')[0])
+    users.write_text(users.read_text() + '[users."dengine-node-4"]\nrole = "admin"\n')
+
+    async def body():
+        async with client(lc, certs) as c:
+            leader = await lc.wait_leader(c, timeout=30)
+            index = await c.put(b"before", b"join")
+            new = lc.add_joining_node(4, join=leader.address)
+            new.config_path.write_text(new.config_path.read_text().replace("{id}", "4"))
+            new.start()
+            await new.wait_log("joined the cluster as a learner", timeout=30)
+            await lc.wait_applied(c, 4, index, timeout=30)
+            st = await c.status()
+            assert {m.id: m.role for m in st.members}[4] == "learner"
+
+    run(body)
