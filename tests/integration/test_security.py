@@ -260,6 +260,7 @@ def test_certificates_rotate_without_a_restart(cluster_factory, tmp_path, run):
     async def up():
         async with client(lc, certs) as c:
             await lc.wait_leader(c, timeout=30)
+            await lc.wait_applied(c, 1, 0)  # node 1 itself answers
 
     run(up)
     old_der = _served_cert(node.address, certs)
