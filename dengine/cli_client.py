@@ -63,6 +63,9 @@ def _common() -> argparse.ArgumentParser:
                    help="use the local cluster recorded in DIR (by `dengine cluster up`)")
     g.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                    help="deadline of each request, retries included (default: 5)")
+    from dengine.cli_security import add_tls_flags
+
+    add_tls_flags(p.add_argument_group("TLS"))
     return p
 
 
@@ -156,9 +159,12 @@ def run(args: argparse.Namespace, func: Callable[[Any, argparse.Namespace], int]
     client = None
     try:
         endpoints, args.endpoints_from = resolve_endpoints(args)
+        from dengine.cli_security import client_tls
         from dengine.client import SyncClient
 
-        client = SyncClient(endpoints, timeout=args.timeout)
+        origin = args.endpoints_from
+        root = os.path.dirname(origin) if origin.endswith(".json") else None
+        client = SyncClient(endpoints, timeout=args.timeout, **client_tls(args, root))
         return int(func(client, args) or OK)
     except (DengineError, OSError, TimeoutError) as e:
         if client is not None and exit_code(e) == UNAVAILABLE:

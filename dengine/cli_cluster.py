@@ -294,6 +294,9 @@ class LocalCluster:
                       data_dir=str(root / f"node-{node_id}" / "data"), initial_members=members)
             cl.pop("advertise_addr", None)
             cl.pop("join", None)
+            tls = layers.get("tls", {})  # "{id}" in a path: this node's id (cluster up --tls)
+            tls.update({k: v.replace("{id}", str(node_id)) for k, v in tls.items()
+                        if isinstance(v, str)})
             layers.setdefault("storage", {}).setdefault("engine", "rocksdb")
             try:
                 build_config(layers)
@@ -393,6 +396,13 @@ class LocalCluster:
     @property
     def endpoints(self) -> list[str]:
         return [n.address for n in self.nodes.values()]
+
+    @property
+    def client_tls(self) -> dict[str, str]:
+        """``Client`` keyword arguments for this cluster (empty unless made with --tls)."""
+        from dengine.cli_security import recorded_client_tls
+
+        return recorded_client_tls(self.root)
 
     # -- processes --------------------------------------------------------------------------
     def busy_ports(self) -> list[tuple[int, str]]:

@@ -40,6 +40,8 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
             "is still there, restart the killed node and show it catch up, then stop. "
             "Exits 0 only if every check held."),
         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tls", action="store_true",
+                   help="run the cluster with mutual TLS (certificates made for the demo)")
     p.add_argument("--keys", type=int, default=20, metavar="N",
                    help="keys to write before the crash (default: 20)")
     p.add_argument("--election-ms", type=int, default=500, metavar="MS",
@@ -83,7 +85,12 @@ def run_demo(args: argparse.Namespace) -> int:
     lc = None
     code = OK
     try:
-        lc = LocalCluster.create(root, 3, ports=free_ports(3), base={"raft": raft},
+        base: dict[str, Any] = {"raft": raft}
+        if getattr(args, "tls", False):
+            from dengine.cli_security import local_tls_layers
+
+            base["tls"] = local_tls_layers(root, 3)
+        lc = LocalCluster.create(root, 3, ports=free_ports(3), base=base,
                                  cluster_id="dengine-demo")
         lc.validate()
         asyncio.run(_demo(lc, max(1, args.keys), out))
@@ -124,7 +131,7 @@ async def _demo(lc: LocalCluster, n_keys: int, out: _Script) -> None:
     lc.start()
     for n in lc.nodes.values():
         out.say(f"   node {n.node_id} at {n.address} (pid {n.pid})")
-    async with Client(lc.endpoints, timeout=10) as c:
+    async with Client(lc.endpoints, timeout=10, **lc.client_tls) as c:
         lead = await lc.wait_leader(c, timeout=60)
         out.say()
         out.say(f"2. node {lead.id} is the leader (term {lead.term}), elected {out.since(t)} "

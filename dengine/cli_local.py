@@ -56,6 +56,9 @@ def register(subparsers: Any) -> None:
     up.add_argument("--config", default=None, metavar="PATH",
                     help="TOML file of settings shared by the nodes of a new cluster (e.g. a "
                          "[raft] section); the per-node keys are filled in")
+    up.add_argument("--tls", action="store_true",
+                    help="a new cluster speaks only TLS: certificates are made in DIR/certs "
+                         "(mutual TLS between nodes; client commands use DIR/certs/client.pem)")
     up.add_argument("--stop-timeout", type=float, default=10.0, metavar="SECONDS",
                     help="how long a node may take to stop before it is killed (default: 10)")
     up.add_argument("--leader-timeout", type=float, default=30.0, metavar="SECONDS",
@@ -104,6 +107,11 @@ def _prepare(args: argparse.Namespace) -> LocalCluster:
     if not 1 <= n <= 99:
         raise CliError(f"--nodes {n}: a cluster has 1 to 99 nodes (3 or 5 are usual)", USAGE)
     base = read_toml(args.config) if args.config else None
+    if args.tls:
+        from dengine.cli_security import local_tls_layers
+
+        base = dict(base or {})
+        base["tls"] = {**base.get("tls", {}), **local_tls_layers(root, n)}
     ports = pick_ports(n, args.base_port)
     lc = LocalCluster.create(root, n, ports=ports, base=base, base_name=args.config or "")
     lc.validate()
@@ -168,7 +176,7 @@ def _supervise(lc: LocalCluster, args: argparse.Namespace, stopping: Any) -> int
 async def _leader(lc: LocalCluster, timeout: float, stopping: Any) -> Any:
     from dengine.client import Client
 
-    async with Client(lc.endpoints, timeout=1.0) as client:
+    async with Client(lc.endpoints, timeout=1.0, **lc.client_tls) as client:
         return await lc.wait_leader(client, timeout=timeout, cancelled=stopping)
 
 

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A :class:`Config` is a frozen tree of frozen section dataclasses (``cluster``, ``raft``,
-``network``, ``storage``, ``statemachine``, ``tls``, ``observability``). Every key has a default
+``network``, ``storage``, ``statemachine``, ``tls``, ``auth``, ``observability``). Every key has a default
 that works for a local three-node cluster on one machine: only ``cluster.node_id`` differs between
 the three nodes, and the listen address and data directory follow from it.
 
@@ -42,6 +42,7 @@ __all__ = [
     "StorageSection",
     "StateMachineSection",
     "TlsSection",
+    "AuthSection",
     "ObservabilitySection",
     "RaftTicks",
     "ENV_PREFIX",
@@ -156,6 +157,9 @@ class NetworkSection:
     backoff_initial_ms: int = _key(50, "first reconnect delay", min=1)
     backoff_max_ms: int = _key(2000, "largest reconnect delay", min=1)
     fault_injection: bool = _key(False, "allow the test-only fault switch (never in production)")
+    max_snapshot_bytes: int = _key(
+        8 * 1024 * MiB, "largest snapshot a follower receives (one transfer at a time)", min=1
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,12 +180,24 @@ class StateMachineSection:
 
 @dataclass(frozen=True, slots=True)
 class TlsSection:
-    """TLS between peers and clients (not implemented yet: enabled must stay false)."""
+    """TLS on the node's port: mutual TLS between peers, TLS (client certificates optional)
+    for clients. See dengine.security.tls; ``dengine certs init`` makes a development set."""
 
-    enabled: bool = _key(False, "use TLS (not implemented yet)")
-    cert_path: str = _key("", "PEM certificate")
-    key_path: str = _key("", "PEM private key")
-    ca_path: str = _key("", "PEM CA bundle to verify peers")
+    enabled: bool = _key(False, "serve and dial peers over TLS only")
+    cert_path: str = _key("", "PEM certificate of this node (SAN dengine-node-<id>)")
+    key_path: str = _key("", "PEM private key of cert_path")
+    ca_path: str = _key("", "PEM cluster CA: peers' certificates must be issued by it")
+    client_ca_path: str = _key("", "PEM CA of client certificates; empty = ca_path")
+    reload_ms: int = _key(2000, "how often changed certificate files are re-read", min=1)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSection:
+    """Client authorization (dengine.security.auth): identities from a client certificate's
+    common name or a bearer token; roles read, readwrite, admin."""
+
+    enabled: bool = _key(False, "check every client request against the users file")
+    users_path: str = _key("", "TOML file of users: role and optional token_sha256 each")
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +218,7 @@ _SECTIONS: dict[str, type] = {
     "storage": StorageSection,
     "statemachine": StateMachineSection,
     "tls": TlsSection,
+    "auth": AuthSection,
     "observability": ObservabilitySection,
 }
 
@@ -216,6 +233,7 @@ class Config:
     storage: StorageSection = field(default_factory=StorageSection)
     statemachine: StateMachineSection = field(default_factory=StateMachineSection)
     tls: TlsSection = field(default_factory=TlsSection)
+    auth: AuthSection = field(default_factory=AuthSection)
     observability: ObservabilitySection = field(default_factory=ObservabilitySection)
 
     def to_ticks(self) -> RaftTicks:
@@ -432,8 +450,11 @@ def _check_contradictions(c: Config) -> None:
             n.backoff_initial_ms,
             f"<= network.backoff_max_ms ({n.backoff_max_ms})",
         )
-    if c.tls.enabled:
-        raise ConfigError("tls.enabled", True, "false: TLS is not implemented yet")
+    if c.tls.enabled and not (c.tls.cert_path and c.tls.key_path and c.tls.ca_path):
+        raise ConfigError("tls.enabled", True, "false, or set tls.cert_path, tls.key_path and "
+                          "tls.ca_path (dengine certs init makes them)")
+    if c.auth.enabled and not c.auth.users_path:
+        raise ConfigError("auth.users_path", "", "a users file when auth.enabled is true")
     _check_cluster(c.cluster)
 
 

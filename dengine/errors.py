@@ -32,6 +32,8 @@ __all__ = [
     "ForeignDataDir",
     "InvalidArgument",
     "ServerError",
+    "Unauthenticated",
+    "PermissionDenied",
 ]
 
 
@@ -173,12 +175,20 @@ class KernelUnavailable(DengineError, ImportError):
 
 
 class ClusterMismatch(DengineError):
-    """A message or data directory belongs to another cluster or node."""
+    """A message or data directory belongs to another cluster or node.
+
+    ``expected`` None keeps our own id out of the message: a peer that sent the wrong cluster
+    id learns which id it used, not the one it should have (that would help a forger).
+    """
 
     def __init__(self, expected: object, got: object, what: str = "cluster id") -> None:
         self.expected = expected
         self.got = got
-        super().__init__(f"{what} mismatch: expected {expected!r}, got {got!r}")
+        if expected is None:
+            super().__init__(f"{what} mismatch: got {got!r}, which is not this cluster's; check "
+                             "cluster.cluster_id on the sender")
+        else:
+            super().__init__(f"{what} mismatch: expected {expected!r}, got {got!r}")
 
 
 class PayloadTooLarge(DengineError):
@@ -254,3 +264,24 @@ class SessionExpired(DengineError):
             f"request {seq} of client {client_id} is older than its kept results: whether it "
             "was applied is unknown; read the state before retrying"
         )
+
+
+class Unauthenticated(DengineError):
+    """Authorization is on and the request carries no identity the node knows."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"unauthenticated: {reason}; present a client certificate or a token "
+                         "listed in the node's users file")
+
+
+class PermissionDenied(DengineError):
+    """The caller is known but its role does not allow the request; names the role needed."""
+
+    def __init__(self, identity: str, role: str, needed: str, what: str) -> None:
+        self.identity = identity
+        self.role = role
+        self.needed = needed
+        self.what = what
+        super().__init__(f"permission denied: {what} needs role {needed}; {identity!r} has "
+                         f"role {role}")

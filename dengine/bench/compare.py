@@ -60,6 +60,9 @@ def add_compare_parser(sub: Any) -> None:
     p.add_argument("--etcd-bin", default=None, metavar="PATH", help="etcd executable")
     p.add_argument("--work-dir", default=None, metavar="DIR",
                    help="data directories of both clusters (default: a temporary directory)")
+    p.add_argument("--tls", action="store_true",
+                   help="both clusters with TLS: mutual TLS between members and client "
+                        "certificates (certificates from `dengine certs init`)")
     add_workload_flags(p)
     p.set_defaults(func=run_compare)
 
@@ -93,6 +96,7 @@ def run_compare(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, old)
     meta = machine_info(binary)
+    meta["tls"] = bool(getattr(args, "tls", False))
     meta["params"] = {"rounds": args.rounds, "workloads": [s.name for s in specs],
                       "ops": specs[0].ops, "key_bytes": specs[0].key_bytes,
                       "value_bytes": specs[0].value_bytes, "key_space": specs[0].key_space}
@@ -124,16 +128,25 @@ async def _compare(root: Path, binary: str, specs: list, args: argparse.Namespac
     from dengine.cli_cluster import free_ports
 
     progress = False if args.no_progress else None
-    etcd = EtcdCluster(root / "etcd", free_ports(6), binary=binary)
+    base: dict[str, Any] | None = None
+    tls: dict[str, str] = {}
+    if getattr(args, "tls", False):
+        from dengine.cli_security import local_tls_layers, recorded_client_tls
+
+        base = {"tls": local_tls_layers(root / "dengine", 3)}
+        tls = recorded_client_tls(root / "dengine")
+    etcd = EtcdCluster(root / "etcd", free_ports(6), binary=binary,
+                       tls_dir=Path(tls["cacert"]).parent if tls else None)
     runs: list[Summary] = []
     try:
         etcd.start()
-        async with dengine_processes(root / "dengine") as lc:
+        async with dengine_processes(root / "dengine", base=base) as lc:
             etcd.check_alive()
-            targets = {"dengine": DengineTarget(lc.endpoints, timeout=args.timeout),
-                       "etcd": EtcdTarget(etcd.endpoints, timeout=args.timeout)}
-            targets.update(_etcd_go_target(etcd.endpoints, args.timeout))
-            targets["dengine-unary"] = UnaryTarget(lc.endpoints, timeout=args.timeout)
+            targets = {"dengine": DengineTarget(lc.endpoints, timeout=args.timeout, tls=tls),
+                       "etcd": EtcdTarget(etcd.endpoints, timeout=args.timeout, tls=tls)}
+            if not tls:  # the Go client and the unary stubs here dial without TLS
+                targets.update(_etcd_go_target(etcd.endpoints, args.timeout))
+                targets["dengine-unary"] = UnaryTarget(lc.endpoints, timeout=args.timeout)
             await targets["etcd"].leader_endpoint()
             preloaded: set = set()
             print(Summary.HEADER, flush=True)
@@ -262,7 +275,9 @@ def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
         "dengine is driven by its own Python client (Batch stream); etcd by plain unary "
         "gRPC calls from Python (`KV.Put`, `KV.Range`)"
         + (" and, as `etcd-go`, by its own Go client (clientv3, `benches/etcd-go`)" if go
-           else "") + ", all to the leader.",
+           else "") + ", all to the leader."
+        + (" **TLS on both**: mutual TLS between members, clients with a certificate "
+           "(`--tls`)." if meta.get("tls") else ""),
         "",
         f"- machine: {meta['machine']}, {meta['cpu']}, {meta['cores']} cores, {meta['memory']}",
         f"- Python {meta['python']}, grpcio {meta['grpcio']}",

@@ -59,7 +59,8 @@ class EtcdCluster:
     """``n`` etcd members under ``root`` on loopback ports from ``ports`` (2 per member)."""
 
     def __init__(self, root: str | Path, ports: list[int], *, n: int = 3,
-                 binary: str = "etcd", token: str = "dengine-bench") -> None:
+                 binary: str = "etcd", token: str = "dengine-bench",
+                 tls_dir: str | Path | None = None) -> None:
         if len(ports) < 2 * n:
             raise ValueError(f"{n} etcd members need {2 * n} ports, got {len(ports)}")
         self.root = Path(root)
@@ -69,6 +70,9 @@ class EtcdCluster:
         self.client_ports = ports[:n]
         self.peer_ports = ports[n:2 * n]
         self.procs: list[subprocess.Popen[bytes]] = []
+        #: With a directory of ``dengine certs init``: client and peer TLS, both with
+        #: client-certificate auth (member i uses node-<i>.pem).
+        self.tls_dir = Path(tls_dir) if tls_dir is not None else None
 
     @property
     def endpoints(self) -> list[str]:
@@ -76,18 +80,27 @@ class EtcdCluster:
 
     def _command(self, i: int) -> list[str]:
         name, cport, pport = self.names[i], self.client_ports[i], self.peer_ports[i]
-        initial = ",".join(f"{nm}=http://127.0.0.1:{pp}"
+        scheme = "https" if self.tls_dir is not None else "http"
+        initial = ",".join(f"{nm}={scheme}://127.0.0.1:{pp}"
                            for nm, pp in zip(self.names, self.peer_ports, strict=True))
-        return [
+        cmd = [
             self.binary, "--name", name, "--data-dir", str(self.root / name),
-            "--listen-client-urls", f"http://127.0.0.1:{cport}",
-            "--advertise-client-urls", f"http://127.0.0.1:{cport}",
-            "--listen-peer-urls", f"http://127.0.0.1:{pport}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}",
+            "--listen-client-urls", f"{scheme}://127.0.0.1:{cport}",
+            "--advertise-client-urls", f"{scheme}://127.0.0.1:{cport}",
+            "--listen-peer-urls", f"{scheme}://127.0.0.1:{pport}",
+            "--initial-advertise-peer-urls", f"{scheme}://127.0.0.1:{pport}",
             "--initial-cluster", initial, "--initial-cluster-state", "new",
             "--initial-cluster-token", self.token, "--log-level", "warn",
             "--logger", "zap",
         ]
+        if self.tls_dir is not None:
+            d = self.tls_dir
+            cert, key, ca = d / f"node-{i + 1}.pem", d / f"node-{i + 1}.key", d / "ca.pem"
+            cmd += ["--cert-file", str(cert), "--key-file", str(key), "--trusted-ca-file",
+                    str(ca), "--client-cert-auth", "--peer-cert-file", str(cert),
+                    "--peer-key-file", str(key), "--peer-trusted-ca-file", str(ca),
+                    "--peer-client-cert-auth"]
+        return cmd
 
     def _launch(self, i: int) -> list[str]:
         cmd = self._command(i)

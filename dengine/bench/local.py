@@ -36,7 +36,7 @@ async def dengine_processes(root: str | Path, n: int = 3,
     lc = LocalCluster.create(root, n, ports=free_ports(n), base=base, cluster_id="dengine-bench")
     try:
         lc.start()
-        async with _client(lc.endpoints) as client:
+        async with _client(lc.endpoints, lc.client_tls) as client:
             await lc.wait_leader(client, timeout=60)
         yield lc
     finally:
@@ -44,10 +44,11 @@ async def dengine_processes(root: str | Path, n: int = 3,
 
 
 @contextlib.asynccontextmanager
-async def _client(endpoints: list[str]) -> AsyncIterator[Any]:
+async def _client(endpoints: list[str], tls: dict[str, str] | None = None
+                  ) -> AsyncIterator[Any]:
     from dengine.client import Client
 
-    async with Client(endpoints, timeout=2.0) as client:
+    async with Client(endpoints, timeout=2.0, **(tls or {})) as client:
         yield client
 
 

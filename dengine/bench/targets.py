@@ -29,10 +29,11 @@ class DengineTarget:
     name = "dengine"
 
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0,
-                 use_stream: bool = True) -> None:
+                 use_stream: bool = True, tls: dict[str, str] | None = None) -> None:
         self.endpoints = list(endpoints)
         self.timeout = timeout
         self.use_stream = use_stream
+        self.tls = dict(tls or {})  # Client keyword arguments: cacert, cert, key
         self.client: Any = None
 
     async def open(self, connections: int) -> None:
@@ -40,7 +41,7 @@ class DengineTarget:
 
         await self.close()
         self.client = Client(self.endpoints, timeout=self.timeout, pool_size=max(1, connections),
-                             use_stream=self.use_stream)
+                             use_stream=self.use_stream, **self.tls)
         await self.client.status(timeout=self.timeout)  # find the leader before timing
 
     async def put(self, slot: int, key: bytes, value: bytes) -> None:
@@ -95,22 +96,22 @@ class EtcdTarget:
     name = "etcd"
 
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0,
-                 leader_only: bool = True) -> None:
-        self.endpoints = [e.removeprefix("http://") for e in endpoints]
+                 leader_only: bool = True, tls: dict[str, str] | None = None) -> None:
+        self.endpoints = [e.removeprefix("http://").removeprefix("https://") for e in endpoints]
         self.timeout = timeout
         self.leader_only = leader_only
+        self.tls = dict(tls or {})  # cacert, cert, key (paths): TLS with a client certificate
         self._channels: list[Any] = []
         self._kv: list[Any] = []
 
     async def leader_endpoint(self) -> str:
         """The endpoint whose member id is the leader every answering member names."""
-        import grpc
 
         from dengine.bench import etcd_rpc_pb2 as pb
         from dengine.bench import etcd_rpc_pb2_grpc as pbg
 
         async def status(ep: str) -> Any:
-            async with grpc.aio.insecure_channel(ep) as ch:
+            async with self._channel(ep, []) as ch:
                 return await pbg.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=2.0)
 
         deadline = asyncio.get_running_loop().time() + self.timeout
@@ -127,7 +128,6 @@ class EtcdTarget:
             await asyncio.sleep(0.1)
 
     async def open(self, connections: int) -> None:
-        import grpc
 
         from dengine.bench import etcd_rpc_pb2 as pb
         from dengine.bench import etcd_rpc_pb2_grpc as pbg
@@ -138,10 +138,20 @@ class EtcdTarget:
         opts = [("grpc.max_receive_message_length", 64 * MiB)]
         for i in range(max(1, connections)):
             # A distinct channel argument keeps grpc from sharing one subchannel among them.
-            ch = grpc.aio.insecure_channel(eps[i % len(eps)],
-                                           options=[*opts, ("dengine.bench.channel", i)])
+            ch = self._channel(eps[i % len(eps)], [*opts, ("dengine.bench.channel", i)])
             self._channels.append(ch)
             self._kv.append(pbg.KVStub(ch))
+
+    def _channel(self, endpoint: str, options: list[Any]) -> Any:
+        import grpc
+
+        if not self.tls:
+            return grpc.aio.insecure_channel(endpoint, options=options)
+        from dengine.security.tls import client_credentials
+
+        creds = client_credentials(self.tls.get("cacert"), self.tls.get("cert"),
+                                   self.tls.get("key"))
+        return grpc.aio.secure_channel(endpoint, creds, options=options)
 
     async def put(self, slot: int, key: bytes, value: bytes) -> None:
         await self._kv[slot % len(self._kv)].Put(self._put_req(key=key, value=value),

@@ -57,11 +57,17 @@ class PooledChannel:
         stream_message_bytes: int,
         stream_retry_s: float,
         interceptors: Sequence[Any] = (),
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(
-            address, options=list(options), interceptors=list(interceptors) or None
-        )
+        if credentials is not None:  # TLS (dengine.security.tls.client_credentials)
+            self.channel = grpc.aio.secure_channel(
+                address, credentials, options=list(options),
+                interceptors=list(interceptors) or None)
+        else:
+            self.channel = grpc.aio.insecure_channel(
+                address, options=list(options), interceptors=list(interceptors) or None
+            )
         self.kv = client_pb2_grpc.KvStub(self.channel)
         self.cluster = client_pb2_grpc.ClusterStub(self.channel)
         self._stats = stats
@@ -128,6 +134,7 @@ class Connection:
         stream_message_bytes: int,
         stream_retry_s: float,
         interceptors: Sequence[Any] = (),
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.address = address
         self.channels = [
@@ -139,6 +146,7 @@ class Connection:
                 stream_message_bytes=stream_message_bytes,
                 stream_retry_s=stream_retry_s,
                 interceptors=interceptors,
+                credentials=credentials,
             )
             for _ in range(max(1, pool_size))
         ]

@@ -89,6 +89,9 @@ class Client:
     ``attempt_timeout_s`` before the call is retried (safe: writes carry sessions), so a leader
     cut off from its quorum does not hold a call for its whole deadline; ``interceptors`` are grpc.aio
     client interceptors put on every channel (auth, tracing, fault injection in tests).
+    TLS: ``cacert`` (the CA that issued the nodes' certificates), ``cert`` / ``key`` (this
+    client's certificate, whose common name is its identity), ``token`` (a bearer token that
+    names the identity instead); any of them turns TLS on.
     """
 
     def __init__(
@@ -107,6 +110,10 @@ class Client:
         attempt_timeout_s: float | None = 2.0,
         interceptors: Sequence[Any] = (),
         rng: random.Random | None = None,
+        cacert: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        token: str | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e]
@@ -124,6 +131,11 @@ class Client:
         self._stream_request_bytes = stream_request_bytes
         self._stream_retry_s = stream_retry_s
         self._interceptors = tuple(interceptors)
+        self._credentials = None
+        if cacert or cert or key or token:
+            from dengine.security.tls import client_credentials
+
+            self._credentials = client_credentials(cacert, cert, key, token)
         self._attempt_timeout_s = attempt_timeout_s
         self._rng = rng or random.Random()
         self._sessions = SessionPool()
@@ -173,6 +185,7 @@ class Client:
                 stream_message_bytes=self._stream_message_bytes,
                 stream_retry_s=self._stream_retry_s,
                 interceptors=self._interceptors,
+                credentials=self._credentials,
             )
         return conn
 

@@ -153,11 +153,13 @@ class _ServerHandle:
         import grpc
 
         from dengine.node.service import add_client_services
-        from dengine.transport.channels import bind_insecure_port, server_options
+        from dengine.security.tls import bind_port
+        from dengine.transport.channels import server_options
 
         self.server = grpc.aio.server(options=server_options(self.config.network))
         add_client_services(self.server, node)
-        self.port = bind_insecure_port(self.server, self.config.cluster.listen_addr)
+        self.port = bind_port(self.server, self.config.cluster.listen_addr, self.config.tls,
+                              node.log)
         return self.server
 
     async def start(self) -> None:

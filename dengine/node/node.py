@@ -59,6 +59,7 @@ from dengine.raft.core import RaftCore
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.ready import Ready, Role
 from dengine.raft.types import Entry, EntryKind
+from dengine.security.refusals import RefusalLog
 from dengine.statemachine.base import StateMachine
 from dengine.storage.base import LogStore
 from dengine.storage.snapshot import SnapshotStore
@@ -138,12 +139,17 @@ class Node:
         self._deferred_hs: Any = None
         self.metrics = NodeMetrics(self.node_id)  # this node's own registry
         self.metrics.watch(self)
+        #: Every peer message refused (by the transport or the core): counted, logged.
+        self.refusals = RefusalLog(self.log)
+        self.refusals.bind_registry(self.metrics.registry)
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         """Load state from storage, build the core, start the transport and the drive loop."""
         self._build_core()
         self.transport = self._transport_factory(self)
+        if hasattr(self.transport, "refusals"):
+            self.transport.refusals = self.refusals
         await self.transport.start()
         if self.client_server is not None:
             await self.client_server.start()
@@ -527,9 +533,11 @@ class Node:
         if rd.compact_to:
             _snapshotting.compact(self, rd.compact_to)
         if rd.dropped:
+            peers = getattr(self.transport, "peers", {})
             for d in rd.dropped:
-                self.log.debug("core dropped a message", reason=d.reason, type=d.message.type.name,
-                               peer=d.message.from_)
+                m = d.message
+                self.refusals.refuse(d.reason, peers.get(m.from_, "?"), d.reason,
+                                     type=m.type.name, peer=m.from_)
         _snapshotting.maybe_snapshot(self)
 
     def _start_persist(self, rd: Ready) -> asyncio.Future | None:

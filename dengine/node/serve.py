@@ -92,7 +92,7 @@ async def join_cluster(node: Any, endpoint: str, log: Any, attempts: int = 0) ->
     while node.running and (not attempts or n < attempts):
         n += 1
         try:
-            async with grpc.aio.insecure_channel(target) as ch:
+            async with _channel(node, target) as ch:
                 resp = await client_pb2_grpc.ClusterStub(ch).AddLearner(req, timeout=5)
             err = from_proto(resp.error) if resp.HasField("error") else None
             if err is None:
@@ -108,3 +108,14 @@ async def join_cluster(node: Any, endpoint: str, log: Any, attempts: int = 0) ->
             target = endpoint
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)
+
+
+def _channel(node: Any, target: str) -> Any:
+    """A channel to another member: mutual TLS with this node's certificate when TLS is on."""
+    import grpc
+
+    if node.config.tls.enabled:
+        from dengine.security.tls import PeerTls
+
+        return grpc.aio.secure_channel(target, PeerTls(node.config.tls).channel_credentials())
+    return grpc.aio.insecure_channel(target)

@@ -330,7 +330,13 @@ class ClusterService(client_pb2_grpc.ClusterServicer):
 def add_client_services(server: Any, node: Node) -> RequestHandler:
     """Register ``Kv`` and ``Cluster`` for ``node`` on a ``grpc.aio`` server."""
     handler = RequestHandler(node)
+    kv, cluster = KvService(handler), ClusterService(handler)
+    auth = getattr(node.config, "auth", None)
+    if auth is not None and auth.enabled:  # roles checked before the handler (security.auth)
+        from dengine.security.auth import Authorizer, protect_services
+
+        protect_services(kv, cluster, Authorizer(auth.users_path, node.log), node.log)
     # Strict: a unary request that does not parse is INVALID_ARGUMENT, not gRPC's UNKNOWN.
-    add_strict(client_pb2_grpc.add_KvServicer_to_server, KvService(handler), server)
-    add_strict(client_pb2_grpc.add_ClusterServicer_to_server, ClusterService(handler), server)
+    add_strict(client_pb2_grpc.add_KvServicer_to_server, kv, server)
+    add_strict(client_pb2_grpc.add_ClusterServicer_to_server, cluster, server)
     return handler

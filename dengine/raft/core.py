@@ -56,7 +56,8 @@ Persistence contract
   core replays the membership changes in the log after it: a config is in force from the moment
   its entry is appended (``_membership``).
 
-Messages from peers are validated in ``step``: a bad one is answered as Raft says (a stale
+Messages from peers are validated in ``step``: ``guard`` first drops what would wedge the core
+(terms and indexes past 2^62, a TIMEOUT_NOW not from our leader); then a bad one is answered as Raft says (a stale
 leader learns the newer term) or dropped and listed in ``Ready.dropped`` with a reason. Nothing
 raises out of ``step``. Local misuse (proposing on a follower) raises typed errors.
 
@@ -71,7 +72,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dengine.errors import NotLeader, ProposalDropped
-from dengine.raft import _leader, _membership, _roles
+from dengine.raft import _leader, _membership, _roles, guard
 from dengine.raft.confchange import ConfChange
 from dengine.raft.config import RaftConfig
 from dengine.raft.log import LogReader, MemoryStorage, RaftLog
@@ -231,7 +232,9 @@ class RaftCore:
 
     def step(self, msg: Message) -> None:
         """Feed one message from a peer (or a local one); never raises on bad peer input."""
-        _roles.step(self, msg)
+        screened = guard.screen(self, msg)
+        if screened is not None:
+            _roles.step(self, screened)
 
     def campaign(self) -> None:
         """Start an election now (as an election timeout would): a local HUP."""

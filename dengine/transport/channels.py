@@ -7,6 +7,8 @@ it. Keepalive pings detect a dead peer whose TCP connection did not close.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 
 from dengine.config import NetworkSection
@@ -50,16 +52,28 @@ def payload_limit(net: NetworkSection) -> int:
 
 
 class ChannelCache:
-    """One ``grpc.aio`` channel per address, created on first use and kept until closed."""
+    """One ``grpc.aio`` channel per address, created on first use and kept until closed.
 
-    def __init__(self, net: NetworkSection) -> None:
+    ``credentials`` (TLS) is asked for each new channel, so a rotated certificate is used by
+    the next channel made."""
+
+    def __init__(
+        self,
+        net: NetworkSection,
+        credentials: Callable[[], grpc.ChannelCredentials] | None = None,
+    ) -> None:
         self._options = channel_options(net)
+        self._credentials = credentials
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def get(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=self._options)
+            if self._credentials is not None:
+                channel = grpc.aio.secure_channel(address, self._credentials(),
+                                                  options=self._options)
+            else:
+                channel = grpc.aio.insecure_channel(address, options=self._options)
             self._channels[address] = channel
         return channel
 

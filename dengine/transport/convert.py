@@ -3,14 +3,15 @@
 The core never sees protobuf; this is the edge where its frozen dataclasses meet the wire.
 ``MessageType`` numbers are the proto's ``RaftMessageType`` numbers, so types convert by cast.
 :func:`decode` trusts nothing: a local type (HUP, BEAT, CHECK_QUORUM), an unknown type, an
-unknown entry kind or a missing node id raise :class:`~dengine.errors.DecodeError`; ranges of
-terms and indexes are the core's to check when it steps the message (uint64 on the wire
-already bounds them).
+unknown entry kind, a missing node id, or a term, index or node id at or above 2^63 (which no
+core ever accepts: ``dengine.raft.guard.HARD_BOUND``) raise :class:`~dengine.errors.DecodeError`.
+Finer bounds (2^62) are the core's to check when it steps the message.
 """
 
 from __future__ import annotations
 
 from dengine.errors import DecodeError
+from dengine.raft.guard import HARD_BOUND
 from dengine.raft.messages import WIRE_TYPES, Message, MessageType
 from dengine.raft.types import ConfState, Entry, EntryKind, SnapshotMeta
 from dengine.v1 import raft_pb2
@@ -38,8 +39,23 @@ def meta_to_proto(meta: SnapshotMeta) -> raft_pb2.SnapshotMeta:
     )
 
 
+def _out_of_range(pb: raft_pb2.RaftMessage) -> str:
+    for name in ("from", "to", "term", "log_term", "index", "commit", "reject_hint",
+                 "conflict_term", "conflict_index"):
+        value = getattr(pb, name)
+        if value >= HARD_BOUND:
+            return f"{name} {value} is not below 2^63"
+    return "a field is not below 2^63"
+
+
 def meta_from_proto(pb: raft_pb2.SnapshotMeta) -> SnapshotMeta:
+    """Snapshot metadata from the wire; DecodeError when a number is at or above 2^63."""
     cs = pb.conf_state
+    ids = (*cs.voters, *cs.learners, *cs.voters_outgoing, *cs.learners_next)
+    if pb.index >= HARD_BOUND or pb.term >= HARD_BOUND or any(
+            i == 0 or i >= HARD_BOUND for i in ids):
+        raise DecodeError("snapshot metadata", f"index {pb.index}, term {pb.term} or a member "
+                                               "id is out of range (1 .. 2^63-1)")
     return SnapshotMeta(
         index=pb.index,
         term=pb.term,
@@ -89,12 +105,18 @@ def decode(pb: raft_pb2.RaftMessage) -> Message:
     sender = getattr(pb, "from")
     if not sender or not pb.to:
         raise DecodeError("raft message", f"missing node id (from={sender}, to={pb.to})")
+    if max(sender, pb.to, pb.term, pb.log_term, pb.index, pb.commit, pb.reject_hint,
+           pb.conflict_term, pb.conflict_index) >= HARD_BOUND:
+        raise DecodeError("raft message", _out_of_range(pb))
     entries: tuple[Entry, ...] = ()
     if pb.entries:
         kinds = _KINDS
         for e in pb.entries:
             if e.kind not in kinds:
                 raise DecodeError("raft entry", f"unknown entry kind {e.kind} at index {e.index}")
+            if e.term >= HARD_BOUND or e.index >= HARD_BOUND:
+                raise DecodeError("raft entry", f"term {e.term} or index {e.index} is not below "
+                                                "2^63")
         entries = tuple([Entry(e.term, e.index, e.kind, e.data) for e in pb.entries])
     return Message(
         type=_TYPE_OF[pb.type],

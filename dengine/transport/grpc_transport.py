@@ -40,6 +40,8 @@ from dengine.config import Config
 from dengine.errors import ClusterMismatch, RemoteProtocolError, Unavailable
 from dengine.raft.messages import Message
 from dengine.raft.types import SnapshotMeta
+from dengine.security.refusals import RefusalLog
+from dengine.security.tls import PeerTls, bind_port
 from dengine.transport import convert
 from dengine.transport.base import (
     FaultSwitch,
@@ -53,7 +55,6 @@ from dengine.transport.base import (
 )
 from dengine.transport.channels import (
     ChannelCache,
-    bind_insecure_port,
     payload_limit,
     server_options,
 )
@@ -269,7 +270,12 @@ class GrpcTransport:
         self.log = logger or structlog.get_logger("dengine.transport").bind(node_id=self.node_id)
         self.encode, self.decode = encode, decode
         self.stats = TransportStats()
-        self.channels = ChannelCache(config.network)
+        #: Counts and logs (rate limited) every refused peer message; the node binds metrics.
+        self.refusals = RefusalLog(self.log)
+        #: Mutual TLS with peers (None: plain, for loopback development).
+        self.tls = PeerTls(config.tls, self.log) if config.tls.enabled else None
+        self.channels = ChannelCache(
+            config.network, self.tls.channel_credentials if self.tls is not None else None)
         self.health = health.aio.HealthServicer()
         self._faults = FaultSwitch(config.network.fault_injection)
         self._links: dict[int, _PeerLink] = {}
@@ -310,7 +316,8 @@ class GrpcTransport:
 
     async def start(self) -> None:
         if self._owns_server:
-            self.port = bind_insecure_port(self.server, self.config.cluster.listen_addr)
+            self.port = bind_port(self.server, self.config.cluster.listen_addr,
+                                  self.config.tls, self.log)
             await self.server.start()
         for service in ("", PEER_SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)

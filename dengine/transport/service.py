@@ -4,16 +4,28 @@ Every batch and every snapshot is checked before anything of it reaches the node
 id must be ours and the sender a known peer (else the whole stream is refused with a status that
 says why, and counted); each message must decode, come from the batch's sender and be addressed
 to us (else that message alone is dropped and counted). A peer's garbage never raises into the
-node and never takes the server down.
+node and never takes the server down. Every refusal is counted by reason and logged (rate
+limited, :class:`~dengine.security.refusals.RefusalLog`) with the peer's network address.
+
+Snapshots are received one at a time (a transfer from another sender while one runs is refused;
+a newer one from the same sender, a leader retrying, cancels the older) and never past
+``network.max_snapshot_bytes``; the data goes to a temporary file that any failure deletes.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from dengine.errors import ClusterMismatch, DecodeError, RemoteProtocolError, SnapshotError
+from dengine.errors import (
+    ClusterMismatch,
+    DecodeError,
+    PayloadTooLarge,
+    RemoteProtocolError,
+    SnapshotError,
+)
 from dengine.transport.base import SnapshotReceiver
 from dengine.transport.convert import meta_from_proto
 from dengine.transport.status import grpc_status
@@ -33,30 +45,42 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
 
     def __init__(self, transport: GrpcTransport) -> None:
         self.t = transport
+        #: The transfer being received (sender, its handler's task): one at a time.
+        self.receiving: tuple[int, asyncio.Task[Any]] | None = None
 
-    def _refusal(self, cluster_id: str, sender: int) -> Exception | None:
+    def _refuse(self, kind: str, context: Any, detail: str, **fields: Any) -> None:
+        self.t.stats.refused(kind)
+        self.t.refusals.refuse(kind, _peer_addr(context), detail, **fields)
+
+    def _refusal(self, cluster_id: str, sender: int, context: Any) -> Exception | None:
         t = self.t
         if cluster_id != t.cluster_id:
-            t.stats.refused("cluster_mismatch")
-            return ClusterMismatch(t.cluster_id, cluster_id, f"cluster id of peer {sender}")
+            err: Exception = ClusterMismatch(None, cluster_id, f"cluster id of peer {sender}")
+            self._refuse("cluster_mismatch", context, str(err), peer=sender)
+            return err
         if sender == t.node_id or (sender not in t.peers and not t.accept_unknown_senders):
-            t.stats.refused("unknown_sender")
-            return RemoteProtocolError(
+            err = RemoteProtocolError(
                 sender, f"node {sender} is not a member known to node {t.node_id}"
             )
+            self._refuse("unknown_sender", context, str(err), peer=sender)
+            return err
+        if t.tls is not None:
+            reason = t.tls.check_peer(context, sender)
+            if reason is not None:
+                err = RemoteProtocolError(sender, f"peer identity refused: {reason}")
+                self._refuse("peer_identity", context, str(err), peer=sender)
+                return err
         return None
 
     async def Stream(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
         t = self.t
         # Tell the sender at once that the stream is up (it stops dropping messages).
         await context.send_initial_metadata(((STREAM_UP_KEY, str(t.node_id)),))
-        log = t.log
         async for batch in request_iterator:
             sender = getattr(batch, "from")
-            refusal = self._refusal(batch.cluster_id, sender)
+            refusal = self._refusal(batch.cluster_id, sender, context)
             if refusal is not None:
                 t.stats.batches_refused += 1
-                log.error("refused peer stream", peer=sender, reason=str(refusal))
                 code, details, trailing = grpc_status(refusal)
                 yield raft_pb2.RaftBatchAck(error=details)
                 await context.abort(code, details, trailing_metadata=trailing)
@@ -64,9 +88,9 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
             if t.faults.blocks_from(sender):
                 continue
             t.stats.batches_received += 1
-            self._deliver(batch, sender)
+            self._deliver(batch, sender, context)
 
-    def _deliver(self, batch: raft_pb2.RaftBatch, sender: int) -> None:
+    def _deliver(self, batch: raft_pb2.RaftBatch, sender: int, context: Any = None) -> None:
         t = self.t
         decode, on_message, me = t.decode, t.on_message, t.node_id
         for pb in batch.messages:
@@ -74,15 +98,12 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
                 msg = decode(pb)
             except DecodeError as e:
                 t.stats.messages_refused += 1
-                t.stats.refused("undecodable")
-                t.log.warning("dropped undecodable message", peer=sender, reason=str(e))
+                self._refuse("undecodable", context, str(e), peer=sender)
                 continue
             if msg.from_ != sender or msg.to != me:
                 t.stats.messages_refused += 1
-                t.stats.refused("misaddressed")
-                t.log.warning(
-                    "dropped misaddressed message", peer=sender, msg_from=msg.from_, msg_to=msg.to
-                )
+                self._refuse("misaddressed", context, f"message from {msg.from_} to {msg.to} in "
+                             f"a batch of node {sender} to node {me}", peer=sender)
                 continue
             t.stats.messages_received += 1
             try:
@@ -95,10 +116,16 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
     ) -> raft_pb2.SnapshotAck:
         t = self.t
         receiver: SnapshotReceiver | None = None
+        me = asyncio.current_task()
+        limit = t.config.network.max_snapshot_bytes
         try:
             async for chunk in request_iterator:
                 if receiver is None:
-                    receiver = self._open_snapshot(chunk)
+                    receiver = self._open_snapshot(chunk, context)
+                    self._claim_snapshot_slot(receiver.peer, me)
+                if receiver._size + len(chunk.data) > limit:
+                    raise PayloadTooLarge(receiver._size + len(chunk.data), limit,
+                                          "snapshot (network.max_snapshot_bytes)")
                 meta = meta_from_proto(chunk.meta) if chunk.HasField("meta") else None
                 await receiver.feed(chunk.seq, chunk.data, chunk.checksum, meta, chunk.term)
                 if chunk.last:
@@ -108,18 +135,31 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
             raise RemoteProtocolError(
                 receiver.peer, "snapshot transfer ended before its last chunk"
             )
-        except (RemoteProtocolError, ClusterMismatch, SnapshotError) as e:
+        except (RemoteProtocolError, ClusterMismatch, SnapshotError, DecodeError,
+                PayloadTooLarge) as e:
             t.stats.snapshots_refused += 1
-            t.log.warning("refused snapshot", reason=str(e))
+            self._refuse("snapshot_refused", context, str(e))
             return raft_pb2.SnapshotAck(accepted=False, error=str(e))
         finally:
+            if self.receiving is not None and self.receiving[1] is me:
+                self.receiving = None
             if receiver is not None:
                 receiver.abort()
 
-    def _open_snapshot(self, chunk: raft_pb2.SnapshotChunk) -> SnapshotReceiver:
+    def _claim_snapshot_slot(self, sender: int, me: asyncio.Task[Any] | None) -> None:
+        current = self.receiving
+        if current is not None and not current[1].done():
+            if current[0] != sender:
+                raise SnapshotError(f"a snapshot transfer from node {current[0]} is running; "
+                                    "one at a time")
+            current[1].cancel()  # the same leader retrying: the newer transfer wins
+        if me is not None:
+            self.receiving = (sender, me)
+
+    def _open_snapshot(self, chunk: raft_pb2.SnapshotChunk, context: Any) -> SnapshotReceiver:
         t = self.t
         sender = getattr(chunk, "from")
-        refusal = self._refusal(chunk.cluster_id, sender)
+        refusal = self._refusal(chunk.cluster_id, sender, context)
         if refusal is not None:
             raise refusal  # type: ignore[misc]
         if chunk.to != t.node_id:
@@ -150,3 +190,11 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
             size_bytes=incoming.size_bytes,
         )
         return raft_pb2.SnapshotAck(accepted=True, received_bytes=incoming.size_bytes)
+
+
+def _peer_addr(context: Any) -> str:
+    """The network address of the peer on the other end of a call ("?" when unknown)."""
+    try:
+        return str(context.peer()) if context is not None else "?"
+    except Exception:  # noqa: BLE001 - only for a log line
+        return "?"

@@ -53,6 +53,8 @@ _TO_CODE: tuple[tuple[type[BaseException], int], ...] = (
     (E.ConfChangeError, client_pb2.CONF_CHANGE_REFUSED),
     (E.ProposalDropped, client_pb2.PROPOSAL_DROPPED),
     (E.SessionExpired, client_pb2.SESSION_EXPIRED),
+    (E.Unauthenticated, client_pb2.UNAUTHENTICATED),
+    (E.PermissionDenied, client_pb2.PERMISSION_DENIED),
     (E.ConfigError, client_pb2.INVALID_ARGUMENT),
     (E.DecodeError, client_pb2.INVALID_ARGUMENT),
     (E.InvalidArgument, client_pb2.INVALID_ARGUMENT),
@@ -74,6 +76,8 @@ _GRPC_OF: dict[int, grpc.StatusCode] = {
     client_pb2.PROPOSAL_DROPPED: grpc.StatusCode.ABORTED,
     client_pb2.INTERNAL: grpc.StatusCode.INTERNAL,
     client_pb2.SESSION_EXPIRED: grpc.StatusCode.FAILED_PRECONDITION,
+    client_pb2.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    client_pb2.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 # A bare status (no trailing Error, e.g. raised by gRPC itself) back to an ErrorCode.
@@ -87,13 +91,17 @@ _CODE_OF_GRPC: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.PERMISSION_DENIED: client_pb2.CLUSTER_MISMATCH,
     grpc.StatusCode.ABORTED: client_pb2.PROPOSAL_DROPPED,
     grpc.StatusCode.NOT_FOUND: client_pb2.NOT_FOUND,
+    grpc.StatusCode.UNAUTHENTICATED: client_pb2.UNAUTHENTICATED,
 }
 
 _TOO_LARGE = re.compile(
     r"(\d+) bytes exceeds the limit of (\d+)|larger than max \((\d+) vs\. (\d+)\)"
 )
 _MISMATCH = re.compile(r"^(.*?) mismatch: expected (.*), got (.*)$")
+_MISMATCH_HIDDEN = re.compile(r"^(.*?) mismatch: got (.*), which is not this cluster's; ")
 _SESSION = re.compile(r"request (\d+) of client (\d+) ")
+_DENIED = re.compile(r"^permission denied: (.*) needs role (\S+); '(.*)' has role (\S+)$", re.S)
+_UNAUTH = re.compile(r"^unauthenticated: (.*); present a client certificate", re.S)
 _OUR_TOO_LARGE = re.compile(r"^(.*) of (\d+) bytes exceeds the limit of (\d+) bytes$", re.S)
 _TIMEOUT = re.compile(r"^(.*) did not finish(?: within (\S+)s)?; retry, or raise the deadline$", re.S)
 _SERVER = re.compile(r"^server error ([A-Z0-9_]+): (.*)$", re.S)
@@ -148,11 +156,21 @@ def _from_code(code: int, msg: str) -> E.DengineError:
         m = _MISMATCH.match(msg)
         if m:
             return E.ClusterMismatch(_unquote(m[2]), _unquote(m[3]), m[1])
+        m = _MISMATCH_HIDDEN.match(msg)
+        if m:
+            return E.ClusterMismatch(None, _unquote(m[2]), m[1])
         return E.ClusterMismatch("?", "?", msg or "cluster id")
     if code == client_pb2.CONF_CHANGE_REFUSED:
         return E.ConfChangeError(_reason(msg, E.ConfChangeError))
     if code == client_pb2.PROPOSAL_DROPPED:
         return E.ProposalDropped(_reason(msg, E.ProposalDropped))
+    if code == client_pb2.UNAUTHENTICATED:
+        m = _UNAUTH.match(msg)
+        return E.Unauthenticated(m[1] if m else msg)
+    if code == client_pb2.PERMISSION_DENIED:
+        m = _DENIED.match(msg)
+        return E.PermissionDenied(m[3], m[4], m[2], m[1]) if m else \
+            E.PermissionDenied("?", "?", "?", msg)
     if code == client_pb2.SESSION_EXPIRED:
         m = _SESSION.match(msg)
         return E.SessionExpired(int(m[2]), int(m[1])) if m else E.SessionExpired(0, 0)

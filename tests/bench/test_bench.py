@@ -281,3 +281,41 @@ def test_etcd_go_target_against_a_real_member(tmp_path: Path) -> None:
     assert [(s.target, s.ops, s.errors, s.misses) for s in res] == [("etcd-go", 30, 0, 0)] * 3
     assert all(s.throughput > 0 and s.p50_ms <= s.p99_ms <= s.max_ms for s in res)
     assert all("client" in s.extra["cpu_us_per_op"] for s in res)
+
+
+@pytest.mark.skipif(
+    not __import__("shutil").which("etcd"), reason="etcd not installed (apt-get install etcd-server)")
+def test_etcd_target_over_tls_with_client_certificates(tmp_path: Path) -> None:
+    """The TLS row of `bench compare --tls`: an etcd member with client and peer TLS, reached
+    with a client certificate of `dengine certs init` (and refused without one)."""
+    from dengine.bench.etcd_cluster import EtcdCluster
+    from dengine.bench.targets import EtcdTarget
+    from dengine.cli_cluster import free_ports
+    from dengine.security.certs import init_certs
+
+    certs = init_certs(tmp_path / "certs", 1)
+    tls = {"cacert": str(certs / "ca.pem"), "cert": str(certs / "client.pem"),
+           "key": str(certs / "client.key")}
+    ec = EtcdCluster(tmp_path / "etcd", free_ports(2), n=1, tls_dir=certs)
+    assert "--client-cert-auth" in ec._command(0) and ec.endpoints[0].startswith("127.0.0.1")
+    ec.start()
+    try:
+        async def go() -> tuple[Summary, Exception | None]:
+            t = EtcdTarget(ec.endpoints, tls=tls, timeout=20)
+            spec = WORKLOADS["write-single"].with_(ops=20, warmup_ops=0, key_space=10,
+                                                   clients=2, connections=1)
+            await t.open(spec.connections)
+            s = await run_workload(t, spec, progress=False)
+            await t.close()
+            plain = EtcdTarget(ec.endpoints, timeout=1)
+            try:
+                await plain.leader_endpoint()
+            except Exception as e:  # noqa: BLE001 - what a client without TLS gets
+                return s, e
+            return s, None
+
+        s, refused = asyncio.run(go())
+    finally:
+        ec.stop()
+    assert (s.ops, s.errors) == (20, 0)
+    assert refused is not None

@@ -12,8 +12,9 @@ from dengine.raft.types import ConfState, Entry, EntryKind, SnapshotMeta
 from dengine.transport.convert import decode, encode, meta_from_proto, meta_to_proto
 from dengine.v1 import raft_pb2
 
-U64 = st.integers(min_value=0, max_value=2**64 - 1)
-IDS = st.integers(min_value=1, max_value=2**64 - 1)
+# What decode accepts: below 2^63 (dengine.raft.guard.HARD_BOUND); more is a DecodeError.
+U64 = st.integers(min_value=0, max_value=2**63 - 1)
+IDS = st.integers(min_value=1, max_value=2**63 - 1)
 NODE_SETS = st.frozensets(IDS, max_size=5)
 
 entries = st.lists(
@@ -100,3 +101,27 @@ def test_unknown_type_missing_ids_and_bad_entry_kind_are_refused():
 def test_types_are_the_proto_numbers():
     for t in WIRE_TYPES:
         assert raft_pb2.RaftMessageType.Name(int(t)) == "MSG_" + t.name
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64 - 1])
+@pytest.mark.parametrize(
+    "field",
+    ["from", "to", "term", "log_term", "index", "commit", "reject_hint", "conflict_term",
+     "conflict_index", "entry_term", "entry_index", "snapshot_index", "snapshot_term",
+     "snapshot_voter"],
+)
+def test_numbers_at_or_above_2_63_are_refused_with_a_decode_error(field, value):
+    pb = encode(Message(MessageType.APPEND, 2, 1, term=3, log_term=3, index=4,
+                        entries=(Entry(3, 5, 0, b"x"),), commit=4,
+                        snapshot=SnapshotMeta(1, 1, ConfState(voters=frozenset({1})))))
+    if field.startswith("entry_"):
+        setattr(pb.entries[0], field.removeprefix("entry_"), value)
+    elif field == "snapshot_voter":
+        pb.snapshot.conf_state.voters.append(value)
+    elif field.startswith("snapshot_"):
+        setattr(pb.snapshot, field.removeprefix("snapshot_"), value)
+    else:
+        setattr(pb, field, value)
+    with pytest.raises(DecodeError, match="2\\^63|out of range"):
+        decode(pb)
+    decode(encode(decode(encode(Message(MessageType.HEARTBEAT, 2, 1, term=2**63 - 1)))))

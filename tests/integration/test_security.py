@@ -1,0 +1,401 @@
+"""Security against real node processes: mutual TLS, peer identity, client roles, rotation,
+and the attacks of a process that can only reach a port (each refused).
+
+Certificates are made in the test with ``dengine certs init``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import grpc
+import pytest
+
+from dengine._core import codec
+from dengine.client import Client
+from dengine.errors import OperationTimeout, PermissionDenied, Unauthenticated, Unavailable
+from dengine.raft.messages import CAMPAIGN_TRANSFER, Message, MessageType
+from dengine.raft.types import Entry
+from dengine.security.certs import Authority
+from dengine.transport.convert import encode
+from dengine.v1 import client_pb2, client_pb2_grpc, raft_pb2, raft_pb2_grpc
+
+from .conftest import REPO
+
+MT = MessageType
+UNREACHABLE = (Unavailable, OperationTimeout)
+
+
+def certs_init(out: Path, *clients: str) -> Path:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    args = [sys.executable, "-m", "dengine", "certs", "init", "--nodes", "3", "--out", str(out)]
+    for c in clients:
+        args += ["--client", c]
+    subprocess.run(args, check=True, env=env, capture_output=True, timeout=60)
+    return out
+
+
+def users_file(path: Path, **roles: str) -> Path:
+    lines = []
+    for name, role in roles.items():
+        name, _, token = name.partition("__token_")
+        lines += [f'[users."{name}"]', f'role = "{role}"']
+        if token:
+            lines.append(f'token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def secure_cluster(cluster_factory, tmp_path: Path, *, auth: bool = False, **extra):
+    certs = certs_init(tmp_path / "certs", "admin", "reader", "writer", "stranger")
+    sections = {"tls": {"enabled": True, "cert_path": str(certs / "node-{id}.pem"),
+                        "key_path": str(certs / "node-{id}.key"),
+                        "ca_path": str(certs / "ca.pem"), "reload_ms": 200}}
+    if auth:
+        users = users_file(tmp_path / "users.toml", admin="admin", reader="read",
+                           writer="readwrite", tok__token_s3cret="readwrite")
+        sections["auth"] = {"enabled": True, "users_path": str(users)}
+    sections.update(extra)
+    lc = cluster_factory(start=False, **sections)
+    for n in lc.nodes.values():
+        n.config_path.write_text(n.config_path.read_text().replace("{id}", str(n.id)))
+    lc.start()
+    return lc, certs
+
+
+def client(lc, certs: Path, name: str | None = "admin", **kw) -> Client:
+    kw.setdefault("timeout", 10)
+    if name is not None:
+        kw.update(cert=str(certs / f"{name}.pem"), key=str(certs / f"{name}.key"))
+    return Client(lc.endpoints, cacert=str(certs / "ca.pem"), **kw)
+
+
+def creds(certs: Path, cert: bytes, key: bytes) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials((certs / "ca.pem").read_bytes(), key, cert)
+
+
+async def forge_stream(address: str, credentials, cluster_id: str, sender: int,
+                       msgs: list[Message]) -> grpc.StatusCode | None:
+    """Send one batch as ``sender`` over a channel with ``credentials``; the status the
+    stream ended with (None if the node kept it open)."""
+    batch = raft_pb2.RaftBatch(cluster_id=cluster_id, messages=[encode(m) for m in msgs])
+    setattr(batch, "from", sender)
+
+    async def feed():
+        yield batch
+        await asyncio.sleep(1.0)
+
+    async with grpc.aio.secure_channel(address, credentials) as ch:
+        call = raft_pb2_grpc.RaftPeerStub(ch).Stream(feed())
+        try:
+            async for _ in call:
+                pass
+        except grpc.aio.AioRpcError as e:
+            return e.code()
+        code = await call.code()
+    return None if code == grpc.StatusCode.OK else code
+
+
+def test_an_mtls_cluster_serves_clients_and_refuses_plain_and_certless_ones(
+        cluster_factory, tmp_path, run):
+    lc, certs = secure_cluster(cluster_factory, tmp_path)
+
+    async def body():
+        async with client(lc, certs) as c:
+            lead = await lc.wait_leader(c, timeout=30)
+            await c.put(b"k", b"v")
+            assert (await c.get(b"k")).value == b"v"
+            assert lead.cluster_id == "it"
+        async with Client(lc.endpoints, timeout=2) as plain:  # no TLS at all
+            with pytest.raises(UNREACHABLE):
+                await plain.put(b"k", b"x")
+        async with client(lc, certs, None, timeout=2) as certless:  # TLS, no certificate
+            with pytest.raises(UNREACHABLE):
+                await certless.get(b"k")
+
+    run(body)
+
+
+def test_an_expired_client_certificate_is_refused(cluster_factory, tmp_path, run):
+    lc, certs = secure_cluster(cluster_factory, tmp_path)
+    ca = Authority.load(certs / "ca.pem", certs / "ca.key")
+    import datetime as dt
+
+    cert, key = ca.issue("admin", days=1,
+                         not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=3))
+    (tmp_path / "old.pem").write_bytes(cert)
+    (tmp_path / "old.key").write_bytes(key)
+
+    async def body():
+        async with client(lc, certs) as c:
+            await lc.wait_leader(c, timeout=30)
+        async with Client(lc.endpoints, cacert=str(certs / "ca.pem"), cert=str(tmp_path / "old.pem"),
+                          key=str(tmp_path / "old.key"), timeout=2) as old:
+            with pytest.raises(UNREACHABLE):
+                await old.get(b"k")
+
+    run(body)
+
+
+def test_peers_with_another_cas_certificate_or_another_members_name_are_refused(
+        cluster_factory, tmp_path, run):
+    lc, certs = secure_cluster(cluster_factory, tmp_path)
+    other_ca = Authority.create("another CA")
+    foreign = other_ca.issue("dengine-node-2", dns=["dengine-node-2"], ips=["127.0.0.1"])
+
+    async def body():
+        async with client(lc, certs) as c:
+            lead = await lc.wait_leader(c, timeout=30)
+            index = await c.put(b"real", b"1")
+            target = next(n for n in lc.nodes.values() if n.id != lead.id)
+            claimed = next(i for i in lc.nodes if i not in (lead.id, target.id))
+            before = (await c.status(target.address)).term
+            last = (await c.status(target.address)).commit_index
+            forged = [
+                # A write the leader never made, placed after the follower's last entry.
+                Message(MT.APPEND, target.id, claimed, term=before, log_term=before,
+                        index=last, commit=last + 1,
+                        entries=(Entry(before, last + 1, 0, codec.encode_put(b"forged", b"x")),)),
+                Message(MT.HEARTBEAT, target.id, claimed, term=before + 1000),
+                Message(MT.TIMEOUT_NOW, target.id, claimed, term=before),
+                Message(MT.VOTE, target.id, claimed, term=before + 1, log_term=before,
+                        index=last + 10, context=CAMPAIGN_TRANSFER),
+            ]
+            # Another CA's certificate, even naming the right member: no TLS connection.
+            ca_creds = grpc.ssl_channel_credentials((certs / "ca.pem").read_bytes(),
+                                                    foreign[1], foreign[0])
+            code = await forge_stream(target.address, ca_creds, "it", claimed, forged)
+            assert code == grpc.StatusCode.UNAVAILABLE
+            # The cluster's CA, but the certificate of another member than the one claimed.
+            liar = lead.id  # node <lead>'s certificate, claiming to be node <claimed>
+            own = ((certs / f"node-{liar}.pem").read_bytes(),
+                   (certs / f"node-{liar}.key").read_bytes())
+            code = await forge_stream(target.address, creds(certs, *own), "it", claimed, forged)
+            assert code == grpc.StatusCode.INVALID_ARGUMENT
+            # A client certificate of the cluster's CA is no peer either.
+            cl = ((certs / "admin.pem").read_bytes(), (certs / "admin.key").read_bytes())
+            code = await forge_stream(target.address, creds(certs, *cl), "it", claimed, forged)
+            assert code == grpc.StatusCode.INVALID_ARGUMENT
+            await target.wait_log("refused peer message")
+            log = target.log_path.read_text()
+            assert f"not dengine-node-{claimed}" in log and "peer_addr=" in log
+            st = await c.status(target.address)
+            assert st.term == before and (await lc.wait_leader(c)).id == lead.id
+            await lc.wait_applied(c, target.id, index)
+            assert await c.get(b"forged", consistency="serializable",
+                               endpoint=target.address) is None
+            assert (await c.get(b"real", endpoint=target.address,
+                                consistency="serializable")).value == b"1"
+
+    run(body)
+
+
+def test_client_roles_unauthenticated_and_permission_denied(cluster_factory, tmp_path, run):
+    lc, certs = secure_cluster(cluster_factory, tmp_path, auth=True)
+
+    async def body():
+        async with client(lc, certs, "admin") as admin:
+            await lc.wait_leader(admin, timeout=30)
+            await admin.put(b"k", b"v")
+        async with client(lc, certs, "reader", timeout=3) as reader:
+            assert (await reader.get(b"k")).value == b"v"
+            with pytest.raises(PermissionDenied, match="needs role readwrite") as info:
+                await reader.put(b"k", b"no")
+            assert info.value.needed == "readwrite"
+        async with client(lc, certs, "reader", timeout=3, use_stream=False) as reader:
+            with pytest.raises(PermissionDenied, match="readwrite"):
+                await reader.delete(b"k")
+        async with client(lc, certs, "writer", timeout=3) as writer:
+            await writer.put(b"k", b"w")
+            with pytest.raises(PermissionDenied, match="needs role admin"):
+                await writer.transfer_leader(1)
+            with pytest.raises(PermissionDenied, match="admin"):
+                await writer.add_learner(9, "127.0.0.1:1")
+            with pytest.raises(PermissionDenied, match="admin"):
+                await writer.remove_member(3)
+        async with client(lc, certs, "stranger", timeout=3) as stranger:  # CN not in users
+            with pytest.raises(Unauthenticated):
+                await stranger.get(b"k")
+            with pytest.raises(Unauthenticated):
+                await stranger.add_learner(9, "127.0.0.1:1")
+            st = await stranger.status(lc.endpoints[0])
+            assert st.cluster_id == "" and all(not m.address for m in st.members)
+        async with client(lc, certs, "stranger", timeout=3, token="s3cret") as tok:
+            await tok.put(b"t", b"by token")
+            st = await tok.status(lc.endpoints[0])
+            assert st.cluster_id == "it"
+        async with client(lc, certs, "admin", timeout=3, token="wrong") as bad:
+            with pytest.raises(Unauthenticated):
+                await bad.get(b"k")
+        async with client(lc, certs, "admin") as admin:
+            assert (await admin.get(b"k")).value == b"w"
+            assert len((await admin.status()).members) == 3
+
+    run(body)
+
+
+def _served_cert(address: str, certs: Path) -> bytes:
+    host, _, port = address.rpartition(":")
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    ctx.load_cert_chain(str(certs / "admin.pem"), str(certs / "admin.key"))
+    ctx.set_alpn_protocols(["h2"])
+    with socket.create_connection((host, int(port)), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname=host) as s:
+        return s.getpeercert(binary_form=True)
+
+
+def test_certificates_rotate_without_a_restart(cluster_factory, tmp_path, run):
+    lc, certs = secure_cluster(cluster_factory, tmp_path)
+    node = lc.nodes[1]
+
+    async def up():
+        async with client(lc, certs) as c:
+            await lc.wait_leader(c, timeout=30)
+            await lc.wait_applied(c, 1, 0)  # node 1 itself answers
+
+    run(up)
+    old_der = _served_cert(node.address, certs)
+    ca = Authority.load(certs / "ca.pem", certs / "ca.key")
+    cert, key = ca.issue("dengine-node-1", dns=["dengine-node-1", "localhost"],
+                         ips=["127.0.0.1"])
+    # Key first, then certificate, each replaced atomically (a half-done pair is not loaded).
+    for name, data in (("node-1.key", key), ("node-1.pem", cert)):
+        tmp = certs / (name + ".new")
+        tmp.write_bytes(data)
+        os.replace(tmp, certs / name)
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    new_der = x509.load_pem_x509_certificate(cert).public_bytes(Encoding.DER)
+    deadline = time.monotonic() + 10
+    served = old_der
+    while time.monotonic() < deadline:
+        served = _served_cert(node.address, certs)
+        if served == new_der:
+            break
+        time.sleep(0.2)
+    assert served == new_der != old_der
+    assert node.running and node.starts == 1
+
+    async def body():
+        async with client(lc, certs) as c:
+            await lc.wait_leader(c, timeout=30)
+            await c.put(b"after", b"rotation")
+
+    run(body)
+
+
+def test_anonymous_membership_changes_and_plain_peers_are_refused(cluster_factory, tmp_path,
+                                                                   run):
+    lc, certs = secure_cluster(cluster_factory, tmp_path, auth=True)
+
+    async def body():
+        async with client(lc, certs) as c:
+            lead = await lc.wait_leader(c, timeout=30)
+        # Without a certificate nothing connects, peer service or client API alike.
+        async with grpc.aio.insecure_channel(lead.address) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client_pb2_grpc.ClusterStub(ch).AddLearner(
+                    client_pb2.AddLearnerRequest(id=9, address="127.0.0.1:1"), timeout=3)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        async with client(lc, certs, "reader", timeout=3) as reader:
+            for call in (reader.add_learner(9, "127.0.0.1:1"), reader.remove_member(2),
+                         reader.transfer_leader(2)):
+                with pytest.raises(PermissionDenied, match="admin"):
+                    await call
+        async with client(lc, certs) as c:
+            assert len((await c.status()).members) == 3
+
+    run(body)
+
+
+def test_a_wedging_term_and_an_oversized_snapshot_from_a_fake_peer_are_refused(
+        cluster_factory, tmp_path, run):
+    """Without TLS (the default on loopback) the core and the transport still hold."""
+    lc = cluster_factory(network={"max_snapshot_bytes": 1 << 20})
+
+    async def body():
+        async with lc.client() as c:
+            lead = await lc.wait_leader(c, timeout=30)
+            target = next(n for n in lc.nodes.values() if n.id != lead.id)
+            other = next(i for i in lc.nodes if i not in (lead.id, target.id))
+            st = await c.status(target.address)
+            # Cluster id and member ids, as Status gives them to anyone on this cluster.
+            forged = [Message(MT.HEARTBEAT, target.id, other, term=(1 << 64) - 1),
+                      Message(MT.HEARTBEAT, target.id, other, term=1 << 62),
+                      Message(MT.TIMEOUT_NOW, target.id, other, term=st.term)]
+            batch = raft_pb2.RaftBatch(cluster_id=st.cluster_id,
+                                       messages=[encode(m) for m in forged])
+            setattr(batch, "from", other)
+
+            async def feed():
+                yield batch
+                await asyncio.sleep(0.5)
+
+            async with grpc.aio.insecure_channel(target.address) as ch:
+                call = raft_pb2_grpc.RaftPeerStub(ch).Stream(feed())
+                async for _ in call:
+                    pass
+                # The stream itself is fine: its messages are refused one by one.
+                assert await call.code() == grpc.StatusCode.OK
+
+                async def chunks():
+                    for seq in range(3):  # 3 x 800 KiB: past the 1 MiB cap
+                        data = b"x" * (800 * 1024)
+                        chunk = raft_pb2.SnapshotChunk(
+                            cluster_id=st.cluster_id, to=target.id, term=st.term, seq=seq,
+                            data=data, checksum=zlib.crc32(data))
+                        setattr(chunk, "from", other)
+                        if seq == 0:
+                            chunk.meta.index = 10**6
+                            chunk.meta.term = st.term
+                            chunk.meta.conf_state.voters.extend([1, 2, 3])
+                        yield chunk
+
+                ack = await raft_pb2_grpc.RaftPeerStub(ch).InstallSnapshot(chunks())
+                assert not ack.accepted and "max_snapshot_bytes" in ack.error
+            await target.wait_log("refused peer message")
+            incoming = target.data_dir / "snapshots" / "incoming"
+            assert not incoming.exists() or not any(incoming.iterdir())
+            after = await c.status(target.address)
+            assert after.term < 1 << 62
+            assert (await lc.wait_leader(c)).id == lead.id, "the forged TIMEOUT_NOW was obeyed"
+            # Still electable: stop the leader, another one takes over, writes go on.
+            lc.nodes[lead.id].kill()
+            new = await lc.wait_leader(c, timeout=30, not_id=lead.id)
+            assert new.id != lead.id and new.term < 1 << 62
+            await c.put(b"after", b"attack")
+
+    run(body)
+
+
+def test_a_node_joins_a_tls_cluster_with_its_node_certificate(cluster_factory, tmp_path, run):
+    lc, certs = secure_cluster(cluster_factory, tmp_path, auth=True)
+    from dengine.security.certs import init_certs
+
+    init_certs(certs, [4])
+    users = Path(lc.nodes[1].config_path.read_text().split('users_path = "')[1].split('"')[0])
+    users.write_text(users.read_text() + '[users."dengine-node-4"]\nrole = "admin"\n')
+
+    async def body():
+        async with client(lc, certs) as c:
+            leader = await lc.wait_leader(c, timeout=30)
+            index = await c.put(b"before", b"join")
+            new = lc.add_joining_node(4, join=leader.address)
+            new.config_path.write_text(new.config_path.read_text().replace("{id}", "4"))
+            new.start()
+            await new.wait_log("joined the cluster as a learner", timeout=30)
+            await lc.wait_applied(c, 4, index, timeout=30)
+            st = await c.status()
+            assert {m.id: m.role for m in st.members}[4] == "learner"
+
+    run(body)

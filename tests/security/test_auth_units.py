@@ -1,0 +1,61 @@
+"""The users file and the error types of authorization."""
+
+from __future__ import annotations
+
+import pytest
+
+from dengine import errors as E
+from dengine.errors import ConfigError
+from dengine.security.auth import Authorizer, hash_token, parse_users
+from dengine.transport import status
+
+
+class Ctx:
+    def __init__(self, token: str | None = None) -> None:
+        self.md = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def invocation_metadata(self):
+        return self.md
+
+    def auth_context(self):
+        return {}
+
+
+def test_users_file_roles_and_hashed_tokens(tmp_path):
+    path = tmp_path / "users.toml"
+    path.write_text(f'[users.alice]\nrole = "readwrite"\ntoken_sha256 = "{hash_token("t1")}"\n'
+                    '[users.bob]\nrole = "read"\n')
+    auth = Authorizer(str(path))
+    assert auth.identify(Ctx("t1")).name == "alice"
+    assert auth.identify(Ctx("t2")) is None
+    assert auth.identify(Ctx()) is None
+    assert "t1" not in path.read_text(), "tokens are kept hashed"
+    with pytest.raises(E.Unauthenticated):
+        auth.require(Ctx(), "read", "Get")
+    with pytest.raises(E.PermissionDenied, match="needs role admin"):
+        auth.require(Ctx("t1"), "admin", "RemoveMember")
+    assert auth.require(Ctx("t1"), "readwrite", "Put").name == "alice"
+
+
+@pytest.mark.parametrize("text, key", [
+    ('[users.a]\nrole = "root"\n', "users.a.role"),
+    ('[users.a]\nrole = "read"\ntoken_sha256 = "abc"\n', "users.a.token_sha256"),
+    ("[users\n", "auth.users_path"),
+])
+def test_a_bad_users_file_names_the_entry(text, key):
+    with pytest.raises(ConfigError) as info:
+        parse_users(text.encode())
+    assert info.value.key == key
+
+
+def test_the_new_errors_travel_as_grpc_statuses_and_back():
+    import grpc
+
+    for err, code in ((E.Unauthenticated("Get needs an identity"), grpc.StatusCode.UNAUTHENTICATED),
+                      (E.PermissionDenied("bob", "read", "readwrite", "Put"),
+                       grpc.StatusCode.PERMISSION_DENIED)):
+        assert status.grpc_code(err) == code
+        back = status.from_proto(status.to_proto(err))
+        assert type(back) is type(err) and str(back) == str(err)
+    back = status.from_proto(status.to_proto(E.ClusterMismatch(None, "evil", "cluster id")))
+    assert back.got == "evil" and back.expected is None and "evil" in str(back)
