@@ -40,7 +40,7 @@ DEFAULT_OUT = "benches/reports"
 
 
 def add_compare_parser(sub: Any) -> None:
-    from dengine.bench.cli import add_workload_flags
+    from dengine.bench.options import add_workload_flags
 
     p = sub.add_parser(
         "compare", help="dengine vs etcd on this machine, side by side, as a markdown report",
@@ -59,8 +59,8 @@ def add_compare_parser(sub: Any) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from dengine.bench.cli import _run_loop, spec_overrides, write_json
     from dengine.bench.etcd_cluster import INSTALL_HINT, etcd_binary
+    from dengine.bench.options import run_loop, spec_overrides, write_json
     from dengine.bench.runner import select_workloads
 
     binary = etcd_binary(args.etcd_bin)
@@ -80,7 +80,7 @@ def run_compare(args: argparse.Namespace) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="dengine-compare-") as tmp:
             root = Path(args.work_dir or tmp)
-            runs = _run_loop(_compare(root, binary, specs, args))
+            runs = run_loop(_compare(root, binary, specs, args))
     except KeyboardInterrupt:
         print("\ninterrupted: every cluster process was stopped", file=sys.stderr)
         return 130
@@ -114,7 +114,7 @@ async def _compare(root: Path, binary: str, specs: list, args: argparse.Namespac
     from dengine.bench.local import dengine_processes
     from dengine.bench.runner import run_all
     from dengine.bench.targets import DengineTarget, EtcdTarget
-    from dengine.cli_cluster import free_ports
+    from dengine.local.cluster import free_ports
 
     progress = False if args.no_progress else None
     etcd = EtcdCluster(root / "etcd", free_ports(6), binary=binary)

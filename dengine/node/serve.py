@@ -23,9 +23,9 @@ __all__ = ["add_serve_parser", "run_serve", "serve", "join_cluster"]
 
 
 def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``serve`` subcommand (see :mod:`dengine.cli_serve`, which the command uses so
+    """Add the ``serve`` subcommand (see :mod:`dengine.cli.serve`, which the command uses so
     that importing it does not load the node)."""
-    from dengine.cli_serve import add_serve_parser as add
+    from dengine.cli.serve import add_serve_parser as add
 
     return add(subparsers)
 

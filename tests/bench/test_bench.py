@@ -187,7 +187,7 @@ def test_bench_rejects_unknown_workload(tmp_path: Path) -> None:
 def test_etcd_target_against_a_real_member(tmp_path: Path) -> None:
     from dengine.bench.etcd_cluster import EtcdCluster
     from dengine.bench.targets import EtcdTarget
-    from dengine.cli_cluster import free_ports
+    from dengine.local.cluster import free_ports
 
     ec = EtcdCluster(tmp_path / "etcd", free_ports(2), n=1)
     ec.start()

@@ -47,7 +47,7 @@ def test_serve_refuses_a_bad_config_file(dengine, tmp_path, one_error_line):
 
 
 def test_cluster_up_refuses_an_edited_node_file_that_is_wrong(dengine, tmp_path, one_error_line):
-    from dengine.cli_cluster import LocalCluster
+    from dengine.local.cluster import LocalCluster
 
     lc = LocalCluster.create(tmp_path / "d", 3, ports=[_free_port() for _ in range(3)])
     with open(lc.nodes[2].config_path, "a") as fh:

@@ -13,15 +13,7 @@ import tomllib
 
 import pytest
 
-from dengine.cli_cluster import (
-    LocalCluster,
-    NodeProc,
-    dump_toml,
-    pick_ports,
-    pointer_path,
-    port_is_free,
-)
-from dengine.cli_errors import CliError, KeyNotFound, exit_code, one_line
+from dengine.cli.errors import CliError, KeyNotFound, exit_code, one_line
 from dengine.config import build_config
 from dengine.errors import (
     ConfChangeError,
@@ -31,6 +23,14 @@ from dengine.errors import (
     NotLeader,
     OperationTimeout,
     Unavailable,
+)
+from dengine.local.cluster import (
+    LocalCluster,
+    NodeProc,
+    dump_toml,
+    pick_ports,
+    pointer_path,
+    port_is_free,
 )
 
 
@@ -138,7 +138,7 @@ def test_ports_in_use_are_not_picked():
 
 
 def _endpoints(args: list[str]) -> tuple[list[str], str]:
-    from dengine.cli_client import resolve_endpoints
+    from dengine.cli.client import resolve_endpoints
 
     p = argparse.ArgumentParser()
     p.add_argument("--endpoints")

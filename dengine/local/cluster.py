@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from dengine.cli_errors import CONFIG, FAILED, CliError
+from dengine.cli.errors import CONFIG, FAILED, CliError
 from dengine.errors import ConfigError
 
 __all__ = [
@@ -162,7 +162,7 @@ def _validate(path: Path) -> None:
 def _child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The children import the same dengine as this process, wherever it came from."""
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if root not in parts:
         env["PYTHONPATH"] = os.pathsep.join([root, *parts])

@@ -24,9 +24,9 @@ import tempfile
 import time
 from typing import Any
 
-from dengine.cli_cluster import LocalCluster, free_ports
-from dengine.cli_errors import EXIT_CODES_HELP, FAILED, INTERRUPTED, OK, one_line
+from dengine.cli.errors import EXIT_CODES_HELP, FAILED, INTERRUPTED, OK, one_line
 from dengine.errors import DengineError
+from dengine.local.cluster import LocalCluster, free_ports
 
 __all__ = ["add_demo_parser", "run_demo"]
 

@@ -1,12 +1,12 @@
 """``dengine cluster up`` and ``dengine demo``: real node processes on this machine.
 
-``cluster up`` supervises a local cluster (see :mod:`dengine.cli_cluster` for its directory):
+``cluster up`` supervises a local cluster (see :mod:`dengine.local.cluster` for its directory):
 it starts one ``dengine serve`` process per node, prints where each listens, waits for a
 leader, and then watches the nodes until SIGINT (Ctrl-C), SIGTERM or SIGHUP, when it stops them:
 SIGTERM to each, a grace period, SIGKILL to stragglers. A second Ctrl-C skips the grace period.
 Signals only set a flag; the supervisor's loop notices it, so a stop is never cut short.
 
-``demo`` (:mod:`dengine.cli_demo`) runs a scripted failover on a temporary cluster.
+``demo`` (:mod:`dengine.cli.demo`) runs a scripted failover on a temporary cluster.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dengine.cli_cluster import DEFAULT_DATA_DIR, STATE_FILE, LocalCluster, pick_ports, read_toml
-from dengine.cli_errors import EXIT_CODES_HELP, FAILED, OK, USAGE, CliError, report
+from dengine.cli.errors import EXIT_CODES_HELP, FAILED, OK, USAGE, CliError, report
 from dengine.errors import DengineError
+from dengine.local.cluster import DEFAULT_DATA_DIR, STATE_FILE, LocalCluster, pick_ports, read_toml
 
 __all__ = ["register", "run_cluster_up"]
 
@@ -62,7 +62,7 @@ def register(subparsers: Any) -> None:
                     help=argparse.SUPPRESS)
     up.set_defaults(func=run_cluster_up)
 
-    from dengine.cli_demo import add_demo_parser
+    from dengine.cli.demo import add_demo_parser
 
     add_demo_parser(subparsers)
 

@@ -11,7 +11,7 @@ endpoints, found in this order:
 
 Output is plain text for people (``get`` prints the bare value, so ``$(dengine get k)`` works in
 scripts). A failure is one ``dengine: error: ...`` line on stderr and a documented exit code
-(:mod:`dengine.cli_errors`); a cluster that cannot serve is diagnosed as either unreachable or
+(:mod:`dengine.cli.errors`); a cluster that cannot serve is diagnosed as either unreachable or
 without a leader.
 """
 
@@ -24,8 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dengine.cli_cluster import DEFAULT_BASE_PORT, recorded_endpoints
-from dengine.cli_errors import (
+from dengine.cli.errors import (
     EXIT_CODES_HELP,
     OK,
     UNAVAILABLE,
@@ -36,6 +35,7 @@ from dengine.cli_errors import (
     report,
 )
 from dengine.errors import DengineError, OperationTimeout
+from dengine.local.cluster import DEFAULT_BASE_PORT, recorded_endpoints
 
 __all__ = ["register", "resolve_endpoints"]
 
