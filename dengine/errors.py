@@ -123,7 +123,8 @@ class Corruption(StorageError):
         at = f" at byte offset {offset}" if offset is not None else ""
         super().__init__(
             f"corrupt data in {path}{at}: {reason}; the node will not start on it "
-            "(restore this node from a snapshot or remove its data directory and re-join)"
+            "(keep the directory: restore it from a backup, or move it aside and re-join the "
+            "node with an empty one; the other members hold the committed data)"
         )
 
 

@@ -33,12 +33,16 @@ def register(subparsers: Any) -> None:
         epilog=_EPILOG, formatter_class=fmt)
     p.add_argument("--target", choices=("dengine", "etcd"), default="dengine")
     p.add_argument("--endpoints", default=None, metavar="HOST:PORT,...",
-                   help="cluster endpoints (etcd default: 127.0.0.1:2379)")
+                   help="cluster endpoints (default: $DENGINE_ENDPOINTS, else the cluster "
+                        "recorded in --data-dir; etcd: 127.0.0.1:2379)")
     p.add_argument("--embedded", action="store_true",
                    help="start a 3-node cluster with node 1 in this process and use its "
                         "in-process client (no gRPC on the client path)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="--embedded: where the cluster lives (default: a temporary directory)")
+                   help="use the local cluster `dengine cluster up` recorded in DIR "
+                        "(default: ./data)")
+    p.add_argument("--work-dir", default=None, metavar="DIR",
+                   help="--embedded: where its cluster lives (default: a temporary directory)")
     add_workload_flags(p)
     p.set_defaults(func=_run_bench)
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
@@ -49,7 +53,8 @@ def register(subparsers: Any) -> None:
 
 def _run_bench(args: argparse.Namespace) -> int:
     from dengine.bench.runner import select_workloads
-    from dengine.cli.errors import USAGE
+    from dengine.cli.errors import USAGE, report
+    from dengine.errors import DengineError
 
     try:
         specs = select_workloads(args.workload, **spec_overrides(args))
@@ -57,16 +62,26 @@ def _run_bench(args: argparse.Namespace) -> int:
         print(f"dengine: error: {e}", file=sys.stderr)
         return USAGE
     progress = False if args.no_progress else None
+    if args.embedded and (args.endpoints or args.data_dir):
+        print("dengine: error: --embedded starts its own cluster: it takes --work-dir, not "
+              "--endpoints or --data-dir", file=sys.stderr)
+        return USAGE
+    where = None
     try:
-        summaries = run_loop(_bench(args, specs, progress))
+        if not args.embedded:
+            where = _endpoints(args)
+        summaries = run_loop(_bench(args, where, specs, progress))
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except DengineError as e:
+        return report(e, where.where if where is not None else None)
     write_json(args.json, {"results": [s.to_dict() for s in summaries]})
     return 0
 
 
-async def _bench(args: argparse.Namespace, specs: list, progress: bool | None) -> list[Summary]:
+async def _bench(args: argparse.Namespace, where: Any, specs: list, progress: bool | None
+                 ) -> list[Summary]:
     from dengine.bench.runner import run_all
     from dengine.bench.targets import EmbeddedTarget, make_target
 
@@ -77,25 +92,19 @@ async def _bench(args: argparse.Namespace, specs: list, progress: bool | None) -
 
         configure_logging("warning")
         with tempfile.TemporaryDirectory(prefix="dengine-bench-") as tmp:
-            async with embedded_cluster(args.data_dir or tmp) as node:
+            async with embedded_cluster(args.work_dir or tmp) as node:
                 return await run_all(EmbeddedTarget(node, timeout=args.timeout), specs,
                                      progress=progress)
-    endpoints = _endpoints(args)
-    target = make_target(args.target, endpoints, args.timeout)
+    target = make_target(args.target, list(where.addresses), args.timeout)
     return await run_all(target, specs, progress=progress)
 
 
-def _endpoints(args: argparse.Namespace) -> list[str]:
-    if args.endpoints:
-        return [e for e in args.endpoints.split(",") if e]
+def _endpoints(args: argparse.Namespace) -> Any:
+    """The target's endpoints and their origin (dengine: as every client command finds them)."""
+    from dengine.cli.endpoints import Endpoints, parse_endpoints, resolve
+
     if args.target == "etcd":
-        return ["127.0.0.1:2379"]
-    from dengine.local.cluster import recorded_endpoints
-
-    found = recorded_endpoints()
-    if found is None:
-        from dengine.cli.errors import USAGE, CliError
-
-        raise CliError("no --endpoints given and no local cluster found; start one with "
-                       "`dengine cluster up`, or use --embedded", USAGE)
-    return found[0]
+        if args.endpoints:
+            return Endpoints(tuple(parse_endpoints(args.endpoints, "--endpoints")), "--endpoints")
+        return Endpoints(("127.0.0.1:2379",), "the etcd default")
+    return resolve(args.endpoints, args.data_dir)

@@ -8,6 +8,8 @@ import json
 import sys
 from typing import Any
 
+from dengine.cli.endpoints import seconds
+
 __all__ = ["add_workload_flags", "spec_overrides", "run_loop", "write_json"]
 
 
@@ -32,7 +34,7 @@ def add_workload_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=None, metavar="N",
                    help="untimed operations before each workload (default: 200)")
     p.add_argument("--seed", type=int, default=None, help="seed of the key choice")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=seconds, default=10.0, metavar="SECONDS",
                    help="per-operation deadline (default: 10)")
     p.add_argument("--json", default=None, metavar="PATH",
                    help="also write the results as JSON to PATH (- for stdout)")

@@ -1,29 +1,24 @@
 """Client commands of ``dengine``: put, get, delete, scan, status, transfer-leader, member.
 
 Each runs one or a few calls through :class:`dengine.client.SyncClient` against the cluster's
-endpoints, found in this order:
-
-1. ``--endpoints HOST:PORT[,HOST:PORT...]``;
-2. the ``DENGINE_ENDPOINTS`` environment variable;
-3. ``--data-dir DIR``: the cluster ``dengine cluster up`` recorded in ``DIR/cluster.json``;
-4. ``./dengine-data/cluster.json``, then the cluster of the most recent ``dengine cluster up``;
-5. ``127.0.0.1:7001``.
+endpoints, found as :mod:`dengine.cli.endpoints` says: ``--endpoints``, else
+``$DENGINE_ENDPOINTS``, else the cluster recorded in ``--data-dir`` (default ``./data``).
 
 Output is plain text for people (``get`` prints the bare value, so ``$(dengine get k)`` works in
 scripts). A failure is one ``dengine: error: ...`` line on stderr and a documented exit code
 (:mod:`dengine.cli.errors`); a cluster that cannot serve is diagnosed as either unreachable or
-without a leader.
+without a leader, naming the endpoints used and where they came from.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from dengine.cli.endpoints import Endpoints, add_endpoint_flags, parse_endpoints, resolve
 from dengine.cli.errors import (
     EXIT_CODES_HELP,
     OK,
@@ -35,11 +30,9 @@ from dengine.cli.errors import (
     report,
 )
 from dengine.errors import DengineError, OperationTimeout
-from dengine.local.cluster import DEFAULT_BASE_PORT, recorded_endpoints
 
 __all__ = ["register", "resolve_endpoints"]
 
-ENDPOINTS_ENV = "DENGINE_ENDPOINTS"
 _FMT = argparse.RawDescriptionHelpFormatter
 
 
@@ -55,14 +48,7 @@ def _node_id(text: str) -> int:
 
 def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("cluster")
-    g.add_argument("--endpoints", metavar="HOST:PORT[,...]", default=None,
-                   help=f"members to talk to (default: ${ENDPOINTS_ENV}, else the local cluster "
-                        f"recorded by `dengine cluster up`, else 127.0.0.1:{DEFAULT_BASE_PORT})")
-    g.add_argument("--data-dir", metavar="DIR", default=None,
-                   help="use the local cluster recorded in DIR (by `dengine cluster up`)")
-    g.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
-                   help="deadline of each request, retries included (default: 5)")
+    add_endpoint_flags(p.add_argument_group("cluster"))
     return p
 
 
@@ -128,42 +114,26 @@ def register(subparsers: Any) -> None:
 
 
 def resolve_endpoints(args: argparse.Namespace) -> tuple[list[str], str]:
-    """The endpoints to use and where they came from (see the module docstring)."""
-    if args.endpoints:
-        return _parse_endpoints(args.endpoints, "--endpoints"), "--endpoints"
-    if os.environ.get(ENDPOINTS_ENV):
-        return _parse_endpoints(os.environ[ENDPOINTS_ENV], ENDPOINTS_ENV), ENDPOINTS_ENV
-    found = recorded_endpoints(args.data_dir)
-    if found is not None:
-        return found
-    return [f"127.0.0.1:{DEFAULT_BASE_PORT}"], "the default endpoint"
-
-
-def _parse_endpoints(text: str, origin: str) -> list[str]:
-    eps = [e.strip() for e in text.split(",") if e.strip()]
-    for e in eps:
-        host, sep, port = e.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise CliError(f"{origin}: {e!r} is not host:port", USAGE)
-    if not eps:
-        raise CliError(f"{origin} is empty; give host:port[,host:port...]", USAGE)
-    return eps
+    """The endpoints to use and where they came from (see :mod:`dengine.cli.endpoints`)."""
+    found = resolve(args.endpoints, args.data_dir)
+    return list(found.addresses), found.origin
 
 
 def run(args: argparse.Namespace, func: Callable[[Any, argparse.Namespace], int]) -> int:
     """Resolve the endpoints, open a SyncClient, run ``func``; any error becomes one line."""
-    endpoints: list[str] = []
+    found: Endpoints | None = None
     client = None
     try:
-        endpoints, args.endpoints_from = resolve_endpoints(args)
+        found = resolve(args.endpoints, args.data_dir)
+        args.endpoints_from = found.origin
         from dengine.client import SyncClient
 
-        client = SyncClient(endpoints, timeout=args.timeout)
+        client = SyncClient(list(found.addresses), timeout=args.timeout, fail_fast=True)
         return int(func(client, args) or OK)
     except (DengineError, OSError, TimeoutError) as e:
-        if client is not None and exit_code(e) == UNAVAILABLE:
-            e = _diagnose(client, e, endpoints)
-        return report(e, endpoints)
+        if client is not None and found is not None and exit_code(e) == UNAVAILABLE:
+            e = _diagnose(client, e, found)
+        return report(e, found.where if found is not None else None)
     except KeyboardInterrupt as e:
         return report(e)
     finally:
@@ -174,23 +144,24 @@ def run(args: argparse.Namespace, func: Callable[[Any, argparse.Namespace], int]
                 pass
 
 
-def _diagnose(client: Any, exc: BaseException, endpoints: list[str]) -> BaseException:
+def _diagnose(client: Any, exc: BaseException, found: Endpoints) -> BaseException:
     """Tell "nobody answers" from "they answer but have no leader" for an unavailable cluster."""
     try:
-        answers = client.statuses(timeout=0.5)
+        answers = client.statuses(timeout=min(0.5, client.client.timeout))
     except Exception:  # noqa: BLE001
         return exc
     up = [a for a in answers.values() if not isinstance(a, BaseException)]
     op = exc.operation if isinstance(exc, OperationTimeout) else "the request"
-    where = ",".join(endpoints)
+    where = found.where
     if not up:
         errs = [a for a in answers.values() if isinstance(a, BaseException)]
         why = f" ({' '.join(str(errs[0]).split())[:160]})" if errs else ""
         return CliError(f"cannot reach the cluster at {where}: no endpoint answered{why}; is it "
                         "running? start one with `dengine cluster up`", UNAVAILABLE)
     if not any(s.leader_id for s in up):
-        return CliError(f"no leader: {len(up)} of {len(answers)} nodes answer but none knows a "
-                        f"leader (is a majority of the voters running?); {op} gave up",
+        return CliError(f"no leader at {where}: {len(up)} of {len(answers)} nodes answer but "
+                        f"none knows a leader (is a majority of the voters running?); {op} "
+                        "gave up",
                         UNAVAILABLE)
     return exc
 
@@ -277,8 +248,9 @@ def _status_once(c: Any, args: argparse.Namespace) -> int:
                 answers[addr] = e
     live = {a: s for a, s in answers.items() if not isinstance(s, BaseException)}
     if not live:
-        raise CliError(f"cannot reach the cluster at {','.join(answers)}: no endpoint answered; "
-                       "is it running? start one with `dengine cluster up`", UNAVAILABLE)
+        raise CliError(f"cannot reach the cluster at {','.join(answers)} (from "
+                       f"{args.endpoints_from}): no endpoint answered; is it running? start one "
+                       "with `dengine cluster up`", UNAVAILABLE)
     lead = max(live.values(), key=lambda s: (s.term, bool(s.leader_id)))
     cid = lead.cluster_id
     if lead.leader_id:
@@ -333,7 +305,7 @@ def _member_list(c: Any, _args: argparse.Namespace) -> int:
 
 
 def _member_add(c: Any, args: argparse.Namespace) -> int:
-    _parse_endpoints(args.address, "address")
+    parse_endpoints(args.address, "address")
     members = c.add_learner(args.node_id, args.address)
     _out(f"node {args.node_id} added as a learner at {args.address}; promote it with "
          f"`dengine member promote {args.node_id}` once it has caught up")

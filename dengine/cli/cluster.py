@@ -126,7 +126,6 @@ def run_cluster_up(args: argparse.Namespace) -> int:
         lc = _prepare(args)
         lc.start()
         lc.save(supervisor_pid=os.getpid())
-        lc.write_pointer()
         for n in lc.nodes.values():
             _say(f"  node {n.node_id}  {n.address}  pid {n.pid}  log {n.log_path}")
         code = _supervise(lc, args, lambda: signals[0] > 0)
@@ -146,7 +145,8 @@ def _supervise(lc: LocalCluster, args: argparse.Namespace, stopping: Any) -> int
     if lead is not None:
         _say(f"leader: node {lead.id} at {lead.address} (term {lead.term})")
         _say(f"endpoints: {','.join(lc.endpoints)}")
-        _say("try: dengine put hello world && dengine get hello   (from any directory)")
+        flag = _dir_flag(lc)
+        _say(f"try: dengine put hello world{flag} && dengine get hello{flag}")
     if not stopping():
         _say("the cluster is running; Ctrl-C stops it")
     code = OK
@@ -163,6 +163,11 @@ def _supervise(lc: LocalCluster, args: argparse.Namespace, stopping: Any) -> int
             print("dengine: error: every node has exited", file=sys.stderr, flush=True)
             break
     return code
+
+
+def _dir_flag(lc: LocalCluster) -> str:
+    """`` --data-dir DIR`` unless the cluster lives in ``./data``, where commands look."""
+    return "" if lc.root == Path(DEFAULT_DATA_DIR).resolve() else f" --data-dir {lc.root}"
 
 
 async def _leader(lc: LocalCluster, timeout: float, stopping: Any) -> Any:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -88,7 +89,10 @@ class Client:
     KV calls over the coalescing batch stream (unary otherwise); one attempt waits at most
     ``attempt_timeout_s`` before the call is retried (safe: writes carry sessions), so a leader
     cut off from its quorum does not hold a call for its whole deadline; ``interceptors`` are grpc.aio
-    client interceptors put on every channel (auth, tracing, fault injection in tests).
+    client interceptors put on every channel (auth, tracing, fault injection in tests);
+    ``fail_fast``: when no endpoint can be connected to at all (connection refused, unknown
+    host), fail at once with ``Unavailable`` instead of retrying until the deadline (what a
+    command-line tool wants; a program waiting for its cluster to come up does not).
     """
 
     def __init__(
@@ -107,6 +111,7 @@ class Client:
         attempt_timeout_s: float | None = 2.0,
         interceptors: Sequence[Any] = (),
         rng: random.Random | None = None,
+        fail_fast: bool = False,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e]
@@ -126,6 +131,7 @@ class Client:
         self._interceptors = tuple(interceptors)
         self._attempt_timeout_s = attempt_timeout_s
         self._rng = rng or random.Random()
+        self._fail_fast = fail_fast
         self._sessions = SessionPool()
         self._conns: dict[str, Connection] = {}
         self._members: dict[int, str] = {}
@@ -199,6 +205,10 @@ class Client:
             *(self._status_once(a, per_call) for a in addrs), return_exceptions=True
         )
         statuses = [a for a in answers if isinstance(a, NodeStatus)]
+        if self._fail_fast and all(_no_connection(a) for a in answers):
+            reasons = "; ".join(f"{a}: {_no_connection(e)}" for a, e in zip(addrs, answers,
+                                                                             strict=True))
+            raise _Unreachable(f"no endpoint accepts a connection ({reasons})")
         for st in statuses:
             for m in st.members:
                 if m.address:
@@ -282,8 +292,12 @@ class Client:
                 if self._follow(e, addr or "") and hops < 3:
                     hops += 1
                     continue  # a fresh hint: go there now, no backoff
+            except _Unreachable:
+                raise
             except RETRYABLE as e:
                 last = e
+                if self._fail_fast and endpoint is not None and _no_connection(e):
+                    raise _Unreachable(f"{endpoint}: {_no_connection(e)}") from e
                 if endpoint is None:
                     self._forget(addr)  # a timed-out attempt too: the leader may be cut off
             hops = 0
@@ -568,6 +582,28 @@ def _raise_error(err: client_pb2.Error) -> None:
     exc = S.from_proto(err)
     if exc is not None:
         raise exc
+
+
+class _Unreachable(Unavailable):
+    """No endpoint accepts a connection: final for a ``fail_fast`` client."""
+
+
+_NO_CONNECTION = re.compile(
+    r"connection refused|failed to connect to remote host|errors resolving|domain name not found"
+    r"|name or service not known|no address associated",
+    re.I,
+)
+
+
+def _no_connection(exc: object) -> str:
+    """Why ``exc`` shows that nothing could be connected to ("" when it does not)."""
+    if not isinstance(exc, Unavailable):
+        return ""
+    m = _NO_CONNECTION.search(exc.reason)
+    if m is None:
+        return ""
+    text = m.group(0).lower()
+    return "unknown host" if "resolv" in text or "name" in text or "address" in text else text
 
 
 def _retrieve(task: asyncio.Task) -> None:

@@ -17,9 +17,8 @@ config. Each node is a child process (``python -m dengine serve --config node.to
 session, so a Ctrl-C in the terminal reaches only the supervisor, which then stops the nodes in
 order: SIGTERM to each, a grace period, SIGKILL to stragglers, every child reaped.
 
-Client commands find the cluster through ``cluster.json`` (see :func:`recorded_endpoints`); the
-most recent ``cluster up`` also leaves a pointer to its directory in the user's state directory
-(``$XDG_STATE_HOME/dengine/local-cluster``), so ``dengine put`` works from any directory.
+Client commands find the cluster through ``cluster.json`` in their ``--data-dir`` (default
+``./data``; see :mod:`dengine.cli.endpoints`).
 """
 
 from __future__ import annotations
@@ -50,12 +49,10 @@ __all__ = [
     "pick_ports",
     "free_ports",
     "port_is_free",
-    "recorded_endpoints",
-    "pointer_path",
 ]
 
 STATE_FILE = "cluster.json"
-DEFAULT_DATA_DIR = "dengine-data"
+DEFAULT_DATA_DIR = "data"
 DEFAULT_BASE_PORT = 7001
 HOST = "127.0.0.1"
 
@@ -331,8 +328,10 @@ class LocalCluster:
             raise CliError(f"no local cluster recorded in {root} (no {STATE_FILE}); "
                            "start one with `dengine cluster up`", CONFIG) from None
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise CliError(f"{path} is damaged ({e}); remove the directory to start anew",
-                           CONFIG) from e
+            raise CliError(f"{path} is damaged ({e}); the nodes' data in {root}/node-*/data is "
+                           f"not affected and must be kept: restore {STATE_FILE} from a backup "
+                           "(each node's address is in its node-<id>/node.toml), or point at "
+                           "the cluster with --endpoints", CONFIG) from e
         return cls(root, nodes, cluster_id)
 
     @staticmethod
@@ -382,13 +381,6 @@ class LocalCluster:
         """Load every node's config as ``dengine serve`` will; refuse a bad one now."""
         for n in self.nodes.values():
             _validate(n.config_path)
-
-    def write_pointer(self) -> None:
-        """Leave the path of this cluster where client commands look by default."""
-        path = pointer_path()
-        with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(str(self.root) + "\n")
 
     @property
     def endpoints(self) -> list[str]:
@@ -500,31 +492,3 @@ class LocalCluster:
             if n.proc is not None and rc is not None and rc != -signal.SIGKILL:
                 raise CliError(f"node {n.node_id} {n.exit_description()} (log: {n.log_path})",
                                FAILED)
-
-
-# ---------------------------------------------------------------------------------------------
-# Finding the local cluster from client commands
-
-
-def pointer_path() -> Path:
-    """Where the most recent ``cluster up`` records its directory."""
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state")
-    return Path(state) / "dengine" / "local-cluster"
-
-
-def recorded_endpoints(data_dir: str | None = None) -> tuple[list[str], str] | None:
-    """Endpoints of the local cluster and where they came from: ``data_dir``'s record when
-    given; else ``./dengine-data``'s; else that of the most recent ``cluster up``."""
-    if data_dir is not None:
-        lc = LocalCluster.open(data_dir)
-        return lc.endpoints, str(lc.root / STATE_FILE)
-    candidates = [Path(DEFAULT_DATA_DIR)]
-    with contextlib.suppress(OSError):
-        candidates.append(Path(pointer_path().read_text().strip()))
-    for root in candidates:
-        if LocalCluster.exists(root):
-            with contextlib.suppress(CliError):
-                lc = LocalCluster.open(root)
-                return lc.endpoints, str(lc.root / STATE_FILE)
-    return None

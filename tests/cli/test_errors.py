@@ -64,9 +64,11 @@ def test_unreachable_endpoint(dengine, cli_main, one_error_line):
     one_error_line(out, 5, "cannot reach the cluster")
 
 
-def test_default_endpoint_without_a_recorded_cluster(cli_main, one_error_line):
+def test_no_cluster_to_talk_to_says_how_to_point_at_one(cli_main, one_error_line):
     out = cli_main("put", "k", "v", "--timeout", "1", "--data-dir", "nowhere")
-    one_error_line(out, 3, "no local cluster recorded in")
+    one_error_line(out, 3, "no cluster to talk to", "--data-dir nowhere", "--endpoints",
+                   "DENGINE_ENDPOINTS")
+    one_error_line(cli_main("get", "k"), 3, "./data")
 
 
 def test_bad_endpoint_syntax(cli_main, one_error_line):
