@@ -166,7 +166,7 @@ def test_bench_embedded_end_to_end(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "dengine", "bench", "--embedded", "--ops", "40", "--warmup", "0",
          "--key-space", "20", "-w", "write-concurrent,read-lease", "--no-progress",
-         "--json", str(out), "--data-dir", str(tmp_path / "c")],
+         "--json", str(out), "--work-dir", str(tmp_path / "c")],
         env=_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out.read_text())["results"]
