@@ -185,10 +185,12 @@ class ClusterMismatch(DengineError):
 class PayloadTooLarge(DengineError):
     """A request or record is larger than the configured limit."""
 
-    def __init__(self, size: int, limit: int, what: str = "payload") -> None:
+    def __init__(self, size: int, limit: int, what: str = "payload", setting: str = "") -> None:
         self.size = size
         self.limit = limit
-        super().__init__(f"{what} of {size} bytes exceeds the limit of {limit} bytes")
+        self.setting = setting  # the config key that sets ``limit``, when known
+        raise_it = f"; raise {setting} to allow more" if setting else ""
+        super().__init__(f"{what} of {size} bytes exceeds the limit of {limit} bytes{raise_it}")
 
 
 class DecodeError(DengineError, ValueError):

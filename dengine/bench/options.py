@@ -50,6 +50,8 @@ def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
     for k in ("ops", "connections", "clients", "key_bytes", "value_bytes", "key_space"):
         if out[k] is not None and out[k] < 1:
             raise ValueError(f"--{k.replace('_', '-')} must be at least 1, not {out[k]}")
+    if out["warmup_ops"] is not None and out["warmup_ops"] < 0:
+        raise ValueError(f"--warmup must be 0 or more, not {out['warmup_ops']}")
     if out["read_ratio"] is not None and not 0 <= out["read_ratio"] <= 1:
         raise ValueError(f"--read-ratio must be between 0 and 1, not {out['read_ratio']}")
     return out

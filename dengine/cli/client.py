@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dengine.cli.data import Codec, add_encoding_flags, read_value
 from dengine.cli.endpoints import Endpoints, add_endpoint_flags, parse_endpoints, resolve
 from dengine.cli.errors import (
     EXIT_CODES_HELP,
@@ -46,6 +47,16 @@ def _node_id(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: must be 0 (no limit) or more")
+    return value
+
+
 def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     add_endpoint_flags(p.add_argument_group("cluster"))
@@ -64,18 +75,24 @@ def register(subparsers: Any) -> None:
 
     p = add("put", "write a key", _put)
     p.add_argument("key")
-    p.add_argument("value")
+    p.add_argument("value", nargs="?", default=None,
+                   help="the value; - reads it from stdin (any bytes, any size)")
+    p.add_argument("--file", default=None, metavar="PATH", help="read the value from PATH")
+    add_encoding_flags(p)
     p = add("get", "read a key (exit code 4 when it does not exist)", _get)
     p.add_argument("key")
     p.add_argument("--consistency", choices=("linearizable", "lease", "serializable"),
                    default="linearizable", help="read consistency (default: linearizable)")
+    add_encoding_flags(p)
     p = add("delete", "delete a key", _delete)
     p.add_argument("key")
+    add_encoding_flags(p)
     p = add("scan", "list keys and values in key order", _scan)
     p.add_argument("prefix", nargs="?", default="", help="only keys that start with this")
     p.add_argument("--start", default="", help="first key (inclusive)")
     p.add_argument("--end", default="", help="end key (exclusive; default: no end)")
-    p.add_argument("--limit", type=int, default=0, help="at most this many keys (0: all)")
+    p.add_argument("--limit", type=_count, default=0, help="at most this many keys (0: all)")
+    add_encoding_flags(p)
     p.add_argument("--consistency", choices=("linearizable", "lease", "serializable"),
                    default="linearizable", help="read consistency (default: linearizable)")
     p = add("status", "show every member: role, term, leader, commit and applied index, lag",
@@ -166,10 +183,6 @@ def _diagnose(client: Any, exc: BaseException, found: Endpoints) -> BaseExceptio
     return exc
 
 
-def _text(b: bytes) -> str:
-    return b.decode("utf-8", errors="backslashreplace")
-
-
 def _out(text: str = "") -> None:
     print(text, flush=True)
 
@@ -179,38 +192,43 @@ def _out(text: str = "") -> None:
 
 
 def _put(c: Any, args: argparse.Namespace) -> int:
-    revision = c.put(args.key, args.value)
+    codec = Codec(args.encoding)
+    key = codec.arg(args.key)
+    revision = c.put(key, read_value(args.value, args.file, codec))
     _out(f"OK (revision {revision})")
     return OK
 
 
 def _get(c: Any, args: argparse.Namespace) -> int:
-    kv = c.get(args.key, consistency=args.consistency)
+    codec = Codec(args.encoding)
+    kv = c.get(codec.arg(args.key), consistency=args.consistency)
     if kv is None:
         raise KeyNotFound(args.key)
-    sys.stdout.buffer.write(kv.value + b"\n")
-    sys.stdout.flush()
+    _out(codec.show(kv.value, lines=True))
+    codec.note()
     return OK
 
 
 def _delete(c: Any, args: argparse.Namespace) -> int:
-    _out("deleted" if c.delete(args.key) else "not found (nothing to delete)")
+    deleted = c.delete(Codec(args.encoding).arg(args.key))
+    _out("deleted" if deleted else "not found (nothing to delete)")
     return OK
 
 
 def _scan(c: Any, args: argparse.Namespace) -> int:
-    if args.limit < 0:
-        raise CliError("--limit must be 0 (all) or more", USAGE)
+    codec = Codec(args.encoding)
     n = 0
     page = min(args.limit, 1000) if args.limit else 1000
-    for kv in c.scan_iter(args.start, args.end, prefix=args.prefix, page_size=page,
+    for kv in c.scan_iter(codec.arg(args.start, "--start"), codec.arg(args.end, "--end"),
+                          prefix=codec.arg(args.prefix, "prefix"), page_size=page,
                           consistency=args.consistency):
-        _out(f"{_text(kv.key)} = {_text(kv.value)}")
+        _out(f"{codec.show(kv.key)} = {codec.show(kv.value)}")
         n += 1
         if args.limit and n >= args.limit:
             break
     if n == 0:
         _out("(no keys)")
+    codec.note()
     return OK
 
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dengine.cli.endpoints import port_number, positive_int, seconds
 from dengine.cli.errors import EXIT_CODES_HELP, FAILED, OK, USAGE, CliError, report
 from dengine.errors import DengineError
 from dengine.local.cluster import DEFAULT_DATA_DIR, STATE_FILE, LocalCluster, pick_ports, read_toml
@@ -46,19 +47,19 @@ def register(subparsers: Any) -> None:
             "endpoints. Running it again on the same DIR reuses the data, the ports and the "
             "config files."),
         epilog=EXIT_CODES_HELP, formatter_class=fmt)
-    up.add_argument("--nodes", type=int, default=None, metavar="N",
+    up.add_argument("--nodes", type=positive_int, default=None, metavar="N",
                     help="number of nodes of a new cluster (default: 3)")
     up.add_argument("--data-dir", default=DEFAULT_DATA_DIR, metavar="DIR",
                     help=f"directory of the cluster (default: ./{DEFAULT_DATA_DIR})")
-    up.add_argument("--base-port", type=int, default=None, metavar="PORT",
+    up.add_argument("--base-port", type=port_number, default=None, metavar="PORT",
                     help="ports PORT, PORT+1, ... for a new cluster (default: 7001... when "
                          "free, else ports the system picks)")
     up.add_argument("--config", default=None, metavar="PATH",
                     help="TOML file of settings shared by the nodes of a new cluster (e.g. a "
                          "[raft] section); the per-node keys are filled in")
-    up.add_argument("--stop-timeout", type=float, default=10.0, metavar="SECONDS",
+    up.add_argument("--stop-timeout", type=seconds, default=10.0, metavar="SECONDS",
                     help="how long a node may take to stop before it is killed (default: 10)")
-    up.add_argument("--leader-timeout", type=float, default=30.0, metavar="SECONDS",
+    up.add_argument("--leader-timeout", type=seconds, default=30.0, metavar="SECONDS",
                     help=argparse.SUPPRESS)
     up.set_defaults(func=run_cluster_up)
 

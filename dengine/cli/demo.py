@@ -24,6 +24,7 @@ import tempfile
 import time
 from typing import Any
 
+from dengine.cli.endpoints import positive_int
 from dengine.cli.errors import EXIT_CODES_HELP, FAILED, INTERRUPTED, OK, one_line
 from dengine.errors import DengineError
 from dengine.local.cluster import LocalCluster, free_ports
@@ -40,9 +41,9 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
             "is still there, restart the killed node and show it catch up, then stop. "
             "Exits 0 only if every check held."),
         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--keys", type=int, default=20, metavar="N",
+    p.add_argument("--keys", type=positive_int, default=20, metavar="N",
                    help="keys to write before the crash (default: 20)")
-    p.add_argument("--election-ms", type=int, default=500, metavar="MS",
+    p.add_argument("--election-ms", type=positive_int, default=500, metavar="MS",
                    help="base election timeout of the demo's nodes (default: 500)")
     p.add_argument("--keep", action="store_true",
                    help="keep the temporary directory (configs, logs, data) afterwards")

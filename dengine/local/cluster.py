@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from dengine.cli.errors import CONFIG, FAILED, CliError
+from dengine.cli.errors import CONFIG, FAILED, USAGE, CliError
 from dengine.errors import ConfigError
 
 __all__ = [
@@ -92,12 +92,15 @@ def pick_ports(n: int, base: int | None = None) -> list[int]:
     """``base, base+1, ...`` when given (all must be free); otherwise the default ports
     7001... when they are all free, else ports the OS picks."""
     if base is not None:
+        if not 1 <= base or base + n - 1 > 65535:
+            raise CliError(
+                f"--base-port {base}: {n} node(s) need ports {base}..{base + n - 1}, but ports "
+                f"go from 1 to 65535; choose a base port of at most {65536 - n}", USAGE)
         ports = list(range(base, base + n))
         busy = [p for p in ports if not port_is_free(p)]
-        if busy or ports[-1] > 65535:
-            raise CliError(
-                f"port {busy[0] if busy else ports[-1]} is not available; "
-                "choose another --base-port", FAILED)
+        if busy:
+            raise CliError(f"port {busy[0]} is not available; choose another --base-port",
+                           FAILED)
         return ports
     ports = list(range(DEFAULT_BASE_PORT, DEFAULT_BASE_PORT + n))
     if all(port_is_free(p) for p in ports):

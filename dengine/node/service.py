@@ -102,7 +102,7 @@ class RequestHandler:
     async def _write(self, cmd: bytes) -> Any:
         limit = self.node.max_command_bytes
         if len(cmd) > limit:
-            raise PayloadTooLarge(len(cmd), limit, "request")
+            raise PayloadTooLarge(len(cmd), limit, "request", "raft.max_msg_bytes")
         return await self.node.propose(cmd)
 
     # -- Kv -------------------------------------------------------------------------------

@@ -94,7 +94,9 @@ _TOO_LARGE = re.compile(
 )
 _MISMATCH = re.compile(r"^(.*?) mismatch: expected (.*), got (.*)$")
 _SESSION = re.compile(r"request (\d+) of client (\d+) ")
-_OUR_TOO_LARGE = re.compile(r"^(.*) of (\d+) bytes exceeds the limit of (\d+) bytes$", re.S)
+_OUR_TOO_LARGE = re.compile(
+    r"^(.*) of (\d+) bytes exceeds the limit of (\d+) bytes(?:; raise (\S+) to allow more)?$", re.S
+)
 _TIMEOUT = re.compile(r"^(.*) did not finish(?: within (\S+)s)?; retry, or raise the deadline$", re.S)
 _SERVER = re.compile(r"^server error ([A-Z0-9_]+): (.*)$", re.S)
 
@@ -140,10 +142,11 @@ def _from_code(code: int, msg: str) -> E.DengineError:
     if code == client_pb2.PAYLOAD_TOO_LARGE:
         m = _OUR_TOO_LARGE.match(msg)
         if m:
-            return E.PayloadTooLarge(int(m[2]), int(m[3]), m[1])
+            return E.PayloadTooLarge(int(m[2]), int(m[3]), m[1], m[4] or "")
         m = _TOO_LARGE.search(msg)
         nums = [int(g) for g in m.groups() if g is not None] if m else [0, 0]
-        return E.PayloadTooLarge(nums[0], nums[1], "request")
+        # gRPC's own message-size check: the server's network.max_message_bytes
+        return E.PayloadTooLarge(nums[0], nums[1], "request", "network.max_message_bytes")
     if code == client_pb2.CLUSTER_MISMATCH:
         m = _MISMATCH.match(msg)
         if m:

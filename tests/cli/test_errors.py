@@ -73,3 +73,21 @@ def test_no_cluster_to_talk_to_says_how_to_point_at_one(cli_main, one_error_line
 
 def test_bad_endpoint_syntax(cli_main, one_error_line):
     one_error_line(cli_main("get", "k", "--endpoints", "localhost"), 2, "not host:port")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["cluster", "up", "--base-port", "70000"], "a port is 1 to 65535"),
+    (["cluster", "up", "--base-port", "65535"], "at most 65533"),
+    (["cluster", "up", "--nodes", "0"], "at least 1"),
+    (["cluster", "up", "--stop-timeout", "-1"], "positive number of seconds"),
+    (["demo", "--keys", "x"], "not a whole number"),
+    (["scan", "--limit", "-1"], "0 (no limit) or more"),
+    (["get", "k", "--timeout", "-1"], "positive number of seconds"),
+    (["bench", "--warmup", "-1", "--endpoints", "h:1"], "--warmup must be 0 or more"),
+])
+def test_numeric_flags_are_validated(dengine, tmp_path, args, fragment):
+    out = dengine(*args, "--data-dir", str(tmp_path / "d")) if args[0] == "cluster" else \
+        dengine(*args)
+    assert out.returncode == 2, out
+    assert fragment in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "d").exists()

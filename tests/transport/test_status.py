@@ -232,3 +232,10 @@ def test_a_round_trip_over_a_real_call_keeps_the_message(run):
         assert str(invalid).count(advice) == 1
 
     run(body)
+
+
+def test_payload_too_large_keeps_the_setting_to_raise():
+    exc = E.PayloadTooLarge(2_000_000, 1_048_576, "request", "raft.max_msg_bytes")
+    back = status.from_proto(status.to_proto(exc))
+    assert isinstance(back, E.PayloadTooLarge) and back.setting == "raft.max_msg_bytes"
+    assert str(back) == str(exc) and "raise raft.max_msg_bytes" in str(back)
