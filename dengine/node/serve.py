@@ -84,7 +84,7 @@ async def join_cluster(node: Any, endpoint: str, log: Any, attempts: int = 0) ->
     import grpc
 
     from dengine.errors import NotLeader
-    from dengine.transport.status import from_proto
+    from dengine.transport.status import from_proto, from_rpc_error
     from dengine.v1 import client_pb2, client_pb2_grpc
 
     target, delay, n = endpoint, 0.1, 0
@@ -104,7 +104,14 @@ async def join_cluster(node: Any, endpoint: str, log: Any, attempts: int = 0) ->
                 continue
             log.info("join not done yet; retrying", via=target, reason=str(err))
         except grpc.aio.AioRpcError as e:
-            log.info("join: member unreachable; retrying", via=target, reason=e.code().name)
-            target = endpoint
+            refused = from_rpc_error(e)  # a unary call's error comes as its status
+            if isinstance(refused, NotLeader) and refused.leader_addr:
+                target = refused.leader_addr
+                continue
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                log.info("join: member unreachable; retrying", via=target, reason=e.code().name)
+                target = endpoint
+            else:
+                log.info("join not done yet; retrying", via=target, reason=str(refused))
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)
