@@ -91,3 +91,16 @@ def test_numeric_flags_are_validated(dengine, tmp_path, args, fragment):
     assert out.returncode == 2, out
     assert fragment in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_serve_on_a_busy_port_writes_nothing_and_says_so_in_one_line(dengine, tmp_path,
+                                                                     one_error_line):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        addr = f"127.0.0.1:{s.getsockname()[1]}"
+        out = dengine("serve", "--cluster.node-id", "1", "--cluster.listen-addr", addr,
+                      "--cluster.initial-members", f"1={addr}",
+                      "--cluster.data-dir", str(tmp_path / "node"))
+    one_error_line(out, 3, "cluster.listen_addr", addr, "in use")
+    assert not (tmp_path / "node").exists()
