@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dengine.cli.cluster_ops import adopt_restarts
 from dengine.cli.endpoints import port_number, positive_int, seconds
 from dengine.cli.errors import EXIT_CODES_HELP, FAILED, OK, USAGE, CliError, report
 from dengine.errors import DengineError
@@ -61,7 +62,13 @@ def register(subparsers: Any) -> None:
                     help="how long a node may take to stop before it is killed (default: 10)")
     up.add_argument("--leader-timeout", type=seconds, default=30.0, metavar="SECONDS",
                     help=argparse.SUPPRESS)
+    up.add_argument("--detach", action="store_true",
+                    help="start the nodes in the background and return once a leader is "
+                         "elected; `dengine cluster down` stops them")
     up.set_defaults(func=run_cluster_up)
+    from dengine.cli.cluster_ops import register_ops
+
+    register_ops(csub)
 
     from dengine.cli.demo import add_demo_parser
 
@@ -91,14 +98,21 @@ def _prepare(args: argparse.Namespace) -> LocalCluster:
         pid = lc.recorded_supervisor()
         if pid is not None:
             raise CliError(f"the cluster in {lc.root} is already running (dengine cluster up, "
-                           f"pid {pid}); stop it with Ctrl-C there, or `kill -INT {pid}`", FAILED)
+                           f"pid {pid}); stop it with Ctrl-C there, or `dengine cluster down "
+                           f"--data-dir {lc.root}`", FAILED)
+        live = [n for n in lc.nodes.values() if n.running]
+        if live:
+            raise CliError(f"the cluster in {lc.root} is already running (node(s) "
+                           f"{', '.join(f'{n.node_id} (pid {n.pid})' for n in live)}); see "
+                           f"`dengine cluster status --data-dir {lc.root}`, stop it with "
+                           f"`dengine cluster down --data-dir {lc.root}`", FAILED)
         lc.validate()
         busy = lc.busy_ports()
         if busy:
             node_id, addr = busy[0]
-            raise CliError(f"node {node_id}'s address {addr} is in use by another process; "
-                           f"stop it, or change the addresses in {lc.root}/{STATE_FILE} and "
-                           "the node files", FAILED)
+            raise CliError(f"node {node_id}'s address {addr} is in use by another process (a "
+                           f"`dengine serve` of that node?); stop it, or change the addresses "
+                           f"in {lc.root}/{STATE_FILE} and the node files", FAILED)
         _say(f"reusing the cluster in {lc.root} ({len(lc.nodes)} nodes, data kept)")
         return lc
     n = 3 if args.nodes is None else args.nodes
@@ -114,6 +128,10 @@ def _prepare(args: argparse.Namespace) -> LocalCluster:
 
 def run_cluster_up(args: argparse.Namespace) -> int:
     """Start, supervise and stop a local cluster; see the module docstring."""
+    if args.detach:
+        from dengine.cli.cluster_ops import run_detached
+
+        return run_detached(args, _prepare)
     signals = [0]
 
     def on_signal(_signum: int, _frame: Any) -> None:
@@ -133,7 +151,7 @@ def run_cluster_up(args: argparse.Namespace) -> int:
     except (DengineError, OSError) as e:
         code = report(e)
     finally:
-        if lc is not None and any(n.proc is not None for n in lc.nodes.values()):
+        if lc is not None and any(n.proc is not None or n.running for n in lc.nodes.values()):
             code = max(code, _stop(lc, args.stop_timeout, signals))
         for s, h in old.items():
             signal.signal(s, h)
@@ -152,15 +170,21 @@ def _supervise(lc: LocalCluster, args: argparse.Namespace, stopping: Any) -> int
         _say("the cluster is running; Ctrl-C stops it")
     code = OK
     reported: set[int] = set()
+    intended: set[int] = set()  # stopped by `cluster kill-node` or `restart-node`
     while not stopping():
         time.sleep(0.1)
         for n in lc.nodes.values():
-            if n.node_id not in reported and n.proc is not None and not n.running:
+            if n.node_id not in reported and n.pid is not None and not n.running:
                 reported.add(n.node_id)
+                if n.node_id in adopt_restarts(lc, reported, _say):
+                    intended.add(n.node_id)
+                    continue
                 code = FAILED
                 print(f"dengine: node {n.node_id} {n.exit_description()} (log: {n.log_path})",
                       file=sys.stderr, flush=True)
-        if len(reported) == len(lc.nodes):
+        if reported and int(time.monotonic() * 10) % 5 == 0:
+            intended = (intended | adopt_restarts(lc, reported, _say)) & reported
+        if len(reported) == len(lc.nodes) and not intended:
             print("dengine: error: every node has exited", file=sys.stderr, flush=True)
             break
     return code

@@ -39,6 +39,7 @@ from typing import Any
 
 from dengine.cli.errors import CONFIG, FAILED, USAGE, CliError
 from dengine.errors import ConfigError
+from dengine.local.pids import pid_runs, wait_gone
 
 __all__ = [
     "STATE_FILE",
@@ -183,9 +184,9 @@ os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
 """
 
 
-def _node_command(config_path: Path) -> list[str]:
+def _node_command(config_path: Path, detached: bool = False) -> list[str]:
     cmd = ["-m", "dengine", "serve", "--config", str(config_path)]
-    if sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux") and not detached:
         return [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *cmd]
     return [sys.executable, *cmd]
 
@@ -200,8 +201,11 @@ class NodeProc:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.recorded_pid: int | None = None  # a node this process did not start (pids.py)
+        self.killed_pid: int | None = None  # the pid `dengine cluster kill-node` killed
 
-    def start(self, env: Mapping[str, str] | None = None) -> None:
+    def start(self, env: Mapping[str, str] | None = None, detached: bool = False) -> None:
+        """Start the node; ``detached``: it outlives this process (no parent-death signal)."""
         if self.running:
             raise RuntimeError(f"node {self.node_id} is already running")
         with open(self.log_path, "ab") as log:
@@ -209,20 +213,34 @@ class NodeProc:
             log.write(f"\n===== {stamp} start {self.starts + 1} =====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                _node_command(self.config_path),
+                _node_command(self.config_path, detached),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=_child_env(env), cwd=str(self.config_path.parent),
                 start_new_session=True,  # Ctrl-C reaches the supervisor only
             )
         self.starts += 1
+        self.recorded_pid = None
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+        return self.proc.pid if self.proc is not None else self.recorded_pid
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return pid_runs(self.recorded_pid, self.config_path)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the process to end (reaped if ours); True if so."""
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        return self.recorded_pid is None or wait_gone(self.recorded_pid, self.config_path,
+                                                      timeout)
 
     @property
     def returncode(self) -> int | None:
@@ -231,7 +249,10 @@ class NodeProc:
     def signal(self, sig: int) -> None:
         if self.running:
             with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(sig)  # type: ignore[union-attr]
+                if self.proc is not None:
+                    self.proc.send_signal(sig)
+                else:
+                    os.kill(self.recorded_pid, sig)  # type: ignore[arg-type]
 
     def exit_description(self) -> str:
         """How the process ended, e.g. "was killed by SIGKILL" or "exited with code 1: why"."""
@@ -326,6 +347,11 @@ class LocalCluster:
                                        root / n["log"])
                 for n in state["nodes"]
             }
+            for n in state["nodes"]:
+                if isinstance(n.get("pid"), int):
+                    nodes[int(n["id"])].recorded_pid = n["pid"]
+                if isinstance(n.get("killed_pid"), int):
+                    nodes[int(n["id"])].killed_pid = n["killed_pid"]
             cluster_id = str(state.get("cluster_id", ""))
         except FileNotFoundError:
             raise CliError(f"no local cluster recorded in {root} (no {STATE_FILE}); "
@@ -342,7 +368,7 @@ class LocalCluster:
         return (Path(root) / STATE_FILE).is_file()
 
     def save(self, supervisor_pid: int | None = None) -> None:
-        """Record the cluster (and, while it runs, the pids) in ``cluster.json``."""
+        """Record the cluster (and the pids of the nodes running) in ``cluster.json``."""
         state = {
             "cluster_id": self.cluster_id,
             "endpoints": self.endpoints,
@@ -351,7 +377,7 @@ class LocalCluster:
                 {"id": n.node_id, "address": n.address,
                  "config": str(n.config_path.relative_to(self.root)),
                  "log": str(n.log_path.relative_to(self.root)),
-                 "pid": n.pid if supervisor_pid and n.running else None}
+                 "pid": n.pid if n.running else None, "killed_pid": n.killed_pid}
                 for n in self.nodes.values()
             ],
         }
@@ -399,20 +425,17 @@ class LocalCluster:
                 out.append((n.node_id, n.address))
         return out
 
-    def start(self, ids: Iterable[int] | None = None) -> None:
+    def start(self, ids: Iterable[int] | None = None, detached: bool = False) -> None:
         for node_id in ids if ids is not None else self.nodes:
-            self.nodes[node_id].start(self.env)
+            self.nodes[node_id].start(self.env, detached)
 
     def kill(self, node_id: int, sig: int = signal.SIGKILL, timeout: float = 10) -> int | None:
         """Send ``sig`` to one node and reap it; returns its exit code."""
         n = self.nodes[node_id]
         n.signal(sig)
-        if n.proc is not None:
-            try:
-                n.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                n.proc.kill()
-                n.proc.wait(5)
+        if not n.wait(timeout):
+            n.signal(signal.SIGKILL)
+            n.wait(5)
         return n.returncode
 
     def stop(self, grace_s: float = 10.0, hurry: Any = None) -> dict[int, int]:
@@ -426,14 +449,17 @@ class LocalCluster:
             if time.monotonic() >= deadline or (hurry is not None and hurry()):
                 break
             time.sleep(0.05)
+        killed = {n.node_id for n in running if n.running}
         for n in running:
-            if n.running:
+            if n.node_id in killed:
                 n.signal(signal.SIGKILL)
         for n in running:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                n.proc.wait(10)  # type: ignore[union-attr]
-        return {n.node_id: n.returncode for n in self.nodes.values()  # type: ignore[misc]
-                if n.proc is not None}
+            n.wait(10)
+        codes = {n.node_id: n.returncode for n in self.nodes.values() if n.proc is not None}
+        for n in running:  # not our children: all we know is whether it needed SIGKILL
+            if n.proc is None:
+                codes[n.node_id] = -signal.SIGKILL if n.node_id in killed else 0
+        return codes  # type: ignore[return-value]
 
     # -- waiting on the cluster -------------------------------------------------------------
     async def statuses(self, client: Any, ids: Iterable[int] | None = None,
