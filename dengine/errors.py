@@ -125,7 +125,8 @@ class Corruption(StorageError):
         at = f" at byte offset {offset}" if offset is not None else ""
         super().__init__(
             f"corrupt data in {path}{at}: {reason}; the node will not start on it "
-            "(restore this node from a snapshot or remove its data directory and re-join)"
+            "(keep the directory: restore it from a backup, or move it aside and re-join the "
+            "node with an empty one; the other members hold the committed data)"
         )
 
 
@@ -194,10 +195,12 @@ class ClusterMismatch(DengineError):
 class PayloadTooLarge(DengineError):
     """A request or record is larger than the configured limit."""
 
-    def __init__(self, size: int, limit: int, what: str = "payload") -> None:
+    def __init__(self, size: int, limit: int, what: str = "payload", setting: str = "") -> None:
         self.size = size
         self.limit = limit
-        super().__init__(f"{what} of {size} bytes exceeds the limit of {limit} bytes")
+        self.setting = setting  # the config key that sets ``limit``, when known
+        raise_it = f"; raise {setting} to allow more" if setting else ""
+        super().__init__(f"{what} of {size} bytes exceeds the limit of {limit} bytes{raise_it}")
 
 
 class DecodeError(DengineError, ValueError):

@@ -46,7 +46,7 @@ DEFAULT_OUT = "benches/reports"
 
 
 def add_compare_parser(sub: Any) -> None:
-    from dengine.bench.cli import add_workload_flags
+    from dengine.bench.options import add_workload_flags
 
     p = sub.add_parser(
         "compare", help="dengine vs etcd on this machine, side by side, as a markdown report",
@@ -68,8 +68,8 @@ def add_compare_parser(sub: Any) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from dengine.bench.cli import _run_loop, spec_overrides, write_json
     from dengine.bench.etcd_cluster import INSTALL_HINT, etcd_binary
+    from dengine.bench.options import run_loop, spec_overrides, write_json
     from dengine.bench.runner import select_workloads
 
     binary = etcd_binary(args.etcd_bin)
@@ -89,7 +89,7 @@ def run_compare(args: argparse.Namespace) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="dengine-compare-") as tmp:
             root = Path(args.work_dir or tmp)
-            runs = _run_loop(_compare(root, binary, specs, args))
+            runs = run_loop(_compare(root, binary, specs, args))
     except KeyboardInterrupt:
         print("\ninterrupted: every cluster process was stopped", file=sys.stderr)
         return 130
@@ -125,13 +125,13 @@ async def _compare(root: Path, binary: str, specs: list, args: argparse.Namespac
     from dengine.bench.runner import run_all
     from dengine.bench.targets import DengineTarget, EtcdTarget
     from dengine.bench.unary import UnaryTarget
-    from dengine.cli_cluster import free_ports
+    from dengine.local.cluster import free_ports
 
     progress = False if args.no_progress else None
     base: dict[str, Any] | None = None
     tls: dict[str, str] = {}
     if getattr(args, "tls", False):
-        from dengine.cli_security import local_tls_layers, recorded_client_tls
+        from dengine.cli.security import local_tls_layers, recorded_client_tls
 
         base = {"tls": local_tls_layers(root / "dengine", 3)}
         tls = recorded_client_tls(root / "dengine")

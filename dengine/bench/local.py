@@ -1,7 +1,7 @@
 """Clusters a benchmark starts for itself: dengine node processes, one node in-process.
 
 :func:`dengine_processes` starts a 3-node ``dengine serve`` cluster (RocksDB, fsync on: the
-defaults) through :class:`~dengine.cli_cluster.LocalCluster`; :func:`embedded_cluster` starts
+defaults) through :class:`~dengine.local.cluster.LocalCluster`; :func:`embedded_cluster` starts
 nodes 2..n as processes and node 1 inside this process, then hands node 1 the leadership so its
 in-process client can serve every workload. Both stop everything they started on the way out,
 also on an error or Ctrl-C.
@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from dengine.cli_cluster import LocalCluster, free_ports
+from dengine.local.cluster import LocalCluster, free_ports
 
 __all__ = ["dengine_processes", "embedded_cluster", "wait_dengine_leader"]
 

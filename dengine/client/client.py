@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -91,7 +92,10 @@ class Client:
     client interceptors put on every channel (auth, tracing, fault injection in tests).
     TLS: ``cacert`` (the CA that issued the nodes' certificates), ``cert`` / ``key`` (this
     client's certificate, whose common name is its identity), ``token`` (a bearer token that
-    names the identity instead); any of them turns TLS on.
+    names the identity instead); any of them turns TLS on. ``fail_fast``: when no endpoint can
+    be connected to at all (connection refused, unknown host), fail at once with
+    ``Unavailable`` instead of retrying until the deadline (what a command-line tool wants; a
+    program waiting for its cluster to come up does not).
     """
 
     def __init__(
@@ -114,6 +118,7 @@ class Client:
         cert: str | None = None,
         key: str | None = None,
         token: str | None = None,
+        fail_fast: bool = False,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e]
@@ -138,6 +143,7 @@ class Client:
             self._credentials = client_credentials(cacert, cert, key, token)
         self._attempt_timeout_s = attempt_timeout_s
         self._rng = rng or random.Random()
+        self._fail_fast = fail_fast
         self._sessions = SessionPool()
         self._conns: dict[str, Connection] = {}
         self._members: dict[int, str] = {}
@@ -212,6 +218,10 @@ class Client:
             *(self._status_once(a, per_call) for a in addrs), return_exceptions=True
         )
         statuses = [a for a in answers if isinstance(a, NodeStatus)]
+        if self._fail_fast and all(_no_connection(a) for a in answers):
+            reasons = "; ".join(f"{a}: {_no_connection(e)}" for a, e in zip(addrs, answers,
+                                                                             strict=True))
+            raise _Unreachable(f"no endpoint accepts a connection ({reasons})")
         for st in statuses:
             for m in st.members:
                 if m.address:
@@ -295,8 +305,12 @@ class Client:
                 if self._follow(e, addr or "") and hops < 3:
                     hops += 1
                     continue  # a fresh hint: go there now, no backoff
+            except _Unreachable:
+                raise
             except RETRYABLE as e:
                 last = e
+                if self._fail_fast and endpoint is not None and _no_connection(e):
+                    raise _Unreachable(f"{endpoint}: {_no_connection(e)}") from e
                 if endpoint is None:
                     self._forget(addr)  # a timed-out attempt too: the leader may be cut off
             hops = 0
@@ -581,6 +595,28 @@ def _raise_error(err: client_pb2.Error) -> None:
     exc = S.from_proto(err)
     if exc is not None:
         raise exc
+
+
+class _Unreachable(Unavailable):
+    """No endpoint accepts a connection: final for a ``fail_fast`` client."""
+
+
+_NO_CONNECTION = re.compile(
+    r"connection refused|failed to connect to remote host|errors resolving|domain name not found"
+    r"|name or service not known|no address associated",
+    re.I,
+)
+
+
+def _no_connection(exc: object) -> str:
+    """Why ``exc`` shows that nothing could be connected to ("" when it does not)."""
+    if not isinstance(exc, Unavailable):
+        return ""
+    m = _NO_CONNECTION.search(exc.reason)
+    if m is None:
+        return ""
+    text = m.group(0).lower()
+    return "unknown host" if "resolv" in text or "name" in text or "address" in text else text
 
 
 def _retrieve(task: asyncio.Task) -> None:

@@ -73,6 +73,8 @@ class NodeBuilder:
         log = self._logger or node_logger(cl.node_id)
         data_dir = os.path.abspath(cl.data_dir)
         bootstrap.check_node_file(data_dir, cl.cluster_id, cl.node_id)
+        if not cfg.storage.sync and cfg.storage.engine != "memory":
+            log.warning("storage.sync is off: a machine crash can lose acknowledged writes")
         store = self._log_store or open_log_store(
             cfg.storage.engine,
             os.path.join(data_dir, "log"),

@@ -276,7 +276,8 @@ class Node:
         """Replicate one state-machine command; returns its result once applied here."""
         self._check_accepting()
         if len(command) > self.max_command_bytes:
-            raise PayloadTooLarge(len(command), self.max_command_bytes, "command")
+            raise PayloadTooLarge(len(command), self.max_command_bytes, "command",
+                                  "raft.max_msg_bytes")
         if not self.is_leader:
             raise self.not_leader()
         fut = asyncio.get_running_loop().create_future()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from typing import Any
@@ -23,9 +24,9 @@ __all__ = ["add_serve_parser", "run_serve", "serve", "join_cluster"]
 
 
 def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``serve`` subcommand (see :mod:`dengine.cli_serve`, which the command uses so
+    """Add the ``serve`` subcommand (see :mod:`dengine.cli.serve`, which the command uses so
     that importing it does not load the node)."""
-    from dengine.cli_serve import add_serve_parser as add
+    from dengine.cli.serve import add_serve_parser as add
 
     return add(subparsers)
 
@@ -35,6 +36,10 @@ def run_serve(args: argparse.Namespace) -> int:
     from dengine.observability.logging import configure_logging
 
     config = load_config_from_args(args)
+    check_listen_addr(config.cluster.listen_addr)  # before the data directory is touched
+    # gRPC's C++ core logs to stderr on its own (e.g. a failed bind); the errors that matter
+    # reach us as exceptions. GRPC_VERBOSITY=debug (set by the user) still shows everything.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     obs = config.observability
     configure_logging(obs.log_level, obs.log_format)
     try:
@@ -43,6 +48,30 @@ def run_serve(args: argparse.Namespace) -> int:
         return uvloop.run(serve(config))
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return 130
+
+
+def check_listen_addr(addr: str) -> None:
+    """Refuse an address this machine cannot listen on now (in use, not local), naming it."""
+    import socket
+
+    from dengine.errors import ConfigError
+
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except (OSError, ValueError) as e:
+        raise ConfigError("cluster.listen_addr", addr, f"a local host:port ({e})") from e
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(sockaddr)
+        except OSError as e:
+            raise ConfigError("cluster.listen_addr", addr,
+                              f"an address free to listen on, but it is not ({e.strerror}; "
+                              "is another node running there?); nothing was written") from e
 
 
 async def serve(config: Any) -> int:
@@ -84,7 +113,7 @@ async def join_cluster(node: Any, endpoint: str, log: Any, attempts: int = 0) ->
     import grpc
 
     from dengine.errors import NotLeader
-    from dengine.transport.status import from_proto
+    from dengine.transport.status import from_proto, from_rpc_error
     from dengine.v1 import client_pb2, client_pb2_grpc
 
     target, delay, n = endpoint, 0.1, 0
@@ -104,8 +133,15 @@ async def join_cluster(node: Any, endpoint: str, log: Any, attempts: int = 0) ->
                 continue
             log.info("join not done yet; retrying", via=target, reason=str(err))
         except grpc.aio.AioRpcError as e:
-            log.info("join: member unreachable; retrying", via=target, reason=e.code().name)
-            target = endpoint
+            refused = from_rpc_error(e)  # a unary call's error comes as its status
+            if isinstance(refused, NotLeader) and refused.leader_addr:
+                target = refused.leader_addr
+                continue
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                log.info("join: member unreachable; retrying", via=target, reason=e.code().name)
+                target = endpoint
+            else:
+                log.info("join not done yet; retrying", via=target, reason=str(refused))
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)
 

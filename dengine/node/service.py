@@ -9,7 +9,9 @@ becomes the response's ``error`` field (``dengine.transport.status.to_proto``): 
 answers writes and linearizable or lease reads with NOT_LEADER plus the leader's id and address;
 a command over ``raft.max_msg_bytes`` is PAYLOAD_TOO_LARGE; a malformed request is
 INVALID_ARGUMENT; an unexpected exception is INTERNAL, logged, and never takes the node down.
-A scan without a limit returns at most ``DEFAULT_SCAN_LIMIT`` keys and a continuation.
+A scan without a limit returns at most ``DEFAULT_SCAN_LIMIT`` keys and a continuation. A unary
+RPC whose response carries an error ends with the matching gRPC status instead (see
+:mod:`dengine.transport.status`); the ``Batch`` stream keeps errors per request.
 
 ``Batch`` is a bidirectional stream: each ``ClientRequestBatch`` carries many requests; each is
 handled concurrently and the answers go back as they complete, whatever is ready at the moment
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from dengine._core import codec
 from dengine.errors import DengineError, InvalidArgument, PayloadTooLarge
 from dengine.observability.tracing import request_tracing
-from dengine.transport.status import to_proto
+from dengine.transport.status import status_of_error, to_proto
 from dengine.transport.strict import add_strict
 from dengine.v1 import client_pb2, client_pb2_grpc
 
@@ -102,7 +104,7 @@ class RequestHandler:
     async def _write(self, cmd: bytes) -> Any:
         limit = self.node.max_command_bytes
         if len(cmd) > limit:
-            raise PayloadTooLarge(len(cmd), limit, "request")
+            raise PayloadTooLarge(len(cmd), limit, "request", "raft.max_msg_bytes")
         return await self.node.propose(cmd)
 
     # -- Kv -------------------------------------------------------------------------------
@@ -232,7 +234,11 @@ BATCH_OPS: dict[str, tuple[str, type]] = {
 
 def _unary(name: str, response_cls: type) -> Callable:
     async def method(self: Any, request: Any, context: Any) -> Any:
-        return await self.handler.call(name, request, response_cls)
+        resp = await self.handler.call(name, request, response_cls)
+        if resp.error.code:  # a unary call fails with a gRPC status, not an OK with an error
+            code, details, trailing = status_of_error(resp.error)
+            await context.abort(code, details, trailing_metadata=trailing)
+        return resp
 
     method.__name__ = name
     return method

@@ -88,8 +88,7 @@ class RocksLogStore(IndexedLog):
             created=created,
             first_index=self.first_index(),
             last_index=self.last_index(),
-            sync=sync,
-            **({} if sync else {"warning": "sync is off: writes are durable only after sync()"}),
+            sync_each_write=sync,  # else the node calls sync() (storage.sync) per batch
         )
         if cluster_id is not None and node_id is not None:
             self.bind_identity(cluster_id, node_id)

@@ -4,11 +4,14 @@ Theory of operation
 -------------------
 A server answers a failed request in one of two ways, and both carry the same information:
 
-* in the response body, as a ``dengine.v1.Error`` (code, message, leader hint) — what the unary
-  KV calls and the batched stream use, so one failed request in a batch fails only itself;
-* as a gRPC status (code + details), with the same ``Error`` serialized into the trailing
-  metadata key :data:`ERROR_METADATA_KEY`, so a generic gRPC client sees a sensible status code
-  and a dengine client recovers the exact error, leader hint included.
+* in the ``Batch`` stream, in the response body, as a ``dengine.v1.Error`` (code, message, leader
+  hint), so one failed request in a batch fails only itself;
+* on every unary call (Kv and Cluster), as a gRPC status (code + details) with trailing
+  metadata: the same ``Error`` serialized under :data:`ERROR_METADATA_KEY`, a
+  ``google.rpc.Status`` with an ``ErrorInfo`` detail under ``grpc-status-details-bin``, and for
+  NOT_LEADER the leader's id and address as text (:data:`LEADER_ID_KEY`,
+  :data:`LEADER_ADDR_KEY`). So a generic gRPC client, which checks status codes, never takes a
+  refused request for a success, and a dengine client recovers the exact error.
 
 :func:`to_proto` / :func:`from_proto` convert an exception to and from the ``Error`` message;
 :func:`grpc_status` gives the status code, details and trailing metadata for an exception;
@@ -34,12 +37,24 @@ __all__ = [
     "from_proto",
     "grpc_code",
     "grpc_status",
+    "status_of_error",
+    "LEADER_ID_KEY",
+    "LEADER_ADDR_KEY",
+    "RICH_STATUS_KEY",
+    "ERROR_DOMAIN",
     "from_rpc_error",
     "abort",
 ]
 
 #: Trailing-metadata key holding a serialized ``dengine.v1.Error`` (binary: ends in ``-bin``).
 ERROR_METADATA_KEY = "dengine-error-bin"
+#: Trailing-metadata keys of a NOT_LEADER status: the leader's node id and address, as text.
+LEADER_ID_KEY = "dengine-leader-id"
+LEADER_ADDR_KEY = "dengine-leader-addr"
+#: The standard key of a serialized ``google.rpc.Status`` (gRPC's "richer error model").
+RICH_STATUS_KEY = "grpc-status-details-bin"
+#: ``google.rpc.ErrorInfo.domain`` of dengine's errors; ``reason`` is the ``ErrorCode`` name.
+ERROR_DOMAIN = "dengine.v1"
 
 ErrorCode = client_pb2.ErrorCode
 
@@ -102,7 +117,9 @@ _MISMATCH_HIDDEN = re.compile(r"^(.*?) mismatch: got (.*), which is not this clu
 _SESSION = re.compile(r"request (\d+) of client (\d+) ")
 _DENIED = re.compile(r"^permission denied: (.*) needs role (\S+); '(.*)' has role (\S+)$", re.S)
 _UNAUTH = re.compile(r"^unauthenticated: (.*); present a client certificate", re.S)
-_OUR_TOO_LARGE = re.compile(r"^(.*) of (\d+) bytes exceeds the limit of (\d+) bytes$", re.S)
+_OUR_TOO_LARGE = re.compile(
+    r"^(.*) of (\d+) bytes exceeds the limit of (\d+) bytes(?:; raise (\S+) to allow more)?$", re.S
+)
 _TIMEOUT = re.compile(r"^(.*) did not finish(?: within (\S+)s)?; retry, or raise the deadline$", re.S)
 _SERVER = re.compile(r"^server error ([A-Z0-9_]+): (.*)$", re.S)
 
@@ -148,10 +165,11 @@ def _from_code(code: int, msg: str) -> E.DengineError:
     if code == client_pb2.PAYLOAD_TOO_LARGE:
         m = _OUR_TOO_LARGE.match(msg)
         if m:
-            return E.PayloadTooLarge(int(m[2]), int(m[3]), m[1])
+            return E.PayloadTooLarge(int(m[2]), int(m[3]), m[1], m[4] or "")
         m = _TOO_LARGE.search(msg)
         nums = [int(g) for g in m.groups() if g is not None] if m else [0, 0]
-        return E.PayloadTooLarge(nums[0], nums[1], "request")
+        # gRPC's own message-size check: the server's network.max_message_bytes
+        return E.PayloadTooLarge(nums[0], nums[1], "request", "network.max_message_bytes")
     if code == client_pb2.CLUSTER_MISMATCH:
         m = _MISMATCH.match(msg)
         if m:
@@ -212,10 +230,73 @@ def grpc_code(exc: BaseException) -> grpc.StatusCode:
 
 def grpc_status(
     exc: BaseException,
-) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
+) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str | bytes], ...]]:
     """Status code, details and trailing metadata (with the serialized Error) for ``exc``."""
-    err = to_proto(exc)
-    return _GRPC_OF[err.code], err.message, ((ERROR_METADATA_KEY, err.SerializeToString()),)
+    return status_of_error(to_proto(exc))
+
+
+def status_of_error(
+    err: client_pb2.Error,
+) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str | bytes], ...]]:
+    """Status code, details and trailing metadata for an ``Error`` message: the serialized
+    ``Error`` (:data:`ERROR_METADATA_KEY`), a ``google.rpc.Status`` with an ``ErrorInfo``
+    detail (``grpc-status-details-bin``, what gRPC's rich-error helpers read in every language),
+    and for NOT_LEADER the hint as plain text keys :data:`LEADER_ID_KEY` / :data:`LEADER_ADDR_KEY`.
+    """
+    code = _GRPC_OF.get(err.code, grpc.StatusCode.INTERNAL)
+    trailing: list[tuple[str, str | bytes]] = [(ERROR_METADATA_KEY, err.SerializeToString())]
+    if err.code == client_pb2.NOT_LEADER:
+        if err.leader_id:
+            trailing.append((LEADER_ID_KEY, str(err.leader_id)))
+        if err.leader_addr:
+            trailing.append((LEADER_ADDR_KEY, err.leader_addr))
+    rich = _rich_status(code, err)
+    if rich is not None:
+        trailing.append((RICH_STATUS_KEY, rich))
+    return code, err.message, tuple(trailing)
+
+
+def _rich_status(code: grpc.StatusCode, err: client_pb2.Error) -> bytes | None:
+    """A serialized ``google.rpc.Status`` with one ``google.rpc.ErrorInfo`` detail."""
+    try:
+        from google.protobuf import any_pb2
+        from google.rpc import error_details_pb2, status_pb2
+    except ImportError:  # pragma: no cover - googleapis-common-protos is a dependency
+        return None
+    name = client_pb2.ErrorCode.Name(err.code) if err.code in client_pb2.ErrorCode.values() \
+        else str(err.code)
+    info = error_details_pb2.ErrorInfo(reason=name, domain=ERROR_DOMAIN)
+    if err.leader_id:
+        info.metadata["leader_id"] = str(err.leader_id)
+    if err.leader_addr:
+        info.metadata["leader_addr"] = err.leader_addr
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    return status_pb2.Status(code=code.value[0], message=err.message,
+                             details=[detail]).SerializeToString()
+
+
+def _error_from_rich(trailing: Sequence) -> client_pb2.Error | None:
+    """The ``Error`` a ``google.rpc.Status`` detail stands for (a server that sends only that)."""
+    for key, value in trailing:
+        if key != RICH_STATUS_KEY or not isinstance(value, bytes):
+            continue
+        try:
+            from google.rpc import error_details_pb2, status_pb2
+
+            st = status_pb2.Status.FromString(value)
+            for detail in st.details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info) and info.domain == ERROR_DOMAIN:
+                    code = client_pb2.ErrorCode.Value(info.reason)
+                    leader = info.metadata.get("leader_id", "0")
+                    return client_pb2.Error(
+                        code=code, message=st.message,
+                        leader_id=int(leader) if leader.isdigit() else 0,
+                        leader_addr=info.metadata.get("leader_addr", ""))
+        except Exception:  # noqa: BLE001 - a garbled detail falls back to the status code
+            return None
+    return None
 
 
 def from_rpc_error(exc: grpc.RpcError) -> E.DengineError:
@@ -235,6 +316,9 @@ def from_rpc_error(exc: grpc.RpcError) -> E.DengineError:
             found = from_proto(err)
             if found is not None:
                 return found
+    rich = _error_from_rich(trailing)
+    if rich is not None and rich.code != client_pb2.OK:
+        return from_proto(rich)  # type: ignore[return-value]
     mapped = _CODE_OF_GRPC.get(code)
     if mapped is None:
         return E.ServerError(code.name if code else "UNKNOWN", details)

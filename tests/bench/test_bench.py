@@ -209,7 +209,7 @@ def test_bench_embedded_end_to_end(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "dengine", "bench", "--embedded", "--ops", "40", "--warmup", "0",
          "--key-space", "20", "-w", "write-concurrent,read-lease", "--no-progress",
-         "--json", str(out), "--data-dir", str(tmp_path / "c")],
+         "--json", str(out), "--work-dir", str(tmp_path / "c")],
         env=_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out.read_text())["results"]
@@ -230,7 +230,7 @@ def test_bench_rejects_unknown_workload(tmp_path: Path) -> None:
 def test_etcd_target_against_a_real_member(tmp_path: Path) -> None:
     from dengine.bench.etcd_cluster import EtcdCluster
     from dengine.bench.targets import EtcdTarget
-    from dengine.cli_cluster import free_ports
+    from dengine.local.cluster import free_ports
 
     ec = EtcdCluster(tmp_path / "etcd", free_ports(2), n=1)
     ec.start()
@@ -258,7 +258,7 @@ def test_etcd_target_against_a_real_member(tmp_path: Path) -> None:
 def test_etcd_go_target_against_a_real_member(tmp_path: Path) -> None:
     from dengine.bench import etcd_go
     from dengine.bench.etcd_cluster import EtcdCluster
-    from dengine.cli_cluster import free_ports
+    from dengine.local.cluster import free_ports
 
     why = etcd_go.etcd_go_unavailable()
     if why is not None:
@@ -290,7 +290,7 @@ def test_etcd_target_over_tls_with_client_certificates(tmp_path: Path) -> None:
     with a client certificate of `dengine certs init` (and refused without one)."""
     from dengine.bench.etcd_cluster import EtcdCluster
     from dengine.bench.targets import EtcdTarget
-    from dengine.cli_cluster import free_ports
+    from dengine.local.cluster import free_ports
     from dengine.security.certs import init_certs
 
     certs = init_certs(tmp_path / "certs", 1)

@@ -103,3 +103,38 @@ def cli_main(tmp_path, monkeypatch, capfd) -> Callable[..., subprocess.Completed
         return subprocess.CompletedProcess(["dengine", *args], code, out, err)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def one_node(tmp_path_factory) -> Callable[..., subprocess.CompletedProcess]:
+    """A one-node ``cluster up`` in a directory of its own, kept for the module; returns
+    ``run(*args, input=None)``: a ``dengine`` command in that directory (finds ``./data``)."""
+    import signal
+    import time
+
+    root = tmp_path_factory.mktemp("one-node")
+    env = cli_env(root)
+    log = open(root / "up.out", "w")  # noqa: SIM115 - handed to the child
+    up = subprocess.Popen([sys.executable, "-m", "dengine", "cluster", "up", "--nodes", "1"],
+                          stdout=log, stderr=subprocess.STDOUT, cwd=str(root), env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while "the cluster is running" not in (root / "up.out").read_text():
+            assert up.poll() is None and time.monotonic() < deadline, (root / "up.out").read_text()
+            time.sleep(0.05)
+
+        def run(*args: str, input: bytes | None = None, **extra: str
+                ) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "dengine", *args], input=input,
+                                  capture_output=True, env=cli_env(root, **extra),
+                                  cwd=str(root), timeout=60)
+
+        yield run
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(30)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            up.wait(10)
+        log.close()

@@ -4,8 +4,8 @@ One scenario, in order (each step needs the state the last one left):
 
 1. ``cluster up --data-dir data`` starts three real node processes and records them;
 2. a second ``cluster up`` on the same directory is refused; put, get, scan, delete, status,
-   transfer-leader, member list/add/promote/remove, run from another directory (the endpoints
-   are found through the record of the most recent ``cluster up``): some as separate
+   transfer-leader, member list/add/promote/remove, run in the directory of ``./data`` or from
+   another one with ``--data-dir`` or ``DENGINE_ENDPOINTS``: some as separate
    ``dengine`` processes, most in this process through ``dengine.cli.main`` (the same code,
    without a second of interpreter start-up each); a missing key and an unknown member id
    fail with one line and their exit codes;
@@ -121,16 +121,23 @@ def test_cluster_up_serves_every_command_and_stops_cleanly(
     assert record["endpoints"] == addresses
 
     def run(*args: str, **kw):
-        """As a user would: a new process, started in another directory."""
-        return dengine(*args, cwd=elsewhere, **kw)
+        """As a user would: a new process, started where ``cluster up`` was."""
+        return dengine(*args, cwd=home, **kw)
 
     def quick(*args: str):
         """The same command in this process: most steps, to keep the test fast."""
         return cli_main(*args)
 
     monkeypatch.chdir(elsewhere)
-
     one_error_line(quick("cluster", "up", "--data-dir", str(home / "data")), 1, "already running")
+    # Elsewhere there is no ./data: the command says how to point at a cluster.
+    one_error_line(quick("get", "greeting"), 3, "no cluster to talk to", "--endpoints")
+    out = dengine("put", "greeting", "hello", cwd=elsewhere,
+                  DENGINE_ENDPOINTS=",".join(f"http://{a}" for a in addresses))
+    assert out.returncode == 0 and out.stdout.startswith("OK (revision"), out
+    out = quick("get", "greeting", "--data-dir", str(home / "data"))
+    assert (out.returncode, out.stdout) == (0, "hello\n"), out
+    monkeypatch.chdir(home)
 
     out = run("put", "greeting", "hello")
     assert out.returncode == 0 and out.stdout.startswith("OK (revision"), out

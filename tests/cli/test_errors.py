@@ -47,7 +47,7 @@ def test_serve_refuses_a_bad_config_file(dengine, tmp_path, one_error_line):
 
 
 def test_cluster_up_refuses_an_edited_node_file_that_is_wrong(dengine, tmp_path, one_error_line):
-    from dengine.cli_cluster import LocalCluster
+    from dengine.local.cluster import LocalCluster
 
     lc = LocalCluster.create(tmp_path / "d", 3, ports=[_free_port() for _ in range(3)])
     with open(lc.nodes[2].config_path, "a") as fh:
@@ -64,10 +64,43 @@ def test_unreachable_endpoint(dengine, cli_main, one_error_line):
     one_error_line(out, 5, "cannot reach the cluster")
 
 
-def test_default_endpoint_without_a_recorded_cluster(cli_main, one_error_line):
+def test_no_cluster_to_talk_to_says_how_to_point_at_one(cli_main, one_error_line):
     out = cli_main("put", "k", "v", "--timeout", "1", "--data-dir", "nowhere")
-    one_error_line(out, 3, "no local cluster recorded in")
+    one_error_line(out, 3, "no cluster to talk to", "--data-dir nowhere", "--endpoints",
+                   "DENGINE_ENDPOINTS")
+    one_error_line(cli_main("get", "k"), 3, "./data")
 
 
 def test_bad_endpoint_syntax(cli_main, one_error_line):
     one_error_line(cli_main("get", "k", "--endpoints", "localhost"), 2, "not host:port")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["cluster", "up", "--base-port", "70000"], "a port is 1 to 65535"),
+    (["cluster", "up", "--base-port", "65535"], "at most 65533"),
+    (["cluster", "up", "--nodes", "0"], "at least 1"),
+    (["cluster", "up", "--stop-timeout", "-1"], "positive number of seconds"),
+    (["demo", "--keys", "x"], "not a whole number"),
+    (["scan", "--limit", "-1"], "0 (no limit) or more"),
+    (["get", "k", "--timeout", "-1"], "positive number of seconds"),
+    (["bench", "--warmup", "-1", "--endpoints", "h:1"], "--warmup must be 0 or more"),
+])
+def test_numeric_flags_are_validated(dengine, tmp_path, args, fragment):
+    out = dengine(*args, "--data-dir", str(tmp_path / "d")) if args[0] == "cluster" else \
+        dengine(*args)
+    assert out.returncode == 2, out
+    assert fragment in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_serve_on_a_busy_port_writes_nothing_and_says_so_in_one_line(dengine, tmp_path,
+                                                                     one_error_line):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        addr = f"127.0.0.1:{s.getsockname()[1]}"
+        out = dengine("serve", "--cluster.node-id", "1", "--cluster.listen-addr", addr,
+                      "--cluster.initial-members", f"1={addr}",
+                      "--cluster.data-dir", str(tmp_path / "node"))
+    one_error_line(out, 3, "cluster.listen_addr", addr, "in use")
+    assert not (tmp_path / "node").exists()

@@ -13,15 +13,7 @@ import tomllib
 
 import pytest
 
-from dengine.cli_cluster import (
-    LocalCluster,
-    NodeProc,
-    dump_toml,
-    pick_ports,
-    pointer_path,
-    port_is_free,
-)
-from dengine.cli_errors import CliError, KeyNotFound, exit_code, one_line
+from dengine.cli.errors import CliError, KeyNotFound, exit_code, one_line
 from dengine.config import build_config
 from dengine.errors import (
     ConfChangeError,
@@ -31,6 +23,13 @@ from dengine.errors import (
     NotLeader,
     OperationTimeout,
     Unavailable,
+)
+from dengine.local.cluster import (
+    LocalCluster,
+    NodeProc,
+    dump_toml,
+    pick_ports,
+    port_is_free,
 )
 
 
@@ -138,7 +137,7 @@ def test_ports_in_use_are_not_picked():
 
 
 def _endpoints(args: list[str]) -> tuple[list[str], str]:
-    from dengine.cli_client import resolve_endpoints
+    from dengine.cli.client import resolve_endpoints
 
     p = argparse.ArgumentParser()
     p.add_argument("--endpoints")
@@ -148,25 +147,25 @@ def _endpoints(args: list[str]) -> tuple[list[str], str]:
 
 def test_endpoints_are_found_in_the_documented_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.delenv("DENGINE_ENDPOINTS", raising=False)
-    assert _endpoints([]) == (["127.0.0.1:7001"], "the default endpoint")
+    with pytest.raises(CliError, match="no cluster to talk to.*--endpoints") as e:
+        _endpoints([])  # no default address: a cluster elsewhere is never guessed
+    assert e.value.code == 3
 
-    recent = LocalCluster.create(tmp_path / "recent", 1, ports=[7301])
-    recent.write_pointer()
-    assert pointer_path() == tmp_path / "state" / "dengine" / "local-cluster"
-    assert _endpoints([])[0] == ["127.0.0.1:7301"]
-
-    LocalCluster.create(tmp_path / "dengine-data", 1, ports=[7201])  # ./dengine-data wins
-    assert _endpoints([])[0] == ["127.0.0.1:7201"]
+    LocalCluster.create(tmp_path / "data", 1, ports=[7201])  # ./data, as the README uses
+    found = _endpoints([])
+    assert found[0] == ["127.0.0.1:7201"] and found[1].endswith("data/cluster.json")
     LocalCluster.create(tmp_path / "other", 2, ports=[7401, 7402])
     assert _endpoints(["--data-dir", "other"])[0] == ["127.0.0.1:7401", "127.0.0.1:7402"]
     monkeypatch.setenv("DENGINE_ENDPOINTS", "h:1,h:2")
     assert _endpoints(["--data-dir", "other"]) == (["h:1", "h:2"], "DENGINE_ENDPOINTS")
     assert _endpoints(["--endpoints", "a:9"]) == (["a:9"], "--endpoints")
-    with pytest.raises(CliError) as e:
-        _endpoints(["--endpoints", "a:b"])
-    assert e.value.code == 2
+    assert _endpoints(["--endpoints", "http://a:9, https://b:8/,grpc://[::1]:7"]) == (
+        ["a:9", "b:8", "[::1]:7"], "--endpoints")
+    for bad in ("a:b", "a", "a:0", "a:65536", "http://", "::1:7", "a/b:1"):
+        with pytest.raises(CliError) as e:
+            _endpoints(["--endpoints", bad])
+        assert e.value.code == 2, bad
 
 
 def _stubborn(tmp_path, ignore_term: bool) -> NodeProc:
@@ -196,3 +195,10 @@ def test_a_second_interrupt_skips_the_grace_period(tmp_path):
     lc = LocalCluster(tmp_path, {1: stubborn}, "c")
     codes = lc.stop(grace_s=600, hurry=lambda: True)
     assert codes == {1: -signal.SIGKILL}
+
+
+def test_damaged_data_is_never_advised_away():
+    from dengine.errors import Corruption
+
+    text = str(Corruption("/d/wal/0001.log", 12, "bad checksum"))
+    assert "remove" not in text and "delete" not in text and "keep the directory" in text

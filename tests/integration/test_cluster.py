@@ -10,6 +10,7 @@ import pytest
 
 from dengine import errors as E
 from dengine.client import Client, Consistency, Put
+from dengine.transport import status as S
 from dengine.v1 import client_pb2 as pb
 from dengine.v1 import client_pb2_grpc as pbg
 
@@ -51,9 +52,12 @@ def test_a_write_sent_to_a_follower_is_redirected(shared_cluster, run):
         follower = next(n for n in lc.nodes.values() if n.id != leader.id)
         # a raw unary call to the follower: NOT_LEADER with the leader's id and address
         async with grpc.aio.insecure_channel(follower.address) as ch:
-            resp = await pbg.KvStub(ch).Put(pb.PutRequest(key=b"r", value=b"raw"), timeout=5)
-        assert resp.error.code == pb.NOT_LEADER
-        assert (resp.error.leader_id, resp.error.leader_addr) == (leader.id, leader.address)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await pbg.KvStub(ch).Put(pb.PutRequest(key=b"r", value=b"raw"), timeout=5)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        err = S.from_rpc_error(info.value)
+        assert isinstance(err, E.NotLeader)
+        assert (err.leader_id, err.leader_addr) == (leader.id, leader.address)
         # the client, given only the follower, ends up at the leader
         async with Client([follower.address], timeout=10) as c:
             c._leader = follower.address  # as if discovery had been fooled: force a redirect

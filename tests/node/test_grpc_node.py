@@ -9,6 +9,7 @@ import grpc
 import structlog
 
 from dengine.node.serve import join_cluster
+from dengine.transport import status
 from dengine.v1 import client_pb2 as pb
 from dengine.v1 import client_pb2_grpc as pbg
 
@@ -16,6 +17,14 @@ from dengine.v1 import client_pb2_grpc as pbg
 async def _stubs(address: str):
     ch = grpc.aio.insecure_channel(address)
     return ch, pbg.KvStub(ch), pbg.ClusterStub(ch)
+
+
+async def _refused(call) -> grpc.aio.AioRpcError:
+    try:
+        resp = await call
+    except grpc.aio.AioRpcError as e:
+        return e
+    raise AssertionError(f"the call succeeded: {resp}")
 
 
 def test_client_api_over_grpc(run, cluster_factory):
@@ -34,15 +43,18 @@ def test_client_api_over_grpc(run, cluster_factory):
             got = await kv.Get(pb.GetRequest(key=b"a", consistency=pb.LEASE))
             assert got.found and got.kv.value == b"1"
 
-            refused = await fkv.Put(pb.PutRequest(key=b"a", value=b"2"))
-            assert refused.error.code == pb.NOT_LEADER
-            assert (refused.error.leader_id, refused.error.leader_addr) == (leader.node_id,
-                                                                            leader.address)
-            refused = await fkv.Get(pb.GetRequest(key=b"a"))
-            assert refused.error.code == pb.NOT_LEADER
+            # A unary call's error is its gRPC status; the hint is in the trailing metadata.
+            refused = await _refused(fkv.Put(pb.PutRequest(key=b"a", value=b"2")))
+            assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+            trailing = dict(refused.trailing_metadata())
+            assert (trailing["dengine-leader-id"], trailing["dengine-leader-addr"]) == (
+                str(leader.node_id), leader.address)
+            err = status.from_rpc_error(refused)
+            assert (err.leader_id, err.leader_addr) == (leader.node_id, leader.address)
 
-            big = await kv.Put(pb.PutRequest(key=b"big", value=b"x" * (300 * 1024)))
-            assert big.error.code == pb.PAYLOAD_TOO_LARGE
+            big = await _refused(kv.Put(pb.PutRequest(key=b"big", value=b"x" * (300 * 1024))))
+            assert big.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "raft.max_msg_bytes" in big.details()
 
             st = await cluster.Status(pb.StatusRequest())
             assert st.role == "leader" and st.leader_id == leader.node_id

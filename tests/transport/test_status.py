@@ -232,3 +232,56 @@ def test_a_round_trip_over_a_real_call_keeps_the_message(run):
         assert str(invalid).count(advice) == 1
 
     run(body)
+
+
+def test_payload_too_large_keeps_the_setting_to_raise():
+    exc = E.PayloadTooLarge(2_000_000, 1_048_576, "request", "raft.max_msg_bytes")
+    back = status.from_proto(status.to_proto(exc))
+    assert isinstance(back, E.PayloadTooLarge) and back.setting == "raft.max_msg_bytes"
+    assert str(back) == str(exc) and "raise raft.max_msg_bytes" in str(back)
+
+
+class _Failed(grpc.RpcError):
+    """A failed call as grpc hands it over: code, details, trailing metadata."""
+
+    def __init__(self, code, details, trailing):
+        self._c, self._d, self._t = code, details, trailing
+
+    def code(self):
+        return self._c
+
+    def details(self):
+        return self._d
+
+    def trailing_metadata(self):
+        return self._t
+
+
+def test_a_unary_status_carries_a_google_rpc_error_detail():
+    from google.rpc import error_details_pb2, status_pb2
+
+    code, details, trailing = status.status_of_error(
+        status.to_proto(E.NotLeader(2, "10.0.0.2:7001")))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "not the leader" in details
+    meta = dict(trailing)
+    assert (meta["dengine-leader-id"], meta["dengine-leader-addr"]) == ("2", "10.0.0.2:7001")
+    rich = status_pb2.Status.FromString(meta["grpc-status-details-bin"])
+    assert rich.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    info = error_details_pb2.ErrorInfo()
+    assert rich.details[0].Unpack(info)
+    assert (info.reason, info.domain) == ("NOT_LEADER", "dengine.v1")
+    assert dict(info.metadata) == {"leader_id": "2", "leader_addr": "10.0.0.2:7001"}
+    # A client that reads only the standard detail (no dengine-error-bin) gets the same error.
+    only_rich = [(k, v) for k, v in trailing if k == "grpc-status-details-bin"]
+    err = status.from_rpc_error(_Failed(code, details, only_rich))
+    assert isinstance(err, E.NotLeader) and (err.leader_id, err.leader_addr) == (2, "10.0.0.2:7001")
+
+
+@pytest.mark.parametrize("exc", [E.PayloadTooLarge(9, 8, "request", "raft.max_msg_bytes"),
+                                 E.InvalidArgument("the key is empty"),
+                                 E.Unavailable("no quorum")])
+def test_every_unary_error_round_trips_through_its_status(exc):
+    code, details, trailing = status.status_of_error(status.to_proto(exc))
+    assert code == status.grpc_code(exc) and code != grpc.StatusCode.OK
+    back = status.from_rpc_error(_Failed(code, details, trailing))
+    assert type(back) is type(exc) and str(back) == str(exc)

@@ -11,7 +11,7 @@ from dengine.errors import DengineError
 
 def build_parser() -> argparse.ArgumentParser:
     from dengine._version import __version__
-    from dengine.cli_errors import EXIT_CODES_HELP
+    from dengine.cli.errors import EXIT_CODES_HELP
 
     parser = argparse.ArgumentParser(
         prog="dengine", description="dengine: a Raft consensus engine for Python.",
@@ -24,14 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.set_defaults(func=None, _version=__version__)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    from dengine.cli_serve import add_serve_parser
+    from dengine.cli.serve import add_serve_parser
 
     add_serve_parser(sub)
-    from dengine import cli_client, cli_local
+    from dengine.cli import client as cli_client
+    from dengine.cli import cluster as cli_cluster
 
-    cli_local.register(sub)
+    cli_cluster.register(sub)
     cli_client.register(sub)
-    from dengine import cli_security
+    from dengine.cli import security as cli_security
 
     cli_security.register(sub)
     from dengine.bench import cli as cli_bench
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return int(args.func(args) or 0)
     except DengineError as e:
-        from dengine.cli_errors import exit_code
+        from dengine.cli.errors import exit_code
 
         print(f"dengine: error: {e}", file=sys.stderr)
         return exit_code(e)

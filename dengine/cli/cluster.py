@@ -1,12 +1,12 @@
 """``dengine cluster up`` and ``dengine demo``: real node processes on this machine.
 
-``cluster up`` supervises a local cluster (see :mod:`dengine.cli_cluster` for its directory):
+``cluster up`` supervises a local cluster (see :mod:`dengine.local.cluster` for its directory):
 it starts one ``dengine serve`` process per node, prints where each listens, waits for a
 leader, and then watches the nodes until SIGINT (Ctrl-C), SIGTERM or SIGHUP, when it stops them:
 SIGTERM to each, a grace period, SIGKILL to stragglers. A second Ctrl-C skips the grace period.
 Signals only set a flag; the supervisor's loop notices it, so a stop is never cut short.
 
-``demo`` (:mod:`dengine.cli_demo`) runs a scripted failover on a temporary cluster.
+``demo`` (:mod:`dengine.cli.demo`) runs a scripted failover on a temporary cluster.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dengine.cli_cluster import DEFAULT_DATA_DIR, STATE_FILE, LocalCluster, pick_ports, read_toml
-from dengine.cli_errors import EXIT_CODES_HELP, FAILED, OK, USAGE, CliError, report
+from dengine.cli.cluster_ops import adopt_restarts
+from dengine.cli.endpoints import port_number, positive_int, seconds
+from dengine.cli.errors import EXIT_CODES_HELP, FAILED, OK, USAGE, CliError, report
 from dengine.errors import DengineError
+from dengine.local.cluster import DEFAULT_DATA_DIR, STATE_FILE, LocalCluster, pick_ports, read_toml
 
 __all__ = ["register", "run_cluster_up"]
 
@@ -46,11 +48,11 @@ def register(subparsers: Any) -> None:
             "endpoints. Running it again on the same DIR reuses the data, the ports and the "
             "config files."),
         epilog=EXIT_CODES_HELP, formatter_class=fmt)
-    up.add_argument("--nodes", type=int, default=None, metavar="N",
+    up.add_argument("--nodes", type=positive_int, default=None, metavar="N",
                     help="number of nodes of a new cluster (default: 3)")
     up.add_argument("--data-dir", default=DEFAULT_DATA_DIR, metavar="DIR",
                     help=f"directory of the cluster (default: ./{DEFAULT_DATA_DIR})")
-    up.add_argument("--base-port", type=int, default=None, metavar="PORT",
+    up.add_argument("--base-port", type=port_number, default=None, metavar="PORT",
                     help="ports PORT, PORT+1, ... for a new cluster (default: 7001... when "
                          "free, else ports the system picks)")
     up.add_argument("--config", default=None, metavar="PATH",
@@ -59,13 +61,19 @@ def register(subparsers: Any) -> None:
     up.add_argument("--tls", action="store_true",
                     help="a new cluster speaks only TLS: certificates are made in DIR/certs "
                          "(mutual TLS between nodes; client commands use DIR/certs/client.pem)")
-    up.add_argument("--stop-timeout", type=float, default=10.0, metavar="SECONDS",
+    up.add_argument("--stop-timeout", type=seconds, default=10.0, metavar="SECONDS",
                     help="how long a node may take to stop before it is killed (default: 10)")
-    up.add_argument("--leader-timeout", type=float, default=30.0, metavar="SECONDS",
+    up.add_argument("--leader-timeout", type=seconds, default=30.0, metavar="SECONDS",
                     help=argparse.SUPPRESS)
+    up.add_argument("--detach", action="store_true",
+                    help="start the nodes in the background and return once a leader is "
+                         "elected; `dengine cluster down` stops them")
     up.set_defaults(func=run_cluster_up)
+    from dengine.cli.cluster_ops import register_ops
 
-    from dengine.cli_demo import add_demo_parser
+    register_ops(csub)
+
+    from dengine.cli.demo import add_demo_parser
 
     add_demo_parser(subparsers)
 
@@ -93,14 +101,21 @@ def _prepare(args: argparse.Namespace) -> LocalCluster:
         pid = lc.recorded_supervisor()
         if pid is not None:
             raise CliError(f"the cluster in {lc.root} is already running (dengine cluster up, "
-                           f"pid {pid}); stop it with Ctrl-C there, or `kill -INT {pid}`", FAILED)
+                           f"pid {pid}); stop it with Ctrl-C there, or `dengine cluster down "
+                           f"--data-dir {lc.root}`", FAILED)
+        live = [n for n in lc.nodes.values() if n.running]
+        if live:
+            raise CliError(f"the cluster in {lc.root} is already running (node(s) "
+                           f"{', '.join(f'{n.node_id} (pid {n.pid})' for n in live)}); see "
+                           f"`dengine cluster status --data-dir {lc.root}`, stop it with "
+                           f"`dengine cluster down --data-dir {lc.root}`", FAILED)
         lc.validate()
         busy = lc.busy_ports()
         if busy:
             node_id, addr = busy[0]
-            raise CliError(f"node {node_id}'s address {addr} is in use by another process; "
-                           f"stop it, or change the addresses in {lc.root}/{STATE_FILE} and "
-                           "the node files", FAILED)
+            raise CliError(f"node {node_id}'s address {addr} is in use by another process (a "
+                           f"`dengine serve` of that node?); stop it, or change the addresses "
+                           f"in {lc.root}/{STATE_FILE} and the node files", FAILED)
         _say(f"reusing the cluster in {lc.root} ({len(lc.nodes)} nodes, data kept)")
         return lc
     n = 3 if args.nodes is None else args.nodes
@@ -108,7 +123,7 @@ def _prepare(args: argparse.Namespace) -> LocalCluster:
         raise CliError(f"--nodes {n}: a cluster has 1 to 99 nodes (3 or 5 are usual)", USAGE)
     base = read_toml(args.config) if args.config else None
     if args.tls:
-        from dengine.cli_security import local_tls_layers
+        from dengine.cli.security import local_tls_layers
 
         base = dict(base or {})
         base["tls"] = {**base.get("tls", {}), **local_tls_layers(root, n)}
@@ -121,6 +136,10 @@ def _prepare(args: argparse.Namespace) -> LocalCluster:
 
 def run_cluster_up(args: argparse.Namespace) -> int:
     """Start, supervise and stop a local cluster; see the module docstring."""
+    if args.detach:
+        from dengine.cli.cluster_ops import run_detached
+
+        return run_detached(args, _prepare)
     signals = [0]
 
     def on_signal(_signum: int, _frame: Any) -> None:
@@ -134,14 +153,13 @@ def run_cluster_up(args: argparse.Namespace) -> int:
         lc = _prepare(args)
         lc.start()
         lc.save(supervisor_pid=os.getpid())
-        lc.write_pointer()
         for n in lc.nodes.values():
             _say(f"  node {n.node_id}  {n.address}  pid {n.pid}  log {n.log_path}")
         code = _supervise(lc, args, lambda: signals[0] > 0)
     except (DengineError, OSError) as e:
         code = report(e)
     finally:
-        if lc is not None and any(n.proc is not None for n in lc.nodes.values()):
+        if lc is not None and any(n.proc is not None or n.running for n in lc.nodes.values()):
             code = max(code, _stop(lc, args.stop_timeout, signals))
         for s, h in old.items():
             signal.signal(s, h)
@@ -154,23 +172,35 @@ def _supervise(lc: LocalCluster, args: argparse.Namespace, stopping: Any) -> int
     if lead is not None:
         _say(f"leader: node {lead.id} at {lead.address} (term {lead.term})")
         _say(f"endpoints: {','.join(lc.endpoints)}")
-        _say("try: dengine put hello world && dengine get hello   (from any directory)")
+        flag = _dir_flag(lc)
+        _say(f"try: dengine put hello world{flag} && dengine get hello{flag}")
     if not stopping():
         _say("the cluster is running; Ctrl-C stops it")
     code = OK
     reported: set[int] = set()
+    intended: set[int] = set()  # stopped by `cluster kill-node` or `restart-node`
     while not stopping():
         time.sleep(0.1)
         for n in lc.nodes.values():
-            if n.node_id not in reported and n.proc is not None and not n.running:
+            if n.node_id not in reported and n.pid is not None and not n.running:
                 reported.add(n.node_id)
+                if n.node_id in adopt_restarts(lc, reported, _say):
+                    intended.add(n.node_id)
+                    continue
                 code = FAILED
                 print(f"dengine: node {n.node_id} {n.exit_description()} (log: {n.log_path})",
                       file=sys.stderr, flush=True)
-        if len(reported) == len(lc.nodes):
+        if reported and int(time.monotonic() * 10) % 5 == 0:
+            intended = (intended | adopt_restarts(lc, reported, _say)) & reported
+        if len(reported) == len(lc.nodes) and not intended:
             print("dengine: error: every node has exited", file=sys.stderr, flush=True)
             break
     return code
+
+
+def _dir_flag(lc: LocalCluster) -> str:
+    """`` --data-dir DIR`` unless the cluster lives in ``./data``, where commands look."""
+    return "" if lc.root == Path(DEFAULT_DATA_DIR).resolve() else f" --data-dir {lc.root}"
 
 
 async def _leader(lc: LocalCluster, timeout: float, stopping: Any) -> Any:

@@ -17,9 +17,8 @@ config. Each node is a child process (``python -m dengine serve --config node.to
 session, so a Ctrl-C in the terminal reaches only the supervisor, which then stops the nodes in
 order: SIGTERM to each, a grace period, SIGKILL to stragglers, every child reaped.
 
-Client commands find the cluster through ``cluster.json`` (see :func:`recorded_endpoints`); the
-most recent ``cluster up`` also leaves a pointer to its directory in the user's state directory
-(``$XDG_STATE_HOME/dengine/local-cluster``), so ``dengine put`` works from any directory.
+Client commands find the cluster through ``cluster.json`` in their ``--data-dir`` (default
+``./data``; see :mod:`dengine.cli.endpoints`).
 """
 
 from __future__ import annotations
@@ -38,8 +37,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from dengine.cli_errors import CONFIG, FAILED, CliError
+from dengine.cli.errors import CONFIG, FAILED, USAGE, CliError
 from dengine.errors import ConfigError
+from dengine.local.pids import pid_runs, wait_gone
 
 __all__ = [
     "STATE_FILE",
@@ -50,12 +50,10 @@ __all__ = [
     "pick_ports",
     "free_ports",
     "port_is_free",
-    "recorded_endpoints",
-    "pointer_path",
 ]
 
 STATE_FILE = "cluster.json"
-DEFAULT_DATA_DIR = "dengine-data"
+DEFAULT_DATA_DIR = "data"
 DEFAULT_BASE_PORT = 7001
 HOST = "127.0.0.1"
 
@@ -95,12 +93,15 @@ def pick_ports(n: int, base: int | None = None) -> list[int]:
     """``base, base+1, ...`` when given (all must be free); otherwise the default ports
     7001... when they are all free, else ports the OS picks."""
     if base is not None:
+        if not 1 <= base or base + n - 1 > 65535:
+            raise CliError(
+                f"--base-port {base}: {n} node(s) need ports {base}..{base + n - 1}, but ports "
+                f"go from 1 to 65535; choose a base port of at most {65536 - n}", USAGE)
         ports = list(range(base, base + n))
         busy = [p for p in ports if not port_is_free(p)]
-        if busy or ports[-1] > 65535:
-            raise CliError(
-                f"port {busy[0] if busy else ports[-1]} is not available; "
-                "choose another --base-port", FAILED)
+        if busy:
+            raise CliError(f"port {busy[0]} is not available; choose another --base-port",
+                           FAILED)
         return ports
     ports = list(range(DEFAULT_BASE_PORT, DEFAULT_BASE_PORT + n))
     if all(port_is_free(p) for p in ports):
@@ -162,7 +163,7 @@ def _validate(path: Path) -> None:
 def _child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The children import the same dengine as this process, wherever it came from."""
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if root not in parts:
         env["PYTHONPATH"] = os.pathsep.join([root, *parts])
@@ -183,9 +184,9 @@ os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
 """
 
 
-def _node_command(config_path: Path) -> list[str]:
+def _node_command(config_path: Path, detached: bool = False) -> list[str]:
     cmd = ["-m", "dengine", "serve", "--config", str(config_path)]
-    if sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux") and not detached:
         return [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *cmd]
     return [sys.executable, *cmd]
 
@@ -200,8 +201,11 @@ class NodeProc:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.recorded_pid: int | None = None  # a node this process did not start (pids.py)
+        self.killed_pid: int | None = None  # the pid `dengine cluster kill-node` killed
 
-    def start(self, env: Mapping[str, str] | None = None) -> None:
+    def start(self, env: Mapping[str, str] | None = None, detached: bool = False) -> None:
+        """Start the node; ``detached``: it outlives this process (no parent-death signal)."""
         if self.running:
             raise RuntimeError(f"node {self.node_id} is already running")
         with open(self.log_path, "ab") as log:
@@ -209,20 +213,34 @@ class NodeProc:
             log.write(f"\n===== {stamp} start {self.starts + 1} =====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                _node_command(self.config_path),
+                _node_command(self.config_path, detached),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=_child_env(env), cwd=str(self.config_path.parent),
                 start_new_session=True,  # Ctrl-C reaches the supervisor only
             )
         self.starts += 1
+        self.recorded_pid = None
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+        return self.proc.pid if self.proc is not None else self.recorded_pid
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return pid_runs(self.recorded_pid, self.config_path)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the process to end (reaped if ours); True if so."""
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        return self.recorded_pid is None or wait_gone(self.recorded_pid, self.config_path,
+                                                      timeout)
 
     @property
     def returncode(self) -> int | None:
@@ -231,7 +249,10 @@ class NodeProc:
     def signal(self, sig: int) -> None:
         if self.running:
             with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(sig)  # type: ignore[union-attr]
+                if self.proc is not None:
+                    self.proc.send_signal(sig)
+                else:
+                    os.kill(self.recorded_pid, sig)  # type: ignore[arg-type]
 
     def exit_description(self) -> str:
         """How the process ended, e.g. "was killed by SIGKILL" or "exited with code 1: why"."""
@@ -329,13 +350,20 @@ class LocalCluster:
                                        root / n["log"])
                 for n in state["nodes"]
             }
+            for n in state["nodes"]:
+                if isinstance(n.get("pid"), int):
+                    nodes[int(n["id"])].recorded_pid = n["pid"]
+                if isinstance(n.get("killed_pid"), int):
+                    nodes[int(n["id"])].killed_pid = n["killed_pid"]
             cluster_id = str(state.get("cluster_id", ""))
         except FileNotFoundError:
             raise CliError(f"no local cluster recorded in {root} (no {STATE_FILE}); "
                            "start one with `dengine cluster up`", CONFIG) from None
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise CliError(f"{path} is damaged ({e}); remove the directory to start anew",
-                           CONFIG) from e
+            raise CliError(f"{path} is damaged ({e}); the nodes' data in {root}/node-*/data is "
+                           f"not affected and must be kept: restore {STATE_FILE} from a backup "
+                           "(each node's address is in its node-<id>/node.toml), or point at "
+                           "the cluster with --endpoints", CONFIG) from e
         return cls(root, nodes, cluster_id)
 
     @staticmethod
@@ -343,7 +371,7 @@ class LocalCluster:
         return (Path(root) / STATE_FILE).is_file()
 
     def save(self, supervisor_pid: int | None = None) -> None:
-        """Record the cluster (and, while it runs, the pids) in ``cluster.json``."""
+        """Record the cluster (and the pids of the nodes running) in ``cluster.json``."""
         state = {
             "cluster_id": self.cluster_id,
             "endpoints": self.endpoints,
@@ -352,7 +380,7 @@ class LocalCluster:
                 {"id": n.node_id, "address": n.address,
                  "config": str(n.config_path.relative_to(self.root)),
                  "log": str(n.log_path.relative_to(self.root)),
-                 "pid": n.pid if supervisor_pid and n.running else None}
+                 "pid": n.pid if n.running else None, "killed_pid": n.killed_pid}
                 for n in self.nodes.values()
             ],
         }
@@ -386,13 +414,6 @@ class LocalCluster:
         for n in self.nodes.values():
             _validate(n.config_path)
 
-    def write_pointer(self) -> None:
-        """Leave the path of this cluster where client commands look by default."""
-        path = pointer_path()
-        with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(str(self.root) + "\n")
-
     @property
     def endpoints(self) -> list[str]:
         return [n.address for n in self.nodes.values()]
@@ -400,7 +421,7 @@ class LocalCluster:
     @property
     def client_tls(self) -> dict[str, str]:
         """``Client`` keyword arguments for this cluster (empty unless made with --tls)."""
-        from dengine.cli_security import recorded_client_tls
+        from dengine.cli.security import recorded_client_tls
 
         return recorded_client_tls(self.root)
 
@@ -414,20 +435,17 @@ class LocalCluster:
                 out.append((n.node_id, n.address))
         return out
 
-    def start(self, ids: Iterable[int] | None = None) -> None:
+    def start(self, ids: Iterable[int] | None = None, detached: bool = False) -> None:
         for node_id in ids if ids is not None else self.nodes:
-            self.nodes[node_id].start(self.env)
+            self.nodes[node_id].start(self.env, detached)
 
     def kill(self, node_id: int, sig: int = signal.SIGKILL, timeout: float = 10) -> int | None:
         """Send ``sig`` to one node and reap it; returns its exit code."""
         n = self.nodes[node_id]
         n.signal(sig)
-        if n.proc is not None:
-            try:
-                n.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                n.proc.kill()
-                n.proc.wait(5)
+        if not n.wait(timeout):
+            n.signal(signal.SIGKILL)
+            n.wait(5)
         return n.returncode
 
     def stop(self, grace_s: float = 10.0, hurry: Any = None) -> dict[int, int]:
@@ -441,14 +459,17 @@ class LocalCluster:
             if time.monotonic() >= deadline or (hurry is not None and hurry()):
                 break
             time.sleep(0.05)
+        killed = {n.node_id for n in running if n.running}
         for n in running:
-            if n.running:
+            if n.node_id in killed:
                 n.signal(signal.SIGKILL)
         for n in running:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                n.proc.wait(10)  # type: ignore[union-attr]
-        return {n.node_id: n.returncode for n in self.nodes.values()  # type: ignore[misc]
-                if n.proc is not None}
+            n.wait(10)
+        codes = {n.node_id: n.returncode for n in self.nodes.values() if n.proc is not None}
+        for n in running:  # not our children: all we know is whether it needed SIGKILL
+            if n.proc is None:
+                codes[n.node_id] = -signal.SIGKILL if n.node_id in killed else 0
+        return codes  # type: ignore[return-value]
 
     # -- waiting on the cluster -------------------------------------------------------------
     async def statuses(self, client: Any, ids: Iterable[int] | None = None,
@@ -510,31 +531,3 @@ class LocalCluster:
             if n.proc is not None and rc is not None and rc != -signal.SIGKILL:
                 raise CliError(f"node {n.node_id} {n.exit_description()} (log: {n.log_path})",
                                FAILED)
-
-
-# ---------------------------------------------------------------------------------------------
-# Finding the local cluster from client commands
-
-
-def pointer_path() -> Path:
-    """Where the most recent ``cluster up`` records its directory."""
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state")
-    return Path(state) / "dengine" / "local-cluster"
-
-
-def recorded_endpoints(data_dir: str | None = None) -> tuple[list[str], str] | None:
-    """Endpoints of the local cluster and where they came from: ``data_dir``'s record when
-    given; else ``./dengine-data``'s; else that of the most recent ``cluster up``."""
-    if data_dir is not None:
-        lc = LocalCluster.open(data_dir)
-        return lc.endpoints, str(lc.root / STATE_FILE)
-    candidates = [Path(DEFAULT_DATA_DIR)]
-    with contextlib.suppress(OSError):
-        candidates.append(Path(pointer_path().read_text().strip()))
-    for root in candidates:
-        if LocalCluster.exists(root):
-            with contextlib.suppress(CliError):
-                lc = LocalCluster.open(root)
-                return lc.endpoints, str(lc.root / STATE_FILE)
-    return None

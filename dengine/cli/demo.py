@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
+import signal
 import tempfile
 import time
 from typing import Any
 
-from dengine.cli_cluster import LocalCluster, free_ports
-from dengine.cli_errors import EXIT_CODES_HELP, FAILED, INTERRUPTED, OK, one_line
+from dengine.cli.endpoints import positive_int
+from dengine.cli.errors import EXIT_CODES_HELP, FAILED, INTERRUPTED, OK, one_line
 from dengine.errors import DengineError
+from dengine.local.cluster import LocalCluster, free_ports
 
 __all__ = ["add_demo_parser", "run_demo"]
 
@@ -42,9 +45,9 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tls", action="store_true",
                    help="run the cluster with mutual TLS (certificates made for the demo)")
-    p.add_argument("--keys", type=int, default=20, metavar="N",
+    p.add_argument("--keys", type=positive_int, default=20, metavar="N",
                    help="keys to write before the crash (default: 20)")
-    p.add_argument("--election-ms", type=int, default=500, metavar="MS",
+    p.add_argument("--election-ms", type=positive_int, default=500, metavar="MS",
                    help="base election timeout of the demo's nodes (default: 500)")
     p.add_argument("--keep", action="store_true",
                    help="keep the temporary directory (configs, logs, data) afterwards")
@@ -84,27 +87,36 @@ def run_demo(args: argparse.Namespace) -> int:
     out = _Script()
     lc = None
     code = OK
+    ctrl_c = _CtrlC()
     try:
-        base: dict[str, Any] = {"raft": raft}
-        if getattr(args, "tls", False):
-            from dengine.cli_security import local_tls_layers
+        with ctrl_c:
+            base: dict[str, Any] = {"raft": raft}
+            if getattr(args, "tls", False):
+                from dengine.cli.security import local_tls_layers
 
-            base["tls"] = local_tls_layers(root, 3)
-        lc = LocalCluster.create(root, 3, ports=free_ports(3), base=base,
-                                 cluster_id="dengine-demo")
-        lc.validate()
-        asyncio.run(_demo(lc, max(1, args.keys), out))
-    except KeyboardInterrupt:
-        out.say("\ninterrupted")
-        code = INTERRUPTED
+                base["tls"] = local_tls_layers(root, 3)
+            lc = LocalCluster.create(root, 3, ports=free_ports(3), base=base,
+                                     cluster_id="dengine-demo")
+            lc.validate()
+            asyncio.run(_demo(lc, max(1, args.keys), out, ctrl_c))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        ctrl_c.pressed = True
     except (DengineError, OSError) as e:
-        out.check(False, f"the demo could not go on: {one_line(e)}")
+        if not ctrl_c.pressed:  # an error caused by the interruption is the interruption
+            out.check(False, f"the demo could not go on: {one_line(e)}")
     finally:
-        if lc is not None:
-            _stop(lc, out)
+        with ctrl_c.hurrying():
+            if lc is not None:
+                _stop(lc, out, quiet=ctrl_c.pressed, hurry=lambda: ctrl_c.presses > 1,
+                      interrupted=lambda: ctrl_c.pressed)
     lines = [f"demo passed: all {len(out.checks)} checks held in {out.since(out.t0)}"]
-    if code == INTERRUPTED:
-        lines = ["demo interrupted", f"configs, logs and data are kept in {root}"]
+    if ctrl_c.pressed:
+        code = INTERRUPTED
+        lines = ["demo interrupted: every node it started was stopped"]
+        if args.keep:
+            lines.append(f"configs, logs and data are kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     elif out.failed:
         code = FAILED
         lines = [f"demo FAILED: {len(out.failed)} of {len(out.checks)} checks failed"
@@ -115,13 +127,61 @@ def run_demo(args: argparse.Namespace) -> int:
     else:
         shutil.rmtree(root, ignore_errors=True)
     out.say()
-    for line in out.notes + lines:
+    for line in (out.notes if not ctrl_c.pressed else []) + lines:
         out.say(line)
     return code
 
 
-async def _demo(lc: LocalCluster, n_keys: int, out: _Script) -> None:
+class _CtrlC:
+    """Ctrl-C (SIGINT) during the demo: the first interrupts it (KeyboardInterrupt outside the
+    event loop, cancelling the script inside it); while the nodes are being stopped, presses
+    are only counted (a second one skips the grace period) so the cleanup always finishes."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self.presses = 0
+        self._old: Any = None
+
+    def _raise(self, _signum: int, _frame: Any) -> None:
+        self.presses += 1
+        if not self.pressed:
+            self.pressed = True
+            raise KeyboardInterrupt
+
+    def _count(self, _signum: int, _frame: Any) -> None:
+        self.presses += 1
+        self.pressed = True
+
+    def __enter__(self) -> _CtrlC:
+        self._old = signal.signal(signal.SIGINT, self._raise)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._old)
+
+    def on_loop(self, task: asyncio.Task) -> None:
+        """Inside the event loop: Ctrl-C cancels the script's task."""
+
+        def cancel() -> None:
+            self.presses += 1
+            self.pressed = True
+            task.cancel()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, cancel)
+
+    @contextlib.contextmanager
+    def hurrying(self) -> Any:
+        old = signal.signal(signal.SIGINT, self._count)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+
+async def _demo(lc: LocalCluster, n_keys: int, out: _Script, ctrl_c: _CtrlC) -> None:
     from dengine.client import Client
+
+    ctrl_c.on_loop(asyncio.current_task())  # type: ignore[arg-type]
 
     out.say("dengine demo: a 3-node Raft cluster loses its leader and keeps every "
             "acknowledged write")
@@ -193,13 +253,19 @@ async def _read_back(c: Any, acked: dict[str, str], out: _Script, where: str,
     out.check(same == len(acked), f"{same} of {len(acked)} acknowledged keys read back {where}")
 
 
-def _stop(lc: LocalCluster, out: _Script) -> None:
+def _stop(lc: LocalCluster, out: _Script, quiet: bool = False, hurry: Any = None,
+          interrupted: Any = None) -> None:
     running = [n.node_id for n in lc.nodes.values() if n.running]
     if not running:
         return
+    if quiet:  # interrupted: stop, and say nothing of checks
+        lc.stop(10.0, hurry=hurry)
+        return
     out.say()
     out.say("6. stop the cluster (SIGTERM to each node)")
-    codes = lc.stop(10.0)
+    codes = lc.stop(10.0, hurry=hurry)
+    if interrupted is not None and interrupted():
+        return  # Ctrl-C while stopping: the nodes were stopped; no verdict on how
     bad = {i: codes.get(i) for i in running if codes.get(i) != 0}
     out.check(not bad, "every node stopped cleanly" if not bad else
               "nodes that did not stop cleanly: " + ", ".join(

@@ -1,18 +1,13 @@
 """Client commands of ``dengine``: put, get, delete, scan, status, transfer-leader, member.
 
 Each runs one or a few calls through :class:`dengine.client.SyncClient` against the cluster's
-endpoints, found in this order:
-
-1. ``--endpoints HOST:PORT[,HOST:PORT...]``;
-2. the ``DENGINE_ENDPOINTS`` environment variable;
-3. ``--data-dir DIR``: the cluster ``dengine cluster up`` recorded in ``DIR/cluster.json``;
-4. ``./dengine-data/cluster.json``, then the cluster of the most recent ``dengine cluster up``;
-5. ``127.0.0.1:7001``.
+endpoints, found as :mod:`dengine.cli.endpoints` says: ``--endpoints``, else
+``$DENGINE_ENDPOINTS``, else the cluster recorded in ``--data-dir`` (default ``./data``).
 
 Output is plain text for people (``get`` prints the bare value, so ``$(dengine get k)`` works in
 scripts). A failure is one ``dengine: error: ...`` line on stderr and a documented exit code
-(:mod:`dengine.cli_errors`); a cluster that cannot serve is diagnosed as either unreachable or
-without a leader.
+(:mod:`dengine.cli.errors`); a cluster that cannot serve is diagnosed as either unreachable or
+without a leader, naming the endpoints used and where they came from.
 """
 
 from __future__ import annotations
@@ -24,8 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dengine.cli_cluster import DEFAULT_BASE_PORT, recorded_endpoints
-from dengine.cli_errors import (
+from dengine.cli.data import Codec, add_encoding_flags, read_value
+from dengine.cli.endpoints import Endpoints, add_endpoint_flags, parse_endpoints, resolve
+from dengine.cli.errors import (
     EXIT_CODES_HELP,
     OK,
     UNAVAILABLE,
@@ -39,7 +35,6 @@ from dengine.errors import DengineError, OperationTimeout
 
 __all__ = ["register", "resolve_endpoints"]
 
-ENDPOINTS_ENV = "DENGINE_ENDPOINTS"
 _FMT = argparse.RawDescriptionHelpFormatter
 
 
@@ -53,17 +48,20 @@ def _node_id(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: must be 0 (no limit) or more")
+    return value
+
+
 def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("cluster")
-    g.add_argument("--endpoints", metavar="HOST:PORT[,...]", default=None,
-                   help=f"members to talk to (default: ${ENDPOINTS_ENV}, else the local cluster "
-                        f"recorded by `dengine cluster up`, else 127.0.0.1:{DEFAULT_BASE_PORT})")
-    g.add_argument("--data-dir", metavar="DIR", default=None,
-                   help="use the local cluster recorded in DIR (by `dengine cluster up`)")
-    g.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
-                   help="deadline of each request, retries included (default: 5)")
-    from dengine.cli_security import add_tls_flags
+    add_endpoint_flags(p.add_argument_group("cluster"))
+    from dengine.cli.security import add_tls_flags
 
     add_tls_flags(p.add_argument_group("TLS"))
     return p
@@ -81,18 +79,24 @@ def register(subparsers: Any) -> None:
 
     p = add("put", "write a key", _put)
     p.add_argument("key")
-    p.add_argument("value")
+    p.add_argument("value", nargs="?", default=None,
+                   help="the value; - reads it from stdin (any bytes, any size)")
+    p.add_argument("--file", default=None, metavar="PATH", help="read the value from PATH")
+    add_encoding_flags(p)
     p = add("get", "read a key (exit code 4 when it does not exist)", _get)
     p.add_argument("key")
     p.add_argument("--consistency", choices=("linearizable", "lease", "serializable"),
                    default="linearizable", help="read consistency (default: linearizable)")
+    add_encoding_flags(p)
     p = add("delete", "delete a key", _delete)
     p.add_argument("key")
+    add_encoding_flags(p)
     p = add("scan", "list keys and values in key order", _scan)
     p.add_argument("prefix", nargs="?", default="", help="only keys that start with this")
     p.add_argument("--start", default="", help="first key (inclusive)")
     p.add_argument("--end", default="", help="end key (exclusive; default: no end)")
-    p.add_argument("--limit", type=int, default=0, help="at most this many keys (0: all)")
+    p.add_argument("--limit", type=_count, default=0, help="at most this many keys (0: all)")
+    add_encoding_flags(p)
     p.add_argument("--consistency", choices=("linearizable", "lease", "serializable"),
                    default="linearizable", help="read consistency (default: linearizable)")
     p = add("status", "show every member: role, term, leader, commit and applied index, lag",
@@ -131,45 +135,29 @@ def register(subparsers: Any) -> None:
 
 
 def resolve_endpoints(args: argparse.Namespace) -> tuple[list[str], str]:
-    """The endpoints to use and where they came from (see the module docstring)."""
-    if args.endpoints:
-        return _parse_endpoints(args.endpoints, "--endpoints"), "--endpoints"
-    if os.environ.get(ENDPOINTS_ENV):
-        return _parse_endpoints(os.environ[ENDPOINTS_ENV], ENDPOINTS_ENV), ENDPOINTS_ENV
-    found = recorded_endpoints(args.data_dir)
-    if found is not None:
-        return found
-    return [f"127.0.0.1:{DEFAULT_BASE_PORT}"], "the default endpoint"
-
-
-def _parse_endpoints(text: str, origin: str) -> list[str]:
-    eps = [e.strip() for e in text.split(",") if e.strip()]
-    for e in eps:
-        host, sep, port = e.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise CliError(f"{origin}: {e!r} is not host:port", USAGE)
-    if not eps:
-        raise CliError(f"{origin} is empty; give host:port[,host:port...]", USAGE)
-    return eps
+    """The endpoints to use and where they came from (see :mod:`dengine.cli.endpoints`)."""
+    found = resolve(args.endpoints, args.data_dir)
+    return list(found.addresses), found.origin
 
 
 def run(args: argparse.Namespace, func: Callable[[Any, argparse.Namespace], int]) -> int:
     """Resolve the endpoints, open a SyncClient, run ``func``; any error becomes one line."""
-    endpoints: list[str] = []
+    found: Endpoints | None = None
     client = None
     try:
-        endpoints, args.endpoints_from = resolve_endpoints(args)
-        from dengine.cli_security import client_tls
+        found = resolve(args.endpoints, args.data_dir)
+        args.endpoints_from = found.origin
+        from dengine.cli.security import client_tls
         from dengine.client import SyncClient
 
-        origin = args.endpoints_from
-        root = os.path.dirname(origin) if origin.endswith(".json") else None
-        client = SyncClient(endpoints, timeout=args.timeout, **client_tls(args, root))
+        root = os.path.dirname(found.origin) if found.origin.endswith(".json") else None
+        client = SyncClient(list(found.addresses), timeout=args.timeout, fail_fast=True,
+                            **client_tls(args, root))
         return int(func(client, args) or OK)
     except (DengineError, OSError, TimeoutError) as e:
-        if client is not None and exit_code(e) == UNAVAILABLE:
-            e = _diagnose(client, e, endpoints)
-        return report(e, endpoints)
+        if client is not None and found is not None and exit_code(e) == UNAVAILABLE:
+            e = _diagnose(client, e, found)
+        return report(e, found.where if found is not None else None)
     except KeyboardInterrupt as e:
         return report(e)
     finally:
@@ -180,29 +168,26 @@ def run(args: argparse.Namespace, func: Callable[[Any, argparse.Namespace], int]
                 pass
 
 
-def _diagnose(client: Any, exc: BaseException, endpoints: list[str]) -> BaseException:
+def _diagnose(client: Any, exc: BaseException, found: Endpoints) -> BaseException:
     """Tell "nobody answers" from "they answer but have no leader" for an unavailable cluster."""
     try:
-        answers = client.statuses(timeout=0.5)
+        answers = client.statuses(timeout=min(0.5, client.client.timeout))
     except Exception:  # noqa: BLE001
         return exc
     up = [a for a in answers.values() if not isinstance(a, BaseException)]
     op = exc.operation if isinstance(exc, OperationTimeout) else "the request"
-    where = ",".join(endpoints)
+    where = found.where
     if not up:
         errs = [a for a in answers.values() if isinstance(a, BaseException)]
         why = f" ({' '.join(str(errs[0]).split())[:160]})" if errs else ""
         return CliError(f"cannot reach the cluster at {where}: no endpoint answered{why}; is it "
                         "running? start one with `dengine cluster up`", UNAVAILABLE)
     if not any(s.leader_id for s in up):
-        return CliError(f"no leader: {len(up)} of {len(answers)} nodes answer but none knows a "
-                        f"leader (is a majority of the voters running?); {op} gave up",
+        return CliError(f"no leader at {where}: {len(up)} of {len(answers)} nodes answer but "
+                        f"none knows a leader (is a majority of the voters running?); {op} "
+                        "gave up",
                         UNAVAILABLE)
     return exc
-
-
-def _text(b: bytes) -> str:
-    return b.decode("utf-8", errors="backslashreplace")
 
 
 def _out(text: str = "") -> None:
@@ -214,38 +199,43 @@ def _out(text: str = "") -> None:
 
 
 def _put(c: Any, args: argparse.Namespace) -> int:
-    revision = c.put(args.key, args.value)
+    codec = Codec(args.encoding)
+    key = codec.arg(args.key)
+    revision = c.put(key, read_value(args.value, args.file, codec))
     _out(f"OK (revision {revision})")
     return OK
 
 
 def _get(c: Any, args: argparse.Namespace) -> int:
-    kv = c.get(args.key, consistency=args.consistency)
+    codec = Codec(args.encoding)
+    kv = c.get(codec.arg(args.key), consistency=args.consistency)
     if kv is None:
         raise KeyNotFound(args.key)
-    sys.stdout.buffer.write(kv.value + b"\n")
-    sys.stdout.flush()
+    _out(codec.show(kv.value, lines=True))
+    codec.note()
     return OK
 
 
 def _delete(c: Any, args: argparse.Namespace) -> int:
-    _out("deleted" if c.delete(args.key) else "not found (nothing to delete)")
+    deleted = c.delete(Codec(args.encoding).arg(args.key))
+    _out("deleted" if deleted else "not found (nothing to delete)")
     return OK
 
 
 def _scan(c: Any, args: argparse.Namespace) -> int:
-    if args.limit < 0:
-        raise CliError("--limit must be 0 (all) or more", USAGE)
+    codec = Codec(args.encoding)
     n = 0
     page = min(args.limit, 1000) if args.limit else 1000
-    for kv in c.scan_iter(args.start, args.end, prefix=args.prefix, page_size=page,
+    for kv in c.scan_iter(codec.arg(args.start, "--start"), codec.arg(args.end, "--end"),
+                          prefix=codec.arg(args.prefix, "prefix"), page_size=page,
                           consistency=args.consistency):
-        _out(f"{_text(kv.key)} = {_text(kv.value)}")
+        _out(f"{codec.show(kv.key)} = {codec.show(kv.value)}")
         n += 1
         if args.limit and n >= args.limit:
             break
     if n == 0:
         _out("(no keys)")
+    codec.note()
     return OK
 
 
@@ -283,8 +273,9 @@ def _status_once(c: Any, args: argparse.Namespace) -> int:
                 answers[addr] = e
     live = {a: s for a, s in answers.items() if not isinstance(s, BaseException)}
     if not live:
-        raise CliError(f"cannot reach the cluster at {','.join(answers)}: no endpoint answered; "
-                       "is it running? start one with `dengine cluster up`", UNAVAILABLE)
+        raise CliError(f"cannot reach the cluster at {','.join(answers)} (from "
+                       f"{args.endpoints_from}): no endpoint answered; is it running? start one "
+                       "with `dengine cluster up`", UNAVAILABLE)
     lead = max(live.values(), key=lambda s: (s.term, bool(s.leader_id)))
     cid = lead.cluster_id
     if lead.leader_id:
@@ -339,7 +330,7 @@ def _member_list(c: Any, _args: argparse.Namespace) -> int:
 
 
 def _member_add(c: Any, args: argparse.Namespace) -> int:
-    _parse_endpoints(args.address, "address")
+    parse_endpoints(args.address, "address")
     members = c.add_learner(args.node_id, args.address)
     _out(f"node {args.node_id} added as a learner at {args.address}; promote it with "
          f"`dengine member promote {args.node_id}` once it has caught up")

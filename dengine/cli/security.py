@@ -48,7 +48,7 @@ def _run_init(args: argparse.Namespace) -> int:
     from dengine.security.certs import DEFAULT_HOSTS, init_certs
 
     if not 1 <= args.nodes <= 99:
-        from dengine.cli_errors import USAGE, CliError
+        from dengine.cli.errors import USAGE, CliError
 
         raise CliError(f"--nodes {args.nodes}: 1 to 99", USAGE)
     out = init_certs(args.out, args.nodes, hosts=args.host or DEFAULT_HOSTS,
