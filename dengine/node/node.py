@@ -54,6 +54,7 @@ from dengine.errors import (
 )
 from dengine.node import _membership, _snapshotting, bootstrap
 from dengine.node.members import MemberBook
+from dengine.node.snapshot_policy import SnapshotPolicy
 from dengine.observability.metrics import NodeMetrics
 from dengine.raft.core import RaftCore
 from dengine.raft.messages import Message, MessageType
@@ -123,6 +124,7 @@ class Node:
         self._transfers: dict[int, asyncio.Task] = {}
         self._snap_index = 0
         self._snapshotting = False
+        self._snap_policy = SnapshotPolicy.from_config(config.raft)
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self._leader_event = asyncio.Event()
@@ -171,11 +173,11 @@ class Node:
 
     def _build_core(self) -> None:
         store, sm = self.log_store, self.state_machine
-        if sm.applied_index() < store.first_index() - 1:
-            _snapshotting.restore_from_latest_file(self)
+        _snapshotting.prepare_state_machine(self)
         base = self.book.conf_at(store.first_index() - 1)
         rs = bootstrap.restart_state(store, sm.applied_index(), sm.applied_term(), base)
         self._snap_index = rs.snapshot.index if rs.snapshot else 0
+        self._snap_policy.taken(self._snap_index)
         self._synced_term_vote = (rs.hard_state.term, rs.hard_state.vote)
         self.log.info("storage recovered", first_index=store.first_index(),
                       last_index=store.last_index(), term=rs.hard_state.term,
@@ -530,7 +532,7 @@ class Node:
             for d in rd.dropped:
                 self.log.debug("core dropped a message", reason=d.reason, type=d.message.type.name,
                                peer=d.message.from_)
-        _snapshotting.maybe_snapshot(self)
+        _snapshotting.maybe_snapshot(self, rd)
 
     def _start_persist(self, rd: Ready) -> asyncio.Future | None:
         """Write the Ready's entries and hard state; the fsync runs in a worker thread.
