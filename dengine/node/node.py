@@ -52,7 +52,7 @@ from dengine.errors import (
     ProposalDropped,
     Unavailable,
 )
-from dengine.node import _membership, _snapshotting, bootstrap
+from dengine.node import _membership, _snapshotting, bootstrap, lost_data
 from dengine.node.members import MemberBook
 from dengine.node.snapshot_policy import SnapshotPolicy
 from dengine.observability.metrics import NodeMetrics
@@ -461,6 +461,8 @@ class Node:
             msg = msgs.popleft()
             try:
                 core.step(msg)
+                if msg.type in lost_data.WATCHED:
+                    lost_data.after_step(self, msg)
             except InvariantViolation:
                 raise
             except Exception as e:  # noqa: BLE001 - a peer's message never stops the node
