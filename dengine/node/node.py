@@ -54,6 +54,7 @@ from dengine.errors import (
 )
 from dengine.node import _membership, _snapshotting, bootstrap, lost_data
 from dengine.node.members import MemberBook
+from dengine.node.quota import SpaceQuota
 from dengine.node.snapshot_policy import SnapshotPolicy
 from dengine.observability.metrics import NodeMetrics
 from dengine.raft.core import RaftCore
@@ -140,6 +141,8 @@ class Node:
         self._deferred_hs: Any = None
         self.metrics = NodeMetrics(self.node_id)  # this node's own registry
         self.metrics.watch(self)
+        self.quota = SpaceQuota(config.storage.quota_bytes, config.cluster.data_dir, logger,
+                                self.node_id, self.metrics.registry)
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -156,6 +159,7 @@ class Node:
             self.metrics.serve(port, host.strip("[]") or "127.0.0.1")
         self.running = True
         self.accepting = True
+        self.quota.start()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._drive(), name=f"dengine-drive-{self.node_id}"),
@@ -212,6 +216,7 @@ class Node:
             await self.client_server.stop(0.5)
         if self._fault_task is not None:
             self._fault_task.cancel()
+        self.quota.stop()
         if self._background:
             # Snapshot writes run in threads that read the state machine: let them finish.
             await asyncio.wait(list(self._background), timeout=30)
@@ -275,6 +280,8 @@ class Node:
             raise PayloadTooLarge(len(command), self.max_command_bytes, "command")
         if not self.is_leader:
             raise self.not_leader()
+        if self.quota.alarm:
+            self.quota.check_write(command)
         fut = asyncio.get_running_loop().create_future()
         self._batch.push(command, fut)
         self._wake.set()
@@ -393,6 +400,9 @@ class Node:
             "applied_index": self.state_machine.applied_index(),
             "members": self.members(),
             "cluster_id": self.cluster_id,
+            "alarms": self.quota.alarms(),
+            "used_bytes": self.quota.used_bytes,
+            "quota_bytes": self.quota.quota_bytes,
         }
 
     # -- inputs from the transport -----------------------------------------------------------

@@ -53,6 +53,7 @@ _TO_CODE: tuple[tuple[type[BaseException], int], ...] = (
     (E.ConfChangeError, client_pb2.CONF_CHANGE_REFUSED),
     (E.ProposalDropped, client_pb2.PROPOSAL_DROPPED),
     (E.SessionExpired, client_pb2.SESSION_EXPIRED),
+    (E.QuotaExceeded, client_pb2.NO_SPACE),
     (E.ConfigError, client_pb2.INVALID_ARGUMENT),
     (E.DecodeError, client_pb2.INVALID_ARGUMENT),
     (E.InvalidArgument, client_pb2.INVALID_ARGUMENT),
@@ -74,6 +75,7 @@ _GRPC_OF: dict[int, grpc.StatusCode] = {
     client_pb2.PROPOSAL_DROPPED: grpc.StatusCode.ABORTED,
     client_pb2.INTERNAL: grpc.StatusCode.INTERNAL,
     client_pb2.SESSION_EXPIRED: grpc.StatusCode.FAILED_PRECONDITION,
+    client_pb2.NO_SPACE: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 # A bare status (no trailing Error, e.g. raised by gRPC itself) back to an ErrorCode.
@@ -96,6 +98,7 @@ _MISMATCH = re.compile(r"^(.*?) mismatch: expected (.*), got (.*)$")
 _SESSION = re.compile(r"request (\d+) of client (\d+) ")
 _OUR_TOO_LARGE = re.compile(r"^(.*) of (\d+) bytes exceeds the limit of (\d+) bytes$", re.S)
 _TIMEOUT = re.compile(r"^(.*) did not finish(?: within (\S+)s)?; retry, or raise the deadline$", re.S)
+_NOSPACE = re.compile(r"NOSPACE alarm(?: on node (\d+))?: (\d+) bytes used of the (\d+)-byte")
 _SERVER = re.compile(r"^server error ([A-Z0-9_]+): (.*)$", re.S)
 
 
@@ -156,6 +159,10 @@ def _from_code(code: int, msg: str) -> E.DengineError:
     if code == client_pb2.SESSION_EXPIRED:
         m = _SESSION.match(msg)
         return E.SessionExpired(int(m[2]), int(m[1])) if m else E.SessionExpired(0, 0)
+    if code == client_pb2.NO_SPACE:
+        m = _NOSPACE.search(msg)
+        return E.QuotaExceeded(int(m[2]), int(m[3]), int(m[1]) if m[1] else None) if m \
+            else E.QuotaExceeded(0, 0)
     m = _SERVER.match(msg)
     if m:  # already a ServerError's message: keep its code and reason
         return E.ServerError(m[1], m[2])
