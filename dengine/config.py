@@ -106,6 +106,10 @@ class RaftSection:
     compaction_tail_entries: int = _key(
         1000, "entries kept behind a snapshot for slow followers", min=0
     )
+    compaction_tail_bytes: int = _key(
+        64 * MiB, "at most this many entry bytes kept behind a snapshot; 0 = no byte bound",
+        min=0
+    )
     snapshot_interval_bytes: int = _key(
         64 * MiB, "applied entry bytes between snapshots (whichever limit comes first)", min=1
     )

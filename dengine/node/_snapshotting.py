@@ -134,7 +134,7 @@ def _taken(node: Node, meta: SnapshotMeta, path: str | None) -> None:
     node.log_store.save_snapshot_meta(meta)
     node._snap_index = meta.index
     node._snap_policy.taken(meta.index)
-    node.core.on_snapshot_taken(meta)
+    node.core.on_snapshot_taken(meta, node._snap_policy.keep_entries(meta.index))
     node.log.info("snapshot taken", index=meta.index, term=meta.term,
                   path=path or "(the state machine in place)")
 

@@ -53,3 +53,21 @@ def test_time_limit_zero_is_off():
     p = SnapshotPolicy(1000, 1 << 30, 0, clock)
     clock.now += 10**9
     assert not p.due(5)
+
+
+def test_the_kept_tail_is_bounded_in_bytes_too():
+    p = SnapshotPolicy(1000, 1 << 30, 0, Clock(), tail_bytes=5000)
+    p.on_applied(_entries(1, 10, 1000))    # 1..10: 10 KB in one batch
+    p.on_applied(_entries(11, 2, 1000))    # 11..12
+    p.on_applied(_entries(13, 2, 1000))    # 13..14
+    p.on_applied(_entries(15, 1, 1000))    # 15
+    # Behind a snapshot at 15 at most 5 KB: 11..15 (5 KB) fit, the batch 1..10 does not.
+    assert p.keep_entries(15) == 5
+    p.on_applied(_entries(16, 1, 100_000))  # one huge entry: nothing behind it fits
+    assert p.keep_entries(16) == 0
+
+
+def test_no_byte_bound_keeps_the_entry_count():
+    p = SnapshotPolicy(1000, 1 << 30, 0, Clock())
+    p.on_applied(_entries(1, 10, 1000))
+    assert p.keep_entries(10) is None
