@@ -22,10 +22,14 @@ tens of thousands of rejected appends a second). The leader logs once per follow
 that the follower rejected entries it had acknowledged, with the same advice. A log store that
 is not durable (``memory``) loses everything on restart by design and is not checked.
 
-If the cluster changed leader since the wipe, the new leader does not know what the node had
-acknowledged (its match index starts at 0): it catches the node up like any new follower. The
-window in which that node could vote twice is an election in progress at the moment of the
-wipe and restart; etcd has the same one.
+What is left open. If the cluster changed leader since the wipe, the new leader does not know
+what the node had acknowledged (its match index starts at 0): it catches the node up like any
+new follower, as etcd's would. And before the first heartbeat a wiped voter could grant a vote:
+a freshly bootstrapped node holds term 1, so for an election timeout after it starts it refuses
+vote requests (the restart guard of leader stickiness, with ``raft.check_quorum`` on), and a
+live leader's first heartbeat stops it well within that time. Only a cluster that has had no
+leader for longer than an election timeout after the restart could collect a second vote from
+it in a term it had voted in before the wipe.
 """
 
 from __future__ import annotations
