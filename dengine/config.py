@@ -107,6 +107,16 @@ class RaftSection:
     compaction_tail_entries: int = _key(
         1000, "entries kept behind a snapshot for slow followers", min=0
     )
+    compaction_tail_bytes: int = _key(
+        64 * MiB, "at most this many entry bytes kept behind a snapshot; 0 = no byte bound",
+        min=0
+    )
+    snapshot_interval_bytes: int = _key(
+        64 * MiB, "applied entry bytes between snapshots (whichever limit comes first)", min=1
+    )
+    snapshot_interval_s: int = _key(
+        300, "seconds between snapshots while entries are applied; 0 = no time limit", min=0
+    )
 
     def to_ticks(self) -> RaftTicks:
         """The timeouts as counts of ticks, which is all the core knows of time."""
@@ -169,6 +179,10 @@ class StorageSection:
     engine: str = _key("rocksdb", "log store adapter", choices=("rocksdb", "file", "memory"))
     sync: bool = _key(True, "fsync each persisted batch (off loses acknowledged data on a crash)")
     segment_bytes: int = _key(64 * MiB, "file engine WAL segment size", min=4096)
+    quota_bytes: int = _key(
+        8 * 1024 * MiB, "disk space for the log and state machine; past it writes are refused "
+        "and a NOSPACE alarm is raised; 0 = no quota", min=0
+    )
 
 
 @dataclass(frozen=True, slots=True)

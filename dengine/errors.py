@@ -34,6 +34,8 @@ __all__ = [
     "ServerError",
     "Unauthenticated",
     "PermissionDenied",
+    "DataLost",
+    "QuotaExceeded",
 ]
 
 
@@ -288,3 +290,39 @@ class PermissionDenied(DengineError):
         self.what = what
         super().__init__(f"permission denied: {what} needs role {needed}; {identity!r} has "
                          f"role {role}")
+
+
+class DataLost(InvariantViolation):
+    """This node's log holds less than it once acknowledged: its data directory was wiped or
+    lost. It must not vote or serve as the member it was (a lost vote record can elect two
+    leaders in one term); it comes back as a new member."""
+
+    def __init__(self, node_id: int, acknowledged: int, held: int) -> None:
+        self.node_id = node_id
+        self.acknowledged = acknowledged
+        self.held = held
+        DengineError.__init__(
+            self,
+            f"node {node_id} lost its data: the leader knows it acknowledged the log up to "
+            f"index {acknowledged}, but its log ends at {held} (was the data directory wiped?); "
+            f"it refuses to serve as member {node_id}. To bring it back: run "
+            f"`dengine member remove {node_id}` against the cluster, empty this node's data "
+            "directory, and start it with --join <address of a member>",
+        )
+        self.reason = str(self)
+
+
+class QuotaExceeded(DengineError):
+    """The disk space quota is used up: writes are refused (reads and deletes go on) until an
+    operator frees space and disarms the alarm."""
+
+    def __init__(self, used_bytes: int, quota_bytes: int, node_id: int | None = None) -> None:
+        self.used_bytes = used_bytes
+        self.quota_bytes = quota_bytes
+        self.node_id = node_id
+        where = f" on node {node_id}" if node_id else ""
+        super().__init__(
+            f"NOSPACE alarm{where}: {used_bytes} bytes used of the {quota_bytes}-byte "
+            "storage.quota_bytes; writes are refused until space is freed (delete keys, or "
+            "raise the quota) and the alarm disarmed with `dengine alarm disarm`"
+        )

@@ -47,6 +47,9 @@ def register(subparsers: Any) -> None:
                         "(default: ./data)")
     p.add_argument("--work-dir", default=None, metavar="DIR",
                    help="--embedded: where its cluster lives (default: a temporary directory)")
+    p.add_argument("--preload", type=int, default=0, metavar="N",
+                   help="run the workloads, then load N keys (batched), then run them again "
+                        "and compare (dengine targets only)")
     add_workload_flags(p)
     p.set_defaults(func=_run_bench)
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
@@ -62,6 +65,8 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     try:
         specs = select_workloads(args.workload, **spec_overrides(args))
+        if args.preload < 0 or (args.preload and args.target != "dengine"):
+            raise ValueError("--preload needs a number of keys >= 0 and a dengine target")
     except ValueError as e:
         print(f"dengine: error: {e}", file=sys.stderr)
         return USAGE
@@ -80,13 +85,23 @@ def _run_bench(args: argparse.Namespace) -> int:
         return 130
     except DengineError as e:
         return report(e, where.where if where is not None else None)
+    if args.preload:
+        summaries, after, secs = summaries
+        from dengine.bench.preload import comparison_rows
+
+        print(f"\npreloaded {args.preload:,} keys in {secs:.1f}s "
+              f"({args.preload / max(secs, 1e-9):,.0f} keys/s)")
+        print("\n".join(comparison_rows(summaries, after, args.preload)), flush=True)
+        write_json(args.json, {"results": [s.to_dict() for s in summaries],
+                               "preload": {"keys": args.preload, "seconds": secs,
+                                           "results": [s.to_dict() for s in after]}})
+        return 0
     write_json(args.json, {"results": [s.to_dict() for s in summaries]})
     return 0
 
 
 async def _bench(args: argparse.Namespace, where: Any, specs: list, progress: bool | None
-                 ) -> list[Summary]:
-    from dengine.bench.runner import run_all
+                 ) -> Any:
     from dengine.bench.targets import EmbeddedTarget, make_target
 
     print(Summary.HEADER, flush=True)
@@ -97,8 +112,8 @@ async def _bench(args: argparse.Namespace, where: Any, specs: list, progress: bo
         configure_logging("warning")
         with tempfile.TemporaryDirectory(prefix="dengine-bench-") as tmp:
             async with embedded_cluster(args.work_dir or tmp) as node:
-                return await run_all(EmbeddedTarget(node, timeout=args.timeout), specs,
-                                     progress=progress)
+                return await _runs(args, EmbeddedTarget(node, timeout=args.timeout), specs,
+                                   progress)
     try:
         kind = "dengine-unary" if args.target == "dengine" and args.client == "unary" \
             else args.target
@@ -107,7 +122,26 @@ async def _bench(args: argparse.Namespace, where: Any, specs: list, progress: bo
         from dengine.cli.errors import USAGE, CliError
 
         raise CliError(str(e), USAGE) from e
-    return await run_all(target, specs, progress=progress)
+    return await _runs(args, target, specs, progress)
+
+
+async def _runs(args: argparse.Namespace, target: Any, specs: list, progress: bool | None
+                ) -> Any:
+    """The workloads; with ``--preload N`` also the load and the second run (see preload)."""
+    from dengine.bench.runner import run_all
+
+    preloaded: set = set()
+    before = await run_all(target, specs, progress=progress, preloaded=preloaded)
+    if not args.preload:
+        return before
+    from dengine.bench.preload import preload_keys
+
+    kb = args.key_bytes or 16
+    secs = await preload_keys(target, args.preload, key_bytes=max(kb, 8),
+                              value_bytes=args.value_bytes or 256, progress=progress)
+    print(f"-- at {args.preload:,} more keys --", flush=True)
+    after = await run_all(target, specs, progress=progress, preloaded=preloaded)
+    return before, after, secs
 
 
 def _endpoints(args: argparse.Namespace) -> Any:

@@ -50,6 +50,10 @@ class DengineTarget:
     async def get(self, slot: int, key: bytes, consistency: str) -> bool:
         return await self.client.get(key, consistency=consistency) is not None
 
+    async def put_many(self, slot: int, pairs: list[tuple[bytes, bytes]]) -> None:
+        """One atomic batch of puts (``--preload``)."""
+        await self.client.write_batch(puts=pairs)
+
     async def close(self) -> None:
         if self.client is not None:
             await self.client.close()
@@ -83,6 +87,9 @@ class EmbeddedTarget:
 
     async def get(self, slot: int, key: bytes, consistency: str) -> bool:
         return await self._client(slot).get(key, consistency=consistency) is not None
+
+    async def put_many(self, slot: int, pairs: list[tuple[bytes, bytes]]) -> None:
+        await self._client(slot).write_batch(puts=pairs)
 
     async def close(self) -> None:
         clients, self._clients = list(self._clients.values()), {}

@@ -298,6 +298,11 @@ def _status_once(c: Any, args: argparse.Namespace) -> int:
                          str(st.commit_index), str(st.applied_index),
                          str(max(0, top - st.applied_index))))
     _table(rows)
+    for st in live.values():
+        if st.alarms:
+            _out(f"ALARM node {st.id}: {', '.join(st.alarms)} ({st.used_bytes} of "
+                 f"{st.quota_bytes} bytes used; writes refused until space is freed and "
+                 "`dengine alarm disarm` is run)")
     return OK
 
 

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dengine.cli import security as cli_security
 
     cli_security.register(sub)
+    from dengine.cli import alarm as cli_alarm
+
+    cli_alarm.register(sub)
     from dengine.bench import cli as cli_bench
 
     cli_bench.register(sub)

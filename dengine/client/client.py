@@ -555,6 +555,14 @@ class Client:
         )
         return dict(zip(addrs, answers, strict=True))  # type: ignore[arg-type]
 
+    async def alarm_disarm(self, endpoint: str, *, timeout: float | None = None) -> list[str]:
+        """Clear the NOSPACE alarm of the node at ``endpoint`` once it is back under its
+        quota (QuotaExceeded otherwise); returns the alarms still raised there."""
+        req = client_pb2.AlarmDisarmRequest()
+        resp = await self._cluster("alarm_disarm", "AlarmDisarm", req, timeout=timeout,
+                                   endpoint=endpoint)
+        return list(resp.alarms)
+
     async def transfer_leader(self, target_id: int, *, timeout: float | None = None) -> None:
         """Ask the leader to hand leadership to node ``target_id``."""
         req = client_pb2.TransferLeaderRequest(target_id=target_id)

@@ -22,6 +22,7 @@ T = TypeVar("T")
 # Methods forwarded as-is: the name on SyncClient runs the coroutine of the same name on Client.
 _FORWARDED = (
     "put",
+    "alarm_disarm",
     "get",
     "get_value",
     "get_many",

@@ -121,6 +121,9 @@ class NodeStatus:
     members: tuple[Member, ...]
     cluster_id: str
     address: str = ""  # the endpoint that answered
+    alarms: tuple[str, ...] = ()  # e.g. ("NOSPACE",): the storage quota is used up
+    used_bytes: int = 0
+    quota_bytes: int = 0  # 0: no quota
 
     @property
     def is_leader(self) -> bool:
@@ -139,6 +142,9 @@ class NodeStatus:
             members=tuple(Member.from_proto(m) for m in r.members),
             cluster_id=r.cluster_id,
             address=address,
+            alarms=tuple(r.alarms),
+            used_bytes=r.used_bytes,
+            quota_bytes=r.quota_bytes,
         )
 
 

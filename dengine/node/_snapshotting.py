@@ -3,12 +3,15 @@
 Functions over a :class:`~dengine.node.node.Node` (its private half, as ``raft._roles`` is the
 core's): the drive loop calls them, and so does the transport (``on_snapshot``).
 
-- Taking: once ``raft.snapshot_interval_entries`` entries were applied since the last snapshot,
-  the state machine pins a point-in-time view and a worker thread writes the file while applying
-  goes on; the drive loop then records the metadata and tells the core, which later hands out
-  ``compact_to`` (the configured tail of entries is kept for slow followers).
-- Sending: a SNAPSHOT message of the core becomes a background transfer of that file; its end
-  is reported to the core (``report_snapshot``), which probes the follower again on failure.
+- Taking: once the policy (:mod:`~dengine.node.snapshot_policy`: entries, bytes or time) says
+  so. A durable state machine is its own snapshot (:mod:`~dengine.node.snapshot_stream`): its
+  WAL is synced and the metadata recorded, nothing copied. Another one pins a point-in-time
+  view and a worker thread writes the file while applying goes on. The drive loop then records
+  the metadata and tells the core, which later hands out ``compact_to`` (the configured tail of
+  entries is kept for slow followers).
+- Sending: a SNAPSHOT message of the core becomes a background transfer of a view of the state
+  machine pinned at that moment; its end is reported to the core (``report_snapshot``), which
+  probes the follower again on failure.
 - Receiving: a verified file is stepped into the core as a SNAPSHOT message; when the core's
   Ready carries it, the state machine is restored from it, the log store reset to its point and
   the membership recorded; the transfer is acknowledged at the end of that turn.
@@ -21,16 +24,16 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from dengine.errors import Unavailable
+from dengine.node.snapshot_stream import pinned_stream, record_in_place
 from dengine.node.snapshots import (
     adopt_file,
-    file_pieces,
-    find_file,
     install_file,
     verify_file,
     write_snapshot,
 )
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.types import SnapshotMeta
+from dengine.statemachine.base import is_durable
 
 if TYPE_CHECKING:
     from dengine.node.node import Node
@@ -38,8 +41,18 @@ if TYPE_CHECKING:
 MT = MessageType
 
 
+def prepare_state_machine(node: Node) -> None:
+    """At start: restore a state machine that is behind the log's first index from the latest
+    file; a durable one that is not behind needs no file, so leftovers are removed."""
+    if node.state_machine.applied_index() < node.log_store.first_index() - 1:
+        restore_from_latest_file(node)
+    elif is_durable(node.state_machine) and node.snapshots.list():
+        node.snapshots.cleanup(keep=0)
+
+
 def restore_from_latest_file(node: Node) -> None:
-    """A state machine that kept nothing (memory engine) behind a compacted log."""
+    """A state machine behind a compacted log: one that kept nothing (memory engine), or one
+    whose snapshot install was cut short after the log was reset."""
     found = node.snapshots.list()
     if not found:
         raise Unavailable(
@@ -74,16 +87,26 @@ async def on_snapshot(node: Node, incoming: Any) -> None:
     await fut
 
 
-def maybe_snapshot(node: Node) -> None:
-    applied = node.state_machine.applied_index()
-    if node._snapshotting or applied - node._snap_index < \
-            node.config.raft.snapshot_interval_entries:
+def maybe_snapshot(node: Node, rd: Any = None) -> None:
+    policy = node._snap_policy
+    if rd is not None and rd.committed_entries:
+        policy.on_applied(rd.committed_entries)
+    if node._snapshotting or not policy.due(node.state_machine.applied_index()):
         return
     node._snapshotting = True
     node._spawn(take_snapshot(node))
 
 
 async def take_snapshot(node: Node) -> None:
+    if is_durable(node.state_machine):
+        try:
+            meta = await record_in_place(node)
+        except Exception as e:  # noqa: BLE001 - a failed snapshot is retried later
+            node.log.error("snapshot failed", error=repr(e))
+            node._snapshotting = False
+            return
+        node._submit(lambda: _taken(node, meta, None))
+        return
     try:
         source = node.state_machine.snapshot()
     except Exception as e:  # noqa: BLE001 - a failed snapshot is retried later
@@ -103,14 +126,17 @@ async def take_snapshot(node: Node) -> None:
     finally:
         source.close()
 
-    def op() -> None:
-        node._snapshotting = False
-        node.log_store.save_snapshot_meta(meta)
-        node._snap_index = meta.index
-        node.core.on_snapshot_taken(meta)
-        node.log.info("snapshot taken", index=meta.index, term=meta.term, path=path)
+    node._submit(lambda: _taken(node, meta, path))
 
-    node._submit(op)
+
+def _taken(node: Node, meta: SnapshotMeta, path: str | None) -> None:
+    node._snapshotting = False
+    node.log_store.save_snapshot_meta(meta)
+    node._snap_index = meta.index
+    node._snap_policy.taken(meta.index)
+    node.core.on_snapshot_taken(meta, node._snap_policy.keep_entries(meta.index))
+    node.log.info("snapshot taken", index=meta.index, term=meta.term,
+                  path=path or "(the state machine in place)")
 
 
 def compact(node: Node, to: int) -> None:
@@ -120,13 +146,15 @@ def compact(node: Node, to: int) -> None:
 
 
 def send_snapshot(node: Node, m: Message) -> None:
-    path = find_file(node.snapshots, m.snapshot) if m.snapshot else None
-    if path is None:
-        node.log.warning("no snapshot file to send", peer=m.to)
+    try:
+        # Made now, when it is needed: at or past the point the core announced.
+        meta, pieces = pinned_stream(node)
+    except Exception as e:  # noqa: BLE001 - reported as a failed transfer; the core retries
+        node.log.warning("cannot pin a snapshot to send", peer=m.to, error=repr(e))
         node._submit(lambda: node.core.report_snapshot(m.to, False))
         return
-    node.log.info("sending snapshot", peer=m.to, index=m.snapshot.index)
-    task = node.transport.send_snapshot(m.to, m.snapshot, file_pieces(path), term=m.term)
+    node.log.info("sending snapshot", peer=m.to, index=meta.index)
+    task = node.transport.send_snapshot(m.to, meta, pieces, term=m.term)
     node._transfers[m.to] = task
 
     def done(t: asyncio.Task) -> None:
@@ -159,6 +187,10 @@ async def install_snapshot(node: Node, meta: SnapshotMeta) -> None:
     _meta, addresses = await asyncio.to_thread(install_file, node.state_machine, path)
     node.book.learn(addresses)
     node._snap_index = meta.index
+    node._snap_policy.taken(meta.index)
+    if is_durable(node.state_machine):
+        # The machine now holds the snapshot itself: the file was only needed until here.
+        node.snapshots.cleanup(keep=0)
     node.log.info("snapshot installed", index=meta.index, term=meta.term,
                   voters=sorted(meta.conf_state.voters))
 

@@ -18,7 +18,7 @@ import random
 from typing import Any
 
 from dengine.config import Config
-from dengine.node import bootstrap
+from dengine.node import bootstrap, lost_data
 from dengine.node.members import MemberBook
 from dengine.node.node import Node
 from dengine.observability.logging import node_logger
@@ -75,6 +75,7 @@ class NodeBuilder:
         bootstrap.check_node_file(data_dir, cl.cluster_id, cl.node_id)
         if not cfg.storage.sync and cfg.storage.engine != "memory":
             log.warning("storage.sync is off: a machine crash can lose acknowledged writes")
+        lost_data.check_marker(data_dir)
         store = self._log_store or open_log_store(
             cfg.storage.engine,
             os.path.join(data_dir, "log"),

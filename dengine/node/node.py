@@ -52,8 +52,10 @@ from dengine.errors import (
     ProposalDropped,
     Unavailable,
 )
-from dengine.node import _membership, _snapshotting, bootstrap
+from dengine.node import _membership, _snapshotting, bootstrap, lost_data
 from dengine.node.members import MemberBook
+from dengine.node.quota import SpaceQuota
+from dengine.node.snapshot_policy import SnapshotPolicy
 from dengine.observability.metrics import NodeMetrics
 from dengine.raft.core import RaftCore
 from dengine.raft.messages import Message, MessageType
@@ -124,6 +126,7 @@ class Node:
         self._transfers: dict[int, asyncio.Task] = {}
         self._snap_index = 0
         self._snapshotting = False
+        self._snap_policy = SnapshotPolicy.from_config(config.raft)
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self._leader_event = asyncio.Event()
@@ -142,6 +145,8 @@ class Node:
         #: Every peer message refused (by the transport or the core): counted, logged.
         self.refusals = RefusalLog(self.log)
         self.refusals.bind_registry(self.metrics.registry)
+        self.quota = SpaceQuota(config.storage.quota_bytes, config.cluster.data_dir, logger,
+                                self.node_id, self.metrics.registry)
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -160,6 +165,7 @@ class Node:
             self.metrics.serve(port, host.strip("[]") or "127.0.0.1")
         self.running = True
         self.accepting = True
+        self.quota.start()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._drive(), name=f"dengine-drive-{self.node_id}"),
@@ -177,11 +183,11 @@ class Node:
 
     def _build_core(self) -> None:
         store, sm = self.log_store, self.state_machine
-        if sm.applied_index() < store.first_index() - 1:
-            _snapshotting.restore_from_latest_file(self)
+        _snapshotting.prepare_state_machine(self)
         base = self.book.conf_at(store.first_index() - 1)
         rs = bootstrap.restart_state(store, sm.applied_index(), sm.applied_term(), base)
         self._snap_index = rs.snapshot.index if rs.snapshot else 0
+        self._snap_policy.taken(self._snap_index)
         self._synced_term_vote = (rs.hard_state.term, rs.hard_state.vote)
         self.log.info("storage recovered", first_index=store.first_index(),
                       last_index=store.last_index(), term=rs.hard_state.term,
@@ -216,6 +222,7 @@ class Node:
             await self.client_server.stop(0.5)
         if self._fault_task is not None:
             self._fault_task.cancel()
+        self.quota.stop()
         if self._background:
             # Snapshot writes run in threads that read the state machine: let them finish.
             await asyncio.wait(list(self._background), timeout=30)
@@ -280,6 +287,8 @@ class Node:
                                   "raft.max_msg_bytes")
         if not self.is_leader:
             raise self.not_leader()
+        if self.quota.alarm:
+            self.quota.check_write(command)
         fut = asyncio.get_running_loop().create_future()
         self._batch.push(command, fut)
         self._wake.set()
@@ -398,6 +407,9 @@ class Node:
             "applied_index": self.state_machine.applied_index(),
             "members": self.members(),
             "cluster_id": self.cluster_id,
+            "alarms": self.quota.alarms(),
+            "used_bytes": self.quota.used_bytes,
+            "quota_bytes": self.quota.quota_bytes,
         }
 
     # -- inputs from the transport -----------------------------------------------------------
@@ -466,6 +478,8 @@ class Node:
             msg = msgs.popleft()
             try:
                 core.step(msg)
+                if msg.type in lost_data.WATCHED:
+                    lost_data.after_step(self, msg)
             except InvariantViolation:
                 raise
             except Exception as e:  # noqa: BLE001 - a peer's message never stops the node
@@ -539,7 +553,7 @@ class Node:
                 m = d.message
                 self.refusals.refuse(d.reason, peers.get(m.from_, "?"), d.reason,
                                      type=m.type.name, peer=m.from_)
-        _snapshotting.maybe_snapshot(self)
+        _snapshotting.maybe_snapshot(self, rd)
 
     def _start_persist(self, rd: Ready) -> asyncio.Future | None:
         """Write the Ready's entries and hard state; the fsync runs in a worker thread.

@@ -194,8 +194,15 @@ class RequestHandler:
             id=st["id"], role=st["role"], term=st["term"], leader_id=st["leader_id"] or 0,
             leader_addr=st["leader_addr"] or "", commit_index=st["commit_index"],
             applied_index=st["applied_index"], members=self._members(),
-            cluster_id=st["cluster_id"],
+            cluster_id=st["cluster_id"], alarms=st["alarms"], used_bytes=st["used_bytes"],
+            quota_bytes=st["quota_bytes"],
         )
+
+    async def alarm_disarm(self, _req: Any) -> client_pb2.AlarmDisarmResponse:
+        q = self.node.quota
+        await q.disarm()
+        return pb.AlarmDisarmResponse(alarms=q.alarms(), used_bytes=q.used_bytes,
+                                      quota_bytes=q.quota_bytes)
 
     async def transfer_leader(self, req: Any) -> client_pb2.TransferLeaderResponse:
         await self.node.transfer_leader(req.target_id)
@@ -331,6 +338,7 @@ class ClusterService(client_pb2_grpc.ClusterServicer):
     AddLearner = _unary("add_learner", pb.MembershipResponse)
     Promote = _unary("promote", pb.MembershipResponse)
     RemoveMember = _unary("remove_member", pb.MembershipResponse)
+    AlarmDisarm = _unary("alarm_disarm", pb.AlarmDisarmResponse)
 
 
 def add_client_services(server: Any, node: Node) -> RequestHandler:

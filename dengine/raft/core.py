@@ -284,18 +284,22 @@ class RaftCore:
         """The membership in force at ``index`` (what a snapshot taken there must record)."""
         return _membership.config_at(self, index).to_conf_state()
 
-    def on_snapshot_taken(self, meta: SnapshotMeta) -> None:
+    def on_snapshot_taken(self, meta: SnapshotMeta, keep_entries: int | None = None) -> None:
         """The state machine made a snapshot at ``meta.index`` (applied entries only).
 
         The core sends it to followers its log no longer covers and lets the LogStore drop
-        the entries up to ``meta.index - compact_keep_entries`` (``Ready.compact_to``).
+        the entries up to ``meta.index - compact_keep_entries`` (``Ready.compact_to``);
+        ``keep_entries`` keeps fewer than that (a shell bounding the kept tail in bytes).
         """
         if meta.index > self.log.applied:
             raise ValueError(f"snapshot at {meta.index} is past the applied index "
                              f"{self.log.applied}")
         if self.snapshot_meta is None or meta.index > self.snapshot_meta.index:
             self.snapshot_meta = meta
-        to = meta.index - self.cfg.compact_keep_entries
+        keep = self.cfg.compact_keep_entries
+        if keep_entries is not None:
+            keep = max(0, min(keep, keep_entries))
+        to = meta.index - keep
         if to >= self.log.first_index:
             self.log.compact(to)
             _membership.on_compacted(self, to)

@@ -143,6 +143,10 @@ class Progress:
             return True
         if self.next_index - 1 != rejected:
             return False
+        if rejected <= self.match_index:
+            # It rejects what it acknowledged (a lost disk): probing again at once would get
+            # the same answer, in a loop. The next heartbeat probes again.
+            return False
         self.next_index = max(min(rejected, next_hint), self.match_index + 1)
         self.probe_sent = False
         return True

@@ -13,6 +13,14 @@ and returns a :class:`SnapshotSource` whose chunks may be read later while ``app
 in the middle leaves the old state or the new one. The helpers below move chunks through a
 :class:`~dengine.storage.snapshot.SnapshotStore`, which checksums each chunk and the whole file
 and verifies all of it before :meth:`restore` sees a byte.
+
+Optionally a machine says it is ``durable`` (its data and applied index survive a restart,
+written atomically together) and offers ``sync()`` (make all applied so far durable). Such a
+machine is its own snapshot: the node compacts the log behind its applied index after one
+``sync()`` and writes no snapshot file; followers that need a snapshot are sent a stream of
+:meth:`StateMachine.snapshot` made when they need it. A machine without these is copied to a
+snapshot file at each snapshot point (a full copy: O(data) per snapshot), which a restart
+restores from when the log no longer reaches back to its applied index.
 """
 
 from __future__ import annotations
@@ -45,6 +53,11 @@ class StateMachine(Protocol):
     def snapshot(self) -> SnapshotSource: ...
     def restore(self, chunks: Iterable[bytes]) -> None: ...
     def close(self) -> None: ...
+
+
+def is_durable(sm: object) -> bool:
+    """True when ``sm`` persists its own data and applied index (see the module docstring)."""
+    return bool(getattr(sm, "durable", False)) and callable(getattr(sm, "sync", None))
 
 
 def take_snapshot(

@@ -122,6 +122,9 @@ class MemoryEngine:
         keys = list(self._keys)
         return _ItemsSource((k, data[k]) for k in keys)
 
+    def sync(self) -> None:
+        """Nothing to make durable: the memory engine keeps nothing across a restart."""
+
     def replace(self, items: Iterable[tuple[bytes, bytes]]) -> None:
         data = dict(items)  # consume everything (and every check) before swapping
         self._data = data
@@ -199,6 +202,14 @@ class RocksEngine:
             self._db.write(wb, self._wopts)
         except Exception as e:
             raise StorageError(f"RocksDB write to {self.path} failed: {e}") from e
+
+    def sync(self) -> None:
+        """Make every write so far durable (one fsync of RocksDB's WAL), so that the log may
+        be compacted up to the applied index the engine holds."""
+        try:
+            self._db.flush_wal(True)
+        except Exception as e:
+            raise StorageError(f"RocksDB WAL sync of {self.path} failed: {e}") from e
 
     def pin(self) -> _ItemsSource:
         snap = self._db.snapshot()

@@ -300,6 +300,17 @@ class KVStateMachine:
         return self.range(begin, prefix_end(prefix), limit)
 
     # -- snapshots ---------------------------------------------------------------------------
+    @property
+    def durable(self) -> bool:
+        """True when the engine keeps the data and the applied index across a restart: then
+        the machine is its own snapshot and the node writes no snapshot file for log
+        compaction (a follower that needs one gets a stream of :meth:`snapshot`)."""
+        return self.engine.durable
+
+    def sync(self) -> None:
+        """Make everything applied so far durable (before the log is compacted past it)."""
+        self.engine.sync()
+
     def snapshot(self) -> _KVSnapshot:
         """Pin the current state; its chunks stream later while ``apply`` goes on."""
         return _KVSnapshot(self.engine.pin(), self._applied, self.chunk_bytes)

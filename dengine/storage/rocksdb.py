@@ -7,6 +7,13 @@ anchor (index and term of the entry before the first kept one) and the latest sn
 metadata. Every change is one ``WriteBatch`` written with ``sync=True``: an append that replaces
 a conflicting suffix deletes it in the same batch; a compaction deletes the prefix with a range
 delete and moves the anchor in the same batch. RocksDB's own WAL makes each batch atomic.
+
+Disk is given back while the store runs: a range delete only writes a tombstone, and RocksDB's
+WAL files stay as long as any column family's memtable still needs them (the small ``meta``
+family, written on every hard state, would pin them for ever). So after each compaction a
+background thread compacts the deleted key range (dropping its files) and flushes ``meta``,
+which lets RocksDB delete the old WAL files; the total WAL is also capped
+(``MAX_TOTAL_WAL_BYTES``). A compacted log then takes about the kept entries on disk.
 As with the file WAL, a log that ends before the persisted commit index refuses to open
 (etcd's raft would panic on it): the node appends entries before it saves a hard state whose
 commit index covers them.
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from collections.abc import Sequence
 
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
@@ -35,10 +43,14 @@ CF_LOG = "log"
 CF_META = "meta"
 
 
+MAX_TOTAL_WAL_BYTES = 64 * 1024 * 1024
+
+
 def _options() -> Options:
     opts = Options(raw_mode=True)
     opts.create_if_missing(True)
     opts.create_missing_column_families(True)
+    opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES)
     return opts
 
 
@@ -70,6 +82,9 @@ class RocksLogStore(IndexedLog):
         self._wopts = WriteOptions()
         self._wopts.sync = sync
         self._unsynced = False
+        self._reclaim_lock = threading.Lock()
+        self._reclaim_to = 0
+        self._reclaimer: threading.Thread | None = None
         try:
             self._db = Rdict(self._db_path, _options(), column_families=_cfs())
         except Exception as e:  # rocksdict raises plain Exception
@@ -204,6 +219,40 @@ class RocksLogStore(IndexedLog):
         wb.put(K_ANCHOR, records.encode_pair(index, term), self._h_meta)
         self._write(wb)
         self._index.compact(index)
+        self._release_space_later(index)
+
+    def _release_space_later(self, index: int) -> None:
+        """Give the compacted range's disk space back, in a thread (one at a time)."""
+        with self._reclaim_lock:
+            self._reclaim_to = max(self._reclaim_to, index)
+            if self._reclaimer is not None and self._reclaimer.is_alive():
+                return  # it takes the new point when it loops
+            self._reclaimer = threading.Thread(
+                target=self._reclaim_loop, name="dengine-log-reclaim", daemon=True)
+            self._reclaimer.start()
+
+    def _reclaim_loop(self) -> None:
+        done = 0
+        while True:
+            with self._reclaim_lock:
+                to = self._reclaim_to
+                if to <= done or self._db is None:
+                    self._reclaimer = None
+                    return
+            try:
+                self.release_space(to)
+            except Exception as e:  # noqa: BLE001 - space comes back at the next compaction
+                self._log.warning("releasing compacted log space failed", error=repr(e))
+            done = to
+
+    def release_space(self, index: int) -> None:
+        """Drop the files of entries ``<= index`` (already deleted) and let RocksDB remove the
+        WAL files nothing needs any more."""
+        cf_log, cf_meta = self._cf_log, self._cf_meta
+        if cf_log is None:
+            return
+        cf_log.compact_range(_KEY.pack(0), _KEY.pack(index + 1))
+        cf_meta.flush()
 
     def reset(self, index: int, term: int) -> None:
         wb = WriteBatch(raw_mode=True)
@@ -222,6 +271,10 @@ class RocksLogStore(IndexedLog):
         db = getattr(self, "_db", None)
         if db is None:
             return
+        with self._reclaim_lock:
+            reclaimer, self._reclaim_to = self._reclaimer, 0
+        if reclaimer is not None:
+            reclaimer.join()
         self._cf_log = self._cf_meta = self._h_log = self._h_meta = None
         self._db = None
         db.close()

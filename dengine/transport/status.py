@@ -70,6 +70,7 @@ _TO_CODE: tuple[tuple[type[BaseException], int], ...] = (
     (E.SessionExpired, client_pb2.SESSION_EXPIRED),
     (E.Unauthenticated, client_pb2.UNAUTHENTICATED),
     (E.PermissionDenied, client_pb2.PERMISSION_DENIED),
+    (E.QuotaExceeded, client_pb2.NO_SPACE),
     (E.ConfigError, client_pb2.INVALID_ARGUMENT),
     (E.DecodeError, client_pb2.INVALID_ARGUMENT),
     (E.InvalidArgument, client_pb2.INVALID_ARGUMENT),
@@ -93,6 +94,7 @@ _GRPC_OF: dict[int, grpc.StatusCode] = {
     client_pb2.SESSION_EXPIRED: grpc.StatusCode.FAILED_PRECONDITION,
     client_pb2.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     client_pb2.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    client_pb2.NO_SPACE: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 # A bare status (no trailing Error, e.g. raised by gRPC itself) back to an ErrorCode.
@@ -121,6 +123,7 @@ _OUR_TOO_LARGE = re.compile(
     r"^(.*) of (\d+) bytes exceeds the limit of (\d+) bytes(?:; raise (\S+) to allow more)?$", re.S
 )
 _TIMEOUT = re.compile(r"^(.*) did not finish(?: within (\S+)s)?; retry, or raise the deadline$", re.S)
+_NOSPACE = re.compile(r"NOSPACE alarm(?: on node (\d+))?: (\d+) bytes used of the (\d+)-byte")
 _SERVER = re.compile(r"^server error ([A-Z0-9_]+): (.*)$", re.S)
 
 
@@ -192,6 +195,10 @@ def _from_code(code: int, msg: str) -> E.DengineError:
     if code == client_pb2.SESSION_EXPIRED:
         m = _SESSION.match(msg)
         return E.SessionExpired(int(m[2]), int(m[1])) if m else E.SessionExpired(0, 0)
+    if code == client_pb2.NO_SPACE:
+        m = _NOSPACE.search(msg)
+        return E.QuotaExceeded(int(m[2]), int(m[3]), int(m[1]) if m[1] else None) if m \
+            else E.QuotaExceeded(0, 0)
     m = _SERVER.match(msg)
     if m:  # already a ServerError's message: keep its code and reason
         return E.ServerError(m[1], m[2])

@@ -218,6 +218,37 @@ def test_bench_embedded_end_to_end(tmp_path: Path) -> None:
     assert "p99.9 ms" in proc.stdout
 
 
+def test_bench_preload_runs_before_and_after_and_the_keys_are_there(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dengine", "bench", "--embedded", "--ops", "40", "--warmup", "0",
+         "--preload", "2500", "-w", "write-concurrent", "--no-progress",
+         "--json", str(out), "--work-dir", str(tmp_path / "c")],
+        env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert [r["ops"] for r in data["results"]] == [40]
+    assert data["preload"]["keys"] == 2500
+    assert [(r["workload"], r["ops"], r["errors"]) for r in data["preload"]["results"]] \
+        == [("write-concurrent", 40, 0)]
+    assert "preloaded 2,500 keys" in proc.stdout and "ops/s @2,500" in proc.stdout
+    # The keys were really written: the leader's state machine holds them.
+    from dengine.statemachine import open_kv
+
+    sm = open_kv("rocksdb", str(next((tmp_path / "c").glob("node-1*")) / "data" / "sm"))
+    try:
+        assert len(sm.prefix(b"p").items) == 2500
+    finally:
+        sm.close()
+
+
+def test_bench_preload_refuses_etcd(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "dengine", "bench", "--target", "etcd",
+                           "--preload", "10", "--endpoints", "127.0.0.1:1"], env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--preload" in proc.stderr
+
+
 def test_bench_rejects_unknown_workload(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "dengine", "bench", "-w", "nope",
                            "--endpoints", "127.0.0.1:1"], env=_env(tmp_path),

@@ -304,3 +304,37 @@ def test_figure8_scenario_catches_a_core_that_commits_old_terms_by_counting():
     net.hook = only_up_to_index_2
     net.elect(1)
     assert net.core(1).commit_index == 2, "the faulty core committed a term-2 entry"
+
+
+def test_a_follower_that_lost_its_log_is_probed_once_per_heartbeat_not_in_a_loop():
+    """A follower wiped and restarted empty rejects appends at or below its match index. The
+    leader must not answer each rejection with the same probe at once (a busy loop); it
+    probes again on the next heartbeat, and its heartbeat tells the follower the commit index
+    it acknowledged, past the end of its log (what the node uses to refuse to serve)."""
+    from dengine.raft.log import MemoryStorage
+    from dengine.raft.types import HardState
+
+    net = Network((1, 2, 3))
+    net.elect(1)
+    net.propose(1, b"a", b"b", b"c")
+    match = net.core(1).tracker.progress[3].match_index
+    assert match >= 4
+    net.crash(3)
+    net.peers[3] = net._new_peer(3, MemoryStorage(), HardState(), 0)
+    net.down.discard(3)
+    to_3: list[Message] = []
+
+    def hook(m: Message) -> bool:
+        if m.to == 3:
+            to_3.append(m)
+        return True
+
+    net.hook = hook
+    net.propose(1, b"d")  # goes quiet: no loop of probes
+    assert len([m for m in to_3 if m.type == MT.APPEND]) <= 3
+    to_3.clear()
+    net.tick([1], n=net.config.heartbeat_ticks)
+    heartbeats = [m for m in to_3 if m.type == MT.HEARTBEAT]
+    assert heartbeats and max(h.commit for h in heartbeats) >= match > net.core(3).last_index
+    assert len([m for m in to_3 if m.type == MT.APPEND]) <= 1  # one probe per heartbeat
+    assert net.core(1).tracker.progress[3].match_index == match

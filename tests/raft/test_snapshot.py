@@ -127,3 +127,16 @@ def test_a_snapshot_arriving_during_a_leader_change_is_handled_by_the_new_term()
     net.tick(n=3)
     assert net.applied_data(3) == [b"%d" % k for k in range(5)]
     assert net.core(3).role == Role.FOLLOWER and net.core(3).leader_id == 2
+
+
+def test_a_shell_may_keep_a_shorter_tail_than_configured_behind_a_snapshot():
+    net = Network((1, 2, 3), config=RaftConfig(compact_keep_entries=5))
+    net.elect(1)
+    net.propose(1, *[b"x"] * 20)
+    core = net.core(1)
+    applied = core.applied_index
+    core.on_snapshot_taken(SnapshotMeta(applied, core.term, core.conf_state), keep_entries=2)
+    assert core.ready().compact_to == applied - 2
+    core2 = net.core(2)
+    core2.on_snapshot_taken(SnapshotMeta(applied, core2.term, core2.conf_state), keep_entries=50)
+    assert core2.ready().compact_to == applied - 5  # never more than configured

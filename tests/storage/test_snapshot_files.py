@@ -114,3 +114,12 @@ def test_a_failing_chunk_source_leaves_no_file(tmp_path):
     with pytest.raises(OSError):
         store.write(META, chunks())
     assert os.listdir(store.directory) == []
+
+
+def test_a_framed_stream_is_byte_for_byte_the_file(written):
+    """What a leader streams from a pinned view is exactly what the writer puts in a file."""
+    from dengine.storage.snapshot import framed
+
+    _store, path = written
+    with open(path, "rb") as f:
+        assert b"".join(framed(META, iter(CHUNKS))) == f.read()

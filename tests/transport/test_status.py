@@ -22,6 +22,8 @@ CASES = [
     (E.ConfChangeError("last voter"), client_pb2.CONF_CHANGE_REFUSED, grpc.StatusCode.FAILED_PRECONDITION),
     (E.ProposalDropped("transfer"), client_pb2.PROPOSAL_DROPPED, grpc.StatusCode.ABORTED),
     (E.SessionExpired(7, 42), client_pb2.SESSION_EXPIRED, grpc.StatusCode.FAILED_PRECONDITION),
+    (E.QuotaExceeded(9000, 8192, 2), client_pb2.NO_SPACE, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (E.QuotaExceeded(9000, 8192), client_pb2.NO_SPACE, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (E.Corruption("/x", 3, "crc"), client_pb2.INTERNAL, grpc.StatusCode.INTERNAL),
     (RuntimeError("boom"), client_pb2.INTERNAL, grpc.StatusCode.INTERNAL),
 ]  # fmt: skip

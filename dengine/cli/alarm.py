@@ -1,0 +1,83 @@
+"""``dengine alarm``: list the alarms members raised, and disarm them once the cause is gone.
+
+``alarm list`` asks every member for its status and prints its alarms (NOSPACE: its storage
+quota is used up and it refuses writes other than deletes). ``alarm disarm`` asks every member
+to clear its alarm; a member still over its quota refuses, so free space first (delete keys, or
+raise ``storage.quota_bytes`` and restart it), then disarm.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from dengine.cli.client import _common, run
+from dengine.cli.errors import EXIT_CODES_HELP, OK, UNAVAILABLE, CliError
+from dengine.errors import DengineError, QuotaExceeded
+
+__all__ = ["register"]
+
+_FMT = argparse.RawDescriptionHelpFormatter
+
+
+def register(subparsers: Any) -> None:
+    """Add ``alarm list`` and ``alarm disarm`` to the ``dengine`` command."""
+    common = _common()
+    alarm = subparsers.add_parser(
+        "alarm", help="list or disarm alarms (NOSPACE: a member's storage quota is used up)",
+        description=__doc__.split("\n\n", 1)[1], epilog=EXIT_CODES_HELP, formatter_class=_FMT)
+    alarm.set_defaults(func=lambda _a: (alarm.print_help(), 2)[1])
+    sub = alarm.add_subparsers(title="commands", metavar="COMMAND")
+    for name, help, func in (("list", "show the alarms every member has raised", _list),
+                             ("disarm", "clear every member's alarm once it is under its quota",
+                              _disarm)):
+        p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                           parents=[common], epilog=EXIT_CODES_HELP, formatter_class=_FMT)
+        p.set_defaults(func=lambda args, f=func: run(args, f))
+
+
+def _members(c: Any) -> dict[str, Any]:
+    answers = dict(c.statuses(timeout=1.0))
+    for st in [a for a in answers.values() if not isinstance(a, BaseException)]:
+        for m in st.members:
+            if m.address and m.address not in answers:
+                try:
+                    answers[m.address] = c.status(m.address, timeout=1.0)
+                except DengineError as e:
+                    answers[m.address] = e
+    if all(isinstance(a, BaseException) for a in answers.values()):
+        raise CliError(f"cannot reach the cluster at {','.join(answers)}: no endpoint answered",
+                       UNAVAILABLE)
+    return answers
+
+
+def _describe(st: Any) -> str:
+    quota = f"{st.used_bytes} of {st.quota_bytes} bytes" if st.quota_bytes else \
+        f"{st.used_bytes} bytes, no quota"
+    return f"node {st.id} at {st.address}: {', '.join(st.alarms) or 'no alarm'} ({quota})"
+
+
+def _list(c: Any, args: argparse.Namespace) -> int:
+    for addr, st in _members(c).items():
+        print(f"{addr}: unreachable ({st})" if isinstance(st, BaseException) else _describe(st))
+    return OK
+
+
+def _disarm(c: Any, args: argparse.Namespace) -> int:
+    still: list[str] = []
+    for addr, st in _members(c).items():
+        if isinstance(st, BaseException):
+            print(f"{addr}: unreachable, not disarmed ({st})")
+            still.append(addr)
+            continue
+        try:
+            left = c.alarm_disarm(addr, timeout=args.timeout)
+        except QuotaExceeded as e:
+            print(f"node {st.id} at {addr}: still over its quota, alarm kept: {e}")
+            still.append(addr)
+            continue
+        print(f"node {st.id} at {addr}: " + (f"alarms left: {', '.join(left)}" if left
+                                              else "no alarm"))
+    if still:
+        raise CliError(f"not disarmed on {', '.join(still)}", UNAVAILABLE)
+    return OK
