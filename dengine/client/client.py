@@ -92,7 +92,13 @@ class Client:
     client interceptors put on every channel (auth, tracing, fault injection in tests);
     ``fail_fast``: when no endpoint can be connected to at all (connection refused, unknown
     host), fail at once with ``Unavailable`` instead of retrying until the deadline (what a
-    command-line tool wants; a program waiting for its cluster to come up does not).
+    command-line tool wants; a program waiting for its cluster to come up does not);
+    ``spread_reads``: linearizable and serializable reads go round-robin to every member, not
+    only the leader (a follower answers a linearizable read after asking the leader for a read
+    index, a serializable one from its own state); lease reads always go to the leader, which
+    holds the lease. Off by default: with every node on one machine, one busy leader answers
+    more reads than three processes sharing its cores. Either way a serializable read that
+    finds no leader is sent to any member that answers, even one cut off from the majority.
     """
 
     def __init__(
@@ -112,6 +118,7 @@ class Client:
         interceptors: Sequence[Any] = (),
         rng: random.Random | None = None,
         fail_fast: bool = False,
+        spread_reads: bool = False,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e]
@@ -132,6 +139,8 @@ class Client:
         self._attempt_timeout_s = attempt_timeout_s
         self._rng = rng or random.Random()
         self._fail_fast = fail_fast
+        self._spread_reads = spread_reads
+        self._next_reader = self._rng.randrange(1 << 16)  # many clients: spread from the start
         self._sessions = SessionPool()
         self._conns: dict[str, Connection] = {}
         self._members: dict[int, str] = {}
@@ -262,9 +271,13 @@ class Client:
         *,
         timeout: float | None,
         endpoint: str | None = None,
+        spread: bool = False,
+        any_member: bool = False,
     ) -> T:
         """Run ``attempt(address, remaining_s)`` until it succeeds, fails for good, or the
-        deadline passes. ``endpoint`` pins the call to one node (no redirects)."""
+        deadline passes. ``endpoint`` pins the call to one node (no redirects); ``spread``
+        sends each attempt to the next member in turn; ``any_member``: to the leader, or to the
+        next member when no leader is found (reads any member may serve)."""
         timeout = self.timeout if timeout is None else timeout
         deadline = _now() + timeout
         delay = self._backoff[0]
@@ -277,9 +290,16 @@ class Client:
                 raise OperationTimeout(why, timeout) from last
             if self._closed:
                 raise Unavailable("the client is closed") from last
-            addr = endpoint
+            addr = endpoint if endpoint is not None else (self._reader() if spread else None)
             try:
-                if addr is None:
+                if addr is None and any_member:
+                    try:
+                        addr = await self._leader_address(deadline)
+                    except _Unreachable:
+                        raise
+                    except Unavailable:
+                        addr = self._reader()
+                elif addr is None:
                     addr = await self._leader_address(deadline)
                 budget = deadline - _now()
                 if self._attempt_timeout_s is not None:
@@ -289,6 +309,7 @@ class Client:
                 last = e
                 if endpoint is not None:
                     raise
+                spread = False  # a member without a leader: from now on, ask the leader
                 if self._follow(e, addr or "") and hops < 3:
                     hops += 1
                     continue  # a fresh hint: go there now, no backoff
@@ -306,6 +327,17 @@ class Client:
                 await asyncio.sleep(pause)
             delay = min(delay * 2, self._backoff[1])
 
+    def _reader(self) -> str:
+        """The next member to read from, round-robin over every address known."""
+        addrs = list(dict.fromkeys([*self.endpoints, *self._members.values()]))
+        self._next_reader = (self._next_reader + 1) % len(addrs)
+        return addrs[self._next_reader]
+
+    def _read_route(self, consistency: int) -> dict[str, bool]:
+        """Where a read at ``consistency`` may go (see ``spread_reads``)."""
+        return {"spread": self._spread_reads and consistency != Consistency.LEASE,
+                "any_member": consistency == Consistency.SERIALIZABLE}
+
     async def _kv(
         self,
         op: str,
@@ -314,6 +346,8 @@ class Client:
         *,
         timeout: float | None,
         endpoint: str | None = None,
+        spread: bool = False,
+        any_member: bool = False,
     ) -> Any:
         """One KV request (stream or unary) in the retry loop; returns the response message."""
         use_stream = request.ByteSize() <= self._stream_request_bytes
@@ -332,7 +366,8 @@ class Client:
             _raise_error(resp.error)
             return resp
 
-        return await self._retry(op, attempt, timeout=timeout, endpoint=endpoint)
+        return await self._retry(op, attempt, timeout=timeout, endpoint=endpoint, spread=spread,
+                                 any_member=any_member)
 
     async def _cluster(
         self,
@@ -379,7 +414,8 @@ class Client:
         """The key's value and revision, or None if absent. ``endpoint`` asks that one node
         (useful with ``consistency="serializable"`` to read a follower)."""
         req = client_pb2.GetRequest(key=to_bytes(key), consistency=Consistency.parse(consistency))
-        resp = await self._kv("get", "get", req, timeout=timeout, endpoint=endpoint)
+        resp = await self._kv("get", "get", req, timeout=timeout, endpoint=endpoint,
+                              **self._read_route(req.consistency))
         return KeyValue.from_proto(resp.kv) if resp.found else None
 
     async def get_value(self, key: Key, **kw: Any) -> bytes | None:
@@ -399,7 +435,8 @@ class Client:
         req = client_pb2.GetManyRequest(
             keys=[to_bytes(k) for k in keys], consistency=Consistency.parse(consistency)
         )
-        resp = await self._kv("get_many", "get_many", req, timeout=timeout, endpoint=endpoint)
+        resp = await self._kv("get_many", "get_many", req, timeout=timeout, endpoint=endpoint,
+                              **self._read_route(req.consistency))
         return {kv.key: KeyValue.from_proto(kv) for kv in resp.kvs}
 
     async def delete(
@@ -490,7 +527,8 @@ class Client:
             limit=limit,
             consistency=Consistency.parse(consistency),
         )
-        resp = await self._kv("scan", "scan", req, timeout=timeout, endpoint=endpoint)
+        resp = await self._kv("scan", "scan", req, timeout=timeout, endpoint=endpoint,
+                              **self._read_route(req.consistency))
         return ScanPage(tuple(KeyValue.from_proto(kv) for kv in resp.kvs), resp.continuation)
 
     async def scan_iter(
