@@ -38,6 +38,7 @@ import grpc
 from dengine.client._pool import Connection, PooledChannel, channel_options
 from dengine.client._session import SessionPool
 from dengine.client._stream import StreamStats
+from dengine.client.api import cas_request
 from dengine.client.types import (
     CasResult,
     Consistency,
@@ -418,9 +419,16 @@ class Client:
                               **self._read_route(req.consistency))
         return KeyValue.from_proto(resp.kv) if resp.found else None
 
-    async def get_value(self, key: Key, **kw: Any) -> bytes | None:
+    async def get_value(
+        self,
+        key: Key,
+        *,
+        consistency: Consist = Consistency.LINEARIZABLE,
+        timeout: float | None = None,
+        endpoint: str | None = None,
+    ) -> bytes | None:
         """Just the value (None if absent); same options as :meth:`get`."""
-        kv = await self.get(key, **kw)
+        kv = await self.get(key, consistency=consistency, timeout=timeout, endpoint=endpoint)
         return None if kv is None else kv.value
 
     async def get_many(
@@ -454,22 +462,22 @@ class Client:
         *,
         expected_value: Key | None = None,
         expected_version: int | None = None,
+        expected_absent: bool = False,
         new_value: Key | None = None,
         timeout: float | None = None,
     ) -> CasResult:
         """Set ``key`` to ``new_value`` (delete it when None) if its value is ``expected_value``
-        and/or its version is ``expected_version`` (version 0: the key is absent)."""
+        and/or its version is ``expected_version``, or, with ``expected_absent=True``, if it
+        does not exist. A condition is required (TypeError without one; see
+        :mod:`dengine.client.api`)."""
         with self._sessions.session() as session:
-            req = client_pb2.CompareAndSetRequest(key=to_bytes(key), session=session)
-            if expected_value is not None:
-                req.expected_value = to_bytes(expected_value, "expected_value")
-            if expected_version is not None:
-                req.expected_version = expected_version
-            if new_value is not None:
-                req.new_value = to_bytes(new_value, "new_value")
+            req = cas_request(key, expected_value, expected_version, expected_absent, new_value,
+                              session)
             resp = await self._kv("compare_and_set", "cas", req, timeout=timeout)
         current = KeyValue.from_proto(resp.current) if resp.HasField("current") else None
         return CasResult(resp.succeeded, current, resp.revision)
+
+    cas = compare_and_set  # the same call under its short name, as on every client
 
     async def write_batch(
         self,
@@ -505,6 +513,8 @@ class Client:
             req = client_pb2.WriteBatchRequest(ops=batch_ops, session=session)
             resp = await self._kv("write_batch", "batch", req, timeout=timeout)
         return resp.revision
+
+    batch = write_batch
 
     async def scan(
         self,

@@ -52,6 +52,8 @@ def test_every_kv_call_and_consistency_level(run_uvloop, real_cluster):
             assert cas.succeeded
             cas = await c.compare_and_set(b"p/1", expected_value=b"x", new_value=b"w")
             assert not cas.succeeded and cas.current.value == b"z"
+            assert not (await c.cas(b"p/1", expected_absent=True, new_value=b"w")).succeeded
+            assert (await c.cas(b"p/9", expected_absent=True, new_value=b"9")).succeeded
             assert await c.delete(b"p/2") is True
             await c.write_batch(puts={f"s/{i:03}": b"v" for i in range(30)})
             keys = [kv.key async for kv in c.scan_iter(prefix=b"s/", page_size=7)]

@@ -389,3 +389,21 @@ def test_a_peer_message_the_core_chokes_on_is_dropped_not_fatal(run, cluster_fac
             await c.close()
 
     run(main)
+
+
+def test_compare_and_set_expect_absent_is_explicit(run, cluster_factory):
+    async def main():
+        c = await cluster_factory().start()
+        try:
+            cl = c.client(await c.leader())
+            r = await cl.compare_and_set("fresh", expected_absent=True, new_value="1")
+            assert r.succeeded and r.current.value == b"1"
+            r = await cl.compare_and_set("fresh", expected_absent=True, new_value="2")
+            assert not r.succeeded and r.current.value == b"1"  # it exists now
+            with pytest.raises(TypeError, match="needs a condition"):
+                await cl.compare_and_set("fresh", expected_value=None, new_value="3")
+            assert (await cl.get("fresh")).value == b"1"  # nothing was written
+        finally:
+            await c.close()
+
+    run(main)
