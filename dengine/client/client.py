@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
 
 from dengine.client._pool import Connection, PooledChannel, channel_options
+from dengine.client._reach import _no_connection, _Unreachable
 from dengine.client._session import SessionPool
 from dengine.client._stream import StreamStats
 from dengine.client.api import cas_request
@@ -630,28 +630,6 @@ def _raise_error(err: client_pb2.Error) -> None:
     exc = S.from_proto(err)
     if exc is not None:
         raise exc
-
-
-class _Unreachable(Unavailable):
-    """No endpoint accepts a connection: final for a ``fail_fast`` client."""
-
-
-_NO_CONNECTION = re.compile(
-    r"connection refused|failed to connect to remote host|errors resolving|domain name not found"
-    r"|name or service not known|no address associated",
-    re.I,
-)
-
-
-def _no_connection(exc: object) -> str:
-    """Why ``exc`` shows that nothing could be connected to ("" when it does not)."""
-    if not isinstance(exc, Unavailable):
-        return ""
-    m = _NO_CONNECTION.search(exc.reason)
-    if m is None:
-        return ""
-    text = m.group(0).lower()
-    return "unknown host" if "resolv" in text or "name" in text or "address" in text else text
 
 
 def _retrieve(task: asyncio.Task) -> None:
