@@ -20,7 +20,13 @@ from collections.abc import Callable
 from typing import Any
 
 from dengine.cli.data import Codec, add_encoding_flags, read_value
-from dengine.cli.endpoints import Endpoints, add_endpoint_flags, parse_endpoints, resolve
+from dengine.cli.endpoints import (
+    Endpoints,
+    add_endpoint_flags,
+    parse_endpoints,
+    resolve,
+    seconds,
+)
 from dengine.cli.errors import (
     EXIT_CODES_HELP,
     OK,
@@ -101,7 +107,7 @@ def register(subparsers: Any) -> None:
                    default="linearizable", help="read consistency (default: linearizable)")
     p = add("status", "show every member: role, term, leader, commit and applied index, lag",
             _status)
-    p.add_argument("--watch", nargs="?", type=float, const=1.0, default=None,
+    p.add_argument("--watch", nargs="?", type=seconds, const=1.0, default=None,
                    metavar="SECONDS", help="redraw every SECONDS (default 1) until Ctrl-C")
     p = add("transfer-leader", "hand leadership to a voter", _transfer)
     p.add_argument("node_id", type=_node_id, metavar="ID")

@@ -25,6 +25,7 @@ from dengine.cli.endpoints import port_number, positive_int, seconds
 from dengine.cli.errors import EXIT_CODES_HELP, FAILED, OK, USAGE, CliError, report
 from dengine.errors import DengineError
 from dengine.local.cluster import DEFAULT_DATA_DIR, STATE_FILE, LocalCluster, pick_ports, read_toml
+from dengine.local.pids import find_node_process
 
 __all__ = ["register", "run_cluster_up"]
 
@@ -113,9 +114,16 @@ def _prepare(args: argparse.Namespace) -> LocalCluster:
         busy = lc.busy_ports()
         if busy:
             node_id, addr = busy[0]
-            raise CliError(f"node {node_id}'s address {addr} is in use by another process (a "
-                           f"`dengine serve` of that node?); stop it, or change the addresses "
-                           f"in {lc.root}/{STATE_FILE} and the node files", FAILED)
+            pid = find_node_process(lc.nodes[node_id].config_path)
+            if pid is not None:
+                raise CliError(f"node {node_id} already runs outside `cluster up` (pid {pid}, "
+                               f"`dengine serve --config {lc.nodes[node_id].config_path}`); "
+                               f"stop it (kill {pid}) and run `dengine cluster up` again; to "
+                               "restart one node of a running cluster, use `dengine cluster "
+                               f"restart-node {node_id}`", FAILED)
+            raise CliError(f"node {node_id}'s address {addr} is in use by another process; "
+                           f"stop it, or change the addresses in {lc.root}/{STATE_FILE} and "
+                           "the node files", FAILED)
         _say(f"reusing the cluster in {lc.root} ({len(lc.nodes)} nodes, data kept)")
         return lc
     n = 3 if args.nodes is None else args.nodes

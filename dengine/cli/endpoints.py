@@ -26,6 +26,7 @@ import os
 from dataclasses import dataclass
 
 from dengine.cli.errors import CONFIG, USAGE, CliError
+from dengine.local.cluster import DEFAULT_DATA_DIR
 
 __all__ = [
     "ENDPOINTS_ENV",
@@ -40,7 +41,6 @@ __all__ = [
 ]
 
 ENDPOINTS_ENV = "DENGINE_ENDPOINTS"
-DEFAULT_DATA_DIR = "data"
 _SCHEMES = ("http://", "https://", "grpc://", "grpcs://")
 
 

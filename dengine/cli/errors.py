@@ -122,7 +122,7 @@ def one_line(exc: BaseException, endpoints: Any = None) -> str:
                     " is it running? start one with `dengine cluster up`")
         if exit_code(exc) == REFUSED:
             return _flat(str(root))
-        return f"{exc} (last error: {_flat(str(root))})"
+        return f"{exc} (last error: {_flat(str(root))})" + (f"; endpoints{where}" if where else "")
     if isinstance(exc, Unavailable):
         return (f"cannot reach the cluster{where}: {_flat(exc.reason)}; is it running? "
                 "start one with `dengine cluster up`")

@@ -2,9 +2,11 @@
 
 Both find the leader from a few endpoints, follow NOT_LEADER redirects, retry with backoff within
 a per-call deadline, make retried writes apply once (sessions), and coalesce concurrent KV calls
-onto a batch stream per channel. Errors are :mod:`dengine.errors` types.
+onto a batch stream per channel. Errors are :mod:`dengine.errors` types. Both, and the in-process
+:class:`~dengine.node.embedded.EmbeddedClient`, have the interface :class:`AsyncKv` states.
 """
 
+from dengine.client.api import AsyncKv
 from dengine.client.client import RETRYABLE, Client
 from dengine.client.sync import SyncClient
 from dengine.client.types import (
@@ -19,6 +21,7 @@ from dengine.client.types import (
 )
 
 __all__ = [
+    "AsyncKv",
     "Client",
     "SyncClient",
     "RETRYABLE",

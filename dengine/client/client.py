@@ -29,15 +29,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
 
 from dengine.client._pool import Connection, PooledChannel, channel_options
+from dengine.client._reach import _no_connection, _Unreachable
 from dengine.client._session import SessionPool
 from dengine.client._stream import StreamStats
+from dengine.client.api import cas_request
 from dengine.client.types import (
     CasResult,
     Consistency,
@@ -92,10 +93,17 @@ class Client:
     client interceptors put on every channel (auth, tracing, fault injection in tests).
     TLS: ``cacert`` (the CA that issued the nodes' certificates), ``cert`` / ``key`` (this
     client's certificate, whose common name is its identity), ``token`` (a bearer token that
-    names the identity instead); any of them turns TLS on. ``fail_fast``: when no endpoint can
-    be connected to at all (connection refused, unknown host), fail at once with
-    ``Unavailable`` instead of retrying until the deadline (what a command-line tool wants; a
-    program waiting for its cluster to come up does not).
+    names the identity instead); any of them turns TLS on.
+    client interceptors put on every channel (auth, tracing, fault injection in tests);
+    ``fail_fast``: when no endpoint can be connected to at all (connection refused, unknown
+    host), fail at once with ``Unavailable`` instead of retrying until the deadline (what a
+    command-line tool wants; a program waiting for its cluster to come up does not);
+    ``spread_reads``: linearizable and serializable reads go round-robin to every member, not
+    only the leader (a follower answers a linearizable read after asking the leader for a read
+    index, a serializable one from its own state); lease reads always go to the leader, which
+    holds the lease. Off by default: with every node on one machine, one busy leader answers
+    more reads than three processes sharing its cores. Either way a serializable read that
+    finds no leader is sent to any member that answers, even one cut off from the majority.
     """
 
     def __init__(
@@ -119,6 +127,7 @@ class Client:
         key: str | None = None,
         token: str | None = None,
         fail_fast: bool = False,
+        spread_reads: bool = False,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e]
@@ -144,6 +153,8 @@ class Client:
         self._attempt_timeout_s = attempt_timeout_s
         self._rng = rng or random.Random()
         self._fail_fast = fail_fast
+        self._spread_reads = spread_reads
+        self._next_reader = self._rng.randrange(1 << 16)  # many clients: spread from the start
         self._sessions = SessionPool()
         self._conns: dict[str, Connection] = {}
         self._members: dict[int, str] = {}
@@ -275,9 +286,13 @@ class Client:
         *,
         timeout: float | None,
         endpoint: str | None = None,
+        spread: bool = False,
+        any_member: bool = False,
     ) -> T:
         """Run ``attempt(address, remaining_s)`` until it succeeds, fails for good, or the
-        deadline passes. ``endpoint`` pins the call to one node (no redirects)."""
+        deadline passes. ``endpoint`` pins the call to one node (no redirects); ``spread``
+        sends each attempt to the next member in turn; ``any_member``: to the leader, or to the
+        next member when no leader is found (reads any member may serve)."""
         timeout = self.timeout if timeout is None else timeout
         deadline = _now() + timeout
         delay = self._backoff[0]
@@ -290,9 +305,16 @@ class Client:
                 raise OperationTimeout(why, timeout) from last
             if self._closed:
                 raise Unavailable("the client is closed") from last
-            addr = endpoint
+            addr = endpoint if endpoint is not None else (self._reader() if spread else None)
             try:
-                if addr is None:
+                if addr is None and any_member:
+                    try:
+                        addr = await self._leader_address(deadline)
+                    except _Unreachable:
+                        raise
+                    except Unavailable:
+                        addr = self._reader()
+                elif addr is None:
                     addr = await self._leader_address(deadline)
                 budget = deadline - _now()
                 if self._attempt_timeout_s is not None:
@@ -302,6 +324,7 @@ class Client:
                 last = e
                 if endpoint is not None:
                     raise
+                spread = False  # a member without a leader: from now on, ask the leader
                 if self._follow(e, addr or "") and hops < 3:
                     hops += 1
                     continue  # a fresh hint: go there now, no backoff
@@ -319,6 +342,17 @@ class Client:
                 await asyncio.sleep(pause)
             delay = min(delay * 2, self._backoff[1])
 
+    def _reader(self) -> str:
+        """The next member to read from, round-robin over every address known."""
+        addrs = list(dict.fromkeys([*self.endpoints, *self._members.values()]))
+        self._next_reader = (self._next_reader + 1) % len(addrs)
+        return addrs[self._next_reader]
+
+    def _read_route(self, consistency: int) -> dict[str, bool]:
+        """Where a read at ``consistency`` may go (see ``spread_reads``)."""
+        return {"spread": self._spread_reads and consistency != Consistency.LEASE,
+                "any_member": consistency == Consistency.SERIALIZABLE}
+
     async def _kv(
         self,
         op: str,
@@ -327,6 +361,8 @@ class Client:
         *,
         timeout: float | None,
         endpoint: str | None = None,
+        spread: bool = False,
+        any_member: bool = False,
     ) -> Any:
         """One KV request (stream or unary) in the retry loop; returns the response message."""
         use_stream = request.ByteSize() <= self._stream_request_bytes
@@ -345,7 +381,8 @@ class Client:
             _raise_error(resp.error)
             return resp
 
-        return await self._retry(op, attempt, timeout=timeout, endpoint=endpoint)
+        return await self._retry(op, attempt, timeout=timeout, endpoint=endpoint, spread=spread,
+                                 any_member=any_member)
 
     async def _cluster(
         self,
@@ -392,12 +429,20 @@ class Client:
         """The key's value and revision, or None if absent. ``endpoint`` asks that one node
         (useful with ``consistency="serializable"`` to read a follower)."""
         req = client_pb2.GetRequest(key=to_bytes(key), consistency=Consistency.parse(consistency))
-        resp = await self._kv("get", "get", req, timeout=timeout, endpoint=endpoint)
+        resp = await self._kv("get", "get", req, timeout=timeout, endpoint=endpoint,
+                              **self._read_route(req.consistency))
         return KeyValue.from_proto(resp.kv) if resp.found else None
 
-    async def get_value(self, key: Key, **kw: Any) -> bytes | None:
+    async def get_value(
+        self,
+        key: Key,
+        *,
+        consistency: Consist = Consistency.LINEARIZABLE,
+        timeout: float | None = None,
+        endpoint: str | None = None,
+    ) -> bytes | None:
         """Just the value (None if absent); same options as :meth:`get`."""
-        kv = await self.get(key, **kw)
+        kv = await self.get(key, consistency=consistency, timeout=timeout, endpoint=endpoint)
         return None if kv is None else kv.value
 
     async def get_many(
@@ -412,7 +457,8 @@ class Client:
         req = client_pb2.GetManyRequest(
             keys=[to_bytes(k) for k in keys], consistency=Consistency.parse(consistency)
         )
-        resp = await self._kv("get_many", "get_many", req, timeout=timeout, endpoint=endpoint)
+        resp = await self._kv("get_many", "get_many", req, timeout=timeout, endpoint=endpoint,
+                              **self._read_route(req.consistency))
         return {kv.key: KeyValue.from_proto(kv) for kv in resp.kvs}
 
     async def delete(
@@ -430,22 +476,22 @@ class Client:
         *,
         expected_value: Key | None = None,
         expected_version: int | None = None,
+        expected_absent: bool = False,
         new_value: Key | None = None,
         timeout: float | None = None,
     ) -> CasResult:
         """Set ``key`` to ``new_value`` (delete it when None) if its value is ``expected_value``
-        and/or its version is ``expected_version`` (version 0: the key is absent)."""
+        and/or its version is ``expected_version``, or, with ``expected_absent=True``, if it
+        does not exist. A condition is required (TypeError without one; see
+        :mod:`dengine.client.api`)."""
         with self._sessions.session() as session:
-            req = client_pb2.CompareAndSetRequest(key=to_bytes(key), session=session)
-            if expected_value is not None:
-                req.expected_value = to_bytes(expected_value, "expected_value")
-            if expected_version is not None:
-                req.expected_version = expected_version
-            if new_value is not None:
-                req.new_value = to_bytes(new_value, "new_value")
+            req = cas_request(key, expected_value, expected_version, expected_absent, new_value,
+                              session)
             resp = await self._kv("compare_and_set", "cas", req, timeout=timeout)
         current = KeyValue.from_proto(resp.current) if resp.HasField("current") else None
         return CasResult(resp.succeeded, current, resp.revision)
+
+    cas = compare_and_set  # the same call under its short name, as on every client
 
     async def write_batch(
         self,
@@ -482,6 +528,8 @@ class Client:
             resp = await self._kv("write_batch", "batch", req, timeout=timeout)
         return resp.revision
 
+    batch = write_batch
+
     async def scan(
         self,
         start: Key = b"",
@@ -503,7 +551,8 @@ class Client:
             limit=limit,
             consistency=Consistency.parse(consistency),
         )
-        resp = await self._kv("scan", "scan", req, timeout=timeout, endpoint=endpoint)
+        resp = await self._kv("scan", "scan", req, timeout=timeout, endpoint=endpoint,
+                              **self._read_route(req.consistency))
         return ScanPage(tuple(KeyValue.from_proto(kv) for kv in resp.kvs), resp.continuation)
 
     async def scan_iter(
@@ -603,28 +652,6 @@ def _raise_error(err: client_pb2.Error) -> None:
     exc = S.from_proto(err)
     if exc is not None:
         raise exc
-
-
-class _Unreachable(Unavailable):
-    """No endpoint accepts a connection: final for a ``fail_fast`` client."""
-
-
-_NO_CONNECTION = re.compile(
-    r"connection refused|failed to connect to remote host|errors resolving|domain name not found"
-    r"|name or service not known|no address associated",
-    re.I,
-)
-
-
-def _no_connection(exc: object) -> str:
-    """Why ``exc`` shows that nothing could be connected to ("" when it does not)."""
-    if not isinstance(exc, Unavailable):
-        return ""
-    m = _NO_CONNECTION.search(exc.reason)
-    if m is None:
-        return ""
-    text = m.group(0).lower()
-    return "unknown host" if "resolv" in text or "name" in text or "address" in text else text
 
 
 def _retrieve(task: asyncio.Task) -> None:

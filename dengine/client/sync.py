@@ -9,38 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
+from dengine.client.api import ConsistencyArg
 from dengine.client.client import Client
-from dengine.client.types import KeyValue
+from dengine.client.types import (
+    CasResult,
+    Consistency,
+    Delete,
+    Key,
+    KeyValue,
+    Member,
+    NodeStatus,
+    Put,
+    ScanPage,
+)
 
 __all__ = ["SyncClient"]
 
 T = TypeVar("T")
 
-# Methods forwarded as-is: the name on SyncClient runs the coroutine of the same name on Client.
-_FORWARDED = (
-    "put",
-    "alarm_disarm",
-    "get",
-    "get_value",
-    "get_many",
-    "delete",
-    "compare_and_set",
-    "write_batch",
-    "scan",
-    "status",
-    "statuses",
-    "transfer_leader",
-    "add_learner",
-    "promote",
-    "remove_member",
-)
-
 
 class SyncClient:
-    """Blocking twin of :class:`Client`; same arguments and methods. Close it (or use ``with``)."""
+    """Blocking twin of :class:`Client`: the same methods and arguments, each returning the
+    value. Close it (or use ``with``). ``options`` are :class:`Client`'s."""
 
     def __init__(self, endpoints: Any, **options: Any) -> None:
         self._loop = _new_loop()
@@ -56,18 +49,6 @@ class SyncClient:
             raise RuntimeError("the SyncClient is closed")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def __getattr__(self, name: str) -> Any:
-        if name in _FORWARDED:
-            method = getattr(self._client, name)
-
-            def call(*args: Any, **kwargs: Any) -> Any:
-                return self._run(method(*args, **kwargs))
-
-            call.__name__ = name
-            call.__doc__ = method.__doc__
-            return call
-        raise AttributeError(name)
-
     @property
     def client(self) -> Client:
         """The async client underneath (its loop runs in this object's thread)."""
@@ -75,11 +56,77 @@ class SyncClient:
 
     @property
     def leader(self) -> str | None:
+        """The leader's address as last known (see :attr:`Client.leader`)."""
         return self._client.leader
 
-    def scan_iter(self, *args: Any, **kwargs: Any) -> Iterator[KeyValue]:
+    # -- KV: the methods of Client, blocking (see dengine.client.api) --------------------
+    def put(self, key: Key, value: Key, *, timeout: float | None = None,
+            endpoint: str | None = None) -> int:
+        """Store ``value`` under ``key``; returns the revision (see :meth:`Client.put`)."""
+        return self._run(self._client.put(key, value, timeout=timeout, endpoint=endpoint))
+
+    def get(self, key: Key, *, consistency: ConsistencyArg = Consistency.LINEARIZABLE,
+            timeout: float | None = None, endpoint: str | None = None) -> KeyValue | None:
+        """The key's value and revision, or None (see :meth:`Client.get`)."""
+        return self._run(self._client.get(key, consistency=consistency, timeout=timeout,
+                                          endpoint=endpoint))
+
+    def get_value(self, key: Key, *, consistency: ConsistencyArg = Consistency.LINEARIZABLE,
+                  timeout: float | None = None, endpoint: str | None = None) -> bytes | None:
+        """Just the value, or None (see :meth:`Client.get_value`)."""
+        return self._run(self._client.get_value(key, consistency=consistency, timeout=timeout,
+                                                endpoint=endpoint))
+
+    def get_many(self, keys: Iterable[Key], *,
+                 consistency: ConsistencyArg = Consistency.LINEARIZABLE,
+                 timeout: float | None = None, endpoint: str | None = None
+                 ) -> dict[bytes, KeyValue]:
+        """The keys that exist among ``keys`` (see :meth:`Client.get_many`)."""
+        return self._run(self._client.get_many(keys, consistency=consistency, timeout=timeout,
+                                               endpoint=endpoint))
+
+    def delete(self, key: Key, *, timeout: float | None = None,
+               endpoint: str | None = None) -> bool:
+        """Delete ``key``; True if it existed (see :meth:`Client.delete`)."""
+        return self._run(self._client.delete(key, timeout=timeout, endpoint=endpoint))
+
+    def compare_and_set(self, key: Key, *, expected_value: Key | None = None,
+                        expected_version: int | None = None, expected_absent: bool = False,
+                        new_value: Key | None = None, timeout: float | None = None
+                        ) -> CasResult:
+        """Conditional write (see :meth:`Client.compare_and_set`)."""
+        return self._run(self._client.compare_and_set(
+            key, expected_value=expected_value, expected_version=expected_version,
+            expected_absent=expected_absent, new_value=new_value, timeout=timeout))
+
+    cas = compare_and_set
+
+    def write_batch(self, ops: Iterable[Put | Delete] = (), *,
+                    puts: Mapping[Key, Key] | Iterable[tuple[Key, Key]] = (),
+                    deletes: Iterable[Key] = (), timeout: float | None = None) -> int:
+        """Atomic puts and deletes; returns the revision (see :meth:`Client.write_batch`)."""
+        return self._run(self._client.write_batch(ops, puts=puts, deletes=deletes,
+                                                  timeout=timeout))
+
+    batch = write_batch
+
+    def scan(self, start: Key = b"", end: Key = b"", *, prefix: Key = b"", limit: int = 0,
+             consistency: ConsistencyArg = Consistency.LINEARIZABLE,
+             timeout: float | None = None, endpoint: str | None = None) -> ScanPage:
+        """One page of keys (see :meth:`Client.scan`)."""
+        return self._run(self._client.scan(start, end, prefix=prefix, limit=limit,
+                                           consistency=consistency, timeout=timeout,
+                                           endpoint=endpoint))
+
+    def scan_iter(self, start: Key = b"", end: Key = b"", *, prefix: Key = b"",
+                  page_size: int = 1000,
+                  consistency: ConsistencyArg = Consistency.LINEARIZABLE,
+                  timeout: float | None = None, endpoint: str | None = None
+                  ) -> Iterator[KeyValue]:
         """Every key of the range, page by page (see :meth:`Client.scan_iter`)."""
-        agen = self._client.scan_iter(*args, **kwargs)
+        agen = self._client.scan_iter(start, end, prefix=prefix, page_size=page_size,
+                                      consistency=consistency, timeout=timeout,
+                                      endpoint=endpoint)
         try:
             while True:
                 try:
@@ -88,6 +135,38 @@ class SyncClient:
                     return
         finally:
             self._run(agen.aclose())
+
+    # -- cluster ----------------------------------------------------------------------------
+    def status(self, endpoint: str | None = None, *, timeout: float | None = None
+               ) -> NodeStatus:
+        """Status of ``endpoint``, or of the leader (see :meth:`Client.status`)."""
+        return self._run(self._client.status(endpoint, timeout=timeout))
+
+    def statuses(self, *, timeout: float = 1.0) -> dict[str, NodeStatus | Exception]:
+        """The status of every known endpoint, or its error (see :meth:`Client.statuses`)."""
+        return self._run(self._client.statuses(timeout=timeout))
+
+    def alarm_disarm(self, endpoint: str, *, timeout: float | None = None) -> list[str]:
+        """Clear the NOSPACE alarm of the node at ``endpoint`` (see
+        :meth:`Client.alarm_disarm`); returns the alarms still raised there."""
+        return self._run(self._client.alarm_disarm(endpoint, timeout=timeout))
+
+    def transfer_leader(self, target_id: int, *, timeout: float | None = None) -> None:
+        """Hand leadership to node ``target_id`` (see :meth:`Client.transfer_leader`)."""
+        self._run(self._client.transfer_leader(target_id, timeout=timeout))
+
+    def add_learner(self, node_id: int, address: str, *, timeout: float | None = None
+                    ) -> list[Member]:
+        """Add a learner; returns the new member list (see :meth:`Client.add_learner`)."""
+        return self._run(self._client.add_learner(node_id, address, timeout=timeout))
+
+    def promote(self, node_id: int, *, timeout: float | None = None) -> list[Member]:
+        """Make a learner a voter (see :meth:`Client.promote`)."""
+        return self._run(self._client.promote(node_id, timeout=timeout))
+
+    def remove_member(self, node_id: int, *, timeout: float | None = None) -> list[Member]:
+        """Remove a member (see :meth:`Client.remove_member`)."""
+        return self._run(self._client.remove_member(node_id, timeout=timeout))
 
     def close(self) -> None:
         """Close the channels, let every task on the loop end, then stop the loop thread.

@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["pid_runs", "wait_gone"]
+__all__ = ["pid_runs", "wait_gone", "find_node_process"]
 
 
 def pid_runs(pid: int | None, config_path: str | os.PathLike[str]) -> bool:
@@ -41,3 +41,23 @@ def wait_gone(pid: int, config_path: str | os.PathLike[str], timeout: float) -> 
             return False
         time.sleep(0.02)
     return True
+
+
+def find_node_process(config_path: str | os.PathLike[str]) -> int | None:
+    """The pid of a process (not ours) running the node of ``config_path``, e.g. a
+    ``dengine serve --config .../node.toml`` started by hand; None if none or no /proc."""
+    needle = os.fsencode(str(config_path))
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for name in entries:
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline and b"serve" in cmdline and pid_runs(int(name), config_path):
+            return int(name)
+    return None

@@ -1,8 +1,7 @@
 """An in-process client for a :class:`~dengine.node.node.Node` started in the same program.
 
-It has the methods of the network client (``put``, ``get(consistency=...)``, ``get_many``,
-``delete``, ``compare_and_set`` (alias ``cas``), ``write_batch`` (alias ``batch``), ``scan``, ``status``, ``transfer_leader``, ``add_learner``,
-``promote``, ``remove_member``) and goes through the very request handler the gRPC services use
+It has the methods of the network client, with the same arguments (the interface is
+:class:`dengine.client.api.AsyncKv`), and goes through the very request handler the gRPC services use
 (:class:`~dengine.node.service.RequestHandler`), with no socket and no serialization: so it
 behaves exactly as a remote client talking to that node would, errors included (a follower
 raises :class:`~dengine.errors.NotLeader` with the leader's id and address). It talks to one
@@ -26,13 +25,26 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from dengine.errors import OperationTimeout
 from dengine.node.service import RequestHandler
 from dengine.transport.status import from_proto
 from dengine.v1 import client_pb2 as pb
+
+if TYPE_CHECKING:
+    from dengine.client.api import ConsistencyArg
+    from dengine.client.types import (
+        CasResult,
+        Delete,
+        Key,
+        KeyValue,
+        Member,
+        NodeStatus,
+        Put,
+        ScanPage,
+    )
 
 __all__ = ["EmbeddedClient"]
 
@@ -100,26 +112,33 @@ class EmbeddedClient:
         return resp
 
     # -- KV ---------------------------------------------------------------------------------
-    async def put(self, key: Any, value: Any, *, timeout: float | None = None) -> int:
-        """Write ``key``; returns the revision (log index) of the write."""
+    async def put(self, key: Key, value: Key, *, timeout: float | None = None,
+                  endpoint: str | None = None) -> int:
+        """Write ``key``; returns the revision (log index) of the write (``endpoint`` is
+        ignored: one node)."""
         req = pb.PutRequest(key=_bytes(key), value=_bytes(value, "value"),
                             session=self._session())
         return (await self._call("put", req, pb.PutResponse, timeout)).revision
 
-    async def get(self, key: Any, *, consistency: Any = "linearizable",
-                  timeout: float | None = None, endpoint: str | None = None) -> Any:
+    async def get(self, key: Key, *, consistency: ConsistencyArg = pb.LINEARIZABLE,
+                  timeout: float | None = None, endpoint: str | None = None
+                  ) -> KeyValue | None:
         """The key's KeyValue, or None when absent (``endpoint`` is ignored: one node)."""
         req = pb.GetRequest(key=_bytes(key), consistency=_consistency(consistency))
         resp = await self._call("get", req, pb.GetResponse, timeout)
         return _types().KeyValue.from_proto(resp.kv) if resp.found else None
 
-    async def get_value(self, key: Any, **kw: Any) -> bytes | None:
-        kv = await self.get(key, **kw)
+    async def get_value(self, key: Key, *, consistency: ConsistencyArg = pb.LINEARIZABLE,
+                        timeout: float | None = None, endpoint: str | None = None
+                        ) -> bytes | None:
+        """Just the value (None if absent); same options as :meth:`get`."""
+        kv = await self.get(key, consistency=consistency, timeout=timeout)
         return None if kv is None else kv.value
 
-    async def get_many(self, keys: Iterable[Any], *, consistency: Any = "linearizable",
+    async def get_many(self, keys: Iterable[Key], *,
+                       consistency: ConsistencyArg = pb.LINEARIZABLE,
                        timeout: float | None = None, endpoint: str | None = None
-                       ) -> dict[bytes, Any]:
+                       ) -> dict[bytes, KeyValue]:
         """KeyValues of the keys that exist, by key."""
         req = pb.GetManyRequest(keys=[_bytes(k) for k in keys],
                                 consistency=_consistency(consistency))
@@ -127,22 +146,22 @@ class EmbeddedClient:
         kv_cls = _types().KeyValue
         return {kv.key: kv_cls.from_proto(kv) for kv in resp.kvs}
 
-    async def delete(self, key: Any, *, timeout: float | None = None) -> bool:
+    async def delete(self, key: Key, *, timeout: float | None = None,
+                     endpoint: str | None = None) -> bool:
         """Delete ``key``; True when it existed."""
         req = pb.DeleteRequest(key=_bytes(key), session=self._session())
         return (await self._call("delete", req, pb.DeleteResponse, timeout)).deleted
 
-    async def compare_and_set(self, key: Any, *, expected_value: Any = None,
-                              expected_version: int | None = None, new_value: Any = None,
-                              timeout: float | None = None) -> Any:
-        """Write ``new_value`` (delete when None) if the expectations hold; a CasResult."""
-        req = pb.CompareAndSetRequest(key=_bytes(key), session=self._session())
-        if expected_value is not None:
-            req.expected_value = _bytes(expected_value, "expected_value")
-        if expected_version is not None:
-            req.expected_version = expected_version
-        if new_value is not None:
-            req.new_value = _bytes(new_value, "new_value")
+    async def compare_and_set(self, key: Key, *, expected_value: Key | None = None,
+                              expected_version: int | None = None,
+                              expected_absent: bool = False, new_value: Key | None = None,
+                              timeout: float | None = None) -> CasResult:
+        """Write ``new_value`` (delete when None) if the condition holds: ``expected_value``,
+        ``expected_version`` or ``expected_absent=True`` (one is required)."""
+        from dengine.client.api import cas_request
+
+        req = cas_request(key, expected_value, expected_version, expected_absent, new_value,
+                          self._session())
         resp = await self._call("cas", req, pb.CompareAndSetResponse, timeout)
         t = _types()
         current = t.KeyValue.from_proto(resp.current) if resp.HasField("current") else None
@@ -150,8 +169,9 @@ class EmbeddedClient:
 
     cas = compare_and_set
 
-    async def write_batch(self, ops: Sequence[Any] = (), *, puts: Any = (),
-                          deletes: Iterable[Any] = (), timeout: float | None = None) -> int:
+    async def write_batch(self, ops: Iterable[Put | Delete] = (), *,
+                          puts: Mapping[Key, Key] | Iterable[tuple[Key, Key]] = (),
+                          deletes: Iterable[Key] = (), timeout: float | None = None) -> int:
         """Apply puts and deletes atomically, in order (``ops`` — ``Put``/``Delete`` values —
         then ``puts``, then ``deletes``); returns the revision."""
         req = pb.WriteBatchRequest(session=self._session())
@@ -168,9 +188,9 @@ class EmbeddedClient:
 
     batch = write_batch
 
-    async def scan(self, start: Any = b"", end: Any = b"", *, prefix: Any = b"", limit: int = 0,
-                   consistency: Any = "linearizable", timeout: float | None = None,
-                   endpoint: str | None = None) -> Any:
+    async def scan(self, start: Key = b"", end: Key = b"", *, prefix: Key = b"",
+                   limit: int = 0, consistency: ConsistencyArg = pb.LINEARIZABLE,
+                   timeout: float | None = None, endpoint: str | None = None) -> ScanPage:
         """One page of keys in ``[start, end)`` and/or under ``prefix``; a ScanPage."""
         req = pb.ScanRequest(start=_bytes(start), end=_bytes(end), prefix=_bytes(prefix),
                              limit=limit, consistency=_consistency(consistency))
@@ -179,9 +199,10 @@ class EmbeddedClient:
         return t.ScanPage(tuple(t.KeyValue.from_proto(kv) for kv in resp.kvs),
                           resp.continuation)
 
-    async def scan_iter(self, start: Any = b"", end: Any = b"", *, prefix: Any = b"",
-                        page_size: int = 1000, consistency: Any = "linearizable",
-                        timeout: float | None = None) -> AsyncIterator[Any]:
+    async def scan_iter(self, start: Key = b"", end: Key = b"", *, prefix: Key = b"",
+                        page_size: int = 1000, consistency: ConsistencyArg = pb.LINEARIZABLE,
+                        timeout: float | None = None, endpoint: str | None = None
+                        ) -> AsyncIterator[KeyValue]:
         """Every key of the range, page by page (each page is its own read)."""
         while True:
             page = await self.scan(start, end, prefix=prefix, limit=page_size,
@@ -193,31 +214,39 @@ class EmbeddedClient:
             start = page.continuation
 
     # -- cluster ----------------------------------------------------------------------------
-    async def status(self, endpoint: str | None = None, *, timeout: float | None = None) -> Any:
+    async def status(self, endpoint: str | None = None, *, timeout: float | None = None
+                     ) -> NodeStatus:
+        """This node's status (``endpoint`` is ignored: one node)."""
         resp = await self._call("status", pb.StatusRequest(), pb.StatusResponse, timeout)
         return _types().NodeStatus.from_proto(resp, self.node.address)
 
     async def transfer_leader(self, target_id: int, *, timeout: float | None = None) -> None:
+        """Ask this node (the leader, or it forwards) to hand leadership to ``target_id``."""
         await self._call("transfer_leader", pb.TransferLeaderRequest(target_id=target_id),
                          pb.TransferLeaderResponse, timeout)
 
-    async def _membership(self, name: str, req: Any, timeout: float | None) -> list:
+    async def _membership(self, name: str, req: Any, timeout: float | None) -> list[Member]:
         resp = await self._call(name, req, pb.MembershipResponse, timeout)
         return [_types().Member.from_proto(m) for m in resp.members]
 
     async def add_learner(self, node_id: int, address: str, *,
-                          timeout: float | None = None) -> list:
+                          timeout: float | None = None) -> list[Member]:
+        """Add node ``node_id`` at ``address`` as a learner; returns the new member list."""
         return await self._membership(
             "add_learner", pb.AddLearnerRequest(id=node_id, address=address), timeout)
 
-    async def promote(self, node_id: int, *, timeout: float | None = None) -> list:
+    async def promote(self, node_id: int, *, timeout: float | None = None) -> list[Member]:
+        """Make learner ``node_id`` a voter; returns the new member list."""
         return await self._membership("promote", pb.PromoteRequest(id=node_id), timeout)
 
-    async def remove_member(self, node_id: int, *, timeout: float | None = None) -> list:
+    async def remove_member(self, node_id: int, *, timeout: float | None = None
+                            ) -> list[Member]:
+        """Remove node ``node_id`` from the cluster; returns the new member list."""
         return await self._membership("remove_member", pb.RemoveMemberRequest(id=node_id),
                                       timeout)
 
     async def close(self) -> None:
+        """Nothing to release (no channel); here so every client closes alike."""
         return None
 
     async def __aenter__(self) -> EmbeddedClient:

@@ -53,6 +53,7 @@ from dengine.errors import (
     Unavailable,
 )
 from dengine.node import _membership, _snapshotting, bootstrap, lost_data
+from dengine.node._reads import FollowerReads
 from dengine.node.members import MemberBook
 from dengine.node.quota import SpaceQuota
 from dengine.node.snapshot_policy import SnapshotPolicy
@@ -120,6 +121,7 @@ class Node:
         self._wake = asyncio.Event()
         self._pending: dict[int, tuple[int, asyncio.Future]] = {}
         self._reads: dict[bytes, asyncio.Future] = {}
+        self._follower_reads = FollowerReads(self.read_index)
         self._read_ids = itertools.count(1)
         self._incoming: dict[tuple[int, int], str] = {}
         self._snap_waiters: list[asyncio.Future] = []
@@ -302,8 +304,16 @@ class Node:
         if consistency not in (Consistency.LINEARIZABLE, Consistency.LEASE):
             raise InvalidArgument(f"unknown read consistency {consistency}")
         if not self.is_leader:
-            raise self.not_leader()
-        lease = consistency == Consistency.LEASE
+            # A follower asks the leader for a read index (one round for every read waiting,
+            # see _reads.py) and answers once it has applied up to it (Raft thesis §6.4).
+            if self.leader_id is None:
+                raise self.not_leader()
+            await self._follower_reads.barrier()
+            return
+        await self.read_index(consistency == Consistency.LEASE)
+
+    async def read_index(self, lease: bool = False) -> int:
+        """One ReadIndex round through the core; returns once the read index is applied."""
         ctx = next(self._read_ids).to_bytes(8, "big")
         fut = asyncio.get_running_loop().create_future()
 
@@ -319,7 +329,7 @@ class Node:
 
         self._submit(op)
         try:
-            await fut
+            return await fut
         finally:
             self._reads.pop(ctx, None)
 

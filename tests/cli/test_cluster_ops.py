@@ -111,3 +111,24 @@ def test_a_supervised_cluster_adopts_a_restarted_node(dengine, tmp_path, env_for
             up.kill()
     assert not _alive(first) and not _alive(second), log.read_text()
     assert "cluster stopped" in log.read_text()
+
+
+def test_a_node_served_by_hand_is_named_when_cluster_up_cannot_start(dengine, tmp_path, env_for,
+                                                                     one_error_line):
+    from dengine.local.cluster import LocalCluster
+
+    lc = LocalCluster.create(tmp_path / "data", 1, ports=[7671])
+    config = lc.nodes[1].config_path
+    serve = subprocess.Popen([sys.executable, "-m", "dengine", "serve", "--config", str(config)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=env_for(), cwd=str(tmp_path))
+    try:
+        deadline = time.monotonic() + 30
+        while dengine("status", "--endpoints", "127.0.0.1:7671", "--timeout", "1").returncode:
+            assert serve.poll() is None and time.monotonic() < deadline
+        one_error_line(dengine("cluster", "up", "--detach"), 1,
+                       f"node 1 already runs outside `cluster up` (pid {serve.pid}",
+                       "restart-node 1")
+    finally:
+        serve.terminate()
+        serve.wait(20)

@@ -82,3 +82,12 @@ def test_bench_uses_the_same_endpoints(dengine, one_error_line):
                   "--endpoints", f"127.0.0.1:{port}", "--timeout", "2")
     assert out.returncode == 5, out
     assert f"127.0.0.1:{port} (from --endpoints)" in out.stderr, out
+
+
+def test_refused_everywhere_fails_at_once_for_serializable_reads_too(dengine, one_error_line):
+    a = f"127.0.0.1:{_refusing_port()}"
+    t0 = time.monotonic()
+    out = dengine("get", "k", "--consistency", "serializable", "--endpoints", a,
+                  "--timeout", "30")
+    one_error_line(out, 5, a)
+    assert time.monotonic() - t0 < 15

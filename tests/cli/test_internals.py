@@ -22,6 +22,7 @@ from dengine.errors import (
     InvalidArgument,
     NotLeader,
     OperationTimeout,
+    ProposalDropped,
     Unavailable,
 )
 from dengine.local.cluster import (
@@ -202,3 +203,8 @@ def test_damaged_data_is_never_advised_away():
 
     text = str(Corruption("/d/wal/0001.log", 12, "bad checksum"))
     assert "remove" not in text and "delete" not in text and "keep the directory" in text
+
+
+def test_a_timeout_names_the_endpoints_and_their_origin():
+    line = one_line(_timeout_from(ProposalDropped("leader changed")), "h:1 (from --endpoints)")
+    assert line.endswith("; endpoints at h:1 (from --endpoints)"), line

@@ -52,6 +52,8 @@ def test_every_kv_call_and_consistency_level(run_uvloop, real_cluster):
             assert cas.succeeded
             cas = await c.compare_and_set(b"p/1", expected_value=b"x", new_value=b"w")
             assert not cas.succeeded and cas.current.value == b"z"
+            assert not (await c.cas(b"p/1", expected_absent=True, new_value=b"w")).succeeded
+            assert (await c.cas(b"p/9", expected_absent=True, new_value=b"9")).succeeded
             assert await c.delete(b"p/2") is True
             await c.write_batch(puts={f"s/{i:03}": b"v" for i in range(30)})
             keys = [kv.key async for kv in c.scan_iter(prefix=b"s/", page_size=7)]
@@ -66,8 +68,10 @@ def test_every_kv_call_and_consistency_level(run_uvloop, real_cluster):
             kv = await c.get(b"p/1", consistency="serializable", endpoint=follower)
             assert kv is not None and kv.value == b"z"
             with pytest.raises(E.NotLeader) as info:
-                await c.get(b"p/1", endpoint=follower)
+                await c.put(b"p/1", b"w", endpoint=follower)
             assert info.value.leader_addr == rc.members[leader]
+            # a linearizable read a follower answers after a ReadIndex round to the leader
+            assert (await c.get(b"p/1", endpoint=follower)).value == b"z"
 
     run_uvloop(go)
 
@@ -132,5 +136,22 @@ def test_bad_input_is_refused_and_the_node_keeps_serving(run_uvloop, real_cluste
                 await c.promote(42)
             await c.put(b"still", b"here")
             assert (await c.get(b"still")).value == b"here"
+
+    run_uvloop(go)
+
+
+def test_reads_spread_over_every_member(run_uvloop, real_cluster):
+    """``spread_reads``: reads go round-robin to all members; each answers, linearizably."""
+
+    async def go():
+        async with real_cluster() as rc, Client(rc.endpoints, timeout=10,
+                                                spread_reads=True) as c:
+            await c.put(b"s", b"1")
+            for i in range(9):
+                await c.put(b"s", str(i).encode())
+                assert (await c.get(b"s")).value == str(i).encode()  # whoever answers
+            leader = await rc.leader_id()
+            rounds = {i: n._follower_reads.rounds for i, n in rc.nodes.items() if i != leader}
+            assert all(r > 0 for r in rounds.values()), rounds  # every follower answered some
 
     run_uvloop(go)

@@ -1,4 +1,4 @@
-"""The KV engine's data directory: foreign or damaged → typed error; sync off is logged."""
+"""The KV engine's data directory: foreign or damaged → typed error; sync off is logged where true."""
 
 from __future__ import annotations
 
@@ -45,17 +45,41 @@ def test_a_damaged_current_record_is_corruption(tmp_path):
         RocksEngine(path)
 
 
+class WarningRecorder(Recorder):
+    def warning(self, event: str, **kw) -> None:
+        self.events.append((event, {**kw, "level": "warning"}))
+
+
 @pytest.mark.parametrize("kind", ["file", "rocksdb"])
-def test_sync_off_says_so_at_open(tmp_path, kind):
+def test_a_store_says_whether_it_syncs_each_write_without_a_false_warning(tmp_path, kind):
+    # The node syncs the log itself per batch (storage.sync): a store opened with
+    # sync=False is not a store that loses writes, so it says how it syncs, no warning.
+    for name, sync in (("a", False), ("b", True)):
+        log = Recorder()
+        open_log_store(kind, str(tmp_path / name), sync=sync, logger=log).close()
+        opened = [kw for e, kw in log.events if e == "log store opened"]
+        assert opened and opened[0]["sync_each_write"] is sync
+        assert not any("warning" in kw for _e, kw in log.events)
+
+
+def test_kv_engine_opened_without_sync_does_not_warn(tmp_path):
     log = Recorder()
-    open_log_store(kind, str(tmp_path / "a"), sync=False, logger=log).close()
-    assert any("sync is off" in kw.get("warning", "") for _e, kw in log.events)
-    log = Recorder()
-    open_log_store(kind, str(tmp_path / "b"), logger=log).close()
+    open_kv("rocksdb", str(tmp_path / "kv"), sync=False, logger=log).close()
     assert log.events and not any("warning" in kw for _e, kw in log.events)
 
 
-def test_kv_sync_off_says_so_at_open(tmp_path):
-    log = Recorder()
-    open_kv("rocksdb", str(tmp_path / "kv"), sync=False, logger=log).close()
-    assert any("sync is off" in kw.get("warning", "") for _e, kw in log.events)
+@pytest.mark.parametrize("sync", [True, False])
+def test_the_node_warns_only_when_storage_sync_is_off(tmp_path, sync):
+    from dengine.config import build_config
+    from dengine.node import NodeBuilder
+
+    cfg = build_config({"cluster": {"node_id": 1, "data_dir": str(tmp_path / "n"),
+                                    "initial_members": {1: "127.0.0.1:1"}},
+                        "storage": {"sync": sync}})
+    log = WarningRecorder()
+    node = NodeBuilder(cfg).logger(log).build()
+    node.log_store.close()
+    node.state_machine.close()
+    warned = [e for e, kw in log.events if kw.get("level") == "warning"]
+    assert warned == ([] if sync else ["storage.sync is off: a machine crash can lose "
+                                       "acknowledged writes"])
