@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 from typing import Any
@@ -82,6 +83,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="--embedded: where the cluster lives (default: a temporary directory)")
     add_workload_flags(p)
+    from dengine.cli_security import add_tls_flags
+
+    add_tls_flags(p.add_argument_group("TLS"))
     p.set_defaults(func=_run_bench)
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
     from dengine.bench.compare import add_compare_parser
@@ -132,7 +136,15 @@ async def _bench(args: argparse.Namespace, specs: list, progress: bool | None) -
                 return await run_all(EmbeddedTarget(node, timeout=args.timeout), specs,
                                      progress=progress)
     endpoints = _endpoints(args)
-    target = make_target(args.target, endpoints, args.timeout)
+    from dengine.cli_security import client_tls
+
+    recorded = None
+    if not args.endpoints and args.target == "dengine":
+        from dengine.cli_cluster import recorded_endpoints
+
+        found = recorded_endpoints()
+        recorded = os.path.dirname(found[1]) if found else None
+    target = make_target(args.target, endpoints, args.timeout, tls=client_tls(args, recorded))
     return await run_all(target, specs, progress=progress)
 
 

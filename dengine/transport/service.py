@@ -123,8 +123,8 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
                 if receiver is None:
                     receiver = self._open_snapshot(chunk, context)
                     self._claim_snapshot_slot(receiver.peer, me)
-                if receiver._size + len(chunk.data) > limit:
-                    raise PayloadTooLarge(receiver._size + len(chunk.data), limit,
+                if receiver.received_bytes + len(chunk.data) > limit:
+                    raise PayloadTooLarge(receiver.received_bytes + len(chunk.data), limit,
                                           "snapshot (network.max_snapshot_bytes)")
                 meta = meta_from_proto(chunk.meta) if chunk.HasField("meta") else None
                 await receiver.feed(chunk.seq, chunk.data, chunk.checksum, meta, chunk.term)
