@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from typing import Any
@@ -51,6 +52,9 @@ def register(subparsers: Any) -> None:
                    help="run the workloads, then load N keys (batched), then run them again "
                         "and compare (dengine targets only)")
     add_workload_flags(p)
+    from dengine.cli.security import add_tls_flags
+
+    add_tls_flags(p.add_argument_group("TLS"))
     p.set_defaults(func=_run_bench)
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
     from dengine.bench.compare import add_compare_parser
@@ -114,11 +118,16 @@ async def _bench(args: argparse.Namespace, where: Any, specs: list, progress: bo
             async with embedded_cluster(args.work_dir or tmp) as node:
                 return await _runs(args, EmbeddedTarget(node, timeout=args.timeout), specs,
                                    progress)
+    from dengine.cli.security import client_tls
+
+    # A cluster recorded by `cluster up --tls` is reached with its client certificate.
+    recorded = os.path.dirname(where.origin) if where.origin.endswith(".json") else None
     try:
         kind = "dengine-unary" if args.target == "dengine" and args.client == "unary" \
             else args.target
-        target = make_target(kind, list(where.addresses), args.timeout)
-    except RuntimeError as e:  # EtcdGoUnavailable: the Go client cannot be built here
+        target = make_target(kind, list(where.addresses), args.timeout,
+                             tls=client_tls(args, recorded))
+    except (RuntimeError, ValueError) as e:  # EtcdGoUnavailable, or TLS it cannot speak
         from dengine.cli.errors import USAGE, CliError
 
         raise CliError(str(e), USAGE) from e

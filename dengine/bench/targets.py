@@ -175,11 +175,15 @@ class EtcdTarget:
             await ch.close()
 
 
-def make_target(kind: str, endpoints: Sequence[str], timeout: float = 10.0) -> Any:
+def make_target(kind: str, endpoints: Sequence[str], timeout: float = 10.0,
+                tls: dict[str, str] | None = None) -> Any:
+    """A target by name; ``tls`` (cacert, cert, key) reaches a cluster that speaks TLS."""
     if kind == "dengine":
-        return DengineTarget(endpoints, timeout=timeout)
+        return DengineTarget(endpoints, timeout=timeout, tls=tls)
     if kind == "etcd":
-        return EtcdTarget(endpoints, timeout=timeout)
+        return EtcdTarget(endpoints, timeout=timeout, tls=tls)
+    if kind in ("dengine-unary", "etcd-go") and tls:
+        raise ValueError(f"the {kind} target dials without TLS; use dengine or etcd")
     if kind == "dengine-unary":
         from dengine.bench.unary import UnaryTarget
 

@@ -41,6 +41,15 @@ def register(subparsers: Any) -> None:
                       help="a client certificate with this common name (repeatable; default "
                            "'client')")
     init.set_defaults(func=_run_init)
+    token = sub.add_parser(
+        "token", help="make a bearer token and the users-file entry that admits it",
+        description="Print a new random token (give it to the client: --token) and the "
+                    "[users.NAME] entry for the users file (auth.users_path), which keeps only "
+                    "its SHA-256.")
+    token.add_argument("name", help="the identity the token stands for")
+    token.add_argument("--role", choices=("read", "readwrite", "admin"), default="read",
+                       help="its role (default: read)")
+    token.set_defaults(func=_run_token)
     certs.set_defaults(func=lambda _a: certs.print_help() or 2)
 
 
@@ -55,6 +64,18 @@ def _run_init(args: argparse.Namespace) -> int:
                      clients=args.client or ("client",))
     print(f"wrote a CA, {args.nodes} node certificates and "
           f"{len(args.client or ['client'])} client certificate(s) in {out}")
+    return 0
+
+
+def _run_token(args: argparse.Namespace) -> int:
+    import secrets
+
+    from dengine.security.auth import hash_token
+
+    token = secrets.token_urlsafe(32)
+    print(f"token: {token}")
+    print(f'\n[users."{args.name}"]\nrole = "{args.role}"\n'
+          f'token_sha256 = "{hash_token(token)}"')
     return 0
 
 

@@ -21,8 +21,11 @@ A node serves its peers and its clients on one gRPC port, so it has one server c
   with the caller's address before any of its messages is decoded. Every message of a batch
   must carry the batch's sender id, so the check covers each message.
 * Client side of peer links (:meth:`PeerTls.channel_credentials`). A node dials its peers with
-  its node certificate as the client certificate and verifies theirs against the cluster CA
-  (and the host name or IP it dials against the certificate's names).
+  its node certificate as the client certificate and verifies theirs against the cluster CA;
+  the name checked is ``dengine-node-<id>`` of the member expected at that address (the
+  transport sets ``grpc.ssl_target_name_override``), so a server with another member's
+  certificate is not taken for this one. A stream's certificate is checked on its first
+  batch and again only if a later batch claims another sender.
 * Clients (:func:`client_credentials`): the CA to trust, optionally a client certificate and
   key (its common name is the caller's identity for authorization), optionally a bearer
   token sent as ``authorization: Bearer <token>``.

@@ -292,6 +292,11 @@ class SnapshotReceiver:
         self._size += len(data)
         self._seq += 1
 
+    @property
+    def received_bytes(self) -> int:
+        """Bytes of snapshot data written so far."""
+        return self._size
+
     async def finish(self, total_checksum: int, total_bytes: int) -> IncomingSnapshot:
         """Verify the whole after the last chunk, sync the file and hand it over."""
         if self._fh is None or self.meta is None or self._path is None:

@@ -55,23 +55,28 @@ class ChannelCache:
     """One ``grpc.aio`` channel per address, created on first use and kept until closed.
 
     ``credentials`` (TLS) is asked for each new channel, so a rotated certificate is used by
-    the next channel made."""
+    the next channel made; ``server_name(address)``, when it names one, is the name the
+    server's certificate must carry instead of the host dialled (a peer's member identity)."""
 
     def __init__(
         self,
         net: NetworkSection,
         credentials: Callable[[], grpc.ChannelCredentials] | None = None,
+        server_name: Callable[[str], str | None] | None = None,
     ) -> None:
         self._options = channel_options(net)
         self._credentials = credentials
+        self._server_name = server_name
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def get(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
             if self._credentials is not None:
-                channel = grpc.aio.secure_channel(address, self._credentials(),
-                                                  options=self._options)
+                name = self._server_name(address) if self._server_name is not None else None
+                options = [*self._options, ("grpc.ssl_target_name_override", name)] \
+                    if name else self._options
+                channel = grpc.aio.secure_channel(address, self._credentials(), options=options)
             else:
                 channel = grpc.aio.insecure_channel(address, options=self._options)
             self._channels[address] = channel

@@ -41,7 +41,7 @@ from dengine.errors import ClusterMismatch, RemoteProtocolError, Unavailable
 from dengine.raft.messages import Message
 from dengine.raft.types import SnapshotMeta
 from dengine.security.refusals import RefusalLog
-from dengine.security.tls import PeerTls, bind_port
+from dengine.security.tls import PeerTls, bind_port, peer_san
 from dengine.transport import convert
 from dengine.transport.base import (
     FaultSwitch,
@@ -275,7 +275,8 @@ class GrpcTransport:
         #: Mutual TLS with peers (None: plain, for loopback development).
         self.tls = PeerTls(config.tls, self.log) if config.tls.enabled else None
         self.channels = ChannelCache(
-            config.network, self.tls.channel_credentials if self.tls is not None else None)
+            config.network, self.tls.channel_credentials if self.tls is not None else None,
+            self._member_name)
         self.health = health.aio.HealthServicer()
         self._faults = FaultSwitch(config.network.fault_injection)
         self._links: dict[int, _PeerLink] = {}
@@ -287,6 +288,13 @@ class GrpcTransport:
             self._register(server)
         self.port: int | None = None
         self._stopped = False
+
+    def _member_name(self, address: str) -> str | None:
+        """The certificate name a peer at ``address`` must show: ``dengine-node-<id>``."""
+        for node_id, addr in self.peers.items():
+            if addr == address:
+                return peer_san(node_id)
+        return None
 
     @property
     def faults(self) -> FaultSwitch:

@@ -52,7 +52,8 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
         self.t.stats.refused(kind)
         self.t.refusals.refuse(kind, _peer_addr(context), detail, **fields)
 
-    def _refusal(self, cluster_id: str, sender: int, context: Any) -> Exception | None:
+    def _refusal(self, cluster_id: str, sender: int, context: Any,
+                 check_identity: bool = True) -> Exception | None:
         t = self.t
         if cluster_id != t.cluster_id:
             err: Exception = ClusterMismatch(None, cluster_id, f"cluster id of peer {sender}")
@@ -64,7 +65,7 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
             )
             self._refuse("unknown_sender", context, str(err), peer=sender)
             return err
-        if t.tls is not None:
+        if t.tls is not None and check_identity:
             reason = t.tls.check_peer(context, sender)
             if reason is not None:
                 err = RemoteProtocolError(sender, f"peer identity refused: {reason}")
@@ -76,15 +77,17 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
         t = self.t
         # Tell the sender at once that the stream is up (it stops dropping messages).
         await context.send_initial_metadata(((STREAM_UP_KEY, str(t.node_id)),))
+        verified = 0  # the sender this stream's certificate was checked for (once per stream)
         async for batch in request_iterator:
             sender = getattr(batch, "from")
-            refusal = self._refusal(batch.cluster_id, sender, context)
+            refusal = self._refusal(batch.cluster_id, sender, context, sender != verified)
             if refusal is not None:
                 t.stats.batches_refused += 1
                 code, details, trailing = grpc_status(refusal)
                 yield raft_pb2.RaftBatchAck(error=details)
                 await context.abort(code, details, trailing_metadata=trailing)
                 return
+            verified = sender
             if t.faults.blocks_from(sender):
                 continue
             t.stats.batches_received += 1
@@ -123,8 +126,8 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
                 if receiver is None:
                     receiver = self._open_snapshot(chunk, context)
                     self._claim_snapshot_slot(receiver.peer, me)
-                if receiver._size + len(chunk.data) > limit:
-                    raise PayloadTooLarge(receiver._size + len(chunk.data), limit,
+                if receiver.received_bytes + len(chunk.data) > limit:
+                    raise PayloadTooLarge(receiver.received_bytes + len(chunk.data), limit,
                                           "snapshot (network.max_snapshot_bytes)")
                 meta = meta_from_proto(chunk.meta) if chunk.HasField("meta") else None
                 await receiver.feed(chunk.seq, chunk.data, chunk.checksum, meta, chunk.term)

@@ -59,3 +59,19 @@ def test_the_new_errors_travel_as_grpc_statuses_and_back():
         assert type(back) is type(err) and str(back) == str(err)
     back = status.from_proto(status.to_proto(E.ClusterMismatch(None, "evil", "cluster id")))
     assert back.got == "evil" and back.expected is None and "evil" in str(back)
+
+
+def test_certs_token_prints_a_token_and_an_entry_that_admits_only_it(tmp_path, capsys):
+    from dengine.cli import main
+
+    assert main(["certs", "token", "ci", "--role", "readwrite"]) == 0
+    out = capsys.readouterr().out
+    token = out.split("token: ")[1].split()[0]
+    entry = out.split("\n", 1)[1]
+    assert token not in entry
+    path = tmp_path / "users.toml"
+    path.write_text(entry)
+    auth = Authorizer(str(path))
+    assert auth.require(Ctx(token), "readwrite", "Put").name == "ci"
+    with pytest.raises(E.Unauthenticated):
+        auth.require(Ctx(token + "x"), "read", "Get")
