@@ -12,6 +12,7 @@ Raw keyspace (the same on both engines, so snapshots move between them)::
     b"d" + key            revision u64 | create_revision u64 | version u64 | value
     b"m" + b"applied"     index u64 | term u64
     b"s" + client_id BE   session: last index u64 | count u32 | (seq u64 | len u32 | result)*
+    b"h", b"mhistory"     watch history (:mod:`dengine.statemachine.history`)
 
 Exactly-once (Raft thesis §6.3): a SESSION-wrapped command carries (client_id, seq). The machine
 keeps, per client, the results of its ``session_results`` most recent sequence numbers; a retry
@@ -37,6 +38,13 @@ from dengine.statemachine.engines import (
     RocksEngine,
     pack_items,
     unpack_chunk,
+)
+from dengine.statemachine.history import (
+    DEFAULT_WINDOW,
+    K_HISTORY,
+    P_HISTORY,
+    History,
+    PrevKV,
 )
 
 P_DATA = b"d"
@@ -140,8 +148,11 @@ class KVStateMachine:
         max_sessions: int = 4096,
         session_results: int = 16,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        history_revisions: int = DEFAULT_WINDOW,
+        logger=None,
     ) -> None:
         self.engine = engine
+        self.history = History(engine, history_revisions, logger)
         self.max_sessions = max_sessions
         self.session_results = session_results
         self.chunk_bytes = chunk_bytes
@@ -189,12 +200,16 @@ class KVStateMachine:
                 overlay[P_SESSION + _CLIENT.pack(client_id)] = self._sessions[client_id].encode()
         last = entries[-1]
         overlay[K_APPLIED] = _PAIR.pack(last.index, last.term)
+        self.history.finish(last.index, overlay)
         try:
             self.engine.write(overlay)
         except BaseException:
+            self.history.abort()
             self._load()  # the session table in memory must match what the engine holds
+            self.history.load()
             raise
         self._applied = (last.index, last.term)
+        self.history.publish(last.index)
         return results
 
     def _command(self, cmd: tuple, index: int, overlay: dict) -> object:
@@ -237,19 +252,23 @@ class KVStateMachine:
         cur = self._read_raw(key, overlay)
         create, version = (index, 1) if cur is None else (cur[1], cur[2] + 1)
         overlay[P_DATA + key] = _REC.pack(index, create, version) + value
+        prev = None if cur is None else PrevKV(cur[3], cur[0], cur[1], cur[2])
+        self.history.on_put(key, value, index, create, version, 0, prev, overlay)
         return WriteResult(True, index, version)
 
-    def _delete(self, key: bytes, overlay: dict) -> WriteResult:
-        existed = self._read_raw(key, overlay) is not None
+    def _delete(self, key: bytes, index: int, overlay: dict) -> WriteResult:
+        cur = self._read_raw(key, overlay)
         overlay[P_DATA + key] = None
-        return WriteResult(existed, 0, 0)
+        if cur is not None:
+            self.history.on_delete(key, index, PrevKV(cur[3], cur[0], cur[1], cur[2]), overlay)
+        return WriteResult(cur is not None, 0, 0)
 
     def _execute(self, cmd: tuple, index: int, overlay: dict) -> object:
         op = cmd[0]
         if op == codec.OP_PUT:
             return self._put(cmd[1], cmd[2], index, overlay)
         if op == codec.OP_DELETE:
-            return self._delete(cmd[1], overlay)
+            return self._delete(cmd[1], index, overlay)
         if op == codec.OP_CAS:
             _op, key, expect_value, expect_version, new_value = cmd
             cur = self._read_raw(key, overlay)
@@ -262,7 +281,7 @@ class KVStateMachine:
             if not ok:
                 return WriteResult(False, 0 if cur is None else cur[0], cur_version)
             if new_value is None:
-                self._delete(key, overlay)
+                self._delete(key, index, overlay)
                 return WriteResult(True, 0, 0)
             return self._put(key, new_value, index, overlay)
         if op == codec.OP_BATCH:
@@ -308,6 +327,7 @@ class KVStateMachine:
         """Replace everything with a snapshot's content; atomic in the engine."""
         self.engine.replace(_checked_items(chunks))
         self._load()
+        self.history.restored(self._applied[0])
 
     def close(self) -> None:
         self.engine.close()
@@ -342,7 +362,7 @@ def _checked_items(chunks: Iterable[bytes]) -> Iterable[tuple[bytes, bytes]]:
                 continue
             if k == K_APPLIED:
                 seen_applied = True
-            elif not k.startswith((P_DATA, P_SESSION)):
+            elif not k.startswith((P_DATA, P_SESSION, P_HISTORY)) and k != K_HISTORY:
                 raise SnapshotError(f"unknown key {k[:16]!r} in a KV snapshot")
             yield k, v
     if first or not seen_applied:
