@@ -49,6 +49,7 @@ from dengine.client.types import (
     ScanPage,
     to_bytes,
 )
+from dengine.client.watch import WatchMixin
 from dengine.errors import (
     NotLeader,
     OperationTimeout,
@@ -80,7 +81,7 @@ _UNARY = {
 Consist = Consistency | str | int
 
 
-class Client:
+class Client(WatchMixin):
     """Async dengine client (grpc.aio). Use ``async with Client([...]) as c:`` or ``close()``.
 
     ``endpoints`` are ``host:port`` strings of any members; ``timeout`` is the default per-call

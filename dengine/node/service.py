@@ -333,4 +333,7 @@ def add_client_services(server: Any, node: Node) -> RequestHandler:
     # Strict: a unary request that does not parse is INVALID_ARGUMENT, not gRPC's UNKNOWN.
     add_strict(client_pb2_grpc.add_KvServicer_to_server, KvService(handler), server)
     add_strict(client_pb2_grpc.add_ClusterServicer_to_server, ClusterService(handler), server)
+    from dengine.node.watch import add_watch_service
+
+    add_watch_service(server, node)
     return handler
