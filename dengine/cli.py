@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_local.register(sub)
     cli_client.register(sub)
+    from dengine import cli_watch
+
+    cli_watch.register(sub)
     from dengine.bench import cli as cli_bench
 
     cli_bench.register(sub)

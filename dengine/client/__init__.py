@@ -17,8 +17,11 @@ from dengine.client.types import (
     Put,
     ScanPage,
 )
+from dengine.client.watch import WatchEvent, WatchUpdate
 
 __all__ = [
+    "WatchEvent",
+    "WatchUpdate",
     "Client",
     "SyncClient",
     "RETRYABLE",

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from dengine.client.client import Client
 from dengine.client.types import KeyValue
+from dengine.client.watch import SyncWatchMixin
 
 __all__ = ["SyncClient"]
 
@@ -38,7 +39,7 @@ _FORWARDED = (
 )
 
 
-class SyncClient:
+class SyncClient(SyncWatchMixin):
     """Blocking twin of :class:`Client`; same arguments and methods. Close it (or use ``with``)."""
 
     def __init__(self, endpoints: Any, **options: Any) -> None:

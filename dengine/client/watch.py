@@ -19,7 +19,7 @@ revision + 1. A malformed request raises at once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from dengine.errors import Unavailable, WatchCompacted
 from dengine.transport import status as S
 from dengine.v1 import client_pb2, client_pb2_grpc
 
-__all__ = ["WatchEvent", "WatchUpdate", "WatchMixin", "PUT", "DELETE"]
+__all__ = ["WatchEvent", "WatchUpdate", "WatchMixin", "SyncWatchMixin", "PUT", "DELETE"]
 
 PUT = "put"
 DELETE = "delete"
@@ -145,3 +145,21 @@ async def _open(client: Any, addr: str, req: client_pb2.WatchRequest) -> AsyncIt
         raise Unavailable(f"watch stream to {addr} broke: {err}") from e
     finally:
         call.cancel()
+
+
+class SyncWatchMixin:
+    """``watch`` for :class:`~dengine.client.SyncClient`: a blocking iterator."""
+
+    def watch(self, key: Key, **options: Any) -> Iterator[WatchUpdate]:
+        """Blocking :meth:`WatchMixin.watch` (same arguments); stop by breaking out of the
+        loop or closing the iterator."""
+        agen = self._client.watch(key, **options)  # type: ignore[attr-defined]
+        try:
+            while True:
+                try:
+                    yield self._run(agen.__anext__())  # type: ignore[attr-defined]
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._loop.is_closed():  # type: ignore[attr-defined]
+                self._run(agen.aclose())  # type: ignore[attr-defined]
