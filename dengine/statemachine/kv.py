@@ -13,6 +13,7 @@ Raw keyspace (the same on both engines, so snapshots move between them)::
     b"m" + b"applied"     index u64 | term u64
     b"s" + client_id BE   session: last index u64 | count u32 | (seq u64 | len u32 | result)*
     b"h", b"mhistory"     watch history (:mod:`dengine.statemachine.history`)
+    b"l", b"L"            leases and their keys (:mod:`dengine.statemachine.leases`)
 
 Exactly-once (Raft thesis §6.3): a SESSION-wrapped command carries (client_id, seq). The machine
 keeps, per client, the results of its ``session_results`` most recent sequence numbers; a retry
@@ -45,6 +46,13 @@ from dengine.statemachine.history import (
     P_HISTORY,
     History,
     PrevKV,
+)
+from dengine.statemachine.leases import (
+    OP_FIRST,
+    P_LEASE,
+    P_LEASE_KEY,
+    LeaseTable,
+    decode_command,
 )
 
 P_DATA = b"d"
@@ -158,6 +166,7 @@ class KVStateMachine:
         self.chunk_bytes = chunk_bytes
         self._dirty: set[int] = set()
         self._load()
+        self.leases = LeaseTable(self)
 
     def _load(self) -> None:
         raw = self.engine.get(K_APPLIED)
@@ -190,7 +199,7 @@ class KVStateMachine:
                 results.append(None)
                 continue
             try:
-                cmd = codec.decode_command(e.data)
+                cmd = decode_command(e.data)
             except DecodeError as err:
                 results.append(err)
                 continue
@@ -207,6 +216,7 @@ class KVStateMachine:
             self.history.abort()
             self._load()  # the session table in memory must match what the engine holds
             self.history.load()
+            self.leases.load()
             raise
         self._applied = (last.index, last.term)
         self.history.publish(last.index)
@@ -248,12 +258,14 @@ class KVStateMachine:
         rev, create, version = _REC.unpack_from(raw, 0)
         return rev, create, version, bytes(raw[_REC.size :])
 
-    def _put(self, key: bytes, value: bytes, index: int, overlay: dict) -> WriteResult:
+    def _put(self, key: bytes, value: bytes, index: int, overlay: dict,
+             lease: int = 0) -> WriteResult:
         cur = self._read_raw(key, overlay)
         create, version = (index, 1) if cur is None else (cur[1], cur[2] + 1)
         overlay[P_DATA + key] = _REC.pack(index, create, version) + value
         prev = None if cur is None else PrevKV(cur[3], cur[0], cur[1], cur[2])
-        self.history.on_put(key, value, index, create, version, 0, prev, overlay)
+        self.history.on_put(key, value, index, create, version, lease, prev, overlay)
+        self.leases.on_write(key, lease, overlay)
         return WriteResult(True, index, version)
 
     def _delete(self, key: bytes, index: int, overlay: dict) -> WriteResult:
@@ -261,6 +273,7 @@ class KVStateMachine:
         overlay[P_DATA + key] = None
         if cur is not None:
             self.history.on_delete(key, index, PrevKV(cur[3], cur[0], cur[1], cur[2]), overlay)
+            self.leases.on_write(key, -1, overlay)
         return WriteResult(cur is not None, 0, 0)
 
     def _execute(self, cmd: tuple, index: int, overlay: dict) -> object:
@@ -288,6 +301,8 @@ class KVStateMachine:
             for sub in cmd[1]:
                 self._execute(sub, index, overlay)
             return WriteResult(True, index, 0)
+        if op >= OP_FIRST:
+            return self.leases.execute(cmd, index, overlay)
         return DecodeError("command", f"op {op} cannot be applied here")
 
     # -- reads -------------------------------------------------------------------------------
@@ -327,6 +342,7 @@ class KVStateMachine:
         """Replace everything with a snapshot's content; atomic in the engine."""
         self.engine.replace(_checked_items(chunks))
         self._load()
+        self.leases.load()
         self.history.restored(self._applied[0])
 
     def close(self) -> None:
@@ -362,7 +378,8 @@ def _checked_items(chunks: Iterable[bytes]) -> Iterable[tuple[bytes, bytes]]:
                 continue
             if k == K_APPLIED:
                 seen_applied = True
-            elif not k.startswith((P_DATA, P_SESSION, P_HISTORY)) and k != K_HISTORY:
+            elif not k.startswith((P_DATA, P_SESSION, P_HISTORY, P_LEASE, P_LEASE_KEY)) \
+                    and k != K_HISTORY:
                 raise SnapshotError(f"unknown key {k[:16]!r} in a KV snapshot")
             yield k, v
     if first or not seen_applied:
