@@ -6,6 +6,7 @@ onto a batch stream per channel. Errors are :mod:`dengine.errors` types.
 """
 
 from dengine.client.client import RETRYABLE, Client
+from dengine.client.lease import Lease, LeaseStatus
 from dengine.client.sync import SyncClient
 from dengine.client.types import (
     CasResult,
@@ -20,6 +21,8 @@ from dengine.client.types import (
 from dengine.client.watch import WatchEvent, WatchUpdate
 
 __all__ = [
+    "Lease",
+    "LeaseStatus",
     "WatchEvent",
     "WatchUpdate",
     "Client",

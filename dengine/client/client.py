@@ -37,6 +37,7 @@ import grpc
 from dengine.client._pool import Connection, PooledChannel, channel_options
 from dengine.client._session import SessionPool
 from dengine.client._stream import StreamStats
+from dengine.client.lease import LeaseMixin
 from dengine.client.types import (
     CasResult,
     Consistency,
@@ -81,7 +82,7 @@ _UNARY = {
 Consist = Consistency | str | int
 
 
-class Client(WatchMixin):
+class Client(WatchMixin, LeaseMixin):
     """Async dengine client (grpc.aio). Use ``async with Client([...]) as c:`` or ``close()``.
 
     ``endpoints`` are ``host:port`` strings of any members; ``timeout`` is the default per-call
@@ -345,13 +346,15 @@ class Client(WatchMixin):
     # ------------------------------------------------------------------------------------ KV
 
     async def put(
-        self, key: Key, value: Key, *, timeout: float | None = None, endpoint: str | None = None
+        self, key: Key, value: Key, *, timeout: float | None = None, endpoint: str | None = None,
+        lease: int = 0,
     ) -> int:
         """Store ``value`` under ``key``; returns the revision (log index) that wrote it.
-        ``endpoint`` pins a write to one node (NOT_LEADER is then raised, not followed)."""
+        ``endpoint`` pins a write to one node (NOT_LEADER is then raised, not followed);
+        ``lease`` attaches the key to a lease (its revoke or expiry deletes the key)."""
         k, v = to_bytes(key), to_bytes(value, "value")
         with self._sessions.session() as session:
-            req = client_pb2.PutRequest(key=k, value=v, session=session)
+            req = client_pb2.PutRequest(key=k, value=v, session=session, lease=lease)
             resp = await self._kv("put", "put", req, timeout=timeout, endpoint=endpoint)
         return resp.revision
 

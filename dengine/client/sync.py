@@ -13,6 +13,7 @@ from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 from dengine.client.client import Client
+from dengine.client.lease import SyncLeaseMixin
 from dengine.client.types import KeyValue
 from dengine.client.watch import SyncWatchMixin
 
@@ -39,7 +40,7 @@ _FORWARDED = (
 )
 
 
-class SyncClient(SyncWatchMixin):
+class SyncClient(SyncWatchMixin, SyncLeaseMixin):
     """Blocking twin of :class:`Client`; same arguments and methods. Close it (or use ``with``)."""
 
     def __init__(self, endpoints: Any, **options: Any) -> None:

@@ -107,6 +107,10 @@ class RequestHandler:
 
     # -- Kv -------------------------------------------------------------------------------
     async def put(self, req: client_pb2.PutRequest) -> client_pb2.PutResponse:
+        if req.lease:  # attached to a lease: dengine.node.leases
+            from dengine.node.leases import lease_put
+
+            return await lease_put(self, req)
         cmd = codec.encode_put(self._key(req.key), req.value)
         r = await self._write(self._session(cmd, req.session, req.HasField("session")))
         return pb.PutResponse(revision=r.revision)
@@ -333,7 +337,9 @@ def add_client_services(server: Any, node: Node) -> RequestHandler:
     # Strict: a unary request that does not parse is INVALID_ARGUMENT, not gRPC's UNKNOWN.
     add_strict(client_pb2_grpc.add_KvServicer_to_server, KvService(handler), server)
     add_strict(client_pb2_grpc.add_ClusterServicer_to_server, ClusterService(handler), server)
+    from dengine.node.leases import add_lease_service
     from dengine.node.watch import add_watch_service
 
     add_watch_service(server, node)
+    add_lease_service(server, handler)
     return handler

@@ -53,6 +53,7 @@ _TO_CODE: tuple[tuple[type[BaseException], int], ...] = (
     (E.ConfChangeError, client_pb2.CONF_CHANGE_REFUSED),
     (E.ProposalDropped, client_pb2.PROPOSAL_DROPPED),
     (E.SessionExpired, client_pb2.SESSION_EXPIRED),
+    (E.LeaseNotFound, client_pb2.NOT_FOUND),
     (E.ConfigError, client_pb2.INVALID_ARGUMENT),
     (E.DecodeError, client_pb2.INVALID_ARGUMENT),
     (E.InvalidArgument, client_pb2.INVALID_ARGUMENT),
@@ -96,6 +97,7 @@ _MISMATCH = re.compile(r"^(.*?) mismatch: expected (.*), got (.*)$")
 _SESSION = re.compile(r"request (\d+) of client (\d+) ")
 _OUR_TOO_LARGE = re.compile(r"^(.*) of (\d+) bytes exceeds the limit of (\d+) bytes$", re.S)
 _TIMEOUT = re.compile(r"^(.*) did not finish(?: within (\S+)s)?; retry, or raise the deadline$", re.S)
+_LEASE = re.compile(r"^lease (\d+) does not exist")
 _SERVER = re.compile(r"^server error ([A-Z0-9_]+): (.*)$", re.S)
 
 
@@ -156,6 +158,9 @@ def _from_code(code: int, msg: str) -> E.DengineError:
     if code == client_pb2.SESSION_EXPIRED:
         m = _SESSION.match(msg)
         return E.SessionExpired(int(m[2]), int(m[1])) if m else E.SessionExpired(0, 0)
+    m = _LEASE.match(msg)
+    if code == client_pb2.NOT_FOUND and m:
+        return E.LeaseNotFound(int(m[1]))
     m = _SERVER.match(msg)
     if m:  # already a ServerError's message: keep its code and reason
         return E.ServerError(m[1], m[2])
