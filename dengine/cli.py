@@ -31,9 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_local.register(sub)
     cli_client.register(sub)
-    from dengine import cli_watch
+    from dengine import cli_lease, cli_watch
 
     cli_watch.register(sub)
+    cli_lease.register(sub)
     from dengine.bench import cli as cli_bench
 
     cli_bench.register(sub)

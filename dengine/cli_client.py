@@ -79,6 +79,8 @@ def register(subparsers: Any) -> None:
     p = add("put", "write a key", _put)
     p.add_argument("key")
     p.add_argument("value")
+    p.add_argument("--lease", type=lambda t: int(t, 0), default=0, metavar="ID",
+                   help="attach the key to a lease (`dengine lease grant`)")
     p = add("get", "read a key (exit code 4 when it does not exist)", _get)
     p.add_argument("key")
     p.add_argument("--consistency", choices=("linearizable", "lease", "serializable"),
@@ -208,7 +210,7 @@ def _out(text: str = "") -> None:
 
 
 def _put(c: Any, args: argparse.Namespace) -> int:
-    revision = c.put(args.key, args.value)
+    revision = c.put(args.key, args.value, lease=args.lease)
     _out(f"OK (revision {revision})")
     return OK
 
