@@ -144,23 +144,34 @@ class History:
         self._pending = []
 
     # -- recording, during apply --------------------------------------------------------------
+    # ``prev`` is the key's record before the change, as the KV machine reads it:
+    # (revision, create_revision, version, value), or None.
     def on_put(self, key: bytes, value: bytes, revision: int, create_revision: int,
-               version: int, lease: int, prev: PrevKV | None, overlay: dict) -> None:
-        self._add(Event(PUT, key, value, revision, create_revision, version, lease, prev), overlay)
+               version: int, lease: int, prev: tuple | None, overlay: dict) -> None:
+        self._add(PUT, key, value, revision, create_revision, version, lease, prev, overlay)
 
-    def on_delete(self, key: bytes, revision: int, prev: PrevKV, overlay: dict) -> None:
-        self._add(Event(DELETE, key, b"", revision, 0, 0, 0, prev), overlay)
+    def on_delete(self, key: bytes, revision: int, prev: tuple, overlay: dict) -> None:
+        self._add(DELETE, key, b"", revision, 0, 0, 0, prev, overlay)
 
-    def _add(self, event: Event, overlay: dict) -> None:
+    def _add(self, typ: int, key: bytes, value: bytes, revision: int, create: int,
+             version: int, lease: int, prev: tuple | None, overlay: dict) -> None:
         revs = self._revs
-        if revs and revs[-1][0] == event.revision:
-            sub = revs[-1][1]
-            revs[-1][1] += 1
+        last = revs[-1] if revs else None
+        if last is not None and last[0] == revision:
+            sub = last[1]
+            last[1] += 1
         else:
             sub = 0
-            revs.append([event.revision, 1])
-        overlay[_hkey(event.revision, sub)] = event.encode()
-        self._pending.append(event)
+            revs.append([revision, 1])
+        head = _HEAD.pack(typ, create, version, lease, len(key))
+        if prev is None:
+            record = b"".join((head, key, b"\x00", value))
+        else:
+            record = b"".join((head, key, b"\x01", _PREV.pack(prev[0], prev[1], prev[2],
+                                                               len(prev[3])), prev[3], value))
+        overlay[P_HISTORY + _KEY.pack(revision, sub)] = record
+        if self.listeners:  # events are built only for someone to hand them to
+            self._pending.append((typ, key, value, revision, create, version, lease, prev))
 
     def finish(self, applied_index: int, overlay: dict) -> None:
         """Compact below the window as of ``applied_index``; call before the engine write."""
@@ -180,7 +191,10 @@ class History:
 
     def publish(self, applied_index: int) -> None:
         """The batch is durable in the engine: hand its events to the listeners."""
-        events, self._pending = self._pending, []
+        pending, self._pending = self._pending, []
+        events = [Event(t, k, v, r, c, ver, lease,
+                        None if p is None else PrevKV(p[3], p[0], p[1], p[2]))
+                  for t, k, v, r, c, ver, lease, p in pending]
         for listener in list(self.listeners):
             listener.on_events(events, applied_index)
 

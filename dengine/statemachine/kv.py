@@ -45,7 +45,6 @@ from dengine.statemachine.history import (
     K_HISTORY,
     P_HISTORY,
     History,
-    PrevKV,
 )
 from dengine.statemachine.leases import (
     OP_FIRST,
@@ -263,8 +262,7 @@ class KVStateMachine:
         cur = self._read_raw(key, overlay)
         create, version = (index, 1) if cur is None else (cur[1], cur[2] + 1)
         overlay[P_DATA + key] = _REC.pack(index, create, version) + value
-        prev = None if cur is None else PrevKV(cur[3], cur[0], cur[1], cur[2])
-        self.history.on_put(key, value, index, create, version, lease, prev, overlay)
+        self.history.on_put(key, value, index, create, version, lease, cur, overlay)
         self.leases.on_write(key, lease, overlay)
         return WriteResult(True, index, version)
 
@@ -272,7 +270,7 @@ class KVStateMachine:
         cur = self._read_raw(key, overlay)
         overlay[P_DATA + key] = None
         if cur is not None:
-            self.history.on_delete(key, index, PrevKV(cur[3], cur[0], cur[1], cur[2]), overlay)
+            self.history.on_delete(key, index, cur, overlay)
             self.leases.on_write(key, -1, overlay)
         return WriteResult(cur is not None, 0, 0)
 
