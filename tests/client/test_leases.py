@@ -85,7 +85,7 @@ def test_a_lease_kept_alive_survives_a_leader_change(run_uvloop, real_cluster):
             await c.put(b"held", b"v", lease=lease.id)
             ka = c.keep_alive(lease.id, interval_s=0.3)
             keeping = asyncio.ensure_future(_drain(ka))
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(3)  # past the TTL by the followers' clocks (see below)
             old = await rc.leader_id()
             await c.transfer_leader(next(i for i in rc.nodes if i != old))
             await asyncio.sleep(3)  # longer than the TTL: kept alive on the new leader
