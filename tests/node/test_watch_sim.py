@@ -1,8 +1,9 @@
 """A seeded watch simulation: three replicas (real KV machines and watch hubs) apply one
-committed log at their own pace (also while a stream is suspended mid-read), restart and install each other's snapshots, while watchers
-follow them, fall behind tiny buffers, get cancelled and reconnect to another replica with their
-last revision + 1. The watch checker holds every stream to the committed changes: no gap, no
-duplicate, no reorder. A failure names the seed (``DENGINE_WATCH_SIM_SEEDS=N`` runs more)."""
+committed log at their own pace (also while a stream is suspended mid-read), restart and
+install each other's snapshots, while watchers follow them, fall behind tiny buffers, get
+cancelled and reconnect to another replica with their last revision + 1. The watch checker
+holds every stream to the committed changes: no gap, no duplicate, no reorder. A failure names
+the seed (``DENGINE_WATCH_SIM_SEEDS=N`` runs more)."""
 
 from __future__ import annotations
 
