@@ -190,6 +190,8 @@ class StateMachineSection:
     """Where the replicated state lives."""
 
     engine: str = _key("rocksdb", "state machine backend", choices=("rocksdb", "memory"))
+    history_revisions: int = _key(10_000, "revisions of watch history kept (older: COMPACTED)",
+                                  min=1)
 
 
 @dataclass(frozen=True, slots=True)

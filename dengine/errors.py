@@ -36,6 +36,8 @@ __all__ = [
     "PermissionDenied",
     "DataLost",
     "QuotaExceeded",
+    "WatchCompacted",
+    "LeaseNotFound",
 ]
 
 
@@ -326,3 +328,27 @@ class QuotaExceeded(DengineError):
             "storage.quota_bytes; writes are refused until space is freed (delete keys, or "
             "raise the quota) and the alarm disarmed with `dengine alarm disarm`"
         )
+
+
+class WatchCompacted(DengineError):
+    """A watch asked for revisions no longer kept in the watch history.
+
+    Re-read the keys (their state is at or after ``compact_revision``) and watch again from
+    the read's revision + 1.
+    """
+
+    def __init__(self, revision: int, compact_revision: int) -> None:
+        self.revision = revision
+        self.compact_revision = compact_revision
+        super().__init__(
+            f"revision {revision} is compacted: the oldest revision kept is {compact_revision}; "
+            "re-read the keys and watch again from the read's revision"
+        )
+
+
+class LeaseNotFound(DengineError):
+    """The lease does not exist: never granted, revoked, or expired. Grant a new one."""
+
+    def __init__(self, lease_id: int) -> None:
+        self.lease_id = lease_id
+        super().__init__(f"lease {lease_id} does not exist (revoked or expired); grant a new one")

@@ -57,6 +57,8 @@ class WorkloadSpec:
     key_space: int = 10_000
     warmup_ops: int = 200
     seed: int = 1
+    #: Watchers of the written prefix (the ``watch`` workload; 0: none).
+    watchers: int = 0
 
     def with_(self, **changes: Any) -> WorkloadSpec:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -69,6 +71,8 @@ WORKLOADS: dict[str, WorkloadSpec] = {
     "read-lease": WorkloadSpec("read-lease", 10, 100, 1.0, "lease"),
     "read-serializable": WorkloadSpec("read-serializable", 10, 100, 1.0, "serializable"),
     "mixed": WorkloadSpec("mixed", 10, 100, 0.9, "linearizable"),
+    # Only when named: it needs dengine's watch (dengine.bench.watch_workload).
+    "watch": WorkloadSpec("watch", 10, 10, 0.0, ops=2000, watchers=100),
 }
 
 
@@ -123,6 +127,10 @@ async def run_workload(
     """Run ``spec`` against an opened ``target``; returns its summary. ``cpu`` returns CPU
     seconds used so far by name (e.g. servers, client): read around the timed part, its
     deltas go in the summary as ``cpu_us_per_op``."""
+    if spec.watchers:
+        from dengine.bench.watch_workload import run_watch_workload
+
+        return await run_watch_workload(target, spec, progress=progress)
     rng = random.Random(spec.seed)
     value = os.urandom(spec.value_bytes)
     if spec.read_ratio > 0 and preload:

@@ -89,6 +89,8 @@ def register(subparsers: Any) -> None:
                    help="the value; - reads it from stdin (any bytes, any size)")
     p.add_argument("--file", default=None, metavar="PATH", help="read the value from PATH")
     add_encoding_flags(p)
+    p.add_argument("--lease", type=lambda t: int(t, 0), default=0, metavar="ID",
+                   help="attach the key to a lease (`dengine lease grant`)")
     p = add("get", "read a key (exit code 4 when it does not exist)", _get)
     p.add_argument("key")
     p.add_argument("--consistency", choices=("linearizable", "lease", "serializable"),
@@ -207,7 +209,7 @@ def _out(text: str = "") -> None:
 def _put(c: Any, args: argparse.Namespace) -> int:
     codec = Codec(args.encoding)
     key = codec.arg(args.key)
-    revision = c.put(key, read_value(args.value, args.file, codec))
+    revision = c.put(key, read_value(args.value, args.file, codec), lease=args.lease)
     _out(f"OK (revision {revision})")
     return OK
 

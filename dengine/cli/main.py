@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     from dengine.cli import alarm as cli_alarm
 
     cli_alarm.register(sub)
+    from dengine.cli import lease as cli_lease
+    from dengine.cli import watch as cli_watch
+
+    cli_watch.register(sub)
+    cli_lease.register(sub)
     from dengine.bench import cli as cli_bench
 
     cli_bench.register(sub)

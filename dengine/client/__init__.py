@@ -8,6 +8,7 @@ onto a batch stream per channel. Errors are :mod:`dengine.errors` types. Both, a
 
 from dengine.client.api import AsyncKv
 from dengine.client.client import RETRYABLE, Client
+from dengine.client.lease import Lease, LeaseStatus
 from dengine.client.sync import SyncClient
 from dengine.client.types import (
     CasResult,
@@ -19,9 +20,14 @@ from dengine.client.types import (
     Put,
     ScanPage,
 )
+from dengine.client.watch import WatchEvent, WatchUpdate
 
 __all__ = [
     "AsyncKv",
+    "Lease",
+    "LeaseStatus",
+    "WatchEvent",
+    "WatchUpdate",
     "Client",
     "SyncClient",
     "RETRYABLE",

@@ -40,7 +40,7 @@ class AsyncKv(Protocol):
     """What every async dengine client offers (see the module docstring)."""
 
     async def put(self, key: Key, value: Key, *, timeout: float | None = None,
-                  endpoint: str | None = None) -> int: ...
+                  endpoint: str | None = None, lease: int = 0) -> int: ...
 
     async def get(self, key: Key, *, consistency: ConsistencyArg = Consistency.LINEARIZABLE,
                   timeout: float | None = None, endpoint: str | None = None

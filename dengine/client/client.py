@@ -39,6 +39,7 @@ from dengine.client._reach import _no_connection, _Unreachable
 from dengine.client._session import SessionPool
 from dengine.client._stream import StreamStats
 from dengine.client.api import cas_request
+from dengine.client.lease import LeaseMixin
 from dengine.client.types import (
     CasResult,
     Consistency,
@@ -51,6 +52,7 @@ from dengine.client.types import (
     ScanPage,
     to_bytes,
 )
+from dengine.client.watch import WatchMixin
 from dengine.errors import (
     NotLeader,
     OperationTimeout,
@@ -82,7 +84,7 @@ _UNARY = {
 Consist = Consistency | str | int
 
 
-class Client:
+class Client(WatchMixin, LeaseMixin):
     """Async dengine client (grpc.aio). Use ``async with Client([...]) as c:`` or ``close()``.
 
     ``endpoints`` are ``host:port`` strings of any members; ``timeout`` is the default per-call
@@ -408,13 +410,15 @@ class Client:
     # ------------------------------------------------------------------------------------ KV
 
     async def put(
-        self, key: Key, value: Key, *, timeout: float | None = None, endpoint: str | None = None
+        self, key: Key, value: Key, *, timeout: float | None = None, endpoint: str | None = None,
+        lease: int = 0,
     ) -> int:
         """Store ``value`` under ``key``; returns the revision (log index) that wrote it.
-        ``endpoint`` pins a write to one node (NOT_LEADER is then raised, not followed)."""
+        ``endpoint`` pins a write to one node (NOT_LEADER is then raised, not followed);
+        ``lease`` attaches the key to a lease (its revoke or expiry deletes the key)."""
         k, v = to_bytes(key), to_bytes(value, "value")
         with self._sessions.session() as session:
-            req = client_pb2.PutRequest(key=k, value=v, session=session)
+            req = client_pb2.PutRequest(key=k, value=v, session=session, lease=lease)
             resp = await self._kv("put", "put", req, timeout=timeout, endpoint=endpoint)
         return resp.revision
 

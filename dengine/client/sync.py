@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from dengine.client.api import ConsistencyArg
 from dengine.client.client import Client
+from dengine.client.lease import SyncLeaseMixin
 from dengine.client.types import (
     CasResult,
     Consistency,
@@ -25,13 +26,14 @@ from dengine.client.types import (
     Put,
     ScanPage,
 )
+from dengine.client.watch import SyncWatchMixin
 
 __all__ = ["SyncClient"]
 
 T = TypeVar("T")
 
 
-class SyncClient:
+class SyncClient(SyncWatchMixin, SyncLeaseMixin):
     """Blocking twin of :class:`Client`: the same methods and arguments, each returning the
     value. Close it (or use ``with``). ``options`` are :class:`Client`'s."""
 
@@ -61,9 +63,10 @@ class SyncClient:
 
     # -- KV: the methods of Client, blocking (see dengine.client.api) --------------------
     def put(self, key: Key, value: Key, *, timeout: float | None = None,
-            endpoint: str | None = None) -> int:
+            endpoint: str | None = None, lease: int = 0) -> int:
         """Store ``value`` under ``key``; returns the revision (see :meth:`Client.put`)."""
-        return self._run(self._client.put(key, value, timeout=timeout, endpoint=endpoint))
+        return self._run(self._client.put(key, value, timeout=timeout, endpoint=endpoint,
+                                          lease=lease))
 
     def get(self, key: Key, *, consistency: ConsistencyArg = Consistency.LINEARIZABLE,
             timeout: float | None = None, endpoint: str | None = None) -> KeyValue | None:

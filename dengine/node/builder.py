@@ -86,7 +86,8 @@ class NodeBuilder:
         try:
             store.bind_identity(bootstrap.cluster_number(cl.cluster_id), cl.node_id)
             sm = self._sm or open_kv(cfg.statemachine.engine, os.path.join(data_dir, "sm"),
-                                     sync=False, logger=log)
+                                     sync=False, logger=log,
+                                     history_revisions=cfg.statemachine.history_revisions)
         except BaseException:
             store.close()
             raise

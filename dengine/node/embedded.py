@@ -113,11 +113,11 @@ class EmbeddedClient:
 
     # -- KV ---------------------------------------------------------------------------------
     async def put(self, key: Key, value: Key, *, timeout: float | None = None,
-                  endpoint: str | None = None) -> int:
+                  endpoint: str | None = None, lease: int = 0) -> int:
         """Write ``key``; returns the revision (log index) of the write (``endpoint`` is
-        ignored: one node)."""
+        ignored: one node); ``lease`` attaches the key to a lease."""
         req = pb.PutRequest(key=_bytes(key), value=_bytes(value, "value"),
-                            session=self._session())
+                            session=self._session(), lease=lease)
         return (await self._call("put", req, pb.PutResponse, timeout)).revision
 
     async def get(self, key: Key, *, consistency: ConsistencyArg = pb.LINEARIZABLE,

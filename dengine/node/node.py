@@ -173,6 +173,9 @@ class Node:
             loop.create_task(self._drive(), name=f"dengine-drive-{self.node_id}"),
             loop.create_task(self._ticker(), name=f"dengine-tick-{self.node_id}"),
         ]
+        from dengine.node.leases import start_lease_keeper
+
+        start_lease_keeper(self)  # the leader proposes lease expiries
         if self.config.network.fault_injection:
             from dengine.node.faults import watch_fault_file
 

@@ -109,6 +109,10 @@ class RequestHandler:
 
     # -- Kv -------------------------------------------------------------------------------
     async def put(self, req: client_pb2.PutRequest) -> client_pb2.PutResponse:
+        if req.lease:  # attached to a lease: dengine.node.leases
+            from dengine.node.leases import lease_put
+
+            return await lease_put(self, req)
         cmd = codec.encode_put(self._key(req.key), req.value)
         r = await self._write(self._session(cmd, req.session, req.HasField("session")))
         return pb.PutResponse(revision=r.revision)
@@ -346,11 +350,18 @@ def add_client_services(server: Any, node: Node) -> RequestHandler:
     handler = RequestHandler(node)
     kv, cluster = KvService(handler), ClusterService(handler)
     auth = getattr(node.config, "auth", None)
+    authorizer = None
     if auth is not None and auth.enabled:  # roles checked before the handler (security.auth)
         from dengine.security.auth import Authorizer, protect_services
 
-        protect_services(kv, cluster, Authorizer(auth.users_path, node.log), node.log)
+        authorizer = Authorizer(auth.users_path, node.log)
+        protect_services(kv, cluster, authorizer, node.log)
     # Strict: a unary request that does not parse is INVALID_ARGUMENT, not gRPC's UNKNOWN.
     add_strict(client_pb2_grpc.add_KvServicer_to_server, kv, server)
     add_strict(client_pb2_grpc.add_ClusterServicer_to_server, cluster, server)
+    from dengine.node.leases import add_lease_service
+    from dengine.node.watch import add_watch_service
+
+    add_watch_service(server, node, authorizer)
+    add_lease_service(server, handler, authorizer)
     return handler

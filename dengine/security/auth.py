@@ -44,8 +44,8 @@ from typing import Any
 
 from dengine.errors import ConfigError, PermissionDenied, Unauthenticated
 
-__all__ = ["ROLES", "METHOD_ROLES", "User", "Authorizer", "protect_services", "hash_token",
-           "parse_users"]
+__all__ = ["ROLES", "METHOD_ROLES", "STREAM_ROLES", "User", "Authorizer", "protect_services",
+           "protect_servicer", "guard_stream", "hash_token", "parse_users"]
 
 #: Roles, weakest first; each allows everything the ones before it allow.
 ROLES = ("read", "readwrite", "admin")
@@ -58,7 +58,11 @@ METHOD_ROLES: Mapping[str, str] = {
     "WriteBatch": "readwrite",
     "TransferLeader": "admin", "AddLearner": "admin", "Promote": "admin",
     "RemoveMember": "admin",
+    # Lease: a grant or revoke is a write (a revoke deletes the lease's keys).
+    "Grant": "readwrite", "Revoke": "readwrite", "TimeToLive": "read",
 }
+#: The role each streaming RPC needs, checked once when the stream opens.
+STREAM_ROLES: Mapping[str, str] = {"Watch": "read", "KeepAlive": "readwrite"}
 #: The role each kind of request on the Batch stream needs.
 BATCH_ROLES: Mapping[str, str] = {
     "get": "read", "get_many": "read", "scan": "read",
@@ -158,6 +162,35 @@ def protect_services(kv: Any, cluster: Any, authorizer: Authorizer, log: Any = N
         cluster.Status = _guard_status(cluster.Status, authorizer)
     if getattr(kv, "Batch", None) is not None:
         kv.Batch = _guard_batch(kv.Batch, authorizer, log)
+
+
+def protect_servicer(servicer: Any, authorizer: Authorizer, log: Any = None) -> None:
+    """Wrap any other servicer's RPC methods (``Lease``) with the role checks of
+    :data:`METHOD_ROLES` and :data:`STREAM_ROLES` (before it is registered on a server)."""
+    for name, role in METHOD_ROLES.items():
+        method = getattr(servicer, name, None)
+        if method is not None:
+            setattr(servicer, name, _guard_unary(method, name, role, authorizer, log))
+    for name, role in STREAM_ROLES.items():
+        method = getattr(servicer, name, None)
+        if method is not None:
+            setattr(servicer, name, guard_stream(method, name, role, authorizer, log))
+
+
+def guard_stream(method: Callable, name: str, role: str, auth: Authorizer,
+                 log: Any = None) -> Callable:
+    """A streaming RPC handler that checks the caller's role once, before the first answer."""
+    async def guarded(request: Any, context: Any) -> Any:
+        try:
+            auth.require(context, role, name)
+        except (Unauthenticated, PermissionDenied) as e:
+            await _refuse(context, e, log)
+            return
+        async for answer in method(request, context):
+            yield answer
+
+    guarded.__name__ = name
+    return guarded
 
 
 async def _refuse(context: Any, err: Exception, log: Any) -> None:

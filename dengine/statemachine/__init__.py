@@ -21,6 +21,8 @@ ENGINES = ("rocksdb", "memory")
 def open_kv(engine: str = "rocksdb", path: str | None = None, **options) -> KVStateMachine:
     """The KV state machine on ``engine``; ``options``: sync, logger, session limits."""
     engine_opts = {k: options.pop(k) for k in ("sync", "logger") if k in options}
+    if "logger" in engine_opts:
+        options["logger"] = engine_opts["logger"]
     if engine == "memory":
         return KVStateMachine(MemoryEngine(), **options)
     if engine == "rocksdb":

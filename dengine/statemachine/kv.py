@@ -12,6 +12,8 @@ Raw keyspace (the same on both engines, so snapshots move between them)::
     b"d" + key            revision u64 | create_revision u64 | version u64 | value
     b"m" + b"applied"     index u64 | term u64
     b"s" + client_id BE   session: last index u64 | count u32 | (seq u64 | len u32 | result)*
+    b"h", b"mhistory"     watch history (:mod:`dengine.statemachine.history`)
+    b"l", b"L"            leases and their keys (:mod:`dengine.statemachine.leases`)
 
 Exactly-once (Raft thesis §6.3): a SESSION-wrapped command carries (client_id, seq). The machine
 keeps, per client, the results of its ``session_results`` most recent sequence numbers; a retry
@@ -37,6 +39,19 @@ from dengine.statemachine.engines import (
     RocksEngine,
     pack_items,
     unpack_chunk,
+)
+from dengine.statemachine.history import (
+    DEFAULT_WINDOW,
+    K_HISTORY,
+    P_HISTORY,
+    History,
+)
+from dengine.statemachine.leases import (
+    OP_FIRST,
+    P_LEASE,
+    P_LEASE_KEY,
+    LeaseTable,
+    decode_command,
 )
 
 P_DATA = b"d"
@@ -140,13 +155,17 @@ class KVStateMachine:
         max_sessions: int = 4096,
         session_results: int = 16,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        history_revisions: int = DEFAULT_WINDOW,
+        logger=None,
     ) -> None:
         self.engine = engine
+        self.history = History(engine, history_revisions, logger)
         self.max_sessions = max_sessions
         self.session_results = session_results
         self.chunk_bytes = chunk_bytes
         self._dirty: set[int] = set()
         self._load()
+        self.leases = LeaseTable(self)
 
     def _load(self) -> None:
         raw = self.engine.get(K_APPLIED)
@@ -179,7 +198,7 @@ class KVStateMachine:
                 results.append(None)
                 continue
             try:
-                cmd = codec.decode_command(e.data)
+                cmd = decode_command(e.data)
             except DecodeError as err:
                 results.append(err)
                 continue
@@ -189,12 +208,17 @@ class KVStateMachine:
                 overlay[P_SESSION + _CLIENT.pack(client_id)] = self._sessions[client_id].encode()
         last = entries[-1]
         overlay[K_APPLIED] = _PAIR.pack(last.index, last.term)
+        self.history.finish(last.index, overlay)
         try:
             self.engine.write(overlay)
         except BaseException:
+            self.history.abort()
             self._load()  # the session table in memory must match what the engine holds
+            self.history.load()
+            self.leases.load()
             raise
         self._applied = (last.index, last.term)
+        self.history.publish(last.index)
         return results
 
     def _command(self, cmd: tuple, index: int, overlay: dict) -> object:
@@ -233,23 +257,29 @@ class KVStateMachine:
         rev, create, version = _REC.unpack_from(raw, 0)
         return rev, create, version, bytes(raw[_REC.size :])
 
-    def _put(self, key: bytes, value: bytes, index: int, overlay: dict) -> WriteResult:
+    def _put(self, key: bytes, value: bytes, index: int, overlay: dict,
+             lease: int = 0) -> WriteResult:
         cur = self._read_raw(key, overlay)
         create, version = (index, 1) if cur is None else (cur[1], cur[2] + 1)
         overlay[P_DATA + key] = _REC.pack(index, create, version) + value
+        self.history.on_put(key, value, index, create, version, lease, cur, overlay)
+        self.leases.on_write(key, lease, overlay)
         return WriteResult(True, index, version)
 
-    def _delete(self, key: bytes, overlay: dict) -> WriteResult:
-        existed = self._read_raw(key, overlay) is not None
+    def _delete(self, key: bytes, index: int, overlay: dict) -> WriteResult:
+        cur = self._read_raw(key, overlay)
         overlay[P_DATA + key] = None
-        return WriteResult(existed, 0, 0)
+        if cur is not None:
+            self.history.on_delete(key, index, cur, overlay)
+            self.leases.on_write(key, -1, overlay)
+        return WriteResult(cur is not None, 0, 0)
 
     def _execute(self, cmd: tuple, index: int, overlay: dict) -> object:
         op = cmd[0]
         if op == codec.OP_PUT:
             return self._put(cmd[1], cmd[2], index, overlay)
         if op == codec.OP_DELETE:
-            return self._delete(cmd[1], overlay)
+            return self._delete(cmd[1], index, overlay)
         if op == codec.OP_CAS:
             _op, key, expect_value, expect_version, new_value = cmd
             cur = self._read_raw(key, overlay)
@@ -262,13 +292,15 @@ class KVStateMachine:
             if not ok:
                 return WriteResult(False, 0 if cur is None else cur[0], cur_version)
             if new_value is None:
-                self._delete(key, overlay)
+                self._delete(key, index, overlay)
                 return WriteResult(True, 0, 0)
             return self._put(key, new_value, index, overlay)
         if op == codec.OP_BATCH:
             for sub in cmd[1]:
                 self._execute(sub, index, overlay)
             return WriteResult(True, index, 0)
+        if op >= OP_FIRST:
+            return self.leases.execute(cmd, index, overlay)
         return DecodeError("command", f"op {op} cannot be applied here")
 
     # -- reads -------------------------------------------------------------------------------
@@ -319,6 +351,8 @@ class KVStateMachine:
         """Replace everything with a snapshot's content; atomic in the engine."""
         self.engine.replace(_checked_items(chunks))
         self._load()
+        self.leases.load()
+        self.history.restored(self._applied[0])
 
     def close(self) -> None:
         self.engine.close()
@@ -353,7 +387,8 @@ def _checked_items(chunks: Iterable[bytes]) -> Iterable[tuple[bytes, bytes]]:
                 continue
             if k == K_APPLIED:
                 seen_applied = True
-            elif not k.startswith((P_DATA, P_SESSION)):
+            elif not k.startswith((P_DATA, P_SESSION, P_HISTORY, P_LEASE, P_LEASE_KEY)) \
+                    and k != K_HISTORY:
                 raise SnapshotError(f"unknown key {k[:16]!r} in a KV snapshot")
             yield k, v
     if first or not seen_applied:

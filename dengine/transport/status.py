@@ -71,6 +71,7 @@ _TO_CODE: tuple[tuple[type[BaseException], int], ...] = (
     (E.Unauthenticated, client_pb2.UNAUTHENTICATED),
     (E.PermissionDenied, client_pb2.PERMISSION_DENIED),
     (E.QuotaExceeded, client_pb2.NO_SPACE),
+    (E.LeaseNotFound, client_pb2.NOT_FOUND),
     (E.ConfigError, client_pb2.INVALID_ARGUMENT),
     (E.DecodeError, client_pb2.INVALID_ARGUMENT),
     (E.InvalidArgument, client_pb2.INVALID_ARGUMENT),
@@ -124,6 +125,7 @@ _OUR_TOO_LARGE = re.compile(
 )
 _TIMEOUT = re.compile(r"^(.*) did not finish(?: within (\S+)s)?; retry, or raise the deadline$", re.S)
 _NOSPACE = re.compile(r"NOSPACE alarm(?: on node (\d+))?: (\d+) bytes used of the (\d+)-byte")
+_LEASE = re.compile(r"^lease (\d+) does not exist")
 _SERVER = re.compile(r"^server error ([A-Z0-9_]+): (.*)$", re.S)
 
 
@@ -199,6 +201,9 @@ def _from_code(code: int, msg: str) -> E.DengineError:
         m = _NOSPACE.search(msg)
         return E.QuotaExceeded(int(m[2]), int(m[3]), int(m[1]) if m[1] else None) if m \
             else E.QuotaExceeded(0, 0)
+    m = _LEASE.match(msg)
+    if code == client_pb2.NOT_FOUND and m:
+        return E.LeaseNotFound(int(m[1]))
     m = _SERVER.match(msg)
     if m:  # already a ServerError's message: keep its code and reason
         return E.ServerError(m[1], m[2])

@@ -9,9 +9,12 @@ nodes.
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -138,3 +141,59 @@ def one_node(tmp_path_factory) -> Callable[..., subprocess.CompletedProcess]:
             up.kill()
             up.wait(10)
         log.close()
+
+
+class Up:
+    """A background ``dengine cluster up``."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.path = cwd / "up.out"
+        self.out = open(self.path, "w")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen([sys.executable, "-m", "dengine", "cluster", "up",
+                                      "--data-dir", "data"], stdout=self.out,
+                                     stderr=subprocess.STDOUT, cwd=str(cwd), env=env)
+
+    def wait_running(self) -> str:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            text = self.path.read_text()
+            if "the cluster is running" in text:
+                return text
+            assert self.proc.poll() is None, text
+            time.sleep(0.05)
+        raise AssertionError(self.path.read_text())
+
+    def pids(self) -> dict[int, int]:
+        text = self.path.read_text()
+        return {int(i): int(p) for i, p in re.findall(r"node (\d+) .* pid (\d+)", text)}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        for pid in self.pids().values():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.out.close()
+
+
+@pytest.fixture
+def cluster_up(tmp_path, env_for) -> Iterator[Callable[[Path], Up]]:
+    """``cluster_up(cwd)``: ``dengine cluster up --data-dir data`` in ``cwd``, running;
+    stopped (and every node killed) at teardown."""
+    started: list[Up] = []
+
+    def start(cwd: Path) -> Up:
+        up = Up(cwd, env_for())
+        started.append(up)
+        up.wait_running()
+        return up
+
+    yield start
+    for up in started:
+        up.stop()

@@ -243,6 +243,45 @@ def test_client_roles_unauthenticated_and_permission_denied(cluster_factory, tmp
     run(body)
 
 
+def test_leases_and_watches_check_roles_too(cluster_factory, tmp_path, run):
+    """A lease revoke deletes keys and a watch reads them: neither is open to a caller whose
+    role does not allow it."""
+    lc, certs = secure_cluster(cluster_factory, tmp_path, auth=True)
+
+    async def first_update(c: Client) -> object:
+        async for update in c.watch(b"w/", prefix=True, start_revision=1):
+            return update
+        return None
+
+    async def body():
+        async with client(lc, certs, "admin") as admin:
+            await lc.wait_leader(admin, timeout=30)
+            await admin.put(b"w/1", b"v")
+        async with client(lc, certs, "writer", timeout=5) as writer:
+            lease = await writer.grant(30)
+            await writer.put(b"w/leased", b"v", lease=lease.id)
+            assert await writer.keep_alive_once(lease.id) > 0
+        async with client(lc, certs, "reader", timeout=3) as reader:
+            assert (await reader.time_to_live(lease.id)).id == lease.id
+            with pytest.raises(PermissionDenied, match="needs role readwrite"):
+                await reader.grant(10)
+            with pytest.raises(PermissionDenied, match="needs role readwrite"):
+                await reader.revoke(lease.id)
+            with pytest.raises(PermissionDenied, match="needs role readwrite"):
+                await reader.keep_alive_once(lease.id)
+            update = await asyncio.wait_for(first_update(reader), 10)
+            assert update is not None
+        async with client(lc, certs, "stranger", timeout=3) as stranger:
+            with pytest.raises(Unauthenticated):
+                await stranger.revoke(lease.id)
+            with pytest.raises(Unauthenticated):
+                await asyncio.wait_for(first_update(stranger), 10)
+        async with client(lc, certs, "admin") as admin:
+            assert (await admin.get(b"w/leased")).value == b"v"  # the lease was never revoked
+
+    run(body)
+
+
 def _served_cert(address: str, certs: Path) -> bytes:
     host, _, port = address.rpartition(":")
     ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
