@@ -143,3 +143,32 @@ def test_a_grant_retried_after_a_lost_answer_grants_one_lease(run_uvloop, real_c
                 assert list(node.state_machine.leases.ttl) == [lease.id]
 
     run_uvloop(go)
+
+
+def test_the_sync_client_watches_and_keeps_a_lease(run_uvloop, real_cluster):
+    from dengine.client import SyncClient
+
+    def blocking(endpoints):
+        with SyncClient(endpoints, timeout=10) as c:
+            lease = c.grant(30)
+            rev = c.put("s/k", "v", lease=lease.id)
+            ttls = []
+            for ttl in c.keep_alive(lease.id, interval_s=0.05):
+                ttls.append(ttl)
+                if len(ttls) == 3:
+                    break
+            c.revoke(lease.id)
+            seen = []
+            for u in c.watch("s/", prefix=True, start_revision=rev):
+                seen += [(e.type, e.key) for e in u.events]
+                if len(seen) >= 2:
+                    break
+            return ttls, seen
+
+    async def go():
+        async with real_cluster() as rc:
+            ttls, seen = await asyncio.to_thread(blocking, rc.endpoints)
+            assert ttls == [30, 30, 30]
+            assert seen == [("put", b"s/k"), ("delete", b"s/k")]
+
+    run_uvloop(go)
