@@ -12,6 +12,7 @@ through a failover survives it. A lease that is gone raises
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,11 @@ class LeaseMixin:
 
     async def _lease(self, op: str, method: str, req: Any, lease_id: int,
                      timeout: float | None) -> Any:
+        tries = 0
+
         async def attempt(address: str, remaining: float) -> Any:
+            nonlocal tries
+            tries += 1
             conn = self._conn(address)  # type: ignore[attr-defined]
             stub = client_pb2_grpc.LeaseStub(conn.pick().channel)
             try:
@@ -72,15 +77,21 @@ class LeaseMixin:
                     resp = await getattr(stub, method)(req, timeout=remaining)
             except grpc.RpcError as e:
                 raise S.from_rpc_error(e) from e
+            if (method == "Grant" and tries > 1 and resp.error.code == pb.INVALID_ARGUMENT
+                    and "already exists" in resp.error.message):
+                return pb.LeaseGrantResponse(id=req.id, ttl=req.ttl)  # our own earlier try
             _check(resp, lease_id)
             return resp
 
         return await self._retry(op, attempt, timeout=timeout)  # type: ignore[attr-defined]
 
     async def grant(self, ttl: int, *, lease_id: int = 0, timeout: float | None = None) -> Lease:
-        """A new lease of ``ttl`` seconds (``lease_id`` 0: the server picks the id)."""
-        resp = await self._lease("grant", "Grant", pb.LeaseGrantRequest(ttl=ttl, id=lease_id),
-                                 lease_id, timeout)
+        """A new lease of ``ttl`` seconds (``lease_id`` 0: a random id). The id is fixed before
+        the first attempt, so a grant retried after its answer was lost finds its own lease
+        ("already exists", then ``revision`` is 0) instead of granting a second one."""
+        chosen = lease_id or (secrets.randbits(63) or 1)
+        resp = await self._lease("grant", "Grant", pb.LeaseGrantRequest(ttl=ttl, id=chosen),
+                                 chosen, timeout)
         return Lease(resp.id, resp.ttl, resp.revision)
 
     async def revoke(self, lease_id: int, *, timeout: float | None = None) -> int:

@@ -25,6 +25,10 @@ cancelled with ``compact_revision`` set, never skipped: the client resumes from 
 revision + 1 out of history, or is told COMPACTED if that is gone too. A snapshot install
 replaces the state under every watcher: each is cancelled the same way and resumes from history.
 
+``WatchMany`` carries many watches on one bidirectional stream (a gRPC server holds only a
+few thousand open streams): each runs the same generator in its own task and its responses
+go out tagged with the client's watch id, through one bounded queue per stream.
+
 Every response carries ``revision``: all of this watch's events up to it were sent. An idle
 stream gets one with no events (a progress notification) every ``progress_interval_ms``. A
 stream that starts ahead of this member (a client resuming on a lagging follower) reports
@@ -46,7 +50,8 @@ from dengine.v1 import client_pb2 as pb
 if TYPE_CHECKING:
     from dengine.node.node import Node
 
-__all__ = ["WatchHub", "add_watch_service", "GROUP_BUFFER_BATCHES", "GROUP_BUFFER_BYTES"]
+__all__ = ["WatchHub", "add_watch_service", "watch_many", "GROUP_BUFFER_BATCHES",
+           "GROUP_BUFFER_BYTES"]
 
 #: Responses a watch group keeps for watchers still writing older ones.
 GROUP_BUFFER_BATCHES = 1024
@@ -304,6 +309,66 @@ def _serialize(r: bytes | pb.WatchResponse) -> bytes:
     return r if isinstance(r, bytes) else r.SerializeToString()
 
 
+#: Responses of a WatchMany stream waiting to be written; a full queue holds its watches back
+#: (their group buffers then overflow and they are cancelled, as a slow single stream is).
+MANY_QUEUE = 1024
+#: Watches one WatchMany stream may hold.
+MAX_WATCHES_PER_STREAM = 100_000
+
+
+def _tagged(watch_id: int, r: bytes | pb.WatchResponse) -> bytes:
+    data = r if isinstance(r, bytes) else r.SerializeToString()
+    return b"\x08" + _varint(watch_id) + _field(0x12, data)
+
+
+async def watch_many(hub: WatchHub, requests: AsyncIterator[pb.WatchManyRequest]
+                     ) -> AsyncIterator[bytes]:
+    """One WatchMany stream: each watch runs :meth:`WatchHub.stream` in its own task and its
+    responses go out tagged with its id (pre-serialized WatchManyResponse bytes)."""
+    out: asyncio.Queue = asyncio.Queue(MANY_QUEUE)
+    tasks: dict[int, asyncio.Task] = {}
+    done = object()
+
+    async def forward(watch_id: int, req: pb.WatchRequest) -> None:
+        try:
+            async for r in hub.stream(req):
+                await out.put(_tagged(watch_id, r))
+        finally:
+            tasks.pop(watch_id, None)
+
+    async def read() -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async for m in requests:
+                if m.cancel:
+                    t = tasks.pop(m.watch_id, None)
+                    if t is not None:
+                        t.cancel()
+                elif m.watch_id in tasks or len(tasks) >= MAX_WATCHES_PER_STREAM:
+                    why = ("the watch id is in use" if m.watch_id in tasks
+                           else f"at most {MAX_WATCHES_PER_STREAM} watches per stream")
+                    await out.put(_tagged(m.watch_id, _error(pb.INVALID_ARGUMENT, why)))
+                else:
+                    tasks[m.watch_id] = loop.create_task(forward(m.watch_id, m.create))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the client went away
+            pass
+        await out.put(done)
+
+    reader = asyncio.get_running_loop().create_task(read())
+    try:
+        while True:
+            item = await out.get()
+            if item is done:
+                return
+            yield item
+    finally:
+        reader.cancel()
+        for t in list(tasks.values()):
+            t.cancel()
+
+
 def add_watch_service(server: Any, node: Node, authorizer: Any = None) -> None:
     """Register ``Watch`` for ``node`` on a ``grpc.aio`` server (no-op for a machine with no
     history); with ``authorizer`` (auth on) a stream opens only for a caller with ``read``."""
@@ -315,11 +380,20 @@ def add_watch_service(server: Any, node: Node, authorizer: Any = None) -> None:
         async for r in hub.stream(request):
             yield r
 
+    async def many(requests: Any, context: Any) -> AsyncIterator[bytes]:
+        async for r in watch_many(WatchHub.of(node), requests):
+            yield r
+
     if authorizer is not None:
         from dengine.security.auth import STREAM_ROLES, guard_stream
 
-        watch = guard_stream(watch, "Watch", STREAM_ROLES["Watch"], authorizer, node.log)
+        role = STREAM_ROLES["Watch"]
+        watch = guard_stream(watch, "Watch", role, authorizer, node.log)
+        many = guard_stream(many, "WatchMany", role, authorizer, node.log)
     handler = grpc.unary_stream_rpc_method_handler(
         watch, request_deserializer=pb.WatchRequest.FromString, response_serializer=_serialize)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("dengine.v1.Watch", {"Watch": handler}),))
+    many_handler = grpc.stream_stream_rpc_method_handler(
+        many, request_deserializer=pb.WatchManyRequest.FromString,
+        response_serializer=_serialize)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "dengine.v1.Watch", {"Watch": handler, "WatchMany": many_handler}),))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 
 from dengine import errors as E
@@ -111,3 +112,63 @@ async def _applied_everywhere(rc, index: int) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"not every node applied {index}")
+
+
+class _LoseGrantAnswer(grpc.aio.UnaryUnaryClientInterceptor):
+    """Lets the first Grant reach the server and complete, then reports the answer lost."""
+
+    def __init__(self) -> None:
+        self.lost = 0
+
+    async def intercept_unary_unary(self, continuation, details, request):
+        call = await continuation(details, request)
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        if method.endswith("/Grant") and not self.lost:
+            await call  # applied on the server
+            self.lost += 1
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
+                                       grpc.aio.Metadata(), details="answer lost (test)")
+        return call
+
+
+def test_a_grant_retried_after_a_lost_answer_grants_one_lease(run_uvloop, real_cluster):
+    async def go():
+        lose = _LoseGrantAnswer()
+        async with real_cluster() as rc, Client(rc.endpoints, timeout=10,
+                                                interceptors=[lose]) as c:
+            lease = await c.grant(30)
+            assert lose.lost == 1
+            await _applied_everywhere(rc, (await c.status()).commit_index)
+            for node in rc.nodes.values():
+                assert list(node.state_machine.leases.ttl) == [lease.id]
+
+    run_uvloop(go)
+
+
+def test_the_sync_client_watches_and_keeps_a_lease(run_uvloop, real_cluster):
+    from dengine.client import SyncClient
+
+    def blocking(endpoints):
+        with SyncClient(endpoints, timeout=10) as c:
+            lease = c.grant(30)
+            rev = c.put("s/k", "v", lease=lease.id)
+            ttls = []
+            for ttl in c.keep_alive(lease.id, interval_s=0.05):
+                ttls.append(ttl)
+                if len(ttls) == 3:
+                    break
+            c.revoke(lease.id)
+            seen = []
+            for u in c.watch("s/", prefix=True, start_revision=rev):
+                seen += [(e.type, e.key) for e in u.events]
+                if len(seen) >= 2:
+                    break
+            return ttls, seen
+
+    async def go():
+        async with real_cluster() as rc:
+            ttls, seen = await asyncio.to_thread(blocking, rc.endpoints)
+            assert ttls == [30, 30, 30]
+            assert seen == [("put", b"s/k"), ("delete", b"s/k")]
+
+    run_uvloop(go)

@@ -141,3 +141,50 @@ def test_the_checker_catches_a_gap_a_duplicate_and_a_stray_event():
     stray.updates[1] = WatchUpdate((WatchEvent("put", b"k", b"x", 2, 1, 1),), 2, "m")
     with pytest.raises(WatchCheckError):
         check_watcher(truth, stray)
+
+
+def test_many_watches_on_one_stream(run_uvloop, real_cluster):
+    import grpc
+
+    from dengine.v1 import client_pb2 as pb
+    from dengine.v1 import client_pb2_grpc as pbg
+
+    async def go():
+        async with real_cluster() as rc, Client(rc.endpoints, timeout=10) as c:
+            rev = await c.put(b"m/a", b"0")
+            requests: asyncio.Queue = asyncio.Queue()
+
+            async def feed():
+                while True:
+                    yield await requests.get()
+
+            async with grpc.aio.insecure_channel(rc.endpoints[1]) as ch:
+                call = pbg.WatchStub(ch).WatchMany(feed())
+                for wid, key, prefix in [(1, b"m/a", False), (2, b"m/", True), (3, b"m/b", False)]:
+                    requests.put_nowait(pb.WatchManyRequest(watch_id=wid, create=pb.WatchRequest(
+                        key=key, prefix=prefix, start_revision=rev + 1,
+                        progress_interval_ms=600_000)))
+                requests.put_nowait(pb.WatchManyRequest(watch_id=2, create=pb.WatchRequest(
+                    key=b"x")))  # the id is in use: refused, the first watch 2 goes on
+                created, refused = set(), []
+                while len(created) < 3 or not refused:
+                    r = await asyncio.wait_for(call.read(), 5)
+                    if r.response.created:
+                        created.add(r.watch_id)
+                    elif r.response.error.code:
+                        refused.append(r.watch_id)
+                assert created == {1, 2, 3} and refused == [2]
+                a = await c.put(b"m/a", b"1")
+                got = {}
+                while len(got) < 2:
+                    r = await asyncio.wait_for(call.read(), 5)
+                    got[r.watch_id] = [(e.kv.key, e.kv.revision) for e in r.response.events]
+                assert got == {1: [(b"m/a", a)], 2: [(b"m/a", a)]}
+                requests.put_nowait(pb.WatchManyRequest(watch_id=1, cancel=True))
+                await asyncio.sleep(0.1)
+                b = await c.put(b"m/a", b"2")
+                r = await asyncio.wait_for(call.read(), 5)
+                assert r.watch_id == 2 and r.response.events[0].kv.revision == b
+                call.cancel()
+
+    run_uvloop(go)
