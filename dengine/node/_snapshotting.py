@@ -30,7 +30,7 @@ from dengine.node.snapshots import (
     write_snapshot,
 )
 from dengine.raft.messages import Message, MessageType
-from dengine.raft.types import SnapshotMeta
+from dengine.raft.types import ConfState, SnapshotMeta
 
 if TYPE_CHECKING:
     from dengine.node.node import Node
@@ -113,8 +113,8 @@ async def take_snapshot(node: Node) -> None:
     node._submit(op)
 
 
-def compact(node: Node, to: int) -> None:
-    node.book.record_conf(to, node.core.conf_state_at(to))
+def compact(node: Node, to: int, conf_state: ConfState) -> None:
+    node.book.record_conf(to, conf_state)
     node.log_store.compact(to)
     node.log.info("log compacted", up_to=to, first_index=node.log_store.first_index())
 

@@ -21,16 +21,20 @@ Then loop, on one thread::
     core.report_snapshot(peer, ok)   # a snapshot stream to a follower ended
     if core.has_ready():
         rd = core.ready()
+        install(rd.snapshot)                     # if any: state machine + LogStore reset
+        observe(rd)                              # soft state, new entries, dropped: bookkeeping
+        reconnect(rd.conf_state)                 # if not None: the members changed
         send(rd.messages)                        # at once, while persisting (SNAPSHOT ones:
                                                  # stream our latest snapshot's data)
-        install(rd.snapshot)                     # if any: state machine + LogStore reset
         persist(rd.entries, rd.hard_state)       # append (replacing any suffix) + fsync
-        core.on_persisted(rd.number)
+        apply(rd.committed_entries); serve(rd.read_states)   # durable already: while it syncs
+        core.on_persisted(rd.number)             # once the fsync is done
         send(rd.persisted_messages)              # only after the fsync
-        apply(rd.committed_entries); serve(rd.read_states)
-        compact(rd.compact_to, core.conf_state_at(rd.compact_to))   # if non-zero
-        reconnect(rd.conf_state)                 # if not None: the members changed
         core.advance(rd)
+        compact(rd.compact_to, core.conf_state_at(rd.compact_to))   # if non-zero
+
+Every shell runs this order through one driver, :func:`dengine.raft.driver.drive_ready`, over
+its own I/O steps (the node, the simulator and the scenario-test network alike).
 
 ``ready()`` may be called again before ``on_persisted`` of the previous Ready (to pipeline
 fsyncs), but entries must be persisted in Ready order, and ``on_persisted(n)`` means every

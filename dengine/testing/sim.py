@@ -8,10 +8,15 @@ tick): node ticks (each node at its own phase, all at one rate), message deliver
 completions, client operations and faults. Everything random comes from one
 ``random.Random(seed)``, so a seed replays exactly.
 
-Each node runs the shell the core's docstring describes: a Ready's ``messages`` go out at
-once; its entries and hard state join the node's disk queue and become durable only when a
-later fsync event completes (then ``on_persisted`` and the ``persisted_messages``); committed
-entries are applied to a KV state machine; read states are served. A crash throws the disk
+Each node runs the node's own Ready loop: the shells' one driver (``raft.driver.drive_ready``)
+over the simulator's I/O steps. A Ready's ``messages`` go out at once; its entries and hard
+state go to the node's disk and become durable only when a later fsync event completes;
+committed entries are applied to a KV state machine meanwhile and read states served; the turn
+then goes on (``on_persisted``, the ``persisted_messages``, ``advance``) and only then does the
+node take its next Ready, as the node does. Messages, ticks and client calls still reach the
+core during a turn (the core takes inputs between ``ready()`` and ``advance()``; the node
+queues them for its next turn). ``SimConfig(shell_order="pipelined")`` runs the other order the
+core's contract allows: Readies queue on the disk and one fsync reports several. A crash throws the disk
 queue away: a restarted node gets only what it had persisted (log and hard state; its state
 machine is durable with its applied index, as a real one is).
 
@@ -43,15 +48,17 @@ import heapq
 import os
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass, field
+from typing import Any
 
 from dengine.raft.config import RaftConfig
 from dengine.raft.core import RaftCore
+from dengine.raft.driver import PERSIST_LATER, drive_ready, on_durable
 from dengine.raft.log import MemoryStorage
 from dengine.raft.messages import Message, MessageType
-from dengine.raft.ready import Ready, Role
-from dengine.raft.types import ConfState, HardState, SnapshotMeta
+from dengine.raft.ready import ReadState, Ready, Role
+from dengine.raft.types import ConfState, Entry, HardState, SnapshotMeta
 from dengine.testing import sim_report
 from dengine.testing.linearizability import check as check_linearizable
 from dengine.testing.sim_checks import InvariantBroken, Invariants, Voters
@@ -101,6 +108,9 @@ class SimConfig:
     #: though the network lost nothing): half of these abort before the data arrives, half
     #: deliver it and still report failure (the ack of the stream was lost).
     snapshot_fail: float = 0.15
+    #: "node": each Ready's turn waits for its fsync before the next Ready (the node's loop);
+    #: "pipelined": Readies queue on the disk, and one fsync reports several.
+    shell_order: str = "node"
 
 
 @dataclass
@@ -137,6 +147,9 @@ class SimNode:
         self.snapshot_data: dict = {}
         #: The data of a snapshot being received (streamed with the SNAPSHOT message).
         self.incoming: tuple[SnapshotMeta, dict] | None = None
+        #: The Ready turn waiting for its fsync ("node" order), resumed by the disk event.
+        self.turn: Coroutine[Any, Any, None] | None = None
+        self.io: _SimIO = None  # type: ignore[assignment]
 
 
 class Simulator:
@@ -212,6 +225,7 @@ class Simulator:
             applied_index=n.sm_applied,
             snapshot=n.snapshot,
         )
+        n.io = _SimIO(self, n)
         n.up = True
         n.gen += 1
         start = self.now - self.now % TICK + n.phase
@@ -262,6 +276,9 @@ class Simulator:
         n.gen += 1
         n.disk_q.clear()  # never made durable
         n.disk_busy = False
+        if n.turn is not None:
+            n.turn.close()  # the turn dies with the process
+            n.turn = None
         self.workload.on_crash(i)
 
     def restart(self, i: int) -> None:
@@ -361,28 +378,24 @@ class Simulator:
 
     # -- the shell ----------------------------------------------------------------------------
     def process(self, i: int) -> None:
-        """Run node ``i``'s Ready cycles until it has nothing to do."""
+        """Run node ``i``'s Ready turns until it has nothing to do or waits for its disk."""
         n = self.nodes[i]
         if not n.up:
             return
         self._touched.add(i)
         core = n.core
-        while core.has_ready():
-            rd = core.ready()
-            self.trace.append((self.now, "ready", i, rd))
-            if rd.entries:
-                prev = core.log.term(rd.entries[0].index - 1)
-                self.inv.on_entries(i, rd.entries, prev)
-            self.send(rd.messages)
-            if rd.snapshot is not None:
-                self._install_snapshot(n, rd.snapshot)
-            if rd.must_persist or rd.persisted_messages:
-                n.disk_q.append((rd.number, rd.entries, rd.hard_state, rd.persisted_messages))
-                self._schedule_disk(n)
-            self._apply(n, rd)
-            if rd.compact_to:
-                n.storage.compact(rd.compact_to, core.conf_state_at(rd.compact_to))
-            core.advance(rd)
+        while n.turn is None and core.has_ready():
+            self._run_turn(n, drive_ready(core, core.ready(), n.io))
+
+    def _run_turn(self, n: SimNode, turn: Coroutine[Any, Any, None]) -> None:
+        """Run a Ready turn until it ends or waits for the disk (then ``_disk_done`` resumes
+        it)."""
+        n.turn = None
+        try:
+            turn.send(None)
+        except StopIteration:
+            return
+        n.turn = turn
 
     def _install_snapshot(self, n: SimNode, meta: SnapshotMeta) -> None:
         """Make what is queued durable first (so no stale suffix lands after the snapshot
@@ -392,7 +405,8 @@ class Simulator:
                 f"node {n.id} installs snapshot {meta.index}@{meta.term} that it never received"
             )
         if n.disk_q:
-            self._persist(n, len(n.disk_q))
+            number, after = self._write(n, len(n.disk_q))
+            on_durable(n.core, number, after, n.io)
         data = n.incoming[1]
         n.incoming = None
         n.storage.apply_snapshot(meta)
@@ -417,15 +431,15 @@ class Simulator:
         self.process(i)
         return meta
 
-    def _apply(self, n: SimNode, rd: Ready) -> None:
-        for e in rd.committed_entries:
+    def _apply(self, n: SimNode, entries: list[Entry], read_states: list[ReadState]) -> None:
+        for e in entries:
             if self.inv.on_apply(n.id, e):
                 result = n.sm.apply(e)
                 n.sm_applied = e.index
                 acked = self.workload.on_apply(n.id, e, result)
                 if acked is not None:
                     self.inv.on_ack(acked)
-        for rs in rd.read_states:
+        for rs in read_states:
             self.workload.on_read_state(self, n.id, rs)
 
     def _schedule_disk(self, n: SimNode) -> None:
@@ -440,12 +454,18 @@ class Simulator:
         if not n.up or n.gen != gen:
             return
         n.disk_busy = False
-        self._persist(n, self.rng.randint(1, len(n.disk_q)))  # one fsync, several Readies
+        # One fsync, several Readies (only one waits at a time in the node's order).
+        number, after = self._write(n, self.rng.randint(1, len(n.disk_q)))
+        if n.turn is not None:
+            self._touched.add(i)
+            self._run_turn(n, n.turn)  # on_persisted, persisted_messages, advance, compact
+        else:
+            on_durable(n.core, number, after, n.io)
         self.process(i)
         self._schedule_disk(n)
 
-    def _persist(self, n: SimNode, k: int) -> None:
-        """Make the first ``k`` queued Readies durable; report it; send what waited on it."""
+    def _write(self, n: SimNode, k: int) -> tuple[int, list[Message]]:
+        """Make the first ``k`` queued Readies durable; their number and waiting messages."""
         after: list[Message] = []
         number = 0
         for _ in range(k):
@@ -456,8 +476,7 @@ class Simulator:
                 n.hard_state = hs
             after += msgs
         self.trace.append((self.now, "note", f"node {n.id} fsync through ready#{number}"))
-        n.core.on_persisted(number)
-        self.send(after)
+        return number, after
 
     # -- checks -------------------------------------------------------------------------------
     def _check_step(self) -> None:
@@ -681,3 +700,51 @@ def seeds_from_env(default_count: int) -> range:
     start = int(os.environ.get("DENGINE_SIM_SEED_START", "0"))
     count = int(os.environ.get("DENGINE_SIM_SEEDS", str(default_count)))
     return range(start, start + count)
+
+
+class _DiskWait:
+    """What a "node"-order turn awaits: the simulator resumes it when the fsync completes."""
+
+    def __await__(self) -> Generator[object, None, None]:
+        yield self
+
+
+class _SimIO:
+    """The I/O steps of one simulated node's shell, for ``drive_ready``."""
+
+    def __init__(self, sim: Simulator, n: SimNode) -> None:
+        self.sim = sim
+        self.n = n
+
+    def install_snapshot(self, meta: SnapshotMeta) -> None:
+        self.sim._install_snapshot(self.n, meta)
+
+    def observe(self, rd: Ready) -> None:
+        n = self.n
+        self.sim.trace.append((self.sim.now, "ready", n.id, rd))
+        if rd.entries:
+            prev = n.core.log.term(rd.entries[0].index - 1)
+            self.sim.inv.on_entries(n.id, rd.entries, prev)
+
+    def reconnect(self, conf_state: ConfState) -> None:
+        return None  # every node is reachable through the simulated network
+
+    def send(self, messages: list[Message]) -> None:
+        self.sim.send(messages)
+
+    def persist(self, rd: Ready) -> object:
+        n = self.n
+        pipelined = self.sim.cfg.shell_order == "pipelined"
+        if not (rd.must_persist or rd.persisted_messages):
+            # Nothing to write; pipelined, earlier Readies may still be on their way to disk,
+            # and on_persisted(number) would vouch for them too.
+            return PERSIST_LATER if pipelined else None
+        n.disk_q.append((rd.number, rd.entries, rd.hard_state, rd.persisted_messages))
+        self.sim._schedule_disk(n)
+        return PERSIST_LATER if pipelined else _DiskWait()
+
+    def apply(self, entries: list[Entry], read_states: list[ReadState]) -> None:
+        self.sim._apply(self.n, entries, read_states)
+
+    def compact(self, index: int, conf_state: ConfState) -> None:
+        self.n.storage.compact(index, conf_state)
