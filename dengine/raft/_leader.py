@@ -70,10 +70,8 @@ def send_append(core: RaftCore, peer: int, pr: Progress, send_if_empty: bool) ->
     if not entries and not send_if_empty:
         return False
     commit = lg.committed
-    core.msgs.append(
-        Message(MT.APPEND, peer, core.id, core.term, log_term=prev_term, index=prev,
-                entries=tuple(entries), commit=commit)
-    )
+    core.send_to(peer, MT.APPEND, log_term=prev_term, index=prev, entries=tuple(entries),
+                 commit=commit)
     pr.sent_commit = commit
     if pr.state == REPLICATE:
         if entries:
@@ -120,8 +118,7 @@ def bcast_heartbeat(core: RaftCore) -> None:
     for peer, pr in core.tracker.progress.items():
         if peer != me:
             # A follower may not hold our commit index yet; never tell it past its match.
-            core.msgs.append(Message(MT.HEARTBEAT, peer, me, core.term,
-                                     commit=min(pr.match_index, committed), index=rnd))
+            core.send_to(peer, MT.HEARTBEAT, commit=min(pr.match_index, committed), index=rnd)
     _confirm_reads(core)  # a single-voter config confirms at once
 
 
@@ -160,7 +157,7 @@ def tick_leader(core: RaftCore) -> None:
     if core.election_elapsed >= core.cfg.election_ticks:
         core.election_elapsed = 0
         if core.cfg.check_quorum:
-            on_check_quorum(core, Message(MT.CHECK_QUORUM, core.id, core.id))
+            on_check_quorum(core, core.local(MT.CHECK_QUORUM))
         if core.role == Role.LEADER and core.lead_transferee:
             # The transfer did not finish within an election timeout: abandon it.
             core.lead_transferee = 0
@@ -168,7 +165,7 @@ def tick_leader(core: RaftCore) -> None:
         _membership.after_commit(core)  # e.g. a joint config left once a transfer ended
     if core.role == Role.LEADER and core.heartbeat_elapsed >= core.cfg.heartbeat_ticks:
         core.heartbeat_elapsed = 0
-        on_beat(core, Message(MT.BEAT, core.id, core.id))
+        on_beat(core, core.local(MT.BEAT))
 
 
 def on_beat(core: RaftCore, m: Message) -> None:
@@ -189,11 +186,11 @@ def on_check_quorum(core: RaftCore, m: Message) -> None:
 def on_append_resp(core: RaftCore, m: Message) -> None:
     pr = core.tracker.progress.get(m.from_)
     if pr is None:
-        core._drop(m, f"append response from non-member {m.from_}")
+        core.out.drop(m, f"append response from non-member {m.from_}")
         return
     lg = core.log
     if m.index > lg.last_index:
-        core._drop(m, f"acknowledges index {m.index} past our last index {lg.last_index}")
+        core.out.drop(m, f"acknowledges index {m.index} past our last index {lg.last_index}")
         return
     pr.recent_active = True
     if m.reject:
@@ -234,11 +231,11 @@ def _on_reject(core: RaftCore, m: Message, pr: Progress) -> None:
 def on_heartbeat_resp(core: RaftCore, m: Message) -> None:
     pr = core.tracker.progress.get(m.from_)
     if pr is None:
-        core._drop(m, f"heartbeat response from non-member {m.from_}")
+        core.out.drop(m, f"heartbeat response from non-member {m.from_}")
         return
     ro = core.read_only
     if m.index > ro.round:
-        core._drop(m, f"heartbeat round {m.index} was never sent")
+        core.out.drop(m, f"heartbeat round {m.index} was never sent")
         return
     pr.recent_active = True
     pr.probe_sent = False
@@ -282,8 +279,7 @@ def _release(core: RaftCore, context: bytes, index: int, requester: int) -> None
     if requester == core.id:
         core.reads_waiting.append(ReadState(context, index))
     else:
-        core.msgs.append(Message(MT.READ_INDEX_RESP, requester, core.id, core.term,
-                                 index=index, context=context))
+        core.send_to(requester, MT.READ_INDEX_RESP, index=index, context=context)
 
 
 def fail_pending_reads(core: RaftCore) -> None:
@@ -295,8 +291,7 @@ def fail_pending_reads(core: RaftCore) -> None:
         if requester == core.id:
             core.reads_waiting.insert(0, ReadState(context, 0, failed=True))
         else:
-            core.msgs.append(Message(MT.READ_INDEX_RESP, requester, core.id, core.term,
-                                     reject=True, context=context))
+            core.send_to(requester, MT.READ_INDEX_RESP, reject=True, context=context)
 
 
 # -- leadership transfer ----------------------------------------------------------------------
@@ -321,13 +316,13 @@ def transfer(core: RaftCore, target: int) -> str:
 def send_timeout_now(core: RaftCore, target: int) -> None:
     # Once the target may campaign past stickiness, our lease is no longer safe this term.
     core.lease_void = True
-    core.msgs.append(Message(MT.TIMEOUT_NOW, target, core.id, core.term))
+    core.send_to(target, MT.TIMEOUT_NOW)
 
 
 def on_transfer_leader(core: RaftCore, m: Message) -> None:
     reason = transfer(core, m.index)
     if reason:
-        core._drop(m, f"transfer to node {m.index} refused: {reason}")
+        core.out.drop(m, f"transfer to node {m.index} refused: {reason}")
 
 
 # -- snapshots --------------------------------------------------------------------------------
@@ -337,8 +332,7 @@ def send_snapshot(core: RaftCore, peer: int, pr: Progress) -> bool:
     if meta is None or pr.state == SNAPSHOT:
         return False
     pr.become_snapshot(meta.index)
-    core.msgs.append(Message(MT.SNAPSHOT, peer, core.id, core.term, snapshot=meta,
-                             commit=core.log.committed))
+    core.send_to(peer, MT.SNAPSHOT, snapshot=meta, commit=core.log.committed)
     return True
 
 

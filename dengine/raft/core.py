@@ -80,8 +80,9 @@ from dengine.raft.confchange import ConfChange
 from dengine.raft.config import RaftConfig
 from dengine.raft.log import LogReader, MemoryStorage, RaftLog
 from dengine.raft.messages import Message, MessageType
+from dengine.raft.outbox import Outbox
 from dengine.raft.read_only import ReadOnly
-from dengine.raft.ready import Dropped, ReadState, Ready, Role, SoftState
+from dengine.raft.ready import ReadState, Ready, Role, SoftState
 from dengine.raft.tracker import ProgressTracker, QuorumConfig
 from dengine.raft.types import ConfState, Entry, HardState, SnapshotMeta
 
@@ -145,10 +146,8 @@ class RaftCore:
         self.pending_snapshot: SnapshotMeta | None = None
         self.pending_compact = 0
         self.conf_log: list[tuple[int, QuorumConfig]] = []
-        # Output buffers, emptied by ready().
-        self.msgs: list[Message] = []
-        self.msgs_after: list[Message] = []
-        self.dropped: list[Dropped] = []
+        #: Messages and drops for the next Ready; ``send`` routes by type (``outbox``).
+        self.out = Outbox()
         self.reads_waiting: list[ReadState] = []
         self.reads_until_commit: list[tuple[bytes, int, bool]] = []
         #: Reads a follower forwarded, by context, to the leader it asked.
@@ -239,7 +238,7 @@ class RaftCore:
 
     def campaign(self) -> None:
         """Start an election now (as an election timeout would): a local HUP."""
-        _roles.step(self, Message(MT.HUP, self.id, self.id))
+        _roles.step(self, self.local(MT.HUP))
 
     def propose(self, data: bytes) -> int:
         """Append one command to the leader's log; returns its index.
@@ -320,7 +319,7 @@ class RaftCore:
     def has_ready(self) -> bool:
         """True when ``ready()`` would have something for the shell to do."""
         lg = self.log
-        if self.msgs or self.msgs_after or self.dropped or self.read_only.need_round:
+        if self.out or self.read_only.need_round:
             return True
         if lg.handed_to < lg.last_index or lg.has_next_committed():
             return True
@@ -384,14 +383,11 @@ class RaftCore:
                 n += 1
             rd.read_states = waiting[:n]
             del waiting[:n]
-        rd.messages = self.msgs
-        rd.persisted_messages = self.msgs_after
-        if self.msgs_after and not self._persist_marks:
+        now, after, rd.dropped = self.out.take()
+        if after and not self._persist_marks:
             # Nothing of this or an earlier Ready waits for an fsync: acks may leave at once.
-            rd.messages = self.msgs + self.msgs_after
-            rd.persisted_messages = []
-        rd.dropped = self.dropped
-        self.msgs, self.msgs_after, self.dropped = [], [], []
+            now, after = now + after, []
+        rd.messages, rd.persisted_messages = now, after
         self._outstanding = rd
         return rd
 
@@ -478,7 +474,22 @@ class RaftCore:
             self.logger.info("role changed", node_id=self.id, term=self.term, role=self.role.name)
 
     def _drop(self, msg: Message, reason: str) -> None:
-        self.dropped.append(Dropped(msg, reason))
+        self.out.drop(msg, reason)
+
+    # -- output (used by the handlers) -----------------------------------------------------
+    def send_to(self, peer: int, type: MessageType, **fields: Any) -> None:
+        """Send ``peer`` a message of ``type`` from us, at our term unless ``term=`` is given;
+        the outbox decides whether it waits for the fsync."""
+        fields.setdefault("term", self.term)
+        self.out.send(Message(type, peer, self.id, **fields))
+
+    def reply(self, m: Message, type: MessageType, **fields: Any) -> None:
+        """Answer ``m``'s sender (see ``send_to``)."""
+        self.send_to(m.from_, type, **fields)
+
+    def local(self, type: MessageType) -> Message:
+        """A local message (HUP, BEAT, CHECK_QUORUM) to step ourselves."""
+        return Message(type, to=self.id, from_=self.id)
 
     def entries_for_test(self) -> list[Entry]:
         """The whole held log (persisted and not); for tests and traces."""

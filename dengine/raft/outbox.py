@@ -1,0 +1,54 @@
+"""The core's outbox: one ``send`` that decides, by message type, when a message may leave.
+
+The persistence contract (``core`` module docstring) in one place: a message whose type is in
+:data:`AFTER_PERSIST` promises something about this node's durable state -- a vote request or
+answer promises the term and vote survive a crash (Raft figure 2), an append answer promises the
+entries it acknowledges do, since the leader counts it toward commit -- so it goes out in the
+Ready's ``persisted_messages``, after the fsync. Every other type leaves at once, while the
+fsync runs: a leader's appends and heartbeats, pre-votes (they change nothing durable), reads,
+transfers. Handlers never choose; they call ``send`` (or the core's ``send_to`` / ``reply``,
+which fill in the sender and term).
+
+Messages the core ignored are kept here too, with the reason, for ``Ready.dropped``.
+"""
+
+from __future__ import annotations
+
+from dengine.raft.messages import Message, MessageType
+from dengine.raft.ready import Dropped
+
+__all__ = ["AFTER_PERSIST", "Outbox"]
+
+MT = MessageType
+
+#: Types that may leave only once the Ready's hard state and entries are durable.
+AFTER_PERSIST = frozenset({MT.VOTE, MT.VOTE_RESP, MT.APPEND_RESP})
+
+
+class Outbox:
+    """Messages and drops waiting for the next Ready. Invariant: every message in ``after``
+    has a type in AFTER_PERSIST and none in ``now`` has."""
+
+    __slots__ = ("now", "after", "dropped")
+
+    def __init__(self) -> None:
+        self.now: list[Message] = []
+        self.after: list[Message] = []
+        self.dropped: list[Dropped] = []
+
+    def send(self, msg: Message) -> None:
+        """Queue ``msg`` for the next Ready, after the fsync when its type requires it."""
+        (self.after if msg.type in AFTER_PERSIST else self.now).append(msg)
+
+    def drop(self, msg: Message, reason: str) -> None:
+        """Record that ``msg`` was ignored (``Ready.dropped``)."""
+        self.dropped.append(Dropped(msg, reason))
+
+    def __bool__(self) -> bool:
+        return bool(self.now or self.after or self.dropped)
+
+    def take(self) -> tuple[list[Message], list[Message], list[Dropped]]:
+        """Everything queued (at once, after the fsync, dropped); the outbox is empty after."""
+        out = self.now, self.after, self.dropped
+        self.now, self.after, self.dropped = [], [], []
+        return out
