@@ -68,6 +68,10 @@ def invalid_reason(core: RaftCore, m: Message) -> str | None:
         # A node added by a change that a later leader rolled back may still forward reads
         # to us: a stale one is refused with our term (``_term_rules``) so that it learns.
         m.type == MT.READ_INDEX and m.term < core.term
+    ) and not (
+        # We follow a leader our config does not know yet (a new node behind): the answer to
+        # a read we forwarded to it, dropped, would leave the read waiting forever.
+        m.type == MT.READ_INDEX_RESP and core.reads_forwarded.get(m.context) == m.from_
     ):
         return f"unknown sender {m.from_}"
     if m.type == MT.APPEND and m.entries:

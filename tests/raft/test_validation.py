@@ -15,6 +15,7 @@ from dengine.raft import (
     MessageType,
     RaftConfig,
     RaftCore,
+    ReadState,
     Role,
     SnapshotMeta,
 )
@@ -192,3 +193,23 @@ def test_nothing_a_peer_sends_raises_out_of_step(msgs, setup):
             core.on_persisted(rd.number)
             core.advance(rd)
     assert core.commit_index <= core.last_index
+
+
+def test_a_read_forwarded_to_a_leader_outside_our_config_is_answered():
+    # A node behind on membership follows a leader its config does not list yet (heartbeats
+    # from a stranger are accepted): the answer to a read it forwarded there must not be
+    # dropped as from an unknown sender, or the read waits forever (simulator, part 2 seeds
+    # 210 and 543 in the node's shell order).
+    core = RaftCore(1, RaftConfig(), random.Random(0), peers=[2, 3])
+    stepped(core, Message(MT.HEARTBEAT, 1, 9, 2, commit=0, index=1))
+    assert core.leader_id == 9
+    core.read_index(b"r1")
+    rd = core.ready()
+    assert [(m.type, m.to) for m in rd.messages] == [(MT.READ_INDEX, 9)]
+    core.advance(rd)
+    rd = stepped(core, Message(MT.READ_INDEX_RESP, 1, 9, 2, index=0, context=b"r1"))
+    assert reasons(rd) == []
+    assert rd.read_states == [ReadState(b"r1", 0)]
+    # An answer for a read we never forwarded there is still refused.
+    rd = stepped(core, Message(MT.READ_INDEX_RESP, 1, 9, 2, index=0, context=b"r2"))
+    assert reasons(rd) == ["unknown sender 9"]
