@@ -58,6 +58,7 @@ from dengine.node import _membership, _snapshotting, bootstrap
 from dengine.node.members import MemberBook
 from dengine.observability.metrics import NodeMetrics
 from dengine.raft.core import RaftCore
+from dengine.raft.describe import describe_core
 from dengine.raft.driver import drive_ready
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.ready import ReadState, Ready, Role
@@ -448,7 +449,8 @@ class Node:
             raise
         except BaseException as e:  # noqa: BLE001 - storage failure etc.: stop, loudly
             self.fatal = e
-            self.log.critical("drive loop failed; the node stops", error=repr(e))
+            self.log.critical("drive loop failed; the node stops", error=repr(e),
+                              raft_state=describe_core(core))
             self._fail_everything(Unavailable(f"node {self.node_id} failed: {e}"))
             self._fatal_stop = asyncio.get_running_loop().create_task(
                 self.stop(f"fatal error: {e}"))

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from itertools import repeat
 from typing import TYPE_CHECKING
 
+from dengine.errors import InvariantViolation
 from dengine.raft import _membership
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.ready import ReadState, Role
@@ -127,7 +128,12 @@ def maybe_commit(core: RaftCore) -> bool:
     """Commit what a quorum holds, if it is of the current term (Raft §5.4.2)."""
     lg = core.log
     index = core.tracker.committed()
-    if index <= lg.committed or not core.may_commit_by_counting(index):
+    if index <= lg.committed:
+        return False
+    if index > lg.last_index:
+        raise InvariantViolation(f"a quorum matches index {index}, past our last index "
+                                 f"{lg.last_index}")
+    if not core.may_commit_by_counting(index):
         return False
     first_in_term = lg.term(lg.committed) != core.term
     lg.commit_to(index)

@@ -74,7 +74,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from dengine.errors import NotLeader, ProposalDropped
+from dengine.errors import InvariantViolation, NotLeader, ProposalDropped
 from dengine.raft import _leader, _membership, _roles
 from dengine.raft.confchange import ConfChange
 from dengine.raft.config import RaftConfig
@@ -395,6 +395,10 @@ class RaftCore:
         """The shell made every Ready numbered ``<= number`` durable."""
         if number <= self._persisted_number:
             return
+        if number >= self._next_number:
+            raise InvariantViolation(
+                f"Ready {number} reported durable, but the last one handed out is "
+                f"{self._next_number - 1}")
         self._persisted_number = number
         marks = self._persist_marks
         while marks and marks[0][0] <= number:
@@ -414,6 +418,8 @@ class RaftCore:
 
     # -- role changes (used by the handlers) -----------------------------------------------
     def _reset(self, term: int) -> None:
+        if term < self.term:
+            raise InvariantViolation(f"term would go back from {self.term} to {term}")
         if self.reads_forwarded:
             _roles.fail_forwarded_reads(self)
         if term != self.term:
