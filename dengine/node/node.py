@@ -439,7 +439,8 @@ class Node:
                     await self._wake.wait()
                 self._drain()
                 if core.has_ready():
-                    await drive_ready(core, core.ready(), self)
+                    rd = core.ready()
+                    await drive_ready(core, rd, self)
                     _snapshotting.maybe_snapshot(self)
                     # Let the transport and the clients run between turns, even when a turn
                     # had nothing to wait for (applying a long backlog, say).

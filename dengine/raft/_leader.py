@@ -14,16 +14,17 @@ from itertools import repeat
 from typing import TYPE_CHECKING
 
 from dengine.errors import InvariantViolation
-from dengine.raft import _membership
+from dengine.raft.confchange import ConfChange, encode_conf_change
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.ready import ReadState, Role
 from dengine.raft.tracker import Progress, ProgressState
-from dengine.raft.types import Entry
+from dengine.raft.types import Entry, EntryKind
 
 if TYPE_CHECKING:
     from dengine.raft.core import RaftCore
 
 MT = MessageType
+CONF = int(EntryKind.CONF_CHANGE)
 _make_entry = Entry._make
 REPLICATE = ProgressState.REPLICATE
 PROBE = ProgressState.PROBE
@@ -41,7 +42,7 @@ def append_entries(core: RaftCore, payloads: Sequence[bytes], kind: int) -> int:
                                          repeat(kind, n), payloads, strict=True)))
     last = lg.append(entries)
     if kind:
-        _membership.on_appended(core, entries)
+        core.membership.on_appended(entries)
     bcast_append(core)
     return last
 
@@ -137,7 +138,7 @@ def maybe_commit(core: RaftCore) -> bool:
         return False
     first_in_term = lg.term(lg.committed) != core.term
     lg.commit_to(index)
-    _membership.after_commit(core)
+    after_commit(core)
     if core.role != Role.LEADER:
         return True
     if first_in_term and core.reads_until_commit:
@@ -168,7 +169,7 @@ def tick_leader(core: RaftCore) -> None:
             # The transfer did not finish within an election timeout: abandon it.
             core.lead_transferee = 0
     if core.role == Role.LEADER:
-        _membership.after_commit(core)  # e.g. a joint config left once a transfer ended
+        after_commit(core)  # e.g. a joint config left once a transfer ended
     if core.role == Role.LEADER and core.heartbeat_elapsed >= core.cfg.heartbeat_ticks:
         core.heartbeat_elapsed = 0
         on_beat(core, core.local(MT.BEAT))
@@ -352,6 +353,32 @@ def report_snapshot(core: RaftCore, peer: int, success: bool) -> None:
     # Wait for the follower's ack (or the next heartbeat) before sending more (etcd).
     pr.become_probe()
     pr.probe_sent = True
+
+
+# -- membership changes (thesis §4.1-4.3) ------------------------------------------------------
+def propose_conf_change(core: RaftCore, cc: ConfChange) -> int:
+    """Validate and append a change; returns its index. Raises ConfChangeError."""
+    core.membership.check_proposal(cc, core.log.committed)
+    return _append_conf(core, encode_conf_change(cc))
+
+
+def _append_conf(core: RaftCore, data: bytes) -> int:
+    index = append_entries(core, (data,), CONF)
+    core.membership.mark_pending(index)
+    return index
+
+
+def after_commit(core: RaftCore) -> None:
+    """Leave a joint config once its entry committed; step down if removed."""
+    cfg = core.tracker.config
+    if core.membership.pending_index > core.log.committed:
+        return
+    if cfg.joint and cfg.auto_leave:
+        _append_conf(core, encode_conf_change(ConfChange()))
+        return
+    if not cfg.is_voter(core.id):
+        bcast_append(core)  # tell the followers the commit before going
+        core.become_follower(core.term, 0)
 
 
 Handler = Callable[["RaftCore", Message], None]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from dengine._core import quorum
 from dengine.errors import NotLeader
-from dengine.raft import _leader, _membership
+from dengine.raft import _leader
 from dengine.raft.messages import CAMPAIGN_TRANSFER, LOCAL_TYPES, Message, MessageType
 from dengine.raft.ready import ReadState, Role
 from dengine.raft.tracker import QuorumConfig
@@ -154,8 +154,7 @@ def tick_election(core: RaftCore) -> None:
 
 def on_hup(core: RaftCore, m: Message) -> None:
     if not core.promotable:
-        if core.role == Role.FOLLOWER:
-            core.role = Role.LEARNER  # the config that still counted us has committed away
+        core.become_follower_or_learner()  # the config that still counted us committed away
         core.out.drop(m, "a learner or removed node does not campaign")
         return
     campaign(core, pre=core.cfg.pre_vote, transfer=False)
@@ -239,8 +238,8 @@ def on_append(core: RaftCore, m: Message) -> None:
     last = lg.maybe_append(m.index, m.log_term, m.commit, m.entries)
     if lg.last_conflict:
         conflict = lg.last_conflict
-        _membership.on_truncated(core, conflict - 1)
-        _membership.on_appended(core, m.entries[conflict - m.index - 1 :])
+        core.membership.on_truncated(conflict - 1)
+        core.membership.on_appended(m.entries[conflict - m.index - 1 :])
     if last >= 0:
         core.reply(m, MT.APPEND_RESP, index=last)
         return
@@ -292,7 +291,7 @@ def on_snapshot(core: RaftCore, m: Message) -> None:
     lg.restore(meta)
     core.pending_snapshot = meta
     core.snapshot_meta = meta
-    _membership.reset(core, meta.index, QuorumConfig.from_conf_state(meta.conf_state))
+    core.membership.reset(meta.index, QuorumConfig.from_conf_state(meta.conf_state))
     core.reply(m, MT.APPEND_RESP, index=meta.index)
 
 

@@ -75,7 +75,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from dengine.errors import InvariantViolation, NotLeader, ProposalDropped
-from dengine.raft import _leader, _membership, _roles
+from dengine.raft import _leader, _roles
+from dengine.raft._membership import Membership
 from dengine.raft.confchange import ConfChange
 from dengine.raft.config import RaftConfig
 from dengine.raft.log import LogReader, MemoryStorage, RaftLog
@@ -129,7 +130,6 @@ class RaftCore:
         self.leader_id = 0
         self.role = Role.FOLLOWER
         self.lead_transferee = 0
-        self.pending_conf_index = 0
         self.read_only = ReadOnly()
         self.now = 0
         self.election_elapsed = 0
@@ -145,7 +145,9 @@ class RaftCore:
         #: A snapshot received from the leader, to hand out in the next Ready.
         self.pending_snapshot: SnapshotMeta | None = None
         self.pending_compact = 0
-        self.conf_log: list[tuple[int, QuorumConfig]] = []
+        #: The configs of the held log; calls install_config when the one in force changes.
+        self.membership = Membership(self.log.first_index - 1, self.tracker.config,
+                                     self.install_config)
         #: Messages and drops for the next Ready; ``send`` routes by type (``outbox``).
         self.out = Outbox()
         self.reads_waiting: list[ReadState] = []
@@ -159,7 +161,7 @@ class RaftCore:
         self._prev_hard = (self.term, self.vote, self.log.committed)
         self._prev_soft = (0, Role.FOLLOWER, self.term)
         self.become_follower(self.term, 0)
-        _membership.replay(self, self.tracker.config, self.log.first_index - 1)
+        self.membership.replay(self.log.storage, self.log.first_index, self.log.last_index)
         self._prev_conf = self.tracker.config
 
     # -- read-only views -------------------------------------------------------------------
@@ -187,8 +189,8 @@ class RaftCore:
         Learners never campaign."""
         if self.tracker.config.is_voter(self.id):
             return True
-        return len(self.conf_log) > 1 and _membership.config_at(
-            self, self.log.committed).is_voter(self.id)
+        ms = self.membership
+        return ms.has_changes and ms.config_at(self.log.committed).is_voter(self.id)
 
     @property
     def conf_state(self) -> ConfState:
@@ -278,11 +280,11 @@ class RaftCore:
         change pending, removing the last voter, adding a member twice...).
         """
         self._check_can_propose()
-        return _membership.propose(self, change)
+        return _leader.propose_conf_change(self, change)
 
     def conf_state_at(self, index: int) -> ConfState:
         """The membership in force at ``index`` (what a snapshot taken there must record)."""
-        return _membership.config_at(self, index).to_conf_state()
+        return self.membership.config_at(index).to_conf_state()
 
     def on_snapshot_taken(self, meta: SnapshotMeta) -> None:
         """The state machine made a snapshot at ``meta.index`` (applied entries only).
@@ -298,7 +300,7 @@ class RaftCore:
         to = meta.index - self.cfg.compact_keep_entries
         if to >= self.log.first_index:
             self.log.compact(to)
-            _membership.on_compacted(self, to)
+            self.membership.on_compacted(to)
             self.pending_compact = to
 
     def report_snapshot(self, peer: int, success: bool) -> None:
@@ -341,9 +343,9 @@ class RaftCore:
             raise RuntimeError("advance() the previous Ready before asking for another")
         if self.role == Role.LEADER:
             _roles.flush_leader(self)
-        elif len(self.conf_log) > 1 and self.role in (Role.FOLLOWER, Role.LEARNER):
+        elif self.membership.has_changes:
             # Whether we may campaign also depends on the commit index (see promotable).
-            self.role = Role.FOLLOWER if self.promotable else Role.LEARNER
+            self.become_follower_or_learner()
         lg = self.log
         rd = Ready(self._next_number)
         self._next_number += 1
@@ -445,6 +447,28 @@ class RaftCore:
         if was_leader:
             self._log_role()
 
+    def become_follower_or_learner(self) -> None:
+        """A follower whose config no longer lets it campaign is a learner, and back (thesis
+        §4.2.2); nothing else changes (term, leader, timers). Other roles are left alone."""
+        if self.role in (Role.FOLLOWER, Role.LEARNER):
+            self.role = Role.FOLLOWER if self.promotable else Role.LEARNER
+
+    def install_config(self, cfg: QuorumConfig) -> None:
+        """The config in force changed (``Membership`` calls this): track its members; a
+        follower may become a learner, a candidate that may no longer campaign a follower."""
+        tracker = self.tracker
+        if tracker.config == cfg:
+            return
+        lg = self.log
+        tracker.set_config(cfg, next_index=lg.last_index + 1)
+        me = tracker.progress.get(self.id)
+        if self.role == Role.LEADER and me is not None:
+            me.match_index = max(me.match_index, lg.persisted_index)
+        if self.role in (Role.PRE_CANDIDATE, Role.CANDIDATE) and not self.promotable:
+            self.become_follower(self.term, 0)
+        else:
+            self.become_follower_or_learner()
+
     def become_pre_candidate(self) -> None:
         # Pre-vote does not change the term or the vote (thesis §9.6).
         if self.reads_forwarded:
@@ -470,7 +494,7 @@ class RaftCore:
         if me is not None:
             me.match_index = lg.persisted_index
             me.become_replicate()
-        self.pending_conf_index = lg.last_index
+        self.membership.mark_pending(lg.last_index)
         # The no-op entry of the new term (Raft §8): commits the previous terms' entries.
         _roles.append_entries(self, (b"",), 0)
         self._log_role()
