@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from dengine.errors import InvariantViolation
 from dengine.raft.confchange import ConfChange, encode_conf_change
 from dengine.raft.messages import Message, MessageType
-from dengine.raft.ready import ReadState, Role
+from dengine.raft.ready import Role
 from dengine.raft.tracker import Progress, ProgressState
 from dengine.raft.types import Entry, EntryKind
 
@@ -103,7 +103,7 @@ def flush_leader(core: RaftCore) -> None:
     Both are coalesced to once per Ready, so a burst of acks or reads costs one message per
     follower rather than one per event.
     """
-    if core.read_only.need_round:
+    if core.reads.rounds.need_round:
         bcast_heartbeat(core)
     committed = core.log.committed
     me = core.id
@@ -113,8 +113,7 @@ def flush_leader(core: RaftCore) -> None:
 
 
 def bcast_heartbeat(core: RaftCore) -> None:
-    ro = core.read_only
-    rnd = ro.start_round(core.now)
+    rnd = core.reads.rounds.start_round(core.now)
     committed = core.log.committed
     me = core.id
     for peer, pr in core.tracker.progress.items():
@@ -141,10 +140,8 @@ def maybe_commit(core: RaftCore) -> bool:
     after_commit(core)
     if core.role != Role.LEADER:
         return True
-    if first_in_term and core.reads_until_commit:
-        waiting = core.reads_until_commit[:]
-        core.reads_until_commit.clear()
-        for context, requester, lease in waiting:
+    if first_in_term and core.reads.until_commit:
+        for context, requester, lease in core.reads.take_until_commit():
             leader_read(core, context, requester, lease)
     return True
 
@@ -240,7 +237,7 @@ def on_heartbeat_resp(core: RaftCore, m: Message) -> None:
     if pr is None:
         core.out.drop(m, f"heartbeat response from non-member {m.from_}")
         return
-    ro = core.read_only
+    ro = core.reads.rounds
     if m.index > ro.round:
         core.out.drop(m, f"heartbeat round {m.index} was never sent")
         return
@@ -262,12 +259,12 @@ def leader_read(core: RaftCore, context: bytes, requester: int, lease: bool) -> 
     lg = core.log
     if lg.term(lg.committed) != core.term:
         # Until an entry of our term commits we do not know the latest commit index (§6.4).
-        core.reads_until_commit.append((context, requester, lease))
+        core.reads.wait_for_commit(context, requester, lease)
         return
     if lease and core.lease_valid():
         _release(core, context, lg.committed, requester)
         return
-    core.read_only.add(context, lg.committed, requester)
+    core.reads.rounds.add(context, lg.committed, requester)
     if len(core.tracker.config.all_voters()) == 1 and core.tracker.config.is_voter(core.id):
         bcast_heartbeat(core)
 
@@ -278,27 +275,21 @@ def on_read_index(core: RaftCore, m: Message) -> None:
 
 def _confirm_reads(core: RaftCore) -> None:
     cfg = core.tracker.config
-    for req in core.read_only.confirm(cfg.voters, cfg.voters_outgoing, core.id):
+    for req in core.reads.rounds.confirm(cfg.voters, cfg.voters_outgoing, core.id):
         _release(core, req.context, req.index, req.requester)
 
 
 def _release(core: RaftCore, context: bytes, index: int, requester: int) -> None:
     if requester == core.id:
-        core.reads_waiting.append(ReadState(context, index))
+        core.reads.serve(context, index)
     else:
         core.send_to(requester, MT.READ_INDEX_RESP, index=index, context=context)
 
 
 def fail_pending_reads(core: RaftCore) -> None:
     """Leadership is lost: every read still waiting fails (the caller retries)."""
-    waiting = [(r.context, r.requester) for r in core.read_only.reset()]
-    waiting += [(c, r) for c, r, _ in core.reads_until_commit]
-    core.reads_until_commit.clear()
-    for context, requester in waiting:
-        if requester == core.id:
-            core.reads_waiting.insert(0, ReadState(context, 0, failed=True))
-        else:
-            core.send_to(requester, MT.READ_INDEX_RESP, reject=True, context=context)
+    for context, requester in core.reads.lose_leadership(core.id):
+        core.send_to(requester, MT.READ_INDEX_RESP, reject=True, context=context)
 
 
 # -- leadership transfer ----------------------------------------------------------------------
@@ -322,7 +313,7 @@ def transfer(core: RaftCore, target: int) -> str:
 
 def send_timeout_now(core: RaftCore, target: int) -> None:
     # Once the target may campaign past stickiness, our lease is no longer safe this term.
-    core.lease_void = True
+    core.reads.void_lease()
     core.send_to(target, MT.TIMEOUT_NOW)
 
 

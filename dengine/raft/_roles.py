@@ -17,7 +17,7 @@ from dengine._core import quorum
 from dengine.errors import NotLeader
 from dengine.raft import _leader
 from dengine.raft.messages import CAMPAIGN_TRANSFER, LOCAL_TYPES, Message, MessageType
-from dengine.raft.ready import ReadState, Role
+from dengine.raft.ready import Role
 from dengine.raft.tracker import QuorumConfig
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ append_entries = _leader.append_entries
 commit_to_send = _leader.commit_to_send
 flush_leader = _leader.flush_leader
 self_persisted = _leader.self_persisted
-fail_pending_reads = _leader.fail_pending_reads
 
 #: Types sent by a leader of ``term``: a follower that knows no leader adopts the sender.
 FROM_LEADER = frozenset({MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT})
@@ -71,7 +70,7 @@ def invalid_reason(core: RaftCore, m: Message) -> str | None:
     ) and not (
         # We follow a leader our config does not know yet (a new node behind): the answer to
         # a read we forwarded to it, dropped, would leave the read waiting forever.
-        m.type == MT.READ_INDEX_RESP and core.reads_forwarded.get(m.context) == m.from_
+        m.type == MT.READ_INDEX_RESP and core.reads.forwarded_to(m.context) == m.from_
     ):
         return f"unknown sender {m.from_}"
     if m.type == MT.APPEND and m.entries:
@@ -296,20 +295,8 @@ def on_snapshot(core: RaftCore, m: Message) -> None:
 
 
 def on_read_index_resp(core: RaftCore, m: Message) -> None:
-    if m.context not in core.reads_forwarded:
+    if not core.reads.on_answer(m.context, m.index, m.reject):
         core.out.drop(m, "read index response for no read we forwarded")
-        return
-    del core.reads_forwarded[m.context]
-    if m.reject:
-        core.reads_waiting.append(ReadState(m.context, 0, failed=True))
-        core.reads_waiting.sort(key=_read_key)
-    else:
-        core.reads_waiting.append(ReadState(m.context, m.index))
-        core.reads_waiting.sort(key=_read_key)
-
-
-def _read_key(rs: ReadState) -> int:
-    return rs.index
 
 
 def on_read_index_not_leader(core: RaftCore, m: Message) -> None:
@@ -331,15 +318,8 @@ def read_index(core: RaftCore, context: bytes, lease: bool) -> None:
         return
     if not core.leader_id:
         raise NotLeader(None)
-    core.reads_forwarded[context] = core.leader_id
+    core.reads.forward(context, core.leader_id)
     core.send_to(core.leader_id, MT.READ_INDEX, context=context)
-
-
-def fail_forwarded_reads(core: RaftCore) -> None:
-    """The leader we forwarded reads to is no longer ours: they fail (the caller retries)."""
-    for context in core.reads_forwarded:
-        core.reads_waiting.insert(0, ReadState(context, 0, failed=True))
-    core.reads_forwarded.clear()
 
 
 def transfer_leader(core: RaftCore, target: int) -> None:

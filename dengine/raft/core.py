@@ -82,8 +82,8 @@ from dengine.raft.config import RaftConfig
 from dengine.raft.log import LogReader, MemoryStorage, RaftLog
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.outbox import Outbox
-from dengine.raft.read_only import ReadOnly
-from dengine.raft.ready import ReadState, Ready, Role, SoftState
+from dengine.raft.read_only import Reads
+from dengine.raft.ready import Ready, Role, SoftState
 from dengine.raft.tracker import ProgressTracker, QuorumConfig
 from dengine.raft.types import ConfState, Entry, HardState, SnapshotMeta
 
@@ -130,12 +130,12 @@ class RaftCore:
         self.leader_id = 0
         self.role = Role.FOLLOWER
         self.lead_transferee = 0
-        self.read_only = ReadOnly()
+        #: ReadIndex rounds, the lease, reads forwarded and reads decided (``read_only``).
+        self.reads = Reads()
         self.now = 0
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_ticks
-        self.lease_void = False
         #: Set on a restart (a saved term): for one election timeout after it, the node treats
         #: itself as hearing from a live leader and refuses votes, because before the crash it
         #: may have acked a leader whose lease still counts on it (thesis §6.4.1 leases).
@@ -150,10 +150,6 @@ class RaftCore:
                                      self.install_config)
         #: Messages and drops for the next Ready; ``send`` routes by type (``outbox``).
         self.out = Outbox()
-        self.reads_waiting: list[ReadState] = []
-        self.reads_until_commit: list[tuple[bytes, int, bool]] = []
-        #: Reads a follower forwarded, by context, to the leader it asked.
-        self.reads_forwarded: dict[bytes, int] = {}
         self._next_number = 1
         self._persisted_number = 0
         self._persist_marks: list[tuple[int, int, int]] = []
@@ -214,15 +210,12 @@ class RaftCore:
 
     def lease_valid(self) -> bool:
         """True while a leader may serve reads from its lease (see ``read_only``)."""
-        ro = self.read_only
         return (
             self.role == Role.LEADER
             and self.cfg.check_quorum
             and self.cfg.lease_ticks > 0
-            and not self.lease_void
             and not self.lead_transferee
-            and ro.lease_start >= 0
-            and self.now < ro.lease_start + self.cfg.lease_ticks
+            and self.reads.lease_holds(self.now, self.cfg.lease_ticks)
         )
 
     # -- inputs ----------------------------------------------------------------------------
@@ -321,7 +314,7 @@ class RaftCore:
     def has_ready(self) -> bool:
         """True when ``ready()`` would have something for the shell to do."""
         lg = self.log
-        if self.out or self.read_only.need_round:
+        if self.out or self.reads.rounds.need_round:
             return True
         if lg.handed_to < lg.last_index or lg.has_next_committed():
             return True
@@ -335,7 +328,7 @@ class RaftCore:
             return True
         if self.tracker.config is not self._prev_conf:
             return True
-        return bool(self.reads_waiting) and self.reads_waiting[0].index <= lg.applied
+        return self.reads.has_ready(lg.applied)
 
     def ready(self) -> Ready:
         """Everything to do now, as one Ready (see ``Ready`` for the order)."""
@@ -378,13 +371,7 @@ class RaftCore:
         if lg.has_next_committed():
             rd.committed_entries = lg.next_committed(self.cfg.max_committed_bytes_per_ready)
             applying = rd.committed_entries[-1].index
-        if self.reads_waiting:
-            waiting = self.reads_waiting
-            n = 0
-            while n < len(waiting) and waiting[n].index <= applying:
-                n += 1
-            rd.read_states = waiting[:n]
-            del waiting[:n]
+        rd.read_states = self.reads.take(applying)
         now, after, rd.dropped = self.out.take()
         if after and not self._persist_marks:
             # Nothing of this or an earlier Ready waits for an fsync: acks may leave at once.
@@ -422,8 +409,7 @@ class RaftCore:
     def _reset(self, term: int) -> None:
         if term < self.term:
             raise InvariantViolation(f"term would go back from {self.term} to {term}")
-        if self.reads_forwarded:
-            _roles.fail_forwarded_reads(self)
+        self.reads.fail_forwarded()
         if term != self.term:
             self.term = term
             self.vote = 0
@@ -435,12 +421,12 @@ class RaftCore:
         )
         self.tracker.votes.clear()
         self.lead_transferee = 0
-        self.lease_void = False
+        self.reads.new_leadership()
 
     def become_follower(self, term: int, leader_id: int) -> None:
         was_leader = self.role == Role.LEADER
         if was_leader:
-            _roles.fail_pending_reads(self)
+            _leader.fail_pending_reads(self)
         self._reset(term)
         self.leader_id = leader_id
         self.role = Role.FOLLOWER if self.promotable else Role.LEARNER
@@ -471,8 +457,7 @@ class RaftCore:
 
     def become_pre_candidate(self) -> None:
         # Pre-vote does not change the term or the vote (thesis §9.6).
-        if self.reads_forwarded:
-            _roles.fail_forwarded_reads(self)
+        self.reads.fail_forwarded()
         self.tracker.votes.clear()
         self.leader_id = 0
         self.role = Role.PRE_CANDIDATE
@@ -486,8 +471,7 @@ class RaftCore:
         self._reset(self.term)
         self.leader_id = self.id
         self.role = Role.LEADER
-        self.read_only.reset()
-        self.reads_until_commit.clear()
+        self.reads.on_become_leader()
         lg = self.log
         self.tracker.reset_all(lg.last_index, self.id)
         me = self.tracker.progress.get(self.id)
