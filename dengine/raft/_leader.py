@@ -154,24 +154,7 @@ def self_persisted(core: RaftCore) -> None:
         maybe_commit(core)
 
 
-# -- ticks ------------------------------------------------------------------------------------
-def tick_leader(core: RaftCore) -> None:
-    core.heartbeat_elapsed += 1
-    core.election_elapsed += 1
-    if core.election_elapsed >= core.cfg.election_ticks:
-        core.election_elapsed = 0
-        if core.cfg.check_quorum:
-            on_check_quorum(core, core.local(MT.CHECK_QUORUM))
-        if core.role == Role.LEADER and core.lead_transferee:
-            # The transfer did not finish within an election timeout: abandon it.
-            core.lead_transferee = 0
-    if core.role == Role.LEADER:
-        after_commit(core)  # e.g. a joint config left once a transfer ended
-    if core.role == Role.LEADER and core.heartbeat_elapsed >= core.cfg.heartbeat_ticks:
-        core.heartbeat_elapsed = 0
-        on_beat(core, core.local(MT.BEAT))
-
-
+# -- timers -----------------------------------------------------------------------------------
 def on_beat(core: RaftCore, m: Message) -> None:
     bcast_heartbeat(core)
 
@@ -302,8 +285,7 @@ def transfer(core: RaftCore, target: int) -> str:
         return "it is not a voter"
     if core.lead_transferee == target:
         return ""
-    core.lead_transferee = target
-    core.election_elapsed = 0  # the transfer must finish within an election timeout
+    core.start_transfer(target)
     if pr.match_index == core.log.last_index:
         send_timeout_now(core, target)
     else:

@@ -18,7 +18,6 @@ from dengine.errors import NotLeader
 from dengine.raft import _leader
 from dengine.raft.messages import CAMPAIGN_TRANSFER, LOCAL_TYPES, Message, MessageType
 from dengine.raft.ready import Role
-from dengine.raft.tracker import QuorumConfig
 
 if TYPE_CHECKING:
     from dengine.raft.core import RaftCore
@@ -27,7 +26,6 @@ MT = MessageType
 MAX_U64 = (1 << 64) - 1
 
 # Re-exported for the core: leader-side work lives in _leader.
-tick_leader = _leader.tick_leader
 append_entries = _leader.append_entries
 commit_to_send = _leader.commit_to_send
 flush_leader = _leader.flush_leader
@@ -142,15 +140,6 @@ def _term_rules(core: RaftCore, m: Message) -> bool:
 
 
 # -- elections --------------------------------------------------------------------------------
-def tick_election(core: RaftCore) -> None:
-    core.election_elapsed += 1
-    if core.election_elapsed >= core.cfg.election_ticks:
-        core.restart_guard = False
-    if core.promotable and core.election_elapsed >= core.randomized_election_timeout:
-        core.election_elapsed = 0
-        step(core, core.local(MT.HUP))
-
-
 def on_hup(core: RaftCore, m: Message) -> None:
     if not core.promotable:
         core.become_follower_or_learner()  # the config that still counted us committed away
@@ -196,8 +185,7 @@ def on_vote_request(core: RaftCore, m: Message) -> None:
     if can_vote and core.log.is_up_to_date(m.index, m.log_term):
         # A granted response carries the candidate's term so it is not dropped as stale.
         if not pre:
-            core.election_elapsed = 0
-            core.vote = m.from_
+            core.grant_vote(m.from_)
         core.reply(m, resp, term=m.term)
     else:
         core.reply(m, resp, reject=True)
@@ -228,7 +216,7 @@ def on_timeout_now(core: RaftCore, m: Message) -> None:
 
 # -- follower ---------------------------------------------------------------------------------
 def on_append(core: RaftCore, m: Message) -> None:
-    _heard_from_leader(core, m)
+    core.heard_from_leader(m.from_)
     lg = core.log
     if m.index < lg.committed:
         # Already committed here: tell the leader where we stand.
@@ -252,17 +240,10 @@ def on_append(core: RaftCore, m: Message) -> None:
 
 
 def on_heartbeat(core: RaftCore, m: Message) -> None:
-    _heard_from_leader(core, m)
+    core.heard_from_leader(m.from_)
     lg = core.log
     lg.commit_to(min(m.commit, lg.last_index))
     core.reply(m, MT.HEARTBEAT_RESP, index=m.index)
-
-
-def _heard_from_leader(core: RaftCore, m: Message) -> None:
-    if core.role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
-        core.become_follower(core.term, m.from_)
-    core.election_elapsed = 0
-    core.leader_id = m.from_
 
 
 def on_snapshot(core: RaftCore, m: Message) -> None:
@@ -277,7 +258,7 @@ def on_snapshot(core: RaftCore, m: Message) -> None:
     ):
         core.out.drop(m, "snapshot message without valid metadata")
         return
-    _heard_from_leader(core, m)
+    core.heard_from_leader(m.from_)
     lg = core.log
     if meta.index <= lg.committed:
         core.out.drop(m, f"snapshot at {meta.index} is older than our commit index {lg.committed}")
@@ -287,10 +268,7 @@ def on_snapshot(core: RaftCore, m: Message) -> None:
         lg.commit_to(meta.index)
         core.reply(m, MT.APPEND_RESP, index=lg.last_index)
         return
-    lg.restore(meta)
-    core.pending_snapshot = meta
-    core.snapshot_meta = meta
-    core.membership.reset(meta.index, QuorumConfig.from_conf_state(meta.conf_state))
+    core.restore(meta)
     core.reply(m, MT.APPEND_RESP, index=meta.index)
 
 

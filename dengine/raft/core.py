@@ -223,9 +223,33 @@ class RaftCore:
         """One unit of logical time: election timeouts, heartbeats, check-quorum."""
         self.now += 1
         if self.role == Role.LEADER:
-            _roles.tick_leader(self)
+            self._tick_leader()
         else:
-            _roles.tick_election(self)
+            self._tick_election()
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_ticks:
+            self.restart_guard = False
+        if self.promotable and self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            _roles.step(self, self.local(MT.HUP))
+
+    def _tick_leader(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_ticks:
+            self.election_elapsed = 0
+            if self.cfg.check_quorum:
+                _leader.on_check_quorum(self, self.local(MT.CHECK_QUORUM))
+            if self.role == Role.LEADER and self.lead_transferee:
+                # The transfer did not finish within an election timeout: abandon it.
+                self.lead_transferee = 0
+        if self.role == Role.LEADER:
+            _leader.after_commit(self)  # e.g. a joint config left once a transfer ended
+        if self.role == Role.LEADER and self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            _leader.on_beat(self, self.local(MT.BEAT))
 
     def step(self, msg: Message) -> None:
         """Feed one message from a peer (or a local one); never raises on bad peer input."""
@@ -432,6 +456,31 @@ class RaftCore:
         self.role = Role.FOLLOWER if self.promotable else Role.LEARNER
         if was_leader:
             self._log_role()
+
+    # -- state changes the handlers ask for -------------------------------------------------
+    def grant_vote(self, candidate: int) -> None:
+        """Vote for ``candidate`` this term (durable before the answer leaves: the outbox)."""
+        self.vote = candidate
+        self.election_elapsed = 0
+
+    def heard_from_leader(self, leader_id: int) -> None:
+        """A leader of our term spoke: follow it, and its election timeout starts over."""
+        if self.role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
+            self.become_follower(self.term, leader_id)
+        self.election_elapsed = 0
+        self.leader_id = leader_id
+
+    def restore(self, meta: SnapshotMeta) -> None:
+        """Replace the whole log by the leader's snapshot; the next Ready installs it."""
+        self.log.restore(meta)
+        self.pending_snapshot = meta
+        self.snapshot_meta = meta
+        self.membership.reset(meta.index, QuorumConfig.from_conf_state(meta.conf_state))
+
+    def start_transfer(self, target: int) -> None:
+        """Leader: hand leadership to ``target`` within an election timeout."""
+        self.lead_transferee = target
+        self.election_elapsed = 0
 
     def become_follower_or_learner(self) -> None:
         """A follower whose config no longer lets it campaign is a learner, and back (thesis

@@ -152,3 +152,22 @@ def test_the_role_changes_only_in_become_methods():
     # RaftCore.__init__ declares the field; after that only become_* changes it.
     assert all(mod == "core" and (name.startswith("become_") or name == "__init__")
                for mod, name in places), places
+
+
+def test_no_handler_assigns_a_field_of_the_core_or_its_components():
+    """Handlers (``_roles``, ``_leader``...) call the core's and its components' methods;
+    only ``core.py`` assigns the core's fields."""
+    places = []
+    for f in RAFT_DIR.glob("*.py"):
+        if f.stem == "core":
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else (
+                [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else [])
+            for t in targets:
+                base = t
+                while isinstance(base, ast.Attribute | ast.Subscript):
+                    base = base.value
+                if isinstance(base, ast.Name) and base.id == "core" and t is not base:
+                    places.append(f"{f.name}:{node.lineno} {ast.unparse(t)}")
+    assert places == []
