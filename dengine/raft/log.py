@@ -23,7 +23,7 @@ entries handed out to apply; committed entries are handed out only once persiste
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from itertools import accumulate
 from operator import itemgetter
 from typing import Protocol, runtime_checkable
@@ -336,13 +336,10 @@ class RaftLog:
         self.index.compact(index)
 
     def restore(self, meta: SnapshotMeta) -> None:
-        """Forget the whole log and start after a snapshot (part 2)."""
+        """Forget the whole log and start after a snapshot."""
         self.index.reset(meta.index, meta.term)
         self.unstable = []
         self.unstable_offset = meta.index + 1
         self.handed_to = meta.index
         self.committed = meta.index
         self.applied = meta.index
-
-    def terms_of(self, entries: Iterable[Entry]) -> list[int]:
-        return [e.term for e in entries]

@@ -3,7 +3,7 @@
 A :class:`Progress` per peer follows etcd-io/raft's tracker: in PROBE the leader sends one
 append per heartbeat interval until it learns where the follower's log matches; in REPLICATE it
 streams appends optimistically (``next_index`` runs ahead of ``match_index``), bounded by an
-:class:`Inflights` window; in SNAPSHOT it waits for a snapshot transfer to finish (part 2).
+:class:`Inflights` window; in SNAPSHOT it waits for a snapshot transfer to finish.
 
 Invariants: ``0 <= match_index < next_index``; in REPLICATE every index in ``inflights`` lies in
 ``(match_index, next_index)``.
@@ -92,7 +92,7 @@ class Progress:
     probe_sent: bool = False
     #: Heard from since the last check-quorum (the leader itself is always active).
     recent_active: bool = False
-    #: SNAPSHOT: the index of the snapshot being sent (part 2).
+    #: SNAPSHOT: the index of the snapshot being sent.
     pending_snapshot: int = 0
     is_learner: bool = False
     #: The commit index the last append to this peer carried (to coalesce commit notices).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,7 +85,7 @@ def test_a_vote_request_from_a_node_we_do_not_know_yet_is_answered():
 
 
 def test_an_unknown_leader_of_a_newer_term_is_heard():
-    # A leader may be new to a follower that has not seen the change adding it (part 2).
+    # A leader may be new to a follower that has not seen the change adding it.
     core = RaftCore(1, RaftConfig(), random.Random(1), peers=[2, 3])
     rd = stepped(core, Message(MT.HEARTBEAT, 1, 9, term=5))
     assert rd.dropped == [] and core.leader_id == 9 and core.term == 5
@@ -213,3 +214,11 @@ def test_a_read_forwarded_to_a_leader_outside_our_config_is_answered():
     # An answer for a read we never forwarded there is still refused.
     rd = stepped(core, Message(MT.READ_INDEX_RESP, 1, 9, 2, index=0, context=b"r2"))
     assert reasons(rd) == ["unknown sender 9"]
+
+
+@pytest.mark.parametrize("local", [MT.HUP, MT.BEAT, MT.CHECK_QUORUM, MT.SNAPSHOT_STATUS])
+def test_local_only_types_from_a_peer_are_dropped(local):
+    core = RaftCore(1, RaftConfig(), random.Random(0), peers=[2, 3])
+    rd = stepped(core, Message(local, 1, 2, 1))
+    assert reasons(rd) == ["local message type from a peer"]
+    assert core.role == Role.FOLLOWER and core.term == 0
