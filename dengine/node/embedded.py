@@ -29,16 +29,13 @@ import random
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
+from dengine.consistency import Consistency
 from dengine.errors import OperationTimeout
 from dengine.node.service import RequestHandler
 from dengine.transport.status import from_proto
 from dengine.v1 import client_pb2 as pb
 
 __all__ = ["EmbeddedClient"]
-
-_CONSISTENCY = {"linearizable": pb.LINEARIZABLE, "lease": pb.LEASE,
-                "serializable": pb.SERIALIZABLE}
-
 
 def _bytes(value: Any, what: str = "key") -> bytes:
     if isinstance(value, bytes):
@@ -48,16 +45,6 @@ def _bytes(value: Any, what: str = "key") -> bytes:
     if isinstance(value, bytearray | memoryview):
         return bytes(value)
     raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
-
-
-def _consistency(value: Any) -> int:
-    if isinstance(value, str):
-        try:
-            return _CONSISTENCY[value.lower()]
-        except KeyError:
-            raise ValueError(f"consistency {value!r} is not one of "
-                             f"{', '.join(_CONSISTENCY)}") from None
-    return int(value)
 
 
 def _types() -> Any:
@@ -109,7 +96,7 @@ class EmbeddedClient:
     async def get(self, key: Any, *, consistency: Any = "linearizable",
                   timeout: float | None = None, endpoint: str | None = None) -> Any:
         """The key's KeyValue, or None when absent (``endpoint`` is ignored: one node)."""
-        req = pb.GetRequest(key=_bytes(key), consistency=_consistency(consistency))
+        req = pb.GetRequest(key=_bytes(key), consistency=Consistency.parse(consistency))
         resp = await self._call("get", req, pb.GetResponse, timeout)
         return _types().KeyValue.from_proto(resp.kv) if resp.found else None
 
@@ -122,7 +109,7 @@ class EmbeddedClient:
                        ) -> dict[bytes, Any]:
         """KeyValues of the keys that exist, by key."""
         req = pb.GetManyRequest(keys=[_bytes(k) for k in keys],
-                                consistency=_consistency(consistency))
+                                consistency=Consistency.parse(consistency))
         resp = await self._call("get_many", req, pb.GetManyResponse, timeout)
         kv_cls = _types().KeyValue
         return {kv.key: kv_cls.from_proto(kv) for kv in resp.kvs}
@@ -173,7 +160,7 @@ class EmbeddedClient:
                    endpoint: str | None = None) -> Any:
         """One page of keys in ``[start, end)`` and/or under ``prefix``; a ScanPage."""
         req = pb.ScanRequest(start=_bytes(start), end=_bytes(end), prefix=_bytes(prefix),
-                             limit=limit, consistency=_consistency(consistency))
+                             limit=limit, consistency=Consistency.parse(consistency))
         resp = await self._call("scan", req, pb.ScanResponse, timeout)
         t = _types()
         return t.ScanPage(tuple(t.KeyValue.from_proto(kv) for kv in resp.kvs),

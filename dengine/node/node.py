@@ -44,6 +44,7 @@ from typing import Any
 
 from dengine._core import BatchBuffer
 from dengine.config import Config
+from dengine.consistency import Consistency
 from dengine.errors import (
     DengineError,
     InvalidArgument,
@@ -71,14 +72,6 @@ __all__ = ["Node", "Consistency"]
 
 CONF = int(EntryKind.CONF_CHANGE)
 MT = MessageType
-
-
-class Consistency:
-    """Read consistency levels (the numbers of client.proto's ``ReadConsistency``)."""
-
-    LINEARIZABLE = 0
-    LEASE = 1
-    SERIALIZABLE = 2
 
 
 class Node:
