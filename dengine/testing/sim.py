@@ -22,8 +22,8 @@ machine is durable with its applied index, as a real one is).
 
 Messages are dropped, duplicated, delayed (and so reordered) by the network profile in force,
 and cut by partitions, both ways or one way. The fault schedule (``sim_faults.FAULTS``) also
-crashes and restarts nodes, slows disks and transfers leadership. ``SimConfig(part2=True)``
-adds part 2 (``sim_faults.PART2``): snapshots that let cores compact their logs, snapshot
+crashes and restarts nodes, slows disks and transfers leadership. ``SimConfig(snapshots_and_membership=True)``
+adds (``sim_faults.SNAPSHOTS_AND_MEMBERSHIP``): snapshots that let cores compact their logs, snapshot
 streams to followers behind (bound to their message, lost with it, always reported to the
 sender), installs, and membership changes (fresh learners, promotions, removals, joint changes).
 Clients (``sim_workload``) write and read at every consistency level.
@@ -62,7 +62,13 @@ from dengine.raft.types import ConfState, Entry, HardState, SnapshotMeta
 from dengine.testing import sim_report
 from dengine.testing.linearizability import check as check_linearizable
 from dengine.testing.sim_checks import InvariantBroken, Invariants, Voters
-from dengine.testing.sim_faults import DISK_PROFILES, FAULTS, NET_PROFILES, PART2, Action
+from dengine.testing.sim_faults import (
+    DISK_PROFILES,
+    FAULTS,
+    NET_PROFILES,
+    SNAPSHOTS_AND_MEMBERSHIP,
+    Action,
+)
 from dengine.testing.sim_report import replay_command
 from dengine.testing.sim_workload import KVMachine, Pending, Workload
 
@@ -102,8 +108,8 @@ class SimConfig:
     trace_lines: int = 400
     #: A deliberate bug, for tests: reads skip ReadIndex and are served locally at once.
     local_reads: bool = False
-    #: Add part 2's faults (snapshots and compaction) and keep only a short log tail.
-    part2: bool = False
+    #: Add snapshots and compaction (with a short log tail) and membership changes.
+    snapshots_and_membership: bool = False
     #: How often a snapshot transfer fails on its own (the sender's shell reports failure
     #: though the network lost nothing): half of these abort before the data arrives, half
     #: deliver it and still report failure (the ack of the stream was lost).
@@ -167,8 +173,8 @@ class Simulator:
         self.rng = random.Random(seed)
         self.faults = dict(self.cfg.faults)
         self.raft = self.cfg.raft
-        if self.cfg.part2:
-            self.faults.update(PART2)
+        if self.cfg.snapshots_and_membership:
+            self.faults.update(SNAPSHOTS_AND_MEMBERSHIP)
             self.raft = dataclasses.replace(self.raft, compact_keep_entries=4)
         n = self.cfg.nodes or self.rng.randint(3, 7)
         self.ids = list(range(1, n + 1))

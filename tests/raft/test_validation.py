@@ -199,8 +199,8 @@ def test_nothing_a_peer_sends_raises_out_of_step(msgs, setup):
 def test_a_read_forwarded_to_a_leader_outside_our_config_is_answered():
     # A node behind on membership follows a leader its config does not list yet (heartbeats
     # from a stranger are accepted): the answer to a read it forwarded there must not be
-    # dropped as from an unknown sender, or the read waits forever (simulator, part 2 seeds
-    # 210 and 543 in the node's shell order).
+    # dropped as from an unknown sender, or the read waits forever (simulator seeds 210 and 543
+    # with snapshots and membership, in the node's shell order).
     core = RaftCore(1, RaftConfig(), random.Random(0), peers=[2, 3])
     stepped(core, Message(MT.HEARTBEAT, 1, 9, 2, commit=0, index=1))
     assert core.leader_id == 9

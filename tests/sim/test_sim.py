@@ -28,7 +28,7 @@ from dengine.testing.sim_faults import DISK_PROFILES
 from dengine.testing.sim_faulty import CommitByCountingCore, DoubleVoteCore, NoJointCore
 
 CI_SEEDS = 200
-CI_SEEDS_PART2 = 100
+CI_SEEDS_SNAPSHOTS = 100
 
 
 @pytest.mark.parametrize("seed", seeds_from_env(CI_SEEDS))
@@ -38,35 +38,35 @@ def test_seed(seed: int) -> None:
     assert result.ops["ok"] > 0 and result.delivered > 0
 
 
-@pytest.mark.parametrize("seed", seeds_from_env(CI_SEEDS_PART2))
-def test_part2_seed(seed: int) -> None:
-    """Part 1's schedule plus membership changes, snapshots and compaction."""
-    result = Simulator(seed, SimConfig(part2=True)).run()
+@pytest.mark.parametrize("seed", seeds_from_env(CI_SEEDS_SNAPSHOTS))
+def test_snapshots_and_membership_seed(seed: int) -> None:
+    """The default schedule plus membership changes, snapshots and compaction."""
+    result = Simulator(seed, SimConfig(snapshots_and_membership=True)).run()
     assert result.ops["ok"] > 0
 
 
 @pytest.mark.parametrize("seed", range(40))
-@pytest.mark.parametrize("part2", [False, True])
-def test_pipelined_shell_order_seed(seed: int, part2: bool) -> None:
+@pytest.mark.parametrize("with_snapshots", [False, True])
+def test_pipelined_shell_order_seed(seed: int, with_snapshots: bool) -> None:
     """The other order the core's contract allows: Readies taken before the previous one is
     durable, several reported by one fsync (the default runs the node's own order)."""
-    result = Simulator(seed, SimConfig(part2=part2, shell_order="pipelined")).run()
+    result = Simulator(seed, SimConfig(snapshots_and_membership=with_snapshots, shell_order="pipelined")).run()
     assert result.ops["ok"] > 0
 
 
 @pytest.mark.parametrize("seed", [149, 315, 362, 428])
-def test_part2_seeds_where_a_read_was_forwarded_to_a_deposed_leader(seed: int) -> None:
+def test_snapshots_and_membership_seeds_where_a_read_was_forwarded_to_a_deposed_leader(seed: int) -> None:
     """A node added by a change that was later rolled back forwarded a read to the leader that
     added it, after that leader was deposed: the read must be refused with the newer term, not
     dropped, or it waits forever (these seeds once ended with it undecided)."""
-    Simulator(seed, SimConfig(part2=True)).run()
+    Simulator(seed, SimConfig(snapshots_and_membership=True)).run()
 
 
-def test_part2_schedule_changes_members_and_streams_snapshots() -> None:
+def test_snapshots_and_membership_schedule_changes_members_and_streams_snapshots() -> None:
     changes = installs = 0
     grew = False
     for seed in range(6):
-        sim = Simulator(seed, SimConfig(part2=True))
+        sim = Simulator(seed, SimConfig(snapshots_and_membership=True))
         sim.run()
         changes += sim.fault_counts.get("conf_change", 0)
         installs += sim.snapshots_installed
@@ -84,15 +84,15 @@ def _events(seeds: range, config: SimConfig) -> dict[str, int]:
     return events
 
 
-def test_part2_schedule_demotes_and_leaves_joint_configs_explicitly() -> None:
-    events = _events(range(8), SimConfig(part2=True))
+def test_snapshots_and_membership_schedule_demotes_and_leaves_joint_configs_explicitly() -> None:
+    events = _events(range(8), SimConfig(snapshots_and_membership=True))
     assert {"demote", "joint_explicit", "leave_joint"} <= set(events), events
 
 
 def test_snapshot_transfers_fail_on_their_own_and_the_cluster_copes() -> None:
     """Every transfer fails here (half abort, half arrive with their ack lost): followers
     still catch up, and the runs pass every check."""
-    events = _events(range(12), SimConfig(part2=True, snapshot_fail=1.0))
+    events = _events(range(12), SimConfig(snapshots_and_membership=True, snapshot_fail=1.0))
     assert {"snapshot_aborted", "snapshot_ack_lost"} <= set(events), events
 
 
@@ -210,7 +210,7 @@ def test_the_real_core_survives_figure_8(seed: int, order: str) -> None:
 def _replace_a_follower(seed: int, factory) -> Simulator:
     """Three voters; the leader proposes one change that adds voter 4 and removes a follower
     (two voters at once), then the cluster runs on with the usual faults."""
-    sim = Simulator(seed, SimConfig(nodes=3, part2=True), core_factory=factory)
+    sim = Simulator(seed, SimConfig(nodes=3, snapshots_and_membership=True), core_factory=factory)
     while not sim.current_leader():
         sim.run_until(sim.now / TICK + 0.25)
     sim.run_until(sim.now / TICK + 2)
