@@ -48,20 +48,32 @@ import heapq
 import os
 import random
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from dengine.raft.config import RaftConfig
 from dengine.raft.core import RaftCore
-from dengine.raft.driver import PERSIST_LATER, drive_ready, on_durable
+from dengine.raft.driver import drive_ready, on_durable
 from dengine.raft.log import MemoryStorage
 from dengine.raft.messages import Message, MessageType
-from dengine.raft.ready import ReadState, Ready, Role
+from dengine.raft.ready import ReadState, Role
 from dengine.raft.types import ConfState, Entry, HardState, SnapshotMeta
 from dengine.testing import sim_report
 from dengine.testing.linearizability import check as check_linearizable
 from dengine.testing.sim_checks import InvariantBroken, Invariants, Voters
+from dengine.testing.sim_events import (
+    NODE_EVENTS,
+    ClientStep,
+    Deliver,
+    DiskDone,
+    Event,
+    Fault,
+    SnapshotArrives,
+    SnapshotFails,
+    StopFaults,
+    Tick,
+)
 from dengine.testing.sim_faults import (
     DISK_PROFILES,
     FAULTS,
@@ -70,6 +82,7 @@ from dengine.testing.sim_faults import (
     Action,
 )
 from dengine.testing.sim_report import replay_command
+from dengine.testing.sim_shell import SimIO
 from dengine.testing.sim_workload import KVMachine, Pending, Workload
 
 __all__ = ["SimConfig", "SimFailure", "SimResult", "Simulator", "TICK", "replay_command"]
@@ -77,7 +90,6 @@ __all__ = ["SimConfig", "SimFailure", "SimResult", "Simulator", "TICK", "replay_
 #: Simulated time units per tick.
 TICK = 100
 
-_TICK, _DELIVER, _DISK, _CLIENT, _FAULT = range(5)
 _FROM_LEADER = frozenset({MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT})
 
 
@@ -155,7 +167,7 @@ class SimNode:
         self.incoming: tuple[SnapshotMeta, dict] | None = None
         #: The Ready turn waiting for its fsync ("node" order), resumed by the disk event.
         self.turn: Coroutine[Any, Any, None] | None = None
-        self.io: _SimIO = None  # type: ignore[assignment]
+        self.io: SimIO = None  # type: ignore[assignment]
 
 
 class Simulator:
@@ -195,7 +207,7 @@ class Simulator:
         self.net = NET_PROFILES["good"]
         self.now = 0
         self.phase = "faults"
-        self.queue: list[tuple[int, int, int, object, int]] = []
+        self.queue: list[tuple[int, int, Event]] = []
         self._seq = 0
         self.trace: deque[tuple] = deque(maxlen=self.cfg.trace_lines)
         self.delivered = 0
@@ -231,11 +243,11 @@ class Simulator:
             applied_index=n.sm_applied,
             snapshot=n.snapshot,
         )
-        n.io = _SimIO(self, n)
+        n.io = SimIO(self, n)
         n.up = True
         n.gen += 1
         start = self.now - self.now % TICK + n.phase
-        self._at(start if start > self.now else start + TICK, _TICK, n.id, n.gen)
+        self._at(start if start > self.now else start + TICK, Tick(n.id, n.gen))
 
     def up_nodes(self) -> list[int]:
         return [i for i in self.ids if self.nodes[i].up]
@@ -292,9 +304,9 @@ class Simulator:
         self._boot(self.nodes[i])
 
     # -- the event queue ----------------------------------------------------------------------
-    def _at(self, time: int, kind: int, a: object, b: int = 0) -> None:
+    def _at(self, time: int, event: Event) -> None:
         self._seq += 1
-        heapq.heappush(self.queue, (time, self._seq, kind, a, b))
+        heapq.heappush(self.queue, (time, self._seq, event))
 
     def count_event(self, name: str) -> None:
         self.event_counts[name] = self.event_counts.get(name, 0) + 1
@@ -317,9 +329,9 @@ class Simulator:
                 continue
             if lost:
                 continue
-            self._at(self.now + rng.randint(lo, hi), _DELIVER, m)
+            self._at(self.now + rng.randint(lo, hi), Deliver(m))
             if dup and rng.random() < dup:
-                self._at(self.now + rng.randint(lo, hi), _DELIVER, m)
+                self._at(self.now + rng.randint(lo, hi), Deliver(m))
 
     def _stream_snapshot(self, m: Message, lost: bool) -> None:
         """A SNAPSHOT message carries the sender's snapshot data (the shell streams it); its
@@ -328,24 +340,22 @@ class Simulator:
         sender = self.nodes[m.from_]
         meta = m.snapshot
         if lost or meta is None or sender.snapshot != meta:
-            self._at(self.now + 1, _DELIVER, ("snapshot_failed", m))
+            self._at(self.now + 1, SnapshotFails(m))
             return
         lo, hi = self.net[2], self.net[3]
         later = self.now + self.rng.randint(lo, hi) * 3
         fail = self.rng.random() < self.cfg.snapshot_fail
         if fail and self.rng.random() < 0.5:
             self.count_event("snapshot_aborted")
-            self._at(later, _DELIVER, ("snapshot_failed", m))  # aborted midway
+            self._at(later, SnapshotFails(m))  # aborted midway
             return
         if fail:
             self.count_event("snapshot_ack_lost")
         data = dict(sender.snapshot_data)
-        self._at(later, _DELIVER, ("snapshot", m, data, not fail))
+        self._at(later, SnapshotArrives(m, data, not fail))
 
-    def _deliver(self, m: Message | tuple) -> None:
-        if isinstance(m, tuple):
-            self._deliver_snapshot(*m)
-            return
+    def _deliver(self, ev: Deliver) -> None:
+        m = ev.msg
         n = self.nodes[m.to]
         if not n.up or (m.from_, m.to) in self.cuts:
             return
@@ -362,11 +372,16 @@ class Simulator:
         if term > self.told_term.get(i, 0):
             self.told_term[i] = term
 
-    def _deliver_snapshot(
-        self, what: str, m: Message, data: dict | None = None, report_ok: bool = True
-    ) -> None:
+    def _snapshot_fails(self, ev: SnapshotFails) -> None:
+        self._snapshot_ends(ev.msg, None, False, arrived=False)
+
+    def _snapshot_arrives(self, ev: SnapshotArrives) -> None:
+        self._snapshot_ends(ev.msg, ev.data, ev.report_ok, arrived=True)
+
+    def _snapshot_ends(self, m: Message, data: dict | None, report_ok: bool,
+                       arrived: bool) -> None:
         n = self.nodes[m.to]
-        ok = what == "snapshot" and n.up and (m.from_, m.to) not in self.cuts
+        ok = arrived and n.up and (m.from_, m.to) not in self.cuts
         if ok:
             self.delivered += 1
             self.trace.append((self.now, "msg", m))
@@ -377,7 +392,7 @@ class Simulator:
         ok = ok and report_ok
         sender = self.nodes[m.from_]
         if sender.up:
-            late = " (delivered; its ack lost)" if not report_ok and what == "snapshot" else ""
+            late = " (delivered; its ack lost)" if not report_ok and arrived else ""
             self.trace_note(f"snapshot {m.from_}->{m.to} {'sent' if ok else 'FAILED'}{late}")
             sender.core.report_snapshot(m.to, ok)
             self.process(m.from_)
@@ -453,11 +468,12 @@ class Simulator:
             return
         n.disk_busy = True
         lo, hi = n.disk
-        self._at(self.now + self.rng.randint(lo, hi), _DISK, n.id, n.gen)
+        self._at(self.now + self.rng.randint(lo, hi), DiskDone(n.id, n.gen))
 
-    def _disk_done(self, i: int, gen: int) -> None:
+    def _disk_done(self, ev: DiskDone) -> None:
+        i = ev.node
         n = self.nodes[i]
-        if not n.up or n.gen != gen:
+        if not n.up or n.gen != ev.gen:
             return
         n.disk_busy = False
         # One fsync, several Readies (only one waits at a time in the node's order).
@@ -545,36 +561,25 @@ class Simulator:
     def _run(self) -> SimResult:
         cfg = self.cfg
         fault_end = cfg.fault_ticks * TICK
-        settle_end = fault_end + cfg.settle_ticks * TICK
-        end = settle_end + cfg.drain_ticks * TICK
-        self._at(TICK // 2, _CLIENT, None)
-        self._at(self.rng.randint(*cfg.fault_gap_ticks) * TICK, _FAULT, None)
-        weights = [(w, name, fn) for name, (w, fn) in sorted(self.faults.items()) if w > 0]
-        leaders = 0
+        self._settle_end = fault_end + cfg.settle_ticks * TICK
+        end = self._settle_end + cfg.drain_ticks * TICK
+        self._at(TICK // 2, ClientStep())
+        self._at(self.rng.randint(*cfg.fault_gap_ticks) * TICK, Fault())
+        self._weights = [(w, name, fn) for name, (w, fn) in sorted(self.faults.items()) if w > 0]
         settled_at = 0
-        self._at(fault_end, _FAULT, "stop")
+        self._at(fault_end, StopFaults())
         while self.queue:
-            time, _, kind, a, b = heapq.heappop(self.queue)
+            time, _, event = heapq.heappop(self.queue)
             if time > end:
                 break
             self.now = time
             self.workload.now = time / TICK
-            if self._dispatch(kind, a, b):
-                pass
-            elif kind == _CLIENT:
-                if self.phase != "faults" and time >= settle_end:
-                    self.workload.enabled = False
-                self.workload.step(self, time)
-                self._at(time + TICK, _CLIENT, None)
-            elif a == "stop":
-                self._stop_faults()
-            elif self.phase == "faults":
-                self._fault(weights)
+            self.HANDLERS[type(event)](self, event)
             self._check_step()
             if self.phase == "settle" and not settled_at and self._followed_leader():
                 settled_at = time
                 self.trace_note(f"leader {self._followed_leader()} followed by all")
-            if self.phase == "settle" and not settled_at and time > settle_end:
+            if self.phase == "settle" and not settled_at and time > self._settle_end:
                 raise InvariantBroken(
                     f"liveness: no leader followed by every node {cfg.settle_ticks} ticks "
                     f"after the faults stopped"
@@ -593,31 +598,33 @@ class Simulator:
             len(w.history.ops()),
         )
 
-    def _dispatch(self, kind: int, a: object, b: int) -> bool:
-        """Run one node, network or disk event; False for client and fault events."""
-        if kind == _TICK:
-            n = self.nodes[a]
-            if n.up and n.gen == b:
-                n.core.tick()
-                self.process(a)
-                self._at(self.now + TICK, _TICK, a, b)
-        elif kind == _DELIVER:
-            self._deliver(a)
-        elif kind == _DISK:
-            self._disk_done(a, b)
-        else:
-            return False
-        return True
+    def _tick(self, ev: Tick) -> None:
+        n = self.nodes[ev.node]
+        if n.up and n.gen == ev.gen:
+            n.core.tick()
+            self.process(ev.node)
+            self._at(self.now + TICK, ev)
+
+    def _client_step(self, ev: ClientStep) -> None:
+        if self.phase != "faults" and self.now >= self._settle_end:
+            self.workload.enabled = False
+        self.workload.step(self, self.now)
+        self._at(self.now + TICK, ev)
+
+    def _next_fault(self, ev: Fault) -> None:
+        if self.phase == "faults":
+            self._fault(self._weights)
 
     def run_until(self, tick: float) -> None:
         """Scripted scenarios: run node, network and disk events up to ``tick``, checking the
         invariants after each (no clients or faults run unless ``run`` scheduled them)."""
         end = int(tick * TICK)
         while self.queue and self.queue[0][0] <= end:
-            time, _, kind, a, b = heapq.heappop(self.queue)
+            time, _, event = heapq.heappop(self.queue)
             self.now = time
             self.workload.now = time / TICK
-            self._dispatch(kind, a, b)
+            if isinstance(event, NODE_EVENTS):
+                self.HANDLERS[type(event)](self, event)
             self._check_step()
         self.now = max(self.now, end)
 
@@ -633,9 +640,9 @@ class Simulator:
                     self.trace_note("FAULT " + line)
                 break
             pick -= w
-        self._at(self.now + self.rng.randint(*self.cfg.fault_gap_ticks) * TICK, _FAULT, None)
+        self._at(self.now + self.rng.randint(*self.cfg.fault_gap_ticks) * TICK, Fault())
 
-    def _stop_faults(self) -> None:
+    def _stop_faults(self, ev: StopFaults | None = None) -> None:
         self.phase = "settle"
         self.cuts.clear()
         self.net = NET_PROFILES["good"]
@@ -700,6 +707,18 @@ class Simulator:
 
     _describe_event = staticmethod(sim_report.describe_event)
 
+    #: What each event does (``sim_events``).
+    HANDLERS: dict[type, Callable[[Simulator, Event], None]] = {
+        Tick: _tick,
+        Deliver: _deliver,
+        SnapshotArrives: _snapshot_arrives,
+        SnapshotFails: _snapshot_fails,
+        DiskDone: _disk_done,
+        ClientStep: _client_step,
+        Fault: _next_fault,
+        StopFaults: _stop_faults,
+    }
+
 
 def seeds_from_env(default_count: int) -> range:
     """The seeds ``DENGINE_SIM_SEEDS`` (count) and ``DENGINE_SIM_SEED_START`` ask for."""
@@ -707,50 +726,3 @@ def seeds_from_env(default_count: int) -> range:
     count = int(os.environ.get("DENGINE_SIM_SEEDS", str(default_count)))
     return range(start, start + count)
 
-
-class _DiskWait:
-    """What a "node"-order turn awaits: the simulator resumes it when the fsync completes."""
-
-    def __await__(self) -> Generator[object, None, None]:
-        yield self
-
-
-class _SimIO:
-    """The I/O steps of one simulated node's shell, for ``drive_ready``."""
-
-    def __init__(self, sim: Simulator, n: SimNode) -> None:
-        self.sim = sim
-        self.n = n
-
-    def install_snapshot(self, meta: SnapshotMeta) -> None:
-        self.sim._install_snapshot(self.n, meta)
-
-    def observe(self, rd: Ready) -> None:
-        n = self.n
-        self.sim.trace.append((self.sim.now, "ready", n.id, rd))
-        if rd.entries:
-            prev = n.core.log.term(rd.entries[0].index - 1)
-            self.sim.inv.on_entries(n.id, rd.entries, prev)
-
-    def reconnect(self, conf_state: ConfState) -> None:
-        return None  # every node is reachable through the simulated network
-
-    def send(self, messages: list[Message]) -> None:
-        self.sim.send(messages)
-
-    def persist(self, rd: Ready) -> object:
-        n = self.n
-        pipelined = self.sim.cfg.shell_order == "pipelined"
-        if not (rd.must_persist or rd.persisted_messages):
-            # Nothing to write; pipelined, earlier Readies may still be on their way to disk,
-            # and on_persisted(number) would vouch for them too.
-            return PERSIST_LATER if pipelined else None
-        n.disk_q.append((rd.number, rd.entries, rd.hard_state, rd.persisted_messages))
-        self.sim._schedule_disk(n)
-        return PERSIST_LATER if pipelined else _DiskWait()
-
-    def apply(self, entries: list[Entry], read_states: list[ReadState]) -> None:
-        self.sim._apply(self.n, entries, read_states)
-
-    def compact(self, index: int, conf_state: ConfState) -> None:
-        self.n.storage.compact(index, conf_state)

@@ -188,9 +188,9 @@ def test_every_shell_takes_its_readies_only_into_the_one_driver(path):
 
 def test_the_node_and_the_test_shells_implement_every_step():
     from dengine.node.node import Node
-    from dengine.testing import raft_network, sim
+    from dengine.testing import raft_network, sim_shell
 
     names = {n for n in vars(ReadyIO) if not n.startswith("_")}
-    for shell in (Node, sim._SimIO, raft_network._PeerIO):
+    for shell in (Node, sim_shell.SimIO, raft_network._PeerIO):
         missing = [n for n in names if not callable(getattr(shell, n, None))]
         assert missing == [], shell

@@ -398,3 +398,21 @@ def test_lease_read_is_not_stale_when_a_voter_restarts() -> None:
     written, read = _lease_after_restart(0)
     assert written == b"new"
     assert read == written
+
+
+def test_every_event_kind_is_a_frozen_dataclass_with_a_handler() -> None:
+    import dataclasses
+    import typing
+
+    from dengine.testing import sim_events
+
+    kinds = typing.get_args(sim_events.Event)
+    assert set(Simulator.HANDLERS) == set(kinds)
+    for kind in kinds:
+        params = kind.__dataclass_params__
+        assert params.frozen, kind
+    ev = sim_events.Tick(1, 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ev.node = 3  # type: ignore[misc]
+    sim = Simulator(0, SimConfig(nodes=3))
+    assert all(isinstance(e, kinds) for _, _, e in sim.queue)
