@@ -67,6 +67,7 @@ from dengine.raft.types import ConfState, Entry, EntryKind, SnapshotMeta
 from dengine.statemachine.base import StateMachine
 from dengine.storage.base import LogStore
 from dengine.storage.snapshot import SnapshotStore
+from dengine.transport.base import Transport
 
 __all__ = ["Node", "Consistency"]
 
@@ -84,7 +85,7 @@ class Node:
         *,
         log_store: LogStore,
         state_machine: StateMachine,
-        transport_factory: Callable[[Node], Any],
+        transport_factory: Callable[[Node], Transport],
         snapshot_store: SnapshotStore,
         book: MemberBook,
         logger: Any,
@@ -102,7 +103,7 @@ class Node:
         self.log = logger
         self._rng = rng or random.Random()
         self._transport_factory = transport_factory
-        self.transport: Any = None
+        self.transport: Transport = None  # type: ignore[assignment]  # set by start()
         self.client_server = client_server
         self.core: RaftCore | None = None
         raft = config.raft
