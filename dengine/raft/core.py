@@ -120,19 +120,33 @@ class RaftCore:
         if conf_state is None:
             conf_state = ConfState(voters=frozenset(peers) | {node_id})
         hs = hard_state or HardState()
+        #: first_index - 1 <= applied <= committed <= last_index; applied <= persisted_index
+        #: (committed entries are handed out only once durable here); see ``log``.
         self.log = RaftLog(storage if storage is not None else MemoryStorage(),
                            hs.commit, applied_index)
+        #: Progress per member of the config in force (``membership.latest``); a leader's own
+        #: match_index <= log.persisted_index.
         self.tracker = ProgressTracker(
             QuorumConfig.from_conf_state(conf_state), config.max_inflight_msgs
         )
+        #: Never decreases (InvariantViolation in ``_reset``); durable before any message in
+        #: ``persisted_messages`` leaves.
         self.term = hs.term
+        #: 0 or the node voted for in ``term``; set once per term (``grant_vote``).
         self.vote = hs.vote
+        #: 0 when unknown; == id exactly when role is LEADER.
         self.leader_id = 0
+        #: Changed only by become_* (tested).
         self.role = Role.FOLLOWER
+        #: Leader: the voter leadership is being handed to (0: none); proposals are refused.
         self.lead_transferee = 0
         #: ReadIndex rounds, the lease, reads forwarded and reads decided (``read_only``).
         self.reads = Reads()
+        #: Ticks since start (the lease is measured on it).
         self.now = 0
+        #: Ticks since we last heard from a leader (follower) or last checked the quorum
+        #: (leader); the election timeout is randomized_election_timeout in
+        #: [election_ticks, 2 * election_ticks).
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_ticks
@@ -144,6 +158,7 @@ class RaftCore:
         self.snapshot_meta: SnapshotMeta | None = snapshot
         #: A snapshot received from the leader, to hand out in the next Ready.
         self.pending_snapshot: SnapshotMeta | None = None
+        #: The LogStore may drop entries up to here (next Ready); <= log.applied.
         self.pending_compact = 0
         #: The configs of the held log; calls install_config when the one in force changes.
         self.membership = Membership(self.log.first_index - 1, self.tracker.config,
