@@ -265,8 +265,11 @@ def on_snapshot(core: RaftCore, m: Message) -> None:
         core.reply(m, MT.APPEND_RESP, index=lg.committed)
         return
     if lg.term(meta.index) == meta.term:
+        # Fast-forward: our log holds the snapshot's point, so everything up to it matches
+        # the leader's (log matching). Ack that, not our last index: the suffix after it was
+        # never checked against the leader's log (etcd acks the commit index here too).
         lg.commit_to(meta.index)
-        core.reply(m, MT.APPEND_RESP, index=lg.last_index)
+        core.reply(m, MT.APPEND_RESP, index=lg.committed)
         return
     core.restore(meta)
     core.reply(m, MT.APPEND_RESP, index=meta.index)
