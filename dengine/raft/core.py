@@ -45,7 +45,8 @@ Persistence contract
 - Before a node sends a message in ``persisted_messages`` (VOTE requests and responses,
   APPEND_RESP), the Ready's ``hard_state`` (term, vote) and ``entries`` must be durable: a vote
   promises the term and vote survive a crash (Raft figure 2); an append ack promises the
-  entries do, since the leader counts it toward commit.
+  entries do, since the leader counts it toward commit. A HEARTBEAT_RESP that carries a term
+  not yet durable is a persisted message too: the leader's lease counts on it (``outbox``).
 - A leader's APPEND messages go in ``messages`` and may leave before its own fsync ends; the
   leader counts itself in the quorum only for entries ``on_persisted`` reported (raft-rs'
   on_persist_ready). Committed entries are handed out to apply only once persisted locally.
@@ -164,10 +165,12 @@ class RaftCore:
         self.membership = Membership(self.log.first_index - 1, self.tracker.config,
                                      self.install_config)
         #: Messages and drops for the next Ready; ``send`` routes by type (``outbox``).
-        self.out = Outbox()
+        self.out = Outbox(durable_term=hs.term)
         self._next_number = 1
         self._persisted_number = 0
-        self._persist_marks: list[tuple[int, int, int]] = []
+        #: (Ready number, last entry index, its term, hard-state term or -1) of every Ready
+        #: handed out with something to persist and not yet reported durable.
+        self._persist_marks: list[tuple[int, int, int, int]] = []
         self._outstanding: Ready | None = None
         self._prev_hard = (self.term, self.vote, self.log.committed)
         self._prev_soft = (0, Role.FOLLOWER, self.term)
@@ -399,13 +402,14 @@ class RaftCore:
             self._prev_conf = self.tracker.config
             rd.conf_state = self._prev_conf.to_conf_state()
         ents = lg.unstable_to_hand_out()
+        hs_term = rd.hard_state.term if rd.hard_state is not None else -1
         if ents:
             rd.entries = ents
             last = ents[-1]
             lg.handed_to = last.index
-            self._persist_marks.append((rd.number, last.index, last.term))
+            self._persist_marks.append((rd.number, last.index, last.term, hs_term))
         elif rd.hard_state is not None or rd.snapshot is not None:
-            self._persist_marks.append((rd.number, 0, 0))
+            self._persist_marks.append((rd.number, 0, 0, hs_term))
         applying = lg.applied
         if lg.has_next_committed():
             rd.committed_entries = lg.next_committed(self.cfg.max_committed_bytes_per_ready)
@@ -430,9 +434,11 @@ class RaftCore:
         self._persisted_number = number
         marks = self._persist_marks
         while marks and marks[0][0] <= number:
-            _, index, term = marks.pop(0)
+            _, index, term, hs_term = marks.pop(0)
             if index:
                 self.log.stable_to(index, term)
+            if hs_term >= 0:
+                self.out.term_durable(hs_term)
         if self.role == Role.LEADER:
             _roles.self_persisted(self)
 

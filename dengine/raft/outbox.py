@@ -6,7 +6,10 @@ answer promises the term and vote survive a crash (Raft figure 2), an append ans
 entries it acknowledges do, since the leader counts it toward commit -- so it goes out in the
 Ready's ``persisted_messages``, after the fsync. Every other type leaves at once, while the
 fsync runs: a leader's appends and heartbeats, pre-votes (they change nothing durable), reads,
-transfers. Handlers never choose; they call ``send`` (or the core's ``send_to`` / ``reply``,
+transfers -- except a HEARTBEAT_RESP carrying a term not yet durable here (:data:`AFTER_TERM`):
+the leader counts it toward its lease, which promises that we refuse votes for an election
+timeout; were we to crash before the term is durable, we would restart at an older term (at
+term 0 no restart guard applies) and vote at once, inside that lease. Handlers never choose; they call ``send`` (or the core's ``send_to`` / ``reply``,
 which fill in the sender and term).
 
 Messages the core ignored are kept here too, with the reason, for ``Ready.dropped``.
@@ -17,28 +20,40 @@ from __future__ import annotations
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.ready import Dropped
 
-__all__ = ["AFTER_PERSIST", "Outbox"]
+__all__ = ["AFTER_PERSIST", "AFTER_TERM", "Outbox"]
 
 MT = MessageType
 
 #: Types that may leave only once the Ready's hard state and entries are durable.
 AFTER_PERSIST = frozenset({MT.VOTE, MT.VOTE_RESP, MT.APPEND_RESP})
 
+#: Types that wait for the fsync only while the term they carry is not yet durable.
+AFTER_TERM = frozenset({MT.HEARTBEAT_RESP})
+
 
 class Outbox:
     """Messages and drops waiting for the next Ready. Invariant: every message in ``after``
     has a type in AFTER_PERSIST and none in ``now`` has."""
 
-    __slots__ = ("now", "after", "dropped")
+    __slots__ = ("now", "after", "dropped", "durable_term")
 
-    def __init__(self) -> None:
+    def __init__(self, durable_term: int = 0) -> None:
         self.now: list[Message] = []
         self.after: list[Message] = []
         self.dropped: list[Dropped] = []
+        #: The latest term the shell reported durable (``term_durable``).
+        self.durable_term = durable_term
 
     def send(self, msg: Message) -> None:
         """Queue ``msg`` for the next Ready, after the fsync when its type requires it."""
-        (self.after if msg.type in AFTER_PERSIST else self.now).append(msg)
+        t = msg.type
+        wait = t in AFTER_PERSIST or (t in AFTER_TERM and msg.term > self.durable_term)
+        (self.after if wait else self.now).append(msg)
+
+    def term_durable(self, term: int) -> None:
+        """A hard state with ``term`` is durable (terms never go back)."""
+        if term > self.durable_term:
+            self.durable_term = term
 
     def drop(self, msg: Message, reason: str) -> None:
         """Record that ``msg`` was ignored (``Ready.dropped``)."""
