@@ -225,7 +225,7 @@ def on_append(core: RaftCore, m: Message) -> None:
     last = lg.maybe_append(m.index, m.log_term, m.commit, m.entries)
     if lg.last_conflict:
         conflict = lg.last_conflict
-        core.membership.on_truncated(conflict - 1)
+        core.rewritten_from(conflict)
         core.membership.on_appended(m.entries[conflict - m.index - 1 :])
     if last >= 0:
         core.reply(m, MT.APPEND_RESP, index=last)

@@ -491,8 +491,25 @@ class RaftCore:
         self.election_elapsed = 0
         self.leader_id = leader_id
 
+    def rewritten_from(self, first: int) -> None:
+        """The log from ``first`` on was replaced (a follower's conflict resolution).
+
+        A Ready handed out earlier may still be on its way to disk with entries at or after
+        ``first``: a later Ready overwrites them there. Its durability must then vouch only for
+        what lies before ``first``, or an entry overwritten twice back to the same (index,
+        term) -- 1@3, 1@4, 1@3 -- would be marked stable while the disk holds 1@4 (the ABA
+        schedule etcd-io/raft documents).
+        """
+        lg = self.log
+        self._persist_marks = [
+            (n, index, term, hs) if index < first else (n, first - 1, lg.term(first - 1), hs)
+            for n, index, term, hs in self._persist_marks
+        ]
+        self.membership.on_truncated(first - 1)
+
     def restore(self, meta: SnapshotMeta) -> None:
         """Replace the whole log by the leader's snapshot; the next Ready installs it."""
+        self._persist_marks = [(n, 0, 0, hs) for n, _, _, hs in self._persist_marks]
         self.log.restore(meta)
         self.pending_snapshot = meta
         self.snapshot_meta = meta
