@@ -47,6 +47,12 @@ def _bytes(value: Any, what: str = "key") -> bytes:
     raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
 
 
+def _consistency(value: Any) -> int:
+    """A level by name (``Consistency.parse``); a number goes to the handler as it is, which
+    answers an unknown one with INVALID_ARGUMENT as it would for a network client."""
+    return Consistency.parse(value) if isinstance(value, str) else int(value)
+
+
 def _types() -> Any:
     """The client's plain result types (shared so both clients return the same values)."""
     from dengine.client import types
@@ -96,7 +102,7 @@ class EmbeddedClient:
     async def get(self, key: Any, *, consistency: Any = "linearizable",
                   timeout: float | None = None, endpoint: str | None = None) -> Any:
         """The key's KeyValue, or None when absent (``endpoint`` is ignored: one node)."""
-        req = pb.GetRequest(key=_bytes(key), consistency=Consistency.parse(consistency))
+        req = pb.GetRequest(key=_bytes(key), consistency=_consistency(consistency))
         resp = await self._call("get", req, pb.GetResponse, timeout)
         return _types().KeyValue.from_proto(resp.kv) if resp.found else None
 
@@ -109,7 +115,7 @@ class EmbeddedClient:
                        ) -> dict[bytes, Any]:
         """KeyValues of the keys that exist, by key."""
         req = pb.GetManyRequest(keys=[_bytes(k) for k in keys],
-                                consistency=Consistency.parse(consistency))
+                                consistency=_consistency(consistency))
         resp = await self._call("get_many", req, pb.GetManyResponse, timeout)
         kv_cls = _types().KeyValue
         return {kv.key: kv_cls.from_proto(kv) for kv in resp.kvs}
@@ -160,7 +166,7 @@ class EmbeddedClient:
                    endpoint: str | None = None) -> Any:
         """One page of keys in ``[start, end)`` and/or under ``prefix``; a ScanPage."""
         req = pb.ScanRequest(start=_bytes(start), end=_bytes(end), prefix=_bytes(prefix),
-                             limit=limit, consistency=Consistency.parse(consistency))
+                             limit=limit, consistency=_consistency(consistency))
         resp = await self._call("scan", req, pb.ScanResponse, timeout)
         t = _types()
         return t.ScanPage(tuple(t.KeyValue.from_proto(kv) for kv in resp.kvs),
