@@ -3,8 +3,9 @@
 ``step`` validates a message, applies the term rules common to every role (Raft figure 2, "all
 servers"; pre-vote and leader stickiness from thesis §9.6), then calls the handler that
 ``TABLE[(role, type)]`` names. A type a role has no handler for is dropped with a reason.
-The functions take the core as their first argument; they are RaftCore's private methods,
-kept in their own module so that neither file grows long.
+The functions take the core as their first argument and change it only through its methods and
+its components (``out``, ``reads``, ``membership``, ``log``, ``tracker``): only ``core.py``
+assigns the core's fields (a test checks it).
 """
 
 from __future__ import annotations
@@ -24,12 +25,6 @@ if TYPE_CHECKING:
 
 MT = MessageType
 MAX_U64 = (1 << 64) - 1
-
-# Re-exported for the core: leader-side work lives in _leader.
-append_entries = _leader.append_entries
-commit_to_send = _leader.commit_to_send
-flush_leader = _leader.flush_leader
-self_persisted = _leader.self_persisted
 
 #: Types sent by a leader of ``term``: a follower that knows no leader adopts the sender.
 FROM_LEADER = frozenset({MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT})
@@ -348,4 +343,4 @@ def _build_table() -> dict[tuple[Role, MessageType], Handler]:
 
 TABLE = _build_table()
 
-__all__ = ["TABLE", "step", "append_entries", "read_index", "transfer_leader"]
+__all__ = ["TABLE", "step", "read_index", "transfer_leader"]

@@ -289,7 +289,7 @@ class RaftCore:
     def propose_batch(self, payloads: Sequence[bytes]) -> int:
         """Append several commands at once (one append message per follower); last index."""
         self._check_can_propose()
-        return _roles.append_entries(self, payloads, 0)
+        return _leader.append_entries(self, payloads, 0)
 
     def read_index(self, context: bytes, *, lease: bool = False) -> None:
         """Ask for a linearizable read; a ReadState with ``context`` comes out in a Ready.
@@ -364,7 +364,7 @@ class RaftCore:
             return True
         if (self.leader_id, self.role, self.term) != self._prev_soft:
             return True
-        if self.role == Role.LEADER and _roles.commit_to_send(self):
+        if self.role == Role.LEADER and _leader.commit_to_send(self):
             return True
         if self.pending_snapshot is not None or self.pending_compact:
             return True
@@ -377,7 +377,7 @@ class RaftCore:
         if self._outstanding is not None:
             raise RuntimeError("advance() the previous Ready before asking for another")
         if self.role == Role.LEADER:
-            _roles.flush_leader(self)
+            _leader.flush_leader(self)
         elif self.membership.has_changes:
             # Whether we may campaign also depends on the commit index (see promotable).
             self.become_follower_or_learner()
@@ -440,7 +440,7 @@ class RaftCore:
             if hs_term >= 0:
                 self.out.term_durable(hs_term)
         if self.role == Role.LEADER:
-            _roles.self_persisted(self)
+            _leader.self_persisted(self)
 
     def advance(self, ready: Ready) -> None:
         """The shell finished ``ready``: its committed entries are applied (or applying)."""
@@ -567,7 +567,7 @@ class RaftCore:
             me.become_replicate()
         self.membership.mark_pending(lg.last_index)
         # The no-op entry of the new term (Raft §8): commits the previous terms' entries.
-        _roles.append_entries(self, (b"",), 0)
+        _leader.append_entries(self, (b"",), 0)
         self._log_role()
 
     def _log_role(self) -> None:
