@@ -74,15 +74,7 @@ def send_append(core: RaftCore, peer: int, pr: Progress, send_if_empty: bool) ->
     commit = lg.committed
     core.send_to(peer, MT.APPEND, log_term=prev_term, index=prev, entries=tuple(entries),
                  commit=commit)
-    pr.sent_commit = commit
-    if pr.state == REPLICATE:
-        if entries:
-            end = entries[-1].index
-            pr.next_index = end + 1
-            infl = pr.inflights
-            infl.add(end, sum(len(e.data) for e in entries) if infl.max_bytes else 0)
-    else:
-        pr.probe_sent = True
+    pr.sent(commit, entries)
     return True
 
 
@@ -148,9 +140,7 @@ def maybe_commit(core: RaftCore) -> bool:
 
 def self_persisted(core: RaftCore) -> None:
     me = core.tracker.progress.get(core.id)
-    if me is not None and core.log.persisted_index > me.match_index:
-        me.match_index = core.log.persisted_index
-        me.next_index = me.match_index + 1
+    if me is not None and me.self_persisted_to(core.log.persisted_index):
         maybe_commit(core)
 
 
@@ -165,8 +155,7 @@ def on_check_quorum(core: RaftCore, m: Message) -> None:
     if not tracker.quorum_active(core.id):
         core.become_follower(core.term, 0)
         return
-    for peer, pr in tracker.progress.items():
-        pr.recent_active = peer == core.id
+    tracker.reset_recent_active(core.id)
 
 
 # -- responses --------------------------------------------------------------------------------
@@ -179,7 +168,7 @@ def on_append_resp(core: RaftCore, m: Message) -> None:
     if m.index > lg.last_index:
         core.out.drop(m, f"acknowledges index {m.index} past our last index {lg.last_index}")
         return
-    pr.recent_active = True
+    pr.heard()
     if m.reject:
         _on_reject(core, m, pr)
         return
@@ -224,11 +213,7 @@ def on_heartbeat_resp(core: RaftCore, m: Message) -> None:
     if m.index > ro.round:
         core.out.drop(m, f"heartbeat round {m.index} was never sent")
         return
-    pr.recent_active = True
-    pr.probe_sent = False
-    if pr.state == REPLICATE and pr.inflights.full():
-        # An ack may have been lost: let one more append out per heartbeat (etcd).
-        pr.inflights.free_first()
+    pr.on_heartbeat_resp()
     if pr.match_index < core.log.last_index:
         # Empty when everything was sent: its probe index then finds a lost append.
         send_append(core, m.from_, pr, True)
@@ -321,11 +306,7 @@ def report_snapshot(core: RaftCore, peer: int, success: bool) -> None:
     pr = core.tracker.progress.get(peer)
     if core.role != Role.LEADER or pr is None or pr.state != SNAPSHOT:
         return
-    if not success:
-        pr.pending_snapshot = 0
-    # Wait for the follower's ack (or the next heartbeat) before sending more (etcd).
-    pr.become_probe()
-    pr.probe_sent = True
+    pr.on_snapshot_report(success)
 
 
 # -- membership changes (thesis §4.1-4.3) ------------------------------------------------------

@@ -536,7 +536,7 @@ class RaftCore:
         tracker.set_config(cfg, next_index=lg.last_index + 1)
         me = tracker.progress.get(self.id)
         if self.role == Role.LEADER and me is not None:
-            me.match_index = max(me.match_index, lg.persisted_index)
+            me.raise_match(lg.persisted_index)
         if self.role in (Role.PRE_CANDIDATE, Role.CANDIDATE) and not self.promotable:
             self.become_follower(self.term, 0)
         else:
@@ -563,7 +563,7 @@ class RaftCore:
         self.tracker.reset_all(lg.last_index, self.id)
         me = self.tracker.progress.get(self.id)
         if me is not None:
-            me.match_index = lg.persisted_index
+            me.raise_match(lg.persisted_index)
             me.become_replicate()
         self.membership.mark_pending(lg.last_index)
         # The no-op entry of the new term (Raft §8): commits the previous terms' entries.

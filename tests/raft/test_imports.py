@@ -171,3 +171,16 @@ def test_no_handler_assigns_a_field_of_the_core_or_its_components():
                 if isinstance(base, ast.Name) and base.id == "core" and t is not base:
                     places.append(f"{f.name}:{node.lineno} {ast.unparse(t)}")
     assert places == []
+
+
+def test_the_handler_modules_assign_no_attribute_at_all():
+    """``_roles`` and ``_leader`` change state only by calling methods of the core and its
+    components (Progress, Reads, Membership, the log, the outbox)."""
+    places = []
+    for name in ("_roles.py", "_leader.py"):
+        for node in ast.walk(ast.parse((RAFT_DIR / name).read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else (
+                [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else [])
+            places += [f"{name}:{node.lineno} {ast.unparse(t)}" for t in targets
+                       if isinstance(t, ast.Attribute)]
+    assert places == []
