@@ -6,9 +6,9 @@ format; each has a ``from_proto`` that the client uses at the edge.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
+from dengine.consistency import Consistency
 from dengine.v1 import client_pb2
 
 __all__ = [
@@ -25,26 +25,6 @@ __all__ = [
 
 #: Keys and values may be given as ``bytes`` or ``str`` (encoded as UTF-8); results are bytes.
 Key = bytes | str
-
-
-class Consistency(enum.IntEnum):
-    """Read consistency: LINEARIZABLE (ReadIndex, the default), LEASE (leader lease, no round
-    trip), SERIALIZABLE (whatever the node has applied; may be stale, any node may answer)."""
-
-    LINEARIZABLE = client_pb2.LINEARIZABLE
-    LEASE = client_pb2.LEASE
-    SERIALIZABLE = client_pb2.SERIALIZABLE
-
-    @classmethod
-    def parse(cls, value: Consistency | str | int) -> Consistency:
-        """Accept the enum, its name in any case (``"lease"``) or its number."""
-        if isinstance(value, str):
-            try:
-                return cls[value.upper()]
-            except KeyError:
-                allowed = ", ".join(m.name.lower() for m in cls)
-                raise ValueError(f"consistency {value!r} is not one of {allowed}") from None
-        return cls(value)
 
 
 def to_bytes(value: Key, what: str = "key") -> bytes:

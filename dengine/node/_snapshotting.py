@@ -32,7 +32,7 @@ from dengine.node.snapshots import (
     write_snapshot,
 )
 from dengine.raft.messages import Message, MessageType
-from dengine.raft.types import SnapshotMeta
+from dengine.raft.types import ConfState, SnapshotMeta
 from dengine.statemachine.base import is_durable
 
 if TYPE_CHECKING:
@@ -139,8 +139,8 @@ def _taken(node: Node, meta: SnapshotMeta, path: str | None) -> None:
                   path=path or "(the state machine in place)")
 
 
-def compact(node: Node, to: int) -> None:
-    node.book.record_conf(to, node.core.conf_state_at(to))
+def compact(node: Node, to: int, conf_state: ConfState) -> None:
+    node.book.record_conf(to, conf_state)
     node.log_store.compact(to)
     node.log.info("log compacted", up_to=to, first_index=node.log_store.first_index())
 

@@ -28,6 +28,7 @@ import random
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from dengine.consistency import Consistency
 from dengine.errors import OperationTimeout
 from dengine.node.service import RequestHandler
 from dengine.transport.status import from_proto
@@ -48,10 +49,6 @@ if TYPE_CHECKING:
 
 __all__ = ["EmbeddedClient"]
 
-_CONSISTENCY = {"linearizable": pb.LINEARIZABLE, "lease": pb.LEASE,
-                "serializable": pb.SERIALIZABLE}
-
-
 def _bytes(value: Any, what: str = "key") -> bytes:
     if isinstance(value, bytes):
         return value
@@ -63,13 +60,9 @@ def _bytes(value: Any, what: str = "key") -> bytes:
 
 
 def _consistency(value: Any) -> int:
-    if isinstance(value, str):
-        try:
-            return _CONSISTENCY[value.lower()]
-        except KeyError:
-            raise ValueError(f"consistency {value!r} is not one of "
-                             f"{', '.join(_CONSISTENCY)}") from None
-    return int(value)
+    """A level by name (``Consistency.parse``); a number goes to the handler as it is, which
+    answers an unknown one with INVALID_ARGUMENT as it would for a network client."""
+    return Consistency.parse(value) if isinstance(value, str) else int(value)
 
 
 def _types() -> Any:

@@ -8,13 +8,15 @@ messages in a deque, everything else as small closures) and wake the loop. Each 
 
 1. drains every inbox: the ticks owed by the clock, peer messages, closures, then proposals
    in batches (one ``propose_batch`` per batch: one append message per follower);
-2. takes one ``Ready`` and does what it says, in the order the core's contract gives:
-   installs a received snapshot; learns addresses from new membership entries and updates the
+2. takes one ``Ready`` and hands it to the shells' one driver (``raft.driver.drive_ready``),
+   which calls the node's I/O steps in the order the core's contract gives: installs a
+   received snapshot; learns addresses from new membership entries and updates the
    transport's peers; sends ``messages`` (a leader's appends leave now, while the fsync runs);
    persists entries and hard state with one sync in a worker thread (group commit: whatever
-   arrived meanwhile waits for the next turn and shares the next sync); reports durability;
-   sends ``persisted_messages``; applies committed entries in one batch and resolves each
-   proposal's future with its result; releases ReadIndex reads; ``advance``.
+   arrived meanwhile waits for the next turn and shares the next sync), applying committed
+   entries in one batch meanwhile and resolving each proposal's future with its result and
+   releasing ReadIndex reads; reports durability; sends ``persisted_messages``; ``advance``;
+   compacts.
 
 A proposal's future is keyed by its log index and term: the entry that commits at that index
 with that term is its answer; one with another term means a new leader overwrote it
@@ -37,11 +39,12 @@ import itertools
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dengine._core import BatchBuffer
 from dengine.config import Config
+from dengine.consistency import Consistency
 from dengine.errors import (
     DengineError,
     InvalidArgument,
@@ -59,26 +62,21 @@ from dengine.node.quota import SpaceQuota
 from dengine.node.snapshot_policy import SnapshotPolicy
 from dengine.observability.metrics import NodeMetrics
 from dengine.raft.core import RaftCore
+from dengine.raft.describe import describe_core
+from dengine.raft.driver import drive_ready
 from dengine.raft.messages import Message, MessageType
-from dengine.raft.ready import Ready, Role
-from dengine.raft.types import Entry, EntryKind
+from dengine.raft.ready import ReadState, Ready, Role
+from dengine.raft.types import ConfState, Entry, EntryKind, SnapshotMeta
 from dengine.security.refusals import RefusalLog
 from dengine.statemachine.base import StateMachine
 from dengine.storage.base import LogStore
 from dengine.storage.snapshot import SnapshotStore
+from dengine.transport.base import Transport
 
 __all__ = ["Node", "Consistency"]
 
 CONF = int(EntryKind.CONF_CHANGE)
 MT = MessageType
-
-
-class Consistency:
-    """Read consistency levels (the numbers of client.proto's ``ReadConsistency``)."""
-
-    LINEARIZABLE = 0
-    LEASE = 1
-    SERIALIZABLE = 2
 
 
 class Node:
@@ -91,7 +89,7 @@ class Node:
         *,
         log_store: LogStore,
         state_machine: StateMachine,
-        transport_factory: Callable[[Node], Any],
+        transport_factory: Callable[[Node], Transport],
         snapshot_store: SnapshotStore,
         book: MemberBook,
         logger: Any,
@@ -109,7 +107,7 @@ class Node:
         self.log = logger
         self._rng = rng or random.Random()
         self._transport_factory = transport_factory
-        self.transport: Any = None
+        self.transport: Transport = None  # type: ignore[assignment]  # set by start()
         self.client_server = client_server
         self.core: RaftCore | None = None
         raft = config.raft
@@ -467,7 +465,9 @@ class Node:
                     await self._wake.wait()
                 self._drain()
                 if core.has_ready():
-                    await self._handle_ready(core.ready())
+                    rd = core.ready()
+                    await drive_ready(core, rd, self)
+                    _snapshotting.maybe_snapshot(self, rd)
                     # Let the transport and the clients run between turns, even when a turn
                     # had nothing to wait for (applying a long backlog, say).
                     await asyncio.sleep(0)
@@ -476,7 +476,8 @@ class Node:
             raise
         except BaseException as e:  # noqa: BLE001 - storage failure etc.: stop, loudly
             self.fatal = e
-            self.log.critical("drive loop failed; the node stops", error=repr(e))
+            self.log.critical("drive loop failed; the node stops", error=repr(e),
+                              raft_state=describe_core(core))
             self._fail_everything(Unavailable(f"node {self.node_id} failed: {e}"))
             self._fatal_stop = asyncio.get_running_loop().create_task(
                 self.stop(f"fatal error: {e}"))
@@ -525,50 +526,41 @@ class Node:
         for index, fut in enumerate(futures, last - len(futures) + 1):
             pending[index] = (term, fut)
 
-    async def _handle_ready(self, rd: Ready) -> None:
-        core = self.core
+    # -- the I/O steps of a Ready (raft.driver.ReadyIO; drive_ready calls them in order) ------
+    def install_snapshot(self, meta: SnapshotMeta) -> Awaitable[None]:
+        return _snapshotting.install_snapshot(self, meta)
+
+    def observe(self, rd: Ready) -> None:
         if rd.soft_state is not None:
             self._on_soft_state(rd)
-        if rd.snapshot is not None:
-            await _snapshotting.install_snapshot(self, rd.snapshot)
         if rd.entries:
             _membership.learn_from_entries(self, rd.entries)
-            if self._pending and core.role != Role.LEADER:
+            if self._pending and self.core.role != Role.LEADER:
                 self._drop_overwritten(rd.entries)
-        if rd.conf_state is not None:
-            _membership.sync_peers(self, rd.conf_state)
-        if rd.messages:
-            self._send(rd.messages)
-        persist = self._start_persist(rd)
-        try:
-            # Committed entries are durable already (the core hands out only what is persisted
-            # here and on a quorum): apply them while this Ready's fsync runs.
-            if rd.committed_entries:
-                self.metrics.on_committed(rd.committed_entries[-1].index)
-                t0 = time.perf_counter()
-                self._apply(rd.committed_entries)
-                self.metrics.commit_apply.observe(time.perf_counter() - t0)
-            if rd.read_states:
-                self.metrics.read_index_rounds.inc()
-            self._release_reads(rd)
-        finally:
-            if persist is not None:
-                await persist
-        core.on_persisted(rd.number)
-        if rd.persisted_messages:
-            self._send(rd.persisted_messages)
-        core.advance(rd)
-        if rd.compact_to:
-            _snapshotting.compact(self, rd.compact_to)
         if rd.dropped:
             peers = getattr(self.transport, "peers", {})
             for d in rd.dropped:
                 m = d.message
                 self.refusals.refuse(d.reason, peers.get(m.from_, "?"), d.reason,
                                      type=m.type.name, peer=m.from_)
-        _snapshotting.maybe_snapshot(self, rd)
 
-    def _start_persist(self, rd: Ready) -> asyncio.Future | None:
+    def reconnect(self, conf_state: ConfState) -> None:
+        _membership.sync_peers(self, conf_state)
+
+    def apply(self, entries: list[Entry], read_states: list[ReadState]) -> None:
+        if entries:
+            self.metrics.on_committed(entries[-1].index)
+            t0 = time.perf_counter()
+            self._apply(entries)
+            self.metrics.commit_apply.observe(time.perf_counter() - t0)
+        if read_states:
+            self.metrics.read_index_rounds.inc()
+            self._release_reads(read_states)
+
+    def compact(self, index: int, conf_state: ConfState) -> None:
+        _snapshotting.compact(self, index, conf_state)
+
+    def persist(self, rd: Ready) -> asyncio.Future | None:
         """Write the Ready's entries and hard state; the fsync runs in a worker thread.
 
         A hard state whose term and vote did not change (only the commit index moved) is not
@@ -605,8 +597,8 @@ class Node:
             store.sync()
             self.metrics.fsync.observe(time.perf_counter() - t0)
 
-    def _release_reads(self, rd: Ready) -> None:
-        for rs in rd.read_states:
+    def _release_reads(self, read_states: list[ReadState]) -> None:
+        for rs in read_states:
             fut = self._reads.pop(rs.context, None)
             if fut is not None and not fut.done():
                 if rs.failed:
@@ -614,7 +606,7 @@ class Node:
                 else:
                     fut.set_result(rs.index)
 
-    def _send(self, messages: list[Message]) -> None:
+    def send(self, messages: list[Message]) -> None:
         self.metrics.on_sent(messages)
         if any(m.type == MT.SNAPSHOT for m in messages):
             for m in messages:

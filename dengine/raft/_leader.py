@@ -13,16 +13,18 @@ from collections.abc import Callable, Sequence
 from itertools import repeat
 from typing import TYPE_CHECKING
 
-from dengine.raft import _membership
+from dengine.errors import InvariantViolation
+from dengine.raft.confchange import ConfChange, encode_conf_change
 from dengine.raft.messages import Message, MessageType
-from dengine.raft.ready import ReadState, Role
+from dengine.raft.ready import Role
 from dengine.raft.tracker import Progress, ProgressState
-from dengine.raft.types import Entry
+from dengine.raft.types import Entry, EntryKind
 
 if TYPE_CHECKING:
     from dengine.raft.core import RaftCore
 
 MT = MessageType
+CONF = int(EntryKind.CONF_CHANGE)
 _make_entry = Entry._make
 REPLICATE = ProgressState.REPLICATE
 PROBE = ProgressState.PROBE
@@ -40,7 +42,7 @@ def append_entries(core: RaftCore, payloads: Sequence[bytes], kind: int) -> int:
                                          repeat(kind, n), payloads, strict=True)))
     last = lg.append(entries)
     if kind:
-        _membership.on_appended(core, entries)
+        core.membership.on_appended(entries)
     bcast_append(core)
     return last
 
@@ -70,19 +72,9 @@ def send_append(core: RaftCore, peer: int, pr: Progress, send_if_empty: bool) ->
     if not entries and not send_if_empty:
         return False
     commit = lg.committed
-    core.msgs.append(
-        Message(MT.APPEND, peer, core.id, core.term, log_term=prev_term, index=prev,
-                entries=tuple(entries), commit=commit)
-    )
-    pr.sent_commit = commit
-    if pr.state == REPLICATE:
-        if entries:
-            end = entries[-1].index
-            pr.next_index = end + 1
-            infl = pr.inflights
-            infl.add(end, sum(len(e.data) for e in entries) if infl.max_bytes else 0)
-    else:
-        pr.probe_sent = True
+    core.send_to(peer, MT.APPEND, log_term=prev_term, index=prev, entries=tuple(entries),
+                 commit=commit)
+    pr.sent(commit, entries)
     return True
 
 
@@ -103,7 +95,7 @@ def flush_leader(core: RaftCore) -> None:
     Both are coalesced to once per Ready, so a burst of acks or reads costs one message per
     follower rather than one per event.
     """
-    if core.read_only.need_round:
+    if core.reads.rounds.need_round:
         bcast_heartbeat(core)
     committed = core.log.committed
     me = core.id
@@ -113,15 +105,13 @@ def flush_leader(core: RaftCore) -> None:
 
 
 def bcast_heartbeat(core: RaftCore) -> None:
-    ro = core.read_only
-    rnd = ro.start_round(core.now)
+    rnd = core.reads.rounds.start_round(core.now)
     committed = core.log.committed
     me = core.id
     for peer, pr in core.tracker.progress.items():
         if peer != me:
             # A follower may not hold our commit index yet; never tell it past its match.
-            core.msgs.append(Message(MT.HEARTBEAT, peer, me, core.term,
-                                     commit=min(pr.match_index, committed), index=rnd))
+            core.send_to(peer, MT.HEARTBEAT, commit=min(pr.match_index, committed), index=rnd)
     _confirm_reads(core)  # a single-voter config confirms at once
 
 
@@ -130,47 +120,31 @@ def maybe_commit(core: RaftCore) -> bool:
     """Commit what a quorum holds, if it is of the current term (Raft §5.4.2)."""
     lg = core.log
     index = core.tracker.committed()
-    if index <= lg.committed or not core.may_commit_by_counting(index):
+    if index <= lg.committed:
+        return False
+    if index > lg.last_index:
+        raise InvariantViolation(f"a quorum matches index {index}, past our last index "
+                                 f"{lg.last_index}")
+    if not core.may_commit_by_counting(index):
         return False
     first_in_term = lg.term(lg.committed) != core.term
     lg.commit_to(index)
-    _membership.after_commit(core)
+    after_commit(core)
     if core.role != Role.LEADER:
         return True
-    if first_in_term and core.reads_until_commit:
-        waiting = core.reads_until_commit[:]
-        core.reads_until_commit.clear()
-        for context, requester, lease in waiting:
+    if first_in_term and core.reads.until_commit:
+        for context, requester, lease in core.reads.take_until_commit():
             leader_read(core, context, requester, lease)
     return True
 
 
 def self_persisted(core: RaftCore) -> None:
     me = core.tracker.progress.get(core.id)
-    if me is not None and core.log.persisted_index > me.match_index:
-        me.match_index = core.log.persisted_index
-        me.next_index = me.match_index + 1
+    if me is not None and me.self_persisted_to(core.log.persisted_index):
         maybe_commit(core)
 
 
-# -- ticks ------------------------------------------------------------------------------------
-def tick_leader(core: RaftCore) -> None:
-    core.heartbeat_elapsed += 1
-    core.election_elapsed += 1
-    if core.election_elapsed >= core.cfg.election_ticks:
-        core.election_elapsed = 0
-        if core.cfg.check_quorum:
-            on_check_quorum(core, Message(MT.CHECK_QUORUM, core.id, core.id))
-        if core.role == Role.LEADER and core.lead_transferee:
-            # The transfer did not finish within an election timeout: abandon it.
-            core.lead_transferee = 0
-    if core.role == Role.LEADER:
-        _membership.after_commit(core)  # e.g. a joint config left once a transfer ended
-    if core.role == Role.LEADER and core.heartbeat_elapsed >= core.cfg.heartbeat_ticks:
-        core.heartbeat_elapsed = 0
-        on_beat(core, Message(MT.BEAT, core.id, core.id))
-
-
+# -- timers -----------------------------------------------------------------------------------
 def on_beat(core: RaftCore, m: Message) -> None:
     bcast_heartbeat(core)
 
@@ -181,21 +155,20 @@ def on_check_quorum(core: RaftCore, m: Message) -> None:
     if not tracker.quorum_active(core.id):
         core.become_follower(core.term, 0)
         return
-    for peer, pr in tracker.progress.items():
-        pr.recent_active = peer == core.id
+    tracker.reset_recent_active(core.id)
 
 
 # -- responses --------------------------------------------------------------------------------
 def on_append_resp(core: RaftCore, m: Message) -> None:
     pr = core.tracker.progress.get(m.from_)
     if pr is None:
-        core._drop(m, f"append response from non-member {m.from_}")
+        core.out.drop(m, f"append response from non-member {m.from_}")
         return
     lg = core.log
     if m.index > lg.last_index:
-        core._drop(m, f"acknowledges index {m.index} past our last index {lg.last_index}")
+        core.out.drop(m, f"acknowledges index {m.index} past our last index {lg.last_index}")
         return
-    pr.recent_active = True
+    pr.heard()
     if m.reject:
         _on_reject(core, m, pr)
         return
@@ -234,17 +207,13 @@ def _on_reject(core: RaftCore, m: Message, pr: Progress) -> None:
 def on_heartbeat_resp(core: RaftCore, m: Message) -> None:
     pr = core.tracker.progress.get(m.from_)
     if pr is None:
-        core._drop(m, f"heartbeat response from non-member {m.from_}")
+        core.out.drop(m, f"heartbeat response from non-member {m.from_}")
         return
-    ro = core.read_only
+    ro = core.reads.rounds
     if m.index > ro.round:
-        core._drop(m, f"heartbeat round {m.index} was never sent")
+        core.out.drop(m, f"heartbeat round {m.index} was never sent")
         return
-    pr.recent_active = True
-    pr.probe_sent = False
-    if pr.state == REPLICATE and pr.inflights.full():
-        # An ack may have been lost: let one more append out per heartbeat (etcd).
-        pr.inflights.free_first()
+    pr.on_heartbeat_resp()
     if pr.match_index < core.log.last_index:
         # Empty when everything was sent: its probe index then finds a lost append.
         send_append(core, m.from_, pr, True)
@@ -258,12 +227,12 @@ def leader_read(core: RaftCore, context: bytes, requester: int, lease: bool) -> 
     lg = core.log
     if lg.term(lg.committed) != core.term:
         # Until an entry of our term commits we do not know the latest commit index (§6.4).
-        core.reads_until_commit.append((context, requester, lease))
+        core.reads.wait_for_commit(context, requester, lease)
         return
     if lease and core.lease_valid():
         _release(core, context, lg.committed, requester)
         return
-    core.read_only.add(context, lg.committed, requester)
+    core.reads.rounds.add(context, lg.committed, requester)
     if len(core.tracker.config.all_voters()) == 1 and core.tracker.config.is_voter(core.id):
         bcast_heartbeat(core)
 
@@ -274,29 +243,21 @@ def on_read_index(core: RaftCore, m: Message) -> None:
 
 def _confirm_reads(core: RaftCore) -> None:
     cfg = core.tracker.config
-    for req in core.read_only.confirm(cfg.voters, cfg.voters_outgoing, core.id):
+    for req in core.reads.rounds.confirm(cfg.voters, cfg.voters_outgoing, core.id):
         _release(core, req.context, req.index, req.requester)
 
 
 def _release(core: RaftCore, context: bytes, index: int, requester: int) -> None:
     if requester == core.id:
-        core.reads_waiting.append(ReadState(context, index))
+        core.reads.serve(context, index)
     else:
-        core.msgs.append(Message(MT.READ_INDEX_RESP, requester, core.id, core.term,
-                                 index=index, context=context))
+        core.send_to(requester, MT.READ_INDEX_RESP, index=index, context=context)
 
 
 def fail_pending_reads(core: RaftCore) -> None:
     """Leadership is lost: every read still waiting fails (the caller retries)."""
-    waiting = [(r.context, r.requester) for r in core.read_only.reset()]
-    waiting += [(c, r) for c, r, _ in core.reads_until_commit]
-    core.reads_until_commit.clear()
-    for context, requester in waiting:
-        if requester == core.id:
-            core.reads_waiting.insert(0, ReadState(context, 0, failed=True))
-        else:
-            core.msgs.append(Message(MT.READ_INDEX_RESP, requester, core.id, core.term,
-                                     reject=True, context=context))
+    for context, requester in core.reads.lose_leadership(core.id):
+        core.send_to(requester, MT.READ_INDEX_RESP, reject=True, context=context)
 
 
 # -- leadership transfer ----------------------------------------------------------------------
@@ -309,8 +270,7 @@ def transfer(core: RaftCore, target: int) -> str:
         return "it is not a voter"
     if core.lead_transferee == target:
         return ""
-    core.lead_transferee = target
-    core.election_elapsed = 0  # the transfer must finish within an election timeout
+    core.start_transfer(target)
     if pr.match_index == core.log.last_index:
         send_timeout_now(core, target)
     else:
@@ -320,14 +280,14 @@ def transfer(core: RaftCore, target: int) -> str:
 
 def send_timeout_now(core: RaftCore, target: int) -> None:
     # Once the target may campaign past stickiness, our lease is no longer safe this term.
-    core.lease_void = True
-    core.msgs.append(Message(MT.TIMEOUT_NOW, target, core.id, core.term))
+    core.reads.void_lease()
+    core.send_to(target, MT.TIMEOUT_NOW)
 
 
 def on_transfer_leader(core: RaftCore, m: Message) -> None:
     reason = transfer(core, m.index)
     if reason:
-        core._drop(m, f"transfer to node {m.index} refused: {reason}")
+        core.out.drop(m, f"transfer to node {m.index} refused: {reason}")
 
 
 # -- snapshots --------------------------------------------------------------------------------
@@ -337,8 +297,7 @@ def send_snapshot(core: RaftCore, peer: int, pr: Progress) -> bool:
     if meta is None or pr.state == SNAPSHOT:
         return False
     pr.become_snapshot(meta.index)
-    core.msgs.append(Message(MT.SNAPSHOT, peer, core.id, core.term, snapshot=meta,
-                             commit=core.log.committed))
+    core.send_to(peer, MT.SNAPSHOT, snapshot=meta, commit=core.log.committed)
     return True
 
 
@@ -347,11 +306,33 @@ def report_snapshot(core: RaftCore, peer: int, success: bool) -> None:
     pr = core.tracker.progress.get(peer)
     if core.role != Role.LEADER or pr is None or pr.state != SNAPSHOT:
         return
-    if not success:
-        pr.pending_snapshot = 0
-    # Wait for the follower's ack (or the next heartbeat) before sending more (etcd).
-    pr.become_probe()
-    pr.probe_sent = True
+    pr.on_snapshot_report(success)
+
+
+# -- membership changes (thesis §4.1-4.3) ------------------------------------------------------
+def propose_conf_change(core: RaftCore, cc: ConfChange) -> int:
+    """Validate and append a change; returns its index. Raises ConfChangeError."""
+    core.membership.check_proposal(cc, core.log.committed)
+    return _append_conf(core, encode_conf_change(cc))
+
+
+def _append_conf(core: RaftCore, data: bytes) -> int:
+    index = append_entries(core, (data,), CONF)
+    core.membership.mark_pending(index)
+    return index
+
+
+def after_commit(core: RaftCore) -> None:
+    """Leave a joint config once its entry committed; step down if removed."""
+    cfg = core.tracker.config
+    if core.membership.pending_index > core.log.committed:
+        return
+    if cfg.joint and cfg.auto_leave:
+        _append_conf(core, encode_conf_change(ConfChange()))
+        return
+    if not cfg.is_voter(core.id):
+        bcast_append(core)  # tell the followers the commit before going
+        core.become_follower(core.term, 0)
 
 
 Handler = Callable[["RaftCore", Message], None]

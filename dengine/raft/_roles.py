@@ -3,8 +3,9 @@
 ``step`` validates a message, applies the term rules common to every role (Raft figure 2, "all
 servers"; pre-vote and leader stickiness from thesis §9.6), then calls the handler that
 ``TABLE[(role, type)]`` names. A type a role has no handler for is dropped with a reason.
-The functions take the core as their first argument; they are RaftCore's private methods,
-kept in their own module so that neither file grows long.
+The functions take the core as their first argument and change it only through its methods and
+its components (``out``, ``reads``, ``membership``, ``log``, ``tracker``): only ``core.py``
+assigns the core's fields (a test checks it).
 """
 
 from __future__ import annotations
@@ -15,24 +16,15 @@ from typing import TYPE_CHECKING
 
 from dengine._core import quorum
 from dengine.errors import NotLeader
-from dengine.raft import _leader, _membership
+from dengine.raft import _leader
 from dengine.raft.messages import CAMPAIGN_TRANSFER, LOCAL_TYPES, Message, MessageType
-from dengine.raft.ready import ReadState, Role
-from dengine.raft.tracker import QuorumConfig
+from dengine.raft.ready import Role
 
 if TYPE_CHECKING:
     from dengine.raft.core import RaftCore
 
 MT = MessageType
 MAX_U64 = (1 << 64) - 1
-
-# Re-exported for the core: leader-side work lives in _leader.
-tick_leader = _leader.tick_leader
-append_entries = _leader.append_entries
-commit_to_send = _leader.commit_to_send
-flush_leader = _leader.flush_leader
-self_persisted = _leader.self_persisted
-fail_pending_reads = _leader.fail_pending_reads
 
 #: Types sent by a leader of ``term``: a follower that knows no leader adopts the sender.
 FROM_LEADER = frozenset({MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT})
@@ -68,6 +60,10 @@ def invalid_reason(core: RaftCore, m: Message) -> str | None:
         # A node added by a change that a later leader rolled back may still forward reads
         # to us: a stale one is refused with our term (``_term_rules``) so that it learns.
         m.type == MT.READ_INDEX and m.term < core.term
+    ) and not (
+        # We follow a leader our config does not know yet (a new node behind): the answer to
+        # a read we forwarded to it, dropped, would leave the read waiting forever.
+        m.type == MT.READ_INDEX_RESP and core.reads.forwarded_to(m.context) == m.from_
     ):
         return f"unknown sender {m.from_}"
     if m.type == MT.APPEND and m.entries:
@@ -87,14 +83,14 @@ def invalid_reason(core: RaftCore, m: Message) -> str | None:
 def step(core: RaftCore, m: Message) -> None:
     reason = invalid_reason(core, m)
     if reason is not None:
-        core._drop(m, reason)
+        core.out.drop(m, reason)
         return
     if m.term and not _term_rules(core, m):
         return
     handler = TABLE.get((core.role, m.type))
     if handler is None:
         if m.type not in IGNORED:
-            core._drop(m, f"unexpected {m.type.name} for a {core.role.name}")
+            core.out.drop(m, f"unexpected {m.type.name} for a {core.role.name}")
         return
     handler(core, m)
 
@@ -112,7 +108,7 @@ def _term_rules(core: RaftCore, m: Message) -> bool:
             if in_lease and not force:
                 # Leader stickiness (thesis §4.2.3): we hear from a live leader, or restarted
                 # less than an election timeout ago and may have acked one whose lease holds.
-                core._drop(m, "vote request while a leader is live (stickiness)")
+                core.out.drop(m, "vote request while a leader is live (stickiness)")
                 return False
         if m.type == MT.PRE_VOTE or (m.type == MT.PRE_VOTE_RESP and not m.reject):
             # A pre-vote never changes our term; a granted pre-vote response carries the
@@ -124,36 +120,25 @@ def _term_rules(core: RaftCore, m: Message) -> bool:
         if m.type in (MT.APPEND, MT.HEARTBEAT) and (core.cfg.check_quorum or core.cfg.pre_vote):
             # Tell a stale leader the newer term so that it steps down (etcd: a node
             # partitioned with pre-vote would otherwise never disturb it, nor learn).
-            core.msgs_after.append(Message(MT.APPEND_RESP, m.from_, core.id, core.term))
+            core.reply(m, MT.APPEND_RESP)
         elif m.type == MT.PRE_VOTE:
-            core.msgs.append(Message(MT.PRE_VOTE_RESP, m.from_, core.id, core.term, reject=True))
+            core.reply(m, MT.PRE_VOTE_RESP, reject=True)
         elif m.type == MT.READ_INDEX:
             # A follower forwarded a read to us while we led an older term: refuse it with the
             # newer term, so that it resets, fails its forwarded reads and learns of the new
             # term (dropped, the read would wait forever at a node no leader contacts).
-            core.msgs.append(Message(MT.READ_INDEX_RESP, m.from_, core.id, core.term,
-                                     reject=True, context=m.context))
+            core.reply(m, MT.READ_INDEX_RESP, reject=True, context=m.context)
         else:
-            core._drop(m, f"stale term {m.term} < {core.term}")
+            core.out.drop(m, f"stale term {m.term} < {core.term}")
         return False
     return True
 
 
 # -- elections --------------------------------------------------------------------------------
-def tick_election(core: RaftCore) -> None:
-    core.election_elapsed += 1
-    if core.election_elapsed >= core.cfg.election_ticks:
-        core.restart_guard = False
-    if core.promotable and core.election_elapsed >= core.randomized_election_timeout:
-        core.election_elapsed = 0
-        step(core, Message(MT.HUP, core.id, core.id))
-
-
 def on_hup(core: RaftCore, m: Message) -> None:
     if not core.promotable:
-        if core.role == Role.FOLLOWER:
-            core.role = Role.LEARNER  # the config that still counted us has committed away
-        core._drop(m, "a learner or removed node does not campaign")
+        core.become_follower_or_learner()  # the config that still counted us committed away
+        core.out.drop(m, "a learner or removed node does not campaign")
         return
     campaign(core, pre=core.cfg.pre_vote, transfer=False)
 
@@ -175,14 +160,11 @@ def campaign(core: RaftCore, pre: bool, transfer: bool) -> None:
         return
     lg = core.log
     context = CAMPAIGN_TRANSFER if transfer else b""
-    # A VOTE may leave only once our term and self-vote are durable; a PRE_VOTE at once.
-    out = core.msgs if pre else core.msgs_after
+    # The outbox holds a VOTE until our term and self-vote are durable; a PRE_VOTE leaves now.
     for peer in sorted(core.tracker.config.all_voters()):
         if peer != core.id:
-            out.append(
-                Message(vote_type, peer, core.id, term, log_term=lg.last_term,
-                        index=lg.last_index, context=context)
-            )
+            core.send_to(peer, vote_type, term=term, log_term=lg.last_term,
+                         index=lg.last_index, context=context)
     core._log_role()
 
 
@@ -197,16 +179,11 @@ def on_vote_request(core: RaftCore, m: Message) -> None:
     )
     if can_vote and core.log.is_up_to_date(m.index, m.log_term):
         # A granted response carries the candidate's term so it is not dropped as stale.
-        reply = Message(resp, m.from_, core.id, m.term)
-        if pre:
-            core.msgs.append(reply)
-        else:
-            core.election_elapsed = 0
-            core.vote = m.from_
-            core.msgs_after.append(reply)
+        if not pre:
+            core.grant_vote(m.from_)
+        core.reply(m, resp, term=m.term)
     else:
-        reply = Message(resp, m.from_, core.id, core.term, reject=True)
-        (core.msgs if pre else core.msgs_after).append(reply)
+        core.reply(m, resp, reject=True)
 
 
 def on_vote_response(core: RaftCore, m: Message) -> None:
@@ -227,52 +204,41 @@ def on_vote_response(core: RaftCore, m: Message) -> None:
 def on_timeout_now(core: RaftCore, m: Message) -> None:
     """A leader hands us leadership: campaign at once, bypassing pre-vote (thesis §3.10)."""
     if not core.promotable:
-        core._drop(m, "a learner cannot take leadership")
+        core.out.drop(m, "a learner cannot take leadership")
         return
     campaign(core, pre=False, transfer=True)
 
 
 # -- follower ---------------------------------------------------------------------------------
 def on_append(core: RaftCore, m: Message) -> None:
-    _heard_from_leader(core, m)
+    core.heard_from_leader(m.from_)
     lg = core.log
     if m.index < lg.committed:
         # Already committed here: tell the leader where we stand.
-        core.msgs_after.append(Message(MT.APPEND_RESP, m.from_, core.id, core.term,
-                                       index=lg.committed))
+        core.reply(m, MT.APPEND_RESP, index=lg.committed)
         return
     last = lg.maybe_append(m.index, m.log_term, m.commit, m.entries)
     if lg.last_conflict:
         conflict = lg.last_conflict
-        _membership.on_truncated(core, conflict - 1)
-        _membership.on_appended(core, m.entries[conflict - m.index - 1 :])
+        core.rewritten_from(conflict)
+        core.membership.on_appended(m.entries[conflict - m.index - 1 :])
     if last >= 0:
-        core.msgs_after.append(Message(MT.APPEND_RESP, m.from_, core.id, core.term, index=last))
+        core.reply(m, MT.APPEND_RESP, index=last)
         return
     # Fast backtracking (etcd findConflictByTerm): our largest index at or below the probe
     # whose term is <= the leader's term there. The leader skips every entry after it that
     # cannot match, so a diverged log is fixed in one round trip.
     probe = min(m.index, lg.last_index)
     hint = lg.index.last_index_with_term_at_most(m.log_term, probe)
-    core.msgs_after.append(
-        Message(MT.APPEND_RESP, m.from_, core.id, core.term, index=m.index, reject=True,
-                reject_hint=lg.last_index, conflict_index=hint,
-                conflict_term=max(lg.term(hint), 0))
-    )
+    core.reply(m, MT.APPEND_RESP, index=m.index, reject=True, reject_hint=lg.last_index,
+               conflict_index=hint, conflict_term=max(lg.term(hint), 0))
 
 
 def on_heartbeat(core: RaftCore, m: Message) -> None:
-    _heard_from_leader(core, m)
+    core.heard_from_leader(m.from_)
     lg = core.log
     lg.commit_to(min(m.commit, lg.last_index))
-    core.msgs.append(Message(MT.HEARTBEAT_RESP, m.from_, core.id, core.term, index=m.index))
-
-
-def _heard_from_leader(core: RaftCore, m: Message) -> None:
-    if core.role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
-        core.become_follower(core.term, m.from_)
-    core.election_elapsed = 0
-    core.leader_id = m.from_
+    core.reply(m, MT.HEARTBEAT_RESP, index=m.index)
 
 
 def on_snapshot(core: RaftCore, m: Message) -> None:
@@ -285,57 +251,40 @@ def on_snapshot(core: RaftCore, m: Message) -> None:
         or not 0 <= meta.index <= MAX_U64
         or not meta.conf_state.voters
     ):
-        core._drop(m, "snapshot message without valid metadata")
+        core.out.drop(m, "snapshot message without valid metadata")
         return
-    _heard_from_leader(core, m)
+    core.heard_from_leader(m.from_)
     lg = core.log
     if meta.index <= lg.committed:
-        core._drop(m, f"snapshot at {meta.index} is older than our commit index {lg.committed}")
-        core.msgs_after.append(Message(MT.APPEND_RESP, m.from_, core.id, core.term,
-                                       index=lg.committed))
+        core.out.drop(m, f"snapshot at {meta.index} is older than our commit index {lg.committed}")
+        core.reply(m, MT.APPEND_RESP, index=lg.committed)
         return
     if lg.term(meta.index) == meta.term:
+        # Fast-forward: our log holds the snapshot's point, so everything up to it matches
+        # the leader's (log matching). Ack that, not our last index: the suffix after it was
+        # never checked against the leader's log (etcd acks the commit index here too).
         lg.commit_to(meta.index)
-        core.msgs_after.append(Message(MT.APPEND_RESP, m.from_, core.id, core.term,
-                                       index=lg.last_index))
+        core.reply(m, MT.APPEND_RESP, index=lg.committed)
         return
-    lg.restore(meta)
-    core.pending_snapshot = meta
-    core.snapshot_meta = meta
-    _membership.reset(core, meta.index, QuorumConfig.from_conf_state(meta.conf_state))
-    core.msgs_after.append(Message(MT.APPEND_RESP, m.from_, core.id, core.term,
-                                   index=meta.index))
+    core.restore(meta)
+    core.reply(m, MT.APPEND_RESP, index=meta.index)
 
 
 def on_read_index_resp(core: RaftCore, m: Message) -> None:
-    if m.context not in core.reads_forwarded:
-        core._drop(m, "read index response for no read we forwarded")
-        return
-    del core.reads_forwarded[m.context]
-    if m.reject:
-        core.reads_waiting.append(ReadState(m.context, 0, failed=True))
-        core.reads_waiting.sort(key=_read_key)
-    else:
-        core.reads_waiting.append(ReadState(m.context, m.index))
-        core.reads_waiting.sort(key=_read_key)
-
-
-def _read_key(rs: ReadState) -> int:
-    return rs.index
+    if not core.reads.on_answer(m.context, m.index, m.reject):
+        core.out.drop(m, "read index response for no read we forwarded")
 
 
 def on_read_index_not_leader(core: RaftCore, m: Message) -> None:
     """A follower asked us, not the leader: refuse so it can retry elsewhere."""
-    core.msgs.append(Message(MT.READ_INDEX_RESP, m.from_, core.id, core.term, reject=True,
-                             context=m.context))
+    core.reply(m, MT.READ_INDEX_RESP, reject=True, context=m.context)
 
 
 def on_transfer_forward(core: RaftCore, m: Message) -> None:
     if core.leader_id and core.leader_id != m.from_:
-        core.msgs.append(Message(MT.TRANSFER_LEADER, core.leader_id, core.id, core.term,
-                                 index=m.index))
+        core.send_to(core.leader_id, MT.TRANSFER_LEADER, index=m.index)
     else:
-        core._drop(m, "transfer request with no leader to forward it to")
+        core.out.drop(m, "transfer request with no leader to forward it to")
 
 
 # -- local API entry points -------------------------------------------------------------------
@@ -345,15 +294,8 @@ def read_index(core: RaftCore, context: bytes, lease: bool) -> None:
         return
     if not core.leader_id:
         raise NotLeader(None)
-    core.reads_forwarded[context] = core.leader_id
-    core.msgs.append(Message(MT.READ_INDEX, core.leader_id, core.id, core.term, context=context))
-
-
-def fail_forwarded_reads(core: RaftCore) -> None:
-    """The leader we forwarded reads to is no longer ours: they fail (the caller retries)."""
-    for context in core.reads_forwarded:
-        core.reads_waiting.insert(0, ReadState(context, 0, failed=True))
-    core.reads_forwarded.clear()
+    core.reads.forward(context, core.leader_id)
+    core.send_to(core.leader_id, MT.READ_INDEX, context=context)
 
 
 def transfer_leader(core: RaftCore, target: int) -> None:
@@ -364,8 +306,7 @@ def transfer_leader(core: RaftCore, target: int) -> None:
         return
     if not core.leader_id:
         raise NotLeader(None)
-    core.msgs.append(Message(MT.TRANSFER_LEADER, core.leader_id, core.id, core.term,
-                             index=target))
+    core.send_to(core.leader_id, MT.TRANSFER_LEADER, index=target)
 
 
 # -- the dispatch table -----------------------------------------------------------------------
@@ -402,4 +343,4 @@ def _build_table() -> dict[tuple[Role, MessageType], Handler]:
 
 TABLE = _build_table()
 
-__all__ = ["TABLE", "step", "append_entries", "read_index", "transfer_leader"]
+__all__ = ["TABLE", "step", "read_index", "transfer_leader"]

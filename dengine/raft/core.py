@@ -21,16 +21,20 @@ Then loop, on one thread::
     core.report_snapshot(peer, ok)   # a snapshot stream to a follower ended
     if core.has_ready():
         rd = core.ready()
+        install(rd.snapshot)                     # if any: state machine + LogStore reset
+        observe(rd)                              # soft state, new entries, dropped: bookkeeping
+        reconnect(rd.conf_state)                 # if not None: the members changed
         send(rd.messages)                        # at once, while persisting (SNAPSHOT ones:
                                                  # stream our latest snapshot's data)
-        install(rd.snapshot)                     # if any: state machine + LogStore reset
         persist(rd.entries, rd.hard_state)       # append (replacing any suffix) + fsync
-        core.on_persisted(rd.number)
+        apply(rd.committed_entries); serve(rd.read_states)   # durable already: while it syncs
+        core.on_persisted(rd.number)             # once the fsync is done
         send(rd.persisted_messages)              # only after the fsync
-        apply(rd.committed_entries); serve(rd.read_states)
-        compact(rd.compact_to, core.conf_state_at(rd.compact_to))   # if non-zero
-        reconnect(rd.conf_state)                 # if not None: the members changed
         core.advance(rd)
+        compact(rd.compact_to, core.conf_state_at(rd.compact_to))   # if non-zero
+
+Every shell runs this order through one driver, :func:`dengine.raft.driver.drive_ready`, over
+its own I/O steps (the node, the simulator and the scenario-test network alike).
 
 ``ready()`` may be called again before ``on_persisted`` of the previous Ready (to pipeline
 fsyncs), but entries must be persisted in Ready order, and ``on_persisted(n)`` means every
@@ -41,7 +45,8 @@ Persistence contract
 - Before a node sends a message in ``persisted_messages`` (VOTE requests and responses,
   APPEND_RESP), the Ready's ``hard_state`` (term, vote) and ``entries`` must be durable: a vote
   promises the term and vote survive a crash (Raft figure 2); an append ack promises the
-  entries do, since the leader counts it toward commit.
+  entries do, since the leader counts it toward commit. A HEARTBEAT_RESP that carries a term
+  not yet durable is a persisted message too: the leader's lease counts on it (``outbox``).
 - A leader's APPEND messages go in ``messages`` and may leave before its own fsync ends; the
   leader counts itself in the quorum only for entries ``on_persisted`` reported (raft-rs'
   on_persist_ready). Committed entries are handed out to apply only once persisted locally.
@@ -71,14 +76,16 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from dengine.errors import NotLeader, ProposalDropped
-from dengine.raft import _leader, _membership, _roles, guard
+from dengine.errors import InvariantViolation, NotLeader, ProposalDropped
+from dengine.raft import _leader, _roles, guard
+from dengine.raft._membership import Membership
 from dengine.raft.confchange import ConfChange
 from dengine.raft.config import RaftConfig
 from dengine.raft.log import LogReader, MemoryStorage, RaftLog
 from dengine.raft.messages import Message, MessageType
-from dengine.raft.read_only import ReadOnly
-from dengine.raft.ready import Dropped, ReadState, Ready, Role, SoftState
+from dengine.raft.outbox import Outbox
+from dengine.raft.read_only import Reads
+from dengine.raft.ready import Ready, Role, SoftState
 from dengine.raft.tracker import ProgressTracker, QuorumConfig
 from dengine.raft.types import ConfState, Entry, HardState, SnapshotMeta
 
@@ -115,23 +122,36 @@ class RaftCore:
         if conf_state is None:
             conf_state = ConfState(voters=frozenset(peers) | {node_id})
         hs = hard_state or HardState()
+        #: first_index - 1 <= applied <= committed <= last_index; applied <= persisted_index
+        #: (committed entries are handed out only once durable here); see ``log``.
         self.log = RaftLog(storage if storage is not None else MemoryStorage(),
                            hs.commit, applied_index)
+        #: Progress per member of the config in force (``membership.latest``); a leader's own
+        #: match_index <= log.persisted_index.
         self.tracker = ProgressTracker(
             QuorumConfig.from_conf_state(conf_state), config.max_inflight_msgs
         )
+        #: Never decreases (InvariantViolation in ``_reset``); durable before any message in
+        #: ``persisted_messages`` leaves.
         self.term = hs.term
+        #: 0 or the node voted for in ``term``; set once per term (``grant_vote``).
         self.vote = hs.vote
+        #: 0 when unknown; == id exactly when role is LEADER.
         self.leader_id = 0
+        #: Changed only by become_* (tested).
         self.role = Role.FOLLOWER
+        #: Leader: the voter leadership is being handed to (0: none); proposals are refused.
         self.lead_transferee = 0
-        self.pending_conf_index = 0
-        self.read_only = ReadOnly()
+        #: ReadIndex rounds, the lease, reads forwarded and reads decided (``read_only``).
+        self.reads = Reads()
+        #: Ticks since start (the lease is measured on it).
         self.now = 0
+        #: Ticks since we last heard from a leader (follower) or last checked the quorum
+        #: (leader); the election timeout is randomized_election_timeout in
+        #: [election_ticks, 2 * election_ticks).
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_ticks
-        self.lease_void = False
         #: Set on a restart (a saved term): for one election timeout after it, the node treats
         #: itself as hearing from a live leader and refuses votes, because before the crash it
         #: may have acked a leader whose lease still counts on it (thesis §6.4.1 leases).
@@ -140,24 +160,23 @@ class RaftCore:
         self.snapshot_meta: SnapshotMeta | None = snapshot
         #: A snapshot received from the leader, to hand out in the next Ready.
         self.pending_snapshot: SnapshotMeta | None = None
+        #: The LogStore may drop entries up to here (next Ready); <= log.applied.
         self.pending_compact = 0
-        self.conf_log: list[tuple[int, QuorumConfig]] = []
-        # Output buffers, emptied by ready().
-        self.msgs: list[Message] = []
-        self.msgs_after: list[Message] = []
-        self.dropped: list[Dropped] = []
-        self.reads_waiting: list[ReadState] = []
-        self.reads_until_commit: list[tuple[bytes, int, bool]] = []
-        #: Reads a follower forwarded, by context, to the leader it asked.
-        self.reads_forwarded: dict[bytes, int] = {}
+        #: The configs of the held log; calls install_config when the one in force changes.
+        self.membership = Membership(self.log.first_index - 1, self.tracker.config,
+                                     self.install_config)
+        #: Messages and drops for the next Ready; ``send`` routes by type (``outbox``).
+        self.out = Outbox(durable_term=hs.term)
         self._next_number = 1
         self._persisted_number = 0
-        self._persist_marks: list[tuple[int, int, int]] = []
+        #: (Ready number, last entry index, its term, hard-state term or -1) of every Ready
+        #: handed out with something to persist and not yet reported durable.
+        self._persist_marks: list[tuple[int, int, int, int]] = []
         self._outstanding: Ready | None = None
         self._prev_hard = (self.term, self.vote, self.log.committed)
         self._prev_soft = (0, Role.FOLLOWER, self.term)
         self.become_follower(self.term, 0)
-        _membership.replay(self, self.tracker.config, self.log.first_index - 1)
+        self.membership.replay(self.log.storage, self.log.first_index, self.log.last_index)
         self._prev_conf = self.tracker.config
 
     # -- read-only views -------------------------------------------------------------------
@@ -185,8 +204,8 @@ class RaftCore:
         Learners never campaign."""
         if self.tracker.config.is_voter(self.id):
             return True
-        return len(self.conf_log) > 1 and _membership.config_at(
-            self, self.log.committed).is_voter(self.id)
+        ms = self.membership
+        return ms.has_changes and ms.config_at(self.log.committed).is_voter(self.id)
 
     @property
     def conf_state(self) -> ConfState:
@@ -210,15 +229,12 @@ class RaftCore:
 
     def lease_valid(self) -> bool:
         """True while a leader may serve reads from its lease (see ``read_only``)."""
-        ro = self.read_only
         return (
             self.role == Role.LEADER
             and self.cfg.check_quorum
             and self.cfg.lease_ticks > 0
-            and not self.lease_void
             and not self.lead_transferee
-            and ro.lease_start >= 0
-            and self.now < ro.lease_start + self.cfg.lease_ticks
+            and self.reads.lease_holds(self.now, self.cfg.lease_ticks)
         )
 
     # -- inputs ----------------------------------------------------------------------------
@@ -226,9 +242,33 @@ class RaftCore:
         """One unit of logical time: election timeouts, heartbeats, check-quorum."""
         self.now += 1
         if self.role == Role.LEADER:
-            _roles.tick_leader(self)
+            self._tick_leader()
         else:
-            _roles.tick_election(self)
+            self._tick_election()
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_ticks:
+            self.restart_guard = False
+        if self.promotable and self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            _roles.step(self, self.local(MT.HUP))
+
+    def _tick_leader(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_ticks:
+            self.election_elapsed = 0
+            if self.cfg.check_quorum:
+                _leader.on_check_quorum(self, self.local(MT.CHECK_QUORUM))
+            if self.role == Role.LEADER and self.lead_transferee:
+                # The transfer did not finish within an election timeout: abandon it.
+                self.lead_transferee = 0
+        if self.role == Role.LEADER:
+            _leader.after_commit(self)  # e.g. a joint config left once a transfer ended
+        if self.role == Role.LEADER and self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            _leader.on_beat(self, self.local(MT.BEAT))
 
     def step(self, msg: Message) -> None:
         """Feed one message from a peer (or a local one); never raises on bad peer input."""
@@ -238,7 +278,7 @@ class RaftCore:
 
     def campaign(self) -> None:
         """Start an election now (as an election timeout would): a local HUP."""
-        _roles.step(self, Message(MT.HUP, self.id, self.id))
+        _roles.step(self, self.local(MT.HUP))
 
     def propose(self, data: bytes) -> int:
         """Append one command to the leader's log; returns its index.
@@ -252,7 +292,7 @@ class RaftCore:
     def propose_batch(self, payloads: Sequence[bytes]) -> int:
         """Append several commands at once (one append message per follower); last index."""
         self._check_can_propose()
-        return _roles.append_entries(self, payloads, 0)
+        return _leader.append_entries(self, payloads, 0)
 
     def read_index(self, context: bytes, *, lease: bool = False) -> None:
         """Ask for a linearizable read; a ReadState with ``context`` comes out in a Ready.
@@ -278,11 +318,11 @@ class RaftCore:
         change pending, removing the last voter, adding a member twice...).
         """
         self._check_can_propose()
-        return _membership.propose(self, change)
+        return _leader.propose_conf_change(self, change)
 
     def conf_state_at(self, index: int) -> ConfState:
         """The membership in force at ``index`` (what a snapshot taken there must record)."""
-        return _membership.config_at(self, index).to_conf_state()
+        return self.membership.config_at(index).to_conf_state()
 
     def on_snapshot_taken(self, meta: SnapshotMeta, keep_entries: int | None = None) -> None:
         """The state machine made a snapshot at ``meta.index`` (applied entries only).
@@ -302,7 +342,7 @@ class RaftCore:
         to = meta.index - keep
         if to >= self.log.first_index:
             self.log.compact(to)
-            _membership.on_compacted(self, to)
+            self.membership.on_compacted(to)
             self.pending_compact = to
 
     def report_snapshot(self, peer: int, success: bool) -> None:
@@ -323,7 +363,7 @@ class RaftCore:
     def has_ready(self) -> bool:
         """True when ``ready()`` would have something for the shell to do."""
         lg = self.log
-        if self.msgs or self.msgs_after or self.dropped or self.read_only.need_round:
+        if self.out or self.reads.rounds.need_round:
             return True
         if lg.handed_to < lg.last_index or lg.has_next_committed():
             return True
@@ -331,23 +371,23 @@ class RaftCore:
             return True
         if (self.leader_id, self.role, self.term) != self._prev_soft:
             return True
-        if self.role == Role.LEADER and _roles.commit_to_send(self):
+        if self.role == Role.LEADER and _leader.commit_to_send(self):
             return True
         if self.pending_snapshot is not None or self.pending_compact:
             return True
         if self.tracker.config is not self._prev_conf:
             return True
-        return bool(self.reads_waiting) and self.reads_waiting[0].index <= lg.applied
+        return self.reads.has_ready(lg.applied)
 
     def ready(self) -> Ready:
         """Everything to do now, as one Ready (see ``Ready`` for the order)."""
         if self._outstanding is not None:
             raise RuntimeError("advance() the previous Ready before asking for another")
         if self.role == Role.LEADER:
-            _roles.flush_leader(self)
-        elif len(self.conf_log) > 1 and self.role in (Role.FOLLOWER, Role.LEARNER):
+            _leader.flush_leader(self)
+        elif self.membership.has_changes:
             # Whether we may campaign also depends on the commit index (see promotable).
-            self.role = Role.FOLLOWER if self.promotable else Role.LEARNER
+            self.become_follower_or_learner()
         lg = self.log
         rd = Ready(self._next_number)
         self._next_number += 1
@@ -369,32 +409,24 @@ class RaftCore:
             self._prev_conf = self.tracker.config
             rd.conf_state = self._prev_conf.to_conf_state()
         ents = lg.unstable_to_hand_out()
+        hs_term = rd.hard_state.term if rd.hard_state is not None else -1
         if ents:
             rd.entries = ents
             last = ents[-1]
             lg.handed_to = last.index
-            self._persist_marks.append((rd.number, last.index, last.term))
+            self._persist_marks.append((rd.number, last.index, last.term, hs_term))
         elif rd.hard_state is not None or rd.snapshot is not None:
-            self._persist_marks.append((rd.number, 0, 0))
+            self._persist_marks.append((rd.number, 0, 0, hs_term))
         applying = lg.applied
         if lg.has_next_committed():
             rd.committed_entries = lg.next_committed(self.cfg.max_committed_bytes_per_ready)
             applying = rd.committed_entries[-1].index
-        if self.reads_waiting:
-            waiting = self.reads_waiting
-            n = 0
-            while n < len(waiting) and waiting[n].index <= applying:
-                n += 1
-            rd.read_states = waiting[:n]
-            del waiting[:n]
-        rd.messages = self.msgs
-        rd.persisted_messages = self.msgs_after
-        if self.msgs_after and not self._persist_marks:
+        rd.read_states = self.reads.take(applying)
+        now, after, rd.dropped = self.out.take()
+        if after and not self._persist_marks:
             # Nothing of this or an earlier Ready waits for an fsync: acks may leave at once.
-            rd.messages = self.msgs + self.msgs_after
-            rd.persisted_messages = []
-        rd.dropped = self.dropped
-        self.msgs, self.msgs_after, self.dropped = [], [], []
+            now, after = now + after, []
+        rd.messages, rd.persisted_messages = now, after
         self._outstanding = rd
         return rd
 
@@ -402,14 +434,20 @@ class RaftCore:
         """The shell made every Ready numbered ``<= number`` durable."""
         if number <= self._persisted_number:
             return
+        if number >= self._next_number:
+            raise InvariantViolation(
+                f"Ready {number} reported durable, but the last one handed out is "
+                f"{self._next_number - 1}")
         self._persisted_number = number
         marks = self._persist_marks
         while marks and marks[0][0] <= number:
-            _, index, term = marks.pop(0)
+            _, index, term, hs_term = marks.pop(0)
             if index:
                 self.log.stable_to(index, term)
+            if hs_term >= 0:
+                self.out.term_durable(hs_term)
         if self.role == Role.LEADER:
-            _roles.self_persisted(self)
+            _leader.self_persisted(self)
 
     def advance(self, ready: Ready) -> None:
         """The shell finished ``ready``: its committed entries are applied (or applying)."""
@@ -421,8 +459,9 @@ class RaftCore:
 
     # -- role changes (used by the handlers) -----------------------------------------------
     def _reset(self, term: int) -> None:
-        if self.reads_forwarded:
-            _roles.fail_forwarded_reads(self)
+        if term < self.term:
+            raise InvariantViolation(f"term would go back from {self.term} to {term}")
+        self.reads.fail_forwarded()
         if term != self.term:
             self.term = term
             self.vote = 0
@@ -434,22 +473,85 @@ class RaftCore:
         )
         self.tracker.votes.clear()
         self.lead_transferee = 0
-        self.lease_void = False
+        self.reads.new_leadership()
 
     def become_follower(self, term: int, leader_id: int) -> None:
         was_leader = self.role == Role.LEADER
         if was_leader:
-            _roles.fail_pending_reads(self)
+            _leader.fail_pending_reads(self)
         self._reset(term)
         self.leader_id = leader_id
         self.role = Role.FOLLOWER if self.promotable else Role.LEARNER
         if was_leader:
             self._log_role()
 
+    # -- state changes the handlers ask for -------------------------------------------------
+    def grant_vote(self, candidate: int) -> None:
+        """Vote for ``candidate`` this term (durable before the answer leaves: the outbox)."""
+        self.vote = candidate
+        self.election_elapsed = 0
+
+    def heard_from_leader(self, leader_id: int) -> None:
+        """A leader of our term spoke: follow it, and its election timeout starts over."""
+        if self.role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
+            self.become_follower(self.term, leader_id)
+        self.election_elapsed = 0
+        self.leader_id = leader_id
+
+    def rewritten_from(self, first: int) -> None:
+        """The log from ``first`` on was replaced (a follower's conflict resolution).
+
+        A Ready handed out earlier may still be on its way to disk with entries at or after
+        ``first``: a later Ready overwrites them there. Its durability must then vouch only for
+        what lies before ``first``, or an entry overwritten twice back to the same (index,
+        term) -- 1@3, 1@4, 1@3 -- would be marked stable while the disk holds 1@4 (the ABA
+        schedule etcd-io/raft documents).
+        """
+        lg = self.log
+        self._persist_marks = [
+            (n, index, term, hs) if index < first else (n, first - 1, lg.term(first - 1), hs)
+            for n, index, term, hs in self._persist_marks
+        ]
+        self.membership.on_truncated(first - 1)
+
+    def restore(self, meta: SnapshotMeta) -> None:
+        """Replace the whole log by the leader's snapshot; the next Ready installs it."""
+        self._persist_marks = [(n, 0, 0, hs) for n, _, _, hs in self._persist_marks]
+        self.log.restore(meta)
+        self.pending_snapshot = meta
+        self.snapshot_meta = meta
+        self.membership.reset(meta.index, QuorumConfig.from_conf_state(meta.conf_state))
+
+    def start_transfer(self, target: int) -> None:
+        """Leader: hand leadership to ``target`` within an election timeout."""
+        self.lead_transferee = target
+        self.election_elapsed = 0
+
+    def become_follower_or_learner(self) -> None:
+        """A follower whose config no longer lets it campaign is a learner, and back (thesis
+        §4.2.2); nothing else changes (term, leader, timers). Other roles are left alone."""
+        if self.role in (Role.FOLLOWER, Role.LEARNER):
+            self.role = Role.FOLLOWER if self.promotable else Role.LEARNER
+
+    def install_config(self, cfg: QuorumConfig) -> None:
+        """The config in force changed (``Membership`` calls this): track its members; a
+        follower may become a learner, a candidate that may no longer campaign a follower."""
+        tracker = self.tracker
+        if tracker.config == cfg:
+            return
+        lg = self.log
+        tracker.set_config(cfg, next_index=lg.last_index + 1)
+        me = tracker.progress.get(self.id)
+        if self.role == Role.LEADER and me is not None:
+            me.raise_match(lg.persisted_index)
+        if self.role in (Role.PRE_CANDIDATE, Role.CANDIDATE) and not self.promotable:
+            self.become_follower(self.term, 0)
+        else:
+            self.become_follower_or_learner()
+
     def become_pre_candidate(self) -> None:
         # Pre-vote does not change the term or the vote (thesis §9.6).
-        if self.reads_forwarded:
-            _roles.fail_forwarded_reads(self)
+        self.reads.fail_forwarded()
         self.tracker.votes.clear()
         self.leader_id = 0
         self.role = Role.PRE_CANDIDATE
@@ -463,17 +565,16 @@ class RaftCore:
         self._reset(self.term)
         self.leader_id = self.id
         self.role = Role.LEADER
-        self.read_only.reset()
-        self.reads_until_commit.clear()
+        self.reads.on_become_leader()
         lg = self.log
         self.tracker.reset_all(lg.last_index, self.id)
         me = self.tracker.progress.get(self.id)
         if me is not None:
-            me.match_index = lg.persisted_index
+            me.raise_match(lg.persisted_index)
             me.become_replicate()
-        self.pending_conf_index = lg.last_index
+        self.membership.mark_pending(lg.last_index)
         # The no-op entry of the new term (Raft §8): commits the previous terms' entries.
-        _roles.append_entries(self, (b"",), 0)
+        _leader.append_entries(self, (b"",), 0)
         self._log_role()
 
     def _log_role(self) -> None:
@@ -481,7 +582,22 @@ class RaftCore:
             self.logger.info("role changed", node_id=self.id, term=self.term, role=self.role.name)
 
     def _drop(self, msg: Message, reason: str) -> None:
-        self.dropped.append(Dropped(msg, reason))
+        self.out.drop(msg, reason)
+
+    # -- output (used by the handlers) -----------------------------------------------------
+    def send_to(self, peer: int, type: MessageType, **fields: Any) -> None:
+        """Send ``peer`` a message of ``type`` from us, at our term unless ``term=`` is given;
+        the outbox decides whether it waits for the fsync."""
+        fields.setdefault("term", self.term)
+        self.out.send(Message(type, peer, self.id, **fields))
+
+    def reply(self, m: Message, type: MessageType, **fields: Any) -> None:
+        """Answer ``m``'s sender (see ``send_to``)."""
+        self.send_to(m.from_, type, **fields)
+
+    def local(self, type: MessageType) -> Message:
+        """A local message (HUP, BEAT, CHECK_QUORUM) to step ourselves."""
+        return Message(type, to=self.id, from_=self.id)
 
     def entries_for_test(self) -> list[Entry]:
         """The whole held log (persisted and not); for tests and traces."""

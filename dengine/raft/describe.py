@@ -7,12 +7,17 @@ The forms are stable (tests compare them) and compact: one line per message, ent
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.ready import Ready
 from dengine.raft.types import Entry, HardState
 
+if TYPE_CHECKING:
+    from dengine.raft.core import RaftCore
+
 __all__ = [
+    "describe_core",
     "describe_entries",
     "describe_hard_state",
     "describe_log",
@@ -124,3 +129,12 @@ def _msg_lines(label: str, msgs: Iterable[Message]) -> list[str]:
 def describe_log(entries: Sequence[Entry], commit: int = 0, applied: int = 0) -> str:
     """``[1..3@1 4@2] c3 a2``."""
     return f"{describe_entries(entries)} c{commit} a{applied}"
+
+
+def describe_core(core: RaftCore) -> str:
+    """One line of a core's positions: what a node logs when an invariant breaks."""
+    lg = core.log
+    return (f"node {core.id} {core.role.name.lower()} t{core.term} v{core.vote} "
+            f"lead{core.leader_id} first{lg.first_index} applied{lg.applied} "
+            f"commit{lg.committed} persisted{lg.persisted_index} handed{lg.handed_to} "
+            f"last{lg.last_index}@{lg.last_term}")

@@ -23,13 +23,13 @@ entries handed out to apply; committed entries are handed out only once persiste
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from itertools import accumulate
 from operator import itemgetter
 from typing import Protocol, runtime_checkable
 
 from dengine._core import LogIndex
-from dengine.errors import Compacted, IndexOutOfRange
+from dengine.errors import Compacted, IndexOutOfRange, InvariantViolation
 from dengine.raft.types import ConfState, Entry, SnapshotMeta
 
 __all__ = ["LogReader", "MemoryStorage", "RaftLog", "iter_chunks", "limit_size"]
@@ -281,8 +281,14 @@ class RaftLog:
             self.handed_to = first - 1
 
     def commit_to(self, index: int) -> bool:
-        """Move the commit index forward (never back); True when it moved."""
+        """Move the commit index forward (never back); True when it moved.
+
+        Raises InvariantViolation past the last index: nothing commits that we do not hold.
+        """
         if index > self.committed:
+            if index > self.index.last_index:
+                raise InvariantViolation(
+                    f"commit index {index} is past the last index {self.index.last_index}")
             self.committed = index
             return True
         return False
@@ -313,7 +319,14 @@ class RaftLog:
         return self.entries(self.applied + 1, hi + 1, max_bytes)
 
     def applied_to(self, index: int) -> None:
+        """Entries up to ``index`` were handed out to apply (never back).
+
+        Raises InvariantViolation past the commit index: nothing uncommitted is applied.
+        """
         if index > self.applied:
+            if index > self.committed:
+                raise InvariantViolation(
+                    f"applied index {index} is past the commit index {self.committed}")
             self.applied = index
 
     def compact(self, index: int) -> None:
@@ -323,13 +336,10 @@ class RaftLog:
         self.index.compact(index)
 
     def restore(self, meta: SnapshotMeta) -> None:
-        """Forget the whole log and start after a snapshot (part 2)."""
+        """Forget the whole log and start after a snapshot."""
         self.index.reset(meta.index, meta.term)
         self.unstable = []
         self.unstable_offset = meta.index + 1
         self.handed_to = meta.index
         self.committed = meta.index
         self.applied = meta.index
-
-    def terms_of(self, entries: Iterable[Entry]) -> list[int]:
-        return [e.term for e in entries]

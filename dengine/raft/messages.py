@@ -3,8 +3,9 @@
 A :class:`Message` is a frozen slotted dataclass: the core builds them, the shell hands them to
 the transport, which converts them to ``dengine.v1.RaftMessage`` at the edge (the numbers of
 :class:`MessageType` are the proto's ``RaftMessageType`` numbers, so the conversion is a cast).
-Local types (``HUP``, ``BEAT``, ``CHECK_QUORUM``) never leave a node; a timer tick becomes one of
-them and goes through the same ``step`` as a peer's message, as in etcd-io/raft.
+Local types (``HUP``, ``BEAT``, ``CHECK_QUORUM``, and ``SNAPSHOT_STATUS``, which keeps its
+proto number but is never sent) never leave a node and are refused off the wire; a timer tick
+becomes one of them and goes through the same ``step`` as a peer's message, as in etcd-io/raft.
 
 Fields a message type does not use stay at their defaults. What each type uses:
 
@@ -23,8 +24,8 @@ TIMEOUT_NOW        term: the target campaigns at once, bypassing pre-vote
 READ_INDEX         context (the request id); follower to leader
 READ_INDEX_RESP    context, index (the read index), reject (no leader could serve it)
 TRANSFER_LEADER    index (the transfer target); forwarded by a follower to the leader
-SNAPSHOT           term, snapshot (metadata; the shell streams the data)   [part 2]
-SNAPSHOT_STATUS    reject (the transfer failed); local report from the shell [part 2]
+SNAPSHOT           term, snapshot (metadata; the shell streams the data)
+SNAPSHOT_STATUS    never sent: the shell reports a stream's end by ``report_snapshot``
 =================  ======================================================================
 
 The core validates every message a peer sends before acting on it (``RaftCore.step``); the
@@ -66,20 +67,12 @@ class MessageType(IntEnum):
     CHECK_QUORUM = 102
 
 
-#: Types that only a node sends itself; a peer sending one is dropped.
-LOCAL_TYPES = frozenset({MessageType.HUP, MessageType.BEAT, MessageType.CHECK_QUORUM})
+#: Types that never come from a peer: the transport refuses them, the core drops them.
+LOCAL_TYPES = frozenset({MessageType.HUP, MessageType.BEAT, MessageType.CHECK_QUORUM,
+                         MessageType.SNAPSHOT_STATUS})
 
 #: Types a peer may send over the wire.
 WIRE_TYPES = frozenset(MessageType) - LOCAL_TYPES
-
-#: The response type of each request type.
-RESPONSE_OF = {
-    MessageType.APPEND: MessageType.APPEND_RESP,
-    MessageType.VOTE: MessageType.VOTE_RESP,
-    MessageType.PRE_VOTE: MessageType.PRE_VOTE_RESP,
-    MessageType.HEARTBEAT: MessageType.HEARTBEAT_RESP,
-    MessageType.READ_INDEX: MessageType.READ_INDEX_RESP,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +97,6 @@ class Message:
     conflict_index: int = 0
     context: bytes = b""
     snapshot: SnapshotMeta | None = field(default=None)
-
-    @property
-    def is_local(self) -> bool:
-        """True for HUP, BEAT and CHECK_QUORUM, which never leave the node."""
-        return self.type in LOCAL_TYPES
 
     @property
     def entries_bytes(self) -> int:

@@ -18,8 +18,9 @@ from collections import deque
 from dataclasses import dataclass
 
 from dengine._core import quorum
+from dengine.raft.ready import ReadState
 
-__all__ = ["ReadOnly", "ReadRequest"]
+__all__ = ["ReadOnly", "ReadRequest", "Reads"]
 
 
 @dataclass(slots=True)
@@ -94,3 +95,113 @@ class ReadOnly:
         while self.pending and self.pending[0].round <= confirmed:
             released.append(self.pending.popleft())
         return released
+
+
+class Reads:
+    """Every read a core tracks, owned in one place.
+
+    - ``rounds``: the leader's ReadIndex rounds, acks and lease start (:class:`ReadOnly`);
+    - ``until_commit``: reads a new leader holds until an entry of its term commits (§6.4);
+    - ``forwarded``: reads a follower forwarded, by context, to the leader it asked;
+    - ``ready``: local reads decided (served once the applied index reaches their index, or
+      failed), handed out in Readies;
+    - ``lease_void``: the lease may not be used for the rest of this term (a transfer began).
+
+    Invariant: a context is in at most one of ``rounds``, ``until_commit``, ``forwarded`` and
+    ``ready``; ``ready`` holds failed reads first, then reads by index (not decreasing).
+    """
+
+    __slots__ = ("rounds", "until_commit", "forwarded", "ready", "lease_void")
+
+    def __init__(self) -> None:
+        self.rounds = ReadOnly()
+        self.until_commit: list[tuple[bytes, int, bool]] = []
+        self.forwarded: dict[bytes, int] = {}
+        self.ready: list[ReadState] = []
+        self.lease_void = False
+
+    # -- what the Ready hands out ----------------------------------------------------------
+    def has_ready(self, applied: int) -> bool:
+        return bool(self.ready) and self.ready[0].index <= applied
+
+    def take(self, applying: int) -> list[ReadState]:
+        """The decided reads that may be served once ``applying`` is applied."""
+        ready = self.ready
+        n = 0
+        while n < len(ready) and ready[n].index <= applying:
+            n += 1
+        out = ready[:n]
+        del ready[:n]
+        return out
+
+    def serve(self, context: bytes, index: int) -> None:
+        """A local read is confirmed at ``index`` (leader: indexes arrive in order)."""
+        self.ready.append(ReadState(context, index))
+
+    def _fail(self, context: bytes) -> None:
+        self.ready.insert(0, ReadState(context, 0, failed=True))
+
+    # -- follower side ---------------------------------------------------------------------
+    def forward(self, context: bytes, leader: int) -> None:
+        self.forwarded[context] = leader
+
+    def forwarded_to(self, context: bytes) -> int:
+        """The leader a read was forwarded to (0: none)."""
+        return self.forwarded.get(context, 0)
+
+    def on_answer(self, context: bytes, index: int, failed: bool) -> bool:
+        """The leader answered a forwarded read; False when we forwarded no such read."""
+        if self.forwarded.pop(context, None) is None:
+            return False
+        self.ready.append(ReadState(context, 0, failed=True) if failed
+                          else ReadState(context, index))
+        self.ready.sort(key=_read_index)
+        return True
+
+    def fail_forwarded(self) -> None:
+        """The leader we forwarded reads to is no longer ours: they fail (callers retry)."""
+        for context in self.forwarded:
+            self._fail(context)
+        self.forwarded.clear()
+
+    # -- leader side -----------------------------------------------------------------------
+    def wait_for_commit(self, context: bytes, requester: int, lease: bool) -> None:
+        self.until_commit.append((context, requester, lease))
+
+    def take_until_commit(self) -> list[tuple[bytes, int, bool]]:
+        out, self.until_commit = self.until_commit, []
+        return out
+
+    def on_become_leader(self) -> None:
+        self.rounds.reset()
+        self.until_commit.clear()
+
+    def lose_leadership(self, self_id: int) -> list[tuple[bytes, int]]:
+        """Leadership is lost: local reads still waiting fail; returns (context, requester)
+        of the followers' reads, which the caller refuses."""
+        waiting = [(r.context, r.requester) for r in self.rounds.reset()]
+        waiting += [(c, r) for c, r, _ in self.until_commit]
+        self.until_commit.clear()
+        remote = []
+        for context, requester in waiting:
+            if requester == self_id:
+                self._fail(context)
+            else:
+                remote.append((context, requester))
+        return remote
+
+    def void_lease(self) -> None:
+        """A transfer let another node campaign past stickiness: no lease reads this term."""
+        self.lease_void = True
+
+    def new_leadership(self) -> None:
+        """Any role change (``RaftCore._reset``): a voided lease no longer applies."""
+        self.lease_void = False
+
+    def lease_holds(self, now: int, lease_ticks: int) -> bool:
+        start = self.rounds.lease_start
+        return not self.lease_void and start >= 0 and now < start + lease_ticks
+
+
+def _read_index(rs: ReadState) -> int:
+    return rs.index

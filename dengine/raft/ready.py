@@ -51,22 +51,23 @@ class Dropped:
 
 @dataclass(slots=True)
 class Ready:
-    """Everything the core wants done, in the order the shell must do it.
+    """Everything the core wants done; :func:`dengine.raft.driver.drive_ready` does it in
+    the contract's order (the ``core`` module docstring):
 
-    1. ``messages``: send at once (a leader's appends and heartbeats, pre-votes, reads);
+    1. ``snapshot``: a snapshot received from the leader; install it (state machine restored
+       from the data that came with it, LogStore reset to its point) before anything else.
+    2. ``conf_state`` is set when the membership in force changed (it takes effect when its
+       entry is appended, before it commits): connect to new peers, drop old ones.
+    3. ``messages``: send at once (a leader's appends and heartbeats, pre-votes, reads);
        they do not depend on this Ready's persistence.
-    2. Persist ``entries`` (append; an entry at index i replaces any held suffix from i) and
-       ``hard_state`` if not None; then call ``core.on_persisted(number)``.
-    3. ``persisted_messages``: send only after step 2 is durable (votes, append acks).
-    4. Apply ``committed_entries`` in order; then serve ``read_states`` (each once the
-       applied index reaches its ``index``).
-    5. ``core.advance(ready)``.
+    4. Persist ``entries`` (append; an entry at index i replaces any held suffix from i) and
+       ``hard_state`` if not None. Meanwhile apply ``committed_entries`` in order (they are
+       durable already), then serve ``read_states``.
+    5. Once step 4 is durable, ``core.on_persisted(number)``, then send
+       ``persisted_messages`` (votes, append acks).
+    6. ``core.advance(ready)``; then ``compact_to``: the LogStore may drop entries up to this
+       index (a snapshot covers them).
 
-    ``snapshot`` is a snapshot received from the leader: install it (state machine restored
-    from the data that came with it, LogStore reset to its point) as part of step 2, before
-    applying anything. ``compact_to``: the LogStore may drop entries up to this index (a
-    snapshot covers them). ``conf_state`` is set when the membership in force changed (it takes
-    effect when its entry is appended, before it commits): connect to new peers, drop old ones.
     ``dropped`` lists peer messages the core ignored, with reasons.
     """
 

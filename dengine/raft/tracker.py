@@ -3,7 +3,7 @@
 A :class:`Progress` per peer follows etcd-io/raft's tracker: in PROBE the leader sends one
 append per heartbeat interval until it learns where the follower's log matches; in REPLICATE it
 streams appends optimistically (``next_index`` runs ahead of ``match_index``), bounded by an
-:class:`Inflights` window; in SNAPSHOT it waits for a snapshot transfer to finish (part 2).
+:class:`Inflights` window; in SNAPSHOT it waits for a snapshot transfer to finish.
 
 Invariants: ``0 <= match_index < next_index``; in REPLICATE every index in ``inflights`` lies in
 ``(match_index, next_index)``.
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from dengine._core import quorum
-from dengine.raft.types import ConfState
+from dengine.raft.types import ConfState, Entry
 
 __all__ = ["Inflights", "Progress", "ProgressState", "ProgressTracker", "QuorumConfig"]
 
@@ -92,7 +92,7 @@ class Progress:
     probe_sent: bool = False
     #: Heard from since the last check-quorum (the leader itself is always active).
     recent_active: bool = False
-    #: SNAPSHOT: the index of the snapshot being sent (part 2).
+    #: SNAPSHOT: the index of the snapshot being sent.
     pending_snapshot: int = 0
     is_learner: bool = False
     #: The commit index the last append to this peer carried (to coalesce commit notices).
@@ -120,6 +120,51 @@ class Progress:
         self.pending_snapshot = snapshot_index
         self.probe_sent = False
         self.inflights.reset()
+
+    def sent(self, commit: int, entries: list[Entry]) -> None:
+        """An append carrying ``commit`` and ``entries`` went out: in REPLICATE the next index
+        runs ahead over them (within the inflight window); in PROBE one probe is out."""
+        self.sent_commit = commit
+        if self.state == ProgressState.REPLICATE:
+            if entries:
+                end = entries[-1].index
+                self.next_index = end + 1
+                infl = self.inflights
+                infl.add(end, sum(len(e.data) for e in entries) if infl.max_bytes else 0)
+        else:
+            self.probe_sent = True
+
+    def heard(self) -> None:
+        """The peer answered (check-quorum counts it as active)."""
+        self.recent_active = True
+
+    def on_heartbeat_resp(self) -> None:
+        """A heartbeat answer: active; a probe may go again; in REPLICATE one more append
+        may go if the window is full (an ack may have been lost, etcd)."""
+        self.recent_active = True
+        self.probe_sent = False
+        if self.state == ProgressState.REPLICATE and self.inflights.full():
+            self.inflights.free_first()
+
+    def on_snapshot_report(self, success: bool) -> None:
+        """The stream of a snapshot ended: wait for the follower's ack (or the next heartbeat)
+        before sending more (etcd); on failure probe from the match index again."""
+        if not success:
+            self.pending_snapshot = 0
+        self.become_probe()
+        self.probe_sent = True
+
+    def self_persisted_to(self, index: int) -> bool:
+        """The leader's own entry: its log is durable through ``index``; True when it moved."""
+        if index <= self.match_index:
+            return False
+        self.match_index = index
+        self.next_index = index + 1
+        return True
+
+    def raise_match(self, index: int) -> None:
+        """The leader's own entry when a config or a new term (re)creates it."""
+        self.match_index = max(self.match_index, index)
 
     def maybe_update(self, index: int) -> bool:
         """An ack up to ``index``: raise match (and next); True when match moved."""
@@ -262,6 +307,11 @@ class ProgressTracker:
 
     def tally(self) -> int:
         return self.config.vote_result(self.votes)
+
+    def reset_recent_active(self, self_id: int) -> None:
+        """A check-quorum round ends: every peer must be heard from again."""
+        for node_id, pr in self.progress.items():
+            pr.recent_active = node_id == self_id
 
     def quorum_active(self, self_id: int) -> bool:
         """Did a quorum contact us since the last check? (We count as active.)"""

@@ -2,10 +2,10 @@
 
 Each node is a :class:`Peer`: a core, a :class:`~dengine.raft.log.MemoryStorage` playing the
 LogStore, its saved hard state, and the list of entries it applied. ``Network.process`` drives
-one node through a full Ready cycle exactly as a shell would (send, persist, on_persisted, send
-after persistence, apply, advance); ``deliver`` runs every node and delivers every message until
-nothing moves. Faults: ``cut(a, b)`` (both ways), ``cut_one_way``, ``isolate``, ``heal``,
-``drop_types``; ``hook(msg)`` sees every message before delivery and may drop or rewrite it.
+one node through a full Ready cycle with the shells' one driver (``raft.driver``); ``deliver``
+runs every node and delivers every message until nothing moves. Faults: ``cut(a, b)`` (both
+ways), ``cut_one_way``, ``isolate``, ``heal``, ``drop_types``; ``hook(msg)`` sees every message
+before delivery and may drop or rewrite it.
 ``crash``/``restart`` rebuild a core from what it persisted only.
 """
 
@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from dengine.raft.config import RaftConfig
 from dengine.raft.core import RaftCore
 from dengine.raft.describe import describe_message
+from dengine.raft.driver import PERSIST_LATER, drive_ready, on_durable, run_now
 from dengine.raft.log import MemoryStorage
 from dengine.raft.messages import Message, MessageType
-from dengine.raft.ready import Dropped, ReadState, Role
+from dengine.raft.ready import Dropped, ReadState, Ready, Role
 from dengine.raft.types import ConfState, Entry, HardState, SnapshotMeta
 
 __all__ = ["Network", "Peer"]
@@ -180,32 +181,13 @@ class Network:
                 self.queue.append(m)
 
     def process(self, i: int) -> bool:
-        """One Ready cycle of node ``i``, as a shell runs it; False when it had nothing."""
+        """One Ready cycle of node ``i``, through the shells' one driver; False when it had
+        nothing."""
         p = self.peers[i]
         core = p.core
         if i in self.down or not core.has_ready():
             return False
-        rd = core.ready()
-        self.send(rd.messages)
-        if rd.snapshot is not None:
-            p.storage.apply_snapshot(rd.snapshot)
-            p.snapshot = rd.snapshot
-            p.snapshot_data = [e for e in p.incoming if e.index <= rd.snapshot.index]
-            p.applied = list(p.snapshot_data)
-        if rd.compact_to:
-            p.storage.compact(rd.compact_to, core.conf_state_at(rd.compact_to))
-        p.storage.append(rd.entries)
-        if rd.hard_state is not None:
-            p.hard_state = rd.hard_state
-        p.dropped.extend(rd.dropped)
-        if p.persist:
-            core.on_persisted(rd.number)
-            self.send(rd.persisted_messages)
-        else:
-            self.held.append((i, rd.number, rd.persisted_messages))
-        p.applied.extend(rd.committed_entries)
-        p.read_states.extend(rd.read_states)
-        core.advance(rd)
+        run_now(drive_ready(core, core.ready(), _PeerIO(self, i)))
         return True
 
     def release_persist(self, i: int) -> None:
@@ -213,8 +195,7 @@ class Network:
         p = self.peers[i]
         p.persist = True
         for _, number, msgs in [h for h in self.held if h[0] == i]:
-            p.core.on_persisted(number)
-            self.send(msgs)
+            on_durable(p.core, number, msgs, _PeerIO(self, i))
         self.held = [h for h in self.held if h[0] != i]
 
     def snapshot_data(self, m: Message) -> list[Entry]:
@@ -309,3 +290,45 @@ class Network:
         stickiness ends) without ticking them, which could start elections of their own."""
         for i in ids:
             self.peers[i].core.election_elapsed = self.config.election_ticks
+
+
+class _PeerIO:
+    """The I/O steps of one peer's shell (``MemoryStorage`` as its LogStore)."""
+
+    def __init__(self, net: Network, i: int) -> None:
+        self.net = net
+        self.peer = net.peers[i]
+        self.i = i
+
+    def install_snapshot(self, meta: SnapshotMeta) -> None:
+        p = self.peer
+        p.storage.apply_snapshot(meta)
+        p.snapshot = meta
+        p.snapshot_data = [e for e in p.incoming if e.index <= meta.index]
+        p.applied = list(p.snapshot_data)
+
+    def observe(self, rd: Ready) -> None:
+        self.peer.dropped.extend(rd.dropped)
+
+    def reconnect(self, conf_state: ConfState) -> None:
+        return None  # every peer is reachable on this network
+
+    def send(self, messages: list[Message]) -> None:
+        self.net.send(messages)
+
+    def persist(self, rd: Ready) -> object:
+        p = self.peer
+        p.storage.append(rd.entries)
+        if rd.hard_state is not None:
+            p.hard_state = rd.hard_state
+        if p.persist:
+            return None
+        self.net.held.append((self.i, rd.number, rd.persisted_messages))
+        return PERSIST_LATER  # the fsync "hangs" until release_persist
+
+    def apply(self, entries: list[Entry], read_states: list[ReadState]) -> None:
+        self.peer.applied.extend(entries)
+        self.peer.read_states.extend(read_states)
+
+    def compact(self, index: int, conf_state: ConfState) -> None:
+        self.peer.storage.compact(index, conf_state)

@@ -8,17 +8,22 @@ tick): node ticks (each node at its own phase, all at one rate), message deliver
 completions, client operations and faults. Everything random comes from one
 ``random.Random(seed)``, so a seed replays exactly.
 
-Each node runs the shell the core's docstring describes: a Ready's ``messages`` go out at
-once; its entries and hard state join the node's disk queue and become durable only when a
-later fsync event completes (then ``on_persisted`` and the ``persisted_messages``); committed
-entries are applied to a KV state machine; read states are served. A crash throws the disk
+Each node runs the node's own Ready loop: the shells' one driver (``raft.driver.drive_ready``)
+over the simulator's I/O steps. A Ready's ``messages`` go out at once; its entries and hard
+state go to the node's disk and become durable only when a later fsync event completes;
+committed entries are applied to a KV state machine meanwhile and read states served; the turn
+then goes on (``on_persisted``, the ``persisted_messages``, ``advance``) and only then does the
+node take its next Ready, as the node does. Messages, ticks and client calls still reach the
+core during a turn (the core takes inputs between ``ready()`` and ``advance()``; the node
+queues them for its next turn). ``SimConfig(shell_order="pipelined")`` runs the other order the
+core's contract allows: Readies queue on the disk and one fsync reports several. A crash throws the disk
 queue away: a restarted node gets only what it had persisted (log and hard state; its state
 machine is durable with its applied index, as a real one is).
 
 Messages are dropped, duplicated, delayed (and so reordered) by the network profile in force,
 and cut by partitions, both ways or one way. The fault schedule (``sim_faults.FAULTS``) also
-crashes and restarts nodes, slows disks and transfers leadership. ``SimConfig(part2=True)``
-adds part 2 (``sim_faults.PART2``): snapshots that let cores compact their logs, snapshot
+crashes and restarts nodes, slows disks and transfers leadership. ``SimConfig(snapshots_and_membership=True)``
+adds (``sim_faults.SNAPSHOTS_AND_MEMBERSHIP``): snapshots that let cores compact their logs, snapshot
 streams to followers behind (bound to their message, lost with it, always reported to the
 sender), installs, and membership changes (fresh learners, promotions, removals, joint changes).
 Clients (``sim_workload``) write and read at every consistency level.
@@ -43,20 +48,41 @@ import heapq
 import os
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from dengine.raft.config import RaftConfig
 from dengine.raft.core import RaftCore
+from dengine.raft.driver import drive_ready, on_durable
 from dengine.raft.log import MemoryStorage
 from dengine.raft.messages import Message, MessageType
-from dengine.raft.ready import Ready, Role
-from dengine.raft.types import ConfState, HardState, SnapshotMeta
+from dengine.raft.ready import ReadState, Role
+from dengine.raft.types import ConfState, Entry, HardState, SnapshotMeta
 from dengine.testing import sim_report
 from dengine.testing.linearizability import check as check_linearizable
 from dengine.testing.sim_checks import InvariantBroken, Invariants, Voters
-from dengine.testing.sim_faults import DISK_PROFILES, FAULTS, NET_PROFILES, PART2, Action
+from dengine.testing.sim_events import (
+    NODE_EVENTS,
+    ClientStep,
+    Deliver,
+    DiskDone,
+    Event,
+    Fault,
+    SnapshotArrives,
+    SnapshotFails,
+    StopFaults,
+    Tick,
+)
+from dengine.testing.sim_faults import (
+    DISK_PROFILES,
+    FAULTS,
+    NET_PROFILES,
+    SNAPSHOTS_AND_MEMBERSHIP,
+    Action,
+)
 from dengine.testing.sim_report import replay_command
+from dengine.testing.sim_shell import SimIO
 from dengine.testing.sim_workload import KVMachine, Pending, Workload
 
 __all__ = ["SimConfig", "SimFailure", "SimResult", "Simulator", "TICK", "replay_command"]
@@ -64,7 +90,6 @@ __all__ = ["SimConfig", "SimFailure", "SimResult", "Simulator", "TICK", "replay_
 #: Simulated time units per tick.
 TICK = 100
 
-_TICK, _DELIVER, _DISK, _CLIENT, _FAULT = range(5)
 _FROM_LEADER = frozenset({MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT})
 
 
@@ -95,12 +120,15 @@ class SimConfig:
     trace_lines: int = 400
     #: A deliberate bug, for tests: reads skip ReadIndex and are served locally at once.
     local_reads: bool = False
-    #: Add part 2's faults (snapshots and compaction) and keep only a short log tail.
-    part2: bool = False
+    #: Add snapshots and compaction (with a short log tail) and membership changes.
+    snapshots_and_membership: bool = False
     #: How often a snapshot transfer fails on its own (the sender's shell reports failure
     #: though the network lost nothing): half of these abort before the data arrives, half
     #: deliver it and still report failure (the ack of the stream was lost).
     snapshot_fail: float = 0.15
+    #: "node": each Ready's turn waits for its fsync before the next Ready (the node's loop);
+    #: "pipelined": Readies queue on the disk, and one fsync reports several.
+    shell_order: str = "node"
 
 
 @dataclass
@@ -137,6 +165,9 @@ class SimNode:
         self.snapshot_data: dict = {}
         #: The data of a snapshot being received (streamed with the SNAPSHOT message).
         self.incoming: tuple[SnapshotMeta, dict] | None = None
+        #: The Ready turn waiting for its fsync ("node" order), resumed by the disk event.
+        self.turn: Coroutine[Any, Any, None] | None = None
+        self.io: SimIO = None  # type: ignore[assignment]
 
 
 class Simulator:
@@ -154,8 +185,8 @@ class Simulator:
         self.rng = random.Random(seed)
         self.faults = dict(self.cfg.faults)
         self.raft = self.cfg.raft
-        if self.cfg.part2:
-            self.faults.update(PART2)
+        if self.cfg.snapshots_and_membership:
+            self.faults.update(SNAPSHOTS_AND_MEMBERSHIP)
             self.raft = dataclasses.replace(self.raft, compact_keep_entries=4)
         n = self.cfg.nodes or self.rng.randint(3, 7)
         self.ids = list(range(1, n + 1))
@@ -176,7 +207,7 @@ class Simulator:
         self.net = NET_PROFILES["good"]
         self.now = 0
         self.phase = "faults"
-        self.queue: list[tuple[int, int, int, object, int]] = []
+        self.queue: list[tuple[int, int, Event]] = []
         self._seq = 0
         self.trace: deque[tuple] = deque(maxlen=self.cfg.trace_lines)
         self.delivered = 0
@@ -212,10 +243,11 @@ class Simulator:
             applied_index=n.sm_applied,
             snapshot=n.snapshot,
         )
+        n.io = SimIO(self, n)
         n.up = True
         n.gen += 1
         start = self.now - self.now % TICK + n.phase
-        self._at(start if start > self.now else start + TICK, _TICK, n.id, n.gen)
+        self._at(start if start > self.now else start + TICK, Tick(n.id, n.gen))
 
     def up_nodes(self) -> list[int]:
         return [i for i in self.ids if self.nodes[i].up]
@@ -262,6 +294,9 @@ class Simulator:
         n.gen += 1
         n.disk_q.clear()  # never made durable
         n.disk_busy = False
+        if n.turn is not None:
+            n.turn.close()  # the turn dies with the process
+            n.turn = None
         self.workload.on_crash(i)
 
     def restart(self, i: int) -> None:
@@ -269,9 +304,9 @@ class Simulator:
         self._boot(self.nodes[i])
 
     # -- the event queue ----------------------------------------------------------------------
-    def _at(self, time: int, kind: int, a: object, b: int = 0) -> None:
+    def _at(self, time: int, event: Event) -> None:
         self._seq += 1
-        heapq.heappush(self.queue, (time, self._seq, kind, a, b))
+        heapq.heappush(self.queue, (time, self._seq, event))
 
     def count_event(self, name: str) -> None:
         self.event_counts[name] = self.event_counts.get(name, 0) + 1
@@ -294,9 +329,9 @@ class Simulator:
                 continue
             if lost:
                 continue
-            self._at(self.now + rng.randint(lo, hi), _DELIVER, m)
+            self._at(self.now + rng.randint(lo, hi), Deliver(m))
             if dup and rng.random() < dup:
-                self._at(self.now + rng.randint(lo, hi), _DELIVER, m)
+                self._at(self.now + rng.randint(lo, hi), Deliver(m))
 
     def _stream_snapshot(self, m: Message, lost: bool) -> None:
         """A SNAPSHOT message carries the sender's snapshot data (the shell streams it); its
@@ -305,24 +340,22 @@ class Simulator:
         sender = self.nodes[m.from_]
         meta = m.snapshot
         if lost or meta is None or sender.snapshot != meta:
-            self._at(self.now + 1, _DELIVER, ("snapshot_failed", m))
+            self._at(self.now + 1, SnapshotFails(m))
             return
         lo, hi = self.net[2], self.net[3]
         later = self.now + self.rng.randint(lo, hi) * 3
         fail = self.rng.random() < self.cfg.snapshot_fail
         if fail and self.rng.random() < 0.5:
             self.count_event("snapshot_aborted")
-            self._at(later, _DELIVER, ("snapshot_failed", m))  # aborted midway
+            self._at(later, SnapshotFails(m))  # aborted midway
             return
         if fail:
             self.count_event("snapshot_ack_lost")
         data = dict(sender.snapshot_data)
-        self._at(later, _DELIVER, ("snapshot", m, data, not fail))
+        self._at(later, SnapshotArrives(m, data, not fail))
 
-    def _deliver(self, m: Message | tuple) -> None:
-        if isinstance(m, tuple):
-            self._deliver_snapshot(*m)
-            return
+    def _deliver(self, ev: Deliver) -> None:
+        m = ev.msg
         n = self.nodes[m.to]
         if not n.up or (m.from_, m.to) in self.cuts:
             return
@@ -339,11 +372,16 @@ class Simulator:
         if term > self.told_term.get(i, 0):
             self.told_term[i] = term
 
-    def _deliver_snapshot(
-        self, what: str, m: Message, data: dict | None = None, report_ok: bool = True
-    ) -> None:
+    def _snapshot_fails(self, ev: SnapshotFails) -> None:
+        self._snapshot_ends(ev.msg, None, False, arrived=False)
+
+    def _snapshot_arrives(self, ev: SnapshotArrives) -> None:
+        self._snapshot_ends(ev.msg, ev.data, ev.report_ok, arrived=True)
+
+    def _snapshot_ends(self, m: Message, data: dict | None, report_ok: bool,
+                       arrived: bool) -> None:
         n = self.nodes[m.to]
-        ok = what == "snapshot" and n.up and (m.from_, m.to) not in self.cuts
+        ok = arrived and n.up and (m.from_, m.to) not in self.cuts
         if ok:
             self.delivered += 1
             self.trace.append((self.now, "msg", m))
@@ -354,35 +392,31 @@ class Simulator:
         ok = ok and report_ok
         sender = self.nodes[m.from_]
         if sender.up:
-            late = " (delivered; its ack lost)" if not report_ok and what == "snapshot" else ""
+            late = " (delivered; its ack lost)" if not report_ok and arrived else ""
             self.trace_note(f"snapshot {m.from_}->{m.to} {'sent' if ok else 'FAILED'}{late}")
             sender.core.report_snapshot(m.to, ok)
             self.process(m.from_)
 
     # -- the shell ----------------------------------------------------------------------------
     def process(self, i: int) -> None:
-        """Run node ``i``'s Ready cycles until it has nothing to do."""
+        """Run node ``i``'s Ready turns until it has nothing to do or waits for its disk."""
         n = self.nodes[i]
         if not n.up:
             return
         self._touched.add(i)
         core = n.core
-        while core.has_ready():
-            rd = core.ready()
-            self.trace.append((self.now, "ready", i, rd))
-            if rd.entries:
-                prev = core.log.term(rd.entries[0].index - 1)
-                self.inv.on_entries(i, rd.entries, prev)
-            self.send(rd.messages)
-            if rd.snapshot is not None:
-                self._install_snapshot(n, rd.snapshot)
-            if rd.must_persist or rd.persisted_messages:
-                n.disk_q.append((rd.number, rd.entries, rd.hard_state, rd.persisted_messages))
-                self._schedule_disk(n)
-            self._apply(n, rd)
-            if rd.compact_to:
-                n.storage.compact(rd.compact_to, core.conf_state_at(rd.compact_to))
-            core.advance(rd)
+        while n.turn is None and core.has_ready():
+            self._run_turn(n, drive_ready(core, core.ready(), n.io))
+
+    def _run_turn(self, n: SimNode, turn: Coroutine[Any, Any, None]) -> None:
+        """Run a Ready turn until it ends or waits for the disk (then ``_disk_done`` resumes
+        it)."""
+        n.turn = None
+        try:
+            turn.send(None)
+        except StopIteration:
+            return
+        n.turn = turn
 
     def _install_snapshot(self, n: SimNode, meta: SnapshotMeta) -> None:
         """Make what is queued durable first (so no stale suffix lands after the snapshot
@@ -392,7 +426,8 @@ class Simulator:
                 f"node {n.id} installs snapshot {meta.index}@{meta.term} that it never received"
             )
         if n.disk_q:
-            self._persist(n, len(n.disk_q))
+            number, after = self._write(n, len(n.disk_q))
+            on_durable(n.core, number, after, n.io)
         data = n.incoming[1]
         n.incoming = None
         n.storage.apply_snapshot(meta)
@@ -417,15 +452,15 @@ class Simulator:
         self.process(i)
         return meta
 
-    def _apply(self, n: SimNode, rd: Ready) -> None:
-        for e in rd.committed_entries:
+    def _apply(self, n: SimNode, entries: list[Entry], read_states: list[ReadState]) -> None:
+        for e in entries:
             if self.inv.on_apply(n.id, e):
                 result = n.sm.apply(e)
                 n.sm_applied = e.index
                 acked = self.workload.on_apply(n.id, e, result)
                 if acked is not None:
                     self.inv.on_ack(acked)
-        for rs in rd.read_states:
+        for rs in read_states:
             self.workload.on_read_state(self, n.id, rs)
 
     def _schedule_disk(self, n: SimNode) -> None:
@@ -433,19 +468,26 @@ class Simulator:
             return
         n.disk_busy = True
         lo, hi = n.disk
-        self._at(self.now + self.rng.randint(lo, hi), _DISK, n.id, n.gen)
+        self._at(self.now + self.rng.randint(lo, hi), DiskDone(n.id, n.gen))
 
-    def _disk_done(self, i: int, gen: int) -> None:
+    def _disk_done(self, ev: DiskDone) -> None:
+        i = ev.node
         n = self.nodes[i]
-        if not n.up or n.gen != gen:
+        if not n.up or n.gen != ev.gen:
             return
         n.disk_busy = False
-        self._persist(n, self.rng.randint(1, len(n.disk_q)))  # one fsync, several Readies
+        # One fsync, several Readies (only one waits at a time in the node's order).
+        number, after = self._write(n, self.rng.randint(1, len(n.disk_q)))
+        if n.turn is not None:
+            self._touched.add(i)
+            self._run_turn(n, n.turn)  # on_persisted, persisted_messages, advance, compact
+        else:
+            on_durable(n.core, number, after, n.io)
         self.process(i)
         self._schedule_disk(n)
 
-    def _persist(self, n: SimNode, k: int) -> None:
-        """Make the first ``k`` queued Readies durable; report it; send what waited on it."""
+    def _write(self, n: SimNode, k: int) -> tuple[int, list[Message]]:
+        """Make the first ``k`` queued Readies durable; their number and waiting messages."""
         after: list[Message] = []
         number = 0
         for _ in range(k):
@@ -456,8 +498,7 @@ class Simulator:
                 n.hard_state = hs
             after += msgs
         self.trace.append((self.now, "note", f"node {n.id} fsync through ready#{number}"))
-        n.core.on_persisted(number)
-        self.send(after)
+        return number, after
 
     # -- checks -------------------------------------------------------------------------------
     def _check_step(self) -> None:
@@ -520,36 +561,25 @@ class Simulator:
     def _run(self) -> SimResult:
         cfg = self.cfg
         fault_end = cfg.fault_ticks * TICK
-        settle_end = fault_end + cfg.settle_ticks * TICK
-        end = settle_end + cfg.drain_ticks * TICK
-        self._at(TICK // 2, _CLIENT, None)
-        self._at(self.rng.randint(*cfg.fault_gap_ticks) * TICK, _FAULT, None)
-        weights = [(w, name, fn) for name, (w, fn) in sorted(self.faults.items()) if w > 0]
-        leaders = 0
+        self._settle_end = fault_end + cfg.settle_ticks * TICK
+        end = self._settle_end + cfg.drain_ticks * TICK
+        self._at(TICK // 2, ClientStep())
+        self._at(self.rng.randint(*cfg.fault_gap_ticks) * TICK, Fault())
+        self._weights = [(w, name, fn) for name, (w, fn) in sorted(self.faults.items()) if w > 0]
         settled_at = 0
-        self._at(fault_end, _FAULT, "stop")
+        self._at(fault_end, StopFaults())
         while self.queue:
-            time, _, kind, a, b = heapq.heappop(self.queue)
+            time, _, event = heapq.heappop(self.queue)
             if time > end:
                 break
             self.now = time
             self.workload.now = time / TICK
-            if self._dispatch(kind, a, b):
-                pass
-            elif kind == _CLIENT:
-                if self.phase != "faults" and time >= settle_end:
-                    self.workload.enabled = False
-                self.workload.step(self, time)
-                self._at(time + TICK, _CLIENT, None)
-            elif a == "stop":
-                self._stop_faults()
-            elif self.phase == "faults":
-                self._fault(weights)
+            self.HANDLERS[type(event)](self, event)
             self._check_step()
             if self.phase == "settle" and not settled_at and self._followed_leader():
                 settled_at = time
                 self.trace_note(f"leader {self._followed_leader()} followed by all")
-            if self.phase == "settle" and not settled_at and time > settle_end:
+            if self.phase == "settle" and not settled_at and time > self._settle_end:
                 raise InvariantBroken(
                     f"liveness: no leader followed by every node {cfg.settle_ticks} ticks "
                     f"after the faults stopped"
@@ -568,31 +598,33 @@ class Simulator:
             len(w.history.ops()),
         )
 
-    def _dispatch(self, kind: int, a: object, b: int) -> bool:
-        """Run one node, network or disk event; False for client and fault events."""
-        if kind == _TICK:
-            n = self.nodes[a]
-            if n.up and n.gen == b:
-                n.core.tick()
-                self.process(a)
-                self._at(self.now + TICK, _TICK, a, b)
-        elif kind == _DELIVER:
-            self._deliver(a)
-        elif kind == _DISK:
-            self._disk_done(a, b)
-        else:
-            return False
-        return True
+    def _tick(self, ev: Tick) -> None:
+        n = self.nodes[ev.node]
+        if n.up and n.gen == ev.gen:
+            n.core.tick()
+            self.process(ev.node)
+            self._at(self.now + TICK, ev)
+
+    def _client_step(self, ev: ClientStep) -> None:
+        if self.phase != "faults" and self.now >= self._settle_end:
+            self.workload.enabled = False
+        self.workload.step(self, self.now)
+        self._at(self.now + TICK, ev)
+
+    def _next_fault(self, ev: Fault) -> None:
+        if self.phase == "faults":
+            self._fault(self._weights)
 
     def run_until(self, tick: float) -> None:
         """Scripted scenarios: run node, network and disk events up to ``tick``, checking the
         invariants after each (no clients or faults run unless ``run`` scheduled them)."""
         end = int(tick * TICK)
         while self.queue and self.queue[0][0] <= end:
-            time, _, kind, a, b = heapq.heappop(self.queue)
+            time, _, event = heapq.heappop(self.queue)
             self.now = time
             self.workload.now = time / TICK
-            self._dispatch(kind, a, b)
+            if isinstance(event, NODE_EVENTS):
+                self.HANDLERS[type(event)](self, event)
             self._check_step()
         self.now = max(self.now, end)
 
@@ -608,9 +640,9 @@ class Simulator:
                     self.trace_note("FAULT " + line)
                 break
             pick -= w
-        self._at(self.now + self.rng.randint(*self.cfg.fault_gap_ticks) * TICK, _FAULT, None)
+        self._at(self.now + self.rng.randint(*self.cfg.fault_gap_ticks) * TICK, Fault())
 
-    def _stop_faults(self) -> None:
+    def _stop_faults(self, ev: StopFaults | None = None) -> None:
         self.phase = "settle"
         self.cuts.clear()
         self.net = NET_PROFILES["good"]
@@ -675,9 +707,22 @@ class Simulator:
 
     _describe_event = staticmethod(sim_report.describe_event)
 
+    #: What each event does (``sim_events``).
+    HANDLERS: dict[type, Callable[[Simulator, Event], None]] = {
+        Tick: _tick,
+        Deliver: _deliver,
+        SnapshotArrives: _snapshot_arrives,
+        SnapshotFails: _snapshot_fails,
+        DiskDone: _disk_done,
+        ClientStep: _client_step,
+        Fault: _next_fault,
+        StopFaults: _stop_faults,
+    }
+
 
 def seeds_from_env(default_count: int) -> range:
     """The seeds ``DENGINE_SIM_SEEDS`` (count) and ``DENGINE_SIM_SEED_START`` ask for."""
     start = int(os.environ.get("DENGINE_SIM_SEED_START", "0"))
     count = int(os.environ.get("DENGINE_SIM_SEEDS", str(default_count)))
     return range(start, start + count)
+

@@ -188,7 +188,7 @@ class Invariants:
         return True
 
     def on_state_machine_reset(self, node: int, index: int) -> None:
-        """A snapshot replaced a node's state machine at ``index`` (part 2)."""
+        """A snapshot replaced a node's state machine at ``index``."""
         done = self.sm_applied.get(node, 0)
         if index < done:
             raise InvariantBroken(

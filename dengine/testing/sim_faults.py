@@ -25,7 +25,7 @@ from dengine.raft.confchange import (
 if TYPE_CHECKING:
     from dengine.testing.sim import Simulator
 
-__all__ = ["CHURN", "FAULTS", "PART2", "NET_PROFILES", "DISK_PROFILES", "Action"]
+__all__ = ["CHURN", "FAULTS", "SNAPSHOTS_AND_MEMBERSHIP", "NET_PROFILES", "DISK_PROFILES", "Action"]
 
 Action = Callable[["Simulator"], "str | None"]
 
@@ -135,7 +135,7 @@ def slow_leader_disk(sim: Simulator) -> str | None:
 
 def snapshot(sim: Simulator) -> str | None:
     """A node's state machine takes a snapshot; its core may then compact its log, and
-    followers behind the compaction point get the snapshot streamed (part 2)."""
+    followers behind the compaction point get the snapshot streamed."""
     up = sim.up_nodes()
     if not up:
         return None
@@ -147,7 +147,7 @@ def snapshot(sim: Simulator) -> str | None:
 def conf_change(sim: Simulator) -> str | None:
     """The leader proposes a membership change: add a learner (a fresh node), promote one,
     remove a voter (perhaps itself), a joint change of two voters at once, or demote a voter
-    to learner through a joint config (part 2). A joint change is left automatically or, one
+    to learner through a joint config. A joint change is left automatically or, one
     time in three, only by an explicit empty change that a later draw proposes."""
     leader = sim.current_leader()
     if not leader:
@@ -259,9 +259,9 @@ FAULTS: dict[str, tuple[int, Action]] = {
     "slow_leader_disk": (1, slow_leader_disk),
 }
 
-#: Part 2 (snapshots and compaction, membership changes): added to FAULTS by
-#: ``SimConfig(part2=True)``.
-PART2: dict[str, tuple[int, Action]] = {
+#: Snapshots and compaction, membership changes: added to FAULTS by
+#: ``SimConfig(snapshots_and_membership=True)``.
+SNAPSHOTS_AND_MEMBERSHIP: dict[str, tuple[int, Action]] = {
     "snapshot": (8, snapshot),
     "conf_change": (6, conf_change),
 }

@@ -42,7 +42,7 @@ class NoJointCore(RaftCore):
             return super().propose_conf_change(change)
         index = 0
         for single in change.changes:
-            self.pending_conf_index = self.log.committed
+            self.membership.mark_pending(self.log.committed)
             index = super().propose_conf_change(ConfChange((single,), context=change.context))
         return index
 

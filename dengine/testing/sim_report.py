@@ -15,9 +15,9 @@ __all__ = ["describe_event", "replay_command", "report"]
 TICK = 100  # sim.TICK, repeated to avoid an import cycle
 
 
-def replay_command(seed: int, part2: bool = False) -> str:
+def replay_command(seed: int, snapshots_and_membership: bool = False) -> str:
     """The one-line command that replays ``seed`` through ``tests/sim/test_sim.py``."""
-    test = "test_part2_seed" if part2 else "test_seed"
+    test = "test_snapshots_and_membership_seed" if snapshots_and_membership else "test_seed"
     return f"DENGINE_SIM_SEED_START={seed} DENGINE_SIM_SEEDS=1 pytest tests/sim -x -k {test}"
 
 
@@ -25,7 +25,7 @@ def report(sim: Simulator, what: str) -> str:
     lines = [
         f"simulation seed {sim.seed} failed at tick {sim.now / TICK:.2f} "
         f"({sim.phase}, {len(sim.ids)} nodes): {what}",
-        f"replay: {replay_command(sim.seed, sim.cfg.part2)}",
+        f"replay: {replay_command(sim.seed, sim.cfg.snapshots_and_membership)}",
         f"members (the leader's config): {sorted(sim.members())}",
         "nodes:",
     ]

@@ -407,3 +407,37 @@ def test_compare_and_set_expect_absent_is_explicit(run, cluster_factory):
             await c.close()
 
     run(main)
+
+
+def test_a_broken_core_invariant_stops_the_node(run, cluster_factory):
+    async def main():
+        from dengine.errors import InvariantViolation, Unavailable
+        from dengine.raft.messages import Message, MessageType
+
+        c = await cluster_factory().start()
+        try:
+            leader = await c.leader()
+            follower = c.followers()[0]
+            core = follower.core
+            original = core.step
+
+            def corrupt(msg):
+                if msg.context == b"corrupt":
+                    # A core bug: commit past the log. The real check must refuse it.
+                    core.log.commit_to(core.last_index + 5)
+                return original(msg)
+
+            core.step = corrupt
+            follower.on_message(Message(MessageType.HEARTBEAT, follower.node_id,
+                                        leader.node_id, leader.core.term, context=b"corrupt"))
+            await asyncio.wait_for(follower.stopped.wait(), 5)
+            assert isinstance(follower.fatal, InvariantViolation)
+            assert "past the last index" in str(follower.fatal)
+            assert not follower.running
+            assert core.commit_index <= core.last_index  # it never went on wrong
+            with pytest.raises(Unavailable):
+                await follower.read_barrier()
+        finally:
+            await c.close()
+
+    run(main)

@@ -62,3 +62,125 @@ def test_the_forbidden_check_can_fail(tmp_path):
     f = tmp_path / "bad.py"
     f.write_text("import time\nfrom asyncio import sleep\n")
     assert sorted(n for n in _imports(f) if _forbidden(n)) == ["asyncio", "time"]
+
+
+# -- one-way import graph ------------------------------------------------------------------
+def _runtime_raft_imports(path: pathlib.Path) -> set[str]:
+    """The dengine.raft modules ``path`` imports when it runs (function-level imports
+    included; ``if TYPE_CHECKING:`` blocks, which never run, left out)."""
+    tree = ast.parse(path.read_text(), str(path))
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[:2] == ["dengine", "raft"] and len(parts) > 2:
+                if (RAFT_DIR / f"{parts[2]}.py").exists():
+                    found.add(parts[2])
+    return found - {path.stem}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of ``graph`` (module -> modules it imports), or []."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str]:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == 1:
+                return stack[stack.index(n):] + [n]
+            if n not in state:
+                found = visit(n)
+                if found:
+                    return found
+        state[m] = 2
+        stack.pop()
+        return []
+
+    for m in sorted(graph):
+        if m not in state:
+            found = visit(m)
+            if found:
+                return found
+    return []
+
+
+def test_raft_modules_import_each_other_one_way():
+    graph = {f.stem: _runtime_raft_imports(f) for f in RAFT_DIR.glob("*.py")
+             if f.stem != "__init__"}
+    assert graph["core"] >= {"_roles", "_leader", "_membership"}
+    assert _cycle(graph) == []
+
+
+def test_the_cycle_check_can_fail(tmp_path):
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) == []
+    f = tmp_path / "x.py"
+    f.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                 "    from dengine.raft.core import RaftCore\n"
+                 "def g():\n    from dengine.raft import _leader\n")
+    assert _runtime_raft_imports(f) == {"_leader"}
+
+
+def test_the_role_changes_only_in_become_methods():
+    places = []
+    for f in RAFT_DIR.glob("*.py"):
+        tree = ast.parse(f.read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            for node in ast.walk(fn):
+                targets = node.targets if isinstance(node, ast.Assign) else (
+                    [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else [])
+                for t in targets:
+                    if isinstance(t, ast.Attribute) and t.attr == "role":
+                        places.append((f.stem, fn.name))
+    assert places
+    # RaftCore.__init__ declares the field; after that only become_* changes it.
+    assert all(mod == "core" and (name.startswith("become_") or name == "__init__")
+               for mod, name in places), places
+
+
+def test_no_handler_assigns_a_field_of_the_core_or_its_components():
+    """Handlers (``_roles``, ``_leader``...) call the core's and its components' methods;
+    only ``core.py`` assigns the core's fields."""
+    places = []
+    for f in RAFT_DIR.glob("*.py"):
+        if f.stem == "core":
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else (
+                [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else [])
+            for t in targets:
+                base = t
+                while isinstance(base, ast.Attribute | ast.Subscript):
+                    base = base.value
+                if isinstance(base, ast.Name) and base.id == "core" and t is not base:
+                    places.append(f"{f.name}:{node.lineno} {ast.unparse(t)}")
+    assert places == []
+
+
+def test_the_handler_modules_assign_no_attribute_at_all():
+    """``_roles`` and ``_leader`` change state only by calling methods of the core and its
+    components (Progress, Reads, Membership, the log, the outbox)."""
+    places = []
+    for name in ("_roles.py", "_leader.py"):
+        for node in ast.walk(ast.parse((RAFT_DIR / name).read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else (
+                [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else [])
+            places += [f"{name}:{node.lineno} {ast.unparse(t)}" for t in targets
+                       if isinstance(t, ast.Attribute)]
+    assert places == []

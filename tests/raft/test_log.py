@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from dengine.errors import Compacted
+from dengine.raft import Message, MessageType, RaftConfig, RaftCore
 from dengine.raft.log import MemoryStorage, RaftLog, iter_chunks, limit_size
 from dengine.raft.tracker import Inflights
 from dengine.raft.types import Entry
@@ -100,3 +103,35 @@ def test_inflights_byte_limit():
     assert not inf.full()
     inf.add(2, 60)
     assert inf.full()
+
+
+def test_stable_tracking_is_not_fooled_by_an_entry_rewritten_back_to_its_term():
+    # Issue 13, defect 2 (the ABA schedule etcd-io/raft documents): a follower's entry 1 goes
+    # 1@3 -> 1@4 -> 1@3 in three Readies before the first fsync is reported. Once the first two
+    # are durable, the disk holds 1@4: index 1 must not count as persisted, nor be applied.
+    storage = MemoryStorage()
+    core = RaftCore(1, RaftConfig(), random.Random(0), peers=[2, 3, 4, 5], storage=storage)
+    readies = []
+    for leader, term, commit in ((2, 3, 0), (3, 4, 0), (4, 5, 1)):
+        entry_term = 4 if term == 4 else 3
+        core.step(Message(MessageType.APPEND, 1, leader, term, entries=(Entry(entry_term, 1, 0, b""),),
+                          commit=commit))
+        rd = core.ready()
+        assert [(e.index, e.term) for e in rd.entries] == [(1, entry_term)]
+        readies.append(rd)
+        core.advance(rd)
+    assert core.commit_index == 1
+    for rd in readies[:2]:  # the shell persists the first two, in order
+        storage.append(rd.entries)
+        core.on_persisted(rd.number)
+    assert storage.term(1) == 4
+    assert core.log.persisted_index == 0
+    if core.has_ready():
+        rd = core.ready()
+        assert not rd.committed_entries, "1@4 from the disk would be applied"
+        core.advance(rd)
+    storage.append(readies[2].entries)
+    core.on_persisted(readies[2].number)
+    assert core.log.persisted_index == 1
+    rd = core.ready()
+    assert [(e.index, e.term) for e in rd.committed_entries] == [(1, 3)]

@@ -211,3 +211,47 @@ def test_single_node_read_index_is_immediate():
     net.core(1).read_index(b"solo")
     net.deliver()
     assert net.peers[1].read_states == [ReadState(b"solo", 1)]
+
+
+# -- the Reads component ---------------------------------------------------------------------
+def test_reads_component_owns_forwarded_reads_and_their_answers():
+    from dengine.raft.read_only import Reads
+
+    r = Reads()
+    r.forward(b"a", 2)
+    r.forward(b"b", 2)
+    assert r.forwarded_to(b"a") == 2 and r.forwarded_to(b"x") == 0
+    assert not r.on_answer(b"x", 5, False)  # never forwarded
+    assert r.on_answer(b"b", 7, False)
+    assert r.on_answer(b"a", 3, False)
+    assert not r.has_ready(2) and r.has_ready(3)
+    assert [rs.context for rs in r.take(5)] == [b"a"]  # by index: b waits for 7
+    r.forward(b"c", 2)
+    r.fail_forwarded()
+    assert [(rs.context, rs.failed) for rs in r.take(0)] == [(b"c", True)]
+    assert [rs.context for rs in r.take(7)] == [b"b"]
+
+
+def test_reads_component_fails_local_and_returns_remote_reads_on_lost_leadership():
+    from dengine.raft.read_only import Reads
+
+    r = Reads()
+    r.on_become_leader()
+    r.rounds.add(b"local", 4, 1)
+    r.rounds.add(b"remote", 4, 3)
+    r.wait_for_commit(b"later", 2, False)
+    assert r.lose_leadership(1) == [(b"remote", 3), (b"later", 2)]
+    assert [(rs.context, rs.failed) for rs in r.take(0)] == [(b"local", True)]
+    assert not r.rounds.pending and not r.until_commit
+
+
+def test_a_voided_lease_holds_no_more_until_the_next_role_change():
+    from dengine.raft.read_only import Reads
+
+    r = Reads()
+    r.rounds.lease_start = 10
+    assert r.lease_holds(12, 5) and not r.lease_holds(15, 5)
+    r.void_lease()
+    assert not r.lease_holds(12, 5)
+    r.new_leadership()
+    assert r.lease_holds(12, 5)

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from dengine.raft import Message, MessageType, RaftConfig, Role
+import random
+
+from dengine.raft import (
+    Entry,
+    HardState,
+    MemoryStorage,
+    Message,
+    MessageType,
+    RaftConfig,
+    RaftCore,
+    Role,
+)
 from dengine.raft.confchange import ConfChange, ConfChangeSingle, ConfChangeType
 from dengine.raft.tracker import ProgressState
-from dengine.raft.types import SnapshotMeta
+from dengine.raft.types import ConfState, SnapshotMeta
 from dengine.testing.raft_network import Network
 
 MT = MessageType
@@ -140,3 +151,20 @@ def test_a_shell_may_keep_a_shorter_tail_than_configured_behind_a_snapshot():
     core2 = net.core(2)
     core2.on_snapshot_taken(SnapshotMeta(applied, core2.term, core2.conf_state), keep_entries=50)
     assert core2.ready().compact_to == applied - 5  # never more than configured
+
+
+def test_fast_forward_acks_the_snapshot_point_not_an_unchecked_suffix():
+    # The follower holds the snapshot's point 3@1, then a suffix 4..5@2 from a deposed leader
+    # of term 2 that the new leader (term 3) never checked. Acking the last index (5) would
+    # let the leader count entries 4 and 5 it does not hold as matched.
+    storage = MemoryStorage()
+    storage.append([Entry(1, 1, 0, b""), Entry(1, 2, 0, b""), Entry(1, 3, 0, b""),
+                    Entry(2, 4, 0, b"stale"), Entry(2, 5, 0, b"stale")])
+    core = RaftCore(2, RaftConfig(), random.Random(0), peers=[1, 3], storage=storage,
+                    hard_state=HardState(term=2, vote=0, commit=1))
+    meta = SnapshotMeta(3, 1, ConfState(voters=frozenset({1, 2, 3})))
+    core.step(Message(MT.SNAPSHOT, 2, 1, 3, snapshot=meta))
+    rd = core.ready()
+    acks = [m for m in rd.messages + rd.persisted_messages if m.type == MT.APPEND_RESP]
+    assert [(m.index, m.reject) for m in acks] == [(3, False)]
+    assert core.commit_index == 3 and core.last_index == 5

@@ -28,7 +28,7 @@ from dengine.testing.sim_faults import DISK_PROFILES
 from dengine.testing.sim_faulty import CommitByCountingCore, DoubleVoteCore, NoJointCore
 
 CI_SEEDS = 200
-CI_SEEDS_PART2 = 100
+CI_SEEDS_SNAPSHOTS = 100
 
 
 @pytest.mark.parametrize("seed", seeds_from_env(CI_SEEDS))
@@ -38,26 +38,35 @@ def test_seed(seed: int) -> None:
     assert result.ops["ok"] > 0 and result.delivered > 0
 
 
-@pytest.mark.parametrize("seed", seeds_from_env(CI_SEEDS_PART2))
-def test_part2_seed(seed: int) -> None:
-    """Part 1's schedule plus membership changes, snapshots and compaction."""
-    result = Simulator(seed, SimConfig(part2=True)).run()
+@pytest.mark.parametrize("seed", seeds_from_env(CI_SEEDS_SNAPSHOTS))
+def test_snapshots_and_membership_seed(seed: int) -> None:
+    """The default schedule plus membership changes, snapshots and compaction."""
+    result = Simulator(seed, SimConfig(snapshots_and_membership=True)).run()
+    assert result.ops["ok"] > 0
+
+
+@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("with_snapshots", [False, True])
+def test_pipelined_shell_order_seed(seed: int, with_snapshots: bool) -> None:
+    """The other order the core's contract allows: Readies taken before the previous one is
+    durable, several reported by one fsync (the default runs the node's own order)."""
+    result = Simulator(seed, SimConfig(snapshots_and_membership=with_snapshots, shell_order="pipelined")).run()
     assert result.ops["ok"] > 0
 
 
 @pytest.mark.parametrize("seed", [149, 315, 362, 428])
-def test_part2_seeds_where_a_read_was_forwarded_to_a_deposed_leader(seed: int) -> None:
+def test_snapshots_and_membership_seeds_where_a_read_was_forwarded_to_a_deposed_leader(seed: int) -> None:
     """A node added by a change that was later rolled back forwarded a read to the leader that
     added it, after that leader was deposed: the read must be refused with the newer term, not
     dropped, or it waits forever (these seeds once ended with it undecided)."""
-    Simulator(seed, SimConfig(part2=True)).run()
+    Simulator(seed, SimConfig(snapshots_and_membership=True)).run()
 
 
-def test_part2_schedule_changes_members_and_streams_snapshots() -> None:
+def test_snapshots_and_membership_schedule_changes_members_and_streams_snapshots() -> None:
     changes = installs = 0
     grew = False
     for seed in range(6):
-        sim = Simulator(seed, SimConfig(part2=True))
+        sim = Simulator(seed, SimConfig(snapshots_and_membership=True))
         sim.run()
         changes += sim.fault_counts.get("conf_change", 0)
         installs += sim.snapshots_installed
@@ -75,15 +84,15 @@ def _events(seeds: range, config: SimConfig) -> dict[str, int]:
     return events
 
 
-def test_part2_schedule_demotes_and_leaves_joint_configs_explicitly() -> None:
-    events = _events(range(8), SimConfig(part2=True))
+def test_snapshots_and_membership_schedule_demotes_and_leaves_joint_configs_explicitly() -> None:
+    events = _events(range(8), SimConfig(snapshots_and_membership=True))
     assert {"demote", "joint_explicit", "leave_joint"} <= set(events), events
 
 
 def test_snapshot_transfers_fail_on_their_own_and_the_cluster_copes() -> None:
     """Every transfer fails here (half abort, half arrive with their ack lost): followers
     still catch up, and the runs pass every check."""
-    events = _events(range(12), SimConfig(part2=True, snapshot_fail=1.0))
+    events = _events(range(12), SimConfig(snapshots_and_membership=True, snapshot_fail=1.0))
     assert {"snapshot_aborted", "snapshot_ack_lost"} <= set(events), events
 
 
@@ -125,7 +134,7 @@ def test_a_core_that_votes_twice_in_a_term_is_caught() -> None:
     assert "votes twice" in str(e) or "election safety" in str(e)
 
 
-def _figure8(seed: int, factory) -> Simulator:
+def _figure8(seed: int, factory, order: str = "pipelined") -> Simulator:
     """Raft figure 8, scripted through the simulator on three nodes (one entry per append).
 
     L appends k@t1 that reaches no one and crashes; W is elected, appends its no-op at k in a
@@ -133,9 +142,13 @@ def _figure8(seed: int, factory) -> Simulator:
     k@t1 (alone) to Z while its own no-op is not yet durable: a quorum holds k@t1. A correct
     core must not commit it by counting; a faulty one does and applies it. Then L crashes, W
     returns and, with Z's vote, overwrites k.
+
+    The timing is that of the pipelined shell order, where L's next Ready (which hands k out
+    to apply) does not wait for its slow fsync; in the node's order L waits, its no-op becomes
+    durable first and commits k correctly on most seeds.
     """
     raft = RaftConfig(election_ticks=10, heartbeat_ticks=1, lease_ticks=7, max_msg_entries=1)
-    sim = Simulator(seed, SimConfig(nodes=3, raft=raft), core_factory=factory)
+    sim = Simulator(seed, SimConfig(nodes=3, raft=raft, shell_order=order), core_factory=factory)
 
     def until(pred) -> None:
         for _ in range(400):
@@ -187,16 +200,17 @@ def test_a_core_that_commits_an_old_term_entry_by_counting_is_caught(seed: int) 
         _figure8(seed, CommitByCountingCore)
 
 
+@pytest.mark.parametrize("order", ["pipelined", "node"])
 @pytest.mark.parametrize("seed", range(3))
-def test_the_real_core_survives_figure_8(seed: int) -> None:
-    sim = _figure8(seed, RaftCore)
+def test_the_real_core_survives_figure_8(seed: int, order: str) -> None:
+    sim = _figure8(seed, RaftCore, order)
     assert len({sim.nodes[i].core.commit_index for i in sim.up_nodes()}) >= 1
 
 
 def _replace_a_follower(seed: int, factory) -> Simulator:
     """Three voters; the leader proposes one change that adds voter 4 and removes a follower
     (two voters at once), then the cluster runs on with the usual faults."""
-    sim = Simulator(seed, SimConfig(nodes=3, part2=True), core_factory=factory)
+    sim = Simulator(seed, SimConfig(nodes=3, snapshots_and_membership=True), core_factory=factory)
     while not sim.current_leader():
         sim.run_until(sim.now / TICK + 0.25)
     sim.run_until(sim.now / TICK + 2)
@@ -384,3 +398,21 @@ def test_lease_read_is_not_stale_when_a_voter_restarts() -> None:
     written, read = _lease_after_restart(0)
     assert written == b"new"
     assert read == written
+
+
+def test_every_event_kind_is_a_frozen_dataclass_with_a_handler() -> None:
+    import dataclasses
+    import typing
+
+    from dengine.testing import sim_events
+
+    kinds = typing.get_args(sim_events.Event)
+    assert set(Simulator.HANDLERS) == set(kinds)
+    for kind in kinds:
+        params = kind.__dataclass_params__
+        assert params.frozen, kind
+    ev = sim_events.Tick(1, 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ev.node = 3  # type: ignore[misc]
+    sim = Simulator(0, SimConfig(nodes=3))
+    assert all(isinstance(e, kinds) for _, _, e in sim.queue)

@@ -14,6 +14,7 @@ from collections import deque
 import pytest
 
 from dengine.raft.core import RaftCore
+from dengine.raft.driver import drive_ready
 from dengine.raft.log import MemoryStorage
 from dengine.transport import GrpcTransport, MemoryNetwork
 
@@ -40,14 +41,30 @@ class Shell:
             while self.inbox:
                 core.step(self.inbox.popleft())
             while core.has_ready():
-                rd = core.ready()
-                self.transport.send(rd.messages)
-                self.storage.append(rd.entries)
-                core.on_persisted(rd.number)
-                self.transport.send(rd.persisted_messages)
-                self.applied.extend(rd.committed_entries)
-                core.advance(rd)
+                await drive_ready(core, core.ready(), self)
             await asyncio.sleep(tick_s)
+
+    # The I/O steps of raft.driver.ReadyIO (no snapshots or membership changes here).
+    def install_snapshot(self, meta) -> None:
+        raise AssertionError("no snapshot in this test")
+
+    def observe(self, rd) -> None:
+        return None
+
+    def reconnect(self, conf_state) -> None:
+        return None
+
+    def send(self, messages) -> None:
+        self.transport.send(messages)
+
+    def persist(self, rd) -> None:
+        self.storage.append(rd.entries)
+
+    def apply(self, entries, read_states) -> None:
+        self.applied.extend(entries)
+
+    def compact(self, index, conf_state) -> None:
+        self.storage.compact(index, conf_state)
 
 
 async def elect_and_replicate(shells, eventually) -> None:
