@@ -32,6 +32,8 @@ __all__ = [
     "ForeignDataDir",
     "InvalidArgument",
     "ServerError",
+    "DataDirLocked",
+    "StorageIOError",
 ]
 
 
@@ -253,4 +255,38 @@ class SessionExpired(DengineError):
         super().__init__(
             f"request {seq} of client {client_id} is older than its kept results: whether it "
             "was applied is unknown; read the state before retrying"
+        )
+
+
+class DataDirLocked(StorageError):
+    """Another opener holds the data directory: one process (and one store) owns it at a time.
+
+    Opening it anyway could repair (cut, delete) what the live owner has acknowledged.
+    """
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        holder = f"process {pid}" if pid else "another process"
+        super().__init__(
+            f"data directory {path} is in use by {holder}; stop that process first "
+            "(or use another data directory)"
+        )
+
+
+class StorageIOError(StorageError):
+    """A write or fsync failed (ENOSPC, EIO, ...): fatal for the store that saw it.
+
+    The store refuses every later write: after a failed fsync the kernel may have dropped the
+    dirty pages, so a retry that "succeeds" would prove nothing (the fsyncgate lesson).
+    """
+
+    def __init__(self, path: str, operation: str, error: str, errno: int | None = None) -> None:
+        self.path = path
+        self.operation = operation
+        self.error = error
+        self.errno = errno
+        super().__init__(
+            f"storage {operation} on {path} failed: {error}; the node stops "
+            "(free space or fix the disk, then restart it)"
         )

@@ -50,6 +50,7 @@ from dengine.errors import (
     OperationTimeout,
     PayloadTooLarge,
     ProposalDropped,
+    StorageError,
     Unavailable,
 )
 from dengine.node import _membership, _snapshotting, bootstrap
@@ -163,7 +164,8 @@ class Node:
             from dengine.node.faults import watch_fault_file
 
             self._fault_task = asyncio.get_running_loop().create_task(
-                watch_fault_file(self.config.cluster.data_dir, self.transport, self.log))
+                watch_fault_file(self.config.cluster.data_dir, self.transport, self.log,
+                                 store=self.log_store))
         self.log.info("node started", address=self.address, cluster_id=self.cluster_id,
                       term=self.core.term, commit_index=self.core.commit_index,
                       applied_index=self.core.applied_index,
@@ -197,6 +199,13 @@ class Node:
         self.running = False
         self.accepting = False
         self.log.info("node stopping", reason=reason)
+        try:
+            await self._stop_parts(reason)
+        finally:
+            self.stopped.set()  # whatever failed above, stop() completes and says so
+        self.log.info("node stopped")
+
+    async def _stop_parts(self, reason: str) -> None:
         if self._tasks:
             drive, ticker = self._tasks
             ticker.cancel()
@@ -218,16 +227,8 @@ class Node:
         for path in self._incoming.values():
             _snapshotting.unlink(path)
         self._incoming.clear()
-        try:
-            if self._deferred_hs is not None:
-                self.log_store.save_hard_state(self._deferred_hs)
-            self.log_store.sync()
-        finally:
-            self.log_store.close()
-            self.state_machine.close()
+        _close_storage(self)
         self.metrics.close()
-        self.log.info("node stopped")
-        self.stopped.set()
 
     def _fail_everything(self, err: DengineError) -> None:
         _, tokens = self._batch.drain()
@@ -644,6 +645,25 @@ class Node:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
+
+
+def _close_storage(node: Node) -> None:
+    """Flush and close the stores; a store that already failed is closed, never re-synced
+    (a second fsync after a failed one proves nothing)."""
+    try:
+        if not isinstance(node.fatal, StorageError):
+            if node._deferred_hs is not None:
+                node.log_store.save_hard_state(node._deferred_hs)
+            node.log_store.sync()
+    except Exception as e:  # noqa: BLE001 - recorded as the node's failure; stop goes on
+        node.log.critical("storage failed while stopping", error=repr(e))
+        if node.fatal is None:
+            node.fatal = e
+    for part in (node.log_store, node.state_machine):
+        try:
+            part.close()
+        except Exception as e:  # noqa: BLE001 - closing the rest matters more
+            node.log.error("closing storage failed", part=type(part).__name__, error=repr(e))
 
 
 def settle(fut: asyncio.Future, result: object = None, error: BaseException | None = None) -> None:

@@ -28,6 +28,7 @@ from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 from dengine.errors import Corruption, SnapshotError, StorageError
 from dengine.storage import datadir, records
+from dengine.storage.lock import DirLock
 
 _U32 = struct.Struct("<I")
 DEFAULT_CHUNK_BYTES = 1 << 20
@@ -147,6 +148,18 @@ class RocksEngine:
         self._wopts = WriteOptions()
         self._wopts.sync = sync
         self._log = logger
+        self._db = None
+        self._lock = DirLock(self.path)  # one owner: released by close()
+        try:
+            self._open_dir()
+        except BaseException:
+            self._lock.release()
+            raise
+        if self._log is not None:
+            extra = {} if sync else {"warning": "sync is off: a crash loses applied entries"}
+            self._log.info("kv engine opened", path=self.path, db=self._current, sync=sync, **extra)
+
+    def _open_dir(self) -> None:
         datadir.open_dir(self.path, "kv-rocksdb", self._init_dir)
         current = records.read_record(self._p(CURRENT_FILE), KIND_CURRENT)
         if current is None:
@@ -156,9 +169,6 @@ class RocksEngine:
             if name.startswith("db-") and name != self._current:
                 shutil.rmtree(self._p(name))  # an interrupted restore, or its predecessor
         self._db = self._open(self._p(self._current))
-        if self._log is not None:
-            extra = {} if sync else {"warning": "sync is off: a crash loses applied entries"}
-            self._log.info("kv engine opened", path=self.path, db=self._current, sync=sync, **extra)
 
     @staticmethod
     def _init_dir(tmp: str) -> None:
@@ -254,3 +264,4 @@ class RocksEngine:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self._lock.release()
