@@ -156,6 +156,16 @@ class NetworkSection:
     backoff_initial_ms: int = _key(50, "first reconnect delay", min=1)
     backoff_max_ms: int = _key(2000, "largest reconnect delay", min=1)
     fault_injection: bool = _key(False, "allow the test-only fault switch (never in production)")
+    stream_max_in_flight: int = _key(
+        4096, "requests of one Batch stream handled or answered-but-unsent at once", min=1
+    )
+    stream_max_queued_bytes: int = _key(
+        16 * MiB, "answer bytes one Batch stream may hold before the client reads them", min=4096
+    )
+    scan_max_bytes: int = _key(
+        4 * MiB, "key and value bytes in one scan page (the rest comes with a continuation)",
+        min=1024,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +435,13 @@ def _check_contradictions(c: Config) -> None:
             "network.snapshot_chunk_bytes",
             n.snapshot_chunk_bytes,
             f"at least 64 KiB below network.max_message_bytes ({n.max_message_bytes})",
+        )
+    if n.scan_max_bytes + r.max_msg_bytes + 64 * 1024 > n.max_message_bytes:
+        raise ConfigError(
+            "network.scan_max_bytes",
+            n.scan_max_bytes,
+            "at least raft.max_msg_bytes + 64 KiB below network.max_message_bytes "
+            f"({n.max_message_bytes}): a page may run one value past its budget",
         )
     if n.backoff_initial_ms > n.backoff_max_ms:
         raise ConfigError(

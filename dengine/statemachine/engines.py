@@ -36,6 +36,18 @@ CURRENT_FILE = "CURRENT"
 KIND_CURRENT = 16
 
 
+def within_bytes(rows: Iterable[tuple[bytes, bytes]], max_bytes: int) -> list[tuple[bytes, bytes]]:
+    """The rows up to and including the one that takes keys and values past ``max_bytes``
+    (0: no budget): the caller sees the budget was reached and cuts there (see ``KV.range``)."""
+    out, total = [], 0
+    for k, v in rows:
+        out.append((k, v))
+        total += len(k) + len(v)
+        if max_bytes and total > max_bytes:
+            break
+    return out
+
+
 def pack_items(items: Iterable[tuple[bytes, bytes]], chunk_bytes: int) -> Iterator[bytes]:
     """Pack (key, value) pairs into chunks of about ``chunk_bytes``."""
     parts: list[bytes] = []
@@ -101,12 +113,13 @@ class MemoryEngine:
     def get(self, key: bytes) -> bytes | None:
         return self._data.get(key)
 
-    def scan(self, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
+    def scan(self, start: bytes, end: bytes | None, limit: int,
+             max_bytes: int = 0) -> list[tuple[bytes, bytes]]:
         i = bisect.bisect_left(self._keys, start)
         j = len(self._keys) if end is None else bisect.bisect_left(self._keys, end)
         if limit:
             j = min(j, i + limit)
-        return [(k, self._data[k]) for k in self._keys[i:j]]
+        return within_bytes(((k, self._data[k]) for k in self._keys[i:j]), max_bytes)
 
     def write(self, changes: dict[bytes, bytes | None]) -> None:
         for k, v in changes.items():
@@ -188,15 +201,19 @@ class RocksEngine:
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
 
-    def scan(self, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
-        out = []
-        for k, v in self._db.items(from_key=start):
-            if end is not None and k >= end:
-                break
-            out.append((k, v))
-            if limit and len(out) >= limit:
-                break
-        return out
+    def scan(self, start: bytes, end: bytes | None, limit: int,
+             max_bytes: int = 0) -> list[tuple[bytes, bytes]]:
+        def rows() -> Iterator[tuple[bytes, bytes]]:
+            n = 0
+            for k, v in self._db.items(from_key=start):
+                if end is not None and k >= end:
+                    return
+                yield k, v
+                n += 1
+                if limit and n >= limit:
+                    return
+
+        return within_bytes(rows(), max_bytes)
 
     def write(self, changes: dict[bytes, bytes | None]) -> None:
         wb = WriteBatch(raw_mode=True)

@@ -51,3 +51,53 @@ def proc_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DENGINE_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     return env
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServeProc:
+    """One ``dengine serve`` child on a free loopback port; killed when the test ends."""
+
+    def __init__(self, data_dir: str, env: dict[str, str], *flags: str) -> None:
+        self.data_dir = data_dir
+        self.address = f"127.0.0.1:{free_port()}"
+        cmd = [sys.executable, "-m", "dengine", "serve", "--cluster.node-id", "1",
+               "--cluster.initial-members", f"1={self.address}", "--cluster.data-dir", data_dir,
+               "--raft.election-ms", "300", "--raft.lease-ms", "200",
+               "--raft.heartbeat-ms", "50", *flags]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def kill(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        out, _ = self.proc.communicate()
+        return out or ""
+
+
+@pytest.fixture
+def serve(tmp_path, proc_env):
+    """Factory: ``serve(*flags)`` starts a one-node ``dengine serve``."""
+    started: list[ServeProc] = []
+
+    def start(*flags: str) -> ServeProc:
+        p = ServeProc(str(tmp_path / f"data{len(started)}"), proc_env, *flags)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.kill()
