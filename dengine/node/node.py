@@ -126,12 +126,14 @@ class Node:
         self._snapshotting = False
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
+        self._detached: set[asyncio.Task] = set()
         self._leader_event = asyncio.Event()
         self.accepting = False
         self.running = False
         self.stopped = asyncio.Event()
         self.fatal: BaseException | None = None
         self.joining = False
+        self.removed = False  # this node's removal from the cluster committed: it stops
         self._fatal_stop: asyncio.Task | None = None
         self._fault_task: asyncio.Task | None = None
         self._stopping = False
@@ -639,6 +641,13 @@ class Node:
                 fut.set_exception(result)
             else:
                 fut.set_result(result)
+
+    def _spawn_detached(self, coro: Any) -> asyncio.Task:
+        """A task stop() does not wait for (it may call stop itself); kept until done."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+        return task
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)

@@ -72,6 +72,9 @@ async def serve(config: Any) -> int:
         join_task.cancel()
     waiter.cancel()
     await node.stop("signal received" if stop.is_set() else "node failed")
+    if node.removed and node.fatal is None:
+        log.info("exiting: this node was removed from the cluster")
+        return 0
     if node.fatal is not None:
         print(f"dengine: node {node.node_id} failed: {node.fatal}", file=sys.stderr)
         return 1

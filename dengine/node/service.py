@@ -175,7 +175,7 @@ class RequestHandler:
             raise InvalidArgument("the end key must be above the start key")
         await self.node.read_barrier(req.consistency)
         sm = self.node.state_machine
-        budget = self.node.config.network.scan_max_bytes  # a page stays well below gRPC's limit
+        budget = scan_budget(self.node.config)
         if req.prefix:
             page = sm.prefix(req.prefix, limit, req.start or None, max_bytes=budget)
         else:
@@ -212,6 +212,14 @@ class RequestHandler:
     async def remove_member(self, req: Any) -> client_pb2.MembershipResponse:
         await self.node.remove_member(req.id)
         return pb.MembershipResponse(members=self._members())
+
+
+def scan_budget(config: Any) -> int:
+    """A scan page's byte budget: ``network.scan_max_bytes``, but never so close to the gRPC
+    message limit that the one value a page may run past it would not fit."""
+    net = config.network
+    room = net.max_message_bytes - config.raft.max_msg_bytes - 64 * 1024
+    return max(1024, min(net.scan_max_bytes, room))
 
 
 def _as_dengine(e: BaseException) -> BaseException:

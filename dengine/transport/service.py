@@ -26,6 +26,8 @@ __all__ = ["RaftPeerService", "STREAM_UP_KEY"]
 
 #: Initial-metadata key the receiver sends as soon as a peer stream is accepted.
 STREAM_UP_KEY = "dengine-stream-up"
+#: In a refusal: the refusing node committed the sender's removal (the sender should stop).
+REMOVED_MARK = "was removed from the cluster"
 
 
 class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
@@ -41,6 +43,10 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
             return ClusterMismatch(t.cluster_id, cluster_id, f"cluster id of peer {sender}")
         if sender == t.node_id or (sender not in t.peers and not t.accept_unknown_senders):
             t.stats.refused("unknown_sender")
+            check = getattr(t, "removed_check", None)
+            if sender != t.node_id and check is not None and check(sender):
+                return RemoteProtocolError(
+                    sender, f"node {sender} {REMOVED_MARK} (node {t.node_id} committed it)")
             return RemoteProtocolError(
                 sender, f"node {sender} is not a member known to node {t.node_id}"
             )
