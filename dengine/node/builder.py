@@ -13,6 +13,7 @@ refused), then the stores are opened beneath it; a new cluster's log gets its fi
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 from typing import Any
@@ -151,6 +152,8 @@ class _ServerHandle:
         self.config = config
         self.server: Any = None
         self.port: int | None = None
+        self.node: Node | None = None
+        self._health: Any = None
 
     def make(self, node: Node) -> Any:
         import grpc
@@ -158,6 +161,7 @@ class _ServerHandle:
         from dengine.node.service import add_client_services
         from dengine.transport.channels import bind_insecure_port, server_options
 
+        self.node = node
         self.server = grpc.aio.server(options=server_options(self.config.network))
         add_client_services(self.server, node)
         self.port = bind_insecure_port(self.server, self.config.cluster.listen_addr)
@@ -165,7 +169,15 @@ class _ServerHandle:
 
     async def start(self) -> None:
         await self.server.start()
+        servicer = getattr(getattr(self.node, "transport", None), "health", None)
+        if servicer is not None:  # per-service health follows what the node can answer
+            from dengine.node.health import watch_health
+
+            self._health = asyncio.get_running_loop().create_task(
+                watch_health(self.node, servicer))
 
     async def stop(self, grace_s: float) -> None:
+        if self._health is not None:
+            self._health.cancel()
         if self.server is not None:
             await self.server.stop(grace_s)
