@@ -166,6 +166,22 @@ class NetworkSection:
         4 * MiB, "key and value bytes in one scan page (the rest comes with a continuation); "
         "capped to leave one value's room under max_message_bytes", min=1024,
     )
+    max_pending_requests: int = _key(
+        10_000, "client requests a node holds at once; past it: RESOURCE_EXHAUSTED", min=1
+    )
+    max_pending_bytes: int = _key(
+        64 * MiB, "client request bytes a node holds at once; past it: RESOURCE_EXHAUSTED",
+        min=4096,
+    )
+    max_streams_per_connection: int = _key(
+        256, "concurrent calls one client connection may have open (HTTP/2 streams)", min=4
+    )
+    keepalive_time_ms: int = _key(10_000, "ping an idle connection this often", min=1000)
+    keepalive_timeout_ms: int = _key(5000, "close a connection whose ping is not answered",
+                                     min=100)
+    max_connection_idle_ms: int = _key(
+        300_000, "close a client connection with no calls for this long; 0 = never", min=0
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ __all__ = [
     "ServerError",
     "DataDirLocked",
     "StorageIOError",
+    "Overloaded",
 ]
 
 
@@ -289,4 +290,16 @@ class StorageIOError(StorageError):
         super().__init__(
             f"storage {operation} on {path} failed: {error}; the node stops "
             "(free space or fix the disk, then restart it)"
+        )
+
+
+class Overloaded(DengineError):
+    """The node refused the request at once, before doing anything with it: it is past one of
+    its limits (requests or bytes in flight). Nothing was applied; retry after the hint."""
+
+    def __init__(self, reason: str, retry_after_ms: int = 100) -> None:
+        self.reason = reason
+        self.retry_after_ms = retry_after_ms
+        super().__init__(
+            f"overloaded: {reason}; nothing was applied: retry after {retry_after_ms} ms"
         )

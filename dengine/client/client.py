@@ -52,6 +52,7 @@ from dengine.client.types import (
 from dengine.errors import (
     NotLeader,
     OperationTimeout,
+    Overloaded,
     ProposalDropped,
     Unavailable,
 )
@@ -64,7 +65,8 @@ T = TypeVar("T")
 MiB = 1024 * 1024
 
 #: Errors a call retries (within its deadline); every other error is final.
-RETRYABLE: tuple[type[BaseException], ...] = (NotLeader, Unavailable, ProposalDropped, TimeoutError)
+RETRYABLE: tuple[type[BaseException], ...] = (
+    NotLeader, Unavailable, ProposalDropped, TimeoutError, Overloaded)
 
 # Batch-stream field -> unary method name of the Kv service.
 _UNARY = {
@@ -282,6 +284,9 @@ class Client:
                 if self._follow(e, addr or "") and hops < 3:
                     hops += 1
                     continue  # a fresh hint: go there now, no backoff
+            except Overloaded as e:  # refused before anything was done: back off, same node
+                last = e
+                delay = max(delay, e.retry_after_ms / 1000)
             except RETRYABLE as e:
                 last = e
                 if endpoint is None:

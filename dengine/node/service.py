@@ -26,8 +26,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dengine._core import codec
-from dengine.errors import DengineError, InvalidArgument, PayloadTooLarge
+from dengine.errors import DengineError, InvalidArgument, Overloaded, PayloadTooLarge
 from dengine.node._stream import StreamBudget, run_batch_stream
+from dengine.node.admission import Admission
 from dengine.observability.tracing import request_tracing
 from dengine.transport.status import to_proto
 from dengine.transport.strict import add_strict
@@ -58,9 +59,29 @@ class RequestHandler:
         self.log = node.log
         self._metrics = getattr(node, "metrics", None)
         self._tracing = request_tracing(node)
+        net = getattr(getattr(node, "config", None), "network", None)
+        self.admission = (Admission(net.max_pending_requests, net.max_pending_bytes)
+                          if net is not None else None)
 
     async def call(self, name: str, request: Any, response_cls: type) -> Any:
-        """Run ``name`` (a method of this class) and wrap any error in ``response_cls``."""
+        """Run ``name`` (a method of this class) and wrap any error in ``response_cls``; past
+        the node's limits, refuse it at once (:mod:`dengine.node.admission`)."""
+        if self.admission is None:
+            return await self._traced(name, request, response_cls)
+        nbytes = request.ByteSize()
+        try:
+            self.admission.admit(nbytes)
+        except Overloaded as e:
+            resp = response_cls(error=to_proto(e))
+            if self._metrics is not None:
+                self._metrics.on_client_request(name, resp)
+            return resp
+        try:
+            return await self._traced(name, request, response_cls)
+        finally:
+            self.admission.release(nbytes)
+
+    async def _traced(self, name: str, request: Any, response_cls: type) -> Any:
         span = self._tracing.start(name) if self._tracing is not None else None
         if span is None:
             resp = await self._call(name, request, response_cls)

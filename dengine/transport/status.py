@@ -46,6 +46,7 @@ ErrorCode = client_pb2.ErrorCode
 # Most specific first: the first isinstance match wins.
 _TO_CODE: tuple[tuple[type[BaseException], int], ...] = (
     (E.NotLeader, client_pb2.NOT_LEADER),
+    (E.Overloaded, client_pb2.RESOURCE_EXHAUSTED),
     (E.Unavailable, client_pb2.UNAVAILABLE),
     (E.OperationTimeout, client_pb2.TIMEOUT),
     (E.PayloadTooLarge, client_pb2.PAYLOAD_TOO_LARGE),
@@ -74,6 +75,7 @@ _GRPC_OF: dict[int, grpc.StatusCode] = {
     client_pb2.PROPOSAL_DROPPED: grpc.StatusCode.ABORTED,
     client_pb2.INTERNAL: grpc.StatusCode.INTERNAL,
     client_pb2.SESSION_EXPIRED: grpc.StatusCode.FAILED_PRECONDITION,
+    client_pb2.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 # A bare status (no trailing Error, e.g. raised by gRPC itself) back to an ErrorCode.
@@ -113,6 +115,8 @@ def to_proto(exc: BaseException) -> client_pb2.Error:
     if isinstance(exc, E.NotLeader):
         err.leader_id = exc.leader_id or 0
         err.leader_addr = exc.leader_addr or ""
+    if isinstance(exc, E.Overloaded):
+        err.retry_after_ms = exc.retry_after_ms
     return err
 
 
@@ -123,6 +127,8 @@ def from_proto(err: client_pb2.Error) -> E.DengineError | None:
         return None
     if code == client_pb2.NOT_LEADER:
         return E.NotLeader(err.leader_id or None, err.leader_addr or None)
+    if code == client_pb2.RESOURCE_EXHAUSTED:
+        return E.Overloaded(_reason(msg, E.Overloaded), err.retry_after_ms or 100)
     return _from_code(code, msg)
 
 
@@ -153,6 +159,8 @@ def _from_code(code: int, msg: str) -> E.DengineError:
         return E.ConfChangeError(_reason(msg, E.ConfChangeError))
     if code == client_pb2.PROPOSAL_DROPPED:
         return E.ProposalDropped(_reason(msg, E.ProposalDropped))
+    if code == client_pb2.RESOURCE_EXHAUSTED:
+        return E.Overloaded(_reason(msg, E.Overloaded))
     if code == client_pb2.SESSION_EXPIRED:
         m = _SESSION.match(msg)
         return E.SessionExpired(int(m[2]), int(m[1])) if m else E.SessionExpired(0, 0)
