@@ -128,7 +128,8 @@ def from_proto(err: client_pb2.Error) -> E.DengineError | None:
     if code == client_pb2.NOT_LEADER:
         return E.NotLeader(err.leader_id or None, err.leader_addr or None)
     if code == client_pb2.RESOURCE_EXHAUSTED:
-        return E.Overloaded(_reason(msg, E.Overloaded), err.retry_after_ms or 100)
+        wait = err.retry_after_ms or 100
+        return E.Overloaded(_reason(msg, lambda r: E.Overloaded(r, wait)), wait)
     return _from_code(code, msg)
 
 
