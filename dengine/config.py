@@ -182,6 +182,9 @@ class NetworkSection:
     max_connection_idle_ms: int = _key(
         300_000, "close a client connection with no calls for this long; 0 = never", min=0
     )
+    drain_timeout_ms: int = _key(
+        5000, "on SIGTERM: time to hand over leadership and answer requests in flight", min=0
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -263,7 +263,8 @@ class Node:
 
     def _check_accepting(self) -> None:
         if not self.accepting:
-            raise Unavailable(f"node {self.node_id} is not serving (stopping or not started)")
+            raise Unavailable(f"node {self.node_id} is not serving (stopping or not started); "
+                              "the request was not applied: retry on another node")
 
     def _submit(self, op: Callable[[], None]) -> None:
         self._ops.append(op)
