@@ -201,6 +201,11 @@ class StateMachineSection:
     """Where the replicated state lives."""
 
     engine: str = _key("rocksdb", "state machine backend", choices=("rocksdb", "memory"))
+    max_sessions: int = _key(
+        4096, "client sessions kept for exactly-once writes (the idlest is evicted past it)",
+        min=1,
+    )
+    session_results: int = _key(16, "results kept per client session", min=1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -261,11 +261,15 @@ class Client:
         deadline = _now() + timeout
         delay = self._backoff[0]
         last: BaseException | None = None
+        attempts: list[str] = []  # what each attempt met, for the timeout's message
+        addr: str | None = endpoint
         hops = 0
         while True:
+            if last is not None:
+                attempts.append(_attempt(addr, last))
             remaining = deadline - _now()
             if remaining <= 0:
-                why = f"{op} (last error: {last})" if last is not None else op
+                why = f"{op} ({len(attempts)} attempts: {_runs(attempts)})" if attempts else op
                 raise OperationTimeout(why, timeout) from last
             if self._closed:
                 raise Unavailable("the client is closed") from last
@@ -567,6 +571,23 @@ class Client:
             if m.address:
                 self._members[m.id] = m.address
         return members
+
+
+def _attempt(addr: str | None, err: BaseException) -> str:
+    return f"{addr or 'no leader known'}: {type(err).__name__}: {err}"
+
+
+def _runs(attempts: list[str]) -> str:
+    """Every attempt in order, a run of identical ones written once with its count."""
+    out: list[str] = []
+    i = 0
+    while i < len(attempts):
+        j = i
+        while j < len(attempts) and attempts[j] == attempts[i]:
+            j += 1
+        out.append(attempts[i] if j - i == 1 else f"{attempts[i]} (x{j - i})")
+        i = j
+    return "; ".join(out)
 
 
 def _raise_error(err: client_pb2.Error) -> None:

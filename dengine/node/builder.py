@@ -83,8 +83,10 @@ class NodeBuilder:
         )
         try:
             store.bind_identity(bootstrap.cluster_number(cl.cluster_id), cl.node_id)
-            sm = self._sm or open_kv(cfg.statemachine.engine, os.path.join(data_dir, "sm"),
-                                     sync=False, logger=log)
+            smc = cfg.statemachine
+            sm = self._sm or open_kv(smc.engine, os.path.join(data_dir, "sm"), sync=False,
+                                     logger=log, max_sessions=smc.max_sessions,
+                                     session_results=smc.session_results)
         except BaseException:
             store.close()
             raise

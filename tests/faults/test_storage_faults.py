@@ -146,3 +146,4 @@ def test_a_full_tmpfs_fails_rocksdb_typed(tmpfs):
                 s.append(make(i, i, 1, size=32 << 10))
         assert not isinstance(err.value, OSError)
         assert "No space" in str(err.value) or "ENOSPC" in str(err.value)
+
