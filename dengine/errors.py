@@ -35,6 +35,7 @@ __all__ = [
     "DataDirLocked",
     "StorageIOError",
     "Overloaded",
+    "OutcomeUnknown",
 ]
 
 
@@ -302,4 +303,17 @@ class Overloaded(DengineError):
         self.retry_after_ms = retry_after_ms
         super().__init__(
             f"overloaded: {reason}; nothing was applied: retry after {retry_after_ms} ms"
+        )
+
+
+class OutcomeUnknown(Unavailable):
+    """A write reached a log but its answer was lost on the way (this node stopped, or a new
+    leader replaced it here while another node's log may still hold it): it may or may not be
+    applied. Retry only with the same session (applied once), or read the state to find out.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"{reason}; the outcome is unknown (it may still commit): retry only with the "
+            "same session, or read to find out"
         )

@@ -48,6 +48,7 @@ from dengine.errors import (
     InvariantViolation,
     NotLeader,
     OperationTimeout,
+    OutcomeUnknown,
     PayloadTooLarge,
     ProposalDropped,
     StorageError,
@@ -214,9 +215,8 @@ class Node:
             self._wake.set()
             # The turn in progress finishes (a persist in a worker thread is never cut short).
             await asyncio.gather(drive, ticker, return_exceptions=True)
-        self._fail_everything(Unavailable(
-            f"node {self.node_id} stopped before the request completed ({reason}); "
-            "retry on another node (writes with a session are applied once)"))
+        self._fail_everything(OutcomeUnknown(
+            f"node {self.node_id} stopped before the request completed ({reason})"))
         if self.client_server is not None:
             await self.client_server.stop(0.5)
         if self._fault_task is not None:
@@ -233,8 +233,15 @@ class Node:
         self.metrics.close()
 
     def _fail_everything(self, err: DengineError) -> None:
+        """Answer everything in flight: ``err`` for what reached the log (its outcome is
+        unknown); writes still queued here were never proposed, so they say not applied."""
         _, tokens = self._batch.drain()
-        futures = list(tokens) + [f for _, f in self._pending.values()]
+        never = Unavailable(f"node {self.node_id} stopped before proposing the request; it "
+                            "was not applied: retry on another node")
+        for fut in tokens:
+            if not fut.done():
+                fut.set_exception(never)
+        futures = [f for _, f in self._pending.values()]
         futures += list(self._reads.values()) + self._snap_waiters
         self._pending.clear()
         self._reads.clear()
@@ -449,7 +456,7 @@ class Node:
         except BaseException as e:  # noqa: BLE001 - storage failure etc.: stop, loudly
             self.fatal = e
             self.log.critical("drive loop failed; the node stops", error=repr(e))
-            self._fail_everything(Unavailable(f"node {self.node_id} failed: {e}"))
+            self._fail_everything(OutcomeUnknown(f"node {self.node_id} failed: {e}"))
             self._fatal_stop = asyncio.get_running_loop().create_task(
                 self.stop(f"fatal error: {e}"))
 
@@ -595,7 +602,10 @@ class Node:
     def _drop_overwritten(self, entries: list[Entry]) -> None:
         """A new leader's entries replaced ours: their proposers learn it now, not at commit."""
         first, last = entries[0].index, entries[-1].index
-        lost = ProposalDropped("a new leader replaced the entry before it committed; retry")
+        # Gone from this log, yet another node's log may still hold it and a later leader
+        # commit it (with five nodes, say): not a PROPOSAL_DROPPED, whose promise is "never".
+        lost = OutcomeUnknown("a new leader replaced the entry in this node's log before it "
+                              "committed")
         for index in [i for i in self._pending if i >= first]:
             term, fut = self._pending[index]
             if index > last or entries[index - first].term != term:

@@ -139,6 +139,9 @@ def _from_code(code: int, msg: str) -> E.DengineError:
     if code == client_pb2.NOT_LEADER:
         return E.NotLeader(None, None)
     if code == client_pb2.UNAVAILABLE:
+        unknown = _reason(msg, E.OutcomeUnknown)
+        if unknown != msg:  # "outcome unknown" rides on UNAVAILABLE; keep the distinction
+            return E.OutcomeUnknown(unknown)
         return E.Unavailable(_reason(msg, E.Unavailable))
     if code == client_pb2.TIMEOUT:
         return _timeout(msg)

@@ -106,3 +106,13 @@ def test_two_thousand_concurrent_big_writes_are_shed_not_absorbed(serve):
     assert grown < 300 * MIB, grown
     print(f"RSS {base / MIB:.0f} MiB -> peak {peak[0] / MIB:.0f} MiB; {acked} acked, "
           f"{len(errors)} errors")
+
+
+def test_outcome_unknown_and_not_applied_stay_apart_over_the_wire():
+    from dengine.errors import OutcomeUnknown, Unavailable
+    from dengine.transport import status as S
+
+    unknown = S.from_proto(S.to_proto(OutcomeUnknown("node 1 stopped")))
+    assert type(unknown) is OutcomeUnknown and str(unknown) == str(OutcomeUnknown("node 1 stopped"))
+    plain = S.from_proto(S.to_proto(Unavailable("not serving; the request was not applied")))
+    assert type(plain) is Unavailable
