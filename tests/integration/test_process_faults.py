@@ -88,3 +88,41 @@ def test_a_full_disk_stops_one_follower_and_the_rest_go_on(cluster_factory, run,
             assert len(got) == min(20, len(acked))
 
     run(go)
+
+
+def test_kill_9_while_a_snapshot_goes_in_then_it_catches_up(cluster_factory, run):
+    lc = cluster_factory(3, raft={"snapshot_interval_entries": 100, "compaction_tail_entries": 10})
+    value = b"v" * (16 * 1024)
+
+    async def go():
+        import asyncio
+
+        async with lc.client(timeout=20) as c:
+            leader = lc.nodes[(await lc.wait_leader(c)).id]
+            down = lc.nodes[next(i for i in lc.nodes if i != leader.id)]
+            down.kill()
+            keys = [b"snap/%04d" % j for j in range(300)]
+            for i in range(0, len(keys), 50):
+                await asyncio.gather(*(c.put(k, value) for k in keys[i : i + 50]))
+            await leader.wait_log("log compacted")
+            kills = 0
+            for delay in (0.0, 0.05, 0.2):  # kill at different points of transfer and install
+                seen = leader.log_count("sending snapshot")
+                down.start()
+                try:
+                    await leader.wait_log("sending snapshot", seen + 1, timeout=10)
+                except AssertionError:
+                    break  # the last kill came after the install finished: none is needed
+                await asyncio.sleep(delay)
+                down.kill()  # SIGKILL: whatever it was doing with the snapshot
+                kills += 1
+            assert kills >= 1
+            if not down.running:
+                down.start()
+            top = (await c.status()).commit_index
+            await lc.wait_applied(c, down.id, top, timeout=30)
+            got = {kv.key: kv.value async for kv in c.scan_iter(
+                prefix=b"snap/", consistency="serializable", endpoint=down.address)}
+            assert got == dict.fromkeys(keys, value)
+
+    run(go)
