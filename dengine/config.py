@@ -170,6 +170,35 @@ class NetworkSection:
     max_snapshot_bytes: int = _key(
         8 * 1024 * MiB, "largest snapshot a follower receives (one transfer at a time)", min=1
     )
+    stream_max_in_flight: int = _key(
+        4096, "requests of one Batch stream handled or answered-but-unsent at once", min=1
+    )
+    stream_max_queued_bytes: int = _key(
+        16 * MiB, "answer bytes one Batch stream may hold before the client reads them", min=4096
+    )
+    scan_max_bytes: int = _key(
+        4 * MiB, "key and value bytes in one scan page (the rest comes with a continuation); "
+        "capped to leave one value's room under max_message_bytes", min=1024,
+    )
+    max_pending_requests: int = _key(
+        10_000, "client requests a node holds at once; past it: RESOURCE_EXHAUSTED", min=1
+    )
+    max_pending_bytes: int = _key(
+        64 * MiB, "client request bytes a node holds at once; past it: RESOURCE_EXHAUSTED",
+        min=4096,
+    )
+    max_streams_per_connection: int = _key(
+        256, "concurrent calls one client connection may have open (HTTP/2 streams)", min=4
+    )
+    keepalive_time_ms: int = _key(10_000, "ping an idle connection this often", min=1000)
+    keepalive_timeout_ms: int = _key(5000, "close a connection whose ping is not answered",
+                                     min=100)
+    max_connection_idle_ms: int = _key(
+        300_000, "close a client connection with no calls for this long; 0 = never", min=0
+    )
+    drain_timeout_ms: int = _key(
+        5000, "on SIGTERM: time to hand over leadership and answer requests in flight", min=0
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +221,11 @@ class StateMachineSection:
     engine: str = _key("rocksdb", "state machine backend", choices=("rocksdb", "memory"))
     history_revisions: int = _key(10_000, "revisions of watch history kept (older: COMPACTED)",
                                   min=1)
+    max_sessions: int = _key(
+        4096, "client sessions kept for exactly-once writes (the idlest is evicted past it)",
+        min=1,
+    )
+    session_results: int = _key(16, "results kept per client session", min=1)
 
 
 @dataclass(frozen=True, slots=True)

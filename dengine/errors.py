@@ -38,6 +38,10 @@ __all__ = [
     "QuotaExceeded",
     "WatchCompacted",
     "LeaseNotFound",
+    "DataDirLocked",
+    "StorageIOError",
+    "Overloaded",
+    "OutcomeUnknown",
 ]
 
 
@@ -352,3 +356,62 @@ class LeaseNotFound(DengineError):
     def __init__(self, lease_id: int) -> None:
         self.lease_id = lease_id
         super().__init__(f"lease {lease_id} does not exist (revoked or expired); grant a new one")
+
+
+class DataDirLocked(StorageError):
+    """Another opener holds the data directory: one process (and one store) owns it at a time.
+
+    Opening it anyway could repair (cut, delete) what the live owner has acknowledged.
+    """
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        holder = f"process {pid}" if pid else "another process"
+        super().__init__(
+            f"data directory {path} is in use by {holder}; stop that process first "
+            "(or use another data directory)"
+        )
+
+
+class StorageIOError(StorageError):
+    """A write or fsync failed (ENOSPC, EIO, ...): fatal for the store that saw it.
+
+    The store refuses every later write: after a failed fsync the kernel may have dropped the
+    dirty pages, so a retry that "succeeds" would prove nothing (the fsyncgate lesson).
+    """
+
+    def __init__(self, path: str, operation: str, error: str, errno: int | None = None) -> None:
+        self.path = path
+        self.operation = operation
+        self.error = error
+        self.errno = errno
+        super().__init__(
+            f"storage {operation} on {path} failed: {error}; the node stops "
+            "(free space or fix the disk, then restart it)"
+        )
+
+
+class Overloaded(DengineError):
+    """The node refused the request at once, before doing anything with it: it is past one of
+    its limits (requests or bytes in flight). Nothing was applied; retry after the hint."""
+
+    def __init__(self, reason: str, retry_after_ms: int = 100) -> None:
+        self.reason = reason
+        self.retry_after_ms = retry_after_ms
+        super().__init__(
+            f"overloaded: {reason}; nothing was applied: retry after {retry_after_ms} ms"
+        )
+
+
+class OutcomeUnknown(Unavailable):
+    """A write reached a log but its answer was lost on the way (this node stopped, or a new
+    leader replaced it here while another node's log may still hold it): it may or may not be
+    applied. Retry only with the same session (applied once), or read the state to find out.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"{reason}; the outcome is unknown (it may still commit): retry only with the "
+            "same session, or read to find out"
+        )

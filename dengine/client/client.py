@@ -56,6 +56,7 @@ from dengine.client.watch import WatchMixin
 from dengine.errors import (
     NotLeader,
     OperationTimeout,
+    Overloaded,
     ProposalDropped,
     Unavailable,
 )
@@ -68,7 +69,8 @@ T = TypeVar("T")
 MiB = 1024 * 1024
 
 #: Errors a call retries (within its deadline); every other error is final.
-RETRYABLE: tuple[type[BaseException], ...] = (NotLeader, Unavailable, ProposalDropped, TimeoutError)
+RETRYABLE: tuple[type[BaseException], ...] = (
+    NotLeader, Unavailable, ProposalDropped, TimeoutError, Overloaded)
 
 # Batch-stream field -> unary method name of the Kv service.
 _UNARY = {
@@ -299,11 +301,15 @@ class Client(WatchMixin, LeaseMixin):
         deadline = _now() + timeout
         delay = self._backoff[0]
         last: BaseException | None = None
+        attempts: list[str] = []  # what each attempt met, for the timeout's message
+        addr: str | None = endpoint
         hops = 0
         while True:
+            if last is not None:
+                attempts.append(_attempt(addr, last))
             remaining = deadline - _now()
             if remaining <= 0:
-                why = f"{op} (last error: {last})" if last is not None else op
+                why = f"{op} ({len(attempts)} attempts: {_runs(attempts)})" if attempts else op
                 raise OperationTimeout(why, timeout) from last
             if self._closed:
                 raise Unavailable("the client is closed") from last
@@ -332,6 +338,9 @@ class Client(WatchMixin, LeaseMixin):
                     continue  # a fresh hint: go there now, no backoff
             except _Unreachable:
                 raise
+            except Overloaded as e:  # refused before anything was done: back off, same node
+                last = e
+                delay = max(delay, e.retry_after_ms / 1000)
             except RETRYABLE as e:
                 last = e
                 if self._fail_fast and endpoint is not None and _no_connection(e):
@@ -650,6 +659,23 @@ class Client(WatchMixin, LeaseMixin):
             if m.address:
                 self._members[m.id] = m.address
         return members
+
+
+def _attempt(addr: str | None, err: BaseException) -> str:
+    return f"{addr or 'no leader known'}: {type(err).__name__}: {err}"
+
+
+def _runs(attempts: list[str]) -> str:
+    """Every attempt in order, a run of identical ones written once with its count."""
+    out: list[str] = []
+    i = 0
+    while i < len(attempts):
+        j = i
+        while j < len(attempts) and attempts[j] == attempts[i]:
+            j += 1
+        out.append(attempts[i] if j - i == 1 else f"{attempts[i]} (x{j - i})")
+        i = j
+    return "; ".join(out)
 
 
 def _raise_error(err: client_pb2.Error) -> None:

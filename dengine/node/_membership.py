@@ -67,7 +67,8 @@ async def add_learner(node: Node, node_id: int, address: str) -> None:
         raise InvalidArgument(f"address {address!r} is not host:port (port 1..65535)")
     cs = node.core.conf_state
     if node_id in cs.learners and node.book.addresses.get(node_id) == address:
-        return  # already done (a retried join)
+        await settled(node)  # already done (a retried join): success once it is committed
+        return
     if node_id in cs.voters | cs.voters_outgoing:
         raise ConfChangeError(f"node {node_id} is already a voter; remove it first to "
                               "re-add it as a learner")
@@ -82,6 +83,7 @@ async def promote(node: Node, node_id: int) -> None:
     check_member_id(node_id)
     if node_id not in node.core.conf_state.learners:
         if node_id in node.core.conf_state.voters:
+            await settled(node)  # a retried promotion that was applied
             return
         raise ConfChangeError(f"node {node_id} is not a learner; add it as a learner first")
     if node.is_leader:
@@ -99,10 +101,32 @@ async def remove_member(node: Node, node_id: int) -> None:
     """Remove a voter or learner from the cluster."""
     check_member_id(node_id)
     cs = node.core.conf_state
-    if node_id not in (cs.voters | cs.learners | cs.voters_outgoing | cs.learners_next):
+    if not is_member(node_id, cs):
+        if node_id in node.book.addresses:  # it was a member: a retried removal that applied
+            await settled(node)
+            return
         raise ConfChangeError(f"node {node_id} is not a member")
     await conf_change(node, ConfChange((ConfChangeSingle(ConfChangeType.REMOVE_NODE,
                                                          node_id),)))
+
+
+def is_member(node_id: int, cs: ConfState) -> bool:
+    return node_id in (cs.voters | cs.learners | cs.voters_outgoing | cs.learners_next)
+
+
+async def settled(node: Node) -> None:
+    """Return once the config in force is committed, on the leader: a retried change that
+    already took effect then answers success exactly as the first attempt would have."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 3 * node.config.raft.election_ms / 1000
+    while True:
+        if not node.is_leader:
+            raise node.not_leader()
+        if node.core.commit_index >= node.core.membership.pending_index:
+            return
+        if loop.time() > deadline:
+            raise ProposalDropped("the membership change in force has not committed yet; retry")
+        await asyncio.sleep(node.config.raft.tick_ms / 1000)
 
 
 def learn_from_entries(node: Node, entries: list[Entry]) -> None:
@@ -120,11 +144,42 @@ def on_conf_committed(node: Node, e: Entry) -> None:
         cc = decode_conf_change(e.data)
     except DengineError:
         return
+    after = node.core.conf_state_at(e.index)
     node.log.info(
         "membership change committed", index=e.index,
         changes=[(c.type.name, c.node_id) for c in cc.changes] or "leave joint",
-        voters=sorted(node.core.conf_state_at(e.index).voters),
-        learners=sorted(node.core.conf_state_at(e.index).learners))
+        voters=sorted(after.voters), learners=sorted(after.learners))
+    me = node.node_id
+    if not is_member(me, after) and is_member(me, node.core.conf_state_at(e.index - 1)):
+        on_removed(node, e.index)
+
+
+def removal_committed(node: Node, peer: int) -> bool:
+    """True when ``peer`` was a member and the committed config no longer holds it: a
+    removal that can never be undone, so the peer may safely be told to stop."""
+    core = node.core
+    if core is None or peer not in node.book.addresses:
+        return False
+    try:
+        return not is_member(peer, core.conf_state_at(core.commit_index))
+    except Exception:  # noqa: BLE001 - unsure (the index is compacted, say): say no
+        return False
+
+
+def on_removed(node: Node, index: int | None) -> None:
+    """This node's removal committed: it stops (no more campaigns, nothing for peers to
+    dial) once its last answers and the commit index had a moment to reach the others."""
+    if node.removed:
+        return
+    node.removed = True
+    node.log.info("this node was removed from the cluster; it stops now", index=index,
+                  learned_from="the log" if index else "a peer that committed it")
+
+    async def stop_soon() -> None:
+        await asyncio.sleep(2 * node.config.raft.heartbeat_ms / 1000)
+        await node.stop("removed from the cluster")
+
+    node._spawn_detached(stop_soon())
 
 
 def sync_peers(node: Node, cs: ConfState) -> None:

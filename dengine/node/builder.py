@@ -13,12 +13,13 @@ refused), then the stores are opened beneath it; a new cluster's log gets its fi
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 from typing import Any
 
 from dengine.config import Config
-from dengine.node import bootstrap, lost_data
+from dengine.node import _membership, bootstrap, lost_data
 from dengine.node.members import MemberBook
 from dengine.node.node import Node
 from dengine.observability.logging import node_logger
@@ -85,9 +86,11 @@ class NodeBuilder:
         )
         try:
             store.bind_identity(bootstrap.cluster_number(cl.cluster_id), cl.node_id)
-            sm = self._sm or open_kv(cfg.statemachine.engine, os.path.join(data_dir, "sm"),
-                                     sync=False, logger=log,
-                                     history_revisions=cfg.statemachine.history_revisions)
+            smc = cfg.statemachine
+            sm = self._sm or open_kv(smc.engine, os.path.join(data_dir, "sm"), sync=False,
+                                     logger=log, max_sessions=smc.max_sessions,
+                                     session_results=smc.session_results,
+                                     history_revisions=smc.history_revisions)
         except BaseException:
             store.close()
             raise
@@ -126,12 +129,15 @@ class NodeBuilder:
             from dengine.transport import GrpcTransport
 
             grpc_server = server.make(node) if server is not None else None
-            return GrpcTransport(
+            transport = GrpcTransport(
                 cfg, on_message=node.on_message, on_snapshot=node.on_snapshot,
                 on_unreachable=node.on_unreachable, peers=peers, snapshot_dir=incoming,
                 server=grpc_server, accept_unknown_senders=bool(cfg.cluster.join),
                 logger=node.log,
             )
+            transport.removed_check = lambda peer: _membership.removal_committed(node, peer)
+            transport.on_removed = lambda: _membership.on_removed(node, None)
+            return transport
 
         return make
 
@@ -152,6 +158,8 @@ class _ServerHandle:
         self.config = config
         self.server: Any = None
         self.port: int | None = None
+        self.node: Node | None = None
+        self._health: Any = None
 
     def make(self, node: Node) -> Any:
         import grpc
@@ -160,6 +168,7 @@ class _ServerHandle:
         from dengine.security.tls import bind_port
         from dengine.transport.channels import server_options
 
+        self.node = node
         self.server = grpc.aio.server(options=server_options(self.config.network))
         add_client_services(self.server, node)
         self.port = bind_port(self.server, self.config.cluster.listen_addr, self.config.tls,
@@ -168,7 +177,15 @@ class _ServerHandle:
 
     async def start(self) -> None:
         await self.server.start()
+        servicer = getattr(getattr(self.node, "transport", None), "health", None)
+        if servicer is not None:  # per-service health follows what the node can answer
+            from dengine.node.health import watch_health
+
+            self._health = asyncio.get_running_loop().create_task(
+                watch_health(self.node, servicer))
 
     async def stop(self, grace_s: float) -> None:
+        if self._health is not None:
+            self._health.cancel()
         if self.server is not None:
             await self.server.stop(grace_s)

@@ -51,8 +51,10 @@ from dengine.errors import (
     InvariantViolation,
     NotLeader,
     OperationTimeout,
+    OutcomeUnknown,
     PayloadTooLarge,
     ProposalDropped,
+    StorageError,
     Unavailable,
 )
 from dengine.node import _membership, _snapshotting, bootstrap, lost_data
@@ -129,12 +131,14 @@ class Node:
         self._snap_policy = SnapshotPolicy.from_config(config.raft)
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
+        self._detached: set[asyncio.Task] = set()
         self._leader_event = asyncio.Event()
         self.accepting = False
         self.running = False
         self.stopped = asyncio.Event()
         self.fatal: BaseException | None = None
         self.joining = False
+        self.removed = False  # this node's removal from the cluster committed: it stops
         self._fatal_stop: asyncio.Task | None = None
         self._fault_task: asyncio.Task | None = None
         self._stopping = False
@@ -178,7 +182,8 @@ class Node:
             from dengine.node.faults import watch_fault_file
 
             self._fault_task = asyncio.get_running_loop().create_task(
-                watch_fault_file(self.config.cluster.data_dir, self.transport, self.log))
+                watch_fault_file(self.config.cluster.data_dir, self.transport, self.log,
+                                 store=self.log_store))
         self.log.info("node started", address=self.address, cluster_id=self.cluster_id,
                       term=self.core.term, commit_index=self.core.commit_index,
                       applied_index=self.core.applied_index,
@@ -212,15 +217,21 @@ class Node:
         self.running = False
         self.accepting = False
         self.log.info("node stopping", reason=reason)
+        try:
+            await self._stop_parts(reason)
+        finally:
+            self.stopped.set()  # whatever failed above, stop() completes and says so
+        self.log.info("node stopped")
+
+    async def _stop_parts(self, reason: str) -> None:
         if self._tasks:
             drive, ticker = self._tasks
             ticker.cancel()
             self._wake.set()
             # The turn in progress finishes (a persist in a worker thread is never cut short).
             await asyncio.gather(drive, ticker, return_exceptions=True)
-        self._fail_everything(Unavailable(
-            f"node {self.node_id} stopped before the request completed ({reason}); "
-            "retry on another node (writes with a session are applied once)"))
+        self._fail_everything(OutcomeUnknown(
+            f"node {self.node_id} stopped before the request completed ({reason})"))
         if self.client_server is not None:
             await self.client_server.stop(0.5)
         if self._fault_task is not None:
@@ -234,20 +245,19 @@ class Node:
         for path in self._incoming.values():
             _snapshotting.unlink(path)
         self._incoming.clear()
-        try:
-            if self._deferred_hs is not None:
-                self.log_store.save_hard_state(self._deferred_hs)
-            self.log_store.sync()
-        finally:
-            self.log_store.close()
-            self.state_machine.close()
+        _close_storage(self)
         self.metrics.close()
-        self.log.info("node stopped")
-        self.stopped.set()
 
     def _fail_everything(self, err: DengineError) -> None:
+        """Answer everything in flight: ``err`` for what reached the log (its outcome is
+        unknown); writes still queued here were never proposed, so they say not applied."""
         _, tokens = self._batch.drain()
-        futures = list(tokens) + [f for _, f in self._pending.values()]
+        never = Unavailable(f"node {self.node_id} stopped before proposing the request; it "
+                            "was not applied: retry on another node")
+        for fut in tokens:
+            if not fut.done():
+                fut.set_exception(never)
+        futures = [f for _, f in self._pending.values()]
         futures += list(self._reads.values()) + self._snap_waiters
         self._pending.clear()
         self._reads.clear()
@@ -276,7 +286,8 @@ class Node:
 
     def _check_accepting(self) -> None:
         if not self.accepting:
-            raise Unavailable(f"node {self.node_id} is not serving (stopping or not started)")
+            raise Unavailable(f"node {self.node_id} is not serving (stopping or not started); "
+                              "the request was not applied: retry on another node")
 
     def _submit(self, op: Callable[[], None]) -> None:
         self._ops.append(op)
@@ -478,7 +489,7 @@ class Node:
             self.fatal = e
             self.log.critical("drive loop failed; the node stops", error=repr(e),
                               raft_state=describe_core(core))
-            self._fail_everything(Unavailable(f"node {self.node_id} failed: {e}"))
+            self._fail_everything(OutcomeUnknown(f"node {self.node_id} failed: {e}"))
             self._fatal_stop = asyncio.get_running_loop().create_task(
                 self.stop(f"fatal error: {e}"))
 
@@ -619,7 +630,10 @@ class Node:
     def _drop_overwritten(self, entries: list[Entry]) -> None:
         """A new leader's entries replaced ours: their proposers learn it now, not at commit."""
         first, last = entries[0].index, entries[-1].index
-        lost = ProposalDropped("a new leader replaced the entry before it committed; retry")
+        # Gone from this log, yet another node's log may still hold it and a later leader
+        # commit it (with five nodes, say): not a PROPOSAL_DROPPED, whose promise is "never".
+        lost = OutcomeUnknown("a new leader replaced the entry in this node's log before it "
+                              "committed")
         for index in [i for i in self._pending if i >= first]:
             term, fut = self._pending[index]
             if index > last or entries[index - first].term != term:
@@ -667,11 +681,37 @@ class Node:
             else:
                 fut.set_result(result)
 
+    def _spawn_detached(self, coro: Any) -> asyncio.Task:
+        """A task stop() does not wait for (it may call stop itself); kept until done."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+        return task
+
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
+
+
+def _close_storage(node: Node) -> None:
+    """Flush and close the stores; a store that already failed is closed, never re-synced
+    (a second fsync after a failed one proves nothing)."""
+    try:
+        if not isinstance(node.fatal, StorageError):
+            if node._deferred_hs is not None:
+                node.log_store.save_hard_state(node._deferred_hs)
+            node.log_store.sync()
+    except Exception as e:  # noqa: BLE001 - recorded as the node's failure; stop goes on
+        node.log.critical("storage failed while stopping", error=repr(e))
+        if node.fatal is None:
+            node.fatal = e
+    for part in (node.log_store, node.state_machine):
+        try:
+            part.close()
+        except Exception as e:  # noqa: BLE001 - closing the rest matters more
+            node.log.error("closing storage failed", part=type(part).__name__, error=repr(e))
 
 
 def settle(fut: asyncio.Future, result: object = None, error: BaseException | None = None) -> None:

@@ -6,8 +6,10 @@ A node started with ``--join`` and an empty data directory asks that member (fol
 NOT_LEADER hints to the leader) to add it as a learner, then catches up like any follower;
 promoting it to voter is a separate, explicit step (``Cluster.Promote``).
 
-On SIGTERM or SIGINT the node stops accepting requests, fails those in flight with UNAVAILABLE
-(safe to retry: writes carry sessions), syncs and closes its storage, and the process exits 0.
+On SIGTERM or SIGINT the node drains (:mod:`dengine.node.drain`): a leader hands leadership to
+its most caught-up voter, the node stops taking requests and answers those in flight within
+``network.drain_timeout_ms``; what is left then fails with UNAVAILABLE (outcome unknown: retry
+with the session); it syncs and closes its storage, and the process exits 0.
 A storage failure or a data directory of another cluster exits non-zero with the reason.
 """
 
@@ -100,7 +102,14 @@ async def serve(config: Any) -> int:
     if join_task is not None:
         join_task.cancel()
     waiter.cancel()
+    if stop.is_set() and node.running:
+        from dengine.node.drain import drain
+
+        await drain(node, config.network.drain_timeout_ms / 1000)
     await node.stop("signal received" if stop.is_set() else "node failed")
+    if node.removed and node.fatal is None:
+        log.info("exiting: this node was removed from the cluster")
+        return 0
     if node.fatal is not None:
         print(f"dengine: node {node.node_id} failed: {node.fatal}", file=sys.stderr)
         return 1

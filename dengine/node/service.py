@@ -9,14 +9,16 @@ becomes the response's ``error`` field (``dengine.transport.status.to_proto``): 
 answers writes and linearizable or lease reads with NOT_LEADER plus the leader's id and address;
 a command over ``raft.max_msg_bytes`` is PAYLOAD_TOO_LARGE; a malformed request is
 INVALID_ARGUMENT; an unexpected exception is INTERNAL, logged, and never takes the node down.
-A scan without a limit returns at most ``DEFAULT_SCAN_LIMIT`` keys and a continuation. A unary
+A scan without a limit returns at most ``DEFAULT_SCAN_LIMIT`` keys and a continuation, and any
+scan stops at ``network.scan_max_bytes`` of keys and values (with a continuation). A unary
 RPC whose response carries an error ends with the matching gRPC status instead (see
 :mod:`dengine.transport.status`); the ``Batch`` stream keeps errors per request.
 
 ``Batch`` is a bidirectional stream: each ``ClientRequestBatch`` carries many requests; each is
 handled concurrently and the answers go back as they complete, whatever is ready at the moment
 leaving as one ``ClientResponseBatch``, matched to its request by ``request_id``. A request with
-no operation set is answered with a ``put`` response carrying INVALID_ARGUMENT.
+no operation set is answered with a ``put`` response carrying INVALID_ARGUMENT. Flow control
+(:mod:`dengine.node._stream`): a request's slot is freed only once its answer was written.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dengine._core import codec
-from dengine.errors import DengineError, InvalidArgument, PayloadTooLarge
+from dengine.errors import DengineError, InvalidArgument, Overloaded, PayloadTooLarge
+from dengine.node._stream import StreamBudget, run_batch_stream
+from dengine.node.admission import Admission
 from dengine.observability.tracing import request_tracing
 from dengine.transport.status import status_of_error, to_proto
 from dengine.transport.strict import add_strict
@@ -43,8 +47,6 @@ MAX_SCAN_LIMIT = 10_000
 #: Keys a scan returns when the request sets no limit (the rest come with a continuation).
 DEFAULT_SCAN_LIMIT = 1000
 MAX_GET_MANY_KEYS = 10_000
-#: Requests of one Batch stream being handled at once; more wait to be read.
-MAX_STREAM_IN_FLIGHT = 4096
 
 
 def _kv(kv: Any) -> client_pb2.KeyValue:
@@ -59,9 +61,29 @@ class RequestHandler:
         self.log = node.log
         self._metrics = getattr(node, "metrics", None)
         self._tracing = request_tracing(node)
+        net = getattr(getattr(node, "config", None), "network", None)
+        self.admission = (Admission(net.max_pending_requests, net.max_pending_bytes)
+                          if net is not None else None)
 
     async def call(self, name: str, request: Any, response_cls: type) -> Any:
-        """Run ``name`` (a method of this class) and wrap any error in ``response_cls``."""
+        """Run ``name`` (a method of this class) and wrap any error in ``response_cls``; past
+        the node's limits, refuse it at once (:mod:`dengine.node.admission`)."""
+        if self.admission is None:
+            return await self._traced(name, request, response_cls)
+        nbytes = request.ByteSize()
+        try:
+            self.admission.admit(nbytes)
+        except Overloaded as e:
+            resp = response_cls(error=to_proto(e))
+            if self._metrics is not None:
+                self._metrics.on_client_request(name, resp)
+            return resp
+        try:
+            return await self._traced(name, request, response_cls)
+        finally:
+            self.admission.release(nbytes)
+
+    async def _traced(self, name: str, request: Any, response_cls: type) -> Any:
         span = self._tracing.start(name) if self._tracing is not None else None
         if span is None:
             resp = await self._call(name, request, response_cls)
@@ -180,10 +202,11 @@ class RequestHandler:
             raise InvalidArgument("the end key must be above the start key")
         await self.node.read_barrier(req.consistency)
         sm = self.node.state_machine
+        budget = scan_budget(self.node.config)
         if req.prefix:
-            page = sm.prefix(req.prefix, limit, req.start or None)
+            page = sm.prefix(req.prefix, limit, req.start or None, max_bytes=budget)
         else:
-            page = sm.range(req.start, req.end or None, limit)
+            page = sm.range(req.start, req.end or None, limit, max_bytes=budget)
         return pb.ScanResponse(kvs=[_kv(kv) for kv in page.items],
                                continuation=page.next_key or b"")
 
@@ -223,6 +246,14 @@ class RequestHandler:
     async def remove_member(self, req: Any) -> client_pb2.MembershipResponse:
         await self.node.remove_member(req.id)
         return pb.MembershipResponse(members=self._members())
+
+
+def scan_budget(config: Any) -> int:
+    """A scan page's byte budget: ``network.scan_max_bytes``, but never so close to the gRPC
+    message limit that the one value a page may run past it would not fit."""
+    net = config.network
+    room = net.max_message_bytes - config.raft.max_msg_bytes - 64 * 1024
+    return max(1024, min(net.scan_max_bytes, room))
 
 
 def _as_dengine(e: BaseException) -> BaseException:
@@ -270,55 +301,14 @@ class KvService(client_pb2_grpc.KvServicer):
     Scan = _unary("scan", pb.ScanResponse)
 
     async def Batch(self, request_iterator: Any, context: Any) -> Any:
-        out: asyncio.Queue = asyncio.Queue()
-        tasks: set[asyncio.Task] = set()
-        reader = asyncio.get_running_loop().create_task(
-            self._read(request_iterator, out, tasks))
-        try:
-            while True:
-                first = await out.get()
-                if first is None:
-                    return
-                responses = [first]
-                while not out.empty():
-                    item = out.get_nowait()
-                    if item is None:
-                        yield pb.ClientResponseBatch(responses=responses)
-                        return
-                    responses.append(item)
-                yield pb.ClientResponseBatch(responses=responses)
-        finally:
-            reader.cancel()
-            for t in list(tasks):
-                t.cancel()
+        net = self.handler.node.config.network
+        budget = StreamBudget(net.stream_max_in_flight, net.stream_max_queued_bytes)
+        async for batch in run_batch_stream(request_iterator, self._one,
+                                            lambda rs: pb.ClientResponseBatch(responses=rs),
+                                            budget):
+            yield batch
 
-    async def _read(self, request_iterator: Any, out: asyncio.Queue,
-                    tasks: set[asyncio.Task]) -> None:
-        loop = asyncio.get_running_loop()
-        room = asyncio.Semaphore(MAX_STREAM_IN_FLIGHT)
-
-        def finished(t: asyncio.Task) -> None:
-            tasks.discard(t)
-            room.release()
-
-        try:
-            async for batch in request_iterator:
-                for req in batch.requests:
-                    # A client far ahead of its answers waits here (and gRPC flow control
-                    # pushes back on it) rather than piling up tasks without bound.
-                    await room.acquire()
-                    t = loop.create_task(self._one(req, out))
-                    tasks.add(t)
-                    t.add_done_callback(finished)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - the client went away: answer what is in flight
-            pass
-        while tasks:
-            await asyncio.wait(list(tasks))
-        out.put_nowait(None)
-
-    async def _one(self, req: client_pb2.ClientRequest, out: asyncio.Queue) -> None:
+    async def _one(self, req: client_pb2.ClientRequest) -> client_pb2.ClientResponse:
         kind = req.WhichOneof("request")
         resp = pb.ClientResponse(request_id=req.request_id)
         if kind is None:
@@ -328,7 +318,7 @@ class KvService(client_pb2_grpc.KvServicer):
             name, cls = BATCH_OPS[kind]
             result = await self.handler.call(name, getattr(req, kind), cls)
             getattr(resp, kind).CopyFrom(result)
-        out.put_nowait(resp)
+        return resp
 
 
 class ClusterService(client_pb2_grpc.ClusterServicer):

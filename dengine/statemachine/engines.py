@@ -28,11 +28,24 @@ from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 from dengine.errors import Corruption, SnapshotError, StorageError
 from dengine.storage import datadir, records
+from dengine.storage.lock import DirLock
 
 _U32 = struct.Struct("<I")
 DEFAULT_CHUNK_BYTES = 1 << 20
 CURRENT_FILE = "CURRENT"
 KIND_CURRENT = 16
+
+
+def within_bytes(rows: Iterable[tuple[bytes, bytes]], max_bytes: int) -> list[tuple[bytes, bytes]]:
+    """The rows up to and including the one that takes keys and values past ``max_bytes``
+    (0: no budget): the caller sees the budget was reached and cuts there (see ``KV.range``)."""
+    out, total = [], 0
+    for k, v in rows:
+        out.append((k, v))
+        total += len(k) + len(v)
+        if max_bytes and total > max_bytes:
+            break
+    return out
 
 
 def pack_items(items: Iterable[tuple[bytes, bytes]], chunk_bytes: int) -> Iterator[bytes]:
@@ -100,12 +113,13 @@ class MemoryEngine:
     def get(self, key: bytes) -> bytes | None:
         return self._data.get(key)
 
-    def scan(self, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
+    def scan(self, start: bytes, end: bytes | None, limit: int,
+             max_bytes: int = 0) -> list[tuple[bytes, bytes]]:
         i = bisect.bisect_left(self._keys, start)
         j = len(self._keys) if end is None else bisect.bisect_left(self._keys, end)
         if limit:
             j = min(j, i + limit)
-        return [(k, self._data[k]) for k in self._keys[i:j]]
+        return within_bytes(((k, self._data[k]) for k in self._keys[i:j]), max_bytes)
 
     def write(self, changes: dict[bytes, bytes | None]) -> None:
         for k, v in changes.items():
@@ -150,6 +164,18 @@ class RocksEngine:
         self._wopts = WriteOptions()
         self._wopts.sync = sync
         self._log = logger
+        self._db = None
+        self._lock = DirLock(self.path)  # one owner: released by close()
+        try:
+            self._open_dir()
+        except BaseException:
+            self._lock.release()
+            raise
+        if self._log is not None:
+            # Not synced: after a crash the node re-applies the log past the last snapshot.
+            self._log.info("kv engine opened", path=self.path, db=self._current, sync=sync)
+
+    def _open_dir(self) -> None:
         datadir.open_dir(self.path, "kv-rocksdb", self._init_dir)
         current = records.read_record(self._p(CURRENT_FILE), KIND_CURRENT)
         if current is None:
@@ -159,9 +185,6 @@ class RocksEngine:
             if name.startswith("db-") and name != self._current:
                 shutil.rmtree(self._p(name))  # an interrupted restore, or its predecessor
         self._db = self._open(self._p(self._current))
-        if self._log is not None:
-            # Not synced: after a crash the node re-applies the log past the last snapshot.
-            self._log.info("kv engine opened", path=self.path, db=self._current, sync=sync)
 
     @staticmethod
     def _init_dir(tmp: str) -> None:
@@ -181,15 +204,19 @@ class RocksEngine:
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
 
-    def scan(self, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
-        out = []
-        for k, v in self._db.items(from_key=start):
-            if end is not None and k >= end:
-                break
-            out.append((k, v))
-            if limit and len(out) >= limit:
-                break
-        return out
+    def scan(self, start: bytes, end: bytes | None, limit: int,
+             max_bytes: int = 0) -> list[tuple[bytes, bytes]]:
+        def rows() -> Iterator[tuple[bytes, bytes]]:
+            n = 0
+            for k, v in self._db.items(from_key=start):
+                if end is not None and k >= end:
+                    return
+                yield k, v
+                n += 1
+                if limit and n >= limit:
+                    return
+
+        return within_bytes(rows(), max_bytes)
 
     def write(self, changes: dict[bytes, bytes | None]) -> None:
         wb = WriteBatch(raw_mode=True)
@@ -265,3 +292,4 @@ class RocksEngine:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self._lock.release()

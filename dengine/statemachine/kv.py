@@ -316,20 +316,29 @@ class KVStateMachine:
     def get_many(self, keys: Sequence[bytes]) -> list[KeyValue | None]:
         return [self.get(k) for k in keys]
 
-    def range(self, start: bytes, end: bytes | None = None, limit: int = 0) -> ScanResult:
-        """Keys in ``[start, end)`` (``end`` None: to the last key), at most ``limit`` (0: all)."""
+    def range(self, start: bytes, end: bytes | None = None, limit: int = 0,
+              max_bytes: int = 0) -> ScanResult:
+        """Keys in ``[start, end)`` (``end`` None: to the last key), at most ``limit`` (0: all)
+        and, past the first, at most ``max_bytes`` of stored keys and values (0: no budget)."""
         if limit < 0:
             raise ValueError("limit must be >= 0")
         raw_end = prefix_end(P_DATA) if end is None else P_DATA + end
-        rows = self.engine.scan(P_DATA + start, raw_end, limit + 1 if limit else 0)
+        if max_bytes:
+            rows = self.engine.scan(P_DATA + start, raw_end, limit + 1 if limit else 0, max_bytes)
+            if sum(len(k) + len(v) for k, v in rows) > max_bytes:  # the budget ran out here
+                items = [self._kv(k, v) for k, v in rows[: max(1, len(rows) - 1)]]
+                return ScanResult(items, items[-1].key + b"\x00")
+        else:
+            rows = self.engine.scan(P_DATA + start, raw_end, limit + 1 if limit else 0)
         more = bool(limit) and len(rows) > limit
         items = [self._kv(k, v) for k, v in (rows[:limit] if more else rows)]
         return ScanResult(items, items[-1].key + b"\x00" if more else None)
 
-    def prefix(self, prefix: bytes, limit: int = 0, start: bytes | None = None) -> ScanResult:
+    def prefix(self, prefix: bytes, limit: int = 0, start: bytes | None = None,
+               max_bytes: int = 0) -> ScanResult:
         """Keys starting with ``prefix``; ``start`` resumes from a previous ``next_key``."""
         begin = prefix if start is None or start < prefix else start
-        return self.range(begin, prefix_end(prefix), limit)
+        return self.range(begin, prefix_end(prefix), limit, max_bytes)
 
     # -- snapshots ---------------------------------------------------------------------------
     @property

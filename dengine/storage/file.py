@@ -29,16 +29,20 @@ losing the last segment shows as well; truncation unseals before it deletes.
 from __future__ import annotations
 
 import bisect
+import ctypes
+import errno
 import os
 import re
 import struct
 from collections.abc import Sequence
 
 from dengine._core import LogIndex, codec
-from dengine.errors import Corruption, StorageError
+from dengine.errors import Corruption
 from dengine.raft.types import Entry, HardState, SnapshotMeta
 from dengine.storage import datadir, records
 from dengine.storage.base import IndexedLog, NullLogger, budget, check_range
+from dengine.storage.failstop import FailStop, guarded, io_error
+from dengine.storage.lock import DirLock
 
 HEADER = codec.RECORD_HEADER_BYTES
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
@@ -47,6 +51,31 @@ _ANCHOR = struct.Struct("<QQQ")
 HARDSTATE_FILE = "HARDSTATE"
 ANCHOR_FILE = "ANCHOR"
 SNAPMETA_FILE = "SNAPMETA"
+
+
+_FALLOC_FL_KEEP_SIZE = 1
+_fallocate = None
+
+
+def preallocate(fd: int, length: int) -> None:
+    """Reserve ``length`` bytes of blocks for ``fd`` without changing its size (Linux
+    ``fallocate(FALLOC_FL_KEEP_SIZE)``), so recovery never sees preallocated zeros as data.
+    ENOSPC raises; a file system without the call reserves nothing (writes still work)."""
+    global _fallocate
+    if _fallocate is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = getattr(libc, "fallocate", None)
+        if fn is not None:
+            fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            fn.restype = ctypes.c_int
+        _fallocate = fn or False
+    if not _fallocate:
+        return
+    if _fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, length) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return
+        raise OSError(err, os.strerror(err))
 
 
 def segment_name(seq: int, first: int) -> str:
@@ -77,10 +106,12 @@ class _Segment:
         return self.offsets[k] if k < len(self.offsets) else self.size
 
 
-class FileLogStore(IndexedLog):
+class FileLogStore(FailStop, IndexedLog):
     """The ``file`` adapter: see the module docstring for the on-disk contract.
 
-    ``_index`` holds the term of every kept entry; its snapshot point is the anchor.
+    ``_index`` holds the term of every kept entry; its snapshot point is the anchor. The
+    directory is locked (:class:`DirLock`) before anything in it is read; a failed write or
+    fsync stops the store for good (:mod:`failstop`).
     """
 
     durable = True
@@ -103,12 +134,16 @@ class FileLogStore(IndexedLog):
         self._firsts: list[int] = []
         self._index = LogIndex()
         self._unsynced: set[_Segment] = set()  # written with sync off, not yet fdatasynced
-        created = datadir.open_dir(self.path, "file", self._init_dir)
+        self._lock = DirLock(self.path)
         try:
+            created = datadir.open_dir(self.path, "file", self._init_dir)
             self._load_records()
             self._recover()
-        except BaseException:
+            self._preallocate(self._segs[-1])
+        except BaseException as e:
             self.close()
+            if isinstance(e, OSError):
+                raise io_error(self.path, "open", e) from e
             raise
         self._log.info(
             "log store opened",
@@ -211,6 +246,12 @@ class FileLogStore(IndexedLog):
         if leftovers:
             records.fsync_dir(self.path)
 
+    def _preallocate(self, seg: _Segment) -> None:
+        """Reserve the active segment's blocks up front (the file's size stays its data's):
+        a full disk fails here, before an entry is written, not in the middle of a batch."""
+        if seg.size < self._segment_bytes:
+            preallocate(seg.fd, self._segment_bytes)
+
     def _check_ends(self) -> None:
         tail = self._segs[-1]
         if tail.sealed:
@@ -300,6 +341,7 @@ class FileLogStore(IndexedLog):
         return out
 
     # -- writer ------------------------------------------------------------------------------
+    @guarded("append")
     def append(self, entries: Sequence[Entry]) -> None:
         entries = self._batch_to_write(entries)
         if not entries:
@@ -321,12 +363,12 @@ class FileLogStore(IndexedLog):
                 view = view[n:]
                 pos += n
             if self._sync:
-                os.fdatasync(seg.fd)
+                self._fsync(seg.fd, seg.path)
             else:
                 self._unsynced.add(seg)
         except OSError as e:
-            os.ftruncate(seg.fd, seg.size)
-            raise StorageError(f"append to {seg.path} failed: {e}") from e
+            # Final: the store refuses every later write (the pages may be lost already).
+            raise io_error(seg.path, "append", e) from e
         pos = seg.size
         for e in entries:
             seg.offsets.append(pos)
@@ -337,8 +379,14 @@ class FileLogStore(IndexedLog):
     def _new_segment(self, seq: int, first: int) -> _Segment:
         path = self._p(segment_name(seq, first))
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-        records.fsync_dir(self.path)
         seg = _Segment(seq, first, path, fd)
+        try:
+            self._preallocate(seg)
+        except OSError:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        records.fsync_dir(self.path)
         self._segs.append(seg)
         self._firsts.append(first)
         return seg
@@ -351,7 +399,7 @@ class FileLogStore(IndexedLog):
         """
         os.pwrite(seg.fd, codec.encode_entry_records([(0, seg.last + 1, 0, b"")]), seg.size)
         if self._sync:
-            os.fdatasync(seg.fd)
+            self._fsync(seg.fd, seg.path)
         else:
             self._unsynced.add(seg)
         seg.sealed = True
@@ -363,6 +411,7 @@ class FileLogStore(IndexedLog):
         self._segs.remove(seg)
         self._firsts = [s.first for s in self._segs]
 
+    @guarded("truncate")
     def truncate_suffix(self, index: int) -> None:
         if not self._suffix_to_drop(index):
             return
@@ -373,7 +422,7 @@ class FileLogStore(IndexedLog):
             for g in self._segs[: len(self._segs) - 1]:
                 if g.sealed and g.last + 1 >= index:
                     os.ftruncate(g.fd, g.size)
-                    os.fsync(g.fd)
+                    self._fsync(g.fd, g.path)
                     g.sealed = False
             for g in reversed(doomed):
                 self._drop_segment(g)
@@ -381,12 +430,13 @@ class FileLogStore(IndexedLog):
         seg = self._segs[-1]
         cut = seg.offsets[index - seg.first] if index <= seg.last else seg.size
         os.ftruncate(seg.fd, cut)  # also drops a seal: this is the last segment now
-        os.fsync(seg.fd)
+        self._fsync(seg.fd, seg.path)
         del seg.offsets[index - seg.first :]
         seg.size = cut
         seg.sealed = False
         self._index.truncate_after(index - 1)
 
+    @guarded("compact")
     def compact(self, index: int) -> None:
         if index <= self._index.snapshot_index:
             return
@@ -404,6 +454,7 @@ class FileLogStore(IndexedLog):
         self._index.compact(index)
         self._start_seq = start_seq
 
+    @guarded("reset")
     def reset(self, index: int, term: int) -> None:
         old = list(self._segs)
         seq = old[-1].seq + 1
@@ -416,15 +467,17 @@ class FileLogStore(IndexedLog):
         self._start_seq = seq
 
     def _write_anchor(self, index: int, term: int, start_seq: int) -> None:
+        self._sync_point(self._p(ANCHOR_FILE))
         records.write_record(
             self._p(ANCHOR_FILE), records.KIND_ANCHOR, _ANCHOR.pack(index, term, start_seq)
         )
 
+    @guarded("sync")
     def sync(self) -> None:
         """Make writes done with sync off durable; free when every write was already synced."""
         for seg in list(self._unsynced):
             if seg in self._segs:
-                os.fdatasync(seg.fd)
+                self._fsync(seg.fd, seg.path)
         self._unsynced.clear()
 
     def close(self) -> None:
@@ -434,12 +487,17 @@ class FileLogStore(IndexedLog):
             except OSError:
                 pass
         self._segs = []
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
 
     # -- small records -----------------------------------------------------------------------
     def hard_state(self) -> HardState:
         return self._hard_state
 
+    @guarded("save hard state")
     def save_hard_state(self, hs: HardState) -> None:
+        self._sync_point(self._p(HARDSTATE_FILE))
         records.write_record(
             self._p(HARDSTATE_FILE), records.KIND_HARD_STATE, records.encode_hard_state(hs)
         )
@@ -448,7 +506,9 @@ class FileLogStore(IndexedLog):
     def snapshot_meta(self) -> SnapshotMeta | None:
         return self._snapshot_meta
 
+    @guarded("save snapshot metadata")
     def save_snapshot_meta(self, meta: SnapshotMeta) -> None:
+        self._sync_point(self._p(SNAPMETA_FILE))
         records.write_record(
             self._p(SNAPMETA_FILE), records.KIND_SNAPSHOT_META, records.encode_snapshot_meta(meta)
         )
@@ -457,6 +517,7 @@ class FileLogStore(IndexedLog):
     def identity(self) -> tuple[int, int] | None:
         return datadir.read_identity(self.path)
 
+    @guarded("bind identity")
     def bind_identity(self, cluster_id: int, node_id: int) -> None:
         datadir.bind_identity(self.path, cluster_id, node_id)
 

@@ -33,6 +33,8 @@ from dengine.errors import Corruption, DecodeError, StorageError
 from dengine.raft.types import Entry, HardState, SnapshotMeta
 from dengine.storage import datadir, records
 from dengine.storage.base import IndexedLog, NullLogger, budget, check_range
+from dengine.storage.failstop import FailStop, guarded, io_error
+from dengine.storage.lock import DirLock
 
 _KEY = struct.Struct(">Q")
 _TERM = struct.Struct("<Q")
@@ -58,10 +60,12 @@ def _cfs() -> dict[str, Options]:
     return {CF_LOG: Options(raw_mode=True), CF_META: Options(raw_mode=True)}
 
 
-class RocksLogStore(IndexedLog):
+class RocksLogStore(FailStop, IndexedLog):
     """The ``rocksdb`` adapter: see the module docstring for the layout.
 
-    ``_index`` holds the term of every kept entry; its snapshot point is the anchor.
+    ``_index`` holds the term of every kept entry; its snapshot point is the anchor. The
+    directory is locked (:class:`DirLock`) before anything in it is read; a failed write stops
+    the store for good (:mod:`failstop`).
     """
 
     durable = True
@@ -78,7 +82,14 @@ class RocksLogStore(IndexedLog):
         self.path = os.path.abspath(path)
         self._db_path = os.path.join(self.path, "db")
         self._log = (logger or NullLogger()).bind(store="rocksdb", path=self.path)
-        created = datadir.open_dir(self.path, "rocksdb", self._init_dir)
+        self._lock = DirLock(self.path)
+        try:
+            created = datadir.open_dir(self.path, "rocksdb", self._init_dir)
+        except BaseException as e:
+            self._lock.release()
+            if isinstance(e, OSError):
+                raise io_error(self.path, "open", e) from e
+            raise
         self._wopts = WriteOptions()
         self._wopts.sync = sync
         self._unsynced = False
@@ -88,6 +99,7 @@ class RocksLogStore(IndexedLog):
         try:
             self._db = Rdict(self._db_path, _options(), column_families=_cfs())
         except Exception as e:  # rocksdict raises plain Exception
+            self._lock.release()
             raise StorageError(f"cannot open RocksDB at {self._db_path}: {e}") from e
         self._cf_log = self._db.get_column_family(CF_LOG)
         self._cf_meta = self._db.get_column_family(CF_META)
@@ -180,11 +192,14 @@ class RocksLogStore(IndexedLog):
     # -- writer ------------------------------------------------------------------------------
     def _write(self, wb: WriteBatch) -> None:
         try:
+            if self._wopts.sync:
+                self._sync_point(self._db_path)
             self._db.write(wb, self._wopts)
-        except Exception as e:
-            raise StorageError(f"RocksDB write to {self._db_path} failed: {e}") from e
+        except Exception as e:  # rocksdict raises plain Exception
+            raise io_error(self._db_path, "write", e) from e
         self._unsynced = not self._wopts.sync
 
+    @guarded("append")
     def append(self, entries: Sequence[Entry]) -> None:
         entries = self._batch_to_write(entries)
         if not entries:
@@ -202,6 +217,7 @@ class RocksLogStore(IndexedLog):
         self._index.truncate_after(start - 1)
         self._index.extend([e.term for e in entries])
 
+    @guarded("truncate")
     def truncate_suffix(self, index: int) -> None:
         if not self._suffix_to_drop(index):
             return
@@ -210,6 +226,7 @@ class RocksLogStore(IndexedLog):
         self._write(wb)
         self._index.truncate_after(index - 1)
 
+    @guarded("compact")
     def compact(self, index: int) -> None:
         if index <= self._index.snapshot_index:
             return
@@ -254,6 +271,7 @@ class RocksLogStore(IndexedLog):
         cf_log.compact_range(_KEY.pack(0), _KEY.pack(index + 1))
         cf_meta.flush()
 
+    @guarded("reset")
     def reset(self, index: int, term: int) -> None:
         wb = WriteBatch(raw_mode=True)
         wb.delete_range(_KEY.pack(0), _KEY.pack(self.last_index() + 1), self._h_log)
@@ -261,23 +279,33 @@ class RocksLogStore(IndexedLog):
         self._write(wb)
         self._index.reset(index, term)
 
+    @guarded("sync")
     def sync(self) -> None:
         """Make writes done with sync off durable (one WAL fsync); free when nothing is owed."""
         if self._unsynced:
-            self._db.flush_wal(True)
+            try:
+                self._sync_point(self._db_path)
+                self._db.flush_wal(True)
+            except Exception as e:  # rocksdict raises plain Exception
+                raise io_error(self._db_path, "fsync", e) from e
             self._unsynced = False
 
     def close(self) -> None:
         db = getattr(self, "_db", None)
-        if db is None:
-            return
-        with self._reclaim_lock:
-            reclaimer, self._reclaim_to = self._reclaimer, 0
-        if reclaimer is not None:
-            reclaimer.join()
-        self._cf_log = self._cf_meta = self._h_log = self._h_meta = None
-        self._db = None
-        db.close()
+        if db is not None:
+            with self._reclaim_lock:
+                reclaimer, self._reclaim_to = self._reclaimer, 0
+            if reclaimer is not None:
+                reclaimer.join()
+            self._cf_log = self._cf_meta = self._h_log = self._h_meta = None
+            self._db = None
+            try:
+                db.close()
+            except Exception as e:  # noqa: BLE001 - a failed store still lets go of its lock
+                self._log.warning("closing RocksDB failed", error=str(e))
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
 
     # -- small records -----------------------------------------------------------------------
     def _put_meta(self, key: bytes, value: bytes) -> None:
@@ -288,6 +316,7 @@ class RocksLogStore(IndexedLog):
     def hard_state(self) -> HardState:
         return self._hard_state
 
+    @guarded("save hard state")
     def save_hard_state(self, hs: HardState) -> None:
         self._put_meta(K_HARD_STATE, records.encode_hard_state(hs))
         self._hard_state = hs
@@ -295,6 +324,7 @@ class RocksLogStore(IndexedLog):
     def snapshot_meta(self) -> SnapshotMeta | None:
         return self._snapshot_meta
 
+    @guarded("save snapshot metadata")
     def save_snapshot_meta(self, meta: SnapshotMeta) -> None:
         self._put_meta(K_SNAPMETA, records.encode_snapshot_meta(meta))
         self._snapshot_meta = meta
@@ -302,5 +332,6 @@ class RocksLogStore(IndexedLog):
     def identity(self) -> tuple[int, int] | None:
         return datadir.read_identity(self.path)
 
+    @guarded("bind identity")
     def bind_identity(self, cluster_id: int, node_id: int) -> None:
         datadir.bind_identity(self.path, cluster_id, node_id)

@@ -23,8 +23,8 @@ def channel_options(net: NetworkSection) -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", net.max_message_bytes),
         ("grpc.max_receive_message_length", net.max_message_bytes),
-        ("grpc.keepalive_time_ms", 10_000),
-        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.keepalive_time_ms", net.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", net.keepalive_timeout_ms),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
         # Not grpc.min_reconnect_backoff_ms: gRPC also takes it as the least time a connection
@@ -37,13 +37,21 @@ def channel_options(net: NetworkSection) -> list[tuple[str, int]]:
 
 
 def server_options(net: NetworkSection) -> list[tuple[str, int]]:
-    return [
+    opts = [
         ("grpc.max_send_message_length", net.max_message_bytes),
         ("grpc.max_receive_message_length", net.max_message_bytes),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ("grpc.so_reuseport", 0),
+        # Bounded work per connection: calls past this wait in the client, not in this node.
+        ("grpc.max_concurrent_streams", net.max_streams_per_connection),
+        # The server pings idle clients too, and drops a connection that does not answer.
+        ("grpc.keepalive_time_ms", net.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", net.keepalive_timeout_ms),
     ]
+    if net.max_connection_idle_ms:
+        opts.append(("grpc.max_connection_idle_ms", net.max_connection_idle_ms))
+    return opts
 
 
 def payload_limit(net: NetworkSection) -> int:

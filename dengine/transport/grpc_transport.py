@@ -58,7 +58,7 @@ from dengine.transport.channels import (
     payload_limit,
     server_options,
 )
-from dengine.transport.service import STREAM_UP_KEY, RaftPeerService
+from dengine.transport.service import REMOVED_MARK, STREAM_UP_KEY, RaftPeerService
 from dengine.transport.status import from_rpc_error
 from dengine.v1 import raft_pb2, raft_pb2_grpc
 
@@ -172,6 +172,10 @@ class _PeerLink:
     def _on_failure(self, err: Exception, rpc: grpc.aio.AioRpcError | None = None) -> None:
         t = self.t
         self.last_error = str(err)
+        if REMOVED_MARK in str(err) and t.on_removed is not None:
+            t.log.info("a peer says this node was removed", peer=self.peer_id)
+            t.on_removed()
+            return
         if isinstance(err, ClusterMismatch | RemoteProtocolError) or (
             rpc is not None and rpc.code() == grpc.StatusCode.PERMISSION_DENIED
         ):
@@ -267,6 +271,11 @@ class GrpcTransport:
             snapshot_dir or Path(config.cluster.data_dir) / "snapshots" / "incoming"
         )
         self.accept_unknown_senders = accept_unknown_senders
+        #: Set by the node: ``removed_check(peer)`` is True when this node committed the
+        #: removal of ``peer`` (its refusal then says so); ``on_removed()`` is called when a
+        #: peer's refusal says it committed ours.
+        self.removed_check: Callable[[int], bool] | None = None
+        self.on_removed: Callable[[], None] | None = None
         self.log = logger or structlog.get_logger("dengine.transport").bind(node_id=self.node_id)
         self.encode, self.decode = encode, decode
         self.stats = TransportStats()

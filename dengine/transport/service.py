@@ -38,6 +38,8 @@ __all__ = ["RaftPeerService", "STREAM_UP_KEY"]
 
 #: Initial-metadata key the receiver sends as soon as a peer stream is accepted.
 STREAM_UP_KEY = "dengine-stream-up"
+#: In a refusal: the refusing node committed the sender's removal (the sender should stop).
+REMOVED_MARK = "was removed from the cluster"
 
 
 class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
@@ -60,6 +62,12 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
             self._refuse("cluster_mismatch", context, str(err), peer=sender)
             return err
         if sender == t.node_id or (sender not in t.peers and not t.accept_unknown_senders):
+            check = getattr(t, "removed_check", None)
+            if sender != t.node_id and check is not None and check(sender):
+                err = RemoteProtocolError(
+                    sender, f"node {sender} {REMOVED_MARK} (node {t.node_id} committed it)")
+                self._refuse("removed_sender", context, str(err), peer=sender)
+                return err
             err = RemoteProtocolError(
                 sender, f"node {sender} is not a member known to node {t.node_id}"
             )

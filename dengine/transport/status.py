@@ -61,6 +61,7 @@ ErrorCode = client_pb2.ErrorCode
 # Most specific first: the first isinstance match wins.
 _TO_CODE: tuple[tuple[type[BaseException], int], ...] = (
     (E.NotLeader, client_pb2.NOT_LEADER),
+    (E.Overloaded, client_pb2.RESOURCE_EXHAUSTED),
     (E.Unavailable, client_pb2.UNAVAILABLE),
     (E.OperationTimeout, client_pb2.TIMEOUT),
     (E.PayloadTooLarge, client_pb2.PAYLOAD_TOO_LARGE),
@@ -96,6 +97,7 @@ _GRPC_OF: dict[int, grpc.StatusCode] = {
     client_pb2.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     client_pb2.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     client_pb2.NO_SPACE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    client_pb2.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 # A bare status (no trailing Error, e.g. raised by gRPC itself) back to an ErrorCode.
@@ -143,6 +145,8 @@ def to_proto(exc: BaseException) -> client_pb2.Error:
     if isinstance(exc, E.NotLeader):
         err.leader_id = exc.leader_id or 0
         err.leader_addr = exc.leader_addr or ""
+    if isinstance(exc, E.Overloaded):
+        err.retry_after_ms = exc.retry_after_ms
     return err
 
 
@@ -153,6 +157,9 @@ def from_proto(err: client_pb2.Error) -> E.DengineError | None:
         return None
     if code == client_pb2.NOT_LEADER:
         return E.NotLeader(err.leader_id or None, err.leader_addr or None)
+    if code == client_pb2.RESOURCE_EXHAUSTED:
+        wait = err.retry_after_ms or 100
+        return E.Overloaded(_reason(msg, lambda r: E.Overloaded(r, wait)), wait)
     return _from_code(code, msg)
 
 
@@ -162,6 +169,9 @@ def _from_code(code: int, msg: str) -> E.DengineError:
     if code == client_pb2.NOT_LEADER:
         return E.NotLeader(None, None)
     if code == client_pb2.UNAVAILABLE:
+        unknown = _reason(msg, E.OutcomeUnknown)
+        if unknown != msg:  # "outcome unknown" rides on UNAVAILABLE; keep the distinction
+            return E.OutcomeUnknown(unknown)
         return E.Unavailable(_reason(msg, E.Unavailable))
     if code == client_pb2.TIMEOUT:
         return _timeout(msg)
@@ -194,6 +204,8 @@ def _from_code(code: int, msg: str) -> E.DengineError:
         m = _DENIED.match(msg)
         return E.PermissionDenied(m[3], m[4], m[2], m[1]) if m else \
             E.PermissionDenied("?", "?", "?", msg)
+    if code == client_pb2.RESOURCE_EXHAUSTED:
+        return E.Overloaded(_reason(msg, E.Overloaded))
     if code == client_pb2.SESSION_EXPIRED:
         m = _SESSION.match(msg)
         return E.SessionExpired(int(m[2]), int(m[1])) if m else E.SessionExpired(0, 0)

@@ -3,9 +3,20 @@ it, remove an old member; no acknowledged write is lost."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from dengine import errors as E
+
+
+async def _exit_code(node, timeout: float) -> int | None:
+    """The process's exit code once it exits by itself within ``timeout`` (None: still up)."""
+    for _ in range(int(timeout / 0.1)):
+        if not node.running:
+            return node.kill()
+        await asyncio.sleep(0.1)
+    return None
 
 
 def test_add_learner_promote_and_remove_while_writing(cluster_factory, run, writer_cls):
@@ -32,7 +43,12 @@ def test_add_learner_promote_and_remove_while_writing(cluster_factory, run, writ
             old = next(i for i in (1, 2, 3) if i != leader.id)
             members = await c.remove_member(old)
             assert sorted(m.id for m in members) == sorted({1, 2, 3, 4} - {old})
-            lc.nodes[old].kill()
+            # The removed node learns it, stops and exits 0 by itself; retrying the removal
+            # (as a client whose answer was lost would) is a success, not "not a member".
+            assert await _exit_code(lc.nodes[old], 15) == 0, lc.nodes[old].log_tail()
+            assert lc.nodes[old].log_count("removed from the cluster; it stops now") == 1
+            members = await c.remove_member(old)
+            assert old not in {m.id for m in members}
 
             before = len(writer.acked)
             await writer.wait_acked(before + 30)
@@ -65,5 +81,49 @@ def test_add_learner_of_an_existing_voter_is_refused(cluster_factory, run):
             finally:
                 st = await c.status()
                 assert {m.id: m.role for m in st.members}[voter] == "voter"
+
+    run(go)
+
+
+def test_removing_the_leader_succeeds_and_it_exits_cleanly(cluster_factory, run, writer_cls):
+    lc = cluster_factory(3)
+
+    async def go():
+        async with lc.client() as c, lc.client() as wc:
+            leader = await lc.wait_leader(c)
+            writer = writer_cls(wc).start()
+            await writer.wait_acked(20)
+            members = await c.remove_member(leader.id)
+            assert leader.id not in {m.id for m in members}
+            assert await _exit_code(lc.nodes[leader.id], 15) == 0, lc.nodes[leader.id].log_tail()
+            members = await c.remove_member(leader.id)  # a retry of an applied removal
+            assert leader.id not in {m.id for m in members}
+            before = len(writer.acked)
+            await writer.wait_acked(before + 20)
+            await writer.stop()
+            await writer.check_all_readable(c)
+            rest = [n for n in lc.nodes.values() if n.id != leader.id]
+            count = [n.log_count("refused peer stream") for n in rest]
+            await asyncio.sleep(2)  # nobody keeps dialing the removed node, nor it them
+            assert [n.log_count("refused peer stream") for n in rest] == count
+            st = await c.status()
+            assert leader.id not in {m.id for m in st.members}
+
+    run(go)
+
+
+def test_a_removed_node_that_was_down_learns_it_from_a_peer(cluster_factory, run):
+    lc = cluster_factory(3)
+
+    async def go():
+        async with lc.client() as c:
+            leader = await lc.wait_leader(c)
+            gone = next(i for i in lc.nodes if i != leader.id)
+            lc.nodes[gone].kill()
+            await c.remove_member(gone)
+            await c.put(b"after", b"removal")
+            lc.nodes[gone].start()  # its log still names it a member: a peer must tell it
+            assert await _exit_code(lc.nodes[gone], 20) == 0, lc.nodes[gone].log_tail()
+            assert lc.nodes[gone].log_count("a peer says this node was removed") >= 1
 
     run(go)

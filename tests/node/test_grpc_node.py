@@ -126,14 +126,11 @@ def test_a_new_node_joins_through_any_member(run, cluster_factory):
     run(main)
 
 
-def test_a_batch_stream_beyond_the_in_flight_cap_is_answered_in_full(run, cluster_factory,
-                                                                     monkeypatch):
-    from dengine.node import service
-
-    monkeypatch.setattr(service, "MAX_STREAM_IN_FLIGHT", 4)
-
+def test_a_batch_stream_beyond_the_in_flight_cap_is_answered_in_full(run, cluster_factory):
     async def main():
-        c = await cluster_factory(grpc=True).start()
+        c = cluster_factory(grpc=True)
+        for i in c.initial:
+            await c.start_node(i, network={"stream_max_in_flight": 4})
         ch = None
         try:
             leader = await c.leader()

@@ -17,7 +17,7 @@ import struct
 import pytest
 
 from dengine._core import codec
-from dengine.errors import Corruption, ForeignDataDir
+from dengine.errors import Corruption, ForeignDataDir, StorageIOError
 from dengine.raft.types import Entry, HardState
 from dengine.storage import FileLogStore, MemoryLogStore
 from dengine.storage.rocksdb import RocksLogStore
@@ -192,7 +192,7 @@ def test_a_failed_creation_leaves_no_store(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(FileLogStore, "_init_dir", staticmethod(boom))
-    with pytest.raises(OSError):
+    with pytest.raises(StorageIOError, match="disk full"):
         FileLogStore(path)
     assert not os.path.exists(path)
     monkeypatch.undo()
