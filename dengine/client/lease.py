@@ -80,6 +80,10 @@ class LeaseMixin:
             if (method == "Grant" and tries > 1 and resp.error.code == pb.INVALID_ARGUMENT
                     and "already exists" in resp.error.message):
                 return pb.LeaseGrantResponse(id=req.id, ttl=req.ttl)  # our own earlier try
+            if method == "Revoke" and tries > 1 and resp.error.code == pb.NOT_FOUND:
+                # An earlier try may have revoked it with its answer lost (a failover): a
+                # revoke carries no session, so "not found" now is the goal reached.
+                return pb.LeaseRevokeResponse(revision=0)
             _check(resp, lease_id)
             return resp
 
@@ -95,7 +99,9 @@ class LeaseMixin:
         return Lease(resp.id, resp.ttl, resp.revision)
 
     async def revoke(self, lease_id: int, *, timeout: float | None = None) -> int:
-        """Revoke a lease, deleting its keys in one revision (returned)."""
+        """Revoke a lease, deleting its keys in one revision (returned). Retried after a lost
+        answer, a revoke that finds the lease gone succeeds with revision 0 (no session makes a
+        revoke apply once; the lease being gone is what was asked)."""
         resp = await self._lease("revoke", "Revoke", pb.LeaseRevokeRequest(id=lease_id),
                                  lease_id, timeout)
         return resp.revision

@@ -115,15 +115,17 @@ async def _applied_everywhere(rc, index: int) -> None:
 
 
 class _LoseGrantAnswer(grpc.aio.UnaryUnaryClientInterceptor):
-    """Lets the first Grant reach the server and complete, then reports the answer lost."""
+    """Lets the first Grant (or ``method``) reach the server and complete, then reports the
+    answer lost."""
 
-    def __init__(self) -> None:
+    def __init__(self, method: str = "/Grant") -> None:
         self.lost = 0
+        self.method = method
 
     async def intercept_unary_unary(self, continuation, details, request):
         call = await continuation(details, request)
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
-        if method.endswith("/Grant") and not self.lost:
+        if method.endswith(self.method) and not self.lost:
             await call  # applied on the server
             self.lost += 1
             raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
@@ -141,6 +143,22 @@ def test_a_grant_retried_after_a_lost_answer_grants_one_lease(run_uvloop, real_c
             await _applied_everywhere(rc, (await c.status()).commit_index)
             for node in rc.nodes.values():
                 assert list(node.state_machine.leases.ttl) == [lease.id]
+
+    run_uvloop(go)
+
+
+def test_a_revoke_retried_after_a_lost_answer_succeeds(run_uvloop, real_cluster):
+    async def go():
+        lose = _LoseGrantAnswer("/Revoke")
+        async with real_cluster() as rc, Client(rc.endpoints, timeout=10,
+                                                interceptors=[lose]) as c:
+            lease = await c.grant(30)
+            await c.put("r/k", "v", lease=lease.id)
+            assert await c.revoke(lease.id) == 0  # the retry found its own revoke done
+            assert lose.lost == 1
+            assert await c.get("r/k") is None
+            with pytest.raises(E.LeaseNotFound):  # a first try on a missing lease still says so
+                await c.revoke(lease.id)
 
     run_uvloop(go)
 
