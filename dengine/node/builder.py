@@ -152,6 +152,7 @@ class _ServerHandle:
         self.config = config
         self.server: Any = None
         self.port: int | None = None
+        self.etcd: Any = None
 
     def make(self, node: Node) -> Any:
         import grpc
@@ -162,13 +163,21 @@ class _ServerHandle:
 
         self.server = grpc.aio.server(options=server_options(self.config.network))
         add_client_services(self.server, node)
+        if self.config.etcd_api.listen:  # etcd's v3 API on its own port (dengine.etcd)
+            from dengine.etcd.serve import EtcdServer
+
+            self.etcd = EtcdServer(node, self.server)
         self.port = bind_port(self.server, self.config.cluster.listen_addr, self.config.tls,
                               node.log)
         return self.server
 
     async def start(self) -> None:
         await self.server.start()
+        if self.etcd is not None:
+            await self.etcd.start()
 
     async def stop(self, grace_s: float) -> None:
+        if self.etcd is not None:
+            await self.etcd.stop(grace_s)
         if self.server is not None:
             await self.server.stop(grace_s)
