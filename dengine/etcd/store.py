@@ -219,7 +219,9 @@ def apply_txn(kv: KVStateMachine, data: bytes, index: int, overlay: dict) -> Any
         _check(kv, req, path, overlay)
     except (EtcdError, LeaseNotFound) as e:
         return e
-    return _execute(kv, req, path, index, overlay)
+    resp = _execute(kv, req, path, index, overlay)
+    resp.header.revision = index  # the revision of every change it made
+    return resp
 
 
 def _execute(kv: KVStateMachine, req: rpc_pb2.TxnRequest, path: _Path, index: int,
