@@ -227,3 +227,23 @@ def test_python_etcd3_client_lock_and_lease(cluster, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.endswith("ok\n"), out.stdout + out.stderr
     assert "members 3" in out.stdout
+
+
+def test_bench_etcd_targets_run_unchanged_against_the_etcd_port(cluster, tmp_path):
+    eps, _lead, env = cluster
+    out_json = tmp_path / "r.json"
+    targets = ["etcd"]
+    from dengine.bench.etcd_go import etcd_go_unavailable
+
+    if etcd_go_unavailable() is None:
+        targets.append("etcd-go")
+    for target in targets:
+        proc = subprocess.run(
+            [sys.executable, "-m", "dengine", "bench", "--target", target, "--endpoints",
+             ",".join(eps.values()), "--ops", "40", "--warmup", "0", "--key-space", "20",
+             "-w", "write-concurrent,read-linearizable", "--no-progress", "--json",
+             str(out_json)], env=env, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        results = json.loads(out_json.read_text())["results"]
+        assert [(r["workload"], r["ops"], r["errors"], r["misses"]) for r in results] == \
+            [("write-concurrent", 40, 0, 0), ("read-linearizable", 40, 0, 0)], target
