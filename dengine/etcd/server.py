@@ -83,7 +83,11 @@ class EtcdApi:
 
     async def forward(self, context: Any, method: str, req: Any, resp_cls: type) -> Any:
         """Send a unary call to the leader; its answer (or its etcd error) is ours."""
-        call = self.leader_channel(context).unary_unary(
+        try:
+            ch = self.leader_channel(context)
+        except NotLeader as e:  # no leader known, or the leader moved while forwarding
+            await context.abort(*etcd_status(e))
+        call = ch.unary_unary(
             method, request_serializer=type(req).SerializeToString,
             response_deserializer=resp_cls.FromString)
         try:

@@ -29,6 +29,7 @@ def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("etcd-cluster")
     env = _env(tmp)
     data = str(tmp / "data")
+    env["ETCD_TESTS_DATA_DIR"] = data
     up = subprocess.run([sys.executable, "-m", "dengine", "cluster", "up", "--etcd-api",
                          "--detach", "--data-dir", data], env=env, capture_output=True,
                         text=True, timeout=120)
