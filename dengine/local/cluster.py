@@ -433,6 +433,7 @@ class LocalCluster:
                 out.append(listen)
         return out
 
+    @property
     def client_tls(self) -> dict[str, str]:
         """``Client`` keyword arguments for this cluster (empty unless made with --tls)."""
         from dengine.cli.security import recorded_client_tls
