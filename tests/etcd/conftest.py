@@ -24,14 +24,20 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """(etcd endpoints by node id, the leader's id, env) of a running 3-node cluster."""
+def cluster(request, tmp_path_factory):
+    """(etcd endpoints by node id, the leader's id, env) of a running 3-node cluster; a test
+    module's ``CLUSTER_CONFIG`` (TOML text) is given to ``cluster up --config``."""
     tmp = tmp_path_factory.mktemp("etcd-cluster")
     env = _env(tmp)
     data = str(tmp / "data")
+    extra: list[str] = []
+    config = getattr(request.module, "CLUSTER_CONFIG", None)
+    if config:
+        (tmp / "shared.toml").write_text(config)
+        extra = ["--config", str(tmp / "shared.toml")]
     env["ETCD_TESTS_DATA_DIR"] = data
     up = subprocess.run([sys.executable, "-m", "dengine", "cluster", "up", "--etcd-api",
-                         "--detach", "--data-dir", data], env=env, capture_output=True,
+                         "--detach", "--data-dir", data, *extra], env=env, capture_output=True,
                         text=True, timeout=120)
     assert up.returncode == 0, up.stdout + up.stderr
     line = next(ln for ln in up.stdout.splitlines() if ln.startswith("etcd API endpoints: "))
