@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -212,3 +214,23 @@ def test_bench_etcd_targets_run_unchanged_against_the_etcd_port(cluster, tmp_pat
         results = json.loads(out_json.read_text())["results"]
         assert [(r["workload"], r["ops"], r["errors"], r["misses"]) for r in results] == \
             [("write-concurrent", 40, 0, 0), ("read-linearizable", 40, 0, 0)], target
+
+
+def test_go_clientv3_mutex_and_election(cluster, tmp_path):
+    """etcd's Go client with its concurrency package (Mutex, Election), built from Debian's
+    etcd sources in GOPATH mode, as the bench's etcd-go target is."""
+    gopath = os.environ.get("DENGINE_ETCD_GOPATH", "/usr/share/gocode")
+    if shutil.which("go") is None or \
+            not Path(gopath, "src/go.etcd.io/etcd/clientv3/concurrency").is_dir():
+        pytest.skip("go or etcd's Go sources are missing (Debian: golang-etcd-server-dev)")
+    eps, _lead, env = cluster
+    exe = tmp_path / "go_mutex"
+    build = subprocess.run(["go", "build", "-o", str(exe), "."],
+                           cwd=Path(__file__).parent / "go_mutex",
+                           env={**os.environ, "GO111MODULE": "off", "GOFLAGS": "",
+                                "GOPATH": gopath}, capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-2000:]
+    out = subprocess.run([str(exe), ",".join(eps.values())], capture_output=True, text=True,
+                         timeout=120)
+    # 4 sessions x 5 rounds of get-then-put under the lock: exact only with mutual exclusion
+    assert (out.returncode, out.stdout) == (0, "ok 20\n"), out.stdout + out.stderr
