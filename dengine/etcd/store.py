@@ -139,6 +139,7 @@ def check_txn(req: rpc_pb2.TxnRequest) -> None:
             raise EtcdError("INVALID_ARGUMENT", "etcdserver: key is not provided")
     for ops in (req.success, req.failure):
         puts: set[bytes] = set()
+        deletes: list[tuple[bytes, bytes | None, bool]] = []
         for op in ops:
             kind = op.WhichOneof("request")
             if kind is None:
@@ -151,9 +152,16 @@ def check_txn(req: rpc_pb2.TxnRequest) -> None:
                 raise EtcdError("INVALID_ARGUMENT", "etcdserver: key is not provided")
             if kind == "request_put":
                 if sub.key in puts:
-                    raise EtcdError("INVALID_ARGUMENT",
-                                    "etcdserver: duplicate key given in txn request")
+                    _duplicate()
                 puts.add(sub.key)
+            elif kind == "request_delete_range":
+                deletes.append(key_range(sub.key, sub.range_end))
+        if any(_in(k, *d) for k in puts for d in deletes):
+            _duplicate()  # as etcd: a key put and deleted in one txn
+
+
+def _duplicate() -> None:
+    raise EtcdError("INVALID_ARGUMENT", "etcdserver: duplicate key given in txn request")
 
 
 def _compare(kv: KVStateMachine, c: rpc_pb2.Compare, overlay: dict) -> bool:

@@ -169,5 +169,8 @@ def test_check_txn_refuses_as_etcd():
         store.check_txn(pb.TxnRequest(success=[put(b"k%d" % i, b"") for i in range(129)]))
     with pytest.raises(store.EtcdError, match="duplicate key given in txn request"):
         store.check_txn(pb.TxnRequest(success=[put(b"k", b""), put(b"k", b"")]))
+    with pytest.raises(store.EtcdError, match="duplicate key given in txn request"):
+        store.check_txn(pb.TxnRequest(success=[delete(b"a", b"c"), put(b"b", b"")]))
+    store.check_txn(pb.TxnRequest(success=[delete(b"a", b"b"), put(b"b", b"")]))
     with pytest.raises(store.EtcdError, match="key is not provided"):
         store.check_txn(pb.TxnRequest(failure=[put(b"", b"")]))
