@@ -38,6 +38,7 @@ and cancel are supported; ``fragment`` is ignored (responses are never split).
 Not supported, answered UNIMPLEMENTED with a message saying so: every ``Auth`` RPC, the
 ``Cluster`` member changes (use dengine's Cluster service), ``Maintenance`` other than
 ``Status`` (Alarm, Defragment, Hash, HashKV, Snapshot, MoveLeader). The etcd port does not check
-dengine's roles, so it refuses to start with ``auth.enabled``. The lease of a past version of a
+dengine's roles, so it refuses to start with ``auth.enabled``. With ``tls.enabled`` it serves TLS
+with the node's certificate, like the node's port, and followers forward over mutual TLS. The lease of a past version of a
 key (a Range at an old revision) is reported as 0.
 """

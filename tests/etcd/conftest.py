@@ -26,7 +26,8 @@ def _env(tmp: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def cluster(request, tmp_path_factory):
     """(etcd endpoints by node id, the leader's id, env) of a running 3-node cluster; a test
-    module's ``CLUSTER_CONFIG`` (TOML text) is given to ``cluster up --config``."""
+    module's ``CLUSTER_CONFIG`` (TOML text) is given to ``cluster up --config``, its
+    ``CLUSTER_TLS`` makes it ``--tls`` (certificates in ``<data>/certs``)."""
     tmp = tmp_path_factory.mktemp("etcd-cluster")
     env = _env(tmp)
     data = str(tmp / "data")
@@ -35,6 +36,8 @@ def cluster(request, tmp_path_factory):
     if config:
         (tmp / "shared.toml").write_text(config)
         extra = ["--config", str(tmp / "shared.toml")]
+    if getattr(request.module, "CLUSTER_TLS", False):
+        extra.append("--tls")
     env["ETCD_TESTS_DATA_DIR"] = data
     up = subprocess.run([sys.executable, "-m", "dengine", "cluster", "up", "--etcd-api",
                          "--detach", "--data-dir", data, *extra], env=env, capture_output=True,
