@@ -234,3 +234,25 @@ def test_go_clientv3_mutex_and_election(cluster, tmp_path):
                          timeout=120)
     # 4 sessions x 5 rounds of get-then-put under the lock: exact only with mutual exclusion
     assert (out.returncode, out.stdout) == (0, "ok 20\n"), out.stdout + out.stderr
+
+
+def test_keep_alive_stream_through_a_follower_outlives_the_ttl(cluster):
+    """The follower pipes the keep-alive stream to the leader (whose clock keeps the lease):
+    a 2 s lease kept alive for 4 s lives; once the stream stops it expires."""
+    eps, _lead, env = cluster
+    ep = follower(cluster)
+    lease = etcdctl(env, ep, "lease", "grant", "2").stdout.split()[1]
+    etcdctl(env, ep, "put", "--lease", lease, "kept", "v")
+    ka = subprocess.Popen(["etcdctl", f"--endpoints={ep}", "lease", "keep-alive", lease],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4.0)
+        assert etcdctl(env, ep, "get", "kept").stdout.split() == ["kept", "v"]
+    finally:
+        ka.terminate()
+        out, _err = ka.communicate(timeout=10)
+    assert out.count("keepalived with TTL(2)") >= 2, out
+    deadline = time.monotonic() + 10
+    while etcdctl(env, ep, "get", "kept").stdout and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert etcdctl(env, ep, "get", "kept").stdout == ""
