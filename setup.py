@@ -2,7 +2,8 @@
 
 The stubs are generated from protos/dengine/v1/*.proto into dengine/v1/ at build time
 (grpcio-tools is a build requirement); they are never committed. So are the benchmark's etcd
-stubs, from protos/etcd/dengine/bench/*.proto into dengine/bench/.
+stubs, from protos/etcd/dengine/etcd/pb/*.proto (etcd's own packages and field numbers) into
+dengine/etcd/pb/, used by the etcd API (dengine.etcd) and the benchmark's etcd target.
 
 Set DENGINE_DEBUG_BUILD=1 to compile the kernels with bounds checks and assertions on.
 """
@@ -46,14 +47,17 @@ def generate_protos() -> None:
 
 
 def generate_etcd_protos(well_known: Path) -> None:
-    """The benchmark's minimal etcd v3 KV proto (protos/etcd/dengine/bench/*.proto) into
-    dengine/bench/ (Python + gRPC stubs, not committed)."""
+    """etcd v3's rpc/kv/auth protos (protos/etcd/dengine/etcd/pb/*.proto) into dengine/etcd/pb/
+    (Python + gRPC stubs, not committed)."""
     from grpc_tools import protoc
 
     etcd_root = PROTO_ROOT / "etcd"
     protos = sorted(etcd_root.rglob("*.proto"))
     if not protos:
         return
+    out = ROOT / "dengine" / "etcd" / "pb"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "__init__.py").write_text('"""Generated etcd v3 protobuf and gRPC stubs (not committed)."""\n')
     args = [
         "grpc_tools.protoc",
         f"-I{etcd_root}",

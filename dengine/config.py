@@ -3,9 +3,10 @@
 Theory of operation
 -------------------
 A :class:`Config` is a frozen tree of frozen section dataclasses (``cluster``, ``raft``,
-``network``, ``storage``, ``statemachine``, ``tls``, ``auth``, ``observability``). Every key has a default
-that works for a local three-node cluster on one machine: only ``cluster.node_id`` differs between
-the three nodes, and the listen address and data directory follow from it.
+``network``, ``storage``, ``statemachine``, ``tls``, ``auth``, ``observability``,
+``etcd_api``). Every key has a default that works for a local three-node cluster on one
+machine: only ``cluster.node_id`` differs between the three nodes, and the listen address and
+data directory follow from it.
 
 Values are layered, later layers winning::
 
@@ -44,6 +45,7 @@ __all__ = [
     "TlsSection",
     "AuthSection",
     "ObservabilitySection",
+    "EtcdApiSection",
     "RaftTicks",
     "ENV_PREFIX",
     "load_config",
@@ -261,6 +263,13 @@ class ObservabilitySection:
     metrics_port: int = _key(0, "Prometheus metrics port; 0 = off", min=0, max=65535)
 
 
+@dataclass(frozen=True, slots=True)
+class EtcdApiSection:
+    """etcd's v3 gRPC API on a port of its own (dengine.etcd): etcdctl and etcd clients."""
+
+    listen: str = _key("", "host:port of the etcd API; empty = off")
+
+
 _SECTIONS: dict[str, type] = {
     "cluster": ClusterSection,
     "raft": RaftSection,
@@ -270,6 +279,7 @@ _SECTIONS: dict[str, type] = {
     "tls": TlsSection,
     "auth": AuthSection,
     "observability": ObservabilitySection,
+    "etcd_api": EtcdApiSection,
 }
 
 
@@ -285,6 +295,7 @@ class Config:
     tls: TlsSection = field(default_factory=TlsSection)
     auth: AuthSection = field(default_factory=AuthSection)
     observability: ObservabilitySection = field(default_factory=ObservabilitySection)
+    etcd_api: EtcdApiSection = field(default_factory=EtcdApiSection)
 
     def to_ticks(self) -> RaftTicks:
         return self.raft.to_ticks()
@@ -505,6 +516,10 @@ def _check_contradictions(c: Config) -> None:
                           "tls.ca_path (dengine certs init makes them)")
     if c.auth.enabled and not c.auth.users_path:
         raise ConfigError("auth.users_path", "", "a users file when auth.enabled is true")
+    _check_addr("etcd_api.listen", c.etcd_api.listen, empty_ok=True, port_zero_ok=True)
+    if c.etcd_api.listen and c.auth.enabled:
+        raise ConfigError("etcd_api.listen", c.etcd_api.listen,
+                          "empty while auth.enabled: the etcd API does not check dengine's roles")
     _check_cluster(c.cluster)
 
 

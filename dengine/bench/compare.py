@@ -40,7 +40,7 @@ THROUGHPUT_GOALS = {"write-concurrent": 2.0, "read-linearizable": 2.0, "read-ser
 #: (dengine side, baseline, key prefix in :func:`ratios`): dengine's client against etcd from
 #: Python and against etcd's Go client; plain unary calls to each from the same Python client.
 PAIRS = (("dengine", "etcd", ""), ("dengine", "etcd-go", "go_"),
-         ("dengine-unary", "etcd", "unary_"))
+         ("dengine-unary", "etcd", "unary_"), ("dengine-etcd", "etcd", "etcdapi_"))
 
 DEFAULT_OUT = "benches/reports"
 
@@ -140,13 +140,16 @@ async def _compare(root: Path, binary: str, specs: list, args: argparse.Namespac
     runs: list[Summary] = []
     try:
         etcd.start()
-        async with dengine_processes(root / "dengine", base=base) as lc:
+        async with dengine_processes(root / "dengine", base=base, etcd_api=not tls) as lc:
             etcd.check_alive()
             targets = {"dengine": DengineTarget(lc.endpoints, timeout=args.timeout, tls=tls),
                        "etcd": EtcdTarget(etcd.endpoints, timeout=args.timeout, tls=tls)}
             if not tls:  # the Go client and the unary stubs here dial without TLS
                 targets.update(_etcd_go_target(etcd.endpoints, args.timeout))
                 targets["dengine-unary"] = UnaryTarget(lc.endpoints, timeout=args.timeout)
+                # the same etcd client, pointed at dengine's etcd API (dengine.etcd)
+                targets["dengine-etcd"] = EtcdTarget(lc.etcd_endpoints, timeout=args.timeout)
+                targets["dengine-etcd"].name = "dengine-etcd"
             await targets["etcd"].leader_endpoint()
             preloaded: set = set()
             print(Summary.HEADER, flush=True)
@@ -331,6 +334,20 @@ def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
                 f"| {wl} | {u('dengine-unary_throughput', ',.0f')} | "
                 f"{u('etcd_throughput', ',.0f')} | **{u('ratio_unary_throughput')}** | "
                 f"{u('dengine-unary_p99_ms')} | {u('etcd_p99_ms')} | {u('ratio_unary_p99_ms')} |")
+    if any("ratio_etcdapi_throughput" in v for v in r.values()):
+        lines += ["", "The same etcd client (unary `KV.Put`/`KV.Range` from Python) against "
+                  "dengine's etcd API (`[etcd_api] listen`) and against etcd:", "",
+                  "| workload | dengine etcd-API ops/s | etcd ops/s | ratio | dengine etcd-API "
+                  "p99 ms | etcd p99 ms | ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for wl, v in r.items():
+            def a(k: str, fmt: str = ".2f", v: dict[str, float] = v) -> str:
+                return format(v[k], fmt) if k in v else "-"
+
+            lines.append(
+                f"| {wl} | {a('dengine-etcd_throughput', ',.0f')} | "
+                f"{a('etcd_throughput', ',.0f')} | **{a('ratio_etcdapi_throughput')}** | "
+                f"{a('dengine-etcd_p99_ms')} | {a('etcd_p99_ms')} | "
+                f"{a('ratio_etcdapi_p99_ms')} |")
     if any("ratio_cpu" in v or "ratio_go_cpu" in v for v in r.values()):
         sides = ["dengine", "etcd", *(["etcd-go"] if go else [])]
         lines += ["", "CPU time per operation (microseconds, user + system, medians): the "

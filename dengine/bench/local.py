@@ -30,10 +30,13 @@ async def wait_dengine_leader(endpoints: list[str], timeout: float = 30.0) -> An
 
 @contextlib.asynccontextmanager
 async def dengine_processes(root: str | Path, n: int = 3,
-                            base: Mapping[str, Mapping[str, Any]] | None = None
-                            ) -> AsyncIterator[LocalCluster]:
-    """A running ``n``-node cluster of ``dengine serve`` processes under ``root``."""
-    lc = LocalCluster.create(root, n, ports=free_ports(n), base=base, cluster_id="dengine-bench")
+                            base: Mapping[str, Mapping[str, Any]] | None = None,
+                            etcd_api: bool = False) -> AsyncIterator[LocalCluster]:
+    """A running ``n``-node cluster of ``dengine serve`` processes under ``root`` (serving
+    etcd's API too with ``etcd_api``: ``lc.etcd_endpoints``)."""
+    ports = free_ports(2 * n if etcd_api else n)
+    lc = LocalCluster.create(root, n, ports=ports[:n], base=base, cluster_id="dengine-bench",
+                             etcd_ports=ports[n:] if etcd_api else None)
     try:
         lc.start()
         async with _client(lc.endpoints, lc.client_tls) as client:

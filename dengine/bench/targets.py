@@ -114,8 +114,8 @@ class EtcdTarget:
     async def leader_endpoint(self) -> str:
         """The endpoint whose member id is the leader every answering member names."""
 
-        from dengine.bench import etcd_rpc_pb2 as pb
-        from dengine.bench import etcd_rpc_pb2_grpc as pbg
+        from dengine.etcd.pb import rpc_pb2 as pb
+        from dengine.etcd.pb import rpc_pb2_grpc as pbg
 
         async def status(ep: str) -> Any:
             async with self._channel(ep, []) as ch:
@@ -136,8 +136,8 @@ class EtcdTarget:
 
     async def open(self, connections: int) -> None:
 
-        from dengine.bench import etcd_rpc_pb2 as pb
-        from dengine.bench import etcd_rpc_pb2_grpc as pbg
+        from dengine.etcd.pb import rpc_pb2 as pb
+        from dengine.etcd.pb import rpc_pb2_grpc as pbg
 
         await self.close()
         self._put_req, self._range_req = pb.PutRequest, pb.RangeRequest

@@ -62,6 +62,9 @@ def register(subparsers: Any) -> None:
     up.add_argument("--tls", action="store_true",
                     help="a new cluster speaks only TLS: certificates are made in DIR/certs "
                          "(mutual TLS between nodes; client commands use DIR/certs/client.pem)")
+    up.add_argument("--etcd-api", action="store_true",
+                    help="a new cluster also serves etcd's v3 API, each node on a port of its "
+                         "own (etcdctl --endpoints=...); the ports are printed")
     up.add_argument("--stop-timeout", type=seconds, default=10.0, metavar="SECONDS",
                     help="how long a node may take to stop before it is killed (default: 10)")
     up.add_argument("--leader-timeout", type=seconds, default=30.0, metavar="SECONDS",
@@ -125,6 +128,10 @@ def _prepare(args: argparse.Namespace) -> LocalCluster:
                            f"stop it, or change the addresses in {lc.root}/{STATE_FILE} and "
                            "the node files", FAILED)
         _say(f"reusing the cluster in {lc.root} ({len(lc.nodes)} nodes, data kept)")
+        if getattr(args, "etcd_api", False) and not lc.etcd_endpoints:
+            raise CliError(f"--etcd-api applies to a new cluster; set [etcd_api] listen in "
+                           f"{lc.root}/node-<id>/node.toml instead", USAGE)
+        _say_etcd(lc)
         return lc
     n = 3 if args.nodes is None else args.nodes
     if not 1 <= n <= 99:
@@ -135,11 +142,20 @@ def _prepare(args: argparse.Namespace) -> LocalCluster:
 
         base = dict(base or {})
         base["tls"] = {**base.get("tls", {}), **local_tls_layers(root, n)}
-    ports = pick_ports(n, args.base_port)
-    lc = LocalCluster.create(root, n, ports=ports, base=base, base_name=args.config or "")
+    etcd_api = getattr(args, "etcd_api", False)
+    ports = pick_ports(2 * n if etcd_api else n, args.base_port)
+    lc = LocalCluster.create(root, n, ports=ports[:n], base=base, base_name=args.config or "",
+                             etcd_ports=ports[n:] if etcd_api else None)
     lc.validate()
     _say(f"new cluster of {n} nodes in {lc.root}")
+    _say_etcd(lc)
     return lc
+
+
+def _say_etcd(lc: LocalCluster) -> None:
+    eps = lc.etcd_endpoints
+    if eps:
+        _say(f"etcd API endpoints: {','.join(eps)}")
 
 
 def run_cluster_up(args: argparse.Namespace) -> int:

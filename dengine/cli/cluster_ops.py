@@ -117,7 +117,7 @@ def run_detached(args: argparse.Namespace, prepare: Callable[[argparse.Namespace
 async def _leader(lc: LocalCluster, timeout: float) -> Any:
     from dengine.client import Client
 
-    async with Client(lc.endpoints, timeout=1.0) as client:
+    async with Client(lc.endpoints, timeout=1.0, **lc.client_tls) as client:
         return await lc.wait_leader(client, timeout=timeout)
 
 

@@ -298,8 +298,10 @@ class LocalCluster:
         base: Mapping[str, Mapping[str, Any]] | None = None,
         base_name: str = "",
         cluster_id: str = "dengine-local",
+        etcd_ports: Iterable[int] | None = None,
     ) -> LocalCluster:
-        """Write the files of a new ``n``-node cluster under ``root`` (validated first)."""
+        """Write the files of a new ``n``-node cluster under ``root`` (validated first);
+        with ``etcd_ports``, node i serves etcd's API on the i-th (``[etcd_api] listen``)."""
         from dengine.config import build_config
 
         root = Path(root).resolve()
@@ -308,8 +310,11 @@ class LocalCluster:
         base = {k: dict(v) for k, v in (base or {}).items()}
         cluster_id = str(base.get("cluster", {}).get("cluster_id", cluster_id))
         files: dict[int, dict[str, Any]] = {}
+        etcd = list(etcd_ports) if etcd_ports is not None else []
         for node_id, addr in members.items():
             layers = {k: dict(v) for k, v in base.items()}
+            if etcd:
+                layers["etcd_api"] = {"listen": f"{HOST}:{etcd[node_id - 1]}"}
             cl = layers.setdefault("cluster", {})
             cl.update(cluster_id=cluster_id, node_id=node_id, listen_addr=addr,
                       data_dir=str(root / f"node-{node_id}" / "data"), initial_members=members)
@@ -417,6 +422,16 @@ class LocalCluster:
     @property
     def endpoints(self) -> list[str]:
         return [n.address for n in self.nodes.values()]
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        """The nodes' etcd API addresses (``[etcd_api] listen`` in their files; none: off)."""
+        out = []
+        for n in self.nodes.values():
+            listen = read_toml(n.config_path).get("etcd_api", {}).get("listen", "")
+            if listen:
+                out.append(listen)
+        return out
 
     @property
     def client_tls(self) -> dict[str, str]:

@@ -160,6 +160,7 @@ class _ServerHandle:
         self.port: int | None = None
         self.node: Node | None = None
         self._health: Any = None
+        self.etcd: Any = None
 
     def make(self, node: Node) -> Any:
         import grpc
@@ -171,6 +172,10 @@ class _ServerHandle:
         self.node = node
         self.server = grpc.aio.server(options=server_options(self.config.network))
         add_client_services(self.server, node)
+        if self.config.etcd_api.listen:  # etcd's v3 API on its own port (dengine.etcd)
+            from dengine.etcd.serve import EtcdServer
+
+            self.etcd = EtcdServer(node, self.server)
         self.port = bind_port(self.server, self.config.cluster.listen_addr, self.config.tls,
                               node.log)
         return self.server
@@ -183,9 +188,13 @@ class _ServerHandle:
 
             self._health = asyncio.get_running_loop().create_task(
                 watch_health(self.node, servicer))
+        if self.etcd is not None:
+            await self.etcd.start()
 
     async def stop(self, grace_s: float) -> None:
         if self._health is not None:
             self._health.cancel()
+        if self.etcd is not None:
+            await self.etcd.stop(grace_s)
         if self.server is not None:
             await self.server.stop(grace_s)

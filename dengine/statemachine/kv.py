@@ -47,6 +47,7 @@ from dengine.statemachine.history import (
     History,
 )
 from dengine.statemachine.leases import (
+    OP_ETCD_TXN,
     OP_FIRST,
     P_LEASE,
     P_LEASE_KEY,
@@ -299,6 +300,10 @@ class KVStateMachine:
             for sub in cmd[1]:
                 self._execute(sub, index, overlay)
             return WriteResult(True, index, 0)
+        if op == OP_ETCD_TXN:
+            from dengine.etcd.store import apply_txn
+
+            return apply_txn(self, cmd[1], index, overlay)
         if op >= OP_FIRST:
             return self.leases.execute(cmd, index, overlay)
         return DecodeError("command", f"op {op} cannot be applied here")

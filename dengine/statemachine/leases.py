@@ -43,6 +43,8 @@ OP_GRANT = 0x41
 OP_REVOKE = 0x42
 OP_PUT = 0x43
 OP_LEASE_SESSION = 0x4F
+#: An etcd Txn (the op byte, then an etcdserverpb.TxnRequest): applied by dengine.etcd.store.
+OP_ETCD_TXN = 0x50
 #: Longest TTL a lease may have (one year).
 MAX_TTL_S = 365 * 24 * 3600
 _ID = struct.Struct(">Q")
@@ -90,6 +92,8 @@ def decode_command(data: bytes) -> tuple:
             inner = codec.decode_command(data[_PUT_HEAD.size :])
             if inner[0] == codec.OP_PUT:
                 return (OP_PUT, lease_id, inner[1], inner[2])
+        if op == OP_ETCD_TXN:
+            return (OP_ETCD_TXN, bytes(data[1:]))
         if op == OP_LEASE_SESSION and len(data) > _SESSION.size:
             _op, client_id, seq = _SESSION.unpack_from(data, 0)
             inner = decode_command(data[_SESSION.size :])

@@ -103,23 +103,6 @@ def test_read_workload_preloads_and_mixed_mixes() -> None:
     assert t2.calls["get"] == 2000 - writes
 
 
-def test_etcd_proto_field_numbers_match_etcd() -> None:
-    pb = pytest.importorskip("dengine.bench.etcd_rpc_pb2")
-
-    def nums(msg: type) -> dict[str, int]:
-        return {f.name: f.number for f in msg.DESCRIPTOR.fields}
-
-    assert nums(pb.RangeRequest) == {"key": 1, "range_end": 2, "limit": 3, "revision": 4,
-                                     "serializable": 7, "keys_only": 8, "count_only": 9}
-    assert nums(pb.PutRequest) == {"key": 1, "value": 2, "lease": 3, "prev_kv": 4,
-                                   "ignore_value": 5, "ignore_lease": 6}
-    assert nums(pb.RangeResponse) == {"header": 1, "kvs": 2, "more": 3, "count": 4}
-    assert nums(pb.KeyValue)["value"] == 5
-    assert nums(pb.StatusResponse)["leader"] == 4
-    assert pb.DESCRIPTOR.package == "etcdserverpb"
-    assert pb.DESCRIPTOR.services_by_name["KV"].full_name == "etcdserverpb.KV"
-
-
 def _summary(target: str, wl: str, rnd: int, tput: float, p99: float) -> Summary:
     return Summary(wl, target, 100, 0, 0, 1.0, tput, 1.0, 1.0, p99, p99, p99, {"round": rnd})
 
