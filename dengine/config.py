@@ -384,7 +384,7 @@ def _coerce(section: str, f: Any, value: Any) -> Any:
         raise ConfigError(key, value, f"<= {rules['max']}")
     if "choices" in rules and value not in rules["choices"]:
         raise ConfigError(key, value, "one of " + ", ".join(rules["choices"]))
-    if rules.get("nonempty") and not value.strip():
+    if rules.get("nonempty") and isinstance(value, str) and not value.strip():
         raise ConfigError(key, value, "a non-empty string")
     return value
 
@@ -620,7 +620,7 @@ def add_config_flags(parser: argparse.ArgumentParser, *, config_file_flag: bool 
     for section, cls in _SECTIONS.items():
         group = parser.add_argument_group(f"[{section}]")
         for f in fields(cls):
-            default = f.default if f.default is not MISSING else f.default_factory()
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
             shown = (
                 ",".join(f"{k}={v}" for k, v in default.items())
                 if isinstance(default, Mapping)

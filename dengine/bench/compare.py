@@ -27,9 +27,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dengine.bench.stats import Summary
+
+if TYPE_CHECKING:
+    from dengine.client.types import ClientTLS
 
 __all__ = ["add_compare_parser", "run_compare", "render_report", "ratios", "goal_lines"]
 
@@ -129,7 +132,7 @@ async def _compare(root: Path, binary: str, specs: list, args: argparse.Namespac
 
     progress = False if args.no_progress else None
     base: dict[str, Any] | None = None
-    tls: dict[str, str] = {}
+    tls: ClientTLS = {}
     if getattr(args, "tls", False):
         from dengine.cli.security import local_tls_layers, recorded_client_tls
 
@@ -142,15 +145,17 @@ async def _compare(root: Path, binary: str, specs: list, args: argparse.Namespac
         etcd.start()
         async with dengine_processes(root / "dengine", base=base, etcd_api=not tls) as lc:
             etcd.check_alive()
+            etcd_target = EtcdTarget(etcd.endpoints, timeout=args.timeout, tls=tls)
             targets = {"dengine": DengineTarget(lc.endpoints, timeout=args.timeout, tls=tls),
-                       "etcd": EtcdTarget(etcd.endpoints, timeout=args.timeout, tls=tls)}
+                       "etcd": etcd_target}
             if not tls:  # the Go client and the unary stubs here dial without TLS
                 targets.update(_etcd_go_target(etcd.endpoints, args.timeout))
                 targets["dengine-unary"] = UnaryTarget(lc.endpoints, timeout=args.timeout)
                 # the same etcd client, pointed at dengine's etcd API (dengine.etcd)
-                targets["dengine-etcd"] = EtcdTarget(lc.etcd_endpoints, timeout=args.timeout)
-                targets["dengine-etcd"].name = "dengine-etcd"
-            await targets["etcd"].leader_endpoint()
+                dengine_etcd = EtcdTarget(lc.etcd_endpoints, timeout=args.timeout)
+                dengine_etcd.name = "dengine-etcd"
+                targets["dengine-etcd"] = dengine_etcd
+            await etcd_target.leader_endpoint()
             preloaded: set = set()
             print(Summary.HEADER, flush=True)
             for rnd in range(1, args.rounds + 1):

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from dengine.client.types import ClientTLS
 from dengine.local.cluster import LocalCluster, free_ports
 
 __all__ = ["dengine_processes", "embedded_cluster", "wait_dengine_leader"]
@@ -47,7 +48,7 @@ async def dengine_processes(root: str | Path, n: int = 3,
 
 
 @contextlib.asynccontextmanager
-async def _client(endpoints: list[str], tls: dict[str, str] | None = None
+async def _client(endpoints: list[str], tls: ClientTLS | None = None
                   ) -> AsyncIterator[Any]:
     from dengine.client import Client
 

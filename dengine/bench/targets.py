@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dengine.client.types import ClientTLS
 
 __all__ = ["DengineTarget", "EmbeddedTarget", "EtcdTarget", "make_target"]
 
@@ -29,11 +32,11 @@ class DengineTarget:
     name = "dengine"
 
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0,
-                 use_stream: bool = True, tls: dict[str, str] | None = None) -> None:
+                 use_stream: bool = True, tls: ClientTLS | None = None) -> None:
         self.endpoints = list(endpoints)
         self.timeout = timeout
         self.use_stream = use_stream
-        self.tls = dict(tls or {})  # Client keyword arguments: cacert, cert, key
+        self.tls: ClientTLS = tls.copy() if tls else {}  # Client keyword arguments
         self.client: Any = None
 
     async def open(self, connections: int) -> None:
@@ -103,11 +106,12 @@ class EtcdTarget:
     name = "etcd"
 
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0,
-                 leader_only: bool = True, tls: dict[str, str] | None = None) -> None:
+                 leader_only: bool = True, tls: ClientTLS | None = None) -> None:
         self.endpoints = [e.removeprefix("http://").removeprefix("https://") for e in endpoints]
         self.timeout = timeout
         self.leader_only = leader_only
-        self.tls = dict(tls or {})  # cacert, cert, key (paths): TLS with a client certificate
+        # cacert, cert, key (paths): TLS with a client certificate
+        self.tls: ClientTLS = tls.copy() if tls else {}
         self._channels: list[Any] = []
         self._kv: list[Any] = []
 
@@ -176,7 +180,7 @@ class EtcdTarget:
 
 
 def make_target(kind: str, endpoints: Sequence[str], timeout: float = 10.0,
-                tls: dict[str, str] | None = None) -> Any:
+                tls: ClientTLS | None = None) -> Any:
     """A target by name; ``tls`` (cacert, cert, key) reaches a cluster that speaks TLS."""
     if kind == "dengine":
         return DengineTarget(endpoints, timeout=timeout, tls=tls)

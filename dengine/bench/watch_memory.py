@@ -49,7 +49,8 @@ async def main() -> None:
         return pb.WatchRequest(key=b"mem/k", progress_interval_ms=600_000)
 
     if args.streams:
-        queues = [asyncio.Queue() for _ in range(args.streams)]
+        queues: list[asyncio.Queue[pb.WatchRequest]] = [
+            asyncio.Queue() for _ in range(args.streams)]
 
         async def feed(q: asyncio.Queue):
             while True:

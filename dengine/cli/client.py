@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dengine.cli.data import Codec, add_encoding_flags, read_value
@@ -163,9 +163,10 @@ def run(args: argparse.Namespace, func: Callable[[Any, argparse.Namespace], int]
                             **client_tls(args, root))
         return int(func(client, args) or OK)
     except (DengineError, OSError, TimeoutError) as e:
+        err: BaseException = e
         if client is not None and found is not None and exit_code(e) == UNAVAILABLE:
-            e = _diagnose(client, e, found)
-        return report(e, found.where if found is not None else None)
+            err = _diagnose(client, e, found)
+        return report(err, found.where if found is not None else None)
     except KeyboardInterrupt as e:
         return report(e)
     finally:
@@ -314,7 +315,7 @@ def _status_once(c: Any, args: argparse.Namespace) -> int:
     return OK
 
 
-def _table(rows: list[tuple[str, ...]]) -> None:
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         _out("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())

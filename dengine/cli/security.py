@@ -12,13 +12,16 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from dengine.client.types import ClientTLS
 
 __all__ = ["register", "add_tls_flags", "client_tls", "local_tls_layers", "TLS_DIR"]
 
 #: Where ``cluster up --tls`` and ``demo --tls`` keep their certificates, under the cluster.
 TLS_DIR = "certs"
-_ENV = {"cacert": "DENGINE_CACERT", "cert": "DENGINE_CERT", "key": "DENGINE_KEY",
+_ENV: dict[Literal["cacert", "cert", "key", "token"], str] = {"cacert": "DENGINE_CACERT", "cert": "DENGINE_CERT", "key": "DENGINE_KEY",
         "token": "DENGINE_TOKEN"}
 
 
@@ -92,11 +95,11 @@ def add_tls_flags(group: Any) -> None:
                        help="bearer token naming the caller ($DENGINE_TOKEN)")
 
 
-def client_tls(args: argparse.Namespace, recorded_root: str | None = None) -> dict[str, str]:
+def client_tls(args: argparse.Namespace, recorded_root: str | None = None) -> ClientTLS:
     """Keyword arguments for ``Client``/``SyncClient``: the flags, else their environment
     variables, else the client certificate of a ``cluster up --tls`` cluster in
     ``recorded_root``."""
-    out = {}
+    out: ClientTLS = {}
     for name, env in _ENV.items():
         value = getattr(args, f"tls_{name}", None) or os.environ.get(env)
         if value:
@@ -106,7 +109,7 @@ def client_tls(args: argparse.Namespace, recorded_root: str | None = None) -> di
     return out
 
 
-def recorded_client_tls(root: str | os.PathLike[str]) -> dict[str, str]:
+def recorded_client_tls(root: str | os.PathLike[str]) -> ClientTLS:
     """The client certificate of a local cluster made with ``--tls`` (empty: no TLS)."""
     d = Path(root) / TLS_DIR
     if not (d / "ca.pem").is_file() or not (d / "client.pem").is_file():

@@ -13,7 +13,7 @@ condition is refused: an unconditional write is ``put``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from dengine.client.types import (
@@ -84,7 +84,7 @@ class AsyncKv(Protocol):
                   page_size: int = 1000,
                   consistency: ConsistencyArg = Consistency.LINEARIZABLE,
                   timeout: float | None = None, endpoint: str | None = None
-                  ) -> AsyncIterator[KeyValue]: ...
+                  ) -> AsyncGenerator[KeyValue, None]: ...
 
     async def status(self, endpoint: str | None = None, *,
                      timeout: float | None = None) -> NodeStatus: ...

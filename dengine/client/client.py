@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -441,7 +441,7 @@ class Client(WatchMixin, LeaseMixin):
     ) -> KeyValue | None:
         """The key's value and revision, or None if absent. ``endpoint`` asks that one node
         (useful with ``consistency="serializable"`` to read a follower)."""
-        req = client_pb2.GetRequest(key=to_bytes(key), consistency=Consistency.parse(consistency))
+        req = client_pb2.GetRequest(key=to_bytes(key), consistency=Consistency.parse(consistency))  # type: ignore[arg-type]  # protobuf takes any int; its stubs only the enum class
         resp = await self._kv("get", "get", req, timeout=timeout, endpoint=endpoint,
                               **self._read_route(req.consistency))
         return KeyValue.from_proto(resp.kv) if resp.found else None
@@ -468,7 +468,7 @@ class Client(WatchMixin, LeaseMixin):
     ) -> dict[bytes, KeyValue]:
         """The keys that exist among ``keys``, read at one point in time."""
         req = client_pb2.GetManyRequest(
-            keys=[to_bytes(k) for k in keys], consistency=Consistency.parse(consistency)
+            keys=[to_bytes(k) for k in keys], consistency=Consistency.parse(consistency)  # type: ignore[arg-type]  # protobuf takes any int; its stubs only the enum class
         )
         resp = await self._kv("get_many", "get_many", req, timeout=timeout, endpoint=endpoint,
                               **self._read_route(req.consistency))
@@ -562,7 +562,7 @@ class Client(WatchMixin, LeaseMixin):
             end=to_bytes(end),
             prefix=to_bytes(prefix),
             limit=limit,
-            consistency=Consistency.parse(consistency),
+            consistency=Consistency.parse(consistency),  # type: ignore[arg-type]  # protobuf takes any int; its stubs only the enum class
         )
         resp = await self._kv("scan", "scan", req, timeout=timeout, endpoint=endpoint,
                               **self._read_route(req.consistency))
@@ -578,7 +578,7 @@ class Client(WatchMixin, LeaseMixin):
         consistency: Consist = Consistency.LINEARIZABLE,
         timeout: float | None = None,
         endpoint: str | None = None,
-    ) -> AsyncIterator[KeyValue]:
+    ) -> AsyncGenerator[KeyValue, None]:
         """Every key of the range, fetched page by page (each page is its own read)."""
         cursor = to_bytes(start)
         while True:

@@ -7,6 +7,7 @@ format; each has a ``from_proto`` that the client uses at the edge.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 from dengine.consistency import Consistency
 from dengine.v1 import client_pb2
@@ -21,7 +22,17 @@ __all__ = [
     "Put",
     "Delete",
     "Key",
+    "ClientTLS",
 ]
+
+class ClientTLS(TypedDict, total=False):
+    """The ``Client``/``SyncClient`` keyword arguments that reach a cluster speaking TLS."""
+
+    cacert: str
+    cert: str
+    key: str
+    token: str
+
 
 #: Keys and values may be given as ``bytes`` or ``str`` (encoded as UTF-8); results are bytes.
 Key = bytes | str

@@ -19,7 +19,7 @@ revision + 1. A malformed request raises at once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,7 +81,7 @@ class WatchMixin:
         progress_interval_ms: int = 0,
         endpoint: str | None = None,
         backoff_s: float = 0.1,
-    ) -> AsyncIterator[WatchUpdate]:
+    ) -> AsyncGenerator[WatchUpdate, None]:
         """Changes to ``key`` (every key under it with ``prefix``) from ``start_revision`` (0:
         from now); runs until the caller stops iterating. ``endpoint`` is the member to try
         first; ``progress`` also yields the empty progress notifications."""

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from dengine.consistency import Consistency
-from dengine.errors import NotLeader
+from dengine.errors import ConfigError, NotLeader
 from dengine.etcd import store
 from dengine.etcd.errors import UNIMPLEMENTED_MESSAGES, etcd_status
 from dengine.etcd.pb import rpc_pb2 as pb
 from dengine.etcd.pb import rpc_pb2_grpc as pbg
 from dengine.statemachine import leases as L
+from dengine.statemachine.kv import KVStateMachine
 
 if TYPE_CHECKING:
     from dengine.node.node import Node
@@ -38,7 +39,12 @@ class EtcdApi:
         from dengine.node.bootstrap import cluster_number
 
         self.node = node
-        self.sm = node.state_machine
+        sm = node.state_machine
+        if not isinstance(sm, KVStateMachine):
+            raise ConfigError("etcd_api.listen", node.config.etcd_api.listen,
+                              "only with the built-in KV state machine (this node runs "
+                              f"{type(sm).__name__})")
+        self.sm: KVStateMachine = sm
         self.cluster_num = cluster_number(node.cluster_id)
         self.client_url = client_url
         self._channels: dict[str, Any] = {}
@@ -81,7 +87,7 @@ class EtcdApi:
             self._channels[addr] = ch
         return ch
 
-    async def forward(self, context: Any, method: str, req: Any, resp_cls: type) -> Any:
+    async def forward(self, context: Any, method: str, req: Any, resp_cls: Any) -> Any:
         """Send a unary call to the leader; its answer (or its etcd error) is ours."""
         try:
             ch = self.leader_channel(context)
@@ -100,6 +106,7 @@ class EtcdApi:
         result = await self.node.propose(bytes((L.OP_ETCD_TXN,)) + txn.SerializeToString())
         if isinstance(result, BaseException):
             raise result
+        assert isinstance(result, pb.TxnResponse), "OP_ETCD_TXN applies to a TxnResponse"
         result.header.CopyFrom(self.header(result.header.revision))
         return result
 
@@ -118,7 +125,7 @@ def _key(key: bytes) -> None:
         raise store.EtcdError("INVALID_ARGUMENT", "etcdserver: key is not provided")
 
 
-def _writing(method: str, resp_cls: type,
+def _writing(method: str, resp_cls: Any,
              body: Callable[[Any, Any], Awaitable[Any]]) -> Callable:
     """A write RPC: forwarded to the leader from a follower, else ``body`` under the guard."""
 
@@ -205,7 +212,7 @@ class LeaseService(pbg.LeaseServicer):
     async def _revoke(self, req: pb.LeaseRevokeRequest) -> pb.LeaseRevokeResponse:
         if req.ID <= 0:
             raise store.EtcdError("NOT_FOUND", "etcdserver: requested lease not found")
-        r = await self.api.node.propose(L.encode_revoke(req.ID))
+        r: Any = await self.api.node.propose(L.encode_revoke(req.ID))
         if isinstance(r, BaseException):
             raise r
         return pb.LeaseRevokeResponse(header=self.api.header(r.revision))

@@ -171,6 +171,8 @@ def _compare(kv: KVStateMachine, c: rpc_pb2.Compare, overlay: dict) -> bool:
         if c.target == C.VALUE:
             return False
         recs = [Rec(c.key, 0, 0, 0, b"", 0)]
+    mine: Any  # bytes for VALUE, int for the other targets; theirs alike
+    theirs: Any
     for r in recs:
         if c.target == C.VALUE:
             mine, theirs = r.value, c.value

@@ -43,7 +43,7 @@ def _hub_request(c: pb.WatchCreateRequest) -> tuple[client_pb2.WatchRequest, Any
     elif end is not None and end == prefix_end(start):
         key, prefix, match = start, True, None
     else:
-        key = os.path.commonprefix([start, end]) if end is not None else b""
+        key = start[:len(os.path.commonprefix([start, end]))] if end is not None else b""
         prefix = True
 
         def match(k: bytes) -> bool:
@@ -108,7 +108,11 @@ class WatchService(pbg.WatchServicer):
                         continue
                     next_id = max(next_id, wid + 1)
                     tasks[wid] = loop.create_task(self._watch(wid, c, out))
-                    tasks[wid].add_done_callback(lambda _t, w=wid: tasks.pop(w, None))
+
+                    def forget(_t: asyncio.Task[Any], w: int = wid) -> None:
+                        tasks.pop(w, None)
+
+                    tasks[wid].add_done_callback(forget)
                 elif kind == "cancel_request":
                     wid = req.cancel_request.watch_id
                     t = tasks.pop(wid, None)

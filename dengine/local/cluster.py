@@ -35,11 +35,14 @@ import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dengine.cli.errors import CONFIG, FAILED, USAGE, CliError
 from dengine.errors import ConfigError
 from dengine.local.pids import pid_runs, wait_gone
+
+if TYPE_CHECKING:
+    from dengine.client.types import ClientTLS
 
 __all__ = [
     "STATE_FILE",
@@ -434,7 +437,7 @@ class LocalCluster:
         return out
 
     @property
-    def client_tls(self) -> dict[str, str]:
+    def client_tls(self) -> ClientTLS:
         """``Client`` keyword arguments for this cluster (empty unless made with --tls)."""
         from dengine.cli.security import recorded_client_tls
 

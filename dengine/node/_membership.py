@@ -157,7 +157,7 @@ def on_conf_committed(node: Node, e: Entry) -> None:
 def removal_committed(node: Node, peer: int) -> bool:
     """True when ``peer`` was a member and the committed config no longer holds it: a
     removal that can never be undone, so the peer may safely be told to stop."""
-    core = node.core
+    core = node.core_if_built
     if core is None or peer not in node.book.addresses:
         return False
     try:

@@ -100,8 +100,8 @@ class EmbeddedClient:
                 resp = await self._h.call(name, req, cls)
         except TimeoutError:
             raise OperationTimeout(name, limit) from None
-        if resp.HasField("error") and resp.error.code != pb.OK:
-            raise from_proto(resp.error)
+        if resp.HasField("error") and (err := from_proto(resp.error)) is not None:
+            raise err
         return resp
 
     # -- KV ---------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ class EmbeddedClient:
                   timeout: float | None = None, endpoint: str | None = None
                   ) -> KeyValue | None:
         """The key's KeyValue, or None when absent (``endpoint`` is ignored: one node)."""
-        req = pb.GetRequest(key=_bytes(key), consistency=_consistency(consistency))
+        req = pb.GetRequest(key=_bytes(key), consistency=_consistency(consistency))  # type: ignore[arg-type]  # protobuf takes any int; its stubs only the enum class
         resp = await self._call("get", req, pb.GetResponse, timeout)
         return _types().KeyValue.from_proto(resp.kv) if resp.found else None
 
@@ -134,7 +134,7 @@ class EmbeddedClient:
                        ) -> dict[bytes, KeyValue]:
         """KeyValues of the keys that exist, by key."""
         req = pb.GetManyRequest(keys=[_bytes(k) for k in keys],
-                                consistency=_consistency(consistency))
+                                consistency=_consistency(consistency))  # type: ignore[arg-type]  # protobuf takes any int; its stubs only the enum class
         resp = await self._call("get_many", req, pb.GetManyResponse, timeout)
         kv_cls = _types().KeyValue
         return {kv.key: kv_cls.from_proto(kv) for kv in resp.kvs}
@@ -186,7 +186,7 @@ class EmbeddedClient:
                    timeout: float | None = None, endpoint: str | None = None) -> ScanPage:
         """One page of keys in ``[start, end)`` and/or under ``prefix``; a ScanPage."""
         req = pb.ScanRequest(start=_bytes(start), end=_bytes(end), prefix=_bytes(prefix),
-                             limit=limit, consistency=_consistency(consistency))
+                             limit=limit, consistency=_consistency(consistency))  # type: ignore[arg-type]  # protobuf takes any int; its stubs only the enum class
         resp = await self._call("scan", req, pb.ScanResponse, timeout)
         t = _types()
         return t.ScanPage(tuple(t.KeyValue.from_proto(kv) for kv in resp.kvs),

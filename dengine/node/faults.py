@@ -45,7 +45,7 @@ async def watch_fault_file(data_dir: str, transport: Any, log: Any, store: Any =
     """Poll the fault file and apply each change to ``transport.faults`` (runs until cancelled)."""
     path = os.path.join(data_dir, FAULT_FILE)
     seen: tuple[float, int] | None = None
-    current = (frozenset(), frozenset())
+    current: tuple[frozenset[int], frozenset[int]] = (frozenset(), frozenset())
     while True:
         try:
             st = os.stat(path)

@@ -23,7 +23,7 @@ KV_SERVICE_NAME = "dengine.v1.Kv"
 
 def kv_serving(node: Any) -> bool:
     """True while ``node`` knows a live leader of its term (or, leading, holds its lease)."""
-    core = node.core
+    core = node.core_if_built
     if core is None or not node.accepting:
         return False
     if core.role == Role.LEADER:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from dengine.errors import DengineError, InvalidArgument, LeaseNotFound
 from dengine.statemachine import leases as L
+from dengine.statemachine.kv import KVStateMachine
 from dengine.transport.status import to_proto
 from dengine.transport.strict import add_strict
 from dengine.v1 import client_pb2 as pb
@@ -49,7 +50,9 @@ class LeaseKeeper:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.table: L.LeaseTable = node.state_machine.leases
+        sm = node.state_machine
+        assert isinstance(sm, KVStateMachine), "leases live in the KV state machine"
+        self.table: L.LeaseTable = sm.leases
         self.deadlines: dict[int, float] = {}
         self.revoking: set[int] = set()
         self.expired_proposed = 0
@@ -62,7 +65,7 @@ class LeaseKeeper:
         """Match the deadlines to the table; on a new leadership give every lease a full TTL."""
         now = self._now()
         ttl = self.table.ttl
-        core = self.node.core
+        core = self.node.core_if_built
         if self.node.is_leader and core is not None:
             if self._led_term != core.term:
                 self._led_term = core.term

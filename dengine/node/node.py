@@ -40,7 +40,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dengine._core import BatchBuffer
 from dengine.config import Config
@@ -67,13 +67,17 @@ from dengine.raft.core import RaftCore
 from dengine.raft.describe import describe_core
 from dengine.raft.driver import drive_ready
 from dengine.raft.messages import Message, MessageType
-from dengine.raft.ready import ReadState, Ready, Role
+from dengine.raft.ready import ReadState, Ready, Role, SoftState
 from dengine.raft.types import ConfState, Entry, EntryKind, SnapshotMeta
 from dengine.security.refusals import RefusalLog
 from dengine.statemachine.base import StateMachine
 from dengine.storage.base import LogStore
 from dengine.storage.snapshot import SnapshotStore
 from dengine.transport.base import Transport
+
+if TYPE_CHECKING:
+    from dengine.node.leases import LeaseKeeper
+    from dengine.node.watch import WatchHub
 
 __all__ = ["Node", "Consistency"]
 
@@ -111,7 +115,10 @@ class Node:
         self._transport_factory = transport_factory
         self.transport: Transport = None  # type: ignore[assignment]  # set by start()
         self.client_server = client_server
-        self.core: RaftCore | None = None
+        self._core: RaftCore | None = None  # built by start()
+        self.watch_hub: WatchHub | None = None  # made on first use (WatchHub.of)
+        self.lease_keeper: LeaseKeeper | None = None  # made by start()
+        self._lost_data_warned: set[tuple[int, int]] | None = None  # (peer, term) warned of
         raft = config.raft
         self.max_command_bytes = raft.max_msg_bytes
         self._batch = BatchBuffer(raft.max_batch_entries, raft.max_batch_bytes)
@@ -268,12 +275,29 @@ class Node:
 
     # -- what callers use -------------------------------------------------------------------
     @property
+    def core(self) -> RaftCore:
+        """The Raft core. start() builds it; nothing may drive the node before then."""
+        core = self._core
+        if core is None:
+            raise Unavailable(f"node {self.node_id} has not started; retry once it has")
+        return core
+
+    @core.setter
+    def core(self, core: RaftCore) -> None:
+        self._core = core
+
+    @property
+    def core_if_built(self) -> RaftCore | None:
+        """The core, or None before start(): for observers (health, metrics) that run early."""
+        return self._core
+
+    @property
     def is_leader(self) -> bool:
-        return self.core is not None and self.core.role == Role.LEADER
+        return self._core is not None and self._core.role == Role.LEADER
 
     @property
     def leader_id(self) -> int | None:
-        return (self.core.leader_id or None) if self.core is not None else None
+        return (self._core.leader_id or None) if self._core is not None else None
 
     def not_leader(self) -> NotLeader:
         lead = self.leader_id
@@ -543,7 +567,7 @@ class Node:
 
     def observe(self, rd: Ready) -> None:
         if rd.soft_state is not None:
-            self._on_soft_state(rd)
+            self._on_soft_state(rd.soft_state)
         if rd.entries:
             _membership.learn_from_entries(self, rd.entries)
             if self._pending and self.core.role != Role.LEADER:
@@ -641,8 +665,7 @@ class Node:
                 if not fut.done():
                     fut.set_exception(lost)
 
-    def _on_soft_state(self, rd: Ready) -> None:
-        ss = rd.soft_state
+    def _on_soft_state(self, ss: SoftState) -> None:
         self.log.info("raft state", role=ss.role.name, term=ss.term, leader_id=ss.leader_id or None)
         self.metrics.on_role(int(ss.role), ss.leader_id or 0, ss.term)
         self._leader_event.set()

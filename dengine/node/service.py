@@ -32,6 +32,7 @@ from dengine.errors import DengineError, InvalidArgument, Overloaded, PayloadToo
 from dengine.node._stream import StreamBudget, run_batch_stream
 from dengine.node.admission import Admission
 from dengine.observability.tracing import request_tracing
+from dengine.statemachine.kv import KVStateMachine
 from dengine.transport.status import status_of_error, to_proto
 from dengine.transport.strict import add_strict
 from dengine.v1 import client_pb2, client_pb2_grpc
@@ -84,17 +85,18 @@ class RequestHandler:
             self.admission.release(nbytes)
 
     async def _traced(self, name: str, request: Any, response_cls: type) -> Any:
-        span = self._tracing.start(name) if self._tracing is not None else None
-        if span is None:
+        tracing = self._tracing
+        span = tracing.start(name) if tracing is not None else None
+        if tracing is None or span is None:
             resp = await self._call(name, request, response_cls)
         else:
             try:
-                with self._tracing.use(span):
+                with tracing.use(span):
                     resp = await self._call(name, request, response_cls)
             except BaseException:
                 span.end()  # cancelled: the request has no answer
                 raise
-            self._tracing.end(span, resp)
+            tracing.end(span, resp)
         if self._metrics is not None:
             self._metrics.on_client_request(name, resp)
         return resp
@@ -111,6 +113,13 @@ class RequestHandler:
             return response_cls(error=to_proto(e))
 
     # -- helpers --------------------------------------------------------------------------
+    @property
+    def _kv(self) -> KVStateMachine:
+        """The node's state machine: the client API reads the KV machine's keys."""
+        sm = self.node.state_machine
+        assert isinstance(sm, KVStateMachine), "the client API needs the KV state machine"
+        return sm
+
     def _key(self, key: bytes) -> bytes:
         if not key:
             raise InvalidArgument("the key is empty")
@@ -154,7 +163,7 @@ class RequestHandler:
         )
         r = await self._write(self._session(cmd, req.session, req.HasField("session")))
         resp = pb.CompareAndSetResponse(succeeded=r.ok, revision=r.revision)
-        cur = self.node.state_machine.get(key)
+        cur = self._kv.get(key)
         if cur is not None:
             resp.current.CopyFrom(_kv(cur))
         return resp
@@ -178,7 +187,7 @@ class RequestHandler:
     async def get(self, req: client_pb2.GetRequest) -> client_pb2.GetResponse:
         key = self._key(req.key)
         await self.node.read_barrier(req.consistency)
-        kv = self.node.state_machine.get(key)
+        kv = self._kv.get(key)
         if kv is None:
             return pb.GetResponse(found=False)
         return pb.GetResponse(found=True, kv=_kv(kv))
@@ -189,7 +198,7 @@ class RequestHandler:
                                   f"{MAX_GET_MANY_KEYS}")
         keys = [self._key(k) for k in req.keys]
         await self.node.read_barrier(req.consistency)
-        found = self.node.state_machine.get_many(keys)
+        found = self._kv.get_many(keys)
         return pb.GetManyResponse(kvs=[_kv(kv) for kv in found if kv is not None])
 
     async def scan(self, req: client_pb2.ScanRequest) -> client_pb2.ScanResponse:
@@ -201,7 +210,7 @@ class RequestHandler:
         if req.end and req.end <= req.start:
             raise InvalidArgument("the end key must be above the start key")
         await self.node.read_barrier(req.consistency)
-        sm = self.node.state_machine
+        sm = self._kv
         budget = scan_budget(self.node.config)
         if req.prefix:
             page = sm.prefix(req.prefix, limit, req.start or None, max_bytes=budget)

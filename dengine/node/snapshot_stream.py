@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from dengine.node.members import encode_addresses
 from dengine.node.snapshots import MEMBERS_TAG
 from dengine.raft.types import SnapshotMeta
+from dengine.statemachine.base import is_durable
 from dengine.storage.snapshot import framed
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ async def record_in_place(node: Node) -> SnapshotMeta:
     The applied (index, term) is read on the drive loop before the sync, so the sync covers it.
     """
     sm = node.state_machine
+    assert is_durable(sm), "only a durable state machine records a snapshot in place"
     meta = SnapshotMeta(sm.applied_index(), sm.applied_term(),
                         node.core.conf_state_at(sm.applied_index()))
     await asyncio.to_thread(sm.sync)

@@ -301,7 +301,8 @@ def _compacted(revision: int, oldest: int, reason: str) -> pb.WatchResponse:
 
 
 def _error(code: int, message: str) -> pb.WatchResponse:
-    return pb.WatchResponse(error=pb.Error(code=code, message=message), canceled=True,
+    err = pb.Error(code=code, message=message)  # type: ignore[arg-type]  # protobuf takes any int; its stubs only the enum class
+    return pb.WatchResponse(error=err, canceled=True,
                             cancel_reason=message)
 
 

@@ -43,7 +43,7 @@ class _StateCollector:
 
     def collect(self) -> Any:
         node = self.node
-        core = getattr(node, "core", None)
+        core = getattr(node, "core_if_built", None)
         nid = str(node.node_id)
         if core is None:
             return

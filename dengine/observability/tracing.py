@@ -56,7 +56,7 @@ class RequestTracing:
         revision = getattr(response, "revision", 0)
         if revision:
             span.set_attribute("dengine.index", revision)
-            core = getattr(self._node, "core", None)
+            core = getattr(self._node, "core_if_built", None)
             if core is not None:
                 span.set_attribute("dengine.term", core.term)
         if code:

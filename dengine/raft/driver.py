@@ -30,7 +30,7 @@ the simulator's event queue, ``run_now``) chooses how to wait.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from dengine.raft.messages import Message
 from dengine.raft.ready import ReadState, Ready
@@ -39,16 +39,18 @@ from dengine.raft.types import ConfState, Entry, SnapshotMeta
 if TYPE_CHECKING:
     from dengine.raft.core import RaftCore
 
-__all__ = ["PERSIST_LATER", "ReadyIO", "STEPS", "drive_ready", "on_durable", "run_now"]
+__all__ = ["PERSIST_LATER", "PersistLater", "ReadyIO", "STEPS", "drive_ready", "on_durable", "run_now"]
 
 
-class _PersistLater:
+class PersistLater:
+    """The type of :data:`PERSIST_LATER`, its one instance."""
+
     def __repr__(self) -> str:
         return "PERSIST_LATER"
 
 
 #: Returned by ``ReadyIO.persist``: the shell calls :func:`on_durable` itself once durable.
-PERSIST_LATER: Any = _PersistLater()
+PERSIST_LATER: Final = PersistLater()
 
 #: The steps of one Ready, in order (``send_persisted`` is ``send(rd.persisted_messages)``).
 STEPS = ("install_snapshot", "observe", "reconnect", "send", "persist", "apply",
@@ -74,7 +76,7 @@ class ReadyIO(Protocol):
         """Hand messages to the transport (SNAPSHOT ones: stream our latest snapshot)."""
         ...
 
-    def persist(self, rd: Ready) -> Awaitable[None] | None:
+    def persist(self, rd: Ready) -> Awaitable[None] | PersistLater | None:
         """Append ``rd.entries`` (replacing any suffix), save ``rd.hard_state``, sync.
 
         None: durable now, with every earlier Ready. An awaitable: durable once it completes
@@ -108,14 +110,14 @@ async def drive_ready(core: RaftCore, rd: Ready, io: ReadyIO) -> None:
     if rd.messages:
         io.send(rd.messages)
     persisting = io.persist(rd)
-    later = persisting is PERSIST_LATER
+    later = isinstance(persisting, PersistLater)
     try:
         # Committed entries are durable already (the core hands out only what is persisted
         # here and on a quorum): apply them while this Ready's fsync runs.
         if rd.committed_entries or rd.read_states:
             io.apply(rd.committed_entries, rd.read_states)
     finally:
-        if not later:
+        if not isinstance(persisting, PersistLater):
             await _wait(persisting)
     if not later:
         on_durable(core, rd.number, rd.persisted_messages, io)

@@ -23,7 +23,7 @@ class Entry(NamedTuple):
     """One log entry. An empty NORMAL entry is the leader's no-op at the start of its term."""
 
     term: int
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index, by design
     kind: int = EntryKind.NORMAL
     data: bytes = b""
 

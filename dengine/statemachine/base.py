@@ -26,7 +26,7 @@ restores from when the log no longer reaches back to its applied index.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, runtime_checkable
 
 from dengine.raft.types import ConfState, Entry, SnapshotMeta
 from dengine.storage.snapshot import SnapshotReader, SnapshotStore
@@ -55,7 +55,15 @@ class StateMachine(Protocol):
     def close(self) -> None: ...
 
 
-def is_durable(sm: object) -> bool:
+class DurableStateMachine(StateMachine, Protocol):
+    """A machine that persists its own data and applied index (see the module docstring)."""
+
+    @property
+    def durable(self) -> bool: ...
+    def sync(self) -> None: ...
+
+
+def is_durable(sm: object) -> TypeGuard[DurableStateMachine]:
     """True when ``sm`` persists its own data and applied index (see the module docstring)."""
     return bool(getattr(sm, "durable", False)) and callable(getattr(sm, "sync", None))
 

@@ -164,7 +164,7 @@ class RocksEngine:
         self._wopts = WriteOptions()
         self._wopts.sync = sync
         self._log = logger
-        self._db = None
+        self._db: Rdict | None = None  # open from __init__ until close()
         self._lock = DirLock(self.path)  # one owner: released by close()
         try:
             self._open_dir()
@@ -201,14 +201,21 @@ class RocksEngine:
     def _p(self, name: str) -> str:
         return os.path.join(self.path, name)
 
+    @property
+    def _live(self) -> Rdict:
+        db = self._db
+        if db is None:
+            raise StorageError(f"the KV engine at {self.path} is closed")
+        return db
+
     def get(self, key: bytes) -> bytes | None:
-        return self._db.get(key)
+        return self._live.get(key)
 
     def scan(self, start: bytes, end: bytes | None, limit: int,
              max_bytes: int = 0) -> list[tuple[bytes, bytes]]:
         def rows() -> Iterator[tuple[bytes, bytes]]:
             n = 0
-            for k, v in self._db.items(from_key=start):
+            for k, v in self._live.items(from_key=start):
                 if end is not None and k >= end:
                     return
                 yield k, v
@@ -226,7 +233,7 @@ class RocksEngine:
             else:
                 wb.put(k, v)
         try:
-            self._db.write(wb, self._wopts)
+            self._live.write(wb, self._wopts)
         except Exception as e:
             raise StorageError(f"RocksDB write to {self.path} failed: {e}") from e
 
@@ -234,12 +241,12 @@ class RocksEngine:
         """Make every write so far durable (one fsync of RocksDB's WAL), so that the log may
         be compacted up to the applied index the engine holds."""
         try:
-            self._db.flush_wal(True)
+            self._live.flush_wal(True)
         except Exception as e:
             raise StorageError(f"RocksDB WAL sync of {self.path} failed: {e}") from e
 
     def pin(self) -> _ItemsSource:
-        snap = self._db.snapshot()
+        snap = self._live.snapshot()
         holder = [snap]
 
         def release() -> None:
@@ -259,7 +266,7 @@ class RocksEngine:
             raise
         records.write_record(self._p(CURRENT_FILE), KIND_CURRENT, name.encode())
         old, self._current = self._p(self._current), name
-        self._db.close()
+        self._live.close()
         self._db = self._open(new_path)
         shutil.rmtree(old, ignore_errors=True)
         records.fsync_dir(self.path)

@@ -126,7 +126,9 @@ class History:
         self.window = window
         self.log = logger
         self.listeners: list[HistoryListener] = []
-        self._pending: list[Event] = []
+        # (type, key, value, revision, create, version, lease, prev): built into events
+        # only when the batch is published.
+        self._pending: list[tuple[int, bytes, bytes, int, int, int, int, tuple | None]] = []
         self.load()
 
     def load(self) -> None:

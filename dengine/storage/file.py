@@ -34,7 +34,8 @@ import errno
 import os
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 from dengine._core import LogIndex, codec
 from dengine.errors import Corruption
@@ -54,7 +55,8 @@ SNAPMETA_FILE = "SNAPMETA"
 
 
 _FALLOC_FL_KEEP_SIZE = 1
-_fallocate = None
+#: fallocate(2) from libc once looked up; False where libc has none.
+_fallocate: Callable[[int, int, int, int], int] | Literal[False] | None = None
 
 
 def preallocate(fd: int, length: int) -> None:
@@ -69,9 +71,10 @@ def preallocate(fd: int, length: int) -> None:
             fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
             fn.restype = ctypes.c_int
         _fallocate = fn or False
-    if not _fallocate:
+    fallocate = _fallocate
+    if fallocate is None or fallocate is False:
         return
-    if _fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, length) != 0:
+    if fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, length) != 0:
         err = ctypes.get_errno()
         if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
             return
@@ -370,11 +373,11 @@ class FileLogStore(FailStop, IndexedLog):
             # Final: the store refuses every later write (the pages may be lost already).
             raise io_error(seg.path, "append", e) from e
         pos = seg.size
-        for e in entries:
+        for ent in entries:
             seg.offsets.append(pos)
-            pos += HEADER + codec.ENTRY_HEADER_BYTES + len(e.data)
+            pos += HEADER + codec.ENTRY_HEADER_BYTES + len(ent.data)
         seg.size = pos
-        self._index.extend([e.term for e in entries])
+        self._index.extend([ent.term for ent in entries])
 
     def _new_segment(self, seq: int, first: int) -> _Segment:
         path = self._p(segment_name(seq, first))

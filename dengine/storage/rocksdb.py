@@ -97,14 +97,15 @@ class RocksLogStore(FailStop, IndexedLog):
         self._reclaim_to = 0
         self._reclaimer: threading.Thread | None = None
         try:
-            self._db = Rdict(self._db_path, _options(), column_families=_cfs())
+            db = Rdict(self._db_path, _options(), column_families=_cfs())
         except Exception as e:  # rocksdict raises plain Exception
             self._lock.release()
             raise StorageError(f"cannot open RocksDB at {self._db_path}: {e}") from e
-        self._cf_log = self._db.get_column_family(CF_LOG)
-        self._cf_meta = self._db.get_column_family(CF_META)
-        self._h_log = self._db.get_column_family_handle(CF_LOG)
-        self._h_meta = self._db.get_column_family_handle(CF_META)
+        self._db: Rdict | None = db  # None once closed
+        self._cf_log = db.get_column_family(CF_LOG)
+        self._cf_meta = db.get_column_family(CF_META)
+        self._h_log = db.get_column_family_handle(CF_LOG)
+        self._h_meta = db.get_column_family_handle(CF_META)
         try:
             self._load()
         except BaseException:
@@ -194,7 +195,9 @@ class RocksLogStore(FailStop, IndexedLog):
         try:
             if self._wopts.sync:
                 self._sync_point(self._db_path)
-            self._db.write(wb, self._wopts)
+            db = self._db
+            assert db is not None, "write after close"
+            db.write(wb, self._wopts)
         except Exception as e:  # rocksdict raises plain Exception
             raise io_error(self._db_path, "write", e) from e
         self._unsynced = not self._wopts.sync
@@ -265,8 +268,9 @@ class RocksLogStore(FailStop, IndexedLog):
     def release_space(self, index: int) -> None:
         """Drop the files of entries ``<= index`` (already deleted) and let RocksDB remove the
         WAL files nothing needs any more."""
-        cf_log, cf_meta = self._cf_log, self._cf_meta
-        if cf_log is None:
+        # The handles are gone once closed.
+        cf_log, cf_meta = getattr(self, "_cf_log", None), getattr(self, "_cf_meta", None)
+        if cf_log is None or cf_meta is None:
             return
         cf_log.compact_range(_KEY.pack(0), _KEY.pack(index + 1))
         cf_meta.flush()
@@ -285,7 +289,9 @@ class RocksLogStore(FailStop, IndexedLog):
         if self._unsynced:
             try:
                 self._sync_point(self._db_path)
-                self._db.flush_wal(True)
+                db = self._db
+                assert db is not None, "sync after close"
+                db.flush_wal(True)
             except Exception as e:  # rocksdict raises plain Exception
                 raise io_error(self._db_path, "fsync", e) from e
             self._unsynced = False
@@ -297,7 +303,7 @@ class RocksLogStore(FailStop, IndexedLog):
                 reclaimer, self._reclaim_to = self._reclaimer, 0
             if reclaimer is not None:
                 reclaimer.join()
-            self._cf_log = self._cf_meta = self._h_log = self._h_meta = None
+            del self._cf_log, self._cf_meta, self._h_log, self._h_meta
             self._db = None
             try:
                 db.close()

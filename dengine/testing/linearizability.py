@@ -33,6 +33,7 @@ four ops, is the violation.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -351,7 +352,7 @@ class CheckResult:
         lines += ["  " + op.describe() for op in sorted(self.window, key=lambda o: o.call)]
         done = [o for o in self.window if o.ret is not None]
         if done:
-            culprit = max(done, key=lambda o: o.ret)
+            culprit = max(done, key=lambda o: o.ret if o.ret is not None else -math.inf)
             lines.append(f"  the history is fine until {culprit.describe()} returns")
         if len(self.failing_keys) > 1:
             others = ", ".join(_show(k) for k in self.failing_keys[1:])

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from dengine.raft.config import RaftConfig
 from dengine.raft.core import RaftCore
 from dengine.raft.describe import describe_message
-from dengine.raft.driver import PERSIST_LATER, drive_ready, on_durable, run_now
+from dengine.raft.driver import PERSIST_LATER, PersistLater, drive_ready, on_durable, run_now
 from dengine.raft.log import MemoryStorage
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.ready import Dropped, ReadState, Ready, Role
@@ -316,7 +316,7 @@ class _PeerIO:
     def send(self, messages: list[Message]) -> None:
         self.net.send(messages)
 
-    def persist(self, rd: Ready) -> object:
+    def persist(self, rd: Ready) -> PersistLater | None:
         p = self.peer
         p.storage.append(rd.entries)
         if rd.hard_state is not None:

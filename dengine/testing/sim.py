@@ -325,7 +325,7 @@ class Simulator:
                 or (drop and rng.random() < drop)
             )
             if m.type == MessageType.SNAPSHOT:
-                self._stream_snapshot(m, lost)
+                self._stream_snapshot(m, bool(lost))
                 continue
             if lost:
                 continue
@@ -383,6 +383,7 @@ class Simulator:
         n = self.nodes[m.to]
         ok = arrived and n.up and (m.from_, m.to) not in self.cuts
         if ok:
+            assert m.snapshot is not None and data is not None, "an arrived snapshot has both"
             self.delivered += 1
             self.trace.append((self.now, "msg", m))
             n.incoming = (m.snapshot, data)
@@ -707,8 +708,8 @@ class Simulator:
 
     _describe_event = staticmethod(sim_report.describe_event)
 
-    #: What each event does (``sim_events``).
-    HANDLERS: dict[type, Callable[[Simulator, Event], None]] = {
+    #: What each event does (``sim_events``); each handler takes its key's event type.
+    HANDLERS: dict[type[Event], Callable[[Simulator, Any], None]] = {
         Tick: _tick,
         Deliver: _deliver,
         SnapshotArrives: _snapshot_arrives,

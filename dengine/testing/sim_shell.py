@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
-from dengine.raft.driver import PERSIST_LATER
+from dengine.raft.driver import PERSIST_LATER, PersistLater
 from dengine.raft.messages import Message
 from dengine.raft.ready import ReadState, Ready
 from dengine.raft.types import ConfState, Entry, SnapshotMeta
@@ -51,7 +51,7 @@ class SimIO:
     def send(self, messages: list[Message]) -> None:
         self.sim.send(messages)
 
-    def persist(self, rd: Ready) -> object:
+    def persist(self, rd: Ready) -> DiskWait | PersistLater | None:
         n = self.n
         pipelined = self.sim.cfg.shell_order == "pipelined"
         if not (rd.must_persist or rd.persisted_messages):

@@ -422,6 +422,8 @@ class CrashModel:
             if parts[0] == "P":
                 pending = parts[1:]
             elif parts[0] == "D":
+                if pending is None:
+                    raise ValueError("the journal has a done line with no pending one before it")
                 self.state = self.after(pending)
                 pending, done = None, done + 1
         return pending, done

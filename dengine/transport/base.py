@@ -28,7 +28,7 @@ import asyncio
 import os
 import tempfile
 import zlib
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -78,7 +78,7 @@ SnapshotData = Iterable[bytes] | AsyncIterable[bytes]
 
 
 def start_snapshot_task(
-    tasks: dict[int, asyncio.Task[Any]], to: int, transfer: Awaitable[Any]
+    tasks: dict[int, asyncio.Task[Any]], to: int, transfer: Coroutine[Any, Any, Any]
 ) -> asyncio.Task[Any]:
     """Run one snapshot transfer to ``to`` in the background, as every transport does: a newer
     transfer to the same peer cancels the older one, and a task leaves ``tasks`` when it ends

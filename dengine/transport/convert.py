@@ -71,7 +71,7 @@ def meta_from_proto(pb: raft_pb2.SnapshotMeta) -> SnapshotMeta:
 
 def encode(msg: Message) -> raft_pb2.RaftMessage:
     """One core message as a wire message (defaults are left unset: they cost no bytes)."""
-    pb = raft_pb2.RaftMessage(type=int(msg.type), to=msg.to, term=msg.term)
+    pb = raft_pb2.RaftMessage(type=int(msg.type), to=msg.to, term=msg.term)  # type: ignore[arg-type]  # protobuf takes any int; its stubs only the enum class
     setattr(pb, "from", msg.from_)
     if msg.log_term:
         pb.log_term = msg.log_term
@@ -79,7 +79,8 @@ def encode(msg: Message) -> raft_pb2.RaftMessage:
         pb.index = msg.index
     if msg.entries:
         pb.entries.extend(
-            [_PbEntry(term=e.term, index=e.index, kind=e.kind, data=e.data) for e in msg.entries]
+            [_PbEntry(term=e.term, index=e.index, kind=e.kind, data=e.data)  # type: ignore[arg-type]  # protobuf takes any int; its stubs only the enum class
+             for e in msg.entries]
         )
     if msg.commit:
         pb.commit = msg.commit

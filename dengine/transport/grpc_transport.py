@@ -345,7 +345,8 @@ class GrpcTransport:
             return
         self._stopped = True
         await self.health.enter_graceful_shutdown()
-        tasks = [link.task for link in self._links.values() if link.task is not None]
+        tasks: list[asyncio.Task[Any]] = [
+            link.task for link in self._links.values() if link.task is not None]
         tasks += list(self._snapshots.values()) + list(self._background)
         await _cancel_all(tasks, self.log)
         self._links.clear()

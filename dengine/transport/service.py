@@ -172,7 +172,7 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
         sender = getattr(chunk, "from")
         refusal = self._refusal(chunk.cluster_id, sender, context)
         if refusal is not None:
-            raise refusal  # type: ignore[misc]
+            raise refusal
         if chunk.to != t.node_id:
             raise RemoteProtocolError(sender, f"snapshot addressed to {chunk.to}, not {t.node_id}")
         if t.faults.blocks_from(sender):

@@ -141,7 +141,7 @@ def error_code(exc: BaseException) -> int:
 
 def to_proto(exc: BaseException) -> client_pb2.Error:
     """The ``Error`` message a response carries for ``exc``; NotLeader keeps its leader hint."""
-    err = client_pb2.Error(code=error_code(exc), message=str(exc))
+    err = client_pb2.Error(code=error_code(exc), message=str(exc))  # type: ignore[arg-type]  # protobuf takes any int; its stubs only the enum class
     if isinstance(exc, E.NotLeader):
         err.leader_id = exc.leader_id or 0
         err.leader_addr = exc.leader_addr or ""
