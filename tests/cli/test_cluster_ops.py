@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -89,6 +90,7 @@ def test_a_supervised_cluster_adopts_a_restarted_node(dengine, tmp_path, env_for
         up = subprocess.Popen([sys.executable, "-m", "dengine", "cluster", "up", "--nodes", "1"],
                               stdout=fh, stderr=subprocess.STDOUT, cwd=str(tmp_path),
                               env=env_for())
+    first = second = 0
     try:
         deadline = time.monotonic() + 60
         while "the cluster is running" not in log.read_text():
@@ -109,7 +111,10 @@ def test_a_supervised_cluster_adopts_a_restarted_node(dengine, tmp_path, env_for
     finally:
         if up.poll() is None:
             up.kill()
-    assert not _alive(first) and not _alive(second), log.read_text()
+        leaked = [pid for pid in (first, second) if pid and _alive(pid)]
+        for pid in leaked:  # a restarted node is no child of `up`: never leave it running
+            os.kill(pid, signal.SIGKILL)
+    assert not leaked, log.read_text()
     assert "cluster stopped" in log.read_text()
 
 
