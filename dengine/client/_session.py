@@ -42,14 +42,27 @@ class _Lane:
         return not self.outstanding or self.next_seq - min(self.outstanding) < window
 
 
-class SessionPool:
-    """Hands out ``Session`` values; see the module docstring for the window rule."""
+def _retrieve(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()  # its starter reports it; nobody else must see it as unhandled
 
-    def __init__(self, register: Callable[[], Awaitable[int]], window: int = 8) -> None:
+
+class SessionPool:
+    """Hands out ``Session`` values; see the module docstring for the window rule.
+
+    ``register(timeout, op)`` opens a session and returns its id. Writers that find no open lane
+    wait for registrations in flight; one more starts only when those in flight cannot seat
+    them all (``window`` writers each), so a burst of N writers costs about N / window
+    registrations, sent together, and a lone writer exactly one.
+    """
+
+    def __init__(self, register: Callable[[float | None, str], Awaitable[int]],
+                 window: int = 8) -> None:
         self._register = register
         self._window = window
         self._lanes: list[_Lane] = []
-        self._registering = asyncio.Lock()  # concurrent writes share one new lane, not one each
+        self._pending: set[asyncio.Future[None]] = set()
+        self._waiting = 0
 
     @property
     def client_ids(self) -> list[int]:
@@ -58,22 +71,40 @@ class SessionPool:
     def _open_lane(self) -> _Lane | None:
         return next((ln for ln in self._lanes if ln.open_for(self._window)), None)
 
-    async def _new_lane(self) -> _Lane:
-        lane = _Lane(await self._register())
-        self._lanes.append(lane)
-        return lane
+    async def _add_lane(self, timeout: float | None, op: str) -> None:
+        self._lanes.append(_Lane(await self._register(timeout, op)))
 
     def expire(self, client_id: int) -> None:
         """Stop using session ``client_id``: the cluster no longer holds it."""
         self._lanes = [ln for ln in self._lanes if ln.client_id != client_id]
 
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[client_pb2.Session]:
-        """A fresh (client_id, seq) held for the whole life of one write, retries included."""
+    async def _lane(self, timeout: float | None, op: str) -> _Lane:
         lane = self._open_lane()
-        if lane is None:
-            async with self._registering:
-                lane = self._open_lane() or await self._new_lane()
+        while lane is None:
+            mine = None
+            self._waiting += 1
+            try:
+                if len(self._pending) * self._window < self._waiting:
+                    mine = asyncio.ensure_future(self._add_lane(timeout, op))
+                    mine.add_done_callback(self._pending.discard)
+                    mine.add_done_callback(_retrieve)
+                    self._pending.add(mine)
+                await asyncio.wait(set(self._pending), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._waiting -= 1
+            err = mine.exception() if mine is not None and mine.done() \
+                and not mine.cancelled() else None
+            if err is not None:
+                raise err
+            lane = self._open_lane()
+        return lane
+
+    @asynccontextmanager
+    async def session(self, timeout: float | None = None,
+                      op: str = "write") -> AsyncIterator[client_pb2.Session]:
+        """A fresh (client_id, seq) held for the whole life of one write, retries included;
+        ``timeout`` bounds registering a session when one is needed."""
+        lane = await self._lane(timeout, op)
         seq = lane.next_seq
         lane.next_seq += 1
         lane.outstanding.add(seq)

@@ -401,7 +401,7 @@ class Client(WatchMixin, LeaseMixin):
         return await self._retry(op, attempt, timeout=timeout, endpoint=endpoint, spread=spread,
                                  any_member=any_member)
 
-    async def _register_session(self) -> int:
+    async def _register_session(self, timeout: float | None, op: str) -> int:
         """Open a session through the log; its id is the index of the entry that opened it.
         A retried registration at worst opens a session nobody uses (the table drops it)."""
 
@@ -416,7 +416,7 @@ class Client(WatchMixin, LeaseMixin):
             _raise_error(resp.error)
             return resp.client_id
 
-        return await self._retry("register_session", attempt, timeout=None)
+        return await self._retry(f"{op} (registering its session)", attempt, timeout=timeout)
 
     async def _session_write(
         self, op: str, field: str, make: Callable[[client_pb2.Session], Any], *,
@@ -430,7 +430,7 @@ class Client(WatchMixin, LeaseMixin):
         deadline = _now() + timeout
         for fresh in (True, False):
             sent = [0]
-            async with self._sessions.session() as session:
+            async with self._sessions.session(max(deadline - _now(), 0.001), op) as session:
                 try:
                     return await self._kv(op, field, make(session),
                                           timeout=max(deadline - _now(), 0.001),

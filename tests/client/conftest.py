@@ -232,6 +232,15 @@ class FakeNode(pbg.KvServicer, pbg.ClusterServicer):
     async def Scan(self, request, context):
         return await self._unary("scan", "scan", request, context, write=False)
 
+    async def RegisterSession(self, request, context):
+        """A session id is the index of the entry that registered it, as on a real node."""
+        self._count("register")
+        if self.fail.get("register"):
+            return pb.RegisterSessionResponse(error=S.to_proto(self.fail["register"].pop(0)))
+        if self.shared.leader_id != self.id:
+            return pb.RegisterSessionResponse(error=S.to_proto(self._not_leader()))
+        return pb.RegisterSessionResponse(client_id=self._next_index())
+
     async def _one(self, creq: pb.ClientRequest) -> pb.ClientResponse:
         field = creq.WhichOneof("request")
         req = getattr(creq, field)
