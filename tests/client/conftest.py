@@ -44,6 +44,8 @@ class Shared:
         self.data: dict[bytes, tuple[bytes, int, int]] = {}  # key -> (value, revision, version)
         self.index = 0
         self.sessions: dict[tuple[int, int], Any] = {}
+        self.expired: set[int] = set()  # session ids that answer SESSION_EXPIRED
+        self.expire_after_apply = False  # expire a write's session right after applying it
         self.applied = 0  # writes actually applied (not answered from the session table)
         self.leader_id = 1
         self.term = 1
@@ -112,10 +114,14 @@ class FakeNode(pbg.KvServicer, pbg.ClusterServicer):
             raise self._not_leader()
         if write:
             key = (req.session.client_id, req.session.seq)
+            if req.session.client_id in self.shared.expired:
+                raise E.SessionExpired(*key)
             if req.session.client_id and key in self.shared.sessions:
                 return self.shared.sessions[key]
             result = getattr(self, f"_do_{op}")(req)
             self.shared.applied += 1
+            if self.shared.expire_after_apply:
+                self.shared.expired.add(req.session.client_id)
             if req.session.client_id:
                 self.shared.sessions[key] = result
             return result

@@ -119,6 +119,37 @@ def test_unavailable_is_retried_with_backoff_until_it_succeeds(run, fake_cluster
     run(go)
 
 
+def test_a_write_refused_for_its_session_goes_once_more_under_a_new_one(run, fake_cluster):
+    async def go():
+        async with fake_cluster(1) as fc, Client(fc.endpoints, use_stream=False) as c:
+            await c.put(b"k", b"1")
+            (old,) = c.client_ids
+            fc.shared.expired.add(old)  # evicted: its one attempt is refused, nothing applied
+            await c.put(b"k", b"2")
+            assert fc.shared.applied == 2 and fc.node(1).calls["register"] == 2
+            assert old not in c.client_ids and len(c.client_ids) == 1
+            assert fc.shared.data[b"k"][0] == b"2"
+
+    run(go)
+
+
+def test_a_write_that_may_have_landed_is_not_sent_again_under_a_new_session(run, fake_cluster):
+    async def go():
+        async with fake_cluster(1) as fc, Client(fc.endpoints, use_stream=False) as c:
+            await c.put(b"k", b"1")
+            # applied, answer lost, then the session expires before the retry lands
+            fc.node(1).lose_response["cas"] = 1
+            fc.shared.expire_after_apply = True
+            with pytest.raises(E.SessionExpired) as info:
+                await c.compare_and_set(b"k", expected_value=b"1", new_value=b"2")
+            assert "unknown" in str(info.value)
+            assert fc.node(1).calls["cas"] == 2 and fc.node(1).calls["register"] == 1
+            assert fc.shared.applied == 2  # the put and the CAS, once: never re-applied
+            assert fc.shared.data[b"k"][0] == b"2"
+
+    run(go)
+
+
 def test_the_deadline_ends_retries_with_operation_timeout(run, fake_cluster):
     async def go():
         async with fake_cluster(3) as fc, Client(fc.endpoints) as c:
