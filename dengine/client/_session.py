@@ -22,6 +22,7 @@ next write registers a new one.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -42,18 +43,14 @@ class _Lane:
         return not self.outstanding or self.next_seq - min(self.outstanding) < window
 
 
-def _retrieve(task: asyncio.Future) -> None:
-    if not task.cancelled():
-        task.exception()  # its starter reports it; nobody else must see it as unhandled
-
-
 class SessionPool:
     """Hands out ``Session`` values; see the module docstring for the window rule.
 
-    ``register(timeout, op)`` opens a session and returns its id. Writers that find no open lane
-    wait for registrations in flight; one more starts only when those in flight cannot seat
-    them all (``window`` writers each), so a burst of N writers costs about N / window
-    registrations, sent together, and a lone writer exactly one.
+    ``register(timeout, op)`` opens a session and returns its id. Writers that find no open
+    lane queue up, oldest first; a registration starts only when those in flight cannot seat
+    everyone queued (``window`` writers each), so a burst of N writers costs about N / window
+    registrations, sent together, and a lone writer exactly one. A lane that frees a seat
+    seats the oldest queued writer.
     """
 
     def __init__(self, register: Callable[[float | None, str], Awaitable[int]],
@@ -61,54 +58,85 @@ class SessionPool:
         self._register = register
         self._window = window
         self._lanes: list[_Lane] = []
-        self._pending: set[asyncio.Future[None]] = set()
-        self._waiting = 0
+        self._waiters: deque[asyncio.Future[tuple[_Lane, int]]] = deque()
+        self._registering = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def client_ids(self) -> list[int]:
         return [lane.client_id for lane in self._lanes]
 
-    def _open_lane(self) -> _Lane | None:
-        return next((ln for ln in self._lanes if ln.open_for(self._window)), None)
-
-    async def _add_lane(self, timeout: float | None, op: str) -> None:
-        self._lanes.append(_Lane(await self._register(timeout, op)))
-
     def expire(self, client_id: int) -> None:
         """Stop using session ``client_id``: the cluster no longer holds it."""
         self._lanes = [ln for ln in self._lanes if ln.client_id != client_id]
 
-    async def _lane(self, timeout: float | None, op: str) -> _Lane:
-        lane = self._open_lane()
-        while lane is None:
-            mine = None
-            self._waiting += 1
-            try:
-                if len(self._pending) * self._window < self._waiting:
-                    mine = asyncio.ensure_future(self._add_lane(timeout, op))
-                    mine.add_done_callback(self._pending.discard)
-                    mine.add_done_callback(_retrieve)
-                    self._pending.add(mine)
-                await asyncio.wait(set(self._pending), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                self._waiting -= 1
-            err = mine.exception() if mine is not None and mine.done() \
-                and not mine.cancelled() else None
-            if err is not None:
-                raise err
+    def _open_lane(self) -> _Lane | None:
+        return next((ln for ln in self._lanes if ln.open_for(self._window)), None)
+
+    @staticmethod
+    def _seat(lane: _Lane) -> tuple[_Lane, int]:
+        seq = lane.next_seq
+        lane.next_seq += 1
+        lane.outstanding.add(seq)
+        return lane, seq
+
+    def _serve(self) -> None:
+        """Seat queued writers on open lanes, oldest first."""
+        while self._waiters:
+            if self._waiters[0].done():  # cancelled while queued
+                self._waiters.popleft()
+                continue
             lane = self._open_lane()
-        return lane
+            if lane is None:
+                return
+            self._waiters.popleft().set_result(self._seat(lane))
+
+    async def _add_lane(self, timeout: float | None, op: str) -> None:
+        try:
+            client_id = await self._register(timeout, op)
+        except BaseException as e:  # noqa: BLE001 - handed to the writers it would have seated
+            self._registering -= 1
+            queued = [w for w in self._waiters if not w.done()]
+            for w in queued[: max(len(queued) - self._registering * self._window, 0)]:
+                if isinstance(e, Exception):
+                    w.set_exception(e)
+                else:
+                    w.cancel()
+            self._waiters = deque(w for w in self._waiters if not w.done())
+            return
+        self._registering -= 1
+        self._lanes.append(_Lane(client_id))
+        self._serve()
+
+    async def _take(self, timeout: float | None, op: str) -> tuple[_Lane, int]:
+        lane = self._open_lane()
+        if lane is not None and not self._waiters:
+            return self._seat(lane)
+        fut: asyncio.Future[tuple[_Lane, int]] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self._serve()
+        if not fut.done() and self._registering * self._window < len(self._waiters):
+            self._registering += 1
+            task = asyncio.ensure_future(self._add_lane(timeout, op))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # seated just as it was cancelled
+                taken, seq = fut.result()
+                taken.outstanding.discard(seq)
+                self._serve()
+            raise
 
     @asynccontextmanager
     async def session(self, timeout: float | None = None,
                       op: str = "write") -> AsyncIterator[client_pb2.Session]:
         """A fresh (client_id, seq) held for the whole life of one write, retries included;
         ``timeout`` bounds registering a session when one is needed."""
-        lane = await self._lane(timeout, op)
-        seq = lane.next_seq
-        lane.next_seq += 1
-        lane.outstanding.add(seq)
+        lane, seq = await self._take(timeout, op)
         try:
             yield client_pb2.Session(client_id=lane.client_id, seq=seq)
         finally:
             lane.outstanding.discard(seq)
+            self._serve()
