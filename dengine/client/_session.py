@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from dengine.v1 import client_pb2
@@ -46,21 +46,23 @@ class _Lane:
 class SessionPool:
     """Hands out ``Session`` values; see the module docstring for the window rule.
 
-    ``register(timeout, op)`` opens a session and returns its id. Writers that find no open
-    lane queue up, oldest first; a registration starts only when those in flight cannot seat
-    everyone queued (``window`` writers each), so a burst of N writers costs about N / window
-    registrations, sent together, and a lone writer exactly one. A lane that frees a seat
-    seats the oldest queued writer.
+    ``register(timeout, op, count)`` opens ``count`` sessions and returns their ids. Writers
+    that find no open lane queue up, oldest first; a registration starts only when the lanes
+    in flight cannot seat everyone queued (``window`` writers each) and asks for as many lanes
+    as are missing, so a burst of writers costs one registration (one log entry), and a lone
+    writer one lane. A lane that frees a seat seats the oldest queued writer.
     """
 
-    def __init__(self, register: Callable[[float | None, str], Awaitable[int]],
-                 window: int = 8) -> None:
+    def __init__(self, register: Callable[[float | None, str, int], Awaitable[Sequence[int]]],
+                 window: int = 8, max_register: int = 64) -> None:
         self._register = register
         self._window = window
+        self._max_register = max_register
         self._lanes: list[_Lane] = []
         self._waiters: deque[asyncio.Future[tuple[_Lane, int]]] = deque()
         self._registering = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._kick_due = False
 
     @property
     def client_ids(self) -> list[int]:
@@ -91,11 +93,11 @@ class SessionPool:
                 return
             self._waiters.popleft().set_result(self._seat(lane))
 
-    async def _add_lane(self, timeout: float | None, op: str) -> None:
+    async def _add_lanes(self, timeout: float | None, op: str, count: int) -> None:
         try:
-            client_id = await self._register(timeout, op)
+            client_ids = await self._register(timeout, op, count)
         except BaseException as e:  # noqa: BLE001 - handed to the writers it would have seated
-            self._registering -= 1
+            self._registering -= count
             queued = [w for w in self._waiters if not w.done()]
             for w in queued[: max(len(queued) - self._registering * self._window, 0)]:
                 if isinstance(e, Exception):
@@ -103,10 +105,30 @@ class SessionPool:
                 else:
                     w.cancel()
             self._waiters = deque(w for w in self._waiters if not w.done())
-            return
-        self._registering -= 1
-        self._lanes.append(_Lane(client_id))
-        self._serve()
+        else:
+            self._registering -= count
+            self._lanes.extend(_Lane(c) for c in client_ids)
+            self._serve()
+        self._schedule_kick(timeout, op)  # writers a capped registration could not seat
+
+    def _schedule_kick(self, timeout: float | None, op: str) -> None:
+        if self._waiters and not self._kick_due:
+            # decided once the writers arriving with this one are queued too: one
+            # registration for the whole burst
+            self._kick_due = True
+            asyncio.get_running_loop().call_soon(self._kick, timeout, op)
+
+    def _kick(self, timeout: float | None, op: str) -> None:
+        """Start a registration for the lanes the queued writers still lack."""
+        self._kick_due = False
+        missing = sum(1 for w in self._waiters if not w.done()) \
+            - self._registering * self._window
+        if missing > 0:
+            count = min(-(-missing // self._window), self._max_register)
+            self._registering += count
+            task = asyncio.ensure_future(self._add_lanes(timeout, op, count))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _take(self, timeout: float | None, op: str) -> tuple[_Lane, int]:
         lane = self._open_lane()
@@ -115,11 +137,8 @@ class SessionPool:
         fut: asyncio.Future[tuple[_Lane, int]] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         self._serve()
-        if not fut.done() and self._registering * self._window < len(self._waiters):
-            self._registering += 1
-            task = asyncio.ensure_future(self._add_lane(timeout, op))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if not fut.done():
+            self._schedule_kick(timeout, op)
         try:
             return await fut
         except asyncio.CancelledError:

@@ -401,20 +401,21 @@ class Client(WatchMixin, LeaseMixin):
         return await self._retry(op, attempt, timeout=timeout, endpoint=endpoint, spread=spread,
                                  any_member=any_member)
 
-    async def _register_session(self, timeout: float | None, op: str) -> int:
-        """Open a session through the log; its id is the index of the entry that opened it.
-        A retried registration at worst opens a session nobody uses (the table drops it)."""
+    async def _register_session(self, timeout: float | None, op: str,
+                                count: int = 1) -> list[int]:
+        """Open ``count`` sessions through the log (one entry; their ids come from its index).
+        A retried registration at worst opens sessions nobody uses (the table drops them)."""
 
-        async def attempt(address: str, remaining: float) -> int:
+        async def attempt(address: str, remaining: float) -> list[int]:
             ch = self._conn(address).pick()
             self.unary_calls += 1
             try:
-                resp = await ch.kv.RegisterSession(client_pb2.RegisterSessionRequest(),
-                                                   timeout=remaining)
+                resp = await ch.kv.RegisterSession(
+                    client_pb2.RegisterSessionRequest(count=count), timeout=remaining)
             except grpc.RpcError as e:
                 raise S.from_rpc_error(e) from e
             _raise_error(resp.error)
-            return resp.client_id
+            return list(range(resp.client_id, resp.client_id + max(resp.count, 1)))
 
         return await self._retry(f"{op} (registering its session)", attempt, timeout=timeout)
 

@@ -32,7 +32,7 @@ from dengine.errors import DengineError, InvalidArgument, Overloaded, PayloadToo
 from dengine.node._stream import StreamBudget, run_batch_stream
 from dengine.node.admission import Admission
 from dengine.observability.tracing import request_tracing
-from dengine.statemachine.sessions import encode_register
+from dengine.statemachine.sessions import MAX_REGISTER, encode_register
 from dengine.transport.status import status_of_error, to_proto
 from dengine.transport.strict import add_strict
 from dengine.v1 import client_pb2, client_pb2_grpc
@@ -176,9 +176,13 @@ class RequestHandler:
         r = await self._write(self._session(cmd, req.session, req.HasField("session")))
         return pb.WriteBatchResponse(revision=r.revision)
 
-    async def register_session(self, _req: Any) -> client_pb2.RegisterSessionResponse:
-        r = await self._write(encode_register())
-        return pb.RegisterSessionResponse(client_id=r.client_id)
+    async def register_session(self, req: Any) -> client_pb2.RegisterSessionResponse:
+        count = req.count or 1
+        if count > MAX_REGISTER:
+            raise InvalidArgument(f"count {count}: one call registers at most {MAX_REGISTER} "
+                                  "sessions")
+        r = await self._write(encode_register(count))
+        return pb.RegisterSessionResponse(client_id=r.client_id, count=r.count)
 
     async def get(self, req: client_pb2.GetRequest) -> client_pb2.GetResponse:
         key = self._key(req.key)

@@ -165,7 +165,7 @@ class KVStateMachine:
                 results.append(None)
                 continue
             if is_register(e.data):
-                results.append(self.sessions.register(e.index, overlay))
+                results.append(self.sessions.register(e.index, e.data, overlay))
                 continue
             try:
                 cmd = decode_command(e.data)

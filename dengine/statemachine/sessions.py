@@ -1,9 +1,11 @@
 """The client session table: exactly-once writes decided by the log (Raft thesis §6.3).
 
-Theory of operation. A client opens a session with a REGISTER command, a log entry of its own;
-the machine names the session after that entry's index (as the thesis does), so ids rise with
-the log and are never chosen, guessed or reused by a client: an id the table does not hold is
-unknown or expired, never "new". Every write then carries ``(client_id, seq)``:
+Theory of operation. A client opens sessions with a REGISTER command, a log entry of its own;
+the machine names them after that entry's index (as the thesis does): a REGISTER of ``count``
+sessions at index ``i`` opens ids ``i * 256 + k`` for ``k < count`` (one entry serves a burst
+of new writers), so ids rise with the log and are never chosen, guessed or reused by a client:
+an id the table does not hold is unknown or expired, never "new". Every write then carries
+``(client_id, seq)``:
 
 - a ``seq`` the session already answered returns that first answer, not a second apply (a
   compare-and-set that succeeded stays succeeded);
@@ -15,8 +17,9 @@ unknown or expired, never "new". Every write then carries ``(client_id, seq)``:
 Time here is log time: an entry's index. A session is alive while ``index - last_index`` is
 at most ``lifetime_entries`` (0: no lifetime), where ``last_index`` is its register or latest
 write, so every replica expires it at the same entry. When a REGISTER finds the table full
-(``max_sessions``), the least recently used session (smallest ``last_index``, then smallest id)
-is dropped in that same entry on every replica; a retry on it then gets SESSION_EXPIRED.
+(``max_sessions``), the least recently used sessions (smallest ``last_index``, then smallest id)
+are dropped in that same entry on every replica; a retry on one then gets SESSION_EXPIRED. A
+REGISTER opens at most ``max_sessions`` sessions.
 
 The table is state machine state: every change goes into the batch's overlay (one atomic
 engine write with the data), so it survives restart and moves with snapshots, on both engines.
@@ -33,30 +36,40 @@ from typing import Any
 
 from dengine.errors import SessionExpired
 
-__all__ = ["OP_REGISTER", "Registered", "SessionTable", "encode_register"]
+__all__ = ["MAX_REGISTER", "OP_REGISTER", "Registered", "SessionTable", "encode_register"]
 
 #: First byte of a REGISTER entry (outside the codec's and the lease module's ranges).
 OP_REGISTER = 0x70
+#: Most sessions one REGISTER opens (the ids of entry ``i`` are ``i * 256 + k``).
+MAX_REGISTER = 256
+_REGISTER = struct.Struct("<BH")
 P_SESSION = b"s"
 _CLIENT = struct.Struct(">Q")
 _HEAD = struct.Struct("<QI")
 _SEQ = struct.Struct("<QI")
 
 
-def encode_register() -> bytes:
-    """The command that opens a session (its id is the index of the entry that carries it)."""
-    return bytes([OP_REGISTER])
+def encode_register(count: int = 1) -> bytes:
+    """The command that opens ``count`` sessions (ids from the index of its entry)."""
+    if not 1 <= count <= MAX_REGISTER:
+        raise ValueError(f"a REGISTER opens 1 to {MAX_REGISTER} sessions, not {count}")
+    return _REGISTER.pack(OP_REGISTER, count)
 
 
 def is_register(data: bytes) -> bool:
-    return len(data) == 1 and data[0] == OP_REGISTER
+    return len(data) == _REGISTER.size and data[0] == OP_REGISTER
 
 
 @dataclass(frozen=True, slots=True)
 class Registered:
-    """The answer to REGISTER: the id of the new session."""
+    """The answer to REGISTER: the new sessions are ``client_id`` to ``client_id + count - 1``."""
 
     client_id: int
+    count: int = 1
+
+    @property
+    def client_ids(self) -> range:
+        return range(self.client_id, self.client_id + self.count)
 
 
 class _Session:
@@ -123,14 +136,20 @@ class SessionTable:
         that replicas agree)."""
         return {c: (s.last_index, dict(s.results)) for c, s in self._sessions.items()}
 
-    def register(self, index: int, overlay: dict) -> Registered:
-        """Open session ``index``, dropping the least recently used one if the table is full."""
-        while len(self._sessions) >= self.max_sessions:
-            victim = min(self._sessions, key=lambda c: (self._sessions[c].last_index, c))
-            self._drop(victim, overlay)
-        self._sessions[index] = _Session(index, {})
-        self._dirty.add(index)
-        return Registered(index)
+    def register(self, index: int, data: bytes, overlay: dict) -> Registered:
+        """Open the sessions of the REGISTER ``data`` at ``index``, dropping the least recently
+        used ones while the table is full."""
+        count = max(1, min(_REGISTER.unpack(data)[1], self.max_sessions, MAX_REGISTER))
+        excess = len(self._sessions) + count - self.max_sessions
+        if excess > 0:
+            order = sorted(self._sessions, key=lambda c: (self._sessions[c].last_index, c))
+            for victim in order[:excess]:
+                self._drop(victim, overlay)
+        first = index * MAX_REGISTER
+        for client_id in range(first, first + count):
+            self._sessions[client_id] = _Session(index, {})
+            self._dirty.add(client_id)
+        return Registered(first, count)
 
     def run(self, client_id: int, seq: int, index: int, execute: Callable[[], object],
             overlay: dict) -> object:

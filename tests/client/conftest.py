@@ -44,6 +44,7 @@ class Shared:
         self.data: dict[bytes, tuple[bytes, int, int]] = {}  # key -> (value, revision, version)
         self.index = 0
         self.sessions: dict[tuple[int, int], Any] = {}
+        self.registered = 0  # sessions opened
         self.expired: set[int] = set()  # session ids that answer SESSION_EXPIRED
         self.expire_after_apply = False  # expire a write's session right after applying it
         self.applied = 0  # writes actually applied (not answered from the session table)
@@ -239,13 +240,15 @@ class FakeNode(pbg.KvServicer, pbg.ClusterServicer):
         return await self._unary("scan", "scan", request, context, write=False)
 
     async def RegisterSession(self, request, context):
-        """A session id is the index of the entry that registered it, as on a real node."""
+        """Session ids come from the index of the entry that registered them, as on a node."""
         self._count("register")
         if self.fail.get("register"):
             return pb.RegisterSessionResponse(error=S.to_proto(self.fail["register"].pop(0)))
         if self.shared.leader_id != self.id:
             return pb.RegisterSessionResponse(error=S.to_proto(self._not_leader()))
-        return pb.RegisterSessionResponse(client_id=self._next_index())
+        count = request.count or 1
+        self.shared.registered += count
+        return pb.RegisterSessionResponse(client_id=self._next_index() * 256, count=count)
 
     async def _one(self, creq: pb.ClientRequest) -> pb.ClientResponse:
         field = creq.WhichOneof("request")

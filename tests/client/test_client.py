@@ -250,6 +250,8 @@ def test_concurrent_callers_share_a_few_stream_messages(run, fake_cluster):
             assert node.stream_messages - before <= 10
             assert c.stats.messages_sent <= 11
             assert all(fc.shared.data[f"k{i}".encode()][0] == str(i).encode() for i in range(100))
+            # the burst's sessions: one registration (one log entry) for all its lanes
+            assert node.calls["register"] == 2 and fc.shared.registered == 1 + 12
 
     run(go)
 
@@ -398,10 +400,11 @@ def _counting_pool(window: int = 8) -> tuple[SessionPool, list[int]]:
     """A pool whose registrations hand out 101, 102, ... and are recorded."""
     ids: list[int] = []
 
-    async def register(_timeout: float | None, _op: str) -> int:
+    async def register(_timeout: float | None, _op: str, count: int) -> list[int]:
         await asyncio.sleep(0)
-        ids.append(101 + len(ids))
-        return ids[-1]
+        new = [101 + len(ids) + k for k in range(count)]
+        ids.extend(new)
+        return new
 
     return SessionPool(register, window=window), ids
 
@@ -436,7 +439,7 @@ def test_session_lanes_bound_concurrent_writes_per_client_id():
         for s in sessions:
             lanes.setdefault(s.client_id, []).append(s.seq)
         assert sorted(len(v) for v in lanes.values()) == [4, 8, 8]
-        assert sorted(ids) == sorted(lanes)  # 20 writers at once: three registrations
+        assert sorted(ids) == sorted(lanes)  # 20 writers at once: three lanes
         for cm in held:
             await cm.__aexit__(None, None, None)
 
@@ -457,7 +460,7 @@ def test_an_expired_session_is_replaced_by_a_new_registration():
 
 def test_a_failed_registration_reaches_the_writer():
     async def go():
-        async def register(_timeout: float | None, _op: str) -> int:
+        async def register(_timeout: float | None, _op: str, _count: int) -> list[int]:
             raise E.Unavailable("no leader")
 
         pool = SessionPool(register)

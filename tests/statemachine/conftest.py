@@ -33,7 +33,7 @@ class KVFactory:
             return codec.encode_delete(key)
         if r < 0.85:
             return encode_register()  # sessions are named after their entry's index
-        return codec.encode_session(rng.randrange(1, 40), rng.randrange(10),
+        return codec.encode_session(rng.randrange(1, 40) * 256, rng.randrange(10),
                                     codec.encode_put(key, b"s"))
 
     def state(self, sm: KVStateMachine) -> object:

@@ -73,7 +73,7 @@ def test_a_grant_twice_and_bad_commands_are_results_not_crashes():
 
 def test_a_lease_write_with_a_session_applies_once():
     sm = KVStateMachine(MemoryEngine())
-    put = L.encode_session(2, 1, L.encode_put(4, b"k", b"v"))
+    put = L.encode_session(2 * 256, 1, L.encode_put(4, b"k", b"v"))
     r = _apply(sm, L.encode_grant(4, 5), encode_register(), put, put)
     assert r[2] == r[3] and sm.get(b"k").version == 1
 
