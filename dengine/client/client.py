@@ -360,7 +360,7 @@ class Client(WatchMixin, LeaseMixin):
         self._next_reader = (self._next_reader + 1) % len(addrs)
         return addrs[self._next_reader]
 
-    def _read_route(self, consistency: int) -> dict[str, bool]:
+    def _read_route(self, consistency: int) -> dict[str, Any]:
         """Where a read at ``consistency`` may go (see ``spread_reads``)."""
         return {"spread": self._spread_reads and consistency != Consistency.LEASE,
                 "any_member": consistency == Consistency.SERIALIZABLE}
