@@ -228,6 +228,10 @@ class StateMachineSection:
         min=1,
     )
     session_results: int = _key(16, "results kept per client session", min=1)
+    session_lifetime_entries: int = _key(
+        1_000_000, "log entries a session may stay idle before it expires (0: only evicted "
+        "when the table is full); expiry is by log index, the same on every replica", min=0,
+    )
 
 
 @dataclass(frozen=True, slots=True)

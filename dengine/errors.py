@@ -263,17 +263,21 @@ class ServerError(DengineError):
 
 
 class SessionExpired(DengineError):
-    """A retried request is older than every result the state machine still keeps for its client.
+    """The session of a write is not held (never registered, idle too long, pushed out of a
+    full table) or the write is older than every result kept for it.
 
-    Whether it was applied is unknown; the client must read the state to find out.
+    This attempt was not applied; an earlier attempt of the same write may have been, so its
+    outcome is unknown unless this was its only attempt. Register a new session; read the state
+    before writing again.
     """
 
     def __init__(self, client_id: int, seq: int) -> None:
         self.client_id = client_id
         self.seq = seq
         super().__init__(
-            f"request {seq} of client {client_id} is older than its kept results: whether it "
-            "was applied is unknown; read the state before retrying"
+            f"request {seq} of client {client_id} was refused: the session expired or the "
+            "request is older than its kept results; not applied now, but an earlier attempt "
+            "may have been, so the outcome is unknown: read the state before writing again"
         )
 
 

@@ -58,6 +58,7 @@ from dengine.errors import (
     OperationTimeout,
     Overloaded,
     ProposalDropped,
+    SessionExpired,
     Unavailable,
 )
 from dengine.transport import status as S
@@ -159,7 +160,7 @@ class Client(WatchMixin, LeaseMixin):
         self._fail_fast = fail_fast
         self._spread_reads = spread_reads
         self._next_reader = self._rng.randrange(1 << 16)  # many clients: spread from the start
-        self._sessions = SessionPool()
+        self._sessions = SessionPool(self._register_session)
         self._conns: dict[str, Connection] = {}
         self._members: dict[int, str] = {}
         self._leader: str | None = None
@@ -359,7 +360,7 @@ class Client(WatchMixin, LeaseMixin):
         self._next_reader = (self._next_reader + 1) % len(addrs)
         return addrs[self._next_reader]
 
-    def _read_route(self, consistency: int) -> dict[str, bool]:
+    def _read_route(self, consistency: int) -> dict[str, Any]:
         """Where a read at ``consistency`` may go (see ``spread_reads``)."""
         return {"spread": self._spread_reads and consistency != Consistency.LEASE,
                 "any_member": consistency == Consistency.SERIALIZABLE}
@@ -374,11 +375,16 @@ class Client(WatchMixin, LeaseMixin):
         endpoint: str | None = None,
         spread: bool = False,
         any_member: bool = False,
+        sent: list[int] | None = None,
     ) -> Any:
-        """One KV request (stream or unary) in the retry loop; returns the response message."""
+        """One KV request (stream or unary) in the retry loop; returns the response message.
+        ``sent[0]`` counts the attempts made (a write's outcome is unknown after more than one
+        that may have reached the log)."""
         use_stream = request.ByteSize() <= self._stream_request_bytes
 
         async def attempt(address: str, remaining: float) -> Any:
+            if sent is not None:
+                sent[0] += 1
             ch: PooledChannel = self._conn(address).pick()
             stream = ch.batch_stream() if use_stream else None
             if stream is not None:
@@ -394,6 +400,47 @@ class Client(WatchMixin, LeaseMixin):
 
         return await self._retry(op, attempt, timeout=timeout, endpoint=endpoint, spread=spread,
                                  any_member=any_member)
+
+    async def _register_session(self, timeout: float | None, op: str,
+                                count: int = 1) -> list[int]:
+        """Open ``count`` sessions through the log (one entry; their ids come from its index).
+        A retried registration at worst opens sessions nobody uses (the table drops them)."""
+
+        async def attempt(address: str, remaining: float) -> list[int]:
+            ch = self._conn(address).pick()
+            self.unary_calls += 1
+            try:
+                resp = await ch.kv.RegisterSession(
+                    client_pb2.RegisterSessionRequest(count=count), timeout=remaining)
+            except grpc.RpcError as e:
+                raise S.from_rpc_error(e) from e
+            _raise_error(resp.error)
+            return list(range(resp.client_id, resp.client_id + max(resp.count, 1)))
+
+        return await self._retry(f"{op} (registering its session)", attempt, timeout=timeout)
+
+    async def _session_write(
+        self, op: str, field: str, make: Callable[[client_pb2.Session], Any], *,
+        timeout: float | None, endpoint: str | None = None,
+    ) -> Any:
+        """A write under a session. SESSION_EXPIRED on its only attempt means it was refused
+        and not applied: drop the session and send it once more under a new one. After more
+        than one attempt an earlier one may have been applied before the session expired, so
+        SessionExpired reaches the caller (outcome unknown) instead of a blind second apply."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = _now() + timeout
+        for fresh in (True, False):
+            sent = [0]
+            async with self._sessions.session(max(deadline - _now(), 0.001), op) as session:
+                try:
+                    return await self._kv(op, field, make(session),
+                                          timeout=max(deadline - _now(), 0.001),
+                                          endpoint=endpoint, sent=sent)
+                except SessionExpired:
+                    self._sessions.expire(session.client_id)
+                    if sent[0] > 1 or not fresh:
+                        raise
+        raise AssertionError("unreachable")
 
     async def _cluster(
         self,
@@ -426,9 +473,9 @@ class Client(WatchMixin, LeaseMixin):
         ``endpoint`` pins a write to one node (NOT_LEADER is then raised, not followed);
         ``lease`` attaches the key to a lease (its revoke or expiry deletes the key)."""
         k, v = to_bytes(key), to_bytes(value, "value")
-        with self._sessions.session() as session:
-            req = client_pb2.PutRequest(key=k, value=v, session=session, lease=lease)
-            resp = await self._kv("put", "put", req, timeout=timeout, endpoint=endpoint)
+        resp = await self._session_write(
+            "put", "put", lambda s: client_pb2.PutRequest(key=k, value=v, session=s, lease=lease),
+            timeout=timeout, endpoint=endpoint)
         return resp.revision
 
     async def get(
@@ -478,9 +525,10 @@ class Client(WatchMixin, LeaseMixin):
         self, key: Key, *, timeout: float | None = None, endpoint: str | None = None
     ) -> bool:
         """Delete ``key``; True if it existed."""
-        with self._sessions.session() as session:
-            req = client_pb2.DeleteRequest(key=to_bytes(key), session=session)
-            resp = await self._kv("delete", "delete", req, timeout=timeout, endpoint=endpoint)
+        k = to_bytes(key)
+        resp = await self._session_write(
+            "delete", "delete", lambda s: client_pb2.DeleteRequest(key=k, session=s),
+            timeout=timeout, endpoint=endpoint)
         return resp.deleted
 
     async def compare_and_set(
@@ -497,10 +545,11 @@ class Client(WatchMixin, LeaseMixin):
         and/or its version is ``expected_version``, or, with ``expected_absent=True``, if it
         does not exist. A condition is required (TypeError without one; see
         :mod:`dengine.client.api`)."""
-        with self._sessions.session() as session:
-            req = cas_request(key, expected_value, expected_version, expected_absent, new_value,
-                              session)
-            resp = await self._kv("compare_and_set", "cas", req, timeout=timeout)
+        resp = await self._session_write(
+            "compare_and_set", "cas",
+            lambda s: cas_request(key, expected_value, expected_version, expected_absent,
+                                  new_value, s),
+            timeout=timeout)
         current = KeyValue.from_proto(resp.current) if resp.HasField("current") else None
         return CasResult(resp.succeeded, current, resp.revision)
 
@@ -536,9 +585,9 @@ class Client(WatchMixin, LeaseMixin):
                 )
             else:
                 raise TypeError(f"write_batch takes Put and Delete ops, not {type(op).__name__}")
-        with self._sessions.session() as session:
-            req = client_pb2.WriteBatchRequest(ops=batch_ops, session=session)
-            resp = await self._kv("write_batch", "batch", req, timeout=timeout)
+        resp = await self._session_write(
+            "write_batch", "batch",
+            lambda s: client_pb2.WriteBatchRequest(ops=batch_ops, session=s), timeout=timeout)
         return resp.revision
 
     batch = write_batch

@@ -90,6 +90,7 @@ class NodeBuilder:
             sm = self._sm or open_kv(smc.engine, os.path.join(data_dir, "sm"), sync=False,
                                      logger=log, max_sessions=smc.max_sessions,
                                      session_results=smc.session_results,
+                                     session_lifetime_entries=smc.session_lifetime_entries,
                                      history_revisions=smc.history_revisions)
         except BaseException:
             store.close()

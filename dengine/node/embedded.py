@@ -16,20 +16,21 @@ Typical use::
         await db.put("k", "v")
     await node.stop()
 
-Writes carry a session (a random client id and a rising sequence number) so a write retried by
-the caller after an error is applied at most once.
+Writes carry a session (an id registered through the log on the first write, and a rising
+sequence number), so the state machine applies each at most once. When the session has expired
+(evicted from a full table, or idle past its lifetime) a write is refused unapplied with
+SESSION_EXPIRED; this client then registers a new session and sends that write once more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import random
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dengine.consistency import Consistency
-from dengine.errors import OperationTimeout
+from dengine.errors import OperationTimeout, SessionExpired
 from dengine.node.service import RequestHandler
 from dengine.transport.status import from_proto
 from dengine.v1 import client_pb2 as pb
@@ -81,7 +82,7 @@ class EmbeddedClient:
         self.node = node
         self.timeout = timeout
         self._h = RequestHandler(node)
-        self.client_id = client_id or random.SystemRandom().randrange(1, 1 << 63)
+        self.client_id = client_id  # None: registered with the first write
         self._seq = itertools.count(1)
 
     def use(self, node: Any) -> None:
@@ -90,8 +91,25 @@ class EmbeddedClient:
         self.node = node
         self._h = RequestHandler(node)
 
-    def _session(self) -> pb.Session:
+    async def _session(self, timeout: float | None) -> pb.Session:
+        if self.client_id is None:
+            resp = await self._call("register_session", pb.RegisterSessionRequest(),
+                                    pb.RegisterSessionResponse, timeout)
+            if self.client_id is None:  # a concurrent write may have registered first
+                self.client_id, self._seq = resp.client_id, itertools.count(1)
         return pb.Session(client_id=self.client_id, seq=next(self._seq))
+
+    async def _write(self, name: str, req: Any, cls: type, timeout: float | None) -> Any:
+        """One attempt under the session; SESSION_EXPIRED on it means nothing was applied, so
+        the write goes once more under a newly registered session."""
+        req.session.CopyFrom(await self._session(timeout))
+        try:
+            return await self._call(name, req, cls, timeout)
+        except SessionExpired as e:
+            if self.client_id == e.client_id or e.client_id == 0:
+                self.client_id = None
+            req.session.CopyFrom(await self._session(timeout))
+            return await self._call(name, req, cls, timeout)
 
     async def _call(self, name: str, req: Any, cls: type, timeout: float | None = None) -> Any:
         limit = self.timeout if timeout is None else timeout
@@ -109,9 +127,8 @@ class EmbeddedClient:
                   endpoint: str | None = None, lease: int = 0) -> int:
         """Write ``key``; returns the revision (log index) of the write (``endpoint`` is
         ignored: one node); ``lease`` attaches the key to a lease."""
-        req = pb.PutRequest(key=_bytes(key), value=_bytes(value, "value"),
-                            session=self._session(), lease=lease)
-        return (await self._call("put", req, pb.PutResponse, timeout)).revision
+        req = pb.PutRequest(key=_bytes(key), value=_bytes(value, "value"), lease=lease)
+        return (await self._write("put", req, pb.PutResponse, timeout)).revision
 
     async def get(self, key: Key, *, consistency: ConsistencyArg = pb.LINEARIZABLE,
                   timeout: float | None = None, endpoint: str | None = None
@@ -142,8 +159,8 @@ class EmbeddedClient:
     async def delete(self, key: Key, *, timeout: float | None = None,
                      endpoint: str | None = None) -> bool:
         """Delete ``key``; True when it existed."""
-        req = pb.DeleteRequest(key=_bytes(key), session=self._session())
-        return (await self._call("delete", req, pb.DeleteResponse, timeout)).deleted
+        req = pb.DeleteRequest(key=_bytes(key))
+        return (await self._write("delete", req, pb.DeleteResponse, timeout)).deleted
 
     async def compare_and_set(self, key: Key, *, expected_value: Key | None = None,
                               expected_version: int | None = None,
@@ -154,8 +171,8 @@ class EmbeddedClient:
         from dengine.client.api import cas_request
 
         req = cas_request(key, expected_value, expected_version, expected_absent, new_value,
-                          self._session())
-        resp = await self._call("cas", req, pb.CompareAndSetResponse, timeout)
+                          pb.Session())
+        resp = await self._write("cas", req, pb.CompareAndSetResponse, timeout)
         t = _types()
         current = t.KeyValue.from_proto(resp.current) if resp.HasField("current") else None
         return t.CasResult(resp.succeeded, current, resp.revision)
@@ -167,7 +184,7 @@ class EmbeddedClient:
                           deletes: Iterable[Key] = (), timeout: float | None = None) -> int:
         """Apply puts and deletes atomically, in order (``ops`` — ``Put``/``Delete`` values —
         then ``puts``, then ``deletes``); returns the revision."""
-        req = pb.WriteBatchRequest(session=self._session())
+        req = pb.WriteBatchRequest()
         pairs = puts.items() if isinstance(puts, Mapping) else puts
         items = [(op.key, getattr(op, "value", None)) for op in ops]
         items += [(k, v) for k, v in pairs] + [(k, None) for k in deletes]
@@ -177,7 +194,7 @@ class EmbeddedClient:
                                                          value=_bytes(value, "value")))
             else:
                 req.ops.add().delete.CopyFrom(pb.DeleteRequest(key=_bytes(key)))
-        return (await self._call("write_batch", req, pb.WriteBatchResponse, timeout)).revision
+        return (await self._write("write_batch", req, pb.WriteBatchResponse, timeout)).revision
 
     batch = write_batch
 

@@ -33,6 +33,7 @@ from dengine.node._stream import StreamBudget, run_batch_stream
 from dengine.node.admission import Admission
 from dengine.observability.tracing import request_tracing
 from dengine.statemachine.kv import KVStateMachine
+from dengine.statemachine.sessions import MAX_REGISTER, encode_register
 from dengine.transport.status import status_of_error, to_proto
 from dengine.transport.strict import add_strict
 from dengine.v1 import client_pb2, client_pb2_grpc
@@ -184,6 +185,14 @@ class RequestHandler:
         r = await self._write(self._session(cmd, req.session, req.HasField("session")))
         return pb.WriteBatchResponse(revision=r.revision)
 
+    async def register_session(self, req: Any) -> client_pb2.RegisterSessionResponse:
+        count = req.count or 1
+        if count > MAX_REGISTER:
+            raise InvalidArgument(f"count {count}: one call registers at most {MAX_REGISTER} "
+                                  "sessions")
+        r = await self._write(encode_register(count))
+        return pb.RegisterSessionResponse(client_id=r.client_id, count=r.count)
+
     async def get(self, req: client_pb2.GetRequest) -> client_pb2.GetResponse:
         key = self._key(req.key)
         await self.node.read_barrier(req.consistency)
@@ -308,6 +317,7 @@ class KvService(client_pb2_grpc.KvServicer):
     CompareAndSet = _unary("cas", pb.CompareAndSetResponse)
     WriteBatch = _unary("write_batch", pb.WriteBatchResponse)
     Scan = _unary("scan", pb.ScanResponse)
+    RegisterSession = _unary("register_session", pb.RegisterSessionResponse)
 
     async def Batch(self, request_iterator: Any, context: Any) -> Any:
         net = self.handler.node.config.network

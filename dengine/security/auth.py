@@ -55,7 +55,7 @@ _RANK = {r: i for i, r in enumerate(ROLES)}
 METHOD_ROLES: Mapping[str, str] = {
     "Get": "read", "GetMany": "read", "Scan": "read",
     "Put": "readwrite", "Delete": "readwrite", "CompareAndSet": "readwrite",
-    "WriteBatch": "readwrite",
+    "WriteBatch": "readwrite", "RegisterSession": "readwrite",
     "TransferLeader": "admin", "AddLearner": "admin", "Promote": "admin",
     "RemoveMember": "admin",
     # Lease: a grant or revoke is a write (a revoke deletes the lease's keys).

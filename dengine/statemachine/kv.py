@@ -15,13 +15,10 @@ Raw keyspace (the same on both engines, so snapshots move between them)::
     b"h", b"mhistory"     watch history (:mod:`dengine.statemachine.history`)
     b"l", b"L"            leases and their keys (:mod:`dengine.statemachine.leases`)
 
-Exactly-once (Raft thesis §6.3): a SESSION-wrapped command carries (client_id, seq). The machine
-keeps, per client, the results of its ``session_results`` most recent sequence numbers; a retry
-of one of those returns the stored result without applying again. A seq older than every kept
-one answers :class:`SessionExpired` (its outcome is unknown). At most ``max_sessions`` clients
-are kept; the one idle longest (smallest last index, then smallest id) is evicted, a rule every
-replica computes alike. A client evicted and then retrying is treated as new: keep
-``max_sessions`` above the number of live clients. The table is part of every snapshot.
+Exactly-once (Raft thesis §6.3): sessions are registered and expired through the log; a
+SESSION-wrapped command carries (client_id, seq) and is applied once, or refused with
+:class:`SessionExpired` and not applied. The rules and the table live in
+:mod:`dengine.statemachine.sessions`; the table is part of every snapshot.
 """
 
 from __future__ import annotations
@@ -31,7 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from dengine._core import codec
-from dengine.errors import DecodeError, SessionExpired, SnapshotError
+from dengine.errors import DecodeError, SnapshotError
 from dengine.raft.types import Entry, EntryKind
 from dengine.statemachine.engines import (
     DEFAULT_CHUNK_BYTES,
@@ -54,6 +51,7 @@ from dengine.statemachine.leases import (
     LeaseTable,
     decode_command,
 )
+from dengine.statemachine.sessions import SessionTable, is_register
 
 P_DATA = b"d"
 P_SESSION = b"s"
@@ -62,9 +60,6 @@ K_FORMAT = b"\x00format"
 FORMAT = b"dengine-kv-1"
 _REC = struct.Struct("<QQQ")
 _PAIR = struct.Struct("<QQ")
-_CLIENT = struct.Struct(">Q")
-_SESSION_HEAD = struct.Struct("<QI")
-_SEQ = struct.Struct("<QI")
 _RESULT = struct.Struct("<BQQ")
 
 
@@ -119,33 +114,6 @@ def decode_result(data: bytes) -> object:
     return WriteResult(bool(ok), revision, version)
 
 
-class _Session:
-    __slots__ = ("last_index", "results")
-
-    def __init__(self, last_index: int, results: dict[int, bytes]) -> None:
-        self.last_index = last_index
-        self.results = results
-
-    def encode(self) -> bytes:
-        parts = [_SESSION_HEAD.pack(self.last_index, len(self.results))]
-        for seq in sorted(self.results):
-            r = self.results[seq]
-            parts.append(_SEQ.pack(seq, len(r)) + r)
-        return b"".join(parts)
-
-    @classmethod
-    def decode(cls, data: bytes) -> _Session:
-        last, n = _SESSION_HEAD.unpack_from(data, 0)
-        pos = _SESSION_HEAD.size
-        results = {}
-        for _ in range(n):
-            seq, ln = _SEQ.unpack_from(data, pos)
-            pos += _SEQ.size
-            results[seq] = bytes(data[pos : pos + ln])
-            pos += ln
-        return cls(last, results)
-
-
 class KVStateMachine:
     """The KV machine over an engine (:class:`MemoryEngine` or :class:`RocksEngine`)."""
 
@@ -155,25 +123,25 @@ class KVStateMachine:
         *,
         max_sessions: int = 4096,
         session_results: int = 16,
+        session_lifetime_entries: int = 0,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         history_revisions: int = DEFAULT_WINDOW,
         logger=None,
     ) -> None:
         self.engine = engine
         self.history = History(engine, history_revisions, logger)
-        self.max_sessions = max_sessions
-        self.session_results = session_results
+        self.sessions = SessionTable(engine, max_sessions=max_sessions,
+                                     session_results=session_results,
+                                     lifetime_entries=session_lifetime_entries,
+                                     encode_result=encode_result, decode_result=decode_result)
         self.chunk_bytes = chunk_bytes
-        self._dirty: set[int] = set()
         self._load()
         self.leases = LeaseTable(self)
 
     def _load(self) -> None:
         raw = self.engine.get(K_APPLIED)
         self._applied = _PAIR.unpack(raw) if raw else (0, 0)
-        self._sessions: dict[int, _Session] = {}
-        for k, v in self.engine.scan(P_SESSION, prefix_end(P_SESSION), 0):
-            self._sessions[_CLIENT.unpack(k[1:])[0]] = _Session.decode(v)
+        self.sessions.load()
 
     # -- apply -------------------------------------------------------------------------------
     def applied_index(self) -> int:
@@ -192,11 +160,13 @@ class KVStateMachine:
             if b.index != a.index + 1:
                 raise ValueError(f"entries out of order: {b.index} after {a.index}")
         overlay: dict[bytes, bytes | None] = {}
-        self._dirty = set()  # clients whose session changed in this batch
         results: list[object] = []
         for e in entries:
             if e.kind != EntryKind.NORMAL or not e.data:
                 results.append(None)
+                continue
+            if is_register(e.data):
+                results.append(self.sessions.register(e.index, e.data, overlay))
                 continue
             try:
                 cmd = decode_command(e.data)
@@ -204,9 +174,7 @@ class KVStateMachine:
                 results.append(err)
                 continue
             results.append(self._command(cmd, e.index, overlay))
-        for client_id in self._dirty:
-            if client_id in self._sessions:  # else evicted: its key is already deleted
-                overlay[P_SESSION + _CLIENT.pack(client_id)] = self._sessions[client_id].encode()
+        self.sessions.flush(overlay)
         last = entries[-1]
         overlay[K_APPLIED] = _PAIR.pack(last.index, last.term)
         self.history.finish(last.index, overlay)
@@ -224,32 +192,10 @@ class KVStateMachine:
 
     def _command(self, cmd: tuple, index: int, overlay: dict) -> object:
         if cmd[0] == codec.OP_SESSION:
-            return self._session(cmd[1], cmd[2], cmd[3], index, overlay)
+            inner = cmd[3]
+            return self.sessions.run(cmd[1], cmd[2], index,
+                                     lambda: self._execute(inner, index, overlay), overlay)
         return self._execute(cmd, index, overlay)
-
-    def _session(self, client_id: int, seq: int, cmd: tuple, index: int, overlay: dict) -> object:
-        s = self._sessions.get(client_id)
-        if s is not None:
-            if seq in s.results:
-                return decode_result(s.results[seq])
-            if len(s.results) >= self.session_results and seq < min(s.results):
-                return SessionExpired(client_id, seq)
-        else:
-            if len(self._sessions) >= self.max_sessions:
-                self._evict(overlay)
-            s = self._sessions[client_id] = _Session(index, {})
-        result = self._execute(cmd, index, overlay)
-        s.results[seq] = encode_result(result)
-        while len(s.results) > self.session_results:
-            del s.results[min(s.results)]
-        s.last_index = index
-        self._dirty.add(client_id)
-        return result
-
-    def _evict(self, overlay: dict) -> None:
-        victim = min(self._sessions, key=lambda c: (self._sessions[c].last_index, c))
-        del self._sessions[victim]
-        overlay[P_SESSION + _CLIENT.pack(victim)] = None
 
     def _read_raw(self, key: bytes, overlay: dict) -> tuple[int, int, int, bytes] | None:
         raw = overlay[P_DATA + key] if P_DATA + key in overlay else self.engine.get(P_DATA + key)

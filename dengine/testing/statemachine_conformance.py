@@ -23,6 +23,7 @@ from dengine.raft.types import ConfState, Entry, EntryKind
 from dengine.statemachine.base import StateMachine, restore_snapshot, take_snapshot
 from dengine.statemachine.engines import MemoryEngine, pack_items
 from dengine.statemachine.kv import KVStateMachine, WriteResult
+from dengine.statemachine.sessions import Registered, encode_register
 from dengine.storage.snapshot import SnapshotReader, SnapshotStore
 from dengine.testing.storage_conformance import FORKSERVER_PRELOAD
 
@@ -130,6 +131,14 @@ class StateMachineConformance:
 
 def put(k: bytes, v: bytes) -> bytes:
     return codec.encode_put(k, v)
+
+
+def register() -> bytes:
+    return encode_register()
+
+
+# the id of the session a REGISTER of one at index 1, 2, 3, 4 opens
+A, B, C, D = (i * 256 for i in (1, 2, 3, 4))
 
 
 class KVStateMachineConformance:
@@ -245,64 +254,111 @@ class KVStateMachineConformance:
         assert (kv[0].applied_index(), kv[0].applied_term()) == (2, 3)
         assert kv[0].get(b"b").value == b"2"
 
-    # -- exactly once ------------------------------------------------------------------------
+    # -- exactly once (dengine.statemachine.sessions) ------------------------------------------
+    def test_register_names_the_sessions_after_its_index(self, kv):
+        r = kv[0].apply(entries(1, [put(b"a", b"1"), register(), encode_register(3)]))
+        assert r[1:] == [Registered(2 * 256), Registered(3 * 256, 3)]
+        assert set(kv[0].sessions.dump()) == {512, 768, 769, 770}
+
     def test_a_retried_session_write_applies_once(self, kv, kv_factory):
         sm = kv[0]
         s = codec.encode_session
-        first = sm.apply(entries(1, [s(9, 1, put(b"n", b"1"))]))[0]
-        sm.apply(entries(2, [put(b"n", b"changed by someone else")]))
-        again = sm.apply(entries(3, [s(9, 1, put(b"n", b"1"))]))[0]
+        first = sm.apply(entries(1, [register(), s(A, 1, put(b"n", b"1"))]))[1]
+        sm.apply(entries(3, [put(b"n", b"changed by someone else")]))
+        again = sm.apply(entries(4, [s(A, 1, put(b"n", b"1"))]))[0]
         assert again == first
         assert sm.get(b"n").value == b"changed by someone else"
         kv[0] = _restart(kv_factory, sm)
-        assert kv[0].apply(entries(4, [s(9, 1, put(b"n", b"1"))]))[0] == first
+        assert kv[0].apply(entries(5, [s(A, 1, put(b"n", b"1"))]))[0] == first
         assert kv[0].get(b"n").version == 2
+
+    def test_a_retried_cas_returns_its_first_answer(self, kv):
+        sm = kv[0]
+        s = codec.encode_session
+        cas = s(A, 1, codec.encode_cas(b"c", b"v1", None, b"v2"))
+        first = sm.apply(entries(1, [register(), put(b"c", b"v1"), cas]))[2]
+        assert first.ok
+        sm.apply(entries(4, [put(b"c", b"v3")]))
+        assert sm.apply(entries(5, [cas]))[0] == first  # succeeded stays succeeded
+        assert sm.get(b"c").value == b"v3"
+
+    def test_an_unknown_session_is_refused_unapplied(self, kv):
+        sm = kv[0]
+        s = codec.encode_session
+        r = sm.apply(entries(1, [s(99 * 256, 1, put(b"u", b"1")), s(B, 1, put(b"u", b"2"))]))
+        assert all(isinstance(x, SessionExpired) for x in r)
+        assert sm.get(b"u") is None and sm.sessions.dump() == {}
 
     def test_old_sequence_numbers_expire(self, kv_factory):
         sm = kv_factory.open(session_results=3)
         try:
             s = codec.encode_session
-            sm.apply(entries(1, [s(5, q, put(b"k", bytes([q]))) for q in range(1, 6)]))
-            r = sm.apply(entries(6, [s(5, 1, put(b"k", b"old")), s(5, 4, put(b"k", b"x"))]))
+            sm.apply(entries(1, [register()] + [s(A, q, put(b"k", bytes([q])))
+                                                for q in range(1, 6)]))
+            r = sm.apply(entries(7, [s(A, 1, put(b"k", b"old")), s(A, 4, put(b"k", b"x"))]))
             assert isinstance(r[0], SessionExpired)
-            assert r[1] == WriteResult(True, 4, 4)
+            assert r[1] == WriteResult(True, 5, 4)
             assert sm.get(b"k").value == bytes([5])
         finally:
             sm.close()
 
-    def test_least_recent_client_is_evicted(self, kv_factory):
+    def test_a_full_table_expires_the_least_recently_used(self, kv_factory):
         sm = kv_factory.open(max_sessions=2)
         try:
             s = codec.encode_session
-            sm.apply(
-                entries(
-                    1,
-                    [
-                        s(1, 1, put(b"a", b"1")),
-                        s(2, 1, put(b"b", b"1")),
-                        s(1, 2, put(b"a", b"2")),
-                        s(3, 1, put(b"c", b"1")),
-                    ],
-                )
-            )
-            # client 1 was active at 3, client 2 only at 2: client 3's arrival evicted client 2
-            r = sm.apply(entries(5, [s(1, 2, put(b"a", b"2")), s(2, 1, put(b"b", b"1"))]))
-            assert r[0] == WriteResult(True, 3, 2)  # kept: the stored result, not applied again
-            assert r[1] == WriteResult(True, 6, 2)  # evicted: seen as new, applied again
+            r = sm.apply(entries(1, [register(), register(), s(A, 1, put(b"a", b"1")),
+                                     register()]))
+            # session A was used at 3, session B only registered at 2: the register at 4
+            # expired session B
+            assert r[3] == Registered(D) and set(sm.sessions.dump()) == {A, D}
+            r = sm.apply(entries(5, [s(A, 1, put(b"a", b"1")), s(B, 1, put(b"b", b"1")),
+                                     s(D, 1, put(b"c", b"1"))]))
+            assert r[0] == WriteResult(True, 3, 1)  # kept: the stored result, not applied again
+            assert isinstance(r[1], SessionExpired)  # expired: refused, never applied
+            assert sm.get(b"b") is None
+            assert r[2] == WriteResult(True, 7, 1)
+        finally:
+            sm.close()
+
+    def test_a_register_of_many_pushes_out_as_many_and_no_more_than_the_table(self, kv_factory):
+        sm = kv_factory.open(max_sessions=3)
+        try:
+            s = codec.encode_session
+            sm.apply(entries(1, [register(), register(), s(A, 1, put(b"a", b"1"))]))
+            assert sm.apply(entries(4, [encode_register(2)]))[0] == Registered(4 * 256, 2)
+            assert set(sm.sessions.dump()) == {A, 4 * 256, 4 * 256 + 1}  # B went first
+            assert sm.apply(entries(5, [encode_register(200)]))[0] == Registered(5 * 256, 3)
+            assert set(sm.sessions.dump()) == {5 * 256, 5 * 256 + 1, 5 * 256 + 2}
+        finally:
+            sm.close()
+
+    def test_an_idle_session_expires_by_log_index(self, kv_factory):
+        sm = kv_factory.open(session_lifetime_entries=3)
+        try:
+            s = codec.encode_session
+            sm.apply(entries(1, [register(), s(A, 1, put(b"t", b"1"))]))
+            sm.apply(entries(3, [put(b"x", b"1"), put(b"x", b"2")]))
+            assert sm.apply(entries(5, [s(A, 2, put(b"t", b"2"))]))[0].ok  # 5 - 2 <= 3
+            sm.apply(entries(6, [put(b"x", b"3")] * 3))
+            r = sm.apply(entries(9, [s(A, 3, put(b"t", b"3")), s(A, 2, put(b"t", b"2"))]))
+            assert all(isinstance(x, SessionExpired) for x in r)  # 9 - 5 > 3
+            assert sm.get(b"t").value == b"2" and sm.sessions.dump() == {}
         finally:
             sm.close()
 
     def test_sessions_travel_in_snapshots(self, kv, kv_factory):
         sm = kv[0]
         s = codec.encode_session
-        first = sm.apply(entries(1, [s(7, 1, put(b"x", b"1"))]))[0]
+        first = sm.apply(entries(1, [register(), s(A, 1, put(b"x", b"1"))]))[1]
         src = sm.snapshot()
         chunks = list(src.chunks())
         src.close()
         fresh = KVStateMachine(MemoryEngine())
         fresh.restore(iter(chunks))
-        assert fresh.apply(entries(2, [s(7, 1, put(b"x", b"1"))]))[0] == first
+        assert fresh.sessions.dump() == sm.sessions.dump()
+        assert fresh.apply(entries(3, [s(A, 1, put(b"x", b"1"))]))[0] == first
         assert fresh.get(b"x").version == 1
+        assert isinstance(fresh.apply(entries(4, [s(C, 1, put(b"x", b"2"))]))[0], SessionExpired)
 
     def test_a_foreign_snapshot_is_refused(self, kv):
         sm = kv[0]
@@ -339,10 +395,14 @@ def kv_command(index: int) -> bytes:
     if kind == 2:
         ops = [(codec.OP_PUT, b"b%d" % (index % 5), b"%d" % index), (codec.OP_DELETE, key)]
         return codec.encode_batch(ops)
+    if index <= 4:  # sessions 1 to 4
+        return encode_register()
     if kind == 3:  # a session write, retried once three entries later
-        return codec.encode_session(index % 4, index, codec.encode_put(key, b"s%d" % index))
-    if kind == 4 and index > 3:
-        return codec.encode_session((index - 1) % 4, index - 1, b"\x01" + b"\x00" * 8)
+        return codec.encode_session((index % 4 + 1) * 256, index,
+                                    codec.encode_put(key, b"s%d" % index))
+    if kind == 4:
+        return codec.encode_session(((index - 1) % 4 + 1) * 256, index - 1,
+                                    b"\x01" + b"\x00" * 8)
     return codec.encode_put(key, b"v%d" % index)
 
 
@@ -399,7 +459,7 @@ def run_kv_apply_crash_test(open_sm, kills: int, seed: int) -> dict[str, int]:
             got = [(kv.key, kv.value, kv.revision, kv.version) for kv in sm.range(b"").items]
             want = [(kv.key, kv.value, kv.revision, kv.version) for kv in model.range(b"").items]
             assert got == want, f"state after kill {kill} differs from a replay (seed {seed})"
-            assert sm._sessions.keys() == model._sessions.keys()
+            assert sm.sessions.dump() == model.sessions.dump()
         finally:
             sm.close()
         stats["kills"] += 1

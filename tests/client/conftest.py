@@ -44,6 +44,9 @@ class Shared:
         self.data: dict[bytes, tuple[bytes, int, int]] = {}  # key -> (value, revision, version)
         self.index = 0
         self.sessions: dict[tuple[int, int], Any] = {}
+        self.registered = 0  # sessions opened
+        self.expired: set[int] = set()  # session ids that answer SESSION_EXPIRED
+        self.expire_after_apply = False  # expire a write's session right after applying it
         self.applied = 0  # writes actually applied (not answered from the session table)
         self.leader_id = 1
         self.term = 1
@@ -112,10 +115,14 @@ class FakeNode(pbg.KvServicer, pbg.ClusterServicer):
             raise self._not_leader()
         if write:
             key = (req.session.client_id, req.session.seq)
+            if req.session.client_id in self.shared.expired:
+                raise E.SessionExpired(*key)
             if req.session.client_id and key in self.shared.sessions:
                 return self.shared.sessions[key]
             result = getattr(self, f"_do_{op}")(req)
             self.shared.applied += 1
+            if self.shared.expire_after_apply:
+                self.shared.expired.add(req.session.client_id)
             if req.session.client_id:
                 self.shared.sessions[key] = result
             return result
@@ -231,6 +238,17 @@ class FakeNode(pbg.KvServicer, pbg.ClusterServicer):
 
     async def Scan(self, request, context):
         return await self._unary("scan", "scan", request, context, write=False)
+
+    async def RegisterSession(self, request, context):
+        """Session ids come from the index of the entry that registered them, as on a node."""
+        self._count("register")
+        if self.fail.get("register"):
+            return pb.RegisterSessionResponse(error=S.to_proto(self.fail["register"].pop(0)))
+        if self.shared.leader_id != self.id:
+            return pb.RegisterSessionResponse(error=S.to_proto(self._not_leader()))
+        count = request.count or 1
+        self.shared.registered += count
+        return pb.RegisterSessionResponse(client_id=self._next_index() * 256, count=count)
 
     async def _one(self, creq: pb.ClientRequest) -> pb.ClientResponse:
         field = creq.WhichOneof("request")

@@ -33,10 +33,13 @@ def test_kv_round_trip_over_the_stream(run, fake_cluster):
             assert cas.succeeded and cas.current.value == b"4"
             cas = await c.compare_and_set(b"new", expected_version=0, new_value=b"n")
             assert cas.succeeded
-            # every KV call went over the stream, none unary (Status for discovery only)
+            # every KV call went over the stream, none unary (Status for discovery only, and
+            # one RegisterSession for the session every write used)
             assert fc.node(1).stream_requests == 11
-            assert sum(n for op, n in fc.node(1).calls.items() if op != "status") == 11
-            assert c.unary_calls == fc.total("status")
+            assert fc.node(1).calls["register"] == 1
+            assert sum(n for op, n in fc.node(1).calls.items()
+                       if op not in ("status", "register")) == 11
+            assert c.unary_calls == fc.total("status") + 1
 
     run(go)
 
@@ -112,6 +115,37 @@ def test_unavailable_is_retried_with_backoff_until_it_succeeds(run, fake_cluster
             await c.put(b"k", b"v")
             assert fc.node(1).calls["put"] == 4
             assert fc.shared.applied == 1
+
+    run(go)
+
+
+def test_a_write_refused_for_its_session_goes_once_more_under_a_new_one(run, fake_cluster):
+    async def go():
+        async with fake_cluster(1) as fc, Client(fc.endpoints, use_stream=False) as c:
+            await c.put(b"k", b"1")
+            (old,) = c.client_ids
+            fc.shared.expired.add(old)  # evicted: its one attempt is refused, nothing applied
+            await c.put(b"k", b"2")
+            assert fc.shared.applied == 2 and fc.node(1).calls["register"] == 2
+            assert old not in c.client_ids and len(c.client_ids) == 1
+            assert fc.shared.data[b"k"][0] == b"2"
+
+    run(go)
+
+
+def test_a_write_that_may_have_landed_is_not_sent_again_under_a_new_session(run, fake_cluster):
+    async def go():
+        async with fake_cluster(1) as fc, Client(fc.endpoints, use_stream=False) as c:
+            await c.put(b"k", b"1")
+            # applied, answer lost, then the session expires before the retry lands
+            fc.node(1).lose_response["cas"] = 1
+            fc.shared.expire_after_apply = True
+            with pytest.raises(E.SessionExpired) as info:
+                await c.compare_and_set(b"k", expected_value=b"1", new_value=b"2")
+            assert "unknown" in str(info.value)
+            assert fc.node(1).calls["cas"] == 2 and fc.node(1).calls["register"] == 1
+            assert fc.shared.applied == 2  # the put and the CAS, once: never re-applied
+            assert fc.shared.data[b"k"][0] == b"2"
 
     run(go)
 
@@ -216,6 +250,8 @@ def test_concurrent_callers_share_a_few_stream_messages(run, fake_cluster):
             assert node.stream_messages - before <= 10
             assert c.stats.messages_sent <= 11
             assert all(fc.shared.data[f"k{i}".encode()][0] == str(i).encode() for i in range(100))
+            # the burst's sessions: one registration (one log entry) for all its lanes
+            assert node.calls["register"] == 2 and fc.shared.registered == 1 + 12
 
     run(go)
 
@@ -360,34 +396,79 @@ def test_sync_client_from_a_plain_thread(fake_cluster):
         t.join(10)
 
 
+def _counting_pool(window: int = 8) -> tuple[SessionPool, list[int]]:
+    """A pool whose registrations hand out 101, 102, ... and are recorded."""
+    ids: list[int] = []
+
+    async def register(_timeout: float | None, _op: str, count: int) -> list[int]:
+        await asyncio.sleep(0)
+        new = [101 + len(ids) + k for k in range(count)]
+        ids.extend(new)
+        return new
+
+    return SessionPool(register, window=window), ids
+
+
 def test_session_lanes_never_run_a_window_ahead_of_a_slow_write():
-    pool = SessionPool(window=8)
-    slow_cm = pool.session()
-    slow = slow_cm.__enter__()  # a write stuck in retries
-    issued: dict[int, list[int]] = {}
-    for _ in range(100):  # many quick writes overtake it
-        with pool.session() as s:
-            issued.setdefault(s.client_id, []).append(s.seq)
-    on_slow_lane = issued.get(slow.client_id, [])
-    assert on_slow_lane and max(on_slow_lane) < slow.seq + 8
-    assert len(issued) == 2 and all(cid != 0 for cid in issued)
-    other = next(cid for cid in issued if cid != slow.client_id)
-    assert issued[other] == list(range(1, len(issued[other]) + 1))
-    slow_cm.__exit__(None, None, None)
-    with pool.session() as s:  # the lane is free again once the slow write ends
-        assert s.client_id == slow.client_id and s.seq == max(on_slow_lane) + 1
+    async def go():
+        pool, _ids = _counting_pool()
+        slow_cm = pool.session()
+        slow = await slow_cm.__aenter__()  # a write stuck in retries
+        issued: dict[int, list[int]] = {}
+        for _ in range(100):  # many quick writes overtake it
+            async with pool.session() as s:
+                issued.setdefault(s.client_id, []).append(s.seq)
+        on_slow_lane = issued.get(slow.client_id, [])
+        assert on_slow_lane and max(on_slow_lane) < slow.seq + 8
+        assert len(issued) == 2 and all(cid != 0 for cid in issued)
+        other = next(cid for cid in issued if cid != slow.client_id)
+        assert issued[other] == list(range(1, len(issued[other]) + 1))
+        await slow_cm.__aexit__(None, None, None)
+        async with pool.session() as s:  # the lane is free again once the slow write ends
+            assert s.client_id == slow.client_id and s.seq == max(on_slow_lane) + 1
+
+    asyncio.run(go())
 
 
 def test_session_lanes_bound_concurrent_writes_per_client_id():
-    pool = SessionPool(window=8)
-    held = [pool.session() for _ in range(20)]
-    sessions = [cm.__enter__() for cm in held]
-    lanes: dict[int, list[int]] = {}
-    for s in sessions:
-        lanes.setdefault(s.client_id, []).append(s.seq)
-    assert sorted(len(v) for v in lanes.values()) == [4, 8, 8]
-    for cm in held:
-        cm.__exit__(None, None, None)
+    async def go():
+        pool, ids = _counting_pool()
+        held = [pool.session() for _ in range(20)]
+        sessions = await asyncio.gather(*(cm.__aenter__() for cm in held))
+        lanes: dict[int, list[int]] = {}
+        for s in sessions:
+            lanes.setdefault(s.client_id, []).append(s.seq)
+        assert sorted(len(v) for v in lanes.values()) == [4, 8, 8]
+        assert sorted(ids) == sorted(lanes)  # 20 writers at once: three lanes
+        for cm in held:
+            await cm.__aexit__(None, None, None)
+
+    asyncio.run(go())
+
+
+def test_an_expired_session_is_replaced_by_a_new_registration():
+    async def go():
+        pool, ids = _counting_pool()
+        async with pool.session() as s:
+            first = s.client_id
+        pool.expire(first)
+        async with pool.session() as s:
+            assert s.client_id != first and s.seq == 1 and ids == [first, s.client_id]
+
+    asyncio.run(go())
+
+
+def test_a_failed_registration_reaches_the_writer():
+    async def go():
+        async def register(_timeout: float | None, _op: str, _count: int) -> list[int]:
+            raise E.Unavailable("no leader")
+
+        pool = SessionPool(register)
+        with pytest.raises(E.Unavailable):
+            async with pool.session():
+                pass
+
+    asyncio.run(go())
 
 
 def test_keys_must_be_bytes_or_str():

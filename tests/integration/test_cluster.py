@@ -189,9 +189,11 @@ def test_a_write_retried_after_its_answer_was_lost_is_applied_once(shared_cluste
         # the same session replayed by hand: the stored answer, not a second write
         async with lc.client() as c2:
             leader = (await c2.status()).address
-        session = pb.Session(client_id=0xDEADBEEF, seq=1)
-        req = pb.PutRequest(key=b"dup2", value=b"v", session=session)
         async with grpc.aio.insecure_channel(leader) as ch:
+            reg = await pbg.KvStub(ch).RegisterSession(pb.RegisterSessionRequest(), timeout=5)
+            assert reg.error.code == pb.OK and reg.client_id > 0
+            session = pb.Session(client_id=reg.client_id, seq=1)
+            req = pb.PutRequest(key=b"dup2", value=b"v", session=session)
             first = await pbg.KvStub(ch).Put(req, timeout=5)
             again = await pbg.KvStub(ch).Put(req, timeout=5)
         assert first.error.code == pb.OK and again.revision == first.revision

@@ -154,16 +154,26 @@ def test_a_retried_write_is_applied_once(run, cluster_factory):
         try:
             leader = await c.leader()
             h = RequestHandler(leader)
-            req = pb.PutRequest(key=b"k", value=b"v", session=pb.Session(client_id=7, seq=1))
+            reg = await h.call("register_session", pb.RegisterSessionRequest(),
+                               pb.RegisterSessionResponse)
+            cid = reg.client_id
+            assert not reg.HasField("error") and cid > 0
+            req = pb.PutRequest(key=b"k", value=b"v", session=pb.Session(client_id=cid, seq=1))
             first = await h.call("put", req, pb.PutResponse)
             again = await h.call("put", req, pb.PutResponse)  # the response was "lost"
             assert not first.HasField("error") and not again.HasField("error")
             assert again.revision == first.revision
             kv = leader.state_machine.get(b"k")
             assert kv.version == 1 and kv.revision == first.revision
-            nxt = pb.PutRequest(key=b"k", value=b"w", session=pb.Session(client_id=7, seq=2))
+            nxt = pb.PutRequest(key=b"k", value=b"w", session=pb.Session(client_id=cid, seq=2))
             await h.call("put", nxt, pb.PutResponse)
             assert leader.state_machine.get(b"k").version == 2
+            # a session nobody registered: refused with SESSION_EXPIRED, never applied
+            forged = pb.PutRequest(key=b"k", value=b"forged",
+                                   session=pb.Session(client_id=cid + 10**9, seq=1))
+            bad = await h.call("put", forged, pb.PutResponse)
+            assert bad.error.code == pb.SESSION_EXPIRED
+            assert leader.state_machine.get(b"k").value == b"w"
         finally:
             await c.close()
 

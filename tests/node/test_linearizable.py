@@ -32,7 +32,7 @@ async def _client(c, h: History, cid: int, rng: random.Random, stop: asyncio.Eve
             await asyncio.sleep(0.01)
             continue
         if cl is None:
-            cl = EmbeddedClient(node, client_id=cid, timeout=0.5)
+            cl = EmbeddedClient(node, timeout=0.5)
         cl.use(node)  # one session per client, whichever node leads
         key = rng.choice(KEYS)
         roll = rng.random()

@@ -9,6 +9,7 @@ import pytest
 
 from dengine._core import codec
 from dengine.statemachine import KVStateMachine, MemoryEngine, RocksEngine
+from dengine.statemachine.sessions import encode_register
 
 
 class KVFactory:
@@ -30,10 +31,13 @@ class KVFactory:
             return codec.encode_put(key, rng.randbytes(rng.randrange(40)))
         if r < 0.8:
             return codec.encode_delete(key)
-        return codec.encode_session(rng.randrange(4), rng.randrange(10), codec.encode_put(key, b"s"))
+        if r < 0.85:
+            return encode_register()  # sessions are named after their entry's index
+        return codec.encode_session(rng.randrange(1, 40) * 256, rng.randrange(10),
+                                    codec.encode_put(key, b"s"))
 
     def state(self, sm: KVStateMachine) -> object:
-        return sm.range(b"").items, sm.applied_index()
+        return sm.range(b"").items, sm.applied_index(), sm.sessions.dump()
 
     def __repr__(self) -> str:
         return f"KVFactory({self.kind})"

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 
 from dengine._core import codec
-from dengine.errors import DecodeError, InvalidArgument, LeaseNotFound
+from dengine.errors import DecodeError, InvalidArgument, LeaseNotFound, SessionExpired
 from dengine.raft.types import Entry, EntryKind
 from dengine.statemachine import KVStateMachine, MemoryEngine
 from dengine.statemachine import leases as L
 from dengine.statemachine.history import DELETE
+from dengine.statemachine.sessions import encode_register
 
 
 def _apply(sm, *payloads):
@@ -72,6 +73,12 @@ def test_a_grant_twice_and_bad_commands_are_results_not_crashes():
 
 def test_a_lease_write_with_a_session_applies_once():
     sm = KVStateMachine(MemoryEngine())
-    put = L.encode_session(9, 1, L.encode_put(4, b"k", b"v"))
-    r = _apply(sm, L.encode_grant(4, 5), put, put)
-    assert r[1] == r[2] and sm.get(b"k").version == 1
+    put = L.encode_session(2 * 256, 1, L.encode_put(4, b"k", b"v"))
+    r = _apply(sm, L.encode_grant(4, 5), encode_register(), put, put)
+    assert r[2] == r[3] and sm.get(b"k").version == 1
+
+
+def test_a_lease_write_on_an_unknown_session_is_refused_unapplied():
+    sm = KVStateMachine(MemoryEngine())
+    r = _apply(sm, L.encode_grant(4, 5), L.encode_session(9, 1, L.encode_put(4, b"k", b"v")))
+    assert isinstance(r[1], SessionExpired) and sm.get(b"k") is None

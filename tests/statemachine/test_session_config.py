@@ -1,4 +1,5 @@
-"""The session table's size and kept results per client come from the node's config."""
+"""The session table's size, kept results per client and lifetime come from the node's
+config."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ def test_the_session_table_size_comes_from_config(tmp_path):
     cfg = build_config({
         "cluster": {"cluster_id": "t", "node_id": 1, "initial_members": {1: "127.0.0.1:1"},
                     "data_dir": str(tmp_path / "d")},
-        "statemachine": {"max_sessions": 7, "session_results": 3},
+        "statemachine": {"max_sessions": 7, "session_results": 3,
+                         "session_lifetime_entries": 50},
     })
     node = NodeBuilder(cfg).serve_clients(False).build()
     try:
-        assert (node.state_machine.max_sessions, node.state_machine.session_results) == (7, 3)
+        t = node.state_machine.sessions
+        assert (t.max_sessions, t.session_results, t.lifetime_entries) == (7, 3, 50)
     finally:
         node.log_store.close()
         node.state_machine.close()
