@@ -99,6 +99,9 @@ class RaftSection:
     heartbeat_ms: int = _key(100, "leader heartbeat interval", min=1)
     election_ms: int = _key(1000, "base election timeout (randomized up to twice this)", min=1)
     lease_ms: int = _key(800, "leader lease for lease reads; shorter than election_ms", min=1)
+    max_clock_drift_pct: int = _key(
+        5, "how far (percent) any node's clock rate may be off; bounds lease_ms", min=0, max=49
+    )
     pre_vote: bool = _key(True, "run a pre-vote before an election (thesis 9.6)")
     check_quorum: bool = _key(True, "a leader steps down when it loses contact with a quorum")
     max_inflight_msgs: int = _key(256, "unacknowledged appends per follower", min=1)
@@ -144,6 +147,7 @@ class RaftSection:
             "max_msg_bytes": self.max_msg_bytes,
             "pre_vote": self.pre_vote,
             "check_quorum": self.check_quorum,
+            "max_clock_drift": self.max_clock_drift_pct / 100,
         }
         known = {f.name for f in fields(RaftConfig)}
         values = {k: v for k, v in values.items() if k in known}
@@ -491,6 +495,15 @@ def _check_contradictions(c: Config) -> None:
         raise ConfigError("raft.heartbeat_ms", r.heartbeat_ms, f">= raft.tick_ms ({r.tick_ms})")
     if r.lease_ms >= r.election_ms:
         raise ConfigError("raft.lease_ms", r.lease_ms, f"< raft.election_ms ({r.election_ms})")
+    drift = r.max_clock_drift_pct
+    if r.lease_ms * (100 + drift) > (r.election_ms - r.tick_ms) * (100 - drift):
+        most = (r.election_ms - r.tick_ms) * (100 - drift) // (100 + drift)
+        raise ConfigError(
+            "raft.lease_ms", r.lease_ms,
+            f"at most {most}: lease_ms * (1 + raft.max_clock_drift_pct/100) <= "
+            f"(raft.election_ms - raft.tick_ms) * (1 - raft.max_clock_drift_pct/100), with "
+            f"max_clock_drift_pct {drift}",
+        )
     if r.compaction_tail_entries > r.snapshot_interval_entries:
         raise ConfigError(
             "raft.compaction_tail_entries",

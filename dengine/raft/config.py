@@ -15,6 +15,13 @@ class RaftConfig:
     with the injected generator. ``lease_ticks`` must stay below ``election_ticks``: a follower
     that heard from the leader refuses votes for ``election_ticks`` (leader stickiness), which is
     what makes a lease of that length safe, so the lease keeps a margin for clock drift.
+
+    The margin, stated: clocks may run up to ``max_clock_drift`` (a fraction: 0.05 is 5%)
+    fast or slow. A follower's stickiness lasts at least ``election_ticks - 1`` of its ticks
+    after it heard the leader (its next tick may come at once); the leader's lease ends at
+    most ``lease_ticks`` of its own ticks after it sent the round. So the lease is safe when
+    ``lease_ticks * (1 + drift) <= (election_ticks - 1) * (1 - drift)``, which
+    ``__post_init__`` enforces (``lease_safe_max``).
     """
 
     election_ticks: int = 10
@@ -33,6 +40,8 @@ class RaftConfig:
     lease_ticks: int = 8
     #: Entries kept before a snapshot point when compacting, for followers slightly behind.
     compact_keep_entries: int = 256
+    #: The largest rate difference of any node's clock from true time (a fraction, < 0.5).
+    max_clock_drift: float = 0.05
 
     def __post_init__(self) -> None:
         if self.heartbeat_ticks < 1:
@@ -51,9 +60,28 @@ class RaftConfig:
             value = getattr(self, key)
             if value < 1:
                 raise ConfigError(f"raft.{key}", value, "an integer >= 1")
+        if not 0 <= self.max_clock_drift < 0.5:
+            raise ConfigError("raft.max_clock_drift", self.max_clock_drift,
+                              "a fraction in [0, 0.5): how far a clock's rate may be off")
+        if self.lease_ticks > lease_safe_max(self.election_ticks, self.max_clock_drift):
+            raise ConfigError(
+                "raft.lease_ticks",
+                self.lease_ticks,
+                f"at most {lease_safe_max(self.election_ticks, self.max_clock_drift)}: "
+                f"lease_ticks * (1 + max_clock_drift) <= (election_ticks - 1) * "
+                f"(1 - max_clock_drift), with election_ticks {self.election_ticks} and "
+                f"max_clock_drift {self.max_clock_drift}",
+            )
         if not 0 <= self.lease_ticks < self.election_ticks:
             raise ConfigError(
                 "raft.lease_ticks",
                 self.lease_ticks,
                 f"0 (off) up to election_ticks - 1 ({self.election_ticks - 1})",
             )
+
+
+def lease_safe_max(election_ticks: int, max_clock_drift: float) -> int:
+    """The longest lease (ticks) that stays inside every follower's stickiness when clocks
+    drift by up to ``max_clock_drift`` (see ``RaftConfig``)."""
+    bound = (election_ticks - 1) * (1 - max_clock_drift) / (1 + max_clock_drift)
+    return max(0, int(bound + 1e-9))

@@ -127,10 +127,16 @@ async def drive_ready(core: RaftCore, rd: Ready, io: ReadyIO) -> None:
 
 
 def on_durable(core: RaftCore, number: int, persisted_messages: list[Message],
-               io: ReadyIO) -> None:
-    """Every Ready numbered ``<= number`` is durable: tell the core, send what waited."""
+               io: ReadyIO, send_first: bool = False) -> None:
+    """Every Ready numbered ``<= number`` is durable: tell the core, send what waited.
+
+    ``send_first`` sends before telling the core (etcd's async storage writes): the contract
+    allows it, since those messages need only the fsync done, not the core told.
+    """
+    if send_first and persisted_messages:
+        io.send(persisted_messages)
     core.on_persisted(number)
-    if persisted_messages:
+    if persisted_messages and not send_first:
         io.send(persisted_messages)
 
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import math
 import os
 import random
 from collections import deque
@@ -59,9 +60,10 @@ from dengine.raft.log import MemoryStorage
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.ready import ReadState, Role
 from dengine.raft.types import ConfState, Entry, HardState, SnapshotMeta
-from dengine.testing import sim_report
+from dengine.testing import sim_faults, sim_report
 from dengine.testing.linearizability import check as check_linearizable
 from dengine.testing.sim_checks import InvariantBroken, Invariants, Voters
+from dengine.testing.sim_contract import Contract
 from dengine.testing.sim_events import (
     NODE_EVENTS,
     ClientStep,
@@ -114,7 +116,8 @@ class SimConfig:
     op_timeout_ticks: int = 25
     fault_gap_ticks: tuple[int, int] = (1, 15)
     raft: RaftConfig = field(
-        default_factory=lambda: RaftConfig(election_ticks=10, heartbeat_ticks=1, lease_ticks=7)
+        default_factory=lambda: RaftConfig(election_ticks=10, heartbeat_ticks=1, lease_ticks=7,
+                                           max_clock_drift=0.125)
     )
     faults: dict[str, tuple[int, Action]] = field(default_factory=lambda: dict(FAULTS))
     trace_lines: int = 400
@@ -127,8 +130,15 @@ class SimConfig:
     #: deliver it and still report failure (the ack of the stream was lost).
     snapshot_fail: float = 0.15
     #: "node": each Ready's turn waits for its fsync before the next Ready (the node's loop);
-    #: "pipelined": Readies queue on the disk, and one fsync reports several.
+    #: "pipelined": Readies queue on the disk, and one fsync reports several;
+    #: "async": pipelined, and the messages that waited are sent before ``on_persisted``.
     shell_order: str = "node"
+    #: Each node's clock runs at its own rate, off by up to this fraction (drawn per boot);
+    #: None: the raft config's ``max_clock_drift``, the bound its lease is checked against.
+    clock_drift: float | None = None
+    #: Draw flow-control limits from the seed: entries and bytes per append, appends in
+    #: flight, and (with snapshots) the compaction distance.
+    random_limits: bool = True
 
 
 @dataclass
@@ -168,6 +178,8 @@ class SimNode:
         #: The Ready turn waiting for its fsync ("node" order), resumed by the disk event.
         self.turn: Coroutine[Any, Any, None] | None = None
         self.io: SimIO = None  # type: ignore[assignment]
+        #: Sim time units per tick of this node's clock (drawn per boot within the drift).
+        self.period = TICK
 
 
 class Simulator:
@@ -185,9 +197,23 @@ class Simulator:
         self.rng = random.Random(seed)
         self.faults = dict(self.cfg.faults)
         self.raft = self.cfg.raft
+        #: Knobs and clock rates come from their own generator: the schedule stays as it was.
+        self.knob_rng = random.Random(f"{seed}/knobs")
         if self.cfg.snapshots_and_membership:
             self.faults.update(SNAPSHOTS_AND_MEMBERSHIP)
             self.raft = dataclasses.replace(self.raft, compact_keep_entries=4)
+        if self.cfg.random_limits:
+            self.raft = sim_faults.random_limits(self.knob_rng, self.raft,
+                                                 self.cfg.snapshots_and_membership)
+        drift = self.cfg.clock_drift
+        self.drift = self.raft.max_clock_drift if drift is None else drift
+        #: The longest tick period any node may have (sim time units).
+        self.slowest_tick = TICK * (1 + self.drift)
+        self.contract = Contract(self)
+        #: The share of messages a stall holds back 10 to 30 ticks (``sim_faults.stalls``).
+        self.stall = 0.0
+        #: node -> until when (sim time) reads are probed there every tick.
+        self.probe_until: dict[int, int] = {}
         n = self.cfg.nodes or self.rng.randint(3, 7)
         self.ids = list(range(1, n + 1))
         self.first_size = n
@@ -244,10 +270,19 @@ class Simulator:
             snapshot=n.snapshot,
         )
         n.io = SimIO(self, n)
+        lo, hi = math.ceil(TICK * (1 - self.drift)), math.floor(TICK * (1 + self.drift))
+        n.period = self.knob_rng.randint(lo, hi)
         n.up = True
         n.gen += 1
         start = self.now - self.now % TICK + n.phase
         self._at(start if start > self.now else start + TICK, Tick(n.id, n.gen))
+
+    def probe(self, i: int, ticks: int) -> None:
+        """Probe reads (lease and ReadIndex) at node ``i`` each of its ticks while it leads,
+        for the next ``ticks`` ticks; each is checked against the commit index of its start."""
+        until = self.now + ticks * TICK
+        if until > self.probe_until.get(i, -1):
+            self.probe_until[i] = until
 
     def up_nodes(self) -> list[int]:
         return [i for i in self.ids if self.nodes[i].up]
@@ -329,7 +364,10 @@ class Simulator:
                 continue
             if lost:
                 continue
-            self._at(self.now + rng.randint(lo, hi), Deliver(m))
+            delay = rng.randint(lo, hi)
+            if self.stall and rng.random() < self.stall:
+                delay += rng.randint(10, 30) * TICK
+            self._at(self.now + delay, Deliver(m))
             if dup and rng.random() < dup:
                 self._at(self.now + rng.randint(lo, hi), Deliver(m))
 
@@ -361,6 +399,7 @@ class Simulator:
             return
         self.delivered += 1
         self.trace.append((self.now, "msg", m))
+        self.contract.on_deliver(m)
         if m.type in _FROM_LEADER:
             self._told(m.to, m.term)
         elif m.type == MessageType.READ_INDEX:
@@ -428,7 +467,7 @@ class Simulator:
             )
         if n.disk_q:
             number, after = self._write(n, len(n.disk_q))
-            on_durable(n.core, number, after, n.io)
+            self._durable(n, number, after)
         data = n.incoming[1]
         n.incoming = None
         n.storage.apply_snapshot(meta)
@@ -456,6 +495,7 @@ class Simulator:
     def _apply(self, n: SimNode, entries: list[Entry], read_states: list[ReadState]) -> None:
         for e in entries:
             if self.inv.on_apply(n.id, e):
+                self.contract.on_apply(n.id, e)
                 result = n.sm.apply(e)
                 n.sm_applied = e.index
                 acked = self.workload.on_apply(n.id, e, result)
@@ -483,9 +523,14 @@ class Simulator:
             self._touched.add(i)
             self._run_turn(n, n.turn)  # on_persisted, persisted_messages, advance, compact
         else:
-            on_durable(n.core, number, after, n.io)
+            self._durable(n, number, after)
         self.process(i)
         self._schedule_disk(n)
+
+    def _durable(self, n: SimNode, number: int, after: list[Message]) -> None:
+        """Readies through ``number`` are durable. The "async" order sends the messages that
+        waited for them before telling the core (``on_durable``'s ``send_first``)."""
+        on_durable(n.core, number, after, n.io, send_first=self.cfg.shell_order == "async")
 
     def _write(self, n: SimNode, k: int) -> tuple[int, list[Message]]:
         """Make the first ``k`` queued Readies durable; their number and waiting messages."""
@@ -496,7 +541,9 @@ class Simulator:
             n.storage.append(entries)
             if hs is not None:
                 self.inv.on_persist_hard_state(n.id, hs.term, hs.vote)
+                self.contract.on_persist_hard_state(n.id, hs.term, hs.vote)
                 n.hard_state = hs
+            self.contract.check_leaving(msgs, exact=False)
             after += msgs
         self.trace.append((self.now, "note", f"node {n.id} fsync through ready#{number}"))
         return number, after
@@ -519,6 +566,7 @@ class Simulator:
                 self._check_decisions(n)
                 inv.on_leader(i, core.term, core.log.term)
         touched.clear()
+        self.contract.after_event()
 
     def _check_decisions(self, n: SimNode) -> None:
         """Feed the configs a leader decided under to the disjoint-majorities check: the one
@@ -532,9 +580,12 @@ class Simulator:
         seen = self._leading.get(n.id)
         if seen is None or seen[0] != key:
             self.inv.on_decision(n.id, core.term, voters, "won the election")
+            self.contract.on_elected(n)
+            self.probe(n.id, 5)
         elif core.commit_index > seen[1]:
             self.inv.on_decision(n.id, core.term, seen[2], f"committed to {core.commit_index}")
             self.inv.on_decision(n.id, core.term, voters, f"committed to {core.commit_index}")
+            self.contract.on_leader_commit(n, seen[2])
         self._leading[n.id] = (key, core.commit_index, voters)
 
     def _followed_leader(self) -> int:
@@ -603,8 +654,11 @@ class Simulator:
         n = self.nodes[ev.node]
         if n.up and n.gen == ev.gen:
             n.core.tick()
+            if self.probe_until.get(ev.node, -1) >= self.now and n.core.is_leader:
+                self.workload.probe(self, ev.node, lease=True)
+                self.workload.probe(self, ev.node, lease=False)
             self.process(ev.node)
-            self._at(self.now + TICK, ev)
+            self._at(self.now + n.period, ev)
 
     def _client_step(self, ev: ClientStep) -> None:
         if self.phase != "faults" and self.now >= self._settle_end:
@@ -647,6 +701,7 @@ class Simulator:
         self.phase = "settle"
         self.cuts.clear()
         self.net = NET_PROFILES["good"]
+        self.stall = 0.0
         for i in self.ids:
             self.nodes[i].disk = DISK_PROFILES["normal"]
             if not self.nodes[i].up:
@@ -709,6 +764,8 @@ class Simulator:
     _describe_event = staticmethod(sim_report.describe_event)
 
     #: What each event does (``sim_events``); each handler takes its key's event type.
+    TICK = TICK
+
     HANDLERS: dict[type[Event], Callable[[Simulator, Any], None]] = {
         Tick: _tick,
         Deliver: _deliver,

@@ -11,6 +11,8 @@ not persisted; disk profiles set how long a node's fsync takes.
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,9 @@ from dengine.raft.confchange import (
     ConfChangeTransition,
     ConfChangeType,
 )
+from dengine.raft.config import RaftConfig
+from dengine.raft.messages import Message, MessageType
+from dengine.raft.tracker import ProgressState
 
 if TYPE_CHECKING:
     from dengine.testing.sim import Simulator
@@ -198,7 +203,12 @@ def conf_change(sim: Simulator) -> str | None:
     if transition == ConfChangeTransition.JOINT_EXPLICIT:
         text += " (joint, explicit leave)"
         kind = kind or "joint_explicit"
-    return _propose(sim, leader, cc, text, kind)
+    line = _propose(sim, leader, cc, text, kind)
+    if rng.random() < 0.3 and learners:
+        # A second client asks for a change at once: refused while the first is pending.
+        second = ConfChange((ConfChangeSingle(T.ADD_VOTER, rng.choice(learners)),))
+        line += "; then " + _propose(sim, leader, second, "a second change at once")
+    return line
 
 
 def _leave_joint(sim: Simulator, leader: int) -> str | None:
@@ -231,6 +241,103 @@ def disk_profile(sim: Simulator) -> str:
     return f"disk of node {node} {name}"
 
 
+def cut_from_leader(sim: Simulator) -> str | None:
+    """One voter loses the leader only (both ways), and keeps every other link: it times
+    out and asks the others for votes while they still hear the leader, inside its lease.
+    Reads at the leader are probed right after, lease and ReadIndex alike."""
+    leader = sim.current_leader()
+    if not leader:
+        return None
+    voters = sorted(sim.nodes[leader].core.tracker.config.all_voters() - {leader})
+    if not voters:
+        return None
+    victim = sim.rng.choice(voters)
+    sim.cuts.add((leader, victim))
+    sim.cuts.add((victim, leader))
+    sim.probe(leader, 40)
+    line = f"cut {victim} from leader {leader} only"
+    others = [i for i in voters if i != victim and sim.nodes[i].up]
+    if others and sim.rng.random() < 0.5:
+        # A follower whose acks hold the lease restarts: the restart guard must keep it from
+        # voting for the cut-off voter while the lease lasts.
+        node = sim.rng.choice(others)
+        sim.crash(node)
+        sim.restart(node)
+        line += f", bounce node {node}"
+    return line
+
+
+def crash_unsynced(sim: Simulator) -> str | None:
+    """Crash, and restart at once, a node with writes on their way to disk: a fresh node
+    (never synced a term: bootstrap, or a voter just added) when there is one."""
+    waiting = [i for i in sim.up_nodes() if sim.nodes[i].disk_q or sim.nodes[i].turn]
+    if not waiting:
+        return None
+    fresh = [i for i in waiting if sim.nodes[i].hard_state.term == 0]
+    node = sim.rng.choice(fresh or waiting)
+    sim.crash(node)
+    sim.restart(node)
+    return f"crash node {node} before its fsync{' (fresh)' if fresh else ''}, restart it"
+
+
+def stalls(sim: Simulator) -> str:
+    """Some messages (one in ten) are held back one to three election timeouts, as a stalled
+    connection delivers its queue late: late vote answers, heartbeat answers of old rounds,
+    and TIMEOUT_NOW after the transfer was given up. Drawn again: the stalls end."""
+    sim.stall = 0.0 if sim.stall else 0.1
+    return "stalls " + ("on" if sim.stall else "off")
+
+
+def resend_from_back(sim: Simulator) -> str | None:
+    """The leader resends an earlier part of its log to a follower whose log diverges from
+    its own: an append of one entry from an index in their common prefix with the leader's
+    commit index, or its latest snapshot. Figure 2 lets a leader start an append anywhere
+    its log reaches (a leader with a conservative next index does: etcd after a rejection in
+    REPLICATE); the follower must commit only what the append proves (AppendEntries rule 5)
+    and never install a snapshot older than its commit."""
+    leader = sim.current_leader()
+    if not leader:
+        return None
+    lc = sim.nodes[leader].core
+    lg = lc.log
+    targets = [i for i in lc.tracker.progress if i != leader and i in sim.nodes
+               and sim.nodes[i].up and (leader, i) not in sim.cuts]
+    if not targets:
+        return None
+    node = sim.rng.choice(targets)
+    fc = sim.nodes[node].core
+    meta = lc.snapshot_meta
+    pr = lc.tracker.progress[node]
+    if meta is not None and sim.rng.random() < 0.4 and pr.state != ProgressState.SNAPSHOT \
+            and sim.nodes[leader].snapshot == meta:
+        sim.send([Message(MessageType.SNAPSHOT, node, leader, term=lc.term, snapshot=meta,
+                          commit=lg.committed)])
+        return f"leader {leader} resends its snapshot {meta.index}@{meta.term} to {node}"
+    lo = max(lg.first_index - 1, fc.log.first_index - 1, 0)
+    hi = min(lg.last_index, fc.last_index) - 1
+    common = [j for j in range(lo, hi + 1)
+              if lg.index.maybe_term(j) >= 0 and lg.index.maybe_term(j) == fc.log.index.maybe_term(j)]
+    if not common:
+        return None
+    j = sim.rng.choice(common[-8:])
+    entries = tuple(lg.entries(j + 1, j + 2))
+    sim.send([Message(MessageType.APPEND, node, leader, term=lc.term, index=j,
+                      log_term=lg.term(j), entries=entries, commit=lg.committed)])
+    return f"leader {leader} resends entry {j + 1} (commit {lg.committed}) to {node}"
+
+
+def random_limits(rng: random.Random, raft: RaftConfig, snapshots: bool) -> RaftConfig:
+    """Flow-control limits drawn from the seed: tiny ones split appends, fill inflight
+    windows and make followers lag behind compaction."""
+    return dataclasses.replace(
+        raft,
+        max_msg_entries=rng.choice((1, 2, 3, 8, 1024)),
+        max_inflight_msgs=rng.choice((1, 2, 4, 256)),
+        max_msg_bytes=rng.choice((1, 40, 100, 1 << 20)),
+        compact_keep_entries=rng.choice((0, 1, 4, 16)) if snapshots else raft.compact_keep_entries,
+    )
+
+
 def campaign(sim: Simulator) -> str | None:
     """A follower times out early, as a clock running fast would make it. Off by default:
     lease reads assume clocks run at one rate, and this breaks that assumption on purpose."""
@@ -257,13 +364,17 @@ FAULTS: dict[str, tuple[int, Action]] = {
     "disk_profile": (2, disk_profile),
     "campaign": (0, campaign),
     "slow_leader_disk": (1, slow_leader_disk),
+    "cut_from_leader": (3, cut_from_leader),
+    "crash_unsynced": (2, crash_unsynced),
+    "stalls": (1, stalls),
+    "resend_from_back": (2, resend_from_back),
 }
 
 #: Snapshots and compaction, membership changes: added to FAULTS by
 #: ``SimConfig(snapshots_and_membership=True)``.
 SNAPSHOTS_AND_MEMBERSHIP: dict[str, tuple[int, Action]] = {
     "snapshot": (8, snapshot),
-    "conf_change": (6, conf_change),
+    "conf_change": (9, conf_change),
 }
 
 #: A schedule heavy in leader churn (isolation, crashes, slow leader disks) for small

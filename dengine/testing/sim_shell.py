@@ -41,6 +41,8 @@ class SimIO:
     def observe(self, rd: Ready) -> None:
         n = self.n
         self.sim.trace.append((self.sim.now, "ready", n.id, rd))
+        if rd.messages:
+            self.sim.contract.check_leaving(rd.messages, exact=True)
         if rd.entries:
             prev = n.core.log.term(rd.entries[0].index - 1)
             self.sim.inv.on_entries(n.id, rd.entries, prev)
@@ -53,7 +55,7 @@ class SimIO:
 
     def persist(self, rd: Ready) -> DiskWait | PersistLater | None:
         n = self.n
-        pipelined = self.sim.cfg.shell_order == "pipelined"
+        pipelined = self.sim.cfg.shell_order in ("pipelined", "async")
         if not (rd.must_persist or rd.persisted_messages):
             # Nothing to write; pipelined, earlier Readies may still be on their way to disk,
             # and on_persisted(number) would vouch for them too.

@@ -76,6 +76,8 @@ class Pending:
     context: bytes = b""
     #: The term of the node when the operation started there.
     node_term: int = 0
+    #: Reads: the highest commit index any node had when the read began (its lowest answer).
+    floor: int = 0
 
 
 class Workload:
@@ -100,6 +102,8 @@ class Workload:
         #: A deliberate bug for tests: linearizable reads served from the local state machine
         #: at once, skipping ReadIndex. The linearizability check must catch it.
         self.local_reads = False
+        #: (node, context) -> floor of the probe reads in flight (``probe``).
+        self.probes: dict[tuple[int, bytes], int] = {}
 
     def _t(self) -> float:
         """History time: the simulator's tick, made strictly increasing by a counter (the
@@ -152,6 +156,7 @@ class Workload:
         p = Pending(op_id, c, kind, key, node, now + self.op_timeout, value=value, data=data)
         core = sim.nodes[node].core
         p.node_term = core.term
+        p.floor = sim.contract.max_commit
         if self.local_reads and kind.startswith("get"):
             self.history.ok(op_id, sim.nodes[node].sm.get(key)[0], time=self._t())
             return
@@ -231,13 +236,34 @@ class Workload:
         self.counts["failed"] += 1
         return None
 
+    def probe(self, sim, node: int, lease: bool) -> None:  # noqa: ANN001
+        """A read no client waits for, checked only against its floor (``Pending.floor``)."""
+        self.seq += 1
+        context = b"p%d" % self.seq
+        try:
+            sim.nodes[node].core.read_index(context, lease=lease)
+        except DengineError:
+            return
+        self.probes[(node, context)] = sim.contract.max_commit
+
+    def _check_floor(self, node: int, rs: ReadState, floor: int) -> None:
+        if not rs.failed and rs.index < floor:
+            raise InvariantBroken(
+                f"stale read: read {rs.context!r} at node {node} is answered at index "
+                f"{rs.index}, but {floor} was committed before it began")
+
     def on_read_state(self, sim, node: int, rs: ReadState) -> None:  # noqa: ANN001
         """A read is safe to serve at ``node`` (its state machine has applied ``rs.index``)."""
+        floor = self.probes.pop((node, rs.context), None)
+        if floor is not None:
+            self._check_floor(node, rs, floor)
+            return
         p = self.reads_at.get(node, {}).pop(rs.context, None)
         if p is None or self.busy.get(p.client) is not p:
             return
         del self.busy[p.client]
         n = sim.nodes[node]
+        self._check_floor(node, rs, p.floor)
         if rs.failed:
             self.history.failed(p.op_id)
             self.counts["failed"] += 1
@@ -263,6 +289,8 @@ class Workload:
 
     def on_crash(self, node: int) -> None:
         """Operations waiting on a crashed node: outcome unknown."""
+        for key in [k for k in self.probes if k[0] == node]:
+            del self.probes[key]
         for table in (self.writes_at.pop(node, {}), self.reads_at.pop(node, {})):
             for p in table.values():
                 if self.busy.get(p.client) is p:

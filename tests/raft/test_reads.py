@@ -255,3 +255,20 @@ def test_a_voided_lease_holds_no_more_until_the_next_role_change():
     assert not r.lease_holds(12, 5)
     r.new_leadership()
     assert r.lease_holds(12, 5)
+
+
+def test_lease_ticks_are_checked_against_the_election_timeout_and_the_clock_drift():
+    from dengine.errors import ConfigError
+    from dengine.raft.config import lease_safe_max
+
+    # lease * (1 + drift) <= (election - 1) * (1 - drift)
+    assert lease_safe_max(10, 0.0) == 9
+    assert lease_safe_max(10, 0.125) == 7
+    assert lease_safe_max(10, 0.05) == 8
+    RaftConfig(election_ticks=10, lease_ticks=7, max_clock_drift=0.125)
+    with pytest.raises(ConfigError) as info:
+        RaftConfig(election_ticks=10, lease_ticks=8, max_clock_drift=0.125)
+    assert info.value.key == "raft.lease_ticks" and "max_clock_drift" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        RaftConfig(max_clock_drift=0.5)
+    assert info.value.key == "raft.max_clock_drift"

@@ -262,3 +262,17 @@ def test_render_toml_reads_back_the_same(tmp_path):
     assert load_config(_write(tmp_path, render_toml(Config())), environ={}) == load_config(
         environ={}
     )
+
+
+def test_lease_is_bounded_by_the_election_timeout_minus_the_clock_drift():
+    # (1000 - 10) ms * 0.95 / 1.05 = 895.7 ms: 890 passes, 900 is refused naming both keys.
+    build_config({"raft": {"lease_ms": 890}})
+    with pytest.raises(ConfigError) as info:
+        build_config({"raft": {"lease_ms": 900}})
+    assert info.value.key == "raft.lease_ms"
+    assert "raft.max_clock_drift_pct" in str(info.value) and "at most 895" in str(info.value)
+    # no drift allowed: up to election_ms - tick_ms; a larger drift shortens the lease
+    build_config({"raft": {"lease_ms": 900, "max_clock_drift_pct": 0}})
+    with pytest.raises(ConfigError):
+        build_config({"raft": {"lease_ms": 800, "max_clock_drift_pct": 15}})
+    assert build_config({}).raft.core_config().max_clock_drift == 0.05
