@@ -109,7 +109,11 @@ def test_follower_refuses_writes_with_the_leader_hint(run, cluster_factory):
         c = await cluster_factory().start()
         try:
             leader = await c.leader()
-            fc = c.client(c.followers()[0])
+            follower = c.followers()[0]
+            async with asyncio.timeout(10):  # it learns the leader from its first message
+                while follower.core.leader_id != leader.node_id:
+                    await asyncio.sleep(0.01)
+            fc = c.client(follower)
             with pytest.raises(NotLeader) as info:
                 await fc.put("x", "y")
             assert (info.value.leader_id, info.value.leader_addr) == (leader.node_id,
