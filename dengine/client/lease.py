@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from dengine.client._blocking import blocking_iter
 from dengine.errors import LeaseNotFound, Unavailable
 from dengine.transport import status as S
 from dengine.v1 import client_pb2 as pb
@@ -151,13 +152,4 @@ class SyncLeaseMixin:
 
     def keep_alive(self, lease_id: int, **kw: Any) -> Iterator[int]:
         """Blocking :meth:`LeaseMixin.keep_alive`: yields the TTL after each renewal."""
-        agen = self._client.keep_alive(lease_id, **kw)  # type: ignore[attr-defined]
-        try:
-            while True:
-                try:
-                    yield self._run(agen.__anext__())  # type: ignore[attr-defined]
-                except StopAsyncIteration:
-                    return
-        finally:
-            if not self._loop.is_closed():  # type: ignore[attr-defined]
-                self._run(agen.aclose())  # type: ignore[attr-defined]
+        return blocking_iter(self, self._client.keep_alive(lease_id, **kw))  # type: ignore[attr-defined]

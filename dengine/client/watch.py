@@ -25,6 +25,7 @@ from typing import Any
 
 import grpc
 
+from dengine.client._blocking import blocking_iter
 from dengine.client.types import Key, to_bytes
 from dengine.errors import PermissionDenied, Unauthenticated, Unavailable, WatchCompacted
 from dengine.transport import status as S
@@ -153,13 +154,4 @@ class SyncWatchMixin:
     def watch(self, key: Key, **options: Any) -> Iterator[WatchUpdate]:
         """Blocking :meth:`WatchMixin.watch` (same arguments); stop by breaking out of the
         loop or closing the iterator."""
-        agen = self._client.watch(key, **options)  # type: ignore[attr-defined]
-        try:
-            while True:
-                try:
-                    yield self._run(agen.__anext__())  # type: ignore[attr-defined]
-                except StopAsyncIteration:
-                    return
-        finally:
-            if not self._loop.is_closed():  # type: ignore[attr-defined]
-                self._run(agen.aclose())  # type: ignore[attr-defined]
+        return blocking_iter(self, self._client.watch(key, **options))  # type: ignore[attr-defined]

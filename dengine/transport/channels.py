@@ -12,7 +12,6 @@ from collections.abc import Callable
 import grpc
 
 from dengine.config import NetworkSection
-from dengine.errors import Unavailable
 
 __all__ = ["channel_options", "server_options", "ChannelCache"]
 
@@ -106,14 +105,3 @@ class ChannelCache:
         for channel in channels:
             await channel.close(grace=None)
 
-
-def bind_insecure_port(server: grpc.aio.Server, listen: str) -> int:
-    """Bind ``server`` to ``listen`` (host:port, port 0 for any); the port it got, or
-    Unavailable naming the address when it cannot listen there."""
-    try:
-        port = server.add_insecure_port(listen)
-    except RuntimeError as e:
-        raise Unavailable(f"cannot listen on {listen}: {e}") from e
-    if not port:
-        raise Unavailable(f"cannot listen on {listen} (address in use?)")
-    return port

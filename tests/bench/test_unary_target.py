@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import grpc
@@ -12,21 +11,14 @@ import pytest
 from dengine.bench.unary import UnaryCallFailed, UnaryTarget
 from dengine.bench.workloads import WORKLOADS, run_workload
 from dengine.config import build_config
+from dengine.local.cluster import free_ports
 from dengine.node import NodeBuilder
 from dengine.statemachine import open_kv
 from dengine.storage.memory import MemoryLogStore
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_unary_target_runs_workloads_and_counts_refusals(tmp_path: Path) -> None:
-    addr = f"127.0.0.1:{_free_port()}"
+    addr = f"127.0.0.1:{free_ports(1)[0]}"
 
     async def main() -> tuple[list, str]:
         cfg = build_config({
