@@ -189,11 +189,10 @@ def sync_peers(node: Node, cs: ConfState) -> None:
         addr = node.book.addresses.get(node_id)
         if node_id != node.node_id and addr:
             t.set_peer(node_id, addr)
-    for node_id in list(getattr(t, "peers", {})):
+    for node_id in list(t.peers):
         if node_id not in members:
             t.remove_peer(node_id)
-    if hasattr(t, "accept_unknown_senders"):
-        t.accept_unknown_senders = node.node_id not in members
+    t.accept_unknown_senders = node.node_id not in members
 
 
 def check_member_id(node_id: int) -> None:

@@ -14,7 +14,10 @@ import asyncio
 import errno
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dengine.transport.base import Transport
 
 __all__ = ["FAULT_FILE", "watch_fault_file"]
 
@@ -41,7 +44,8 @@ def _sync_fault(path: str) -> int | None:
     return None if name is None else int(getattr(errno, str(name)))
 
 
-async def watch_fault_file(data_dir: str, transport: Any, log: Any, store: Any = None) -> None:
+async def watch_fault_file(data_dir: str, transport: Transport, log: Any,
+                           store: Any = None) -> None:
     """Poll the fault file and apply each change to ``transport.faults`` (runs until cancelled)."""
     path = os.path.join(data_dir, FAULT_FILE)
     seen: tuple[float, int] | None = None

@@ -57,11 +57,11 @@ from dengine.errors import (
     StorageError,
     Unavailable,
 )
-from dengine.node import _membership, _snapshotting, bootstrap, lost_data
+from dengine.node import _membership, bootstrap, lost_data
 from dengine.node._reads import FollowerReads
 from dengine.node.members import MemberBook
 from dengine.node.quota import SpaceQuota
-from dengine.node.snapshot_policy import SnapshotPolicy
+from dengine.node.snapshot_worker import SnapshotWorker
 from dengine.observability.metrics import NodeMetrics
 from dengine.raft.core import RaftCore
 from dengine.raft.describe import describe_core
@@ -73,7 +73,7 @@ from dengine.security.refusals import RefusalLog
 from dengine.statemachine.base import StateMachine
 from dengine.storage.base import LogStore
 from dengine.storage.snapshot import SnapshotStore
-from dengine.transport.base import Transport
+from dengine.transport.base import IncomingSnapshot, Transport
 
 if TYPE_CHECKING:
     from dengine.node.leases import LeaseKeeper
@@ -130,12 +130,8 @@ class Node:
         self._reads: dict[bytes, asyncio.Future] = {}
         self._follower_reads = FollowerReads(self.read_index)
         self._read_ids = itertools.count(1)
-        self._incoming: dict[tuple[int, int], str] = {}
-        self._snap_waiters: list[asyncio.Future] = []
-        self._transfers: dict[int, asyncio.Task] = {}
-        self._snap_index = 0
-        self._snapshotting = False
-        self._snap_policy = SnapshotPolicy.from_config(config.raft)
+        self.snapshot_worker = SnapshotWorker(self, raft, logger, submit=self._submit,
+                                              spawn=self._spawn)
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self._detached: set[asyncio.Task] = set()
@@ -198,16 +194,15 @@ class Node:
 
     def _build_core(self) -> None:
         store, sm = self.log_store, self.state_machine
-        _snapshotting.prepare_state_machine(self)
+        self.snapshot_worker.prepare_state_machine()
         base = self.book.conf_at(store.first_index() - 1)
         rs = bootstrap.restart_state(store, sm.applied_index(), sm.applied_term(), base)
-        self._snap_index = rs.snapshot.index if rs.snapshot else 0
-        self._snap_policy.taken(self._snap_index)
+        self.snapshot_worker.recovered(rs.snapshot)
         self._synced_term_vote = (rs.hard_state.term, rs.hard_state.vote)
         self.log.info("storage recovered", first_index=store.first_index(),
                       last_index=store.last_index(), term=rs.hard_state.term,
                       commit_index=rs.hard_state.commit, applied_index=rs.applied_index,
-                      snapshot_index=self._snap_index)
+                      snapshot_index=self.snapshot_worker.index)
         cfg = self.config.core_config(compact_keep_entries=self.config.raft.compaction_tail_entries)
         self.core = RaftCore(
             self.node_id, cfg, self._rng, conf_state=rs.conf_state, storage=store,
@@ -249,9 +244,7 @@ class Node:
             await asyncio.wait(list(self._background), timeout=30)
         if self.transport is not None:
             await self.transport.stop()
-        for path in self._incoming.values():
-            _snapshotting.unlink(path)
-        self._incoming.clear()
+        self.snapshot_worker.discard_incoming()
         _close_storage(self)
         self.metrics.close()
 
@@ -265,10 +258,9 @@ class Node:
             if not fut.done():
                 fut.set_exception(never)
         futures = [f for _, f in self._pending.values()]
-        futures += list(self._reads.values()) + self._snap_waiters
+        futures += list(self._reads.values()) + self.snapshot_worker.take_waiters()
         self._pending.clear()
         self._reads.clear()
-        self._snap_waiters = []
         for fut in futures:
             if not fut.done():
                 fut.set_exception(err)
@@ -464,10 +456,10 @@ class Node:
         self._msgs.append(msg)
         self._wake.set()
 
-    async def on_snapshot(self, incoming: Any) -> None:
+    async def on_snapshot(self, incoming: IncomingSnapshot) -> None:
         """A verified snapshot file arrived from the leader (called by the transport)."""
         self.metrics.snapshots_received.inc()
-        await _snapshotting.on_snapshot(self, incoming)
+        await self.snapshot_worker.on_snapshot(incoming)
 
     def on_unreachable(self, peer: int) -> None:
         return None
@@ -502,11 +494,11 @@ class Node:
                 if core.has_ready():
                     rd = core.ready()
                     await drive_ready(core, rd, self)
-                    _snapshotting.maybe_snapshot(self, rd)
+                    self.snapshot_worker.maybe_snapshot(rd)
                     # Let the transport and the clients run between turns, even when a turn
                     # had nothing to wait for (applying a long backlog, say).
                     await asyncio.sleep(0)
-                _snapshotting.release_snapshot_waiters(self)
+                self.snapshot_worker.release_waiters()
         except asyncio.CancelledError:
             raise
         except BaseException as e:  # noqa: BLE001 - storage failure etc.: stop, loudly
@@ -563,7 +555,7 @@ class Node:
 
     # -- the I/O steps of a Ready (raft.driver.ReadyIO; drive_ready calls them in order) ------
     def install_snapshot(self, meta: SnapshotMeta) -> Awaitable[None]:
-        return _snapshotting.install_snapshot(self, meta)
+        return self.snapshot_worker.install(meta)
 
     def observe(self, rd: Ready) -> None:
         if rd.soft_state is not None:
@@ -573,7 +565,7 @@ class Node:
             if self._pending and self.core.role != Role.LEADER:
                 self._drop_overwritten(rd.entries)
         if rd.dropped:
-            peers = getattr(self.transport, "peers", {})
+            peers = self.transport.peers
             for d in rd.dropped:
                 m = d.message
                 self.refusals.refuse(d.reason, peers.get(m.from_, "?"), d.reason,
@@ -593,7 +585,7 @@ class Node:
             self._release_reads(read_states)
 
     def compact(self, index: int, conf_state: ConfState) -> None:
-        _snapshotting.compact(self, index, conf_state)
+        self.snapshot_worker.compact(index, conf_state)
 
     def persist(self, rd: Ready) -> asyncio.Future | None:
         """Write the Ready's entries and hard state; the fsync runs in a worker thread.
@@ -647,7 +639,7 @@ class Node:
             for m in messages:
                 if m.type == MT.SNAPSHOT:
                     self.metrics.snapshots_sent.inc()
-                    _snapshotting.send_snapshot(self, m)
+                    self.snapshot_worker.send(m)
             messages = [m for m in messages if m.type != MT.SNAPSHOT]
         self.transport.send(messages)
 

@@ -121,6 +121,10 @@ class Transport(Protocol):
 
     node_id: int
     stats: TransportStats
+    #: The peers it sends to, by id: their addresses (``set_peer``/``remove_peer`` change it).
+    peers: dict[int, str]
+    #: Accept batches from senders not in ``peers`` (a joining node that has no members yet).
+    accept_unknown_senders: bool
 
     async def start(self) -> None:
         """Begin accepting peer traffic (and connecting to peers lazily)."""
