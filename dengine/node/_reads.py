@@ -1,4 +1,10 @@
-"""Linearizable reads on a follower: one ReadIndex round to the leader for every read waiting.
+"""The node's reads: ReadIndex requests in flight (:class:`ReadRequests`), and a follower's
+linearizable reads batched into rounds to the leader (:class:`FollowerReads`).
+
+A read at ``SERIALIZABLE`` answers from the local state machine at once. On the leader, a
+``LINEARIZABLE`` or ``LEASE`` read is one ReadIndex request through the core (a lease read skips
+the heartbeat round while the leader's lease holds); it waits, keyed by its request context,
+until the core's Ready releases it, which happens once the read index is applied here.
 
 A follower cannot know on its own that its state is current, so for each linearizable read it
 asks the leader for a read index (the leader's commit index, confirmed by a heartbeat round to a
@@ -12,9 +18,91 @@ meanwhile. Under load that is one round trip to the leader per round trip, howev
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-__all__ = ["FollowerReads"]
+from dengine.consistency import Consistency
+from dengine.errors import InvalidArgument, NotLeader
+from dengine.raft.ready import ReadState
+
+if TYPE_CHECKING:
+    from dengine.node.node import Node
+
+__all__ = ["FollowerReads", "ReadRequests"]
+
+
+class ReadRequests:
+    """Owns a node's ReadIndex requests in flight: one future per request context, settled
+    when the core's Ready releases that context (see the module doc).
+
+    ``submit`` runs a closure on the drive loop (the only place the core may be touched).
+    """
+
+    def __init__(self, node: Node, submit: Callable[[Callable[[], None]], None]) -> None:
+        self._node = node
+        self._submit = submit
+        self._waiting: dict[bytes, asyncio.Future] = {}
+        self._ids = itertools.count(1)
+        self.follower = FollowerReads(self.read_index)
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    async def barrier(self, consistency: int = Consistency.LINEARIZABLE) -> None:
+        """Return once the local state machine may answer a read at ``consistency``."""
+        node = self._node
+        if consistency == Consistency.SERIALIZABLE:
+            return
+        if consistency not in (Consistency.LINEARIZABLE, Consistency.LEASE):
+            raise InvalidArgument(f"unknown read consistency {consistency}")
+        if not node.is_leader:
+            # A follower asks the leader for a read index (one round for every read waiting,
+            # see FollowerReads) and answers once it has applied up to it (Raft thesis §6.4).
+            if node.leader_id is None:
+                raise node.not_leader()
+            await self.follower.barrier()
+            return
+        await self.read_index(consistency == Consistency.LEASE)
+
+    async def read_index(self, lease: bool = False) -> int:
+        """One ReadIndex round through the core; returns once the read index is applied."""
+        node = self._node
+        ctx = next(self._ids).to_bytes(8, "big")
+        fut = asyncio.get_running_loop().create_future()
+
+        def op() -> None:
+            node.metrics.read_index_requests.inc()
+            try:
+                node.core.read_index(ctx, lease=lease)
+            except NotLeader:
+                if not fut.done():
+                    fut.set_exception(node.not_leader())
+                return
+            if not fut.done():
+                self._waiting[ctx] = fut
+
+        self._submit(op)
+        try:
+            return await fut
+        finally:
+            self._waiting.pop(ctx, None)
+
+    def release(self, read_states: list[ReadState]) -> None:
+        """The core confirmed (or failed) these reads: answer their callers."""
+        for rs in read_states:
+            fut = self._waiting.pop(rs.context, None)
+            if fut is not None and not fut.done():
+                if rs.failed:
+                    fut.set_exception(self._node.not_leader())
+                else:
+                    fut.set_result(rs.index)
+
+    def take_all(self) -> list[asyncio.Future]:
+        """Hand over every read in flight (the node fails them when it stops)."""
+        futures = list(self._waiting.values())
+        self._waiting.clear()
+        return futures
 
 
 class FollowerReads:

@@ -19,7 +19,7 @@ import random
 from typing import Any
 
 from dengine.config import Config
-from dengine.node import _membership, bootstrap, lost_data
+from dengine.node import bootstrap, lost_data
 from dengine.node.members import MemberBook
 from dengine.node.node import Node
 from dengine.observability.logging import node_logger
@@ -136,8 +136,8 @@ class NodeBuilder:
                 server=grpc_server, accept_unknown_senders=bool(cfg.cluster.join),
                 logger=node.log,
             )
-            transport.removed_check = lambda peer: _membership.removal_committed(node, peer)
-            transport.on_removed = lambda: _membership.on_removed(node, None)
+            transport.removed_check = node.membership.removal_committed
+            transport.on_removed = lambda: node.membership.on_removed(None)
             return transport
 
         return make

@@ -28,7 +28,7 @@ def _successor(node: Any) -> int | None:
 
 
 def _in_flight(node: Any) -> int:
-    return len(node._pending) + len(node._reads) + len(node._batch)
+    return len(node.proposals) + len(node.reads)
 
 
 async def drain(node: Any, timeout_s: float) -> None:

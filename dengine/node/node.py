@@ -35,31 +35,29 @@ core's Ready says so.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from dengine._core import BatchBuffer
 from dengine.config import Config
 from dengine.consistency import Consistency
 from dengine.errors import (
     DengineError,
-    InvalidArgument,
     InvariantViolation,
     NotLeader,
-    OperationTimeout,
     OutcomeUnknown,
     PayloadTooLarge,
-    ProposalDropped,
     StorageError,
     Unavailable,
 )
-from dengine.node import _membership, bootstrap, lost_data
-from dengine.node._reads import FollowerReads
+from dengine.node import bootstrap, lost_data
+from dengine.node._reads import ReadRequests
+from dengine.node.log_writer import LogWriter
 from dengine.node.members import MemberBook
+from dengine.node.membership import NodeMembership
+from dengine.node.proposals import Proposals
 from dengine.node.quota import SpaceQuota
 from dengine.node.snapshot_worker import SnapshotWorker
 from dengine.observability.metrics import NodeMetrics
@@ -68,7 +66,7 @@ from dengine.raft.describe import describe_core
 from dengine.raft.driver import drive_ready
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.ready import ReadState, Ready, Role, SoftState
-from dengine.raft.types import ConfState, Entry, EntryKind, SnapshotMeta
+from dengine.raft.types import ConfState, Entry, SnapshotMeta
 from dengine.security.refusals import RefusalLog
 from dengine.statemachine.base import StateMachine
 from dengine.storage.base import LogStore
@@ -81,7 +79,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Node", "Consistency"]
 
-CONF = int(EntryKind.CONF_CHANGE)
 MT = MessageType
 
 
@@ -121,33 +118,30 @@ class Node:
         self._lost_data_warned: set[tuple[int, int]] | None = None  # (peer, term) warned of
         raft = config.raft
         self.max_command_bytes = raft.max_msg_bytes
-        self._batch = BatchBuffer(raft.max_batch_entries, raft.max_batch_bytes)
         self._msgs: deque[Message] = deque()
         self._ops: deque[Callable[[], None]] = deque()
         self._ticks = 0
         self._wake = asyncio.Event()
-        self._pending: dict[int, tuple[int, asyncio.Future]] = {}
-        self._reads: dict[bytes, asyncio.Future] = {}
-        self._follower_reads = FollowerReads(self.read_index)
-        self._read_ids = itertools.count(1)
+        self.reads = ReadRequests(self, self._submit)
+        self.membership = NodeMembership(self, logger, submit=self._submit,
+                                         track=self._track, spawn_detached=self._spawn_detached)
+        self.proposals = Proposals(self, state_machine, raft.max_batch_entries,
+                                   raft.max_batch_bytes, self.membership.on_conf_committed)
         self.snapshot_worker = SnapshotWorker(self, raft, logger, submit=self._submit,
                                               spawn=self._spawn)
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self._detached: set[asyncio.Task] = set()
-        self._leader_event = asyncio.Event()
         self.accepting = False
         self.running = False
         self.stopped = asyncio.Event()
         self.fatal: BaseException | None = None
         self.joining = False
-        self.removed = False  # this node's removal from the cluster committed: it stops
         self._fatal_stop: asyncio.Task | None = None
         self._fault_task: asyncio.Task | None = None
         self._stopping = False
-        self._synced_term_vote: tuple[int, int] = (-1, -1)
-        self._deferred_hs: Any = None
         self.metrics = NodeMetrics(self.node_id)  # this node's own registry
+        self.writer = LogWriter(log_store, config.storage.sync, self.metrics)
         self.metrics.watch(self)
         #: Every peer message refused (by the transport or the core): counted, logged.
         self.refusals = RefusalLog(self.log)
@@ -165,7 +159,7 @@ class Node:
         await self.transport.start()
         if self.client_server is not None:
             await self.client_server.start()
-        _membership.sync_peers(self, self.core.conf_state)
+        self.membership.sync_peers(self.core.conf_state)
         port = self.config.observability.metrics_port
         if port:
             host = (self.config.cluster.listen_addr or self.address).rpartition(":")[0]
@@ -198,7 +192,7 @@ class Node:
         base = self.book.conf_at(store.first_index() - 1)
         rs = bootstrap.restart_state(store, sm.applied_index(), sm.applied_term(), base)
         self.snapshot_worker.recovered(rs.snapshot)
-        self._synced_term_vote = (rs.hard_state.term, rs.hard_state.vote)
+        self.writer.recovered(rs.hard_state)
         self.log.info("storage recovered", first_index=store.first_index(),
                       last_index=store.last_index(), term=rs.hard_state.term,
                       commit_index=rs.hard_state.commit, applied_index=rs.applied_index,
@@ -245,22 +239,17 @@ class Node:
         if self.transport is not None:
             await self.transport.stop()
         self.snapshot_worker.discard_incoming()
-        _close_storage(self)
+        self._close_storage()
         self.metrics.close()
 
     def _fail_everything(self, err: DengineError) -> None:
         """Answer everything in flight: ``err`` for what reached the log (its outcome is
         unknown); writes still queued here were never proposed, so they say not applied."""
-        _, tokens = self._batch.drain()
-        never = Unavailable(f"node {self.node_id} stopped before proposing the request; it "
-                            "was not applied: retry on another node")
-        for fut in tokens:
-            if not fut.done():
-                fut.set_exception(never)
-        futures = [f for _, f in self._pending.values()]
-        futures += list(self._reads.values()) + self.snapshot_worker.take_waiters()
-        self._pending.clear()
-        self._reads.clear()
+        self.proposals.fail_queued(Unavailable(
+            f"node {self.node_id} stopped before proposing the request; it was not applied: "
+            "retry on another node"))
+        futures = self.proposals.take_pending()
+        futures += self.reads.take_all() + self.snapshot_worker.take_waiters()
         for fut in futures:
             if not fut.done():
                 fut.set_exception(err)
@@ -300,7 +289,7 @@ class Node:
             return self.address
         return self.book.addresses.get(node_id) if node_id else None
 
-    def _check_accepting(self) -> None:
+    def check_accepting(self) -> None:
         if not self.accepting:
             raise Unavailable(f"node {self.node_id} is not serving (stopping or not started); "
                               "the request was not applied: retry on another node")
@@ -309,9 +298,12 @@ class Node:
         self._ops.append(op)
         self._wake.set()
 
+    def _track(self, index: int, term: int, fut: asyncio.Future) -> None:
+        self.proposals.track(index, term, fut)
+
     async def propose(self, command: bytes) -> object:
         """Replicate one state-machine command; returns its result once applied here."""
-        self._check_accepting()
+        self.check_accepting()
         if len(command) > self.max_command_bytes:
             raise PayloadTooLarge(len(command), self.max_command_bytes, "command",
                                   "raft.max_msg_bytes")
@@ -320,117 +312,51 @@ class Node:
         if self.quota.alarm:
             self.quota.check_write(command)
         fut = asyncio.get_running_loop().create_future()
-        self._batch.push(command, fut)
+        self.proposals.push(command, fut)
         self._wake.set()
         return await fut
 
     async def read_barrier(self, consistency: int = Consistency.LINEARIZABLE) -> None:
         """Return once the local state machine may answer a read at ``consistency``."""
-        self._check_accepting()
-        if consistency == Consistency.SERIALIZABLE:
-            return
-        if consistency not in (Consistency.LINEARIZABLE, Consistency.LEASE):
-            raise InvalidArgument(f"unknown read consistency {consistency}")
-        if not self.is_leader:
-            # A follower asks the leader for a read index (one round for every read waiting,
-            # see _reads.py) and answers once it has applied up to it (Raft thesis §6.4).
-            if self.leader_id is None:
-                raise self.not_leader()
-            await self._follower_reads.barrier()
-            return
-        await self.read_index(consistency == Consistency.LEASE)
+        self.check_accepting()
+        await self.reads.barrier(consistency)
 
     async def read_index(self, lease: bool = False) -> int:
         """One ReadIndex round through the core; returns once the read index is applied."""
-        ctx = next(self._read_ids).to_bytes(8, "big")
-        fut = asyncio.get_running_loop().create_future()
-
-        def op() -> None:
-            self.metrics.read_index_requests.inc()
-            try:
-                self.core.read_index(ctx, lease=lease)
-            except NotLeader:
-                settle(fut, error=self.not_leader())
-                return
-            if not fut.done():
-                self._reads[ctx] = fut
-
-        self._submit(op)
-        try:
-            return await fut
-        finally:
-            self._reads.pop(ctx, None)
+        return await self.reads.read_index(lease)
 
     async def add_learner(self, node_id: int, address: str) -> None:
         """Add a new node as a learner (it replicates but does not vote)."""
-        await _membership.add_learner(self, node_id, address)
+        await self.membership.add_learner(node_id, address)
 
     async def promote(self, node_id: int) -> None:
         """Make a caught-up learner a voter."""
-        await _membership.promote(self, node_id)
+        await self.membership.promote(node_id)
 
     async def remove_member(self, node_id: int) -> None:
         """Remove a voter or learner from the cluster."""
-        await _membership.remove_member(self, node_id)
+        await self.membership.remove_member(node_id)
 
     async def transfer_leader(self, target: int, timeout_s: float | None = None) -> None:
         """Hand leadership to ``target``; returns once it leads (or raises on timeout)."""
-        self._check_accepting()
-        _membership.check_member_id(target)
-        if target == self.leader_id:
-            return
-        if target not in self.core.conf_state.voters:
-            raise InvalidArgument(f"node {target} is not a voter")
-        fut = asyncio.get_running_loop().create_future()
-
-        def op() -> None:
-            try:
-                self.core.transfer_leader(target)
-                settle(fut)
-            except NotLeader:
-                settle(fut, error=self.not_leader())
-            except ValueError as e:
-                settle(fut, error=InvalidArgument(str(e)))
-
-        self._submit(op)
-        await fut
-        limit = timeout_s or 3 * self.config.raft.election_ms / 1000
-        try:
-            async with asyncio.timeout(limit):
-                while self.leader_id != target:
-                    self._leader_event.clear()
-                    await self._leader_event.wait()
-        except TimeoutError:
-            raise OperationTimeout(f"leadership transfer to node {target}", limit) from None
+        await self.membership.transfer_leader(target, timeout_s)
 
     async def wait_for_leader(self, timeout_s: float | None = None) -> int:
         """The leader's id once one is known (after start, an election takes a timeout)."""
-        limit = timeout_s or 5 * self.config.raft.election_ms / 1000
-        try:
-            async with asyncio.timeout(limit):
-                while not self.leader_id:
-                    self._leader_event.clear()
-                    await self._leader_event.wait()
-        except TimeoutError:
-            raise OperationTimeout("waiting for a leader to be elected", limit) from None
-        return self.leader_id
+        return await self.membership.wait_for_leader(timeout_s)
 
     def members(self) -> list[tuple[int, str, bool]]:
         """(id, address, is_voter) of every member of the config in force."""
-        cs = self.core.conf_state
-        voters = cs.voters | cs.voters_outgoing
-        out = [(i, self.address_of(i) or "", True) for i in sorted(voters)]
-        out += [(i, self.address_of(i) or "", False)
-                for i in sorted((cs.learners | cs.learners_next) - voters)]
-        return out
+        return self.membership.members()
 
-    def learn_members(self, members: Any) -> None:
+    def learn_members(self, members: Iterable[tuple[int, str]]) -> None:
         """Addresses learned outside the log (a join answer): remember them, connect."""
-        found = {i: a for i, a in members if a}
-        self.book.learn(found)
-        for node_id, addr in found.items():
-            if node_id != self.node_id:
-                self.transport.set_peer(node_id, addr)
+        self.membership.learn_members(members)
+
+    @property
+    def removed(self) -> bool:
+        """This node's removal from the cluster committed: it stops."""
+        return self.membership.removed
 
     def status(self) -> dict[str, Any]:
         core = self.core
@@ -486,7 +412,7 @@ class Node:
         core = self.core
         try:
             while self.running:
-                if not (self._ticks or self._msgs or self._ops or len(self._batch)
+                if not (self._ticks or self._msgs or self._ops or len(self.proposals.queued)
                         or core.has_ready()):
                     self._wake.clear()
                     await self._wake.wait()
@@ -530,28 +456,7 @@ class Node:
         ops = self._ops
         while ops:
             ops.popleft()()
-        batch = self._batch
-        while len(batch):
-            payloads, tokens = batch.pop_batch()
-            self._propose(payloads, tokens)
-
-    def _propose(self, payloads: list[bytes], futures: list[asyncio.Future]) -> None:
-        core = self.core
-        try:
-            last = core.propose_batch(payloads)
-        except (NotLeader, ProposalDropped) as e:
-            err = self.not_leader() if isinstance(e, NotLeader) else e
-            self.metrics.on_proposals_failed(
-                "not_leader" if isinstance(e, NotLeader) else "dropped", len(futures))
-            for fut in futures:
-                if not fut.done():
-                    fut.set_exception(err)
-            return
-        term = core.term
-        self.metrics.on_proposed(last, len(futures))
-        pending = self._pending
-        for index, fut in enumerate(futures, last - len(futures) + 1):
-            pending[index] = (term, fut)
+        self.proposals.propose_queued()
 
     # -- the I/O steps of a Ready (raft.driver.ReadyIO; drive_ready calls them in order) ------
     def install_snapshot(self, meta: SnapshotMeta) -> Awaitable[None]:
@@ -561,9 +466,9 @@ class Node:
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state)
         if rd.entries:
-            _membership.learn_from_entries(self, rd.entries)
-            if self._pending and self.core.role != Role.LEADER:
-                self._drop_overwritten(rd.entries)
+            self.membership.learn_from_entries(rd.entries)
+            if self.core.role != Role.LEADER:
+                self.proposals.drop_overwritten(rd.entries)
         if rd.dropped:
             peers = self.transport.peers
             for d in rd.dropped:
@@ -572,66 +477,23 @@ class Node:
                                      type=m.type.name, peer=m.from_)
 
     def reconnect(self, conf_state: ConfState) -> None:
-        _membership.sync_peers(self, conf_state)
+        self.membership.sync_peers(conf_state)
 
     def apply(self, entries: list[Entry], read_states: list[ReadState]) -> None:
         if entries:
             self.metrics.on_committed(entries[-1].index)
             t0 = time.perf_counter()
-            self._apply(entries)
+            self.proposals.apply(entries)
             self.metrics.commit_apply.observe(time.perf_counter() - t0)
         if read_states:
             self.metrics.read_index_rounds.inc()
-            self._release_reads(read_states)
+            self.reads.release(read_states)
 
     def compact(self, index: int, conf_state: ConfState) -> None:
         self.snapshot_worker.compact(index, conf_state)
 
     def persist(self, rd: Ready) -> asyncio.Future | None:
-        """Write the Ready's entries and hard state; the fsync runs in a worker thread.
-
-        A hard state whose term and vote did not change (only the commit index moved) is not
-        written at once: the commit index may be persisted lazily (a restart re-learns it from
-        the leader, and never below what the state machine applied), so it rides along with the
-        next write that needs a sync instead of costing one (or, on the file engine, blocking
-        the loop on a synced record write).
-        """
-        hs = rd.hard_state
-        if not rd.entries and (hs is None or (hs.term, hs.vote) == self._synced_term_vote):
-            if hs is not None:
-                self._deferred_hs = hs
-            return None
-        if hs is None:
-            hs = self._deferred_hs
-        self._deferred_hs = None
-        if hs is not None:
-            self._synced_term_vote = (hs.term, hs.vote)
-        if not getattr(self.log_store, "durable", True):
-            self._persist(rd.entries, hs)  # nothing to wait for: no thread hop
-            return None
-        loop = asyncio.get_running_loop()
-        return loop.run_in_executor(None, self._persist, rd.entries, hs)
-
-    def _persist(self, entries: list[Entry], hard_state: Any) -> None:
-        store = self.log_store
-        if entries:
-            store.append(entries)
-            self.metrics.persist_batch.observe(len(entries))
-        if hard_state is not None:
-            store.save_hard_state(hard_state)
-        if self.config.storage.sync:
-            t0 = time.perf_counter()
-            store.sync()
-            self.metrics.fsync.observe(time.perf_counter() - t0)
-
-    def _release_reads(self, read_states: list[ReadState]) -> None:
-        for rs in read_states:
-            fut = self._reads.pop(rs.context, None)
-            if fut is not None and not fut.done():
-                if rs.failed:
-                    fut.set_exception(self.not_leader())
-                else:
-                    fut.set_result(rs.index)
+        return self.writer.persist(rd)
 
     def send(self, messages: list[Message]) -> None:
         self.metrics.on_sent(messages)
@@ -643,58 +505,30 @@ class Node:
             messages = [m for m in messages if m.type != MT.SNAPSHOT]
         self.transport.send(messages)
 
-    def _drop_overwritten(self, entries: list[Entry]) -> None:
-        """A new leader's entries replaced ours: their proposers learn it now, not at commit."""
-        first, last = entries[0].index, entries[-1].index
-        # Gone from this log, yet another node's log may still hold it and a later leader
-        # commit it (with five nodes, say): not a PROPOSAL_DROPPED, whose promise is "never".
-        lost = OutcomeUnknown("a new leader replaced the entry in this node's log before it "
-                              "committed")
-        for index in [i for i in self._pending if i >= first]:
-            term, fut = self._pending[index]
-            if index > last or entries[index - first].term != term:
-                del self._pending[index]
-                if not fut.done():
-                    fut.set_exception(lost)
-
     def _on_soft_state(self, ss: SoftState) -> None:
         self.log.info("raft state", role=ss.role.name, term=ss.term, leader_id=ss.leader_id or None)
         self.metrics.on_role(int(ss.role), ss.leader_id or 0, ss.term)
-        self._leader_event.set()
+        self.membership.leader_changed()
         if ss.role != Role.LEADER:
             # Writes queued here were never proposed: tell their callers where to go.
-            _, tokens = self._batch.drain()
-            err = self.not_leader()
-            for fut in tokens:
-                if not fut.done():
-                    fut.set_exception(err)
+            self.proposals.fail_queued(self.not_leader())
 
-    def _apply(self, entries: list[Entry]) -> None:
-        applied = self.state_machine.applied_index()
-        if entries[0].index <= applied:
-            entries = [e for e in entries if e.index > applied]
-            if not entries:
-                return
-        results = self.state_machine.apply(entries)
-        pending = self._pending
-        for e, result in zip(entries, results, strict=True):
-            if e.kind == CONF:
-                _membership.on_conf_committed(self, e)
-            if not pending:
-                continue
-            item = pending.pop(e.index, None)
-            if item is None:
-                continue
-            term, fut = item
-            if fut.done():
-                continue
-            if term != e.term:
-                fut.set_exception(ProposalDropped(
-                    f"entry {e.index} was replaced by a new leader's entry; retry"))
-            elif isinstance(result, BaseException):
-                fut.set_exception(result)
-            else:
-                fut.set_result(result)
+    def _close_storage(self) -> None:
+        """Flush and close the stores; a store that already failed is closed, never re-synced
+        (a second fsync after a failed one proves nothing)."""
+        try:
+            if not isinstance(self.fatal, StorageError):
+                self.writer.flush()
+        except Exception as e:  # noqa: BLE001 - recorded as the node's failure; stop goes on
+            self.log.critical("storage failed while stopping", error=repr(e))
+            if self.fatal is None:
+                self.fatal = e
+        for part in (self.log_store, self.state_machine):
+            try:
+                part.close()
+            except Exception as e:  # noqa: BLE001 - closing the rest matters more
+                self.log.error("closing storage failed", part=type(part).__name__,
+                               error=repr(e))
 
     def _spawn_detached(self, coro: Any) -> asyncio.Task:
         """A task stop() does not wait for (it may call stop itself); kept until done."""
@@ -709,31 +543,3 @@ class Node:
         task.add_done_callback(self._background.discard)
         return task
 
-
-def _close_storage(node: Node) -> None:
-    """Flush and close the stores; a store that already failed is closed, never re-synced
-    (a second fsync after a failed one proves nothing)."""
-    try:
-        if not isinstance(node.fatal, StorageError):
-            if node._deferred_hs is not None:
-                node.log_store.save_hard_state(node._deferred_hs)
-            node.log_store.sync()
-    except Exception as e:  # noqa: BLE001 - recorded as the node's failure; stop goes on
-        node.log.critical("storage failed while stopping", error=repr(e))
-        if node.fatal is None:
-            node.fatal = e
-    for part in (node.log_store, node.state_machine):
-        try:
-            part.close()
-        except Exception as e:  # noqa: BLE001 - closing the rest matters more
-            node.log.error("closing storage failed", part=type(part).__name__, error=repr(e))
-
-
-def settle(fut: asyncio.Future, result: object = None, error: BaseException | None = None) -> None:
-    """Resolve ``fut`` unless its caller already gave up on it (cancelled, timed out)."""
-    if fut.done():
-        return
-    if error is not None:
-        fut.set_exception(error)
-    else:
-        fut.set_result(result)

@@ -57,7 +57,7 @@ class _StateCollector:
             ("dengine_last_log_index", "last index in the local log",
              node.log_store.last_index()),
             ("dengine_pending_proposals", "proposals waiting for their entry to apply",
-             len(node._pending)),
+             node.proposals.pending_count),
         ]
         for name, doc, value in gauges:
             g = GaugeMetricFamily(name, doc, labels=["node_id"])

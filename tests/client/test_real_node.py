@@ -151,7 +151,7 @@ def test_reads_spread_over_every_member(run_uvloop, real_cluster):
                 await c.put(b"s", str(i).encode())
                 assert (await c.get(b"s")).value == str(i).encode()  # whoever answers
             leader = await rc.leader_id()
-            rounds = {i: n._follower_reads.rounds for i, n in rc.nodes.items() if i != leader}
+            rounds = {i: n.reads.follower.rounds for i, n in rc.nodes.items() if i != leader}
             assert all(r > 0 for r in rounds.values()), rounds  # every follower answered some
 
     run_uvloop(go)

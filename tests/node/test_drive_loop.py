@@ -93,10 +93,10 @@ def test_a_follower_batches_concurrent_reads_into_few_read_index_rounds(run,
             await c.client(leader).put("k", "v")
             follower = c.followers()[0]
             fc = c.client(follower)
-            before = follower._follower_reads.rounds
+            before = follower.reads.follower.rounds
             got = await asyncio.gather(*(fc.get("k") for _ in range(200)))
             assert all(kv.value == b"v" for kv in got)
-            rounds = follower._follower_reads.rounds - before
+            rounds = follower.reads.follower.rounds - before
             assert 1 <= rounds <= 20, rounds  # one round per round trip, not one per read
         finally:
             await c.close()
