@@ -132,7 +132,7 @@ class NodeBuilder:
             grpc_server = server.make(node) if server is not None else None
             transport = GrpcTransport(
                 cfg, on_message=node.on_message, on_snapshot=node.on_snapshot,
-                on_unreachable=node.on_unreachable, peers=peers, snapshot_dir=incoming,
+                peers=peers, snapshot_dir=incoming,
                 server=grpc_server, accept_unknown_senders=bool(cfg.cluster.join),
                 logger=node.log,
             )

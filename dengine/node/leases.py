@@ -96,7 +96,7 @@ class LeaseKeeper:
             if deadline <= now and i not in self.revoking:
                 self.revoking.add(i)
                 self.expired_proposed += 1
-                self.node._spawn(self._revoke(i))
+                self.node.background.spawn(self._revoke(i))
 
     async def _revoke(self, lease_id: int) -> None:
         try:
@@ -136,7 +136,7 @@ def start_lease_keeper(node: Node) -> LeaseKeeper | None:
     keeper = getattr(node, "lease_keeper", None)
     if keeper is None:
         keeper = node.lease_keeper = LeaseKeeper(node)
-    node._spawn(keeper.run())
+    node.background.spawn(keeper.run())
     return keeper
 
 

@@ -44,7 +44,7 @@ from dengine.raft.ready import Role
 if TYPE_CHECKING:
     from dengine.node.node import Node
 
-__all__ = ["MARKER_FILE", "WATCHED", "after_step", "check_marker"]
+__all__ = ["MARKER_FILE", "WATCHED", "LostDataWatch", "check_marker"]
 
 MARKER_FILE = "LOST-DATA"
 WATCHED = frozenset({MessageType.HEARTBEAT, MessageType.APPEND_RESP})
@@ -63,31 +63,38 @@ def check_marker(data_dir: str) -> None:
     raise DataLost(node_id, acknowledged, held)
 
 
-def after_step(node: Node, msg: Message) -> None:
-    """Called by the drive loop after the core took a HEARTBEAT or an APPEND_RESP."""
-    core = node.core
-    if msg.term != core.term:
-        return
-    if msg.type == MessageType.HEARTBEAT:
-        if msg.commit > core.log.last_index and core.leader_id == msg.from_ \
-                and getattr(node.log_store, "durable", True):
-            _refuse(node, msg.commit, core.log.last_index)
-        return
-    if msg.reject and core.role == Role.LEADER:
-        pr = core.tracker.progress.get(msg.from_)
-        if pr is not None and msg.reject_hint < pr.match_index and msg.index <= pr.match_index:
-            warned = getattr(node, "_lost_data_warned", None)
-            if warned is None:
-                warned = node._lost_data_warned = set()
-            if (msg.from_, core.term) in warned:
-                return
-            warned.add((msg.from_, core.term))
-            node.log.warning(
-                "a follower rejected entries it had acknowledged: its data was probably lost "
-                "(wiped data directory); it will refuse to serve. To bring it back run "
-                f"`dengine member remove {msg.from_}`, empty its data directory and start it "
-                "with --join", peer=msg.from_, acknowledged=pr.match_index,
-                its_last_index=msg.reject_hint)
+class LostDataWatch:
+    """Watches the messages that reveal lost data; owns the (peer, term) pairs warned of, so
+    a leader warns once per follower and term."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._warned: set[tuple[int, int]] = set()
+
+    def after_step(self, msg: Message) -> None:
+        """Called by the drive loop after the core took a HEARTBEAT or an APPEND_RESP."""
+        node = self._node
+        core = node.core
+        if msg.term != core.term:
+            return
+        if msg.type == MessageType.HEARTBEAT:
+            if msg.commit > core.log.last_index and core.leader_id == msg.from_ \
+                    and getattr(node.log_store, "durable", True):
+                _refuse(node, msg.commit, core.log.last_index)
+            return
+        if msg.reject and core.role == Role.LEADER:
+            pr = core.tracker.progress.get(msg.from_)
+            if pr is not None and msg.reject_hint < pr.match_index \
+                    and msg.index <= pr.match_index:
+                if (msg.from_, core.term) in self._warned:
+                    return
+                self._warned.add((msg.from_, core.term))
+                node.log.warning(
+                    "a follower rejected entries it had acknowledged: its data was probably "
+                    "lost (wiped data directory); it will refuse to serve. To bring it back run "
+                    f"`dengine member remove {msg.from_}`, empty its data directory and start "
+                    "it with --join", peer=msg.from_, acknowledged=pr.match_index,
+                    its_last_index=msg.reject_hint)
 
 
 def _refuse(node: Node, acknowledged: int, held: int) -> None:

@@ -18,18 +18,12 @@ messages in a deque, everything else as small closures) and wake the loop. Each 
    releasing ReadIndex reads; reports durability; sends ``persisted_messages``; ``advance``;
    compacts.
 
-A proposal's future is keyed by its log index and term: the entry that commits at that index
-with that term is its answer; one with another term means a new leader overwrote it
-(``ProposalDropped``). Reads: linearizable ones wait for a ReadIndex confirmation, lease ones
-for the leader's lease (or a ReadIndex round when it has lapsed), serializable ones read the
-local state machine at once.
-
-Snapshots: once ``snapshot_interval_entries`` entries were applied since the last one, the state
-machine pins a point-in-time view and a worker thread writes the file; the core is then told
-(``on_snapshot_taken``) and later hands out ``compact_to``. A SNAPSHOT message from the core is
-turned into a background transfer of that file through the transport; its end is reported
-back. A received file is stepped into the core as a SNAPSHOT message and installed when the
-core's Ready says so.
+Each piece of state beside the core has one owner the node holds a reference to:
+:class:`~dengine.node.proposals.Proposals` (writes queued and proposed, keyed by log index and
+term), :class:`~dengine.node.log_writer.LogWriter` (persisting, the deferred hard state),
+:class:`~dengine.node._reads.ReadRequests` (ReadIndex and lease reads),
+:class:`~dengine.node.membership.NodeMembership` (changes, leadership waits, peer links) and
+:class:`~dengine.node.snapshot_worker.SnapshotWorker` (taking, sending, installing snapshots).
 """
 
 from __future__ import annotations
@@ -60,6 +54,8 @@ from dengine.node.membership import NodeMembership
 from dengine.node.proposals import Proposals
 from dengine.node.quota import SpaceQuota
 from dengine.node.snapshot_worker import SnapshotWorker
+from dengine.node.status import node_status
+from dengine.node.tasks import TaskSet
 from dengine.observability.metrics import NodeMetrics
 from dengine.raft.core import RaftCore
 from dengine.raft.describe import describe_core
@@ -115,23 +111,24 @@ class Node:
         self._core: RaftCore | None = None  # built by start()
         self.watch_hub: WatchHub | None = None  # made on first use (WatchHub.of)
         self.lease_keeper: LeaseKeeper | None = None  # made by start()
-        self._lost_data_warned: set[tuple[int, int]] | None = None  # (peer, term) warned of
+        self.lost_data_watch = lost_data.LostDataWatch(self)
         raft = config.raft
         self.max_command_bytes = raft.max_msg_bytes
         self._msgs: deque[Message] = deque()
         self._ops: deque[Callable[[], None]] = deque()
         self._ticks = 0
         self._wake = asyncio.Event()
+        #: Tasks stop() waits for (snapshot writes read the state machine) and ones it does
+        #: not (they may call stop themselves).
+        self.background, self._detached = TaskSet(), TaskSet()
         self.reads = ReadRequests(self, self._submit)
         self.membership = NodeMembership(self, logger, submit=self._submit,
-                                         track=self._track, spawn_detached=self._spawn_detached)
+                                         track=self._track, spawn_detached=self._detached.spawn)
         self.proposals = Proposals(self, state_machine, raft.max_batch_entries,
                                    raft.max_batch_bytes, self.membership.on_conf_committed)
         self.snapshot_worker = SnapshotWorker(self, raft, logger, submit=self._submit,
-                                              spawn=self._spawn)
+                                              spawn=self.background.spawn)
         self._tasks: list[asyncio.Task] = []
-        self._background: set[asyncio.Task] = set()
-        self._detached: set[asyncio.Task] = set()
         self.accepting = False
         self.running = False
         self.stopped = asyncio.Event()
@@ -198,7 +195,7 @@ class Node:
                       commit_index=rs.hard_state.commit, applied_index=rs.applied_index,
                       snapshot_index=self.snapshot_worker.index)
         cfg = self.config.core_config(compact_keep_entries=self.config.raft.compaction_tail_entries)
-        self.core = RaftCore(
+        self._core = RaftCore(
             self.node_id, cfg, self._rng, conf_state=rs.conf_state, storage=store,
             hard_state=rs.hard_state, applied_index=rs.applied_index, snapshot=rs.snapshot,
             logger=self.log,
@@ -233,9 +230,8 @@ class Node:
         if self._fault_task is not None:
             self._fault_task.cancel()
         self.quota.stop()
-        if self._background:
-            # Snapshot writes run in threads that read the state machine: let them finish.
-            await asyncio.wait(list(self._background), timeout=30)
+        # Snapshot writes run in threads that read the state machine: let them finish.
+        await self.background.wait(30)
         if self.transport is not None:
             await self.transport.stop()
         self.snapshot_worker.discard_incoming()
@@ -262,10 +258,6 @@ class Node:
         if core is None:
             raise Unavailable(f"node {self.node_id} has not started; retry once it has")
         return core
-
-    @core.setter
-    def core(self, core: RaftCore) -> None:
-        self._core = core
 
     @property
     def core_if_built(self) -> RaftCore | None:
@@ -359,22 +351,7 @@ class Node:
         return self.membership.removed
 
     def status(self) -> dict[str, Any]:
-        core = self.core
-        lead = self.leader_id
-        return {
-            "id": self.node_id,
-            "role": core.role.name.lower(),
-            "term": core.term,
-            "leader_id": lead,
-            "leader_addr": self.address_of(lead),
-            "commit_index": core.commit_index,
-            "applied_index": self.state_machine.applied_index(),
-            "members": self.members(),
-            "cluster_id": self.cluster_id,
-            "alarms": self.quota.alarms(),
-            "used_bytes": self.quota.used_bytes,
-            "quota_bytes": self.quota.quota_bytes,
-        }
+        return node_status(self)
 
     # -- inputs from the transport -----------------------------------------------------------
     def on_message(self, msg: Message) -> None:
@@ -386,9 +363,6 @@ class Node:
         """A verified snapshot file arrived from the leader (called by the transport)."""
         self.metrics.snapshots_received.inc()
         await self.snapshot_worker.on_snapshot(incoming)
-
-    def on_unreachable(self, peer: int) -> None:
-        return None
 
     # -- the drive loop ----------------------------------------------------------------------
     async def _ticker(self) -> None:
@@ -446,7 +420,7 @@ class Node:
             try:
                 core.step(msg)
                 if msg.type in lost_data.WATCHED:
-                    lost_data.after_step(self, msg)
+                    self.lost_data_watch.after_step(msg)
             except InvariantViolation:
                 raise
             except Exception as e:  # noqa: BLE001 - a peer's message never stops the node
@@ -529,17 +503,3 @@ class Node:
             except Exception as e:  # noqa: BLE001 - closing the rest matters more
                 self.log.error("closing storage failed", part=type(part).__name__,
                                error=repr(e))
-
-    def _spawn_detached(self, coro: Any) -> asyncio.Task:
-        """A task stop() does not wait for (it may call stop itself); kept until done."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._detached.add(task)
-        task.add_done_callback(self._detached.discard)
-        return task
-
-    def _spawn(self, coro: Any) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
-
