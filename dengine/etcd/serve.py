@@ -30,13 +30,13 @@ class EtcdServer:
         self.api = EtcdApi(node)
         add_etcd_services(self.server, self.api)
         add_etcd_services(node_server, self.api)  # the leader's side of forwarding
-        self.port = bind_port(self.server, config.etcd_api.listen, config.tls, node.log)
+        self.port = bind_port(self.server, config.etcd_api.listen, config.tls, node.logger)
         host = config.etcd_api.listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
         scheme = "https" if config.tls.enabled else "http"
         self.api.client_url = f"{scheme}://{host}:{self.port}"
-        node.log.info("etcd API", listen=config.etcd_api.listen, port=self.port)
+        node.logger.info("etcd API", listen=config.etcd_api.listen, port=self.port)
 
     async def start(self) -> None:
         await self.server.start()

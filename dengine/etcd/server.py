@@ -64,7 +64,7 @@ class EtcdApi:
         except Exception as e:  # noqa: BLE001 - every error goes back as etcd's status
             if not isinstance(e, ValueError | store.EtcdError) and \
                     type(e).__module__ != "dengine.errors":
-                self.node.log.exception("etcd request failed")
+                self.node.logger.exception("etcd request failed")
             code, message = etcd_status(e)
         await context.abort(code, message)
 

@@ -125,7 +125,7 @@ class NodeBuilder:
                     node.node_id, on_message=node.on_message, on_snapshot=node.on_snapshot,
                     peers=peers, cluster_id=cfg.cluster.cluster_id, snapshot_dir=incoming,
                     snapshot_chunk_bytes=cfg.network.snapshot_chunk_bytes,
-                    accept_unknown_senders=bool(cfg.cluster.join), logger=node.log,
+                    accept_unknown_senders=bool(cfg.cluster.join), logger=node.logger,
                 )
             from dengine.transport import GrpcTransport
 
@@ -134,7 +134,7 @@ class NodeBuilder:
                 cfg, on_message=node.on_message, on_snapshot=node.on_snapshot,
                 peers=peers, snapshot_dir=incoming,
                 server=grpc_server, accept_unknown_senders=bool(cfg.cluster.join),
-                logger=node.log,
+                logger=node.logger,
             )
             transport.removed_check = node.membership.removal_committed
             transport.on_removed = lambda: node.membership.on_removed(None)
@@ -178,7 +178,7 @@ class _ServerHandle:
 
             self.etcd = EtcdServer(node, self.server)
         self.port = bind_port(self.server, self.config.cluster.listen_addr, self.config.tls,
-                              node.log)
+                              node.logger)
         return self.server
 
     async def start(self) -> None:

@@ -40,16 +40,16 @@ async def drain(node: Any, timeout_s: float) -> None:
         if target is not None:
             try:
                 await node.transfer_leader(target, timeout_s=max(0.1, timeout_s / 2))
-                node.log.info("leadership handed over before stopping", to=target)
+                node.logger.info("leadership handed over before stopping", to=target)
             except (DengineError, TimeoutError) as e:
-                node.log.warning("leadership transfer before stopping failed", to=target,
+                node.logger.warning("leadership transfer before stopping failed", to=target,
                                  error=str(e))
     node.accepting = False
-    node.log.info("draining: no new requests", in_flight=_in_flight(node))
+    node.logger.info("draining: no new requests", in_flight=_in_flight(node))
     while node.running and _in_flight(node) and loop.time() < deadline:
         await asyncio.sleep(0.01)
     left = _in_flight(node)
     if left:
-        node.log.warning("drain deadline passed; failing what is left", in_flight=left)
+        node.logger.warning("drain deadline passed; failing what is left", in_flight=left)
     else:
-        node.log.info("drained: every request in flight was answered")
+        node.logger.info("drained: every request in flight was answered")

@@ -47,6 +47,6 @@ async def watch_health(node: Any, servicer: Any) -> None:
             for service in ("", KV_SERVICE_NAME):
                 await servicer.set(service, value)
             if shown is not None:
-                node.log.info("health changed", kv="SERVING" if now else "NOT_SERVING")
+                node.logger.info("health changed", kv="SERVING" if now else "NOT_SERVING")
             shown = now
         await asyncio.sleep(interval)

@@ -87,7 +87,7 @@ class LeaseKeeper:
                 if self._led_term is not None:
                     self._expire()
             except Exception:  # noqa: BLE001 - the keeper must outlive a bad turn
-                self.node.log.exception("lease keeper turn failed")
+                self.node.logger.exception("lease keeper turn failed")
             await asyncio.sleep(TICK_S)
 
     def _expire(self) -> None:
@@ -101,11 +101,11 @@ class LeaseKeeper:
     async def _revoke(self, lease_id: int) -> None:
         try:
             await self.node.propose(L.encode_revoke(lease_id, expired=True))
-            self.node.log.debug("lease expired", lease_id=lease_id)
+            self.node.logger.debug("lease expired", lease_id=lease_id)
         except LeaseNotFound:
             pass
         except Exception as e:  # noqa: BLE001 - not leader any more, dropped: try again later
-            self.node.log.debug("lease expiry not committed", lease_id=lease_id, error=str(e))
+            self.node.logger.debug("lease expiry not committed", lease_id=lease_id, error=str(e))
             self.revoking.discard(lease_id)
 
     def keep_alive(self, lease_id: int) -> int:
@@ -231,5 +231,5 @@ def add_lease_service(server: Any, handler: RequestHandler, authorizer: Any = No
     if authorizer is not None:
         from dengine.security.auth import protect_servicer
 
-        protect_servicer(service, authorizer, handler.node.log)
+        protect_servicer(service, authorizer, handler.node.logger)
     add_strict(client_pb2_grpc.add_LeaseServicer_to_server, service, server)

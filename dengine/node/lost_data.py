@@ -89,7 +89,7 @@ class LostDataWatch:
                 if (msg.from_, core.term) in self._warned:
                     return
                 self._warned.add((msg.from_, core.term))
-                node.log.warning(
+                node.logger.warning(
                     "a follower rejected entries it had acknowledged: its data was probably "
                     "lost (wiped data directory); it will refuse to serve. To bring it back run "
                     f"`dengine member remove {msg.from_}`, empty its data directory and start "
@@ -99,7 +99,7 @@ class LostDataWatch:
 
 def _refuse(node: Node, acknowledged: int, held: int) -> None:
     err = DataLost(node.node_id, acknowledged, held)
-    node.log.critical(str(err), acknowledged=acknowledged, last_index=held)
+    node.logger.critical(str(err), acknowledged=acknowledged, last_index=held)
     data_dir = node.config.cluster.data_dir
     try:
         os.makedirs(data_dir, exist_ok=True)
@@ -108,5 +108,5 @@ def _refuse(node: Node, acknowledged: int, held: int) -> None:
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:
-        node.log.error("cannot write the lost-data marker", error=repr(e))
+        node.logger.error("cannot write the lost-data marker", error=repr(e))
     raise err

@@ -103,7 +103,7 @@ class Node:
         self.state_machine = state_machine
         self.snapshots = snapshot_store
         self.book = book
-        self.log = logger
+        self.logger = logger
         self._rng = rng or random.Random()
         self._transport_factory = transport_factory
         self.transport: Transport = None  # type: ignore[assignment]  # set by start()
@@ -141,7 +141,7 @@ class Node:
         self.writer = LogWriter(log_store, config.storage.sync, self.metrics)
         self.metrics.watch(self)
         #: Every peer message refused (by the transport or the core): counted, logged.
-        self.refusals = RefusalLog(self.log)
+        self.refusals = RefusalLog(self.logger)
         self.refusals.bind_registry(self.metrics.registry)
         self.quota = SpaceQuota(config.storage.quota_bytes, config.cluster.data_dir, logger,
                                 self.node_id, self.metrics.registry)
@@ -176,9 +176,9 @@ class Node:
             from dengine.node.faults import watch_fault_file
 
             self._fault_task = asyncio.get_running_loop().create_task(
-                watch_fault_file(self.config.cluster.data_dir, self.transport, self.log,
+                watch_fault_file(self.config.cluster.data_dir, self.transport, self.logger,
                                  store=self.log_store))
-        self.log.info("node started", address=self.address, cluster_id=self.cluster_id,
+        self.logger.info("node started", address=self.address, cluster_id=self.cluster_id,
                       term=self.core.term, commit_index=self.core.commit_index,
                       applied_index=self.core.applied_index,
                       voters=sorted(self.core.conf_state.voters))
@@ -190,7 +190,7 @@ class Node:
         rs = bootstrap.restart_state(store, sm.applied_index(), sm.applied_term(), base)
         self.snapshot_worker.recovered(rs.snapshot)
         self.writer.recovered(rs.hard_state)
-        self.log.info("storage recovered", first_index=store.first_index(),
+        self.logger.info("storage recovered", first_index=store.first_index(),
                       last_index=store.last_index(), term=rs.hard_state.term,
                       commit_index=rs.hard_state.commit, applied_index=rs.applied_index,
                       snapshot_index=self.snapshot_worker.index)
@@ -198,7 +198,7 @@ class Node:
         self._core = RaftCore(
             self.node_id, cfg, self._rng, conf_state=rs.conf_state, storage=store,
             hard_state=rs.hard_state, applied_index=rs.applied_index, snapshot=rs.snapshot,
-            logger=self.log,
+            logger=self.logger,
         )
 
     async def stop(self, reason: str = "the node is shutting down") -> None:
@@ -209,12 +209,12 @@ class Node:
         self._stopping = True
         self.running = False
         self.accepting = False
-        self.log.info("node stopping", reason=reason)
+        self.logger.info("node stopping", reason=reason)
         try:
             await self._stop_parts(reason)
         finally:
             self.stopped.set()  # whatever failed above, stop() completes and says so
-        self.log.info("node stopped")
+        self.logger.info("node stopped")
 
     async def _stop_parts(self, reason: str) -> None:
         if self._tasks:
@@ -403,7 +403,7 @@ class Node:
             raise
         except BaseException as e:  # noqa: BLE001 - storage failure etc.: stop, loudly
             self.fatal = e
-            self.log.critical("drive loop failed; the node stops", error=repr(e),
+            self.logger.critical("drive loop failed; the node stops", error=repr(e),
                               raft_state=describe_core(core))
             self._fail_everything(OutcomeUnknown(f"node {self.node_id} failed: {e}"))
             self._fatal_stop = asyncio.get_running_loop().create_task(
@@ -424,7 +424,7 @@ class Node:
             except InvariantViolation:
                 raise
             except Exception as e:  # noqa: BLE001 - a peer's message never stops the node
-                self.log.error("dropped a peer message the core could not take",
+                self.logger.error("dropped a peer message the core could not take",
                                type=getattr(msg.type, "name", msg.type), peer=msg.from_,
                                error=repr(e))
         ops = self._ops
@@ -480,7 +480,7 @@ class Node:
         self.transport.send(messages)
 
     def _on_soft_state(self, ss: SoftState) -> None:
-        self.log.info("raft state", role=ss.role.name, term=ss.term, leader_id=ss.leader_id or None)
+        self.logger.info("raft state", role=ss.role.name, term=ss.term, leader_id=ss.leader_id or None)
         self.metrics.on_role(int(ss.role), ss.leader_id or 0, ss.term)
         self.membership.leader_changed()
         if ss.role != Role.LEADER:
@@ -494,12 +494,12 @@ class Node:
             if not isinstance(self.fatal, StorageError):
                 self.writer.flush()
         except Exception as e:  # noqa: BLE001 - recorded as the node's failure; stop goes on
-            self.log.critical("storage failed while stopping", error=repr(e))
+            self.logger.critical("storage failed while stopping", error=repr(e))
             if self.fatal is None:
                 self.fatal = e
         for part in (self.log_store, self.state_machine):
             try:
                 part.close()
             except Exception as e:  # noqa: BLE001 - closing the rest matters more
-                self.log.error("closing storage failed", part=type(part).__name__,
+                self.logger.error("closing storage failed", part=type(part).__name__,
                                error=repr(e))

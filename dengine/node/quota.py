@@ -63,7 +63,7 @@ class SpaceQuota:
                  registry: Any = None) -> None:
         self.quota_bytes = quota_bytes
         self.data_dir = data_dir
-        self.log = logger
+        self.logger = logger
         self.node_id = node_id
         self.used_bytes = 0
         self.alarm = False
@@ -91,7 +91,7 @@ class SpaceQuota:
             self.alarm = True
             if self._alarm_gauge is not None:
                 self._alarm_gauge.set(1)
-            self.log.warning(
+            self.logger.warning(
                 "NOSPACE alarm raised: writes are refused (reads and deletes go on) until space "
                 "is freed and `dengine alarm disarm` is run", used_bytes=used,
                 quota_bytes=self.quota_bytes)
@@ -116,7 +116,7 @@ class SpaceQuota:
             self.alarm = False
             if self._alarm_gauge is not None:
                 self._alarm_gauge.set(0)
-            self.log.warning("NOSPACE alarm disarmed", used_bytes=self.used_bytes,
+            self.logger.warning("NOSPACE alarm disarmed", used_bytes=self.used_bytes,
                              quota_bytes=self.quota_bytes)
 
     def start(self) -> None:
@@ -129,7 +129,7 @@ class SpaceQuota:
             try:
                 self.note_usage(await asyncio.to_thread(directory_bytes, self.data_dir))
             except Exception as e:  # noqa: BLE001 - measured again at the next interval
-                self.log.error("measuring disk use failed", error=repr(e))
+                self.logger.error("measuring disk use failed", error=repr(e))
             await asyncio.sleep(CHECK_INTERVAL_S)
 
     def stop(self) -> None:

@@ -60,7 +60,7 @@ class RequestHandler:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.log = node.log
+        self.logger = node.logger
         self._metrics = getattr(node, "metrics", None)
         self._tracing = request_tracing(node)
         net = getattr(getattr(node, "config", None), "network", None)
@@ -110,7 +110,7 @@ class RequestHandler:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - a bug answers INTERNAL, the node goes on
-            self.log.exception("request failed", method=name)
+            self.logger.exception("request failed", method=name)
             return response_cls(error=to_proto(e))
 
     # -- helpers --------------------------------------------------------------------------
@@ -363,8 +363,8 @@ def add_client_services(server: Any, node: Node) -> RequestHandler:
     if auth is not None and auth.enabled:  # roles checked before the handler (security.auth)
         from dengine.security.auth import Authorizer, protect_services
 
-        authorizer = Authorizer(auth.users_path, node.log)
-        protect_services(kv, cluster, authorizer, node.log)
+        authorizer = Authorizer(auth.users_path, node.logger)
+        protect_services(kv, cluster, authorizer, node.logger)
     # Strict: a unary request that does not parse is INVALID_ARGUMENT, not gRPC's UNKNOWN.
     add_strict(client_pb2_grpc.add_KvServicer_to_server, kv, server)
     add_strict(client_pb2_grpc.add_ClusterServicer_to_server, cluster, server)

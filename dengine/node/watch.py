@@ -389,8 +389,8 @@ def add_watch_service(server: Any, node: Node, authorizer: Any = None) -> None:
         from dengine.security.auth import STREAM_ROLES, guard_stream
 
         role = STREAM_ROLES["Watch"]
-        watch = guard_stream(watch, "Watch", role, authorizer, node.log)
-        many = guard_stream(many, "WatchMany", role, authorizer, node.log)
+        watch = guard_stream(watch, "Watch", role, authorizer, node.logger)
+        many = guard_stream(many, "WatchMany", role, authorizer, node.logger)
     handler = grpc.unary_stream_rpc_method_handler(
         watch, request_deserializer=pb.WatchRequest.FromString, response_serializer=_serialize)
     many_handler = grpc.stream_stream_rpc_method_handler(

@@ -35,7 +35,7 @@ def test_a_follower_back_without_its_log_is_not_probed_in_a_loop(run, cluster_fa
             await c.wait_applied(leader.state_machine.applied_index())
             await c.stop_node(victim)
             c._memory[victim] = (MemoryLogStore(), open_kv("memory"))  # its "disk" is gone
-            rec = leader.log = Recorder(leader.log)
+            rec = leader.logger = Recorder(leader.logger)
             sent = leader.metrics.sent.labels("append", str(victim))
             await c.start_node(victim)
             before = sent._value.get()
