@@ -42,6 +42,7 @@ __all__ = [
     "StorageIOError",
     "Overloaded",
     "OutcomeUnknown",
+    "LocalClusterError",
 ]
 
 
@@ -419,3 +420,23 @@ class OutcomeUnknown(Unavailable):
             f"{reason}; the outcome is unknown (it may still commit): retry only with the "
             "same session, or read to find out"
         )
+
+
+class LocalClusterError(DengineError):
+    """A local cluster (``dengine cluster up``, the demo) cannot be made, opened or run.
+
+    ``kind`` is the class of failure, which the command line turns into its exit code:
+    ``"usage"`` (an option out of range), ``"config"`` (a config file or the cluster's record
+    does not load, or no cluster is recorded there), ``"failed"`` (anything else: a busy port,
+    no leader in time, a node that exited).
+    """
+
+    USAGE = "usage"
+    CONFIG = "config"
+    FAILED = "failed"
+
+    def __init__(self, message: str, kind: str = FAILED) -> None:
+        if kind not in (self.USAGE, self.CONFIG, self.FAILED):
+            raise ValueError(f"LocalClusterError kind {kind!r} is not usage, config or failed")
+        self.kind = kind
+        super().__init__(message)

@@ -22,7 +22,7 @@ from typing import Any
 
 from dengine.cli.endpoints import DEFAULT_DATA_DIR, positive_int, seconds
 from dengine.cli.errors import EXIT_CODES_HELP, FAILED, OK, USAGE, CliError, report
-from dengine.errors import DengineError
+from dengine.errors import DengineError, LocalClusterError
 from dengine.local.cluster import LocalCluster
 
 __all__ = ["register_ops", "run_detached", "adopt_restarts"]
@@ -256,7 +256,7 @@ def adopt_restarts(lc: LocalCluster, reported: set[int], say: Callable[[str], No
     pid (adopted, so the supervisor watches and stops them). Returns the ids explained."""
     try:
         record = LocalCluster.open(lc.root)
-    except CliError:
+    except LocalClusterError:
         return set()
     explained = set()
     for node_id in sorted(reported):

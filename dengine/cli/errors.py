@@ -17,6 +17,7 @@ from dengine.errors import (
     ConfigError,
     DengineError,
     InvalidArgument,
+    LocalClusterError,
     NotLeader,
     OperationTimeout,
     PayloadTooLarge,
@@ -63,6 +64,11 @@ exit codes:
 """
 
 
+#: The exit code of each class of local-cluster failure (``LocalClusterError.kind``).
+_LOCAL_CLUSTER_CODES = {LocalClusterError.USAGE: USAGE, LocalClusterError.CONFIG: CONFIG,
+                        LocalClusterError.FAILED: FAILED}
+
+
 class CliError(DengineError):
     """A command-level failure with its exit code, e.g. "no cluster recorded in DIR"."""
 
@@ -91,6 +97,8 @@ def exit_code(exc: BaseException) -> int:
     """The documented exit code for an error a command let out."""
     if isinstance(exc, CliError):
         return exc.code
+    if isinstance(exc, LocalClusterError):
+        return _LOCAL_CLUSTER_CODES[exc.kind]
     if isinstance(exc, KeyboardInterrupt):
         return INTERRUPTED
     if isinstance(exc, ConfigError):

@@ -14,13 +14,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from dengine.local.tls import TLS_DIR, recorded_client_tls
+
 if TYPE_CHECKING:
     from dengine.client.types import ClientTLS
 
-__all__ = ["register", "add_tls_flags", "client_tls", "local_tls_layers", "TLS_DIR"]
+__all__ = ["register", "add_tls_flags", "client_tls", "local_tls_layers", "TLS_DIR",
+           "recorded_client_tls"]
 
-#: Where ``cluster up --tls`` and ``demo --tls`` keep their certificates, under the cluster.
-TLS_DIR = "certs"
 _ENV: dict[Literal["cacert", "cert", "key", "token"], str] = {"cacert": "DENGINE_CACERT", "cert": "DENGINE_CERT", "key": "DENGINE_KEY",
         "token": "DENGINE_TOKEN"}
 
@@ -107,15 +108,6 @@ def client_tls(args: argparse.Namespace, recorded_root: str | None = None) -> Cl
     if not out and recorded_root is not None:
         out = recorded_client_tls(recorded_root)
     return out
-
-
-def recorded_client_tls(root: str | os.PathLike[str]) -> ClientTLS:
-    """The client certificate of a local cluster made with ``--tls`` (empty: no TLS)."""
-    d = Path(root) / TLS_DIR
-    if not (d / "ca.pem").is_file() or not (d / "client.pem").is_file():
-        return {}
-    return {"cacert": str(d / "ca.pem"), "cert": str(d / "client.pem"),
-            "key": str(d / "client.key")}
 
 
 def local_tls_layers(root: str | os.PathLike[str], n: int) -> dict[str, Any]:

@@ -37,8 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dengine.cli.errors import CONFIG, FAILED, USAGE, CliError
-from dengine.errors import ConfigError
+from dengine.errors import ConfigError, LocalClusterError
 from dengine.local.pids import pid_runs, wait_gone
 
 if TYPE_CHECKING:
@@ -97,14 +96,15 @@ def pick_ports(n: int, base: int | None = None) -> list[int]:
     7001... when they are all free, else ports the OS picks."""
     if base is not None:
         if not 1 <= base or base + n - 1 > 65535:
-            raise CliError(
+            raise LocalClusterError(
                 f"--base-port {base}: {n} node(s) need ports {base}..{base + n - 1}, but ports "
-                f"go from 1 to 65535; choose a base port of at most {65536 - n}", USAGE)
+                f"go from 1 to 65535; choose a base port of at most {65536 - n}",
+                LocalClusterError.USAGE)
         ports = list(range(base, base + n))
         busy = [p for p in ports if not port_is_free(p)]
         if busy:
-            raise CliError(f"port {busy[0]} is not available; choose another --base-port",
-                           FAILED)
+            raise LocalClusterError(
+                f"port {busy[0]} is not available; choose another --base-port")
         return ports
     ports = list(range(DEFAULT_BASE_PORT, DEFAULT_BASE_PORT + n))
     if all(port_is_free(p) for p in ports):
@@ -156,7 +156,7 @@ def _validate(path: Path) -> None:
     try:
         load_config(path)
     except ConfigError as e:
-        raise CliError(f"{path}: {e}", CONFIG) from e
+        raise LocalClusterError(f"{path}: {e}", LocalClusterError.CONFIG) from e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,7 +330,8 @@ class LocalCluster:
             try:
                 build_config(layers)
             except ConfigError as e:
-                raise CliError(f"{base_name or 'config'}: {e}", CONFIG) from e
+                raise LocalClusterError(f"{base_name or 'config'}: {e}",
+                                        LocalClusterError.CONFIG) from e
             files[node_id] = layers
         nodes = {}
         for node_id, layers in files.items():
@@ -348,7 +349,8 @@ class LocalCluster:
 
     @classmethod
     def open(cls, root: str | os.PathLike[str]) -> LocalCluster:
-        """The cluster recorded in ``root`` (CliError when there is none or it is damaged)."""
+        """The cluster recorded in ``root`` (LocalClusterError when there is none or it is
+        damaged)."""
         root = Path(root).resolve()
         path = root / STATE_FILE
         try:
@@ -365,13 +367,15 @@ class LocalCluster:
                     nodes[int(n["id"])].killed_pid = n["killed_pid"]
             cluster_id = str(state.get("cluster_id", ""))
         except FileNotFoundError:
-            raise CliError(f"no local cluster recorded in {root} (no {STATE_FILE}); "
-                           "start one with `dengine cluster up`", CONFIG) from None
+            raise LocalClusterError(f"no local cluster recorded in {root} (no {STATE_FILE}); "
+                                    "start one with `dengine cluster up`",
+                                    LocalClusterError.CONFIG) from None
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise CliError(f"{path} is damaged ({e}); the nodes' data in {root}/node-*/data is "
-                           f"not affected and must be kept: restore {STATE_FILE} from a backup "
-                           "(each node's address is in its node-<id>/node.toml), or point at "
-                           "the cluster with --endpoints", CONFIG) from e
+            raise LocalClusterError(
+                f"{path} is damaged ({e}); the nodes' data in {root}/node-*/data is "
+                f"not affected and must be kept: restore {STATE_FILE} from a backup "
+                "(each node's address is in its node-<id>/node.toml), or point at "
+                "the cluster with --endpoints", LocalClusterError.CONFIG) from e
         return cls(root, nodes, cluster_id)
 
     @staticmethod
@@ -439,7 +443,7 @@ class LocalCluster:
     @property
     def client_tls(self) -> ClientTLS:
         """``Client`` keyword arguments for this cluster (empty unless made with --tls)."""
-        from dengine.cli.security import recorded_client_tls
+        from dengine.local.tls import recorded_client_tls
 
         return recorded_client_tls(self.root)
 
@@ -524,8 +528,8 @@ class LocalCluster:
                 if all(s.leader_id == lead.id for s in st.values()):
                     return lead
             await asyncio.sleep(0.05)
-        raise CliError(f"no leader was elected within {timeout:g}s; see the logs in {self.root}",
-                       FAILED)
+        raise LocalClusterError(
+            f"no leader was elected within {timeout:g}s; see the logs in {self.root}")
 
     async def wait_applied(self, client: Any, node_id: int, index: int,
                            timeout: float = 30) -> Any:
@@ -539,13 +543,14 @@ class LocalCluster:
                 if st.applied_index >= index:
                     return st
             await asyncio.sleep(0.05)
-        raise CliError(f"node {node_id} did not apply index {index} within {timeout:g}s "
-                       f"(last status: {st})", FAILED)
+        raise LocalClusterError(
+            f"node {node_id} did not apply index {index} within {timeout:g}s "
+            f"(last status: {st})")
 
     def check_alive(self) -> None:
         """Raise when a node that was started has exited on its own."""
         for n in self.nodes.values():
             rc = n.returncode
             if n.proc is not None and rc is not None and rc != -signal.SIGKILL:
-                raise CliError(f"node {n.node_id} {n.exit_description()} (log: {n.log_path})",
-                               FAILED)
+                raise LocalClusterError(
+                    f"node {n.node_id} {n.exit_description()} (log: {n.log_path})")

@@ -20,6 +20,7 @@ from dengine.errors import (
     ConfigError,
     DengineError,
     InvalidArgument,
+    LocalClusterError,
     NotLeader,
     OperationTimeout,
     ProposalDropped,
@@ -55,6 +56,9 @@ def _timeout_from(cause: BaseException) -> OperationTimeout:
         (InvalidArgument("node 9 is not a voter"), 6),
         (DengineError("something else"), 1),
         (CliError("usage", 2), 2),
+        (LocalClusterError("--base-port 0: ...", LocalClusterError.USAGE), 2),
+        (LocalClusterError("no local cluster recorded", LocalClusterError.CONFIG), 3),
+        (LocalClusterError("no leader was elected within 5s"), 1),
         (KeyboardInterrupt(), 130),
     ],
 )
@@ -108,21 +112,21 @@ def test_create_then_open_round_trip(tmp_path):
 
 
 def test_create_refuses_a_bad_base_before_writing(tmp_path):
-    with pytest.raises(CliError) as e:
+    with pytest.raises(LocalClusterError) as e:
         LocalCluster.create(tmp_path / "c", 3, ports=[1, 2, 3],
                             base={"raft": {"lease_ms": 5000}}, base_name="base.toml")
-    assert e.value.code == 3 and "base.toml" in str(e.value)
+    assert exit_code(e.value) == 3 and "base.toml" in str(e.value)
     assert not (tmp_path / "c").exists()
 
 
 def test_open_names_what_is_missing_or_damaged(tmp_path):
-    with pytest.raises(CliError) as e:
+    with pytest.raises(LocalClusterError) as e:
         LocalCluster.open(tmp_path)
-    assert e.value.code == 3 and "dengine cluster up" in str(e.value)
+    assert exit_code(e.value) == 3 and "dengine cluster up" in str(e.value)
     (tmp_path / "cluster.json").write_text("{not json")
-    with pytest.raises(CliError) as e:
+    with pytest.raises(LocalClusterError) as e:
         LocalCluster.open(tmp_path)
-    assert "damaged" in str(e.value)
+    assert exit_code(e.value) == 3 and "damaged" in str(e.value)
 
 
 def test_ports_in_use_are_not_picked():
@@ -131,8 +135,12 @@ def test_ports_in_use_are_not_picked():
         s.listen()
         busy = s.getsockname()[1]
         assert not port_is_free(busy)
-        with pytest.raises(CliError, match=f"port {busy} is not available"):
+        with pytest.raises(LocalClusterError, match=f"port {busy} is not available") as e:
             pick_ports(2, busy)
+        assert exit_code(e.value) == 1
+        with pytest.raises(LocalClusterError, match="--base-port 65535") as e:
+            pick_ports(2, 65535)
+        assert exit_code(e.value) == 2
         ports = pick_ports(3)
         assert len(set(ports)) == 3 and busy not in ports
 
@@ -208,3 +216,26 @@ def test_damaged_data_is_never_advised_away():
 def test_a_timeout_names_the_endpoints_and_their_origin():
     line = one_line(_timeout_from(ProposalDropped("leader changed")), "h:1 (from --endpoints)")
     assert line.endswith("; endpoints at h:1 (from --endpoints)"), line
+
+
+def test_the_local_cluster_library_does_not_import_the_command_line():
+    """dengine.local is a library (the demo, benchmarks and tests use it): it raises its own
+    typed error and the command line maps that to an exit code, never the other way round."""
+    import ast
+    import pathlib
+
+    import dengine.local
+
+    found = []
+    for f in pathlib.Path(dengine.local.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{f.name}: {n}" for n in names
+                      if n == "dengine.cli" or n.startswith("dengine.cli.")]
+    assert found == []
+
+
+def test_a_local_cluster_error_refuses_an_unknown_kind():
+    with pytest.raises(ValueError, match="usage, config or failed"):
+        LocalClusterError("x", "fatal")
