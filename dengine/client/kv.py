@@ -14,7 +14,7 @@ import grpc
 
 from dengine.client._pool import Connection, PooledChannel
 from dengine.client._rpc import now, raise_error
-from dengine.client.api import cas_request
+from dengine.client.api import ConsistencyArg, cas_request
 from dengine.client.types import (
     CasResult,
     Consistency,
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["KvMixin"]
 
 T = TypeVar("T")
-Consist = Consistency | str | int
 
 # Batch-stream field -> unary method name of the Kv service.
 _UNARY = {
@@ -161,7 +160,7 @@ class KvMixin:
         self,
         key: Key,
         *,
-        consistency: Consist = Consistency.LINEARIZABLE,
+        consistency: ConsistencyArg = Consistency.LINEARIZABLE,
         timeout: float | None = None,
         endpoint: str | None = None,
     ) -> KeyValue | None:
@@ -176,7 +175,7 @@ class KvMixin:
         self,
         key: Key,
         *,
-        consistency: Consist = Consistency.LINEARIZABLE,
+        consistency: ConsistencyArg = Consistency.LINEARIZABLE,
         timeout: float | None = None,
         endpoint: str | None = None,
     ) -> bytes | None:
@@ -188,7 +187,7 @@ class KvMixin:
         self,
         keys: Iterable[Key],
         *,
-        consistency: Consist = Consistency.LINEARIZABLE,
+        consistency: ConsistencyArg = Consistency.LINEARIZABLE,
         timeout: float | None = None,
         endpoint: str | None = None,
     ) -> dict[bytes, KeyValue]:
@@ -278,7 +277,7 @@ class KvMixin:
         *,
         prefix: Key = b"",
         limit: int = 0,
-        consistency: Consist = Consistency.LINEARIZABLE,
+        consistency: ConsistencyArg = Consistency.LINEARIZABLE,
         timeout: float | None = None,
         endpoint: str | None = None,
     ) -> ScanPage:
@@ -303,7 +302,7 @@ class KvMixin:
         *,
         prefix: Key = b"",
         page_size: int = 1000,
-        consistency: Consist = Consistency.LINEARIZABLE,
+        consistency: ConsistencyArg = Consistency.LINEARIZABLE,
         timeout: float | None = None,
         endpoint: str | None = None,
     ) -> AsyncGenerator[KeyValue, None]:

@@ -280,6 +280,16 @@ class RaftCore:
         """Start an election now (as an election timeout would): a local HUP."""
         _roles.step(self, self.local(MT.HUP))
 
+    def end_restart_guard(self) -> None:
+        """Grant votes now, as a restarted node does once an election timeout has passed (for
+        scenarios that start from nodes that have been up a while)."""
+        self.restart_guard = False
+
+    def let_election_timeout_pass(self) -> None:
+        """Count a whole election timeout without a word from the leader, without ticking (so
+        no campaign starts here): the leader stickiness of the vote check ends."""
+        self.election_elapsed = self.cfg.election_ticks
+
     def propose(self, data: bytes) -> int:
         """Append one command to the leader's log; returns its index.
 
@@ -413,7 +423,7 @@ class RaftCore:
         if ents:
             rd.entries = ents
             last = ents[-1]
-            lg.handed_to = last.index
+            lg.handed_out(last.index)
             self._persist_marks.append((rd.number, last.index, last.term, hs_term))
         elif rd.hard_state is not None or rd.snapshot is not None:
             self._persist_marks.append((rd.number, 0, 0, hs_term))

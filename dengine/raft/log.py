@@ -301,6 +301,16 @@ class RaftLog:
             return []
         return self.unstable[start:]
 
+    def handed_out(self, index: int) -> None:
+        """The unstable entries up to ``index`` went out in a Ready, for the shell to persist.
+
+        Raises InvariantViolation past the last index: nothing is handed out that we do not hold.
+        """
+        if index > self.index.last_index:
+            raise InvariantViolation(
+                f"entries handed out up to {index}, past the last index {self.index.last_index}")
+        self.handed_to = index
+
     def stable_to(self, index: int, term: int) -> None:
         """The shell persisted entries up to ``index`` (whose term was ``term`` then)."""
         if index < self.unstable_offset or self.index.maybe_term(index) != term:

@@ -134,6 +134,25 @@ class Progress:
         else:
             self.probe_sent = True
 
+    def reset(self, next_index: int, active: bool) -> None:
+        """A new leader's view of the peer: nothing known to match, probe from ``next_index``."""
+        self.match_index = 0
+        self.next_index = next_index
+        self.state = ProgressState.PROBE
+        self.probe_sent = False
+        self.pending_snapshot = 0
+        self.recent_active = active
+        self.sent_commit = 0
+        self.inflights.reset()
+
+    def set_learner(self, learner: bool) -> None:
+        """The config in force makes the peer a learner (or a voter)."""
+        self.is_learner = learner
+
+    def set_recent_active(self, active: bool) -> None:
+        """A check-quorum round starts: the peer must be heard from again (unless it is us)."""
+        self.recent_active = active
+
     def heard(self) -> None:
         """The peer answered (check-quorum counts it as active)."""
         self.recent_active = True
@@ -283,19 +302,12 @@ class ProgressTracker:
             if pr is None:
                 pr = Progress(0, next_index, Inflights(self.max_inflight, self.max_inflight_bytes))
                 self.progress[node_id] = pr
-            pr.is_learner = not config.is_voter(node_id)
+            pr.set_learner(not config.is_voter(node_id))
 
     def reset_all(self, last_index: int, self_id: int) -> None:
         """A new leader: every peer is probed from our last index; we hold our own log."""
         for node_id, pr in self.progress.items():
-            pr.match_index = 0
-            pr.next_index = last_index + 1
-            pr.state = ProgressState.PROBE
-            pr.probe_sent = False
-            pr.pending_snapshot = 0
-            pr.recent_active = node_id == self_id
-            pr.sent_commit = 0
-            pr.inflights.reset()
+            pr.reset(last_index + 1, node_id == self_id)
 
     def committed(self) -> int:
         """Largest index a quorum holds (joint configs need both halves)."""
@@ -311,7 +323,7 @@ class ProgressTracker:
     def reset_recent_active(self, self_id: int) -> None:
         """A check-quorum round ends: every peer must be heard from again."""
         for node_id, pr in self.progress.items():
-            pr.recent_active = node_id == self_id
+            pr.set_recent_active(node_id == self_id)
 
     def quorum_active(self, self_id: int) -> bool:
         """Did a quorum contact us since the last check? (We count as active.)"""

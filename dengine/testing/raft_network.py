@@ -260,7 +260,7 @@ class Network:
         self.peers[i] = self._new_peer(i, storage, HardState(term=term), 0)
         # The figures show nodes that have been up for a while: past the election timeout
         # during which a restarted node refuses votes (RaftCore.restart_guard).
-        self.peers[i].core.restart_guard = False
+        self.peers[i].core.end_restart_guard()
 
     # -- crash and restart -----------------------------------------------------------------
     def crash(self, i: int) -> None:
@@ -289,7 +289,7 @@ class Network:
         """Let an election timeout pass on these nodes without a word from the leader (their
         stickiness ends) without ticking them, which could start elections of their own."""
         for i in ids:
-            self.peers[i].core.election_elapsed = self.config.election_ticks
+            self.peers[i].core.let_election_timeout_pass()
 
 
 class _PeerIO:

@@ -184,3 +184,60 @@ def test_the_handler_modules_assign_no_attribute_at_all():
             places += [f"{name}:{node.lineno} {ast.unparse(t)}" for t in targets
                        if isinstance(t, ast.Attribute)]
     assert places == []
+
+
+# -- one owner for each field ----------------------------------------------------------------
+TESTING_DIR = RAFT_DIR.parent / "testing"
+#: Fields of the core and of its components (log, tracker, progress, reads, membership, outbox).
+_COMPONENT_NAMES = {"core", "log", "lg", "tracker", "progress", "pr", "reads", "membership",
+                    "out", "outbox"}
+
+
+def _foreign_assignments(path: pathlib.Path, *, any_object: bool) -> list[str]:
+    """Assignments to an attribute of something other than ``self`` (``any_object``), or of
+    the core or one of its components reached from outside (``x.core.term = ...``)."""
+    places = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else [])
+        flat = [e for t in targets for e in (t.elts if isinstance(t, ast.Tuple) else [t])]
+        for t in flat:
+            if not isinstance(t, ast.Attribute):
+                continue
+            base = t.value
+            if isinstance(base, ast.Name) and base.id == "self":
+                continue  # an object assigning its own field
+            if isinstance(base, ast.Name) and base.id == "rd":
+                continue  # the Ready being built: an output record, no component
+            chain = []
+            while isinstance(base, ast.Attribute | ast.Subscript):
+                if isinstance(base, ast.Attribute):
+                    chain.append(base.attr)
+                base = base.value
+            if isinstance(base, ast.Name):
+                chain.append(base.id)
+            if any_object or _COMPONENT_NAMES & set(chain):
+                places.append(f"{path.name}:{node.lineno} {ast.unparse(t)}")
+    return places
+
+
+def test_no_code_outside_a_component_assigns_its_fields():
+    """In ``raft/`` only an object assigns its own fields (the core calls its log's and
+    tracker's methods, the tracker its Progress's); the simulator, the test network and the
+    other testing tools change a core only through its methods."""
+    places = []
+    for f in sorted(RAFT_DIR.glob("*.py")):
+        places += _foreign_assignments(f, any_object=True)
+    for f in sorted(TESTING_DIR.glob("*.py")):
+        places += _foreign_assignments(f, any_object=False)
+    assert places == []
+
+
+def test_the_field_owner_check_can_fail(tmp_path):
+    f = tmp_path / "x.py"
+    f.write_text("def g(net, core, rd, lg):\n    net.peers[1].core.term = 2\n"
+                 "    core.vote, x = 0, 1\n    lg.handed_to = 3\n    rd.entries = []\n"
+                 "    net.queue = []\n")
+    assert _foreign_assignments(f, any_object=False) == [
+        "x.py:2 net.peers[1].core.term", "x.py:3 core.vote", "x.py:4 lg.handed_to"]
+    assert _foreign_assignments(f, any_object=True)[-1] == "x.py:6 net.queue"
