@@ -226,6 +226,10 @@ def test_bad_messages_in_a_batch_are_dropped_alone(run, config_for, inbox_factor
             local = raft_pb2.RaftMessage(type=100, to=2, term=1)  # HUP: never on the wire
             setattr(local, "from", 1)
             batch.messages.append(local)
+            # SNAPSHOT_STATUS: local too (the shell reports a transfer's end to its own core).
+            status = raft_pb2.RaftMessage(type=int(MessageType.SNAPSHOT_STATUS), to=2, term=1)
+            setattr(status, "from", 1)
+            batch.messages.append(status)
             batch.messages.append(encode(append(3, 2, 2)))  # not from the batch's sender
             batch.messages.append(encode(append(1, 3, 3)))  # not addressed to node 2
             batch.messages.append(encode(append(1, 2, 4)))
@@ -238,7 +242,8 @@ def test_bad_messages_in_a_batch_are_dropped_alone(run, config_for, inbox_factor
                 await in2.wait_for(lambda: len(in2.messages) >= 2)
                 call.cancel()
             assert [m.entries[0].index for m in in2.messages] == [1, 4]
-            assert t2.stats.messages_refused == 3
+            assert t2.stats.messages_refused == 4
+            assert t2.stats.refusals["undecodable"] == 2  # the two local-only types
         finally:
             await stop_all([t1, t2])
 
