@@ -32,7 +32,7 @@ import asyncio
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from dengine.config import Config
@@ -340,15 +340,6 @@ class Node:
     def members(self) -> list[tuple[int, str, bool]]:
         """(id, address, is_voter) of every member of the config in force."""
         return self.membership.members()
-
-    def learn_members(self, members: Iterable[tuple[int, str]]) -> None:
-        """Addresses learned outside the log (a join answer): remember them, connect."""
-        self.membership.learn_members(members)
-
-    @property
-    def removed(self) -> bool:
-        """This node's removal from the cluster committed: it stops."""
-        return self.membership.removed
 
     def status(self) -> dict[str, Any]:
         return node_status(self)

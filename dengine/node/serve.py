@@ -107,7 +107,7 @@ async def serve(config: Any) -> int:
 
         await drain(node, config.network.drain_timeout_ms / 1000)
     await node.stop("signal received" if stop.is_set() else "node failed")
-    if node.removed and node.fatal is None:
+    if node.membership.removed and node.fatal is None:
         log.info("exiting: this node was removed from the cluster")
         return 0
     if node.fatal is not None:
@@ -134,7 +134,7 @@ async def join_cluster(node: Any, endpoint: str, log: Any, attempts: int = 0) ->
                 resp = await client_pb2_grpc.ClusterStub(ch).AddLearner(req, timeout=5)
             err = from_proto(resp.error) if resp.HasField("error") else None
             if err is None:
-                node.learn_members((m.id, m.address) for m in resp.members)
+                node.membership.learn_members((m.id, m.address) for m in resp.members)
                 log.info("joined the cluster as a learner", via=target)
                 return
             if isinstance(err, NotLeader) and err.leader_addr:

@@ -36,7 +36,7 @@ def test_add_learner_promote_and_remove_while_writing(run, cluster_factory):
             members = await cl.add_learner(4, c.addresses[4])
             assert {(m.id, m.role) for m in members} >= {(4, "learner")}
             # What `--join` does with the answer: learn where the members listen.
-            new.learn_members((m.id, m.address) for m in members)
+            new.membership.learn_members((m.id, m.address) for m in members)
             await asyncio.sleep(0.2)
             await c.wait_applied(leader.state_machine.applied_index(), [new])
             await cl.promote(4)
