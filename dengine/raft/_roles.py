@@ -165,7 +165,7 @@ def campaign(core: RaftCore, pre: bool, transfer: bool) -> None:
         if peer != core.id:
             core.send_to(peer, vote_type, term=term, log_term=lg.last_term,
                          index=lg.last_index, context=context)
-    core._log_role()
+    core.log_role()
 
 
 def on_vote_request(core: RaftCore, m: Message) -> None:

@@ -493,7 +493,7 @@ class RaftCore:
         self.leader_id = leader_id
         self.role = Role.FOLLOWER if self.promotable else Role.LEARNER
         if was_leader:
-            self._log_role()
+            self.log_role()
 
     # -- state changes the handlers ask for -------------------------------------------------
     def grant_vote(self, candidate: int) -> None:
@@ -585,14 +585,12 @@ class RaftCore:
         self.membership.mark_pending(lg.last_index)
         # The no-op entry of the new term (Raft §8): commits the previous terms' entries.
         _leader.append_entries(self, (b"",), 0)
-        self._log_role()
+        self.log_role()
 
-    def _log_role(self) -> None:
+    def log_role(self) -> None:
+        """Log the role this node plays now (at info: role changes are rare)."""
         if self.logger is not None:
             self.logger.info("role changed", node_id=self.id, term=self.term, role=self.role.name)
-
-    def _drop(self, msg: Message, reason: str) -> None:
-        self.out.drop(msg, reason)
 
     # -- output (used by the handlers) -----------------------------------------------------
     def send_to(self, peer: int, type: MessageType, **fields: Any) -> None:

@@ -79,13 +79,13 @@ def screen(core: RaftCore, m: Message) -> Message | None:
     term_limit = min(max(SANE_BOUND, core.term + 2), HARD_BOUND)
     reason = out_of_bounds(m, term_limit)
     if reason is not None:
-        core._drop(m, reason)
+        core.out.drop(m, reason)
         return None
     if m.type == MT.TIMEOUT_NOW and (
         # (A leader is left to the role table, which drops it as unexpected for a leader.)
         m.term != core.term or not core.leader_id or core.leader_id not in (m.from_, core.id)
     ):
-        core._drop(m, f"TIMEOUT_NOW from node {m.from_} in term {m.term}, not from the leader "
+        core.out.drop(m, f"TIMEOUT_NOW from node {m.from_} in term {m.term}, not from the leader "
                       f"of our term {core.term} (node {core.leader_id or 'unknown'})")
         return None
     if m.context == CAMPAIGN_TRANSFER and m.type in (MT.VOTE, MT.PRE_VOTE) and (

@@ -241,3 +241,16 @@ def test_the_field_owner_check_can_fail(tmp_path):
     assert _foreign_assignments(f, any_object=False) == [
         "x.py:2 net.peers[1].core.term", "x.py:3 core.vote", "x.py:4 lg.handed_to"]
     assert _foreign_assignments(f, any_object=True)[-1] == "x.py:6 net.queue"
+
+
+def test_no_code_outside_the_core_calls_its_private_methods():
+    places = []
+    for f in sorted([*RAFT_DIR.glob("*.py"), *TESTING_DIR.glob("*.py")]):
+        if f.name == "core.py":
+            continue
+        for n in ast.walk(ast.parse(f.read_text())):
+            if (isinstance(n, ast.Attribute) and n.attr.startswith("_")
+                    and not n.attr.startswith("__")
+                    and ast.unparse(n.value).split(".")[-1] == "core"):
+                places.append(f"{f.name}:{n.lineno} {ast.unparse(n)}")
+    assert places == []
