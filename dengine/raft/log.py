@@ -174,13 +174,19 @@ class RaftLog:
         self.index = LogIndex(first - 1, storage.term(first - 1))
         for chunk in iter_chunks(storage, first, last + 1):
             self.index.extend([e.term for e in chunk])
+        #: Entries not yet reported durable; ``unstable[0]`` is at ``unstable_offset``.
         self.unstable: list[Entry] = []
+        #: ``first_index <= unstable_offset <= last_index + 1``; below it, ``storage`` holds them.
         self.unstable_offset = last + 1
+        #: Handed out in a Ready up to here: ``unstable_offset - 1 <= handed_to <= last_index``
+        #: (``handed_out`` checks the upper bound).
         self.handed_to = last
         snap = first - 1
         # Applied entries were committed, even if the saved commit index lags (it is saved
         # lazily): never hand them out to apply twice.
+        #: ``applied <= committed <= last_index``, never back (``commit_to`` checks).
         self.committed = min(max(committed, applied, snap), last)
+        #: ``first_index - 1 <= applied <= committed``, never back (``applied_to`` checks).
         self.applied = min(max(applied, snap), self.committed)
         #: First index the last ``maybe_append`` wrote (0 when it wrote nothing new).
         self.last_conflict = 0
