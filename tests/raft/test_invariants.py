@@ -41,6 +41,29 @@ def test_apply_past_the_commit_index_raises():
     assert lg.applied == 2
 
 
+def test_handing_out_entries_past_the_last_index_raises():
+    lg = _log(3)
+    lg.append([Entry(1, 4, 0, b"x")])
+    lg.handed_out(4)
+    assert lg.unstable_to_hand_out() == []
+    with pytest.raises(InvariantViolation, match="handed out up to 5, past the last index 4"):
+        lg.handed_out(5)
+    assert lg.handed_to == 4
+
+
+def test_a_durability_mark_past_a_truncated_log_is_ignored():
+    """stable_to keeps etcd's rule: a mark for entries a new leader has since replaced is
+    stale, not a violation (on_persisted checks the Ready was handed out)."""
+    lg = _log(3)
+    lg.append([Entry(1, 4, 0, b"a"), Entry(1, 5, 0, b"b")])
+    lg.handed_out(5)
+    # A new leader's entry replaces index 4 and drops 5.
+    assert lg.maybe_append(3, 1, 0, [Entry(2, 4, 0, b"c")]) == 4
+    lg.stable_to(5, 1)
+    assert [(e.index, e.term) for e in lg.unstable] == [(4, 2)] and lg.unstable_offset == 4
+    assert lg.handed_to == 3 and lg.last_index == 4
+
+
 def test_durability_of_a_ready_never_handed_out_raises():
     core = RaftCore(1, RaftConfig(), random.Random(0), peers=[2, 3])
     core.campaign()
