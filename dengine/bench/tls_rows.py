@@ -48,7 +48,7 @@ class TlsSide:
     """The running TLS clusters: their targets, their server pids, a liveness check."""
 
     targets: dict[str, Any]
-    pids: dict[str, Callable[[], list[int]]]
+    pids: dict[str, Callable[[], list[Any]]]
     check_alive: Callable[[], None]
 
 
@@ -81,7 +81,7 @@ async def tls_clusters(root: Path, binary: str, timeout: float) -> AsyncIterator
 
             yield TlsSide(
                 {d.name: d, e.name: e},
-                {d.name: lambda: [n.pid for n in lc.nodes.values()],
+                {d.name: lambda: [n.pid for n in lc.nodes.values() if n.pid is not None],
                  e.name: lambda: [p.pid for p in etcd.procs]},
                 alive)
     finally:

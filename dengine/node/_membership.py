@@ -150,8 +150,21 @@ def on_conf_committed(node: Node, e: Entry) -> None:
         changes=[(c.type.name, c.node_id) for c in cc.changes] or "leave joint",
         voters=sorted(after.voters), learners=sorted(after.learners))
     me = node.node_id
-    if not is_member(me, after) and is_member(me, node.core.conf_state_at(e.index - 1)):
+    if not is_member(me, after) and is_member(me, node.core.conf_state_at(e.index - 1)) \
+            and not _member_at_commit(node):
         on_removed(node, e.index)
+
+
+def _member_at_commit(node: Node) -> bool:
+    """True when the committed config holds this node: a member removed and added back
+    later (a node rejoining under its old id replays both) is not removed."""
+    core = node.core_if_built
+    if core is None:
+        return False
+    try:
+        return is_member(node.node_id, core.conf_state_at(core.commit_index))
+    except Exception:  # noqa: BLE001 - unsure (the index is compacted, say): say no
+        return False
 
 
 def removal_committed(node: Node, peer: int) -> bool:
@@ -177,6 +190,10 @@ def on_removed(node: Node, index: int | None) -> None:
 
     async def stop_soon() -> None:
         await asyncio.sleep(2 * node.config.raft.heartbeat_ms / 1000)
+        if index is not None and _member_at_commit(node):  # added back since: caught up
+            node.removed = False
+            node.log.info("this node was added back to the cluster; it goes on")
+            return
         await node.stop("removed from the cluster")
 
     node._spawn_detached(stop_soon())

@@ -200,7 +200,8 @@ class Node:
         store, sm = self.log_store, self.state_machine
         _snapshotting.prepare_state_machine(self)
         base = self.book.conf_at(store.first_index() - 1)
-        rs = bootstrap.restart_state(store, sm.applied_index(), sm.applied_term(), base)
+        rs = bootstrap.restart_state(store, sm.applied_index(), sm.applied_term(), base,
+                                     self.node_id)
         self._snap_index = rs.snapshot.index if rs.snapshot else 0
         self._snap_policy.taken(self._snap_index)
         self._synced_term_vote = (rs.hard_state.term, rs.hard_state.vote)
