@@ -168,19 +168,19 @@ async def _compare(root: Path, binary: str, specs: list, args: argparse.Namespac
                 checks.append(side.check_alive)
                 tls_names = list(side.targets)
             await etcd_target.leader_endpoint()
-            runs = await _rounds(targets, specs, args, pids, lambda: [n.pid for n in
-                                                                      lc.nodes.values()],
-                                 checks, tls_names)
+            pids.setdefault("dengine", lambda: [n.pid for n in lc.nodes.values()])
+            runs = await _rounds(targets, specs, args, pids, checks, tls_names)
     finally:
         await asyncio.to_thread(etcd.stop)
     return runs
 
 
 async def _rounds(targets: dict[str, Any], specs: list, args: argparse.Namespace,
-                  pids: dict[str, Any], dengine_pids: Any, checks: list[Any],
-                  tls_names: list[str]) -> list[Summary]:
+                  pids: dict[str, Any], checks: list[Any], tls_names: list[str]
+                  ) -> list[Summary]:
     """Every round: each workload against each target, who goes first rotating (the TLS
-    targets only on the TLS workloads)."""
+    targets only on the TLS workloads). ``pids[name]()``: the target's server processes
+    (dengine's for a target without its own entry)."""
     from dengine.bench.runner import run_all
     from dengine.bench.tls_rows import TLS_WORKLOADS
 
@@ -195,7 +195,7 @@ async def _rounds(targets: dict[str, Any], specs: list, args: argparse.Namespace
             for name in names[shift:] + names[:shift]:
                 for check in checks:
                     check()
-                of = pids.get(name, dengine_pids)
+                of = pids.get(name, pids["dengine"])
                 [s] = await run_all(targets[name], [spec], progress=progress,
                                     preloaded=preloaded, echo=False,
                                     cpu=lambda of=of: cpu_seconds(of()))
