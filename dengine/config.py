@@ -88,6 +88,10 @@ class ClusterSection:
         _LOCAL_MEMBERS, "node id -> host:port of a new cluster's first members (1=h:p,2=h:p)"
     )
     join: str = _key("", "host:port of a member to ask to add this (new, empty) node")
+    client_listen_addr: str = _key(
+        "", "host:port of a client-only port (with tls.enabled: TLS without client "
+        "certificates, callers named by token); empty = clients use listen_addr only"
+    )
     data_dir: str = _key("", "data directory; empty = dengine-data/node-<node_id>")
 
 
@@ -544,6 +548,8 @@ def _check_cluster(cl: ClusterSection) -> None:
     _check_addr("cluster.listen_addr", cl.listen_addr, empty_ok=True, port_zero_ok=True)
     _check_addr("cluster.advertise_addr", cl.advertise_addr, empty_ok=True)
     _check_addr("cluster.join", cl.join, empty_ok=True)
+    _check_addr("cluster.client_listen_addr", cl.client_listen_addr, empty_ok=True,
+                port_zero_ok=True)
     if cl.join:
         if not cl.listen_addr:
             raise ConfigError(

@@ -35,6 +35,7 @@ __all__ = [
     "Unauthenticated",
     "PermissionDenied",
     "DataLost",
+    "TermOutOfBounds",
     "QuotaExceeded",
     "WatchCompacted",
     "LeaseNotFound",
@@ -319,6 +320,28 @@ class DataLost(InvariantViolation):
             f"it refuses to serve as member {node_id}. To bring it back: run "
             f"`dengine member remove {node_id}` against the cluster, empty this node's data "
             "directory, and start it with --join <address of a member>",
+        )
+        self.reason = str(self)
+
+
+class TermOutOfBounds(InvariantViolation):
+    """This node's storage holds a term at or past 2^62, the bound past which no election
+    goes (a forged or corrupt peer message written before such terms were refused): the node
+    could never vote or be elected again. Lowering the term in place could let it vote twice
+    in one term, so it refuses to start; it comes back as a new member."""
+
+    def __init__(self, node_id: int, where: str, term: int) -> None:
+        self.node_id = node_id
+        self.where = where
+        self.term = term
+        DengineError.__init__(
+            self,
+            f"node {node_id}: the {where} in its storage is {term}, at or past 2^62, where no "
+            "election can follow (a forged or corrupt peer message put it there); it refuses "
+            f"to start as member {node_id}, since lowering a term in place could let it vote "
+            f"twice in one term. To bring it back: run `dengine member remove {node_id}` "
+            "against the cluster, empty this node's data directory, and start it with --join "
+            "<address of a member>",
         )
         self.reason = str(self)
 

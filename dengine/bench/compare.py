@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -27,12 +28,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dengine.bench.stats import Summary
-
-if TYPE_CHECKING:
-    from dengine.client.types import ClientTLS
+from dengine.bench.tls_rows import PAIRS as TLS_PAIRS
 
 __all__ = ["add_compare_parser", "run_compare", "render_report", "ratios", "goal_lines"]
 
@@ -43,7 +42,8 @@ THROUGHPUT_GOALS = {"write-concurrent": 2.0, "read-linearizable": 2.0, "read-ser
 #: (dengine side, baseline, key prefix in :func:`ratios`): dengine's client against etcd from
 #: Python and against etcd's Go client; plain unary calls to each from the same Python client.
 PAIRS = (("dengine", "etcd", ""), ("dengine", "etcd-go", "go_"),
-         ("dengine-unary", "etcd", "unary_"), ("dengine-etcd", "etcd", "etcdapi_"))
+         ("dengine-unary", "etcd", "unary_"), ("dengine-etcd", "etcd", "etcdapi_"),
+         *TLS_PAIRS)
 
 DEFAULT_OUT = "benches/reports"
 
@@ -63,9 +63,13 @@ def add_compare_parser(sub: Any) -> None:
     p.add_argument("--etcd-bin", default=None, metavar="PATH", help="etcd executable")
     p.add_argument("--work-dir", default=None, metavar="DIR",
                    help="data directories of both clusters (default: a temporary directory)")
-    p.add_argument("--tls", action="store_true",
-                   help="both clusters with TLS: mutual TLS between members and client "
-                        "certificates (certificates from `dengine certs init`)")
+    tls = p.add_mutually_exclusive_group()
+    tls.add_argument("--tls", action="store_true",
+                     help="only the TLS rows: write-concurrent and read-linearizable against "
+                          "dengine and etcd, each plain and with mutual TLS (certificates "
+                          "from `dengine certs init`)")
+    tls.add_argument("--no-tls", action="store_true",
+                     help="leave out the TLS rows (and their two clusters)")
     add_workload_flags(p)
     p.set_defaults(func=run_compare)
 
@@ -80,7 +84,10 @@ def run_compare(args: argparse.Namespace) -> int:
         print(f"dengine: error: {INSTALL_HINT}", file=sys.stderr)
         return 2
     try:
-        specs = select_workloads(args.workload, **spec_overrides(args))
+        from dengine.bench.tls_rows import TLS_WORKLOADS
+
+        names = args.workload or (list(TLS_WORKLOADS) if args.tls else None)
+        specs = select_workloads(names, **spec_overrides(args))
     except ValueError as e:
         print(f"dengine: error: {e}", file=sys.stderr)
         return 2
@@ -99,7 +106,7 @@ def run_compare(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, old)
     meta = machine_info(binary)
-    meta["tls"] = bool(getattr(args, "tls", False))
+    meta["tls"] = "off" if args.no_tls else ("only" if args.tls else "rows")
     meta["params"] = {"rounds": args.rounds, "workloads": [s.name for s in specs],
                       "ops": specs[0].ops, "key_bytes": specs[0].key_bytes,
                       "value_bytes": specs[0].value_bytes, "key_space": specs[0].key_space}
@@ -125,56 +132,76 @@ async def _compare(root: Path, binary: str, specs: list, args: argparse.Namespac
                    ) -> list[Summary]:
     from dengine.bench.etcd_cluster import EtcdCluster
     from dengine.bench.local import dengine_processes
-    from dengine.bench.runner import run_all
     from dengine.bench.targets import DengineTarget, EtcdTarget
+    from dengine.bench.tls_rows import TLS_WORKLOADS, tls_clusters
     from dengine.bench.unary import UnaryTarget
     from dengine.local.cluster import free_ports
 
-    progress = False if args.no_progress else None
-    base: dict[str, Any] | None = None
-    tls: ClientTLS = {}
-    if getattr(args, "tls", False):
-        from dengine.cli.security import local_tls_layers, recorded_client_tls
-
-        base = {"tls": local_tls_layers(root / "dengine", 3)}
-        tls = recorded_client_tls(root / "dengine")
-    etcd = EtcdCluster(root / "etcd", free_ports(6), binary=binary,
-                       tls_dir=Path(tls["cacert"]).parent if tls else None)
+    etcd = EtcdCluster(root / "etcd", free_ports(6), binary=binary)
+    with_tls = not args.no_tls and any(s.name in TLS_WORKLOADS for s in specs)
     runs: list[Summary] = []
     try:
         etcd.start()
-        async with dengine_processes(root / "dengine", base=base, etcd_api=not tls) as lc:
+        async with contextlib.AsyncExitStack() as stack:
+            lc = await stack.enter_async_context(
+                dengine_processes(root / "dengine", etcd_api=not args.tls))
             etcd.check_alive()
-            etcd_target = EtcdTarget(etcd.endpoints, timeout=args.timeout, tls=tls)
-            targets = {"dengine": DengineTarget(lc.endpoints, timeout=args.timeout, tls=tls),
+            etcd_target = EtcdTarget(etcd.endpoints, timeout=args.timeout)
+            targets = {"dengine": DengineTarget(lc.endpoints, timeout=args.timeout),
                        "etcd": etcd_target}
-            if not tls:  # the Go client and the unary stubs here dial without TLS
+            if not args.tls:  # --tls: the TLS rows and their plain baselines only
                 targets.update(_etcd_go_target(etcd.endpoints, args.timeout))
                 targets["dengine-unary"] = UnaryTarget(lc.endpoints, timeout=args.timeout)
                 # the same etcd client, pointed at dengine's etcd API (dengine.etcd)
                 dengine_etcd = EtcdTarget(lc.etcd_endpoints, timeout=args.timeout)
                 dengine_etcd.name = "dengine-etcd"
                 targets["dengine-etcd"] = dengine_etcd
+            etcd_pids = lambda: [p.pid for p in etcd.procs]  # noqa: E731
+            pids: dict[str, Any] = {"etcd": etcd_pids, "etcd-go": etcd_pids}
+            checks = [lc.check_alive, etcd.check_alive]
+            tls_names: list[str] = []
+            if with_tls:
+                side = await stack.enter_async_context(
+                    tls_clusters(root, binary, args.timeout))
+                targets.update(side.targets)
+                pids.update(side.pids)
+                checks.append(side.check_alive)
+                tls_names = list(side.targets)
             await etcd_target.leader_endpoint()
-            preloaded: set = set()
-            print(Summary.HEADER, flush=True)
-            for rnd in range(1, args.rounds + 1):
-                for i, spec in enumerate(specs):
-                    names = list(targets)
-                    shift = (rnd + i) % len(names)  # who goes first rotates
-                    for name in names[shift:] + names[:shift]:
-                        lc.check_alive()
-                        etcd.check_alive()
-                        pids = [n.pid for n in lc.nodes.values()] \
-                            if name.startswith("dengine") else [p.pid for p in etcd.procs]
-                        [s] = await run_all(targets[name], [spec], progress=progress,
-                                            preloaded=preloaded, echo=False,
-                                            cpu=lambda pids=pids: cpu_seconds(pids))
-                        s.extra["round"] = rnd
-                        print(s.row() + f"  (round {rnd})", flush=True)
-                        runs.append(s)
+            pids.setdefault("dengine", lambda: [n.pid for n in lc.nodes.values()])
+            runs = await _rounds(targets, specs, args, pids, checks, tls_names)
     finally:
         await asyncio.to_thread(etcd.stop)
+    return runs
+
+
+async def _rounds(targets: dict[str, Any], specs: list, args: argparse.Namespace,
+                  pids: dict[str, Any], checks: list[Any], tls_names: list[str]
+                  ) -> list[Summary]:
+    """Every round: each workload against each target, who goes first rotating (the TLS
+    targets only on the TLS workloads). ``pids[name]()``: the target's server processes
+    (dengine's for a target without its own entry)."""
+    from dengine.bench.runner import run_all
+    from dengine.bench.tls_rows import TLS_WORKLOADS
+
+    progress = False if args.no_progress else None
+    preloaded: set = set()
+    runs: list[Summary] = []
+    print(Summary.HEADER, flush=True)
+    for rnd in range(1, args.rounds + 1):
+        for i, spec in enumerate(specs):
+            names = [n for n in targets if n not in tls_names or spec.name in TLS_WORKLOADS]
+            shift = (rnd + i) % len(names)  # who goes first rotates
+            for name in names[shift:] + names[:shift]:
+                for check in checks:
+                    check()
+                of = pids.get(name, pids["dengine"])
+                [s] = await run_all(targets[name], [spec], progress=progress,
+                                    preloaded=preloaded, echo=False,
+                                    cpu=lambda of=of: cpu_seconds(of()))
+                s.extra["round"] = rnd
+                print(s.row() + f"  (round {rnd})", flush=True)
+                runs.append(s)
     return runs
 
 
@@ -272,6 +299,9 @@ def ratios(runs: list[Summary]) -> dict[str, dict[str, float]]:
 
 
 def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
+    from dengine.bench.tls_rows import goal_line as tls_goal
+    from dengine.bench.tls_rows import report_lines as report_tls
+
     r = ratios(runs)
     p = meta.get("params", {})
     go = any("etcd-go_throughput" in v for v in r.values())
@@ -284,8 +314,8 @@ def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
         "gRPC calls from Python (`KV.Put`, `KV.Range`)"
         + (" and, as `etcd-go`, by its own Go client (clientv3, `benches/etcd-go`)" if go
            else "") + ", all to the leader."
-        + (" **TLS on both**: mutual TLS between members, clients with a certificate "
-           "(`--tls`)." if meta.get("tls") else ""),
+        + (" With TLS: a second dengine and a second etcd cluster, mutual TLS everywhere "
+           "(see TLS below)." if meta.get("tls") in ("rows", "only") else ""),
         "",
         f"- machine: {meta['machine']}, {meta['cpu']}, {meta['cores']} cores, {meta['memory']}",
         f"- Python {meta['python']}, grpcio {meta['grpcio']}",
@@ -367,7 +397,8 @@ def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
             cells += [format(v[k], ".2f") if k in v else "-"
                       for k in ("ratio_cpu", *(["ratio_go_cpu"] if go else []))]
             lines.append(f"| {wl} | " + " | ".join(cells) + " |")
-    lines += ["", *goal_lines(r)]
+    lines += report_tls(r)
+    lines += ["", *goal_lines(r), *tls_goal(r)]
     errs = [(s.target, s.workload, s.extra.get("round"), s.errors, s.misses) for s in runs
             if s.errors or s.misses]
     lines += ["", "etcd has no lease reads in its API: its `read-lease` row is a linearizable "
@@ -377,7 +408,9 @@ def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
             f"{t} {w} round {rd}: {e} errors, {m} misses" for t, w, rd, e, m in errs)]
     lines += ["", "## Every run", "", "```", Summary.HEADER]
     lines += [s.row() + f"  round {s.extra.get('round')}" for s in runs]
-    lines += ["```", "", "Reproduce: `dengine bench compare` (or `python benches/compare_etcd.py`)"
+    flags = {"only": " --tls", "off": " --no-tls"}.get(str(meta.get("tls")), "")
+    lines += ["```", "", "Reproduce: `dengine bench compare" + flags + "` (or `python "
+              "benches/compare_etcd.py" + flags + "`)"
               + (f" with `--ops {p.get('ops')}`" if p.get("ops") != 10_000 else "") + ".", ""]
     return "\n".join(lines)
 

@@ -22,7 +22,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dengine.errors import ClusterMismatch, Corruption
+from dengine.errors import ClusterMismatch, Compacted, Corruption, TermOutOfBounds
 from dengine.raft.confchange import (
     ConfChange,
     ConfChangeSingle,
@@ -38,6 +38,7 @@ __all__ = [
     "RestartState",
     "bootstrap_log",
     "check_node_file",
+    "check_term_bound",
     "cluster_number",
     "is_fresh",
     "restart_state",
@@ -126,7 +127,7 @@ class RestartState:
 
 
 def restart_state(
-    store: LogStore, applied: int, applied_term: int, base_conf: ConfState
+    store: LogStore, applied: int, applied_term: int, base_conf: ConfState, node_id: int = 0
 ) -> RestartState:
     """The core's starting point from what storage holds.
 
@@ -141,9 +142,33 @@ def restart_state(
     hs = store.hard_state()
     last = store.last_index()
     commit = max(hs.commit, applied, store.first_index() - 1)
+    snapshot = store.snapshot_meta()
+    check_term_bound(store, hs.term, snapshot, node_id)
     return RestartState(
         HardState(hs.term, hs.vote, min(commit, last)),
         applied,
         base_conf,
-        store.snapshot_meta(),
+        snapshot,
     )
+
+
+def check_term_bound(store: LogStore, term: int, snapshot: SnapshotMeta | None,
+                     node_id: int) -> None:
+    """Refuse storage whose term, last entry's term or snapshot term is at or past the
+    guard's bound (2^62): a node there can never elect (see :class:`TermOutOfBounds`). Terms
+    only grow along the log, so the last entry's is the largest of the log."""
+    from dengine.raft.guard import SANE_BOUND
+
+    if term >= SANE_BOUND:
+        raise TermOutOfBounds(node_id, "term", term)
+    last = store.last_index()
+    if last >= store.first_index():
+        try:
+            last_term = store.term(last)
+        except Compacted:
+            last_term = 0
+        if last_term >= SANE_BOUND:
+            raise TermOutOfBounds(node_id, f"term of log entry {last}", last_term)
+    if snapshot is not None and snapshot.term >= SANE_BOUND:
+        raise TermOutOfBounds(node_id, f"term of the snapshot at index {snapshot.index}",
+                              snapshot.term)

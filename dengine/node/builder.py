@@ -162,6 +162,8 @@ class _ServerHandle:
         self.node: Node | None = None
         self._health: Any = None
         self.etcd: Any = None
+        #: The client-only port (cluster.client_listen_addr), when configured.
+        self.clients: Any = None
 
     def make(self, node: Node) -> Any:
         import grpc
@@ -172,13 +174,20 @@ class _ServerHandle:
 
         self.node = node
         self.server = grpc.aio.server(options=server_options(self.config.network))
-        add_client_services(self.server, node)
+        if self.config.cluster.client_listen_addr:
+            from dengine.node.client_port import ClientPort
+
+            self.clients = ClientPort(self.config)
+        add_client_services(self.server, node,
+                            *([self.clients.server] if self.clients is not None else []))
         if self.config.etcd_api.listen:  # etcd's v3 API on its own port (dengine.etcd)
             from dengine.etcd.serve import EtcdServer
 
             self.etcd = EtcdServer(node, self.server)
         self.port = bind_port(self.server, self.config.cluster.listen_addr, self.config.tls,
                               node.logger)
+        if self.clients is not None:
+            self.clients.bind(node.logger)
         return self.server
 
     async def start(self) -> None:
@@ -191,10 +200,14 @@ class _ServerHandle:
                 watch_health(self.node, servicer))
         if self.etcd is not None:
             await self.etcd.start()
+        if self.clients is not None:
+            await self.clients.start()
 
     async def stop(self, grace_s: float) -> None:
         if self._health is not None:
             self._health.cancel()
+        if self.clients is not None:
+            await self.clients.stop(grace_s)
         if self.etcd is not None:
             await self.etcd.stop(grace_s)
         if self.server is not None:

@@ -243,8 +243,21 @@ class NodeMembership:
             changes=[(c.type.name, c.node_id) for c in cc.changes] or "leave joint",
             voters=sorted(after.voters), learners=sorted(after.learners))
         me = node.node_id
-        if not is_member(me, after) and is_member(me, node.core.conf_state_at(e.index - 1)):
+        if not is_member(me, after) and is_member(me, node.core.conf_state_at(e.index - 1)) \
+                and not self._member_at_commit():
             self.on_removed(e.index)
+
+    def _member_at_commit(self) -> bool:
+        """True when the committed config holds this node: a member removed and added back
+        later (a node rejoining under its old id replays both) is not removed."""
+        node = self._node
+        core = node.core_if_built
+        if core is None:
+            return False
+        try:
+            return is_member(node.node_id, core.conf_state_at(core.commit_index))
+        except Exception:  # noqa: BLE001 - unsure (the index is compacted, say): say no
+            return False
 
     def removal_committed(self, peer: int) -> bool:
         """True when ``peer`` was a member and the committed config no longer holds it: a
@@ -270,6 +283,10 @@ class NodeMembership:
 
         async def stop_soon() -> None:
             await asyncio.sleep(2 * node.config.raft.heartbeat_ms / 1000)
+            if index is not None and self._member_at_commit():  # added back since: caught up
+                self.removed = False
+                self._logger.info("this node was added back to the cluster; it goes on")
+                return
             await node.stop("removed from the cluster")
 
         self._spawn_detached(stop_soon())

@@ -187,7 +187,8 @@ class Node:
         store, sm = self.log_store, self.state_machine
         self.snapshot_worker.prepare_state_machine()
         base = self.book.conf_at(store.first_index() - 1)
-        rs = bootstrap.restart_state(store, sm.applied_index(), sm.applied_term(), base)
+        rs = bootstrap.restart_state(store, sm.applied_index(), sm.applied_term(), base,
+                                     self.node_id)
         self.snapshot_worker.recovered(rs.snapshot)
         self.writer.recovered(rs.hard_state)
         self.logger.info("storage recovered", first_index=store.first_index(),

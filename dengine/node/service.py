@@ -354,8 +354,10 @@ class ClusterService(client_pb2_grpc.ClusterServicer):
     AlarmDisarm = _unary("alarm_disarm", pb.AlarmDisarmResponse)
 
 
-def add_client_services(server: Any, node: Node) -> RequestHandler:
-    """Register ``Kv`` and ``Cluster`` for ``node`` on a ``grpc.aio`` server."""
+def add_client_services(server: Any, node: Node, *more: Any) -> RequestHandler:
+    """Register ``Kv`` and ``Cluster`` (and ``Watch``, ``Lease``) for ``node`` on a
+    ``grpc.aio`` server, and the same servicers on each of ``more`` (the client-only port):
+    one handler, so one set of admission limits, whichever port a request comes in on."""
     handler = RequestHandler(node)
     kv, cluster = KvService(handler), ClusterService(handler)
     auth = getattr(node.config, "auth", None)
@@ -366,11 +368,12 @@ def add_client_services(server: Any, node: Node) -> RequestHandler:
         authorizer = Authorizer(auth.users_path, node.logger)
         protect_services(kv, cluster, authorizer, node.logger)
     # Strict: a unary request that does not parse is INVALID_ARGUMENT, not gRPC's UNKNOWN.
-    add_strict(client_pb2_grpc.add_KvServicer_to_server, kv, server)
-    add_strict(client_pb2_grpc.add_ClusterServicer_to_server, cluster, server)
     from dengine.node.leases import add_lease_service
     from dengine.node.watch import add_watch_service
 
-    add_watch_service(server, node, authorizer)
-    add_lease_service(server, handler, authorizer)
+    for srv in (server, *more):
+        add_strict(client_pb2_grpc.add_KvServicer_to_server, kv, srv)
+        add_strict(client_pb2_grpc.add_ClusterServicer_to_server, cluster, srv)
+        add_watch_service(srv, node, authorizer)
+        add_lease_service(srv, handler, authorizer)
     return handler

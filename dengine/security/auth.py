@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -98,6 +97,9 @@ def parse_users(raw: bytes, origin: str = "users file") -> dict[str, User]:
         token = str(entry.get("token_sha256", "")).lower()
         if token and (len(token) != 64 or any(c not in "0123456789abcdef" for c in token)):
             raise ConfigError(f"users.{name}.token_sha256", token, "64 hex digits (sha256)")
+        if token and any(u.token_sha256 == token for u in users.values()):
+            raise ConfigError(f"users.{name}.token_sha256", token,
+                              "a token of its own (another user has this one)")
         users[name] = User(name, role, token)
     return users
 
@@ -109,24 +111,26 @@ class Authorizer:
         from dengine.security.tls import WatchedFiles
 
         self.log = log
-        self.files = WatchedFiles([users_path], lambda raw: parse_users(raw[0], users_path),
+        self.files = WatchedFiles([users_path], lambda raw: _index(parse_users(raw[0],
+                                                                              users_path)),
                                   check_s=check_s, log=log)
 
     @property
     def users(self) -> dict[str, User]:
         self.files.poll()
-        return self.files.value
+        return self.files.value[0]
 
     def identify(self, context: Any) -> User | None:
         """The user making the call of ``context``, or None."""
-        users = self.users
+        self.files.poll()
+        users, by_token = self.files.value
         for key, value in _metadata(context):
-            if key == "authorization" and value.lower().startswith("bearer "):
-                digest = hash_token(value[7:].strip())
-                for user in users.values():
-                    if user.token_sha256 and hmac.compare_digest(user.token_sha256, digest):
-                        return user
-                return None  # a wrong token is not an identity, whatever the certificate
+            if key == "authorization" and isinstance(value, str) \
+                    and value[:7].lower() == "bearer ":
+                # By the token's SHA-256: the caller chooses the token, not the digest, so the
+                # lookup's timing tells it nothing. A wrong token is no identity, whatever the
+                # certificate says.
+                return by_token.get(hash_token(value[7:].strip()))
         from dengine.security.tls import peer_identity
 
         name = peer_identity(context)
@@ -142,12 +146,16 @@ class Authorizer:
         return user
 
 
-def _metadata(context: Any) -> list[tuple[str, str]]:
+def _index(users: dict[str, User]) -> tuple[dict[str, User], dict[str, User]]:
+    """The users by name, and those with a token by its digest (one lookup per call)."""
+    return users, {u.token_sha256: u for u in users.values() if u.token_sha256}
+
+
+def _metadata(context: Any) -> Any:
     try:
-        md = context.invocation_metadata() or ()
+        return context.invocation_metadata() or ()
     except Exception:  # noqa: BLE001 - a context without metadata
-        return []
-    return [(k.lower(), v) for k, v in md if isinstance(v, str)]
+        return ()
 
 
 def protect_services(kv: Any, cluster: Any, authorizer: Authorizer, log: Any = None) -> None:

@@ -14,6 +14,9 @@ A node serves its peers and its clients on one gRPC port, so it has one server c
   certificate or never asks for one, and peers on the same port must present theirs. A bearer
   token, when a client sends one, names the identity instead of the certificate's common
   name (``dengine.security.auth``).
+* The client-only port (``cluster.client_listen_addr``, optional): a second server with the
+  client API and no peer service, whose TLS asks no certificate of callers
+  (``client_certificates=False``); with auth on, a caller there is named by its token.
 * Peer identity (:class:`PeerTls.check_peer`). A peer stream must come with a certificate
   issued by the cluster CA itself (checked again here, so a client CA's certificate never
   passes as a peer) whose subject alternative names include ``dengine-node-<id>`` for the
@@ -154,8 +157,10 @@ def _ca_bundle(tls: Any) -> list[str]:
     return paths
 
 
-def server_credentials(tls: Any, log: Any = None) -> grpc.ServerCredentials:
-    """Credentials for the node's one server; the files are re-read when they change."""
+def server_credentials(tls: Any, log: Any = None, *,
+                       client_certificates: bool = True) -> grpc.ServerCredentials:
+    """Credentials for the node's server; the files are re-read when they change. With
+    ``client_certificates`` off (the client-only port) no certificate is asked of a caller."""
     _require(tls)
     paths = [tls.cert_path, tls.key_path, *_ca_bundle(tls)]
 
@@ -170,8 +175,8 @@ def server_credentials(tls: Any, log: Any = None) -> grpc.ServerCredentials:
         # Called by gRPC before each new connection's handshake: None keeps the current set.
         return files.value if files.poll() else None
 
-    return grpc.dynamic_ssl_server_credentials(files.value, fetch,
-                                               require_client_authentication=True)
+    return grpc.dynamic_ssl_server_credentials(
+        files.value, fetch, require_client_authentication=client_certificates)
 
 
 def _check_pair(cert_pem: bytes, key_pem: bytes) -> None:
@@ -308,12 +313,15 @@ def warn_if_exposed(tls: Any, listen: str, log: Any) -> bool:
     return True
 
 
-def bind_port(server: grpc.aio.Server, listen: str, tls: Any, log: Any = None) -> int:
+def bind_port(server: grpc.aio.Server, listen: str, tls: Any, log: Any = None, *,
+              client_certificates: bool = True) -> int:
     """Bind the node's server to ``listen``: TLS when ``tls.enabled`` (else plain, with a
-    warning when the address is not loopback); the port it got."""
+    warning when the address is not loopback); the port it got. ``client_certificates`` off:
+    TLS that asks no certificate of callers (the client-only port)."""
     try:
         if tls.enabled:
-            port = server.add_secure_port(listen, server_credentials(tls, log))
+            port = server.add_secure_port(listen, server_credentials(
+                tls, log, client_certificates=client_certificates))
         else:
             warn_if_exposed(tls, listen, log)
             port = server.add_insecure_port(listen)

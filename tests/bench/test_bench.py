@@ -333,3 +333,70 @@ def test_etcd_target_over_tls_with_client_certificates(tmp_path: Path) -> None:
         ec.stop()
     assert (s.ops, s.errors) == (20, 0)
     assert refused is not None
+
+
+def test_tls_rows_give_the_cost_of_tls_and_the_goal_from_the_same_rounds() -> None:
+    """The TLS rows: dengine-tls/dengine (what TLS costs) and dengine-tls/etcd-tls, taken per
+    round and reduced to their median; the 25% goal met or missed on each TLS workload."""
+    from dengine.bench.tls_rows import goal_line
+
+    runs = []
+    for rnd, (plain, tls) in enumerate([(1000, 900), (1000, 600), (800, 760)], start=1):
+        runs += [_summary("dengine", "write-concurrent", rnd, plain, 2),
+                 _summary("dengine-tls", "write-concurrent", rnd, tls, 3),
+                 _summary("etcd", "write-concurrent", rnd, 400, 4),
+                 _summary("etcd-tls", "write-concurrent", rnd, 300, 5)]
+    runs += [_summary("dengine", "read-linearizable", 1, 1000, 1),
+             _summary("dengine-tls", "read-linearizable", 1, 700, 1),
+             _summary("etcd-tls", "read-linearizable", 1, 350, 1)]
+    r = ratios(runs)
+    assert r["write-concurrent"]["ratio_tlscost_throughput"] == 0.9  # median of .9 .6 .95
+    assert r["write-concurrent"]["ratio_tls_throughput"] == 760 / 300
+    assert r["write-concurrent"]["ratio_etcdtls_throughput"] == 0.75
+    assert r["read-linearizable"]["ratio_tlscost_throughput"] == 0.7
+    assert goal_line(r) == ["- TLS costs dengine under 25% of its throughput "
+                            "(write-concurrent 10%, read-linearizable 30%): **missed** on "
+                            "read-linearizable (30%)"]
+    text = render_report(runs, {"date": "d", "machine": "m", "cpu": "c", "cores": 2,
+                                "memory": "1 GiB", "python": "3", "dengine": "x",
+                                "etcd": "3.4", "grpcio": "1", "params": {"ops": 100},
+                                "tls": "only"})
+    assert "| write-concurrent | 1,000 | 760 | **0.90** | 300 | **2.53** | 0.75 |" in text
+    assert "| read-linearizable | 1,000 | 700 | **0.70** | 350 | **2.00** | - |" in text
+    assert goal_line(r)[0] in text
+    assert "Reproduce: `dengine bench compare --tls`" in text
+    # Without TLS rows: no section, no goal line.
+    plain = [s for s in runs if not s.target.endswith("-tls")]
+    assert goal_line(ratios(plain)) == []
+    assert "## TLS" not in render_report(plain, {"date": "d", "machine": "m", "cpu": "c",
+                                                 "cores": 2, "memory": "1", "python": "3",
+                                                 "dengine": "x", "etcd": "3.4", "grpcio": "1",
+                                                 "params": {"ops": 100}})
+    r["write-concurrent"]["ratio_tlscost_throughput"] = 1.05  # faster with TLS: noise, met
+    r["read-linearizable"]["ratio_tlscost_throughput"] = 0.76
+    assert goal_line(r)[0].endswith("(write-concurrent -5%, read-linearizable 24%): met")
+
+
+@pytest.mark.skipif(
+    not __import__("shutil").which("etcd"), reason="etcd not installed (apt-get install etcd-server)")
+def test_compare_tls_runs_the_tls_rows_against_real_tls_clusters(tmp_path: Path) -> None:
+    """`bench compare --tls`: dengine and etcd each plain and with mutual TLS (certificates
+    from `dengine certs init`), in one run; the report has the TLS cost and its goal."""
+    out = tmp_path / "reports"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dengine", "bench", "compare", "--tls", "--rounds", "1",
+         "--ops", "60", "--warmup", "0", "--key-space", "30", "--no-progress",
+         "--out", str(out), "--work-dir", str(tmp_path / "w")],
+        env=_env(tmp_path), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(next(out.glob("*.json")).read_text())
+    got = sorted((r["workload"], r["target"], r["ops"], r["errors"]) for r in data["runs"])
+    assert got == sorted((w, t, 60, 0) for w in ("write-concurrent", "read-linearizable")
+                         for t in ("dengine", "dengine-tls", "etcd", "etcd-tls"))
+    text = next(out.glob("*.md")).read_text()
+    assert "## TLS" in text and "- TLS costs dengine under 25% of its throughput" in text
+    # The TLS clusters really ran TLS: their certificates and etcd's TLS flags.
+    certs = tmp_path / "w" / "dengine-tls" / "certs"
+    assert (certs / "node-3.pem").is_file() and (certs / "client.pem").is_file()
+    toml = (tmp_path / "w" / "dengine-tls" / "node-1" / "node.toml").read_text()
+    assert "[tls]" in toml and "enabled = true" in toml.split("[tls]")[1]

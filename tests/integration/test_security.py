@@ -55,7 +55,7 @@ def users_file(path: Path, **roles: str) -> Path:
     return path
 
 
-def secure_cluster(cluster_factory, tmp_path: Path, *, auth: bool = False, **extra):
+def secure_cluster(cluster_factory, tmp_path: Path, *, auth: bool = False, edit=None, **extra):
     certs = certs_init(tmp_path / "certs", "admin", "reader", "writer", "stranger")
     sections = {"tls": {"enabled": True, "cert_path": str(certs / "node-{id}.pem"),
                         "key_path": str(certs / "node-{id}.key"),
@@ -67,7 +67,8 @@ def secure_cluster(cluster_factory, tmp_path: Path, *, auth: bool = False, **ext
     sections.update(extra)
     lc = cluster_factory(start=False, **sections)
     for n in lc.nodes.values():
-        n.config_path.write_text(n.config_path.read_text().replace("{id}", str(n.id)))
+        text = n.config_path.read_text().replace("{id}", str(n.id))
+        n.config_path.write_text(edit(n, text) if edit is not None else text)
     lc.start()
     return lc, certs
 
@@ -438,3 +439,53 @@ def test_a_node_joins_a_tls_cluster_with_its_node_certificate(cluster_factory, t
             assert {m.id: m.role for m in st.members}[4] == "learner"
 
     run(body)
+
+
+def test_a_client_port_takes_tls_without_client_certificates_and_peers_stay_mutual(
+        cluster_factory, tmp_path, run):
+    """``cluster.client_listen_addr``: a client-only port whose TLS asks no certificate (a
+    token names the caller), while the node's port still refuses callers without one and
+    the client port serves no peer service."""
+    from dengine.local.cluster import free_ports
+
+    cports = dict(zip((1, 2, 3), free_ports(3), strict=True))
+    lc, certs = secure_cluster(cluster_factory, tmp_path, auth=True,
+                               cluster={"client_listen_addr": "127.0.0.1:CPORT"},
+                               edit=lambda n, text: text.replace("CPORT", str(cports[n.id])))
+    client_eps = [f"127.0.0.1:{p}" for p in cports.values()]
+    ca = str(certs / "ca.pem")
+
+    async def body():
+        async with client(lc, certs) as admin:
+            lead = await lc.wait_leader(admin, timeout=30)
+            async with Client(client_eps, cacert=ca, token="s3cret", timeout=10) as tok:
+                assert await tok.put(b"via-client-port", b"1") > 0
+                assert (await tok.get(b"via-client-port")).value == b"1"
+                # Leadership moves: the redirect names a node port this client cannot use;
+                # it finds the new leader among its endpoints and the write goes through.
+                other = next(i for i in lc.nodes if i != lead.id)
+                await admin.transfer_leader(other, timeout=20)
+                assert await tok.put(b"after-transfer", b"2") > 0
+            async with Client(client_eps, cacert=ca, timeout=10) as anon:
+                with pytest.raises(Unauthenticated):
+                    await anon.put(b"k", b"x")
+            # No certificate is asked for on the client port: a client certificate names no
+            # one there (with auth on, a token does).
+            async with Client(client_eps, cacert=ca, cert=str(certs / "admin.pem"),
+                              key=str(certs / "admin.key"), timeout=10) as certified:
+                with pytest.raises(Unauthenticated):
+                    await certified.put(b"k", b"x")
+        # The node's port is unchanged: TLS without a certificate gets no connection.
+        async with Client(lc.endpoints, cacert=ca, token="s3cret", timeout=2) as certless:
+            with pytest.raises(UNREACHABLE):
+                await certless.get(b"k")
+        # A peer stream on the client port, even with a member's certificate: no such service.
+        node = ((certs / "node-2.pem").read_bytes(), (certs / "node-2.key").read_bytes())
+        code = await forge_stream(client_eps[0], creds(certs, *node), "it", 2,
+                                  [Message(MT.HEARTBEAT, 1, 2, term=10**6)])
+        assert code == grpc.StatusCode.UNIMPLEMENTED
+        async with client(lc, certs) as admin:
+            st = await admin.status()
+            assert st.term < 10**6
+
+    run(body, timeout=150)

@@ -13,7 +13,7 @@ from dengine.node.members import MemberBook, decode_addresses, encode_addresses
 from dengine.raft.confchange import decode_conf_change
 from dengine.raft.config import RaftConfig
 from dengine.raft.core import RaftCore
-from dengine.raft.types import ConfState, EntryKind, HardState
+from dengine.raft.types import ConfState, Entry, EntryKind, HardState
 from dengine.storage.memory import MemoryLogStore
 
 
@@ -97,3 +97,30 @@ def test_node_file_binds_the_data_dir_to_one_cluster_and_node(tmp_path):
     (tmp_path / "data" / "NODE").write_text("garbage")
     with pytest.raises(Corruption):
         bootstrap.check_node_file(d, "c1", 1)
+
+
+@pytest.mark.parametrize("where, set_up", [
+    ("the term", lambda s: s.save_hard_state(HardState(2**64 - 1, 0, 1))),
+    ("the term", lambda s: s.save_hard_state(HardState(2**62, 2, 1))),
+    ("the term of log entry 2", lambda s: (
+        s.append([Entry(2**62, 2, EntryKind.NORMAL, b"x")]),
+        s.save_hard_state(HardState(2**62 - 1, 0, 1)))),
+])
+def test_a_term_past_the_bound_in_storage_refuses_to_start_naming_the_way_back(where, set_up):
+    from dengine.errors import InvariantViolation, TermOutOfBounds
+
+    store = MemoryLogStore()
+    bootstrap.bootstrap_log(store, {1: "h:1", 2: "h:2"})
+    set_up(store)
+    with pytest.raises(TermOutOfBounds) as info:
+        bootstrap.restart_state(store, 0, 0, ConfState(), 2)
+    assert isinstance(info.value, InvariantViolation)  # fatal: the node does not start
+    assert f"{where} in its storage is" in str(info.value)
+    assert "`dengine member remove 2`" in str(info.value) and "--join" in str(info.value)
+
+
+def test_a_term_just_below_the_bound_still_starts():
+    store = MemoryLogStore()
+    bootstrap.bootstrap_log(store, {1: "h:1"})
+    store.save_hard_state(HardState(2**62 - 1, 1, 1))
+    assert bootstrap.restart_state(store, 0, 0, ConfState(), 1).hard_state.term == 2**62 - 1

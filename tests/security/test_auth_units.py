@@ -35,12 +35,20 @@ def test_users_file_roles_and_hashed_tokens(tmp_path):
     with pytest.raises(E.PermissionDenied, match="needs role admin"):
         auth.require(Ctx("t1"), "admin", "RemoveMember")
     assert auth.require(Ctx("t1"), "readwrite", "Put").name == "alice"
+    # A rotated users file: the old token no longer names anyone, the new one does.
+    path.write_text(f'[users.alice]\nrole = "admin"\ntoken_sha256 = "{hash_token("t3")}"\n')
+    auth.files.check_s = 0
+    assert auth.identify(Ctx("t1")) is None
+    assert auth.require(Ctx("t3"), "admin", "RemoveMember").role == "admin"
 
 
 @pytest.mark.parametrize("text, key", [
     ('[users.a]\nrole = "root"\n', "users.a.role"),
     ('[users.a]\nrole = "read"\ntoken_sha256 = "abc"\n', "users.a.token_sha256"),
     ("[users\n", "auth.users_path"),
+    # Two users with one token: which one is calling would be ambiguous.
+    (f'[users.a]\nrole = "read"\ntoken_sha256 = "{hash_token("t")}"\n[users.b]\nrole = '
+     f'"admin"\ntoken_sha256 = "{hash_token("t").upper()}"\n', "users.b.token_sha256"),
 ])
 def test_a_bad_users_file_names_the_entry(text, key):
     with pytest.raises(ConfigError) as info:

@@ -91,6 +91,16 @@ def test_layers_env_over_file_and_flags_over_env(tmp_path):
     assert (c.raft.heartbeat_ms, c.raft.election_ms) == (70, 700)
 
 
+def test_the_client_port_is_off_by_default_and_set_by_file_env_or_flag(tmp_path):
+    assert load_config().cluster.client_listen_addr == ""
+    path = _write(tmp_path, '[cluster]\nclient_listen_addr = "127.0.0.1:7101"\n')
+    assert load_config(path).cluster.client_listen_addr == "127.0.0.1:7101"
+    env = {"DENGINE_CLUSTER__CLIENT_LISTEN_ADDR": "0.0.0.0:7102"}
+    assert load_config(path, environ=env).cluster.client_listen_addr == "0.0.0.0:7102"
+    c = load_config(path, environ=env, overrides={"cluster.client-listen-addr": "127.0.0.1:0"})
+    assert c.cluster.client_listen_addr == "127.0.0.1:0"
+
+
 def test_env_parsing_of_each_type():
     env = {
         "DENGINE_RAFT__PRE_VOTE": "off",
@@ -121,6 +131,7 @@ def test_env_parsing_of_each_type():
         ({"DENGINE_CLUSTER__LISTEN_ADDR": "localhost"}, "cluster.listen_addr"),
         ({"DENGINE_CLUSTER__CLUSTER_ID": " "}, "cluster.cluster_id"),
         ({"DENGINE_TLS__ENABLED": "true"}, "tls.enabled"),
+        ({"DENGINE_CLUSTER__CLIENT_LISTEN_ADDR": "7100"}, "cluster.client_listen_addr"),
     ],
 )
 def test_bad_values_name_the_key(env, key):
