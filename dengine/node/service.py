@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from dengine._core import codec
 from dengine.errors import DengineError, InvalidArgument, Overloaded, PayloadTooLarge
 from dengine.node._stream import StreamBudget, run_batch_stream
-from dengine.node.admission import Admission
+from dengine.node.admission import Admission, ApplyLag
 from dengine.observability.tracing import request_tracing
 from dengine.statemachine.kv import KVStateMachine
 from dengine.statemachine.sessions import MAX_REGISTER, encode_register
@@ -66,6 +66,7 @@ class RequestHandler:
         net = getattr(getattr(node, "config", None), "network", None)
         self.admission = (Admission(net.max_pending_requests, net.max_pending_bytes)
                           if net is not None else None)
+        self.apply_lag = ApplyLag(net.max_apply_lag_entries) if net is not None else None
 
     async def call(self, name: str, request: Any, response_cls: type) -> Any:
         """Run ``name`` (a method of this class) and wrap any error in ``response_cls``; past
@@ -137,7 +138,10 @@ class RequestHandler:
         limit = self.node.max_command_bytes
         if len(cmd) > limit:
             raise PayloadTooLarge(len(cmd), limit, "request", "raft.max_msg_bytes")
-        return await self.node.propose(cmd)
+        node = self.node
+        if self.apply_lag is not None and node.is_leader:  # a follower answers NOT_LEADER
+            self.apply_lag.check(node.core.commit_index, node.state_machine.applied_index())
+        return await node.propose(cmd)
 
     # -- Kv -------------------------------------------------------------------------------
     async def put(self, req: client_pb2.PutRequest) -> client_pb2.PutResponse:
