@@ -10,7 +10,8 @@ answers writes and linearizable or lease reads with NOT_LEADER plus the leader's
 a command over ``raft.max_msg_bytes`` is PAYLOAD_TOO_LARGE; a malformed request is
 INVALID_ARGUMENT; an unexpected exception is INTERNAL, logged, and never takes the node down.
 A scan without a limit returns at most ``DEFAULT_SCAN_LIMIT`` keys and a continuation, and any
-scan stops at ``network.scan_max_bytes`` of keys and values (with a continuation). A unary
+scan stops at ``network.scan_max_bytes`` of keys and values (with a continuation); so does a
+``get_many`` (``next_key_index``). A unary
 RPC whose response carries an error ends with the matching gRPC status instead (see
 :mod:`dengine.transport.status`); the ``Batch`` stream keeps errors per request.
 
@@ -211,8 +212,19 @@ class RequestHandler:
                                   f"{MAX_GET_MANY_KEYS}")
         keys = [self._key(k) for k in req.keys]
         await self.node.read_barrier(req.consistency)
-        found = self._kv.get_many(keys)
-        return pb.GetManyResponse(kvs=[_kv(kv) for kv in found if kv is not None])
+        # One page within the scan budget (at least one value, however large), read with no
+        # await in between: one point in time. The rest: next_key_index (the client follows).
+        sm, budget, used = self._kv, scan_budget(self.node.config), 0
+        out: list[client_pb2.KeyValue] = []
+        for i, key in enumerate(keys):
+            kv = sm.get(key)
+            if kv is None:
+                continue
+            used += len(kv.key) + len(kv.value)
+            if out and used > budget:
+                return pb.GetManyResponse(kvs=out, next_key_index=i)
+            out.append(_kv(kv))
+        return pb.GetManyResponse(kvs=out)
 
     async def scan(self, req: client_pb2.ScanRequest) -> client_pb2.ScanResponse:
         limit = req.limit or DEFAULT_SCAN_LIMIT
