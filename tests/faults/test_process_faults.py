@@ -35,7 +35,9 @@ def test_sigstop_of_the_leader_and_back(cluster_factory, run, writer_cls, histor
         async with lc.client() as c, lc.client(timeout=20) as wc, lc.client() as hc:
             old = lc.nodes[(await lc.wait_leader(c)).id]
             writer = writer_cls(wc, concurrency=4).start()
-            history = history_cls([hc], workers=4, seed=1).start()
+            # calls shorter than the client's 2 s attempt timeout: those caught at the stopped
+            # leader end with their outcome unknown, which the checker must then place
+            history = history_cls([hc], workers=4, seed=1, timeout=1.0).start()
             await writer.wait_acked(50)
             await history.wait_ok(30)
             old.proc.send_signal(signal.SIGSTOP)
@@ -57,7 +59,8 @@ def test_sigstop_of_the_leader_and_back(cluster_factory, run, writer_cls, histor
             await writer.check_all_readable(c)
             await lc.wait_leader(c)  # all three agree again, the old leader a follower
             assert old.running
-        assert history.counts["unknown"] + history.counts["failed"] < history.counts["ok"]
+        # the stop was felt: calls caught there failed (reads) or ended unknown (writes)
+        assert history.counts["unknown"] + history.counts["failed"] > 0, history.summary()
         assert_linearizable(history)
 
     run(go)
