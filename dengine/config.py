@@ -112,6 +112,10 @@ class RaftSection:
     max_msg_bytes: int = _key(1 * MiB, "entry bytes per append message", min=1)
     max_batch_entries: int = _key(1024, "proposals per batch", min=1)
     max_batch_bytes: int = _key(1 * MiB, "proposal bytes per batch", min=1)
+    max_committed_bytes_per_ready: int = _key(
+        64 * MiB, "committed entry bytes applied per turn of the drive loop (peers and clients "
+        "are served between turns)", min=1,
+    )
     snapshot_interval_entries: int = _key(10_000, "applied entries between snapshots", min=1)
     compaction_tail_entries: int = _key(
         1000, "entries kept behind a snapshot for slow followers", min=0
@@ -152,6 +156,7 @@ class RaftSection:
             "pre_vote": self.pre_vote,
             "check_quorum": self.check_quorum,
             "max_clock_drift": self.max_clock_drift_pct / 100,
+            "max_committed_bytes_per_ready": self.max_committed_bytes_per_ready,
         }
         known = {f.name for f in fields(RaftConfig)}
         values = {k: v for k, v in values.items() if k in known}
@@ -196,6 +201,10 @@ class NetworkSection:
     max_pending_bytes: int = _key(
         64 * MiB, "client request bytes a node holds at once; past it: RESOURCE_EXHAUSTED",
         min=4096,
+    )
+    max_apply_lag_entries: int = _key(
+        10_000, "committed entries the leader may hold unapplied; past it new writes get "
+        "RESOURCE_EXHAUSTED; 0 = no limit", min=0,
     )
     max_streams_per_connection: int = _key(
         256, "concurrent calls one client connection may have open (HTTP/2 streams)", min=4

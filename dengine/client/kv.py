@@ -191,13 +191,22 @@ class KvMixin:
         timeout: float | None = None,
         endpoint: str | None = None,
     ) -> dict[bytes, KeyValue]:
-        """The keys that exist among ``keys``, read at one point in time."""
-        req = client_pb2.GetManyRequest(
-            keys=[to_bytes(k) for k in keys], consistency=Consistency.parse(consistency)  # type: ignore[arg-type]  # protobuf takes any int; its stubs only the enum class
-        )
-        resp = await self._kv("get_many", "get_many", req, timeout=timeout, endpoint=endpoint,
-                              **self._read_route(req.consistency))
-        return {kv.key: KeyValue.from_proto(kv) for kv in resp.kvs}
+        """The keys that exist among ``keys``. An answer within the node's byte budget
+        (``network.scan_max_bytes``) is read at one point in time; a larger one comes in pages,
+        each at one point in time (and each linearizable at that level), followed here."""
+        want = [to_bytes(k) for k in keys]
+        level = Consistency.parse(consistency)
+        deadline = now() + (self.timeout if timeout is None else timeout)
+        out: dict[bytes, KeyValue] = {}
+        while True:
+            req = client_pb2.GetManyRequest(keys=want, consistency=level)  # type: ignore[arg-type]  # protobuf takes any int; its stubs only the enum class
+            resp = await self._kv("get_many", "get_many", req,
+                                  timeout=max(deadline - now(), 0.001), endpoint=endpoint,
+                                  **self._read_route(req.consistency))
+            out.update((kv.key, KeyValue.from_proto(kv)) for kv in resp.kvs)
+            if not resp.next_key_index:
+                return out
+            want = want[resp.next_key_index:]
 
     async def delete(
         self, key: Key, *, timeout: float | None = None, endpoint: str | None = None

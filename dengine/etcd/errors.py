@@ -15,6 +15,7 @@ from dengine.errors import (
     LeaseNotFound,
     NotLeader,
     OperationTimeout,
+    Overloaded,
     PayloadTooLarge,
     ProposalDropped,
     QuotaExceeded,
@@ -38,6 +39,8 @@ def etcd_status(e: BaseException) -> tuple[grpc.StatusCode, str]:
         return C.NOT_FOUND, LEASE_NOT_FOUND
     if isinstance(e, NotLeader):
         return C.UNAVAILABLE, NOT_LEADER if e.leader_id else NO_LEADER
+    if isinstance(e, Overloaded):  # etcd's ErrTooManyRequests: clients back off and retry
+        return C.RESOURCE_EXHAUSTED, "etcdserver: too many requests"
     if isinstance(e, QuotaExceeded):
         return C.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded"
     if isinstance(e, PayloadTooLarge):

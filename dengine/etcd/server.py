@@ -18,6 +18,7 @@ from dengine.etcd import store
 from dengine.etcd.errors import UNIMPLEMENTED_MESSAGES, etcd_status
 from dengine.etcd.pb import rpc_pb2 as pb
 from dengine.etcd.pb import rpc_pb2_grpc as pbg
+from dengine.node.admission import ApplyLag
 from dengine.statemachine import leases as L
 from dengine.statemachine.kv import KVStateMachine
 
@@ -48,6 +49,8 @@ class EtcdApi:
         self.cluster_num = cluster_number(node.cluster_id)
         self.client_url = client_url
         self._channels: dict[str, Any] = {}
+        # etcd itself refuses writes past a gap between commit and apply ("too many requests")
+        self.apply_lag = ApplyLag(node.config.network.max_apply_lag_entries)
 
     def header(self, revision: int = 0) -> pb.ResponseHeader:
         core = self.node.core
@@ -103,7 +106,10 @@ class EtcdApi:
 
     async def write(self, txn: pb.TxnRequest) -> pb.TxnResponse:
         """One Txn through the log (the caller is the leader); its response with the header."""
-        result = await self.node.propose(bytes((L.OP_ETCD_TXN,)) + txn.SerializeToString())
+        node = self.node
+        if node.is_leader:
+            self.apply_lag.check(node.core.commit_index, self.sm.applied_index())
+        result = await node.propose(bytes((L.OP_ETCD_TXN,)) + txn.SerializeToString())
         if isinstance(result, BaseException):
             raise result
         assert isinstance(result, pb.TxnResponse), "OP_ETCD_TXN applies to a TxnResponse"

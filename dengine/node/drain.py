@@ -16,10 +16,11 @@ from typing import Any
 
 from dengine.errors import DengineError
 
-__all__ = ["drain"]
+__all__ = ["drain", "successor"]
 
 
-def _successor(node: Any) -> int | None:
+def successor(node: Any) -> int | None:
+    """The voter to hand leadership to: the most caught-up one other than this node."""
     core = node.core
     voters = [v for v in core.conf_state.voters if v != node.node_id]
     progress = core.tracker.progress
@@ -36,7 +37,7 @@ async def drain(node: Any, timeout_s: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     if node.running and node.is_leader:
-        target = _successor(node)
+        target = successor(node)
         if target is not None:
             try:
                 await node.transfer_leader(target, timeout_s=max(0.1, timeout_s / 2))

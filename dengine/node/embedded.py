@@ -149,12 +149,18 @@ class EmbeddedClient:
                        consistency: ConsistencyArg = pb.LINEARIZABLE,
                        timeout: float | None = None, endpoint: str | None = None
                        ) -> dict[bytes, KeyValue]:
-        """KeyValues of the keys that exist, by key."""
-        req = pb.GetManyRequest(keys=[_bytes(k) for k in keys],
-                                consistency=_consistency(consistency))  # type: ignore[arg-type]  # protobuf takes any int; its stubs only the enum class
-        resp = await self._call("get_many", req, pb.GetManyResponse, timeout)
+        """KeyValues of the keys that exist, by key (pages past the byte budget followed, as
+        :meth:`dengine.client.Client.get_many` does)."""
+        want = [_bytes(k) for k in keys]
         kv_cls = _types().KeyValue
-        return {kv.key: kv_cls.from_proto(kv) for kv in resp.kvs}
+        out: dict[bytes, KeyValue] = {}
+        while True:
+            req = pb.GetManyRequest(keys=want, consistency=_consistency(consistency))  # type: ignore[arg-type]  # protobuf takes any int; its stubs only the enum class
+            resp = await self._call("get_many", req, pb.GetManyResponse, timeout)
+            out.update((kv.key, kv_cls.from_proto(kv)) for kv in resp.kvs)
+            if not resp.next_key_index:
+                return out
+            want = want[resp.next_key_index:]
 
     async def delete(self, key: Key, *, timeout: float | None = None,
                      endpoint: str | None = None) -> bool:

@@ -10,7 +10,8 @@ answers writes and linearizable or lease reads with NOT_LEADER plus the leader's
 a command over ``raft.max_msg_bytes`` is PAYLOAD_TOO_LARGE; a malformed request is
 INVALID_ARGUMENT; an unexpected exception is INTERNAL, logged, and never takes the node down.
 A scan without a limit returns at most ``DEFAULT_SCAN_LIMIT`` keys and a continuation, and any
-scan stops at ``network.scan_max_bytes`` of keys and values (with a continuation). A unary
+scan stops at ``network.scan_max_bytes`` of keys and values (with a continuation); so does a
+``get_many`` (``next_key_index``). A unary
 RPC whose response carries an error ends with the matching gRPC status instead (see
 :mod:`dengine.transport.status`); the ``Batch`` stream keeps errors per request.
 
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from dengine._core import codec
 from dengine.errors import DengineError, InvalidArgument, Overloaded, PayloadTooLarge
 from dengine.node._stream import StreamBudget, run_batch_stream
-from dengine.node.admission import Admission
+from dengine.node.admission import Admission, ApplyLag
 from dengine.observability.tracing import request_tracing
 from dengine.statemachine.kv import KVStateMachine
 from dengine.statemachine.sessions import MAX_REGISTER, encode_register
@@ -66,6 +67,7 @@ class RequestHandler:
         net = getattr(getattr(node, "config", None), "network", None)
         self.admission = (Admission(net.max_pending_requests, net.max_pending_bytes)
                           if net is not None else None)
+        self.apply_lag = ApplyLag(net.max_apply_lag_entries) if net is not None else None
 
     async def call(self, name: str, request: Any, response_cls: type) -> Any:
         """Run ``name`` (a method of this class) and wrap any error in ``response_cls``; past
@@ -137,7 +139,10 @@ class RequestHandler:
         limit = self.node.max_command_bytes
         if len(cmd) > limit:
             raise PayloadTooLarge(len(cmd), limit, "request", "raft.max_msg_bytes")
-        return await self.node.propose(cmd)
+        node = self.node
+        if self.apply_lag is not None and node.is_leader:  # a follower answers NOT_LEADER
+            self.apply_lag.check(node.core.commit_index, node.state_machine.applied_index())
+        return await node.propose(cmd)
 
     # -- Kv -------------------------------------------------------------------------------
     async def put(self, req: client_pb2.PutRequest) -> client_pb2.PutResponse:
@@ -207,8 +212,19 @@ class RequestHandler:
                                   f"{MAX_GET_MANY_KEYS}")
         keys = [self._key(k) for k in req.keys]
         await self.node.read_barrier(req.consistency)
-        found = self._kv.get_many(keys)
-        return pb.GetManyResponse(kvs=[_kv(kv) for kv in found if kv is not None])
+        # One page within the scan budget (at least one value, however large), read with no
+        # await in between: one point in time. The rest: next_key_index (the client follows).
+        sm, budget, used = self._kv, scan_budget(self.node.config), 0
+        out: list[client_pb2.KeyValue] = []
+        for i, key in enumerate(keys):
+            kv = sm.get(key)
+            if kv is None:
+                continue
+            used += len(kv.key) + len(kv.value)
+            if out and used > budget:
+                return pb.GetManyResponse(kvs=out, next_key_index=i)
+            out.append(_kv(kv))
+        return pb.GetManyResponse(kvs=out)
 
     async def scan(self, req: client_pb2.ScanRequest) -> client_pb2.ScanResponse:
         limit = req.limit or DEFAULT_SCAN_LIMIT

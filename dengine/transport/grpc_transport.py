@@ -58,7 +58,7 @@ from dengine.transport.channels import (
     payload_limit,
     server_options,
 )
-from dengine.transport.service import REMOVED_MARK, STREAM_UP_KEY, RaftPeerService
+from dengine.transport.service import STREAM_UP_KEY, RaftPeerService
 from dengine.transport.status import from_rpc_error
 from dengine.v1 import raft_pb2, raft_pb2_grpc
 
@@ -87,6 +87,7 @@ class _PeerLink:
         self.last_error = ""
         self.sent_batches = 0
         self.refused = False
+        self.told_removed = False  # the peer's ack said it committed our removal
         #: Bumped when a stream ends: its request generator sees the change and returns, so
         #: grpc.aio's task consuming it ends too (a call that is already done does not cancel
         #: that task, and one left parked in ``wake.wait()`` would take messages meant for the
@@ -145,6 +146,7 @@ class _PeerLink:
         t = self.t
         self.sent_batches = 0
         self.refused = False
+        self.told_removed = False  # the peer's ack said it committed our removal
         stub = raft_pb2_grpc.RaftPeerStub(t.channels.get(self.address))
         call = stub.Stream(self._batches(self.stream_no))
         try:
@@ -157,6 +159,8 @@ class _PeerLink:
             async for ack in call:
                 if ack.error:
                     self.last_error = ack.error
+                if ack.sender_removed:
+                    self.told_removed = True
             await call  # the final status (raises on error)
             self.last_error = "the peer closed the stream"
         except grpc.aio.AioRpcError as e:
@@ -172,7 +176,7 @@ class _PeerLink:
     def _on_failure(self, err: Exception, rpc: grpc.aio.AioRpcError | None = None) -> None:
         t = self.t
         self.last_error = str(err)
-        if REMOVED_MARK in str(err) and t.on_removed is not None:
+        if self.told_removed and t.on_removed is not None:
             t.log.info("a peer says this node was removed", peer=self.peer_id)
             t.on_removed()
             return

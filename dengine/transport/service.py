@@ -34,12 +34,15 @@ from dengine.v1 import raft_pb2, raft_pb2_grpc
 if TYPE_CHECKING:
     from dengine.transport.grpc_transport import GrpcTransport
 
-__all__ = ["RaftPeerService", "STREAM_UP_KEY"]
+__all__ = ["RaftPeerService", "STREAM_UP_KEY", "SenderRemoved"]
 
 #: Initial-metadata key the receiver sends as soon as a peer stream is accepted.
 STREAM_UP_KEY = "dengine-stream-up"
-#: In a refusal: the refusing node committed the sender's removal (the sender should stop).
-REMOVED_MARK = "was removed from the cluster"
+
+
+class SenderRemoved(RemoteProtocolError):
+    """The refusing node committed the sender's removal; its ack says so in ``sender_removed``
+    (a typed field, so the sender never has to read it out of the text)."""
 
 
 class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
@@ -64,8 +67,9 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
         if sender == t.node_id or (sender not in t.peers and not t.accept_unknown_senders):
             check = getattr(t, "removed_check", None)
             if sender != t.node_id and check is not None and check(sender):
-                err = RemoteProtocolError(
-                    sender, f"node {sender} {REMOVED_MARK} (node {t.node_id} committed it)")
+                err = SenderRemoved(
+                    sender, f"node {sender} was removed from the cluster (node {t.node_id} "
+                    "committed it)")
                 self._refuse("removed_sender", context, str(err), peer=sender)
                 return err
             err = RemoteProtocolError(
@@ -92,7 +96,8 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
             if refusal is not None:
                 t.stats.batches_refused += 1
                 code, details, trailing = grpc_status(refusal)
-                yield raft_pb2.RaftBatchAck(error=details)
+                yield raft_pb2.RaftBatchAck(
+                    error=details, sender_removed=isinstance(refusal, SenderRemoved))
                 await context.abort(code, details, trailing_metadata=trailing)
                 return
             verified = sender

@@ -7,12 +7,39 @@ does); the rest run with the default suite.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
+
+from dengine.testing.kv_history import KvHistoryWorkload
+
+
+def _integration_conftest():
+    """tests/integration/conftest.py, for its process clusters (one definition of them)."""
+    path = Path(__file__).resolve().parents[1] / "integration" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("dengine_faults_cluster", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_it = _integration_conftest()
+# Real ``dengine serve`` clusters (killed at teardown), the scenario runner and the writer.
+cluster_factory = _it.cluster_factory
+run = _it.run
+writer_cls = _it.writer_cls
+pytest_runtest_makereport = _it.pytest_runtest_makereport
+
+
+@pytest.fixture
+def history_cls() -> type[KvHistoryWorkload]:
+    return KvHistoryWorkload
 
 
 def pytest_collection_modifyitems(config, items):

@@ -6,7 +6,9 @@
 * A scan over values far larger in total than one gRPC message: each page stops at
   ``network.scan_max_bytes`` and carries a continuation; the client and ``dengine scan``
   follow it to the end (before: the node built a 127 MB answer gRPC refused to send).
-* A value near the size limit is readable by get and by scan.
+* A value near the size limit is readable by get, by scan and by get_many; a get_many whose
+  answer would pass the scan budget answers one page and ``next_key_index`` (before: one call
+  built a 131 MB answer), which the client follows.
 """
 
 from __future__ import annotations
@@ -110,3 +112,16 @@ def test_a_value_near_the_size_limit_is_readable(serve):
         got = list(c.scan_iter(prefix=b"big/"))
         assert [kv.key for kv in got] == [b"big/%02d" % i for i in range(20)]
         assert all(kv.value == big for kv in got)
+        keys = [b"big/%02d" % i for i in range(20)] + [b"absent"]
+        many = c.get_many(keys)  # 20 MiB: in pages, followed by the client
+        assert sorted(many) == keys[:20] and all(kv.value == big for kv in many.values())
+
+    async def one_page() -> pb.GetManyResponse:
+        async with grpc.aio.insecure_channel(node.address) as ch:
+            return await pbg.KvStub(ch).GetMany(pb.GetManyRequest(keys=keys), timeout=10)
+
+    page = asyncio.run(one_page())
+    # network.scan_max_bytes (4 MiB) holds three of these values, and a page may run one past
+    n = len(page.kvs)
+    assert 3 <= n <= 5 and page.next_key_index == n, (n, page.next_key_index)
+    assert [kv.key for kv in page.kvs] == keys[:n]

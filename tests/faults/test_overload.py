@@ -1,9 +1,10 @@
 """Overload is shed, not absorbed (a real ``dengine serve`` process).
 
-2,000 concurrent 64 KiB writes from one client: past ``network.max_pending_bytes`` the node
+2,000 concurrent 64 KiB writes from eight clients: past ``network.max_pending_bytes`` the node
 answers RESOURCE_EXHAUSTED at once (nothing applied) and the client backs off and retries
 through its session; every call ends in success or a clear dengine error (never a bare gRPC
-CANCELLED), no write is applied twice, and the node's RSS stays bounded (the issue: 76 MB ->
+CANCELLED), no write is applied twice, and the node's RSS growth stays under a bound set
+between what was measured with shedding on and with every limit off (the issue: 76 MB ->
 508 MB with nothing shed). A unit test shows the refusal itself is typed and immediate.
 """
 
@@ -53,6 +54,14 @@ def test_overloaded_round_trips_with_its_retry_hint():
     assert S.grpc_code(back) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+#: Clients (each its own connection) the 2,000 writes are spread over: one connection alone
+#: holds at most max_streams_per_connection calls at the node, which hides an unbounded node.
+CLIENTS = 8
+#: The RSS growth bound, from a one-off measurement of this workload on a 2-core VM (README):
+#: 327-405 MiB with shedding on, 549-692 MiB with every limit off, six runs each.
+RSS_GROWTH_BOUND = 475 * MIB
+
+
 @pytest.mark.slow
 def test_two_thousand_concurrent_big_writes_are_shed_not_absorbed(serve):
     node = serve("--network.max-pending-bytes", str(16 * MIB))
@@ -69,15 +78,18 @@ def test_two_thousand_concurrent_big_writes_are_shed_not_absorbed(serve):
             time.sleep(0.05)
 
     async def run() -> tuple[int, list[BaseException], int]:
-        async with Client([node.address], timeout=120) as c:
-            await c.put(b"warm", b"up")
+        clients = [Client([node.address], timeout=120) for _ in range(CLIENTS)]
+        try:
+            for c in clients:
+                await c.put(b"warm", b"up")
+            await asyncio.sleep(0.5)
             base = node.rss_bytes()
             t = threading.Thread(target=sample, daemon=True)
             t.start()
 
             async def one(i: int) -> BaseException | None:
                 try:
-                    await c.put(b"o/%05d" % i, value)
+                    await clients[i % CLIENTS].put(b"o/%05d" % i, value)
                 except BaseException as e:  # noqa: BLE001 - every outcome is checked below
                     return e
                 return None
@@ -87,13 +99,14 @@ def test_two_thousand_concurrent_big_writes_are_shed_not_absorbed(serve):
             t.join()
             errors = [e for e in outcomes if e is not None]
             acked = [i for i, e in enumerate(outcomes) if e is None]
-            got = {}
-            for j in range(0, len(acked), 100):  # 100 values a call: well under a message
-                got.update(await c.get_many([b"o/%05d" % i for i in acked[j:j + 100]]))
+            got = await clients[0].get_many([b"o/%05d" % i for i in acked])
             twice = [k for k, kv in got.items() if kv.version != 1]
             assert not twice, twice[:5]
             assert len(got) == len(acked)
             return base, errors, len(acked)
+        finally:
+            for c in clients:
+                await c.close()
 
     base, errors, acked = asyncio.run(run())
     for e in errors:  # a clear, typed error: never gRPC's bare CANCELLED
@@ -101,13 +114,11 @@ def test_two_thousand_concurrent_big_writes_are_shed_not_absorbed(serve):
         assert not (isinstance(e, ServerError) and e.code == "CANCELLED"), repr(e)
     assert acked >= 1900, (acked, errors[:3])
     grown = peak[0] - base
-    # 125 MiB of values reach the log and the state machine (RocksDB memtables hold them):
-    # measured 250-345 MiB of growth with shedding over nine runs, 340-400 MiB without the
-    # byte limit (same machine). The bound is the stated one (README): it holds every run
-    # measured, but it does not tell the two apart; the stream budget tests do that.
-    assert grown < 384 * MIB, grown
     print(f"RSS {base / MIB:.0f} MiB -> peak {peak[0] / MIB:.0f} MiB; {acked} acked, "
           f"{len(errors)} errors")
+    # 125 MiB of values reach the log and the state machine (RocksDB memtables hold them);
+    # what shedding bounds is what the node holds in flight on top of that.
+    assert grown < RSS_GROWTH_BOUND, grown
 
 
 def test_outcome_unknown_and_not_applied_stay_apart_over_the_wire():

@@ -86,6 +86,8 @@ def test_add_learner_of_an_existing_voter_is_refused(cluster_factory, run):
 
 
 def test_removing_the_leader_succeeds_and_it_exits_cleanly(cluster_factory, run, writer_cls):
+    """The leader hands over first, so the cluster stays led; the removal is then a
+    follower's, proposed by the new leader."""
     lc = cluster_factory(3)
 
     async def go():
@@ -96,6 +98,12 @@ def test_removing_the_leader_succeeds_and_it_exits_cleanly(cluster_factory, run,
             members = await c.remove_member(leader.id)
             assert leader.id not in {m.id for m in members}
             assert await _exit_code(lc.nodes[leader.id], 15) == 0, lc.nodes[leader.id].log_tail()
+            # It handed leadership over first; the new leader proposed the removal.
+            old = lc.nodes[leader.id]
+            assert old.log_count("leadership handed over before removing this node") == 1
+            assert old.log_count("membership change proposed") == 0, old.log_tail()
+            assert sum(n.log_count("membership change proposed") for n in lc.nodes.values()
+                       if n.id != leader.id) == 1
             members = await c.remove_member(leader.id)  # a retry of an applied removal
             assert leader.id not in {m.id for m in members}
             before = len(writer.acked)
