@@ -18,6 +18,7 @@ import argparse
 import base64
 import binascii
 import os
+import re
 import sys
 from typing import BinaryIO
 
@@ -72,7 +73,7 @@ class Codec:
         except UnicodeDecodeError:
             self.escaped = True
             return _escape(data, lines)
-        if any(_unsafe(c) and not (lines and c == "\n") for c in text):
+        if (_UNSAFE_IN_LINES if lines else _UNSAFE).search(text) is not None:
             self.escaped = True
             return _escape(data, lines)
         return text
@@ -102,20 +103,22 @@ def read_value(value: str | None, file: str | None, codec: Codec,
     return codec.arg(value, "value")
 
 
-def _unsafe(c: str) -> bool:
-    o = ord(c)
-    return (o < 0x20 and c not in "\t") or o == 0x7F or 0x80 <= o < 0xA0
+# Characters that would garble a terminal: C0 controls but tab, DEL, C1 controls. A regular
+# expression rather than a loop over characters: a scan prints a million values.
+_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_UNSAFE_IN_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def _escape_char(c: str, lines: bool = False) -> str:
+def _escape_char(m: re.Match[str]) -> str:
+    c = m.group()
     if c == "\n":
-        return c if lines else "\\n"
+        return "\\n"
     if c == "\r":
         return "\\r"
-    return f"\\x{ord(c):02x}" if _unsafe(c) else c
+    return f"\\x{ord(c):02x}"
 
 
 def _escape(data: bytes, lines: bool = False) -> str:
     """UTF-8 runs as text, every other byte as ``\\xNN``; control characters escaped."""
     text = data.decode("utf-8", errors="backslashreplace")
-    return "".join(_escape_char(c, lines) for c in text)
+    return (_UNSAFE_IN_LINES if lines else _UNSAFE).sub(_escape_char, text)

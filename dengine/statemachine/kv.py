@@ -38,6 +38,7 @@ from dengine.statemachine.engines import (
     unpack_chunk,
 )
 from dengine.statemachine.history import (
+    DEFAULT_MAX_BYTES,
     DEFAULT_WINDOW,
     K_HISTORY,
     P_HISTORY,
@@ -126,10 +127,11 @@ class KVStateMachine:
         session_lifetime_entries: int = 0,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         history_revisions: int = DEFAULT_WINDOW,
+        history_bytes: int = DEFAULT_MAX_BYTES,
         logger=None,
     ) -> None:
         self.engine = engine
-        self.history = History(engine, history_revisions, logger)
+        self.history = History(engine, history_revisions, logger, max_bytes=history_bytes)
         self.sessions = SessionTable(engine, max_sessions=max_sessions,
                                      session_results=session_results,
                                      lifetime_entries=session_lifetime_entries,
