@@ -18,10 +18,10 @@ import argparse
 import base64
 import binascii
 import os
-import re
 import sys
 from typing import BinaryIO
 
+from dengine._core import text as _text
 from dengine.cli.errors import USAGE, CliError
 
 __all__ = ["add_encoding_flags", "Codec", "read_value"]
@@ -68,14 +68,8 @@ class Codec:
             return data.hex()
         if self.encoding == BASE64:
             return base64.b64encode(data).decode("ascii")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            self.escaped = True
-            return _escape(data, lines)
-        if (_UNSAFE_IN_LINES if lines else _UNSAFE).search(text) is not None:
-            self.escaped = True
-            return _escape(data, lines)
+        text, escaped = _text.show(data, lines)  # one C pass
+        self.escaped |= escaped
         return text
 
     def note(self) -> None:
@@ -101,24 +95,3 @@ def read_value(value: str | None, file: str | None, codec: Codec,
     if value == "-":
         return (stdin or sys.stdin.buffer).read()
     return codec.arg(value, "value")
-
-
-# Characters that would garble a terminal: C0 controls but tab, DEL, C1 controls. A regular
-# expression rather than a loop over characters: a scan prints a million values.
-_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-_UNSAFE_IN_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def _escape_char(m: re.Match[str]) -> str:
-    c = m.group()
-    if c == "\n":
-        return "\\n"
-    if c == "\r":
-        return "\\r"
-    return f"\\x{ord(c):02x}"
-
-
-def _escape(data: bytes, lines: bool = False) -> str:
-    """UTF-8 runs as text, every other byte as ``\\xNN``; control characters escaped."""
-    text = data.decode("utf-8", errors="backslashreplace")
-    return (_UNSAFE_IN_LINES if lines else _UNSAFE).sub(_escape_char, text)
