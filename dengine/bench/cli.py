@@ -51,6 +51,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--preload", type=int, default=0, metavar="N",
                    help="run the workloads, then load N keys (batched), then run them again "
                         "and compare (dengine targets only)")
+    p.add_argument("--settle", action="store_true",
+                   help="with --preload --embedded: after the load, wait (at most 2 minutes) "
+                        "until the leader's state machine has no compaction left to do")
     p.add_argument("--compare-scan", action="store_true",
                    help="with --preload: also time a full scan by `dengine scan` against one "
                         "by the Python client (each its own process)")
@@ -95,7 +98,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     except DengineError as e:
         return report(e, where.where if where is not None else None)
     if args.preload:
-        summaries, after, secs, scan = summaries
+        summaries, after, secs, scan, settled = summaries
         from dengine.bench.preload import comparison_rows
 
         print(f"\npreloaded {args.preload:,} keys in {secs:.1f}s "
@@ -105,6 +108,7 @@ def _run_bench(args: argparse.Namespace) -> int:
             print(scan.row(), flush=True)
         write_json(args.json, {"results": [s.to_dict() for s in summaries],
                                "preload": {"keys": args.preload, "seconds": secs,
+                                           "settle_s": settled,
                                            "results": [s.to_dict() for s in after],
                                            "scan": scan and scan.to_dict()}})
         return 0
@@ -156,6 +160,14 @@ async def _runs(args: argparse.Namespace, target: Any, specs: list, progress: bo
     kb = args.key_bytes or 16
     secs = await preload_keys(target, args.preload, key_bytes=max(kb, 8),
                               value_bytes=args.value_bytes or 256, progress=progress)
+    settled = None
+    if args.settle:
+        from dengine.bench.preload import settle
+
+        settled = await settle(target)
+        print("-- settled: " + ("no in-process state machine to ask" if settled is None else
+                                f"waited {settled:.1f}s for the leader's compactions") + " --",
+              flush=True)
     print(f"-- at {args.preload:,} more keys --", flush=True)
     after = await run_all(target, specs, progress=progress, preloaded=preloaded)
     scan = None
@@ -163,7 +175,7 @@ async def _runs(args: argparse.Namespace, target: Any, specs: list, progress: bo
         from dengine.bench.scan_compare import compare_scan
 
         scan = await compare_scan(endpoints, args.preload)
-    return before, after, secs, scan
+    return before, after, secs, scan, settled
 
 
 def _endpoints(args: argparse.Namespace) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 from dengine.bench.stats import Summary
 from dengine.bench.workloads import Progress
 
-__all__ = ["BATCH_KEYS", "preload_keys", "comparison_rows"]
+__all__ = ["BATCH_KEYS", "preload_keys", "comparison_rows", "settle"]
 
 BATCH_KEYS = 1000
 IN_FLIGHT = 4
@@ -65,6 +65,21 @@ async def preload_keys(target: Any, n: int, *, key_bytes: int = 16, value_bytes:
     finally:
         await target.close()
     bar.draw(done, final=True)
+    return time.perf_counter() - t0
+
+
+async def settle(target: Any, limit_s: float = 120.0) -> float | None:
+    """Wait until the in-process leader's RocksDB state machine has no flush or compaction
+    running or owed (what a bulk load leaves behind), at most ``limit_s``; the seconds waited,
+    or None when the target has no such node to ask. With it the second run measures the
+    cluster at N keys rather than while it digests the load (both are worth knowing)."""
+    engine = getattr(getattr(getattr(target, "node", None), "state_machine", None), "engine",
+                     None)
+    if not hasattr(engine, "busy"):
+        return None
+    t0 = time.perf_counter()
+    while engine.busy() and time.perf_counter() - t0 < limit_s:
+        await asyncio.sleep(0.5)
     return time.perf_counter() - t0
 
 

@@ -255,6 +255,13 @@ class RocksEngine:
         except Exception as e:
             raise StorageError(f"RocksDB WAL sync of {self.path} failed: {e}") from e
 
+    def busy(self) -> bool:
+        """True while RocksDB flushes or compacts, or owes a compaction (after a bulk load)."""
+        db = self._live
+        return any(db.property_int_value(p) for p in (
+            "rocksdb.compaction-pending", "rocksdb.num-running-compactions",
+            "rocksdb.num-running-flushes"))
+
     def pin(self) -> _ItemsSource:
         snap = self._live.snapshot()
         holder = [snap]

@@ -206,12 +206,14 @@ def test_bench_preload_runs_before_and_after_and_the_keys_are_there(tmp_path: Pa
     proc = subprocess.run(
         [sys.executable, "-m", "dengine", "bench", "--embedded", "--ops", "40", "--warmup", "0",
          "--preload", "2500", "-w", "write-concurrent", "--no-progress", "--compare-scan",
+         "--settle",
          "--json", str(out), "--work-dir", str(tmp_path / "c")],
         env=_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads(out.read_text())
     assert [r["ops"] for r in data["results"]] == [40]
     assert data["preload"]["keys"] == 2500
+    assert 0 <= data["preload"]["settle_s"] < 120  # the in-process leader was asked
     assert [(r["workload"], r["ops"], r["errors"]) for r in data["preload"]["results"]] \
         == [("write-concurrent", 40, 0)]
     assert "preloaded 2,500 keys" in proc.stdout and "ops/s @2,500" in proc.stdout
