@@ -26,6 +26,7 @@ __all__ = ["BATCH_KEYS", "preload_keys", "comparison_rows", "settle"]
 
 BATCH_KEYS = 1000
 IN_FLIGHT = 4
+IDLE_S = 3.0
 
 
 async def preload_keys(target: Any, n: int, *, key_bytes: int = 16, value_bytes: int = 256,
@@ -78,8 +79,18 @@ async def settle(target: Any, limit_s: float = 120.0) -> float | None:
     if not hasattr(engine, "busy"):
         return None
     t0 = time.perf_counter()
-    while engine.busy() and time.perf_counter() - t0 < limit_s:
-        await asyncio.sleep(0.5)
+    idle_since = None
+    # Idle for IDLE_S in a row: right after a load a flush can leave nothing running for a
+    # moment before the compaction it triggers starts.
+    while time.perf_counter() - t0 < limit_s:
+        now = time.perf_counter()
+        if engine.busy():
+            idle_since = None
+        elif idle_since is None:
+            idle_since = now
+        elif now - idle_since >= IDLE_S:
+            return idle_since - t0
+        await asyncio.sleep(0.25)
     return time.perf_counter() - t0
 
 
