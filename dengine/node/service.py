@@ -245,7 +245,13 @@ class RequestHandler:
 
     async def alarm_disarm(self, _req: Any) -> client_pb2.AlarmDisarmResponse:
         q = self.node.quota
-        await q.disarm()
+        await q.disarm()  # and records it in the log
+        return pb.AlarmDisarmResponse(alarms=q.alarms(), used_bytes=q.used_bytes,
+                                      quota_bytes=q.quota_bytes)
+
+    async def alarm_update(self, req: Any) -> client_pb2.AlarmDisarmResponse:
+        q = self.node.quota
+        await self.node.cluster_alarm.handle_request(req)
         return pb.AlarmDisarmResponse(alarms=q.alarms(), used_bytes=q.used_bytes,
                                       quota_bytes=q.quota_bytes)
 
@@ -352,6 +358,7 @@ class ClusterService(client_pb2_grpc.ClusterServicer):
     Promote = _unary("promote", pb.MembershipResponse)
     RemoveMember = _unary("remove_member", pb.MembershipResponse)
     AlarmDisarm = _unary("alarm_disarm", pb.AlarmDisarmResponse)
+    AlarmUpdate = _unary("alarm_update", pb.AlarmDisarmResponse)
 
 
 def add_client_services(server: Any, node: Node) -> RequestHandler:

@@ -38,7 +38,7 @@ def test_raise_clear_and_restart(kv_factory):
 def test_malformed_alarm_entries_change_nothing(kv_factory):
     sm = kv_factory.open()
     bad = [encode_alarm(True, 2)[:-1], encode_alarm(True, 0), encode_alarm(True, 2, alarm=9),
-           b"\x60\x07" + bytes(9)]
+           b"\x60\x07" + bytes(25)]
     out = sm.apply([_e(i + 1, d) for i, d in enumerate(bad)])
     assert all(isinstance(r, DecodeError) for r in out)
     assert sm.alarms.active() == {}
