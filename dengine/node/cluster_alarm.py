@@ -88,6 +88,25 @@ class ClusterAlarm:
         if resp.HasField("error"):
             raise from_proto(resp.error)
 
+    def caller_refusal(self, context: Any, member_id: int) -> str | None:
+        """Why the caller of ``Cluster.AlarmUpdate`` may not record ``member_id``'s alarm, or
+        None. With TLS it must present that member's certificate; with auth on and no TLS no
+        caller can prove it is a member, so none may (a forged alarm would stop all writes).
+        With neither, any client may write anyway."""
+        cfg = self.node.config
+        if cfg.tls.enabled:
+            from dengine.security.tls import peer_identity, peer_san
+
+            caller = peer_identity(context)
+            if caller != peer_san(member_id):
+                return (f"only member {member_id} records its own alarm (its certificate "
+                        f"{peer_san(member_id)}, not {caller or 'none'})")
+            return None
+        auth = getattr(cfg, "auth", None)
+        if auth is not None and auth.enabled:
+            return "with auth on, alarms are recorded only between members speaking TLS"
+        return None
+
     async def handle_request(self, req: Any) -> None:
         """``Cluster.AlarmUpdate`` on the leader: propose it (a follower answers NotLeader)."""
         if not self.node.is_leader:

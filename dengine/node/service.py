@@ -358,7 +358,16 @@ class ClusterService(client_pb2_grpc.ClusterServicer):
     Promote = _unary("promote", pb.MembershipResponse)
     RemoveMember = _unary("remove_member", pb.MembershipResponse)
     AlarmDisarm = _unary("alarm_disarm", pb.AlarmDisarmResponse)
-    AlarmUpdate = _unary("alarm_update", pb.AlarmDisarmResponse)
+    _alarm_update = _unary("alarm_update", pb.AlarmDisarmResponse)
+
+    async def AlarmUpdate(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC's name
+        """Only the member itself may record its alarm (see ClusterAlarm.caller_refusal)."""
+        refusal = self.handler.node.cluster_alarm.caller_refusal(context, request.member_id)
+        if refusal is not None:
+            import grpc
+
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        return await self._alarm_update(request, context)
 
 
 def add_client_services(server: Any, node: Node) -> RequestHandler:

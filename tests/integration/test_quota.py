@@ -121,3 +121,38 @@ def test_a_followers_alarm_stops_writes_everywhere_survives_restarts_and_disarms
             assert await c.put("after", "disarm")
 
     run(go)
+
+
+def test_with_tls_and_auth_a_follower_records_its_alarm_and_no_client_can_forge_one(
+        cluster_factory, run, tmp_path):
+    """Under mutual TLS and client roles the follower's request to the leader goes through
+    (its node certificate proves who it is); a client, even an admin, cannot raise or clear a
+    member's alarm (a forged alarm would stop every write)."""
+    import grpc
+
+    from dengine.v1 import client_pb2, client_pb2_grpc
+
+    from .test_security import client, creds, secure_cluster
+
+    lc, certs = secure_cluster(cluster_factory, tmp_path, auth=True,
+                               storage={"quota_bytes": QUOTA})
+
+    async def go():
+        async with client(lc, certs, "admin") as c:
+            leader = await lc.wait_leader(c)
+            fid = next(i for i in lc.nodes if i != leader.id)
+            admin = creds(certs, (certs / "admin.pem").read_bytes(),
+                          (certs / "admin.key").read_bytes())
+            req = client_pb2.AlarmUpdateRequest(member_id=fid, activate=True, used_bytes=1,
+                                                quota_bytes=1)
+            async with grpc.aio.secure_channel(lc.nodes[leader.id].address, admin) as ch:
+                with pytest.raises(grpc.aio.AioRpcError) as forged:
+                    await client_pb2_grpc.ClusterStub(ch).AlarmUpdate(req, timeout=5)
+            assert forged.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert await c.put("still", "writable")
+            with open(lc.nodes[fid].data_dir / "ballast", "wb") as f:
+                f.truncate(QUOTA + (1 << 20))
+            err = await _refused(c)
+            assert err.node_id == fid
+
+    run(go)
