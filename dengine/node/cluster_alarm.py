@@ -10,7 +10,8 @@ again at the next measurement if that failed. Writes are refused on the leader w
 alarm or any alarm in the table is raised, so one member over its quota stops writes
 everywhere; reads and deletes go on.
 
-Durable: the table is in the state machine, so after a restart the alarm is still raised and
+The leader clears the alarm of a member removed from the cluster. Durable: the table is in
+the state machine, so after a restart the alarm is still raised and
 the member takes its local alarm back from the table (:meth:`restore`); only ``dengine alarm
 disarm`` clears it (each member measures, clears its local alarm if under its quota and then
 proposes the deactivation). A member still over its quota keeps its alarm.
@@ -49,12 +50,24 @@ class ClusterAlarm:
             self.node.quota.raise_alarm(restored=True)
 
     async def sync(self) -> None:
-        """Propose what makes the table agree with the local alarm, if they differ."""
-        local = self.node.quota.alarm
-        if local == (self.node.node_id in self.table.active()):
+        """Propose what makes the table agree with the local alarm, if they differ; the
+        leader also clears the alarms of members no longer in the cluster (nobody else
+        could, and they would stop writes for ever)."""
+        node = self.node
+        local = node.quota.alarm
+        gone = []
+        if node.is_leader and self.table.raised:
+            members = {m[0] for m in node.members()}
+            gone = [m for m in self.table.active() if m not in members]
+        if local == (node.node_id in self.table.active()) and not gone:
             return
         try:
-            await self.update(self.node.node_id, local)
+            for m in gone:
+                node.log.warning("clearing the alarm of a member no longer in the cluster",
+                                 member=m)
+                await self.update(m, False)
+            if local != (node.node_id in self.table.active()):
+                await self.update(node.node_id, local)
             self._last_error = ""
         except Exception as e:  # noqa: BLE001 - tried again at the next measurement
             msg = f"{type(e).__name__}: {e}"
