@@ -18,7 +18,7 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 PROTO_ROOT = ROOT / "protos"
 PROTO_OUT = ROOT / "dengine" / "v1"
-KERNELS = ("log_index", "quorum", "batch", "codec")
+KERNELS = ("log_index", "quorum", "batch", "codec", "text")
 
 
 def generate_protos() -> None:

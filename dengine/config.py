@@ -121,11 +121,11 @@ class RaftSection:
         1000, "entries kept behind a snapshot for slow followers", min=0
     )
     compaction_tail_bytes: int = _key(
-        64 * MiB, "at most this many entry bytes kept behind a snapshot; 0 = no byte bound",
+        32 * MiB, "at most this many entry bytes kept behind a snapshot; 0 = no byte bound",
         min=0
     )
     snapshot_interval_bytes: int = _key(
-        64 * MiB, "applied entry bytes between snapshots (whichever limit comes first)", min=1
+        32 * MiB, "applied entry bytes between snapshots (whichever limit comes first)", min=1
     )
     snapshot_interval_s: int = _key(
         300, "seconds between snapshots while entries are applied; 0 = no time limit", min=0
@@ -240,6 +240,8 @@ class StateMachineSection:
     engine: str = _key("rocksdb", "state machine backend", choices=("rocksdb", "memory"))
     history_revisions: int = _key(10_000, "revisions of watch history kept (older: COMPACTED)",
                                   min=1)
+    history_bytes: int = _key(32 * MiB, "at most this many bytes of watch history kept (the "
+                              "newest revision always stays)", min=1)
     max_sessions: int = _key(
         4096, "client sessions kept for exactly-once writes (the idlest is evicted past it)",
         min=1,

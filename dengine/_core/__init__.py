@@ -1,6 +1,6 @@
 """The hot paths of dengine, compiled with Cython, and the switch to their references.
 
-Each kernel (``log_index``, ``quorum``, ``batch``, ``codec``) is a compiled module in this
+Each kernel (``log_index``, ``quorum``, ``batch``, ``codec``, ``text``) is a compiled module in this
 package with a pure-Python twin in :mod:`dengine._core.ref` that has the same API. The rest of
 dengine imports the kernels from here and gets the compiled ones. Setting the environment
 variable ``DENGINE_PURE_PYTHON=1`` selects the references instead, for debugging; without it a
@@ -16,7 +16,7 @@ from types import ModuleType
 
 from dengine.errors import KernelUnavailable
 
-KERNELS = ("log_index", "quorum", "batch", "codec")
+KERNELS = ("log_index", "quorum", "batch", "codec", "text")
 PURE_PYTHON_ENV = "DENGINE_PURE_PYTHON"
 
 #: True when the references were asked for through the environment.
@@ -48,6 +48,7 @@ log_index = load("log_index", compiled=not PURE_PYTHON)
 quorum = load("quorum", compiled=not PURE_PYTHON)
 batch = load("batch", compiled=not PURE_PYTHON)
 codec = load("codec", compiled=not PURE_PYTHON)
+text = load("text", compiled=not PURE_PYTHON)
 
 #: True when the compiled kernels are in use.
 COMPILED = not PURE_PYTHON
@@ -68,4 +69,5 @@ __all__ = [
     "load",
     "log_index",
     "quorum",
+    "text",
 ]

@@ -51,6 +51,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--preload", type=int, default=0, metavar="N",
                    help="run the workloads, then load N keys (batched), then run them again "
                         "and compare (dengine targets only)")
+    p.add_argument("--settle", action="store_true",
+                   help="with --preload --embedded: after the load, wait (at most 2 minutes) "
+                        "until the leader's state machine has no compaction left to do")
+    p.add_argument("--compare-scan", action="store_true",
+                   help="with --preload: also time a full scan by `dengine scan` against one "
+                        "by the Python client (each its own process)")
     add_workload_flags(p)
     from dengine.cli.security import add_tls_flags
 
@@ -71,6 +77,8 @@ def _run_bench(args: argparse.Namespace) -> int:
         specs = select_workloads(args.workload, **spec_overrides(args))
         if args.preload < 0 or (args.preload and args.target != "dengine"):
             raise ValueError("--preload needs a number of keys >= 0 and a dengine target")
+        if args.compare_scan and not args.preload:
+            raise ValueError("--compare-scan times a scan of the preloaded keys: give --preload")
     except ValueError as e:
         print(f"dengine: error: {e}", file=sys.stderr)
         return USAGE
@@ -90,15 +98,19 @@ def _run_bench(args: argparse.Namespace) -> int:
     except DengineError as e:
         return report(e, where.where if where is not None else None)
     if args.preload:
-        summaries, after, secs = summaries
+        summaries, after, secs, scan, settled = summaries
         from dengine.bench.preload import comparison_rows
 
         print(f"\npreloaded {args.preload:,} keys in {secs:.1f}s "
               f"({args.preload / max(secs, 1e-9):,.0f} keys/s)")
         print("\n".join(comparison_rows(summaries, after, args.preload)), flush=True)
+        if scan is not None:
+            print(scan.row(), flush=True)
         write_json(args.json, {"results": [s.to_dict() for s in summaries],
                                "preload": {"keys": args.preload, "seconds": secs,
-                                           "results": [s.to_dict() for s in after]}})
+                                           "settle_s": settled,
+                                           "results": [s.to_dict() for s in after],
+                                           "scan": scan and scan.to_dict()}})
         return 0
     write_json(args.json, {"results": [s.to_dict() for s in summaries]})
     return 0
@@ -117,7 +129,7 @@ async def _bench(args: argparse.Namespace, where: Any, specs: list, progress: bo
         with tempfile.TemporaryDirectory(prefix="dengine-bench-") as tmp:
             async with embedded_cluster(args.work_dir or tmp) as node:
                 return await _runs(args, EmbeddedTarget(node, timeout=args.timeout), specs,
-                                   progress)
+                                   progress, sorted(node.config.cluster.initial_members.values()))
     from dengine.cli.security import client_tls
 
     # A cluster recorded by `cluster up --tls` is reached with its client certificate.
@@ -131,11 +143,11 @@ async def _bench(args: argparse.Namespace, where: Any, specs: list, progress: bo
         from dengine.cli.errors import USAGE, CliError
 
         raise CliError(str(e), USAGE) from e
-    return await _runs(args, target, specs, progress)
+    return await _runs(args, target, specs, progress, list(where.addresses))
 
 
-async def _runs(args: argparse.Namespace, target: Any, specs: list, progress: bool | None
-                ) -> Any:
+async def _runs(args: argparse.Namespace, target: Any, specs: list, progress: bool | None,
+                endpoints: list[str]) -> Any:
     """The workloads; with ``--preload N`` also the load and the second run (see preload)."""
     from dengine.bench.runner import run_all
 
@@ -148,9 +160,22 @@ async def _runs(args: argparse.Namespace, target: Any, specs: list, progress: bo
     kb = args.key_bytes or 16
     secs = await preload_keys(target, args.preload, key_bytes=max(kb, 8),
                               value_bytes=args.value_bytes or 256, progress=progress)
+    settled = None
+    if args.settle:
+        from dengine.bench.preload import settle
+
+        settled = await settle(target)
+        print("-- settled: " + ("no in-process state machine to ask" if settled is None else
+                                f"waited {settled:.1f}s for the leader's compactions") + " --",
+              flush=True)
     print(f"-- at {args.preload:,} more keys --", flush=True)
     after = await run_all(target, specs, progress=progress, preloaded=preloaded)
-    return before, after, secs
+    scan = None
+    if args.compare_scan:
+        from dengine.bench.scan_compare import compare_scan
+
+        scan = await compare_scan(endpoints, args.preload)
+    return before, after, secs, scan, settled
 
 
 def _endpoints(args: argparse.Namespace) -> Any:

@@ -22,10 +22,11 @@ from typing import Any
 from dengine.bench.stats import Summary
 from dengine.bench.workloads import Progress
 
-__all__ = ["BATCH_KEYS", "preload_keys", "comparison_rows"]
+__all__ = ["BATCH_KEYS", "preload_keys", "comparison_rows", "settle"]
 
 BATCH_KEYS = 1000
 IN_FLIGHT = 4
+IDLE_S = 3.0
 
 
 async def preload_keys(target: Any, n: int, *, key_bytes: int = 16, value_bytes: int = 256,
@@ -65,6 +66,31 @@ async def preload_keys(target: Any, n: int, *, key_bytes: int = 16, value_bytes:
     finally:
         await target.close()
     bar.draw(done, final=True)
+    return time.perf_counter() - t0
+
+
+async def settle(target: Any, limit_s: float = 120.0) -> float | None:
+    """Wait until the in-process leader's RocksDB state machine has no flush or compaction
+    running or owed (what a bulk load leaves behind), at most ``limit_s``; the seconds waited,
+    or None when the target has no such node to ask. With it the second run measures the
+    cluster at N keys rather than while it digests the load (both are worth knowing)."""
+    engine = getattr(getattr(getattr(target, "node", None), "state_machine", None), "engine",
+                     None)
+    if engine is None or not hasattr(engine, "busy"):
+        return None
+    t0 = time.perf_counter()
+    idle_since = None
+    # Idle for IDLE_S in a row: right after a load a flush can leave nothing running for a
+    # moment before the compaction it triggers starts.
+    while time.perf_counter() - t0 < limit_s:
+        now = time.perf_counter()
+        if engine.busy():
+            idle_since = None
+        elif idle_since is None:
+            idle_since = now
+        elif now - idle_since >= IDLE_S:
+            return idle_since - t0
+        await asyncio.sleep(0.25)
     return time.perf_counter() - t0
 
 

@@ -1,9 +1,10 @@
 """``dengine alarm``: list the alarms members raised, and disarm them once the cause is gone.
 
 ``alarm list`` asks every member for its status and prints its alarms (NOSPACE: its storage
-quota is used up and it refuses writes other than deletes). ``alarm disarm`` asks every member
-to clear its alarm; a member still over its quota refuses, so free space first (delete keys, or
-raise ``storage.quota_bytes`` and restart it), then disarm.
+quota is used up; "NOSPACE on N": member N's, as the log recorded it). While any member has one
+the cluster refuses writes other than deletes. ``alarm disarm`` asks every member to clear its
+alarm, through the log; a member still over its quota refuses, so free space first (delete
+keys, or raise ``storage.quota_bytes`` and restart it), then disarm.
 """
 
 from __future__ import annotations

@@ -235,13 +235,20 @@ def _scan(c: Any, args: argparse.Namespace) -> int:
     codec = Codec(args.encoding)
     n = 0
     page = min(args.limit, 1000) if args.limit else 1000
+    show = codec.show
+    lines: list[str] = []
     for kv in c.scan_iter(codec.arg(args.start, "--start"), codec.arg(args.end, "--end"),
                           prefix=codec.arg(args.prefix, "prefix"), page_size=page,
                           consistency=args.consistency):
-        _out(f"{codec.show(kv.key)} = {codec.show(kv.value)}")
+        lines.append(f"{show(kv.key)} = {show(kv.value)}")
         n += 1
         if args.limit and n >= args.limit:
             break
+        if len(lines) >= page:  # one write per page: output streams as the pages come
+            _out("\n".join(lines))
+            lines.clear()
+    if lines:
+        _out("\n".join(lines))
     if n == 0:
         _out("(no keys)")
     codec.note()

@@ -21,6 +21,7 @@ import os
 import sys
 from typing import BinaryIO
 
+from dengine._core import text as _text
 from dengine.cli.errors import USAGE, CliError
 
 __all__ = ["add_encoding_flags", "Codec", "read_value"]
@@ -67,14 +68,8 @@ class Codec:
             return data.hex()
         if self.encoding == BASE64:
             return base64.b64encode(data).decode("ascii")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            self.escaped = True
-            return _escape(data, lines)
-        if any(_unsafe(c) and not (lines and c == "\n") for c in text):
-            self.escaped = True
-            return _escape(data, lines)
+        text, escaped = _text.show(data, lines)  # one C pass
+        self.escaped |= escaped
         return text
 
     def note(self) -> None:
@@ -100,22 +95,3 @@ def read_value(value: str | None, file: str | None, codec: Codec,
     if value == "-":
         return (stdin or sys.stdin.buffer).read()
     return codec.arg(value, "value")
-
-
-def _unsafe(c: str) -> bool:
-    o = ord(c)
-    return (o < 0x20 and c not in "\t") or o == 0x7F or 0x80 <= o < 0xA0
-
-
-def _escape_char(c: str, lines: bool = False) -> str:
-    if c == "\n":
-        return c if lines else "\\n"
-    if c == "\r":
-        return "\\r"
-    return f"\\x{ord(c):02x}" if _unsafe(c) else c
-
-
-def _escape(data: bytes, lines: bool = False) -> str:
-    """UTF-8 runs as text, every other byte as ``\\xNN``; control characters escaped."""
-    text = data.decode("utf-8", errors="backslashreplace")
-    return "".join(_escape_char(c, lines) for c in text)

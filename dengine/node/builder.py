@@ -91,7 +91,8 @@ class NodeBuilder:
                                      logger=log, max_sessions=smc.max_sessions,
                                      session_results=smc.session_results,
                                      session_lifetime_entries=smc.session_lifetime_entries,
-                                     history_revisions=smc.history_revisions)
+                                     history_revisions=smc.history_revisions,
+                                     history_bytes=smc.history_bytes)
         except BaseException:
             store.close()
             raise

@@ -48,6 +48,7 @@ from dengine.errors import (
 )
 from dengine.node import bootstrap, lost_data
 from dengine.node._reads import ReadRequests
+from dengine.node.cluster_alarm import ClusterAlarm
 from dengine.node.log_writer import LogWriter
 from dengine.node.members import MemberBook
 from dengine.node.membership import NodeMembership
@@ -145,6 +146,9 @@ class Node:
         self.refusals.bind_registry(self.metrics.registry)
         self.quota = SpaceQuota(config.storage.quota_bytes, config.cluster.data_dir, logger,
                                 self.node_id, self.metrics.registry)
+        self.cluster_alarm = ClusterAlarm(self)  # the quota alarm, cluster-wide via the log
+        self.quota.cluster, self.quota.on_measured = self.cluster_alarm.table, \
+            self.cluster_alarm.sync
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -163,6 +167,7 @@ class Node:
             self.metrics.serve(port, host.strip("[]") or "127.0.0.1")
         self.running = True
         self.accepting = True
+        self.cluster_alarm.restore()
         self.quota.start()
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -302,7 +307,7 @@ class Node:
                                   "raft.max_msg_bytes")
         if not self.is_leader:
             raise self.not_leader()
-        if self.quota.alarm:
+        if self.quota.alarm or self.quota.cluster.raised:
             self.quota.check_write(command)
         fut = asyncio.get_running_loop().create_future()
         self.proposals.push(command, fut)

@@ -261,7 +261,13 @@ class RequestHandler:
 
     async def alarm_disarm(self, _req: Any) -> client_pb2.AlarmDisarmResponse:
         q = self.node.quota
-        await q.disarm()
+        await q.disarm()  # and records it in the log
+        return pb.AlarmDisarmResponse(alarms=q.alarms(), used_bytes=q.used_bytes,
+                                      quota_bytes=q.quota_bytes)
+
+    async def alarm_update(self, req: Any) -> client_pb2.AlarmDisarmResponse:
+        q = self.node.quota
+        await self.node.cluster_alarm.handle_request(req)
         return pb.AlarmDisarmResponse(alarms=q.alarms(), used_bytes=q.used_bytes,
                                       quota_bytes=q.quota_bytes)
 
@@ -368,6 +374,16 @@ class ClusterService(client_pb2_grpc.ClusterServicer):
     Promote = _unary("promote", pb.MembershipResponse)
     RemoveMember = _unary("remove_member", pb.MembershipResponse)
     AlarmDisarm = _unary("alarm_disarm", pb.AlarmDisarmResponse)
+    _alarm_update = _unary("alarm_update", pb.AlarmDisarmResponse)
+
+    async def AlarmUpdate(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC's name
+        """Only the member itself may record its alarm (see ClusterAlarm.caller_refusal)."""
+        refusal = self.handler.node.cluster_alarm.caller_refusal(context, request.member_id)
+        if refusal is not None:
+            import grpc
+
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        return await self._alarm_update(request, context)
 
 
 def add_client_services(server: Any, node: Node, *more: Any) -> RequestHandler:

@@ -148,9 +148,19 @@ class MemoryEngine:
         pass
 
 
+#: Memtable size: each one is also that much of RocksDB's WAL on disk until it is flushed.
+WRITE_BUFFER_BYTES = 16 * 1024 * 1024
+#: SST file size: a compaction rewrites whole files, so smaller files bound its spare space.
+TARGET_FILE_BYTES = 8 * 1024 * 1024
+
+
 def _db_options() -> Options:
+    """Bounded transient disk: small memtables (and so WAL) and small files, so that a
+    compaction rewrites little beside what it replaces (disk stays under 2x the data)."""
     opts = Options(raw_mode=True)
     opts.create_if_missing(True)
+    opts.set_write_buffer_size(WRITE_BUFFER_BYTES)
+    opts.set_target_file_size_base(TARGET_FILE_BYTES)
     return opts
 
 
@@ -244,6 +254,13 @@ class RocksEngine:
             self._live.flush_wal(True)
         except Exception as e:
             raise StorageError(f"RocksDB WAL sync of {self.path} failed: {e}") from e
+
+    def busy(self) -> bool:
+        """True while RocksDB flushes or compacts, or owes a compaction (after a bulk load)."""
+        db = self._live
+        return any(db.property_int_value(p) for p in (
+            "rocksdb.compaction-pending", "rocksdb.num-running-compactions",
+            "rocksdb.num-running-flushes"))
 
     def pin(self) -> _ItemsSource:
         snap = self._live.snapshot()

@@ -19,8 +19,12 @@ the same atomic engine write, under::
     b"m" + b"history"                       oldest revision u64: history is complete from here
 
 The machine keeps the events of the last ``window`` revisions: after each batch, events with a
-revision ``<= applied - window`` are deleted in that batch's write. The bound is computed from
-the applied index alone, so every replica compacts alike, at the same index. The oldest
+revision ``<= applied - window`` are deleted in that batch's write. It also keeps at most
+``max_bytes`` of encoded events (the newest revision always stays): a bulk load of atomic
+batches of a thousand keys would otherwise keep a second copy of all its data for ``window``
+revisions. Both bounds are computed from the applied entries alone (the index, the events'
+sizes), so every replica compacts alike, at the same index, and a restart or a snapshot
+recomputes the same sizes from the stored events. The oldest
 available revision is ``max(meta, applied - window + 1)``; a watch that asks for an older one
 gets COMPACTED with it.
 
@@ -45,6 +49,8 @@ PUT = 0
 DELETE = 1
 #: Revisions of history kept by default.
 DEFAULT_WINDOW = 10_000
+#: Bytes of encoded events kept by default (the newest revision always stays).
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 _KEY = struct.Struct(">QI")
 _U64 = struct.Struct("<Q")
 _HEAD = struct.Struct("<BQQQI")  # type, create_revision, version, lease, key length
@@ -119,11 +125,15 @@ def _hkey(revision: int, sub: int) -> bytes:
 class History:
     """The window of recent events over an engine (see the module docstring)."""
 
-    def __init__(self, engine: Engine, window: int = DEFAULT_WINDOW, logger: Any = None) -> None:
+    def __init__(self, engine: Engine, window: int = DEFAULT_WINDOW, logger: Any = None,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if window < 1:
             raise ValueError("the watch history window must be at least 1 revision")
+        if max_bytes < 1:
+            raise ValueError("the watch history must be allowed at least 1 byte")
         self.engine = engine
         self.window = window
+        self.max_bytes = max_bytes
         self.log = logger
         self.listeners: list[HistoryListener] = []
         # (type, key, value, revision, create, version, lease, prev): built into events
@@ -135,14 +145,17 @@ class History:
         """(Re)read the oldest revision and which revisions hold events from the engine."""
         raw = self.engine.get(K_HISTORY)
         self._oldest = _U64.unpack(raw)[0] if raw else 1
-        # (revision, events) for every revision that holds events, oldest first.
+        # (revision, events, bytes) for every revision that holds events, oldest first.
         self._revs: deque[list[int]] = deque()
-        for k, _v in self.engine.scan(P_HISTORY, b"i", 0):
+        self._bytes = 0  # encoded events kept, the sum over _revs
+        for k, v in self.engine.scan(P_HISTORY, b"i", 0):
             rev, _sub = _KEY.unpack(k[1:])
             if self._revs and self._revs[-1][0] == rev:
                 self._revs[-1][1] += 1
+                self._revs[-1][2] += len(v)
             else:
-                self._revs.append([rev, 1])
+                self._revs.append([rev, 1, len(v)])
+            self._bytes += len(v)
         self._pending = []
 
     # -- recording, during apply --------------------------------------------------------------
@@ -164,7 +177,8 @@ class History:
             last[1] += 1
         else:
             sub = 0
-            revs.append([revision, 1])
+            last = [revision, 1, 0]
+            revs.append(last)
         head = _HEAD.pack(typ, create, version, lease, len(key))
         if prev is None:
             record = b"".join((head, key, b"\x00", value))
@@ -172,15 +186,20 @@ class History:
             record = b"".join((head, key, b"\x01", _PREV.pack(prev[0], prev[1], prev[2],
                                                                len(prev[3])), prev[3], value))
         overlay[P_HISTORY + _KEY.pack(revision, sub)] = record
+        last[2] += len(record)
+        self._bytes += len(record)
         if self.listeners:  # events are built only for someone to hand them to
             self._pending.append((typ, key, value, revision, create, version, lease, prev))
 
     def finish(self, applied_index: int, overlay: dict) -> None:
-        """Compact below the window as of ``applied_index``; call before the engine write."""
+        """Compact below the window as of ``applied_index`` and down to ``max_bytes``; call
+        before the engine write."""
         bound = applied_index - self.window + 1  # oldest revision kept
         revs = self._revs
-        while revs and revs[0][0] < bound:
-            rev, count = revs.popleft()
+        while revs and (revs[0][0] < bound or (self._bytes > self.max_bytes and len(revs) > 1)):
+            rev, count, size = revs.popleft()
+            self._bytes -= size
+            bound = max(bound, rev + 1)
             for sub in range(count):
                 key = _hkey(rev, sub)
                 if key in overlay:  # written and compacted in the same batch

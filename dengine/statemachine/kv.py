@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from dengine._core import codec
 from dengine.errors import DecodeError, SnapshotError
 from dengine.raft.types import Entry, EntryKind
+from dengine.statemachine.alarms import P_ALARM, AlarmTable, is_alarm
 from dengine.statemachine.engines import (
     DEFAULT_CHUNK_BYTES,
     MemoryEngine,
@@ -38,6 +39,7 @@ from dengine.statemachine.engines import (
     unpack_chunk,
 )
 from dengine.statemachine.history import (
+    DEFAULT_MAX_BYTES,
     DEFAULT_WINDOW,
     K_HISTORY,
     P_HISTORY,
@@ -126,15 +128,17 @@ class KVStateMachine:
         session_lifetime_entries: int = 0,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         history_revisions: int = DEFAULT_WINDOW,
+        history_bytes: int = DEFAULT_MAX_BYTES,
         logger=None,
     ) -> None:
         self.engine = engine
-        self.history = History(engine, history_revisions, logger)
+        self.history = History(engine, history_revisions, logger, max_bytes=history_bytes)
         self.sessions = SessionTable(engine, max_sessions=max_sessions,
                                      session_results=session_results,
                                      lifetime_entries=session_lifetime_entries,
                                      encode_result=encode_result, decode_result=decode_result)
         self.chunk_bytes = chunk_bytes
+        self.alarms = AlarmTable(engine)
         self._load()
         self.leases = LeaseTable(self)
 
@@ -168,6 +172,9 @@ class KVStateMachine:
             if is_register(e.data):
                 results.append(self.sessions.register(e.index, e.data, overlay))
                 continue
+            if is_alarm(e.data):
+                results.append(self.alarms.apply(e.data, overlay))
+                continue
             try:
                 cmd = decode_command(e.data)
             except DecodeError as err:
@@ -185,6 +192,7 @@ class KVStateMachine:
             self._load()  # the session table in memory must match what the engine holds
             self.history.load()
             self.leases.load()
+            self.alarms.load()
             raise
         self._applied = (last.index, last.term)
         self.history.publish(last.index)
@@ -312,6 +320,7 @@ class KVStateMachine:
         self.engine.replace(_checked_items(chunks))
         self._load()
         self.leases.load()
+        self.alarms.load()
         self.history.restored(self._applied[0])
 
     def close(self) -> None:
@@ -347,7 +356,7 @@ def _checked_items(chunks: Iterable[bytes]) -> Iterable[tuple[bytes, bytes]]:
                 continue
             if k == K_APPLIED:
                 seen_applied = True
-            elif not k.startswith((P_DATA, P_SESSION, P_HISTORY, P_LEASE, P_LEASE_KEY)) \
+            elif not k.startswith((P_DATA, P_SESSION, P_HISTORY, P_LEASE, P_LEASE_KEY, P_ALARM)) \
                     and k != K_HISTORY:
                 raise SnapshotError(f"unknown key {k[:16]!r} in a KV snapshot")
             yield k, v

@@ -45,7 +45,9 @@ CF_LOG = "log"
 CF_META = "meta"
 
 
-MAX_TOTAL_WAL_BYTES = 64 * 1024 * 1024
+MAX_TOTAL_WAL_BYTES = 32 * 1024 * 1024
+#: The log family's memtable: the newest entries, also in the WAL until it is flushed.
+LOG_WRITE_BUFFER_BYTES = 16 * 1024 * 1024
 
 
 def _options() -> Options:
@@ -57,7 +59,10 @@ def _options() -> Options:
 
 
 def _cfs() -> dict[str, Options]:
-    return {CF_LOG: Options(raw_mode=True), CF_META: Options(raw_mode=True)}
+    log = Options(raw_mode=True)
+    log.set_write_buffer_size(LOG_WRITE_BUFFER_BYTES)
+    log.set_target_file_size_base(LOG_WRITE_BUFFER_BYTES)
+    return {CF_LOG: log, CF_META: Options(raw_mode=True)}
 
 
 class RocksLogStore(FailStop, IndexedLog):

@@ -205,16 +205,22 @@ def test_bench_preload_runs_before_and_after_and_the_keys_are_there(tmp_path: Pa
     out = tmp_path / "r.json"
     proc = subprocess.run(
         [sys.executable, "-m", "dengine", "bench", "--embedded", "--ops", "40", "--warmup", "0",
-         "--preload", "2500", "-w", "write-concurrent", "--no-progress",
+         "--preload", "2500", "-w", "write-concurrent", "--no-progress", "--compare-scan",
+         "--settle",
          "--json", str(out), "--work-dir", str(tmp_path / "c")],
         env=_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads(out.read_text())
     assert [r["ops"] for r in data["results"]] == [40]
     assert data["preload"]["keys"] == 2500
+    assert 0 <= data["preload"]["settle_s"] < 120  # the in-process leader was asked
     assert [(r["workload"], r["ops"], r["errors"]) for r in data["preload"]["results"]] \
         == [("write-concurrent", 40, 0)]
     assert "preloaded 2,500 keys" in proc.stdout and "ops/s @2,500" in proc.stdout
+    # dengine scan and the client each saw every key (the preloaded ones and the workload's)
+    scan = data["preload"]["scan"]
+    assert scan["cli_keys"] == scan["client_keys"] >= 2500 and scan["ratio"] > 0
+    assert "CLI/client" in proc.stdout
     # The keys were really written: the leader's state machine holds them.
     from dengine.statemachine import open_kv
 
@@ -228,6 +234,13 @@ def test_bench_preload_runs_before_and_after_and_the_keys_are_there(tmp_path: Pa
 def test_bench_preload_refuses_etcd(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "dengine", "bench", "--target", "etcd",
                            "--preload", "10", "--endpoints", "127.0.0.1:1"], env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--preload" in proc.stderr
+
+
+def test_bench_compare_scan_needs_preload(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "dengine", "bench", "--embedded",
+                           "--compare-scan"], env=_env(tmp_path),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--preload" in proc.stderr
 

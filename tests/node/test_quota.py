@@ -84,3 +84,29 @@ def test_disarm_after_space_is_freed_lets_writes_through_again(run, cluster_fact
             await c.close()
 
     run(main, timeout=60)
+
+
+def test_an_alarm_in_the_log_stops_writes_and_a_removed_members_alarm_is_cleared(run,
+                                                                           cluster_factory):
+    """An alarm entry for a member stops writes on the leader (naming it, with its usage);
+    the leader clears the alarm of a member that is not in the cluster at its next check."""
+    from dengine.statemachine.alarms import encode_alarm
+
+    async def main():
+        c = cluster_factory(storage="rocksdb")
+        await c.start()
+        leader = await c.leader()
+        try:
+            await leader.propose(encode_alarm(True, 99, used_bytes=7, quota_bytes=5))
+            with pytest.raises(QuotaExceeded) as refused:
+                await c.client(leader).put("a", "1")
+            assert (refused.value.node_id, refused.value.used_bytes,
+                    refused.value.quota_bytes) == (99, 7, 5)
+            assert "NOSPACE on 99" in leader.status()["alarms"]
+            await leader.cluster_alarm.sync()  # what the quota check runs every second
+            assert leader.cluster_alarm.table.active() == {}
+            assert await c.client(leader).put("a", "1")
+        finally:
+            await c.close()
+
+    run(main, timeout=60)

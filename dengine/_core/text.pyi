@@ -1,0 +1,3 @@
+"""Type stubs for the compiled text kernel (see dengine._core.ref.text for the rules)."""
+
+def show(data: bytes, lines: bool = False) -> tuple[str, bool]: ...
