@@ -95,7 +95,7 @@ def flush_leader(core: RaftCore) -> None:
     Both are coalesced to once per Ready, so a burst of acks or reads costs one message per
     follower rather than one per event.
     """
-    if core.reads.rounds.need_round:
+    if core.reads.rounds.round_due():
         bcast_heartbeat(core)
     committed = core.log.committed
     me = core.id

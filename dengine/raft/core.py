@@ -363,7 +363,7 @@ class RaftCore:
     def has_ready(self) -> bool:
         """True when ``ready()`` would have something for the shell to do."""
         lg = self.log
-        if self.out or self.reads.rounds.need_round:
+        if self.out or self.reads.rounds.round_due():
             return True
         if lg.handed_to < lg.last_index or lg.has_next_committed():
             return True
