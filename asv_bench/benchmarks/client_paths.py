@@ -97,7 +97,9 @@ class ClientPaths:
     param_names = ["client"]
     timeout = 300
     number = 1
-    repeat = (1, 5, 30.0)
+    repeat = (1, 3, 20.0)
+    warmup_time = 0
+    processes = 1  # each process starts a cluster of its own: one is enough
 
     def setup(self, client: str) -> None:
         self.b = _Bench(client)
