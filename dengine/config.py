@@ -108,6 +108,9 @@ class RaftSection:
     )
     pre_vote: bool = _key(True, "run a pre-vote before an election (thesis 9.6)")
     check_quorum: bool = _key(True, "a leader steps down when it loses contact with a quorum")
+    lazy_commit: bool = _key(
+        True, "a new commit index rides on the next append, or goes out at the next tick"
+    )
     max_inflight_msgs: int = _key(256, "unacknowledged appends per follower", min=1)
     max_msg_bytes: int = _key(1 * MiB, "entry bytes per append message", min=1)
     max_batch_entries: int = _key(1024, "proposals per batch", min=1)
@@ -157,6 +160,7 @@ class RaftSection:
             "check_quorum": self.check_quorum,
             "max_clock_drift": self.max_clock_drift_pct / 100,
             "max_committed_bytes_per_ready": self.max_committed_bytes_per_ready,
+            "commit_on_tick": self.lazy_commit,
         }
         known = {f.name for f in fields(RaftConfig)}
         values = {k: v for k, v in values.items() if k in known}

@@ -79,7 +79,10 @@ def send_append(core: RaftCore, peer: int, pr: Progress, send_if_empty: bool) ->
 
 
 def commit_to_send(core: RaftCore) -> bool:
-    """True when some follower in REPLICATE has not been told the latest commit index."""
+    """True when some follower in REPLICATE has not been told the latest commit index (and
+    it may be told now: ``RaftConfig.commit_on_tick``)."""
+    if not core.commit_flush_due():
+        return False
     committed = core.log.committed
     me = core.id
     for peer, pr in core.tracker.progress.items():
@@ -93,10 +96,14 @@ def flush_leader(core: RaftCore) -> None:
     """Before a Ready: start a read round if reads wait; tell followers the new commit.
 
     Both are coalesced to once per Ready, so a burst of acks or reads costs one message per
-    follower rather than one per event.
+    follower rather than one per event; with ``commit_on_tick``, commit-only appends go out at
+    most once per tick.
     """
-    if core.reads.rounds.need_round:
+    if core.reads.rounds.round_due():
         bcast_heartbeat(core)
+    if not core.commit_flush_due():
+        return
+    core.commit_flushed()
     committed = core.log.committed
     me = core.id
     for peer, pr in core.tracker.progress.items():

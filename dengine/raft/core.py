@@ -151,6 +151,8 @@ class RaftCore:
         #: [election_ticks, 2 * election_ticks).
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
+        #: A tick passed since commit-only appends were last flushed (cfg.commit_on_tick).
+        self._commit_tick = False
         self.randomized_election_timeout = config.election_ticks
         #: Set on a restart (a saved term): for one election timeout after it, the node treats
         #: itself as hearing from a live leader and refuses votes, because before the crash it
@@ -256,6 +258,7 @@ class RaftCore:
 
     def _tick_leader(self) -> None:
         self.heartbeat_elapsed += 1
+        self._commit_tick = True
         self.election_elapsed += 1
         if self.election_elapsed >= self.cfg.election_ticks:
             self.election_elapsed = 0
@@ -370,10 +373,18 @@ class RaftCore:
             raise ProposalDropped(f"leadership transfer to node {self.lead_transferee} in progress")
 
     # -- output ----------------------------------------------------------------------------
+    def commit_flush_due(self) -> bool:
+        """May the leader send appends that only carry a new commit index now?"""
+        return self._commit_tick or not self.cfg.commit_on_tick
+
+    def commit_flushed(self) -> None:
+        """Commit-only appends went out; with ``commit_on_tick`` the next wait for a tick."""
+        self._commit_tick = False
+
     def has_ready(self) -> bool:
         """True when ``ready()`` would have something for the shell to do."""
         lg = self.log
-        if self.out or self.reads.rounds.need_round:
+        if self.out or self.reads.rounds.round_due():
             return True
         if lg.handed_to < lg.last_index or lg.has_next_committed():
             return True

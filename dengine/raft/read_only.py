@@ -4,6 +4,9 @@ ReadIndex (Raft thesis §6.4). The leader records its commit index for each read
 it is still the leader with one heartbeat round; every read queued before that round starts
 shares it. Rounds are numbered: a HEARTBEAT carries its round in ``index`` and the follower
 echoes it, so a quorum acking round ``r`` or later confirms every read waiting on round ``r``.
+One round is in flight at a time: reads that arrive meanwhile wait for the next one, which starts
+as soon as the current one is confirmed (or at the next heartbeat, should its acks be lost), so
+a stream of reads costs one round per round trip rather than one per read.
 
 Lease (thesis §6.4.1). A follower that heard from the leader refuses votes for an election
 timeout (leader stickiness with check-quorum). So once a quorum acked a round sent at tick
@@ -36,7 +39,8 @@ class ReadRequest:
 class ReadOnly:
     """Pending reads, heartbeat rounds, acks, and the lease start."""
 
-    __slots__ = ("pending", "round", "acked", "round_tick", "need_round", "lease_start")
+    __slots__ = ("pending", "round", "acked", "round_tick", "need_round", "lease_start",
+                 "confirmed")
 
     def __init__(self) -> None:
         self.pending: deque[ReadRequest] = deque()
@@ -45,6 +49,8 @@ class ReadOnly:
         self.round_tick: dict[int, int] = {}
         self.need_round = False
         self.lease_start = -1
+        #: The latest round a quorum acked; a round above it is still in flight.
+        self.confirmed = 0
 
     def reset(self) -> list[ReadRequest]:
         """Forget everything (a new term or a lost leadership); returns the reads dropped."""
@@ -55,12 +61,17 @@ class ReadOnly:
         self.round_tick.clear()
         self.need_round = False
         self.lease_start = -1
+        self.confirmed = 0
         return dropped
 
     def add(self, context: bytes, index: int, requester: int) -> None:
         """Queue a read at ``index``; it waits for the next round to start."""
         self.pending.append(ReadRequest(context, index, self.round + 1, requester))
         self.need_round = True
+
+    def round_due(self) -> bool:
+        """Reads wait for a round and none is in flight: start one now."""
+        return self.need_round and self.round <= self.confirmed
 
     def start_round(self, now: int) -> int:
         """A heartbeat round goes out at tick ``now``; returns its number."""
@@ -86,6 +97,8 @@ class ReadOnly:
         confirmed = min(confirmed, self.round)
         if confirmed <= 0:
             return []
+        if confirmed > self.confirmed:
+            self.confirmed = confirmed
         tick = self.round_tick.get(confirmed)
         if tick is not None and tick > self.lease_start:
             self.lease_start = tick

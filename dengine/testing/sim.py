@@ -205,6 +205,10 @@ class Simulator:
         if self.cfg.random_limits:
             self.raft = sim_faults.random_limits(self.knob_rng, self.raft,
                                                  self.cfg.snapshots_and_membership)
+            # Half the seeds tell followers the commit lazily, as the node does (its own
+            # generator: the other knobs stay as they were).
+            self.raft = dataclasses.replace(
+                self.raft, commit_on_tick=random.Random(f"{seed}/commit").random() < 0.5)
         drift = self.cfg.clock_drift
         self.drift = self.raft.max_clock_drift if drift is None else drift
         #: The longest tick period any node may have (sim time units).

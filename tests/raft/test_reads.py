@@ -32,6 +32,38 @@ def test_read_index_batches_every_waiting_read_into_one_heartbeat_round():
     assert net.peers[1].read_states == [ReadState(c, 1) for c in (b"a", b"b", b"c")]
 
 
+def test_reads_arriving_while_a_round_is_in_flight_wait_for_the_next_one():
+    net = Network((1, 2, 3))
+    net.elect(1)
+    seen = recorder(net)
+    leader = net.core(1)
+    leader.read_index(b"a")
+    assert net.process(1)  # round 1 goes out; its heartbeats are still queued
+    for ctx in (b"b", b"c"):
+        leader.read_index(ctx)
+        assert not leader.has_ready(), "no second round while the first is in flight"
+    assert [m.type for m in seen].count(MT.HEARTBEAT) == 2
+    net.deliver()
+    heartbeats = [m for m in seen if m.type == MT.HEARTBEAT]
+    assert [m.index for m in heartbeats] == [1, 1, 2, 2], "b and c share round 2"
+    assert net.peers[1].read_states == [ReadState(c, 1) for c in (b"a", b"b", b"c")]
+
+
+def test_a_read_whose_round_lost_its_acks_goes_out_with_the_next_heartbeat():
+    net = Network((1, 2, 3))
+    net.elect(1)
+    leader = net.core(1)
+    net.drop_types(MT.HEARTBEAT_RESP)
+    leader.read_index(b"a")
+    net.deliver()
+    leader.read_index(b"b")
+    net.deliver()
+    assert net.peers[1].read_states == []
+    net.heal()
+    net.tick([1], n=net.core(1).cfg.heartbeat_ticks)
+    assert net.peers[1].read_states == [ReadState(c, 1) for c in (b"a", b"b")]
+
+
 def test_read_index_is_not_released_without_a_quorum_round():
     net = Network((1, 2, 3))
     net.elect(1)

@@ -338,3 +338,47 @@ def test_a_follower_that_lost_its_log_is_probed_once_per_heartbeat_not_in_a_loop
     assert heartbeats and max(h.commit for h in heartbeats) >= match > net.core(3).last_index
     assert len([m for m in to_3 if m.type == MT.APPEND]) <= 1  # one probe per heartbeat
     assert net.core(1).tracker.progress[3].match_index == match
+
+
+def _lazy_network() -> tuple[Network, list[Message]]:
+    net = Network((1, 2, 3), RaftConfig(commit_on_tick=True))
+    net.elect(1)
+    net.tick([1])  # the no-op's commit reaches the followers
+    seen: list[Message] = []
+    net.hook = lambda m: seen.append(m) or True
+    return net, seen
+
+
+def test_commit_on_tick_tells_the_followers_the_commit_at_the_next_tick_not_at_once():
+    net, seen = _lazy_network()
+    net.propose(1, b"x")
+    assert net.core(1).commit_index == 2
+    assert [m for m in seen if m.type == MT.APPEND and not m.entries] == []
+    assert net.core(2).commit_index == 1 and net.core(3).commit_index == 1
+    net.tick([1])
+    assert net.core(2).commit_index == 2 and net.core(3).commit_index == 2
+
+
+def test_commit_on_tick_lets_the_next_append_carry_the_commit():
+    net, seen = _lazy_network()
+    net.propose(1, b"x")
+    net.propose(1, b"y")
+    appends = [m for m in seen if m.type == MT.APPEND]
+    assert [len(m.entries) for m in appends] == [1, 1, 1, 1], "no commit-only appends"
+    assert sorted(m.commit for m in appends) == [1, 1, 2, 2]
+    assert net.core(2).commit_index == 2
+    assert net.applied_data(2) == [b"x"]
+
+
+def test_commit_on_tick_a_followers_read_index_learns_the_commit_from_its_round():
+    # The round's heartbeats carry the commit: the read does not wait for a tick.
+    net, seen = _lazy_network()
+    net.propose(1, b"x")
+    assert net.core(2).commit_index == 1
+    net.core(2).read_index(b"r")
+    net.deliver()
+    answer = next(i for i, m in enumerate(seen) if m.type == MT.READ_INDEX_RESP)
+    assert any(m.type == MT.HEARTBEAT and m.to == 2 and m.commit == 2 for m in seen[:answer])
+    assert net.core(2).commit_index == 2
+    assert net.peers[2].read_states[-1].index == 2
+    assert net.applied_data(2) == [b"x"]

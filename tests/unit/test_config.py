@@ -259,6 +259,12 @@ def test_core_config_is_in_ticks():
     assert load_config(environ={}).core_config().election_ticks == 100
 
 
+def test_lazy_commit_is_on_by_default_and_reaches_the_core():
+    assert load_config(environ={}).core_config().commit_on_tick is True
+    off = load_config(environ={"DENGINE_RAFT__LAZY_COMMIT": "false"})
+    assert off.raft.lazy_commit is False and off.core_config().commit_on_tick is False
+
+
 def test_render_toml_reads_back_the_same(tmp_path):
     c = build_config(
         {
