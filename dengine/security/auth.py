@@ -110,7 +110,7 @@ class Authorizer:
     def __init__(self, users_path: str, log: Any = None, *, check_s: float = 2.0) -> None:
         from dengine.security.tls import WatchedFiles
 
-        self.log = log
+        self.logger = log
         self.files = WatchedFiles([users_path], lambda raw: _index(parse_users(raw[0],
                                                                               users_path)),
                                   check_s=check_s, log=log)

@@ -33,7 +33,7 @@ class RefusalLog:
         interval_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.log = logger
+        self.logger = logger
         self.interval_s = interval_s
         self.clock = clock
         self.counts: dict[str, int] = {}
@@ -64,6 +64,6 @@ class RefusalLog:
             return
         suppressed = n - 1 - last[1] if last is not None else 0
         self._last[kind] = (now, n)
-        if self.log is not None:
-            self.log.warning("refused peer message", peer_addr=peer_addr, reason=detail,
+        if self.logger is not None:
+            self.logger.warning("refused peer message", peer_addr=peer_addr, reason=detail,
                              kind=kind, suppressed=suppressed, **fields)

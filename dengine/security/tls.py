@@ -98,7 +98,7 @@ class WatchedFiles:
         self.paths = tuple(paths)
         self._load = load
         self.check_s = check_s
-        self.log = log
+        self.logger = log
         self.clock = clock
         self._lock = threading.Lock()
         self._stamp = self._stat()
@@ -133,14 +133,14 @@ class WatchedFiles:
             try:
                 value = self._load(self._read())
             except Exception as e:  # noqa: BLE001 - keep serving with the previous set
-                if self.log is not None:
-                    self.log.warning("certificate files changed but do not load; keeping the "
+                if self.logger is not None:
+                    self.logger.warning("certificate files changed but do not load; keeping the "
                                      "previous ones", paths=list(self.paths), error=str(e))
                 return False
             self._stamp, self.value = stamp, value
             self.generation += 1
-        if self.log is not None:
-            self.log.info("reloaded certificate files", paths=list(self.paths))
+        if self.logger is not None:
+            self.logger.info("reloaded certificate files", paths=list(self.paths))
         return True
 
 
@@ -198,7 +198,7 @@ class PeerTls:
 
     def __init__(self, tls: Any, log: Any = None) -> None:
         _require(tls)
-        self.log = log
+        self.logger = log
 
         def load(raw: tuple[bytes, ...]) -> Any:
             from cryptography import x509

@@ -134,7 +134,7 @@ class History:
         self.engine = engine
         self.window = window
         self.max_bytes = max_bytes
-        self.log = logger
+        self.logger = logger
         self.listeners: list[HistoryListener] = []
         # (type, key, value, revision, create, version, lease, prev): built into events
         # only when the batch is published.
@@ -226,8 +226,8 @@ class History:
     def restored(self, applied_index: int) -> None:
         """The engine now holds a snapshot's content: reload and tell the listeners."""
         self.load()
-        if self.log is not None:
-            self.log.info("watch history restored from a snapshot",
+        if self.logger is not None:
+            self.logger.info("watch history restored from a snapshot",
                           oldest_revision=self.oldest_revision(applied_index),
                           applied_index=applied_index)
         for listener in list(self.listeners):

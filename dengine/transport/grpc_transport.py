@@ -131,7 +131,7 @@ class _PeerLink:
                 try:
                     self.t.on_unreachable(self.peer_id)
                 except Exception:  # noqa: BLE001 - a node bug must not stop reconnecting
-                    self.t.log.exception("on_unreachable failed", peer=self.peer_id)
+                    self.t.logger.exception("on_unreachable failed", peer=self.peer_id)
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
             delay = min(delay * 2, net.backoff_max_ms / 1000)
             self.backing_off = False
@@ -177,7 +177,7 @@ class _PeerLink:
         t = self.t
         self.last_error = str(err)
         if self.told_removed and t.on_removed is not None:
-            t.log.info("a peer says this node was removed", peer=self.peer_id)
+            t.logger.info("a peer says this node was removed", peer=self.peer_id)
             t.on_removed()
             return
         if isinstance(err, ClusterMismatch | RemoteProtocolError) or (
@@ -185,11 +185,11 @@ class _PeerLink:
         ):
             self.refused = True
             t.stats.refused("refused_by_peer")
-            t.log.error("peer refused our stream", peer=self.peer_id, reason=str(err))
+            t.logger.error("peer refused our stream", peer=self.peer_id, reason=str(err))
         elif self.connected:
-            t.log.info("peer stream lost", peer=self.peer_id, reason=str(err))
+            t.logger.info("peer stream lost", peer=self.peer_id, reason=str(err))
         else:
-            t.log.debug("peer unreachable", peer=self.peer_id, reason=str(err))
+            t.logger.debug("peer unreachable", peer=self.peer_id, reason=str(err))
 
     async def _batches(self, stream_no: int) -> Any:
         """The requests of stream number ``stream_no``; returns once that stream has ended."""
@@ -218,7 +218,7 @@ class _PeerLink:
                     pending.popleft()
                     self.pending_bytes -= msg.entries_bytes if msg.entries else 0
                     stats.oversized_dropped += 1
-                    t.log.error(
+                    t.logger.error(
                         "dropped a message larger than network.max_message_bytes",
                         peer=self.peer_id,
                         size_bytes=n,
@@ -280,13 +280,13 @@ class GrpcTransport:
         #: peer's refusal says it committed ours.
         self.removed_check: Callable[[int], bool] | None = None
         self.on_removed: Callable[[], None] | None = None
-        self.log = logger or structlog.get_logger("dengine.transport").bind(node_id=self.node_id)
+        self.logger = logger or structlog.get_logger("dengine.transport").bind(node_id=self.node_id)
         self.encode, self.decode = encode, decode
         self.stats = TransportStats()
         #: Counts and logs (rate limited) every refused peer message; the node binds metrics.
-        self.refusals = RefusalLog(self.log)
+        self.refusals = RefusalLog(self.logger)
         #: Mutual TLS with peers (None: plain, for loopback development).
-        self.tls = PeerTls(config.tls, self.log) if config.tls.enabled else None
+        self.tls = PeerTls(config.tls, self.logger) if config.tls.enabled else None
         self.channels = ChannelCache(
             config.network, self.tls.channel_credentials if self.tls is not None else None,
             self._member_name)
@@ -338,11 +338,11 @@ class GrpcTransport:
     async def start(self) -> None:
         if self._owns_server:
             self.port = bind_port(self.server, self.config.cluster.listen_addr,
-                                  self.config.tls, self.log)
+                                  self.config.tls, self.logger)
             await self.server.start()
         for service in ("", PEER_SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        self.log.info("transport started", listen=self.address if self.port else None)
+        self.logger.info("transport started", listen=self.address if self.port else None)
 
     async def stop(self, grace_s: float = 0.5) -> None:
         if self._stopped:
@@ -352,7 +352,7 @@ class GrpcTransport:
         tasks: list[asyncio.Task[Any]] = [
             link.task for link in self._links.values() if link.task is not None]
         tasks += list(self._snapshots.values()) + list(self._background)
-        await _cancel_all(tasks, self.log)
+        await _cancel_all(tasks, self.logger)
         self._links.clear()
         self._snapshots.clear()
         await self.channels.close_all()
@@ -466,12 +466,12 @@ class GrpcTransport:
         if not ack.accepted:
             return self._snapshot_failed(to, sent, ack.error or "refused")
         self.stats.snapshots_sent += 1
-        self.log.info("sent snapshot", peer=to, index=meta.index, size_bytes=sent)
+        self.logger.info("sent snapshot", peer=to, index=meta.index, size_bytes=sent)
         return SnapshotResult(to, True, sent)
 
     def _snapshot_failed(self, to: int, sent: int, error: str) -> SnapshotResult:
         self.stats.snapshots_failed += 1
-        self.log.warning("snapshot transfer failed", peer=to, reason=error)
+        self.logger.warning("snapshot transfer failed", peer=to, reason=error)
         return SnapshotResult(to, False, sent, error)
 
 

@@ -87,7 +87,7 @@ class MemoryTransport:
         self.snapshot_dir = Path(snapshot_dir) if snapshot_dir else None
         self.snapshot_chunk_bytes = snapshot_chunk_bytes
         self.accept_unknown_senders = accept_unknown_senders
-        self.log = logger or structlog.get_logger("dengine.transport").bind(node_id=node_id)
+        self.logger = logger or structlog.get_logger("dengine.transport").bind(node_id=node_id)
         self.stats = TransportStats()
         self._faults = FaultSwitch(fault_injection)
         self._snapshots: dict[int, asyncio.Task[SnapshotResult]] = {}
@@ -157,7 +157,7 @@ class MemoryTransport:
         refusal = self._refusal(cluster_id, sender)
         if refusal is not None:
             self.stats.batches_refused += 1
-            self.log.error("refused peer batch", peer=sender, reason=refusal)
+            self.logger.error("refused peer batch", peer=sender, reason=refusal)
             return
         self.stats.batches_received += 1
         for msg in msgs:
@@ -168,7 +168,7 @@ class MemoryTransport:
             try:
                 self.on_message(msg)
             except Exception:  # noqa: BLE001 - as over gRPC: a node bug does not kill the link
-                self.log.exception("on_message failed", peer=sender)
+                self.logger.exception("on_message failed", peer=sender)
 
     # -- snapshots --------------------------------------------------------------------------
 

@@ -125,7 +125,7 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
             try:
                 on_message(msg)
             except Exception:  # noqa: BLE001 - a node bug must not kill the peer's stream
-                t.log.exception("on_message failed", peer=sender)
+                t.logger.exception("on_message failed", peer=sender)
 
     async def InstallSnapshot(
         self, request_iterator: Any, context: grpc.aio.ServicerContext
@@ -198,7 +198,7 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
             incoming.path.unlink(missing_ok=True)
             raise SnapshotError(f"node {t.node_id} could not take the snapshot: {e}") from e
         t.stats.snapshots_received += 1
-        t.log.info(
+        t.logger.info(
             "received snapshot",
             peer=incoming.from_,
             index=incoming.meta.index,
