@@ -83,6 +83,7 @@ from dengine.testing.sim_faults import (
     SNAPSHOTS_AND_MEMBERSHIP,
     Action,
 )
+from dengine.testing.sim_late import CampaignReaction, LateCopies
 from dengine.testing.sim_report import replay_command
 from dengine.testing.sim_shell import SimIO
 from dengine.testing.sim_workload import KVMachine, Pending, Workload
@@ -214,6 +215,9 @@ class Simulator:
         self.stall = 0.0
         #: node -> until when (sim time) reads are probed there every tick.
         self.probe_until: dict[int, int] = {}
+        #: Late copies of old messages, and the reaction armed for a campaign (``sim_late``).
+        self.late = LateCopies(self)
+        self.reaction = CampaignReaction(self)
         n = self.cfg.nodes or self.rng.randint(3, 7)
         self.ids = list(range(1, n + 1))
         self.first_size = n
@@ -353,6 +357,8 @@ class Simulator:
         drop, dup, lo, hi = self.net
         rng = self.rng
         for m in msgs:
+            if m.to in self.nodes:
+                self.late.record(m)
             lost = (
                 m.to not in self.nodes
                 or (m.from_, m.to) in self.cuts
@@ -370,6 +376,10 @@ class Simulator:
             self._at(self.now + delay, Deliver(m))
             if dup and rng.random() < dup:
                 self._at(self.now + rng.randint(lo, hi), Deliver(m))
+
+    def deliver_late(self, m: Message, at: int) -> None:
+        """A copy of ``m``, sent earlier, arrives at ``at`` (``sim_late``)."""
+        self._at(at, Deliver(m, late=True))
 
     def _stream_snapshot(self, m: Message, lost: bool) -> None:
         """A SNAPSHOT message carries the sender's snapshot data (the shell streams it); its
@@ -395,7 +405,7 @@ class Simulator:
     def _deliver(self, ev: Deliver) -> None:
         m = ev.msg
         n = self.nodes[m.to]
-        if not n.up or (m.from_, m.to) in self.cuts:
+        if not n.up or ((m.from_, m.to) in self.cuts and not ev.late):
             return
         self.delivered += 1
         self.trace.append((self.now, "msg", m))
@@ -562,10 +572,15 @@ class Simulator:
                 continue
             core = n.core
             inv.on_positions(i, core.term, core.commit_index, core.applied_index)
+            self.late.on_state(i, core.role, core.term)
             if core.role == Role.LEADER:
                 self._check_decisions(n)
                 inv.on_leader(i, core.term, core.log.term)
+        line = self.reaction.check(sorted(touched))
         touched.clear()
+        if line:
+            self.fault_counts["campaign_reaction"] = self.fault_counts.get("campaign_reaction", 0) + 1
+            self.trace_note("FAULT " + line)
         self.contract.after_event()
 
     def _check_decisions(self, n: SimNode) -> None:
@@ -654,6 +669,7 @@ class Simulator:
         n = self.nodes[ev.node]
         if n.up and n.gen == ev.gen:
             n.core.tick()
+            self.late.on_tick(ev.node)
             if self.probe_until.get(ev.node, -1) >= self.now and n.core.is_leader:
                 self.workload.probe(self, ev.node, lease=True)
                 self.workload.probe(self, ev.node, lease=False)
@@ -702,6 +718,8 @@ class Simulator:
         self.cuts.clear()
         self.net = NET_PROFILES["good"]
         self.stall = 0.0
+        self.late.on = False
+        self.reaction.until = -1
         for i in self.ids:
             self.nodes[i].disk = DISK_PROFILES["normal"]
             if not self.nodes[i].up:

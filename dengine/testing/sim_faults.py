@@ -26,6 +26,7 @@ from dengine.raft.confchange import (
 from dengine.raft.config import RaftConfig
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.tracker import ProgressState
+from dengine.raft.types import ConfState
 
 if TYPE_CHECKING:
     from dengine.testing.sim import Simulator
@@ -61,6 +62,9 @@ def partition(sim: Simulator) -> str:
         for y in b:
             sim.cuts.add((x, y))
             sim.cuts.add((y, x))
+    leader = sim.current_leader()
+    if leader:
+        sim.probe(leader, 50)  # reads at the old leader right after the cut
     return f"partition {a} | {b}"
 
 
@@ -78,6 +82,7 @@ def isolate_leader(sim: Simulator) -> str | None:
         if y != leader:
             sim.cuts.add((leader, y))
             sim.cuts.add((y, leader))
+    sim.probe(leader, 50)
     return f"isolate leader {leader}"
 
 
@@ -161,25 +166,9 @@ def conf_change(sim: Simulator) -> str | None:
     cs = core.conf_state
     if cs.joint:
         return _leave_joint(sim, leader) if not cs.auto_leave else None
-    voters, learners = sorted(cs.voters), sorted(cs.learners)
-    fresh = sim.fresh_ids()
     rng = sim.rng
     T = ConfChangeType
-    options: list[list[tuple[ConfChangeType, int]]] = []
-    if fresh:
-        options.append([(T.ADD_LEARNER, fresh[0])])
-    if learners and len(voters) < 7:
-        options.append([(T.ADD_VOTER, rng.choice(learners))])
-    if len(voters) > 3:
-        options.append([(T.REMOVE_NODE, rng.choice(voters))])
-    if learners and len(voters) >= 3:
-        options.append([(T.ADD_VOTER, rng.choice(learners)), (T.REMOVE_NODE, rng.choice(voters))])
-    if fresh and len(voters) >= 3:
-        options.append([(T.ADD_VOTER, fresh[0]), (T.REMOVE_NODE, rng.choice(voters))])
-    if len(voters) > 3:
-        # ADD_LEARNER of a voter demotes it; in a joint change it stays a voter of the
-        # outgoing half and becomes a learner on leaving (perhaps the leader itself).
-        options.append([(T.ADD_LEARNER, rng.choice(voters))])
+    options = _change_options(sim, cs)
     if not options:
         return None
     changes = rng.choice(options)
@@ -204,11 +193,41 @@ def conf_change(sim: Simulator) -> str | None:
         text += " (joint, explicit leave)"
         kind = kind or "joint_explicit"
     line = _propose(sim, leader, cc, text, kind)
-    if rng.random() < 0.3 and learners:
-        # A second client asks for a change at once: refused while the first is pending.
-        second = ConfChange((ConfChangeSingle(T.ADD_VOTER, rng.choice(learners)),))
-        line += "; then " + _propose(sim, leader, second, "a second change at once")
+    after = core.conf_state
+    more = [o for o in _change_options(sim, after) if len(o) == 1] if not after.joint else []
+    if more and rng.random() < 0.3:
+        # A second client asks for any other change at once: refused while the first is
+        # pending (one change at a time keeps a quorum of each config in the next).
+        (t2, node2), = rng.choice(more)
+        if t2 != T.REMOVE_NODE:
+            sim.ensure_node(node2)
+        second = ConfChange((ConfChangeSingle(t2, node2),))
+        line += "; then " + _propose(sim, leader, second, f"{t2.name.lower()} {node2} at once")
     return line
+
+
+def _change_options(sim: Simulator, cs: ConfState) -> list[list[tuple[ConfChangeType, int]]]:
+    """The changes ``conf_change`` draws from, against config ``cs``."""
+    voters, learners = sorted(cs.voters), sorted(cs.learners)
+    fresh = sim.fresh_ids()
+    rng = sim.rng
+    T = ConfChangeType
+    options: list[list[tuple[ConfChangeType, int]]] = []
+    if fresh:
+        options.append([(T.ADD_LEARNER, fresh[0])])
+    if learners and len(voters) < 7:
+        options.append([(T.ADD_VOTER, rng.choice(learners))])
+    if len(voters) > 3:
+        options.append([(T.REMOVE_NODE, rng.choice(voters))])
+    if learners and len(voters) >= 3:
+        options.append([(T.ADD_VOTER, rng.choice(learners)), (T.REMOVE_NODE, rng.choice(voters))])
+    if fresh and len(voters) >= 3:
+        options.append([(T.ADD_VOTER, fresh[0]), (T.REMOVE_NODE, rng.choice(voters))])
+    if len(voters) > 3:
+        # ADD_LEARNER of a voter demotes it; in a joint change it stays a voter of the
+        # outgoing half and becomes a learner on leaving (perhaps the leader itself).
+        options.append([(T.ADD_LEARNER, rng.choice(voters))])
+    return options
 
 
 def _leave_joint(sim: Simulator, leader: int) -> str | None:
@@ -255,6 +274,7 @@ def cut_from_leader(sim: Simulator) -> str | None:
     sim.cuts.add((leader, victim))
     sim.cuts.add((victim, leader))
     sim.probe(leader, 40)
+    sim.reaction.arm(40, bounce=sim.rng.random() < 0.5)
     line = f"cut {victim} from leader {leader} only"
     others = [i for i in voters if i != victim and sim.nodes[i].up]
     if others and sim.rng.random() < 0.5:
@@ -326,6 +346,29 @@ def resend_from_back(sim: Simulator) -> str | None:
     return f"leader {leader} resends entry {j + 1} (commit {lg.committed}) to {node}"
 
 
+def late_copies(sim: Simulator) -> str:
+    """Old messages arrive again, late (``sim_late.LateCopies``). Drawn again: they stop."""
+    sim.late.on = not sim.late.on
+    return "late copies " + ("on" if sim.late.on else "off")
+
+
+def lease_window(sim: Simulator) -> str:
+    """Arm a reaction to the next campaign under a live leader (``sim_late.CampaignReaction``):
+    the leader stops hearing anyone, perhaps with a quorum of its followers bounced."""
+    bounce = sim.rng.random() < 0.5
+    sim.reaction.arm(60, bounce)
+    return f"armed: the next campaign cuts the leader's ears{' and bounces' if bounce else ''}"
+
+
+def quiet(sim: Simulator) -> str:
+    """Clients only read for a while: a voter cut from the leader then keeps an up-to-date
+    log, and its campaign tests the rules that protect the leader's lease (stickiness, the
+    restart guard) rather than the log comparison."""
+    ticks = sim.rng.randint(10, 40)
+    sim.workload.quiet_until = sim.now / sim.TICK + ticks
+    return f"clients only read for {ticks} ticks"
+
+
 def random_limits(rng: random.Random, raft: RaftConfig, snapshots: bool) -> RaftConfig:
     """Flow-control limits drawn from the seed: tiny ones split appends, fill inflight
     windows and make followers lag behind compaction."""
@@ -368,6 +411,9 @@ FAULTS: dict[str, tuple[int, Action]] = {
     "crash_unsynced": (2, crash_unsynced),
     "stalls": (1, stalls),
     "resend_from_back": (2, resend_from_back),
+    "late_copies": (1, late_copies),
+    "lease_window": (3, lease_window),
+    "quiet": (2, quiet),
 }
 
 #: Snapshots and compaction, membership changes: added to FAULTS by
