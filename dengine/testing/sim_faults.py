@@ -276,8 +276,10 @@ def cut_from_leader(sim: Simulator) -> str | None:
     sim.probe(leader, 40)
     sim.reaction.arm(40, bounce=sim.rng.random() < 0.5)
     line = f"cut {victim} from leader {leader} only"
+    if sim.rng.random() < 0.5:
+        line += ", " + quiet(sim, 25)  # the victim's log stays up to date: its campaign may win
     others = [i for i in voters if i != victim and sim.nodes[i].up]
-    if others and sim.rng.random() < 0.5:
+    if others and sim.rng.random() < 0.25:
         # A follower whose acks hold the lease restarts: the restart guard must keep it from
         # voting for the cut-off voter while the lease lasts.
         node = sim.rng.choice(others)
@@ -360,11 +362,11 @@ def lease_window(sim: Simulator) -> str:
     return f"armed: the next campaign cuts the leader's ears{' and bounces' if bounce else ''}"
 
 
-def quiet(sim: Simulator) -> str:
+def quiet(sim: Simulator, at_least: int = 10) -> str:
     """Clients only read for a while: a voter cut from the leader then keeps an up-to-date
     log, and its campaign tests the rules that protect the leader's lease (stickiness, the
     restart guard) rather than the log comparison."""
-    ticks = sim.rng.randint(10, 40)
+    ticks = sim.rng.randint(at_least, 40)
     sim.workload.quiet_until = sim.now / sim.TICK + ticks
     return f"clients only read for {ticks} ticks"
 
@@ -407,7 +409,7 @@ FAULTS: dict[str, tuple[int, Action]] = {
     "disk_profile": (2, disk_profile),
     "campaign": (0, campaign),
     "slow_leader_disk": (1, slow_leader_disk),
-    "cut_from_leader": (3, cut_from_leader),
+    "cut_from_leader": (4, cut_from_leader),
     "crash_unsynced": (2, crash_unsynced),
     "stalls": (1, stalls),
     "resend_from_back": (2, resend_from_back),

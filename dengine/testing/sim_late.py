@@ -15,11 +15,13 @@ the node was sent, so rare types (vote answers, TIMEOUT_NOW) come back as often 
 
 Campaign reactions
 ------------------
-``arm_campaign`` (the ``lease_window`` fault, and ``cut_from_leader``) arms a reaction for a
-while: the first time a voter starts a campaign (pre-vote or vote) while another node leads,
+The ``lease_window`` fault (and ``cut_from_leader``) arms a reaction for a while: the first
+time a voter starts a campaign (pre-vote or vote) while another node leads, and the log rule
+alone would not stop it (a quorum's logs are no more up to date than the campaigner's),
 every link towards that leader is cut one way (it goes on sending and serving, and hears
 nothing that would depose it), its reads are probed, and, drawn by the seed, a quorum minus
-one of its followers crash and restart at once (they acked its lease a moment ago). The
+one of its followers crash and restart at once behind a cut from it (they acked its lease a
+moment ago, and hear nothing from it after). The
 leader's lease must then stay safe by the rules that protect it: leader stickiness, the
 restart guard, voiding the lease when a transfer starts, reads counted only for their round.
 """
@@ -111,10 +113,27 @@ class CampaignReaction:
             n = sim.nodes[i]
             if n.up and n.core.role in _CAMPAIGNING:
                 leader = sim.current_leader()
-                if leader and leader != i:
+                if leader and leader != i and self._could_win(i, leader):
                     self.until = -1
                     return self._fire(i, leader)
         return None
+
+    def _could_win(self, campaigner: int, leader: int) -> bool:
+        """Whether the campaigner and the running voters other than the leader whose logs are
+        no more up to date than its own make a quorum: a campaign the log rule alone would
+        not stop (§5.4.1)."""
+        sim = self.sim
+        mine = sim.nodes[campaigner].core.log
+        key = (mine.last_term, mine.last_index)
+        cfg = sim.nodes[leader].core.tracker.config
+        voters = sorted(cfg.voters)
+        behind = 0
+        for v in voters:
+            n = sim.nodes.get(v)
+            if v == campaigner or (n is not None and n.up and v != leader and (
+                    n.core.log.last_term, n.core.log.last_index) <= key):
+                behind += 1
+        return 2 * behind > len(voters)
 
     def _fire(self, campaigner: int, leader: int) -> str:
         sim = self.sim
@@ -132,5 +151,6 @@ class CampaignReaction:
             for v in chosen:
                 sim.crash(v)
                 sim.restart(v)
-            line += f", bounce {sorted(chosen)}"
+                sim.cuts.add((leader, v))  # they come back behind a cut from the leader
+            line += f", bounce {sorted(chosen)} (cut from the leader)"
         return line
