@@ -213,6 +213,8 @@ class Simulator:
         self.contract = Contract(self)
         #: The share of messages a stall holds back 10 to 30 ticks (``sim_faults.stalls``).
         self.stall = 0.0
+        #: (from, to) -> until when (sim time) that link delays every message 10 to 30 ticks.
+        self.slow_links: dict[tuple[int, int], int] = {}
         #: node -> until when (sim time) reads are probed there every tick.
         self.probe_until: dict[int, int] = {}
         #: Late copies of old messages, and the reaction armed for a campaign (``sim_late``).
@@ -372,6 +374,8 @@ class Simulator:
                 continue
             delay = rng.randint(lo, hi)
             if self.stall and rng.random() < self.stall:
+                delay += rng.randint(10, 30) * TICK
+            if self.slow_links.get((m.from_, m.to), -1) >= self.now:
                 delay += rng.randint(10, 30) * TICK
             self._at(self.now + delay, Deliver(m))
             if dup and rng.random() < dup:
@@ -718,6 +722,7 @@ class Simulator:
         self.cuts.clear()
         self.net = NET_PROFILES["good"]
         self.stall = 0.0
+        self.slow_links.clear()
         self.late.on = False
         self.reaction.until = -1
         for i in self.ids:

@@ -131,7 +131,14 @@ def transfer(sim: Simulator) -> str | None:
     except Exception as e:  # a refused transfer is an outcome, not a failure
         return f"transfer {leader} -> {target} refused: {e}"
     sim.process(leader)
-    return f"transfer leadership {leader} -> {target}"
+    line = f"transfer leadership {leader} -> {target}"
+    if sim.rng.random() < 0.3:
+        # Over a slow link: TIMEOUT_NOW may arrive after the transfer was given up.
+        sim.slow_links[(leader, target)] = sim.now + 20 * sim.TICK
+        line += " over a slow link"
+    if sim.rng.random() < 0.5:
+        line += "; " + lease_window(sim)
+    return line
 
 
 def slow_leader_disk(sim: Simulator) -> str | None:
@@ -348,6 +355,14 @@ def resend_from_back(sim: Simulator) -> str | None:
     return f"leader {leader} resends entry {j + 1} (commit {lg.committed}) to {node}"
 
 
+def slow_link(sim: Simulator) -> str:
+    """One link delays every message 10 to 30 ticks, for 20 to 60 ticks."""
+    a, b = sim.rng.sample(sim.ids, 2)
+    ticks = sim.rng.randint(20, 60)
+    sim.slow_links[(a, b)] = sim.now + ticks * sim.TICK
+    return f"link {a} -> {b} slow for {ticks} ticks"
+
+
 def late_copies(sim: Simulator) -> str:
     """Old messages arrive again, late (``sim_late.LateCopies``). Drawn again: they stop."""
     sim.late.on = not sim.late.on
@@ -416,6 +431,7 @@ FAULTS: dict[str, tuple[int, Action]] = {
     "late_copies": (1, late_copies),
     "lease_window": (3, lease_window),
     "quiet": (2, quiet),
+    "slow_link": (1, slow_link),
 }
 
 #: Snapshots and compaction, membership changes: added to FAULTS by
