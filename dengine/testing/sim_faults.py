@@ -428,7 +428,7 @@ FAULTS: dict[str, tuple[int, Action]] = {
     "crash_unsynced": (2, crash_unsynced),
     "stalls": (1, stalls),
     "resend_from_back": (2, resend_from_back),
-    "late_copies": (1, late_copies),
+    "late_copies": (2, late_copies),
     "lease_window": (3, lease_window),
     "quiet": (2, quiet),
     "slow_link": (1, slow_link),

@@ -11,7 +11,8 @@ when the node changes role or term, the moment at which an old answer is most mi
 vote answer of an earlier election reaching a candidate, a heartbeat answer of an earlier
 round reaching a leader that lost its quorum). A copy was already on its way: a cut made
 after it was sent does not stop it. The message type is drawn first, uniformly over the types
-the node was sent, so rare types (vote answers, TIMEOUT_NOW) come back as often as appends.
+the node was sent, so rare types (vote answers, TIMEOUT_NOW) come back as often as append
+answers. A leader's own traffic is not copied (``_NOT_COPIED`` says why).
 
 Campaign reactions
 ------------------
@@ -43,6 +44,10 @@ __all__ = ["CampaignReaction", "LateCopies"]
 HORIZON_TICKS = 40
 KEEP = 96
 _CAMPAIGNING = (Role.PRE_CANDIDATE, Role.CANDIDATE)
+#: A leader's traffic is not copied late: copies of its heartbeats reaching followers across
+#: a partition would reset their election timers for as long as they came (no election, a
+#: denial of service rather than a test of the rules), and a snapshot is a stream.
+_NOT_COPIED = frozenset({MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT})
 
 
 class LateCopies:
@@ -56,7 +61,7 @@ class LateCopies:
         self.delivered = 0
 
     def record(self, m: Message) -> None:
-        if m.type != MessageType.SNAPSHOT:
+        if m.type not in _NOT_COPIED:
             q = self.sent.get(m.to)
             if q is None:
                 q = self.sent[m.to] = deque(maxlen=KEEP)
