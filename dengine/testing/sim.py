@@ -215,6 +215,8 @@ class Simulator:
         self.stall = 0.0
         #: (from, to) -> until when (sim time) that link delays every message 10 to 30 ticks.
         self.slow_links: dict[tuple[int, int], int] = {}
+        #: Until when (sim time) the leader resends to diverged followers at its ticks.
+        self.resend_until = -1
         #: node -> until when (sim time) reads are probed there every tick.
         self.probe_until: dict[int, int] = {}
         #: Late copies of old messages, and the reaction armed for a campaign (``sim_late``).
@@ -674,6 +676,10 @@ class Simulator:
         if n.up and n.gen == ev.gen:
             n.core.tick()
             self.late.on_tick(ev.node)
+            if self.resend_until >= self.now and n.core.is_leader:
+                line = sim_faults.resend_to_diverged(self, ev.node)
+                if line:
+                    self.trace_note("FAULT " + line)
             if self.probe_until.get(ev.node, -1) >= self.now and n.core.is_leader:
                 self.workload.probe(self, ev.node, lease=True)
                 self.workload.probe(self, ev.node, lease=False)
@@ -723,6 +729,7 @@ class Simulator:
         self.net = NET_PROFILES["good"]
         self.stall = 0.0
         self.slow_links.clear()
+        self.resend_until = -1
         self.late.on = False
         self.reaction.until = -1
         for i in self.ids:

@@ -24,6 +24,7 @@ from dengine.raft.confchange import (
     ConfChangeType,
 )
 from dengine.raft.config import RaftConfig
+from dengine.raft.log import RaftLog
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.tracker import ProgressState
 from dengine.raft.types import ConfState
@@ -87,7 +88,12 @@ def isolate_leader(sim: Simulator) -> str | None:
 
 
 def heal(sim: Simulator) -> str:
+    """Every cut link heals. Half the time the leader then resends from further back for a
+    while (``resend_from_back``): a follower that was cut off holds a diverged log now."""
     sim.cuts.clear()
+    if sim.rng.random() < 0.5:
+        sim.resend_until = max(sim.resend_until, sim.now + 10 * sim.TICK)
+        return "heal all links (the leader resends from further back)"
     return "heal all links"
 
 
@@ -323,17 +329,47 @@ def resend_from_back(sim: Simulator) -> str | None:
     commit index, or its latest snapshot. Figure 2 lets a leader start an append anywhere
     its log reaches (a leader with a conservative next index does: etcd after a rejection in
     REPLICATE); the follower must commit only what the append proves (AppendEntries rule 5)
-    and never install a snapshot older than its commit."""
+    and never install a snapshot older than its commit. With no diverged follower now, the
+    fault stays armed for 30 ticks and fires at the leader's ticks while one diverges (a
+    follower's log diverges only briefly: from a leader change until its first append)."""
     leader = sim.current_leader()
     if not leader:
         return None
+    sim.resend_until = sim.now + 30 * sim.TICK
+    line = resend_to_diverged(sim, leader)
+    if line:
+        return line
+    targets = _resend_targets(sim, leader)
+    return _resend(sim, leader, sim.rng.choice(targets)) if targets else None
+
+
+def resend_to_diverged(sim: Simulator, leader: int) -> str | None:
+    """Resend to a diverged follower of ``leader``, if one exists (see ``resend_from_back``)."""
+    lc = sim.nodes[leader].core.log
+    diverged = [i for i in _resend_targets(sim, leader)
+                if _diverges(lc, sim.nodes[i].core.log)]
+    if not diverged:
+        return None
+    return _resend(sim, leader, sim.rng.choice(diverged))
+
+
+def _resend_targets(sim: Simulator, leader: int) -> list[int]:
+    lc = sim.nodes[leader].core
+    return [i for i in lc.tracker.progress if i != leader and i in sim.nodes
+            and sim.nodes[i].up and (leader, i) not in sim.cuts]
+
+
+def _diverges(a: RaftLog, b: RaftLog) -> bool:
+    """Whether two logs hold different terms at some index both hold."""
+    lo = max(a.first_index, b.first_index)
+    hi = min(a.last_index, b.last_index)
+    ta, tb = a.index.maybe_term, b.index.maybe_term
+    return any(ta(j) != tb(j) for j in range(hi, lo - 1, -1))
+
+
+def _resend(sim: Simulator, leader: int, node: int) -> str | None:
     lc = sim.nodes[leader].core
     lg = lc.log
-    targets = [i for i in lc.tracker.progress if i != leader and i in sim.nodes
-               and sim.nodes[i].up and (leader, i) not in sim.cuts]
-    if not targets:
-        return None
-    node = sim.rng.choice(targets)
     fc = sim.nodes[node].core
     meta = lc.snapshot_meta
     pr = lc.tracker.progress[node]
@@ -348,7 +384,10 @@ def resend_from_back(sim: Simulator) -> str | None:
               if lg.index.maybe_term(j) >= 0 and lg.index.maybe_term(j) == fc.log.index.maybe_term(j)]
     if not common:
         return None
-    j = sim.rng.choice(common[-8:])
+    # An append below the follower's commit index only hears that index back: prefer one
+    # that starts in the follower's uncommitted part.
+    above = [j for j in common if j >= fc.commit_index]
+    j = sim.rng.choice(above or common[-8:])
     entries = tuple(lg.entries(j + 1, j + 2))
     sim.send([Message(MessageType.APPEND, node, leader, term=lc.term, index=j,
                       log_term=lg.term(j), entries=entries, commit=lg.committed)])
