@@ -372,8 +372,10 @@ def _resend(sim: Simulator, leader: int, node: int) -> str | None:
     lg = lc.log
     fc = sim.nodes[node].core
     meta = lc.snapshot_meta
+    if meta is None and sim.cfg.snapshots_and_membership and sim.rng.random() < 0.5:
+        sim.take_snapshot(leader)  # one to resend later, once it is old
     pr = lc.tracker.progress[node]
-    if meta is not None and sim.rng.random() < 0.4 and pr.state != ProgressState.SNAPSHOT \
+    if meta is not None and sim.rng.random() < 0.5 and pr.state != ProgressState.SNAPSHOT \
             and sim.nodes[leader].snapshot == meta:
         sim.send([Message(MessageType.SNAPSHOT, node, leader, term=lc.term, snapshot=meta,
                           commit=lg.committed)])
@@ -478,6 +480,7 @@ FAULTS: dict[str, tuple[int, Action]] = {
 SNAPSHOTS_AND_MEMBERSHIP: dict[str, tuple[int, Action]] = {
     "snapshot": (8, snapshot),
     "conf_change": (9, conf_change),
+    "resend_from_back": (5, resend_from_back),  # with snapshots to resend, more often
 }
 
 #: A schedule heavy in leader churn (isolation, crashes, slow leader disks) for small
