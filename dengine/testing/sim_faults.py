@@ -479,7 +479,7 @@ FAULTS: dict[str, tuple[int, Action]] = {
 #: ``SimConfig(snapshots_and_membership=True)``.
 SNAPSHOTS_AND_MEMBERSHIP: dict[str, tuple[int, Action]] = {
     "snapshot": (8, snapshot),
-    "conf_change": (9, conf_change),
+    "conf_change": (12, conf_change),
     "resend_from_back": (5, resend_from_back),  # with snapshots to resend, more often
 }
 
