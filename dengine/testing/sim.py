@@ -21,8 +21,13 @@ queue away: a restarted node gets only what it had persisted (log and hard state
 machine is durable with its applied index, as a real one is).
 
 Messages are dropped, duplicated, delayed (and so reordered) by the network profile in force,
-and cut by partitions, both ways or one way. The fault schedule (``sim_faults.FAULTS``) also
-crashes and restarts nodes, slows disks and transfers leadership. ``SimConfig(snapshots_and_membership=True)``
+held back by stalls and slow links, and cut by partitions, both ways or one way (``sim_net``);
+old answers arrive again long after (``sim_late.LateCopies``). The fault schedule
+(``sim_faults.FAULTS``) also crashes and restarts nodes (before their fsync too), slows disks,
+transfers leadership, resends an earlier part of the leader's log to a diverged follower,
+and arms reactions timed by the cluster's state (``sim_late.CampaignReaction``: a campaign
+under a live leader cuts the leader's ears and may bounce its followers, with reads probed at
+it); clients may only read for a while so a cut-off voter stays up to date. ``SimConfig(snapshots_and_membership=True)``
 adds (``sim_faults.SNAPSHOTS_AND_MEMBERSHIP``): snapshots that let cores compact their logs, snapshot
 streams to followers behind (bound to their message, lost with it, always reported to the
 sender), installs, and membership changes (fresh learners, promotions, removals, joint changes).
@@ -32,7 +37,8 @@ Scripted scenarios drive the same machinery by hand: ``run_until(tick)`` runs ev
 clients or faults, ``drop_if`` loses chosen messages, ``crash``/``restart`` and ``cuts`` do the
 rest (see the figure-8 test).
 
-After every event the invariants of ``sim_checks`` are checked. After ``fault_ticks`` the faults
+After every event the invariants of ``sim_checks`` and the contract of ``sim_contract`` are
+checked (``sim_verify``). After ``fault_ticks`` the faults
 stop (links healed, nodes restarted): within ``settle_ticks`` one leader must be followed by
 all, and by the end every operation must be decided and every node caught up. The history of
 writes and linearizable and lease reads must then be linearizable.

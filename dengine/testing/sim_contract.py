@@ -8,7 +8,8 @@ that turns it into a divergent log:
 
 - The persistence contract (Raft figure 2, "respond to RPCs only after updating stable
   storage"; the core's ``outbox``): a granted vote leaves only once that vote is on the
-  voter's disk; a vote request only once the candidate's own vote is; an append ack only once
+  voter's disk (or a later term is: it can no longer vote again in that one); a vote request
+  only once the candidate's own vote is (likewise); an append ack only once
   the entry it vouches for is on disk, and only for a log that matches the leader's there;
   a heartbeat answer only once the term it carries is.
 - A leader wins only with durable votes of a quorum of its config (both halves when joint).
@@ -82,10 +83,18 @@ class Contract:
         then hold some entry at the acknowledged index)."""
         for m in msgs:
             t = m.type
+            # A disk already at a later term keeps the node from voting in this one again:
+            # the vote is as good as durable (a node that moved on before its fsync).
+            # (Its vote in that term is then recorded as durable, for ``on_elected``.)
+            moved_on = self.sim.nodes[m.from_].hard_state.term > m.term
             if t == MT.VOTE_RESP and not m.reject:
+                if moved_on:
+                    self.durable_votes.setdefault((m.from_, m.term), m.to)
                 if self.durable_votes.get((m.from_, m.term)) != m.to:
                     self._broken(m, f"its vote for {m.to} in term {m.term} is not on its disk")
             elif t == MT.VOTE:
+                if moved_on:
+                    self.durable_votes.setdefault((m.from_, m.term), m.from_)
                 if self.durable_votes.get((m.from_, m.term)) != m.from_:
                     self._broken(m, f"its own vote in term {m.term} is not on its disk")
             elif t == MT.APPEND_RESP and not m.reject and m.index:
