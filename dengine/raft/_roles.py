@@ -123,6 +123,11 @@ def _term_rules(core: RaftCore, m: Message) -> bool:
             # term the pre-candidate will campaign for.
             return True
         core.become_follower(m.term, m.from_ if m.type in FROM_LEADER else 0)
+        if in_lease and m.type not in FROM_LEADER and m.type != MT.VOTE:
+            # E.g. a refusal of a read we forwarded before a restart: the term is newer, but
+            # our acks may still hold a lease; a vote request of this term must not get
+            # through at once (``on_vote_request``).
+            core.keep_lease_promise()
         return True
     if m.term < core.term:
         if m.type in (MT.APPEND, MT.HEARTBEAT) and (core.cfg.check_quorum or core.cfg.pre_vote):
@@ -185,6 +190,10 @@ def on_vote_request(core: RaftCore, m: Message) -> None:
         or (core.vote == 0 and core.leader_id == 0)
         or (pre and m.term > core.term)
     )
+    if (not pre and core.vote != m.from_ and core.restart_guard and core.cfg.check_quorum
+            and core.election_elapsed < core.cfg.election_ticks
+            and m.context != CAMPAIGN_TRANSFER):
+        can_vote = False  # inside a lease we may have acked (``keep_lease_promise``)
     if can_vote and core.log.is_up_to_date(m.index, m.log_term):
         # A granted response carries the candidate's term so it is not dropped as stale.
         if not pre:

@@ -42,3 +42,18 @@ def test_a_candidate_still_learns_a_newer_term_from_a_refusal() -> None:
     term = core.term
     core.step(Message(MT.VOTE_RESP, 1, 3, term=term + 3, reject=True))
     assert core.term == term + 3
+
+
+def test_a_newer_term_from_a_read_refusal_keeps_the_lease_promise() -> None:
+    """The forwarder learns the newer term from a refused read (it must), but a vote request
+    of that term is still refused for an election timeout: its acks may hold a lease (the
+    simulator's seed 27896)."""
+    core = _follower_of_2()
+    core.step(Message(MT.READ_INDEX_RESP, 1, 3, term=2, reject=True, context=b"old"))
+    assert core.term == 2
+    core.step(Message(MT.VOTE, 1, 3, term=2, index=0, log_term=0))
+    assert core.vote == 0
+    for _ in range(core.cfg.election_ticks):
+        core.tick()
+    # (an election timeout later the node may campaign itself; its vote is no longer held)
+    assert not core.restart_guard
