@@ -98,23 +98,36 @@ def step(core: RaftCore, m: Message) -> None:
 def _term_rules(core: RaftCore, m: Message) -> bool:
     """Raft's rules on terms; False when the message is fully handled (or dropped) here."""
     if m.term > core.term:
+        in_lease = (
+            core.cfg.check_quorum
+            and (core.leader_id != 0 or core.restart_guard)
+            and core.election_elapsed < core.cfg.election_ticks
+        )
         if m.type in (MT.VOTE, MT.PRE_VOTE):
             force = m.context == CAMPAIGN_TRANSFER
-            in_lease = (
-                core.cfg.check_quorum
-                and (core.leader_id != 0 or core.restart_guard)
-                and core.election_elapsed < core.cfg.election_ticks
-            )
             if in_lease and not force:
                 # Leader stickiness (thesis §4.2.3): we hear from a live leader, or restarted
                 # less than an election timeout ago and may have acked one whose lease holds.
                 core.out.drop(m, "vote request while a leader is live (stickiness)")
                 return False
+        elif m.type in (MT.VOTE_RESP, MT.PRE_VOTE_RESP) and in_lease:
+            # An answer to a campaign we made before we heard from our leader (or before a
+            # restart): that election is over. Taking its newer term would drop the leader
+            # our acks may hold a lease for, and a vote request of that term would then be
+            # granted at once, inside the lease (the stickiness above checks only requests
+            # that raise our term).
+            core.out.drop(m, f"stale vote answer of term {m.term} while a leader is live")
+            return False
         if m.type == MT.PRE_VOTE or (m.type == MT.PRE_VOTE_RESP and not m.reject):
             # A pre-vote never changes our term; a granted pre-vote response carries the
             # term the pre-candidate will campaign for.
             return True
         core.become_follower(m.term, m.from_ if m.type in FROM_LEADER else 0)
+        if in_lease and m.type not in FROM_LEADER and m.type != MT.VOTE:
+            # E.g. a refusal of a read we forwarded before a restart: the term is newer, but
+            # our acks may still hold a lease; a vote request of this term must not get
+            # through at once (``on_vote_request``).
+            core.keep_lease_promise()
         return True
     if m.term < core.term:
         if m.type in (MT.APPEND, MT.HEARTBEAT) and (core.cfg.check_quorum or core.cfg.pre_vote):
@@ -177,6 +190,10 @@ def on_vote_request(core: RaftCore, m: Message) -> None:
         or (core.vote == 0 and core.leader_id == 0)
         or (pre and m.term > core.term)
     )
+    if (not pre and core.vote != m.from_ and core.restart_guard and core.cfg.check_quorum
+            and core.election_elapsed < core.cfg.election_ticks
+            and m.context != CAMPAIGN_TRANSFER):
+        can_vote = False  # inside a lease we may have acked (``keep_lease_promise``)
     if can_vote and core.log.is_up_to_date(m.index, m.log_term):
         # A granted response carries the candidate's term so it is not dropped as stale.
         if not pre:

@@ -512,6 +512,12 @@ class RaftCore:
         self.vote = candidate
         self.election_elapsed = 0
 
+    def keep_lease_promise(self) -> None:
+        """We took a newer term from a message that is not a leader's while in our lease (we
+        heard a leader, or restarted, less than an election timeout ago): keep refusing
+        votes until an election timeout passes, as the restart guard does."""
+        self.restart_guard = True
+
     def heard_from_leader(self, leader_id: int) -> None:
         """A leader of our term spoke: follow it, and its election timeout starts over."""
         if self.role in (Role.PRE_CANDIDATE, Role.CANDIDATE):

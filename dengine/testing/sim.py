@@ -21,8 +21,13 @@ queue away: a restarted node gets only what it had persisted (log and hard state
 machine is durable with its applied index, as a real one is).
 
 Messages are dropped, duplicated, delayed (and so reordered) by the network profile in force,
-and cut by partitions, both ways or one way. The fault schedule (``sim_faults.FAULTS``) also
-crashes and restarts nodes, slows disks and transfers leadership. ``SimConfig(snapshots_and_membership=True)``
+held back by stalls and slow links, and cut by partitions, both ways or one way (``sim_net``);
+old answers arrive again long after (``sim_late.LateCopies``). The fault schedule
+(``sim_faults.FAULTS``) also crashes and restarts nodes (before their fsync too), slows disks,
+transfers leadership, resends an earlier part of the leader's log to a diverged follower,
+and arms reactions timed by the cluster's state (``sim_late.CampaignReaction``: a campaign
+under a live leader cuts the leader's ears and may bounce its followers, with reads probed at
+it); clients may only read for a while so a cut-off voter stays up to date. ``SimConfig(snapshots_and_membership=True)``
 adds (``sim_faults.SNAPSHOTS_AND_MEMBERSHIP``): snapshots that let cores compact their logs, snapshot
 streams to followers behind (bound to their message, lost with it, always reported to the
 sender), installs, and membership changes (fresh learners, promotions, removals, joint changes).
@@ -32,7 +37,8 @@ Scripted scenarios drive the same machinery by hand: ``run_until(tick)`` runs ev
 clients or faults, ``drop_if`` loses chosen messages, ``crash``/``restart`` and ``cuts`` do the
 rest (see the figure-8 test).
 
-After every event the invariants of ``sim_checks`` are checked. After ``fault_ticks`` the faults
+After every event the invariants of ``sim_checks`` and the contract of ``sim_contract`` are
+checked (``sim_verify``). After ``fault_ticks`` the faults
 stop (links healed, nodes restarted): within ``settle_ticks`` one leader must be followed by
 all, and by the end every operation must be decided and every node caught up. The history of
 writes and linearizable and lease reads must then be linearizable.
@@ -55,13 +61,11 @@ from typing import Any
 
 from dengine.raft.config import RaftConfig
 from dengine.raft.core import RaftCore
-from dengine.raft.driver import drive_ready, on_durable
 from dengine.raft.log import MemoryStorage
 from dengine.raft.messages import Message, MessageType
-from dengine.raft.ready import ReadState, Role
-from dengine.raft.types import ConfState, Entry, HardState, SnapshotMeta
-from dengine.testing import sim_faults, sim_report
-from dengine.testing.linearizability import check as check_linearizable
+from dengine.raft.ready import Role
+from dengine.raft.types import ConfState, HardState, SnapshotMeta
+from dengine.testing import sim_faults, sim_net, sim_report, sim_shell, sim_verify
 from dengine.testing.sim_checks import InvariantBroken, Invariants, Voters
 from dengine.testing.sim_contract import Contract
 from dengine.testing.sim_events import (
@@ -83,9 +87,10 @@ from dengine.testing.sim_faults import (
     SNAPSHOTS_AND_MEMBERSHIP,
     Action,
 )
+from dengine.testing.sim_late import CampaignReaction, LateCopies
 from dengine.testing.sim_report import replay_command
 from dengine.testing.sim_shell import SimIO
-from dengine.testing.sim_workload import KVMachine, Pending, Workload
+from dengine.testing.sim_workload import KVMachine, Workload
 
 __all__ = ["SimConfig", "SimFailure", "SimResult", "Simulator", "TICK", "replay_command"]
 
@@ -216,8 +221,15 @@ class Simulator:
         self.contract = Contract(self)
         #: The share of messages a stall holds back 10 to 30 ticks (``sim_faults.stalls``).
         self.stall = 0.0
+        #: (from, to) -> until when (sim time) that link delays every message 10 to 30 ticks.
+        self.slow_links: dict[tuple[int, int], int] = {}
+        #: Until when (sim time) the leader resends to diverged followers at its ticks.
+        self.resend_until = -1
         #: node -> until when (sim time) reads are probed there every tick.
         self.probe_until: dict[int, int] = {}
+        #: Late copies of old messages, and the reaction armed for a campaign (``sim_late``).
+        self.late = LateCopies(self)
+        self.reaction = CampaignReaction(self)
         n = self.cfg.nodes or self.rng.randint(3, 7)
         self.ids = list(range(1, n + 1))
         self.first_size = n
@@ -354,134 +366,18 @@ class Simulator:
         self.trace.append((self.now, "note", text))
 
     def send(self, msgs: list[Message]) -> None:
-        drop, dup, lo, hi = self.net
-        rng = self.rng
-        for m in msgs:
-            lost = (
-                m.to not in self.nodes
-                or (m.from_, m.to) in self.cuts
-                or (self.drop_if is not None and self.drop_if(m))
-                or (drop and rng.random() < drop)
-            )
-            if m.type == MessageType.SNAPSHOT:
-                self._stream_snapshot(m, bool(lost))
-                continue
-            if lost:
-                continue
-            delay = rng.randint(lo, hi)
-            if self.stall and rng.random() < self.stall:
-                delay += rng.randint(10, 30) * TICK
-            self._at(self.now + delay, Deliver(m))
-            if dup and rng.random() < dup:
-                self._at(self.now + rng.randint(lo, hi), Deliver(m))
+        """Put messages on the network (``sim_net``): lost, delayed, duplicated or cut."""
+        sim_net.send(self, msgs)
 
-    def _stream_snapshot(self, m: Message, lost: bool) -> None:
-        """A SNAPSHOT message carries the sender's snapshot data (the shell streams it); its
-        outcome is reported to the sender exactly once (never duplicated). A transfer may
-        also fail on its own (``SimConfig.snapshot_fail``)."""
-        sender = self.nodes[m.from_]
-        meta = m.snapshot
-        if lost or meta is None or sender.snapshot != meta:
-            self._at(self.now + 1, SnapshotFails(m))
-            return
-        lo, hi = self.net[2], self.net[3]
-        later = self.now + self.rng.randint(lo, hi) * 3
-        fail = self.rng.random() < self.cfg.snapshot_fail
-        if fail and self.rng.random() < 0.5:
-            self.count_event("snapshot_aborted")
-            self._at(later, SnapshotFails(m))  # aborted midway
-            return
-        if fail:
-            self.count_event("snapshot_ack_lost")
-        data = dict(sender.snapshot_data)
-        self._at(later, SnapshotArrives(m, data, not fail))
-
-    def _deliver(self, ev: Deliver) -> None:
-        m = ev.msg
-        n = self.nodes[m.to]
-        if not n.up or (m.from_, m.to) in self.cuts:
-            return
-        self.delivered += 1
-        self.trace.append((self.now, "msg", m))
-        self.contract.on_deliver(m)
-        if m.type in _FROM_LEADER:
-            self._told(m.to, m.term)
-        elif m.type == MessageType.READ_INDEX:
-            self._told(m.from_, n.core.term)
-        n.core.step(m)
-        self.process(m.to)
-
-    def _told(self, i: int, term: int) -> None:
-        if term > self.told_term.get(i, 0):
-            self.told_term[i] = term
-
-    def _snapshot_fails(self, ev: SnapshotFails) -> None:
-        self._snapshot_ends(ev.msg, None, False, arrived=False)
-
-    def _snapshot_arrives(self, ev: SnapshotArrives) -> None:
-        self._snapshot_ends(ev.msg, ev.data, ev.report_ok, arrived=True)
-
-    def _snapshot_ends(self, m: Message, data: dict | None, report_ok: bool,
-                       arrived: bool) -> None:
-        n = self.nodes[m.to]
-        ok = arrived and n.up and (m.from_, m.to) not in self.cuts
-        if ok:
-            assert m.snapshot is not None and data is not None, "an arrived snapshot has both"
-            self.delivered += 1
-            self.trace.append((self.now, "msg", m))
-            n.incoming = (m.snapshot, data)
-            self._told(m.to, m.term)
-            n.core.step(m)
-            self.process(m.to)
-        ok = ok and report_ok
-        sender = self.nodes[m.from_]
-        if sender.up:
-            late = " (delivered; its ack lost)" if not report_ok and arrived else ""
-            self.trace_note(f"snapshot {m.from_}->{m.to} {'sent' if ok else 'FAILED'}{late}")
-            sender.core.report_snapshot(m.to, ok)
-            self.process(m.from_)
-
-    # -- the shell ----------------------------------------------------------------------------
     def process(self, i: int) -> None:
         """Run node ``i``'s Ready turns until it has nothing to do or waits for its disk."""
-        n = self.nodes[i]
-        if not n.up:
-            return
-        self._touched.add(i)
-        core = n.core
-        while n.turn is None and core.has_ready():
-            self._run_turn(n, drive_ready(core, core.ready(), n.io))
+        sim_shell.process(self, i)
 
-    def _run_turn(self, n: SimNode, turn: Coroutine[Any, Any, None]) -> None:
-        """Run a Ready turn until it ends or waits for the disk (then ``_disk_done`` resumes
-        it)."""
-        n.turn = None
-        try:
-            turn.send(None)
-        except StopIteration:
-            return
-        n.turn = turn
+    def deliver_late(self, m: Message, at: int) -> None:
+        """A copy of ``m``, sent earlier, arrives at ``at`` (``sim_late``)."""
+        self._at(at, Deliver(m, late=True))
 
-    def _install_snapshot(self, n: SimNode, meta: SnapshotMeta) -> None:
-        """Make what is queued durable first (so no stale suffix lands after the snapshot
-        point), then replace the log and the state machine, durably."""
-        if n.incoming is None or n.incoming[0] != meta:
-            raise InvariantBroken(
-                f"node {n.id} installs snapshot {meta.index}@{meta.term} that it never received"
-            )
-        if n.disk_q:
-            number, after = self._write(n, len(n.disk_q))
-            self._durable(n, number, after)
-        data = n.incoming[1]
-        n.incoming = None
-        n.storage.apply_snapshot(meta)
-        self.inv.on_state_machine_reset(n.id, meta.index)
-        n.sm.data = dict(data)
-        n.sm_applied = meta.index
-        self.workload.on_snapshot(n.id, meta.index)
-        n.snapshot, n.snapshot_data = meta, dict(data)
-        self.snapshots_installed += 1
-        self.trace_note(f"node {n.id} installs snapshot {meta.index}@{meta.term}")
+    # -- the shell ----------------------------------------------------------------------------
 
     def take_snapshot(self, i: int) -> SnapshotMeta | None:
         """Node ``i``'s state machine snapshots its applied state; the core may compact."""
@@ -493,115 +389,10 @@ class Simulator:
         meta = SnapshotMeta(index, core.log.term(index), core.conf_state_at(index))
         n.snapshot, n.snapshot_data = meta, dict(n.sm.data)
         core.on_snapshot_taken(meta)
-        self.process(i)
+        sim_shell.process(self, i)
         return meta
 
-    def _apply(self, n: SimNode, entries: list[Entry], read_states: list[ReadState]) -> None:
-        for e in entries:
-            if self.inv.on_apply(n.id, e):
-                self.contract.on_apply(n.id, e)
-                result = n.sm.apply(e)
-                n.sm_applied = e.index
-                acked = self.workload.on_apply(n.id, e, result)
-                if acked is not None:
-                    self.inv.on_ack(acked)
-        for rs in read_states:
-            self.workload.on_read_state(self, n.id, rs)
-
-    def _schedule_disk(self, n: SimNode) -> None:
-        if n.disk_busy or not n.disk_q:
-            return
-        n.disk_busy = True
-        lo, hi = n.disk
-        self._at(self.now + self.rng.randint(lo, hi), DiskDone(n.id, n.gen))
-
-    def _disk_done(self, ev: DiskDone) -> None:
-        i = ev.node
-        n = self.nodes[i]
-        if not n.up or n.gen != ev.gen:
-            return
-        n.disk_busy = False
-        # One fsync, several Readies (only one waits at a time in the node's order).
-        number, after = self._write(n, self.rng.randint(1, len(n.disk_q)))
-        if n.turn is not None:
-            self._touched.add(i)
-            self._run_turn(n, n.turn)  # on_persisted, persisted_messages, advance, compact
-        else:
-            self._durable(n, number, after)
-        self.process(i)
-        self._schedule_disk(n)
-
-    def _durable(self, n: SimNode, number: int, after: list[Message]) -> None:
-        """Readies through ``number`` are durable. The "async" order sends the messages that
-        waited for them before telling the core (``on_durable``'s ``send_first``)."""
-        on_durable(n.core, number, after, n.io, send_first=self.cfg.shell_order == "async")
-
-    def _write(self, n: SimNode, k: int) -> tuple[int, list[Message]]:
-        """Make the first ``k`` queued Readies durable; their number and waiting messages."""
-        after: list[Message] = []
-        number = 0
-        for _ in range(k):
-            number, entries, hs, msgs = n.disk_q.popleft()
-            n.storage.append(entries)
-            if hs is not None:
-                self.inv.on_persist_hard_state(n.id, hs.term, hs.vote)
-                self.contract.on_persist_hard_state(n.id, hs.term, hs.vote)
-                n.hard_state = hs
-            self.contract.check_leaving(msgs, exact=False)
-            after += msgs
-        self.trace.append((self.now, "note", f"node {n.id} fsync through ready#{number}"))
-        return number, after
-
     # -- checks -------------------------------------------------------------------------------
-    def _check_step(self) -> None:
-        """Check the nodes the last event touched (every state change goes through
-        ``process``, which marks its node)."""
-        inv = self.inv
-        touched = self._touched
-        if not touched:
-            return
-        for i in sorted(touched):
-            n = self.nodes[i]
-            if not n.up:
-                continue
-            core = n.core
-            inv.on_positions(i, core.term, core.commit_index, core.applied_index)
-            if core.role == Role.LEADER:
-                self._check_decisions(n)
-                inv.on_leader(i, core.term, core.log.term)
-        touched.clear()
-        self.contract.after_event()
-
-    def _check_decisions(self, n: SimNode) -> None:
-        """Feed the configs a leader decided under to the disjoint-majorities check: the one
-        it won its election with, and, when its commit index moved, the ones in force before
-        and after the event (a commit may append the entry that leaves a joint config; at most
-        one config entry is appended per event, so the sequence misses none)."""
-        core = n.core
-        cfg = core.tracker.config
-        voters = (cfg.voters, cfg.voters_outgoing)
-        key = (core.term, n.incarnation)
-        seen = self._leading.get(n.id)
-        if seen is None or seen[0] != key:
-            self.inv.on_decision(n.id, core.term, voters, "won the election")
-            self.contract.on_elected(n)
-            self.probe(n.id, 5)
-        elif core.commit_index > seen[1]:
-            self.inv.on_decision(n.id, core.term, seen[2], f"committed to {core.commit_index}")
-            self.inv.on_decision(n.id, core.term, voters, f"committed to {core.commit_index}")
-            self.contract.on_leader_commit(n, seen[2])
-        self._leading[n.id] = (key, core.commit_index, voters)
-
-    def _followed_leader(self) -> int:
-        """The leader every up node follows, or 0."""
-        leader = self.current_leader()
-        if not leader:
-            return 0
-        members = self.members()
-        for i in self.up_nodes():
-            if i in members and self.nodes[i].core.leader_id != leader:
-                return 0
-        return leader
 
     # -- running ------------------------------------------------------------------------------
     def run(self) -> SimResult:
@@ -631,17 +422,17 @@ class Simulator:
             self.now = time
             self.workload.now = time / TICK
             self.HANDLERS[type(event)](self, event)
-            self._check_step()
-            if self.phase == "settle" and not settled_at and self._followed_leader():
+            sim_verify.check_step(self)
+            if self.phase == "settle" and not settled_at and sim_verify.followed_leader(self):
                 settled_at = time
-                self.trace_note(f"leader {self._followed_leader()} followed by all")
+                self.trace_note(f"leader {sim_verify.followed_leader(self)} followed by all")
             if self.phase == "settle" and not settled_at and time > self._settle_end:
                 raise InvariantBroken(
                     f"liveness: no leader followed by every node {cfg.settle_ticks} ticks "
                     f"after the faults stopped"
                 )
         leaders = len(self.inv.leader_of_term)
-        self._check_end()
+        sim_verify.check_end(self)
         w = self.workload
         return SimResult(
             self.seed,
@@ -658,10 +449,15 @@ class Simulator:
         n = self.nodes[ev.node]
         if n.up and n.gen == ev.gen:
             n.core.tick()
+            self.late.on_tick(ev.node)
+            if self.resend_until >= self.now and n.core.is_leader:
+                line = sim_faults.resend_to_diverged(self, ev.node)
+                if line:
+                    self.trace_note("FAULT " + line)
             if self.probe_until.get(ev.node, -1) >= self.now and n.core.is_leader:
                 self.workload.probe(self, ev.node, lease=True)
                 self.workload.probe(self, ev.node, lease=False)
-            self.process(ev.node)
+            sim_shell.process(self, ev.node)
             self._at(self.now + n.period, ev)
 
     def _client_step(self, ev: ClientStep) -> None:
@@ -684,7 +480,7 @@ class Simulator:
             self.workload.now = time / TICK
             if isinstance(event, NODE_EVENTS):
                 self.HANDLERS[type(event)](self, event)
-            self._check_step()
+            sim_verify.check_step(self)
         self.now = max(self.now, end)
 
     def _fault(self, weights: list[tuple[int, str, Action]]) -> None:
@@ -706,6 +502,10 @@ class Simulator:
         self.cuts.clear()
         self.net = NET_PROFILES["good"]
         self.stall = 0.0
+        self.slow_links.clear()
+        self.resend_until = -1
+        self.late.on = False
+        self.reaction.until = -1
         for i in self.ids:
             self.nodes[i].disk = DISK_PROFILES["normal"]
             if not self.nodes[i].up:
@@ -713,53 +513,6 @@ class Simulator:
         # operations started from now on must be decided, not time out
         self.workload.op_timeout = 10**9
         self.trace_note("FAULTS STOP: links healed, every node up")
-
-    def _check_end(self) -> None:
-        leader = self._followed_leader()
-        if not leader:
-            raise InvariantBroken("liveness: at the end no leader is followed by every node")
-        lc = self.nodes[leader].core
-        for i in sorted(self.members()):
-            core = self.nodes[i].core
-            if core.commit_index != lc.last_index or self.nodes[i].sm_applied < lc.last_index:
-                raise InvariantBroken(
-                    f"liveness: node {i} has commit {core.commit_index}, applied "
-                    f"{self.nodes[i].sm_applied}; the leader {leader}'s log ends at "
-                    f"{lc.last_index} ({self.cfg.drain_ticks} ticks after the clients stopped)"
-                )
-            self.inv.check_acked_in(i, core.log.term)
-        still = []
-        for p in self.workload.open_ops():
-            if self._may_stay_open(p):
-                self.workload.close_unknown(p)
-            else:
-                still.append(p)
-        if still:
-            p = still[0]
-            raise InvariantBroken(
-                f"liveness: {len(still)} operations never decided, e.g. client {p.client} "
-                f"{p.kind} at node {p.node}"
-            )
-        result = check_linearizable(self.workload.history)
-        if not result.ok:
-            raise InvariantBroken(result.describe())
-
-    def _may_stay_open(self, p: Pending) -> bool:
-        """Whether an operation may legitimately still be undecided at the end.
-
-        Only at a node outside the final config (removed, or added by a change that was rolled
-        back) that was never told of a term newer than the one it had when the operation
-        started: nothing obliges the cluster to talk to it again, so a read it forwarded to a
-        leader that no longer counts it (dropped, the sender is unknown), or a write it proposed
-        before being removed, may wait forever (a real client times it out). A node that a
-        leader of a newer term reached has reset to that term, which fails its forwarded reads,
-        and a stale read it forwards is refused with the newer term, with the same effect.
-        (Operations still open at the end started after the faults stopped: nothing was lost.)
-        Every other operation must be decided by now.
-        """
-        if p.node in self.members():
-            return False
-        return self.told_term.get(p.node, 0) <= p.node_term
 
     # -- reporting ----------------------------------------------------------------------------
     def report(self, what: str) -> str:
@@ -772,10 +525,10 @@ class Simulator:
 
     HANDLERS: dict[type[Event], Callable[[Simulator, Any], None]] = {
         Tick: _tick,
-        Deliver: _deliver,
-        SnapshotArrives: _snapshot_arrives,
-        SnapshotFails: _snapshot_fails,
-        DiskDone: _disk_done,
+        Deliver: sim_net.deliver,
+        SnapshotArrives: sim_net.snapshot_arrives,
+        SnapshotFails: sim_net.snapshot_fails,
+        DiskDone: sim_shell.disk_done,
         ClientStep: _client_step,
         Fault: _next_fault,
         StopFaults: _stop_faults,

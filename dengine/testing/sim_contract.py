@@ -8,8 +8,10 @@ that turns it into a divergent log:
 
 - The persistence contract (Raft figure 2, "respond to RPCs only after updating stable
   storage"; the core's ``outbox``): a granted vote leaves only once that vote is on the
-  voter's disk; a vote request only once the candidate's own vote is; an append ack only once
-  the entry it vouches for is on disk; a heartbeat answer only once the term it carries is.
+  voter's disk (or a later term is: it can no longer vote again in that one); a vote request
+  only once the candidate's own vote is (likewise); an append ack only once
+  the entry it vouches for is on disk, and only for a log that matches the leader's there;
+  a heartbeat answer only once the term it carries is.
 - A leader wins only with durable votes of a quorum of its config (both halves when joint).
 - A leader's commit index moves only to an entry of its own term (§5.4.2) that the disks of a
   quorum of its config hold (both halves when joint).
@@ -81,10 +83,18 @@ class Contract:
         then hold some entry at the acknowledged index)."""
         for m in msgs:
             t = m.type
+            # A disk already at a later term keeps the node from voting in this one again:
+            # the vote is as good as durable (a node that moved on before its fsync).
+            # (Its vote in that term is then recorded as durable, for ``on_elected``.)
+            moved_on = self.sim.nodes[m.from_].hard_state.term > m.term
             if t == MT.VOTE_RESP and not m.reject:
+                if moved_on:
+                    self.durable_votes.setdefault((m.from_, m.term), m.to)
                 if self.durable_votes.get((m.from_, m.term)) != m.to:
                     self._broken(m, f"its vote for {m.to} in term {m.term} is not on its disk")
             elif t == MT.VOTE:
+                if moved_on:
+                    self.durable_votes.setdefault((m.from_, m.term), m.from_)
                 if self.durable_votes.get((m.from_, m.term)) != m.from_:
                     self._broken(m, f"its own vote in term {m.term} is not on its disk")
             elif t == MT.APPEND_RESP and not m.reject and m.index:
@@ -99,11 +109,31 @@ class Contract:
             term = n.core.log.index.maybe_term(m.index)
             if term < 0 or not self.holds(m.from_, m.index, term):
                 self._broken(m, f"entry {m.index}@{term} it acknowledges is not on its disk")
+            self._check_match(m, term)
             return
         st = n.storage
         if m.index > max(st.last_index(), st.snapshot.index):
             self._broken(m, f"its disk ends at {st.last_index()}, before the entry it "
                          f"acknowledges")
+        if m.index >= st.snapshot.index:
+            self._check_match(m, st.term(m.index))
+
+    def _check_match(self, m: Message, term: int) -> None:
+        """An append ack at ``i`` says "my log matches yours through ``i``" (figure 2: success
+        when the follower's log contains the entry at prevLogIndex, then holds the entries
+        sent): the leader of the term it answers, when it still leads, must hold the same
+        entry there (log matching then gives the whole prefix)."""
+        leader = self.sim.nodes.get(m.to)
+        if leader is None or not leader.up:
+            return
+        lc = leader.core
+        if lc.role != Role.LEADER or lc.term != m.term:
+            return
+        mine = lc.log.index.maybe_term(m.index)
+        if term >= 0 and mine != -1 and mine != term:
+            held = f"term {mine}" if mine >= 0 else "nothing"
+            self._broken(m, f"its entry {m.index}@{term} differs from the leader's ({held} "
+                         "there): it vouches for a log the leader never sent")
 
     def _broken(self, m: Message, why: str) -> None:
         raise InvariantBroken(

@@ -21,9 +21,11 @@ class Tick:
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
-    """A message reaches its destination."""
+    """A message reaches its destination (``late``: a copy the network held back, which a
+    cut made after it was sent does not stop)."""
 
     msg: Message
+    late: bool = False
 
 
 @dataclass(frozen=True, slots=True)

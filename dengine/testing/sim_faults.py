@@ -24,8 +24,10 @@ from dengine.raft.confchange import (
     ConfChangeType,
 )
 from dengine.raft.config import RaftConfig
+from dengine.raft.log import RaftLog
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.tracker import ProgressState
+from dengine.raft.types import ConfState
 
 if TYPE_CHECKING:
     from dengine.testing.sim import Simulator
@@ -61,6 +63,9 @@ def partition(sim: Simulator) -> str:
         for y in b:
             sim.cuts.add((x, y))
             sim.cuts.add((y, x))
+    leader = sim.current_leader()
+    if leader:
+        sim.probe(leader, 50)  # reads at the old leader right after the cut
     return f"partition {a} | {b}"
 
 
@@ -78,11 +83,17 @@ def isolate_leader(sim: Simulator) -> str | None:
         if y != leader:
             sim.cuts.add((leader, y))
             sim.cuts.add((y, leader))
+    sim.probe(leader, 50)
     return f"isolate leader {leader}"
 
 
 def heal(sim: Simulator) -> str:
+    """Every cut link heals. Half the time the leader then resends from further back for a
+    while (``resend_from_back``): a follower that was cut off holds a diverged log now."""
     sim.cuts.clear()
+    if sim.rng.random() < 0.5:
+        sim.resend_until = max(sim.resend_until, sim.now + 10 * sim.TICK)
+        return "heal all links (the leader resends from further back)"
     return "heal all links"
 
 
@@ -126,7 +137,14 @@ def transfer(sim: Simulator) -> str | None:
     except Exception as e:  # a refused transfer is an outcome, not a failure
         return f"transfer {leader} -> {target} refused: {e}"
     sim.process(leader)
-    return f"transfer leadership {leader} -> {target}"
+    line = f"transfer leadership {leader} -> {target}"
+    if sim.rng.random() < 0.3:
+        # Over a slow link: TIMEOUT_NOW may arrive after the transfer was given up.
+        sim.slow_links[(leader, target)] = sim.now + 20 * sim.TICK
+        line += " over a slow link"
+    if sim.rng.random() < 0.5:
+        line += "; " + lease_window(sim)
+    return line
 
 
 def slow_leader_disk(sim: Simulator) -> str | None:
@@ -161,25 +179,9 @@ def conf_change(sim: Simulator) -> str | None:
     cs = core.conf_state
     if cs.joint:
         return _leave_joint(sim, leader) if not cs.auto_leave else None
-    voters, learners = sorted(cs.voters), sorted(cs.learners)
-    fresh = sim.fresh_ids()
     rng = sim.rng
     T = ConfChangeType
-    options: list[list[tuple[ConfChangeType, int]]] = []
-    if fresh:
-        options.append([(T.ADD_LEARNER, fresh[0])])
-    if learners and len(voters) < 7:
-        options.append([(T.ADD_VOTER, rng.choice(learners))])
-    if len(voters) > 3:
-        options.append([(T.REMOVE_NODE, rng.choice(voters))])
-    if learners and len(voters) >= 3:
-        options.append([(T.ADD_VOTER, rng.choice(learners)), (T.REMOVE_NODE, rng.choice(voters))])
-    if fresh and len(voters) >= 3:
-        options.append([(T.ADD_VOTER, fresh[0]), (T.REMOVE_NODE, rng.choice(voters))])
-    if len(voters) > 3:
-        # ADD_LEARNER of a voter demotes it; in a joint change it stays a voter of the
-        # outgoing half and becomes a learner on leaving (perhaps the leader itself).
-        options.append([(T.ADD_LEARNER, rng.choice(voters))])
+    options = _change_options(sim, cs)
     if not options:
         return None
     changes = rng.choice(options)
@@ -204,11 +206,41 @@ def conf_change(sim: Simulator) -> str | None:
         text += " (joint, explicit leave)"
         kind = kind or "joint_explicit"
     line = _propose(sim, leader, cc, text, kind)
-    if rng.random() < 0.3 and learners:
-        # A second client asks for a change at once: refused while the first is pending.
-        second = ConfChange((ConfChangeSingle(T.ADD_VOTER, rng.choice(learners)),))
-        line += "; then " + _propose(sim, leader, second, "a second change at once")
+    after = core.conf_state
+    more = [o for o in _change_options(sim, after) if len(o) == 1] if not after.joint else []
+    if more and rng.random() < 0.3:
+        # A second client asks for any other change at once: refused while the first is
+        # pending (one change at a time keeps a quorum of each config in the next).
+        (t2, node2), = rng.choice(more)
+        if t2 != T.REMOVE_NODE:
+            sim.ensure_node(node2)
+        second = ConfChange((ConfChangeSingle(t2, node2),))
+        line += "; then " + _propose(sim, leader, second, f"{t2.name.lower()} {node2} at once")
     return line
+
+
+def _change_options(sim: Simulator, cs: ConfState) -> list[list[tuple[ConfChangeType, int]]]:
+    """The changes ``conf_change`` draws from, against config ``cs``."""
+    voters, learners = sorted(cs.voters), sorted(cs.learners)
+    fresh = sim.fresh_ids()
+    rng = sim.rng
+    T = ConfChangeType
+    options: list[list[tuple[ConfChangeType, int]]] = []
+    if fresh:
+        options.append([(T.ADD_LEARNER, fresh[0])])
+    if learners and len(voters) < 7:
+        options.append([(T.ADD_VOTER, rng.choice(learners))])
+    if len(voters) > 3:
+        options.append([(T.REMOVE_NODE, rng.choice(voters))])
+    if learners and len(voters) >= 3:
+        options.append([(T.ADD_VOTER, rng.choice(learners)), (T.REMOVE_NODE, rng.choice(voters))])
+    if fresh and len(voters) >= 3:
+        options.append([(T.ADD_VOTER, fresh[0]), (T.REMOVE_NODE, rng.choice(voters))])
+    if len(voters) > 3:
+        # ADD_LEARNER of a voter demotes it; in a joint change it stays a voter of the
+        # outgoing half and becomes a learner on leaving (perhaps the leader itself).
+        options.append([(T.ADD_LEARNER, rng.choice(voters))])
+    return options
 
 
 def _leave_joint(sim: Simulator, leader: int) -> str | None:
@@ -255,9 +287,12 @@ def cut_from_leader(sim: Simulator) -> str | None:
     sim.cuts.add((leader, victim))
     sim.cuts.add((victim, leader))
     sim.probe(leader, 40)
+    sim.reaction.arm(40, bounce=sim.rng.random() < 0.5)
     line = f"cut {victim} from leader {leader} only"
+    if sim.rng.random() < 0.5:
+        line += ", " + quiet(sim, 25)  # the victim's log stays up to date: its campaign may win
     others = [i for i in voters if i != victim and sim.nodes[i].up]
-    if others and sim.rng.random() < 0.5:
+    if others and sim.rng.random() < 0.25:
         # A follower whose acks hold the lease restarts: the restart guard must keep it from
         # voting for the cut-off voter while the lease lasts.
         node = sim.rng.choice(others)
@@ -294,21 +329,53 @@ def resend_from_back(sim: Simulator) -> str | None:
     commit index, or its latest snapshot. Figure 2 lets a leader start an append anywhere
     its log reaches (a leader with a conservative next index does: etcd after a rejection in
     REPLICATE); the follower must commit only what the append proves (AppendEntries rule 5)
-    and never install a snapshot older than its commit."""
+    and never install a snapshot older than its commit. With no diverged follower now, the
+    fault stays armed for 30 ticks and fires at the leader's ticks while one diverges (a
+    follower's log diverges only briefly: from a leader change until its first append)."""
     leader = sim.current_leader()
     if not leader:
         return None
+    sim.resend_until = sim.now + 30 * sim.TICK
+    line = resend_to_diverged(sim, leader)
+    if line:
+        return line
+    targets = _resend_targets(sim, leader)
+    return _resend(sim, leader, sim.rng.choice(targets)) if targets else None
+
+
+def resend_to_diverged(sim: Simulator, leader: int) -> str | None:
+    """Resend to a diverged follower of ``leader``, if one exists (see ``resend_from_back``)."""
+    lc = sim.nodes[leader].core.log
+    diverged = [i for i in _resend_targets(sim, leader)
+                if _diverges(lc, sim.nodes[i].core.log)]
+    if not diverged:
+        return None
+    return _resend(sim, leader, sim.rng.choice(diverged))
+
+
+def _resend_targets(sim: Simulator, leader: int) -> list[int]:
+    lc = sim.nodes[leader].core
+    return [i for i in lc.tracker.progress if i != leader and i in sim.nodes
+            and sim.nodes[i].up and (leader, i) not in sim.cuts]
+
+
+def _diverges(a: RaftLog, b: RaftLog) -> bool:
+    """Whether two logs hold different terms at some index both hold."""
+    lo = max(a.first_index, b.first_index)
+    hi = min(a.last_index, b.last_index)
+    ta, tb = a.index.maybe_term, b.index.maybe_term
+    return any(ta(j) != tb(j) for j in range(hi, lo - 1, -1))
+
+
+def _resend(sim: Simulator, leader: int, node: int) -> str | None:
     lc = sim.nodes[leader].core
     lg = lc.log
-    targets = [i for i in lc.tracker.progress if i != leader and i in sim.nodes
-               and sim.nodes[i].up and (leader, i) not in sim.cuts]
-    if not targets:
-        return None
-    node = sim.rng.choice(targets)
     fc = sim.nodes[node].core
     meta = lc.snapshot_meta
+    if meta is None and sim.cfg.snapshots_and_membership and sim.rng.random() < 0.5:
+        sim.take_snapshot(leader)  # one to resend later, once it is old
     pr = lc.tracker.progress[node]
-    if meta is not None and sim.rng.random() < 0.4 and pr.state != ProgressState.SNAPSHOT \
+    if meta is not None and sim.rng.random() < 0.5 and pr.state != ProgressState.SNAPSHOT \
             and sim.nodes[leader].snapshot == meta:
         sim.send([Message(MessageType.SNAPSHOT, node, leader, term=lc.term, snapshot=meta,
                           commit=lg.committed)])
@@ -319,11 +386,45 @@ def resend_from_back(sim: Simulator) -> str | None:
               if lg.index.maybe_term(j) >= 0 and lg.index.maybe_term(j) == fc.log.index.maybe_term(j)]
     if not common:
         return None
-    j = sim.rng.choice(common[-8:])
+    # An append below the follower's commit index only hears that index back: prefer one
+    # that starts in the follower's uncommitted part.
+    above = [j for j in common if j >= fc.commit_index]
+    j = sim.rng.choice(above or common[-8:])
     entries = tuple(lg.entries(j + 1, j + 2))
     sim.send([Message(MessageType.APPEND, node, leader, term=lc.term, index=j,
                       log_term=lg.term(j), entries=entries, commit=lg.committed)])
     return f"leader {leader} resends entry {j + 1} (commit {lg.committed}) to {node}"
+
+
+def slow_link(sim: Simulator) -> str:
+    """One link delays every message 10 to 30 ticks, for 20 to 60 ticks."""
+    a, b = sim.rng.sample(sim.ids, 2)
+    ticks = sim.rng.randint(20, 60)
+    sim.slow_links[(a, b)] = sim.now + ticks * sim.TICK
+    return f"link {a} -> {b} slow for {ticks} ticks"
+
+
+def late_copies(sim: Simulator) -> str:
+    """Old messages arrive again, late (``sim_late.LateCopies``). Drawn again: they stop."""
+    sim.late.on = not sim.late.on
+    return "late copies " + ("on" if sim.late.on else "off")
+
+
+def lease_window(sim: Simulator) -> str:
+    """Arm a reaction to the next campaign under a live leader (``sim_late.CampaignReaction``):
+    the leader stops hearing anyone, perhaps with a quorum of its followers bounced."""
+    bounce = sim.rng.random() < 0.5
+    sim.reaction.arm(60, bounce)
+    return f"armed: the next campaign cuts the leader's ears{' and bounces' if bounce else ''}"
+
+
+def quiet(sim: Simulator, at_least: int = 10) -> str:
+    """Clients only read for a while: a voter cut from the leader then keeps an up-to-date
+    log, and its campaign tests the rules that protect the leader's lease (stickiness, the
+    restart guard) rather than the log comparison."""
+    ticks = sim.rng.randint(at_least, 40)
+    sim.workload.quiet_until = sim.now / sim.TICK + ticks
+    return f"clients only read for {ticks} ticks"
 
 
 def random_limits(rng: random.Random, raft: RaftConfig, snapshots: bool) -> RaftConfig:
@@ -364,17 +465,22 @@ FAULTS: dict[str, tuple[int, Action]] = {
     "disk_profile": (2, disk_profile),
     "campaign": (0, campaign),
     "slow_leader_disk": (1, slow_leader_disk),
-    "cut_from_leader": (3, cut_from_leader),
+    "cut_from_leader": (4, cut_from_leader),
     "crash_unsynced": (2, crash_unsynced),
     "stalls": (1, stalls),
     "resend_from_back": (2, resend_from_back),
+    "late_copies": (2, late_copies),
+    "lease_window": (3, lease_window),
+    "quiet": (2, quiet),
+    "slow_link": (1, slow_link),
 }
 
 #: Snapshots and compaction, membership changes: added to FAULTS by
 #: ``SimConfig(snapshots_and_membership=True)``.
 SNAPSHOTS_AND_MEMBERSHIP: dict[str, tuple[int, Action]] = {
     "snapshot": (8, snapshot),
-    "conf_change": (9, conf_change),
+    "conf_change": (12, conf_change),
+    "resend_from_back": (5, resend_from_back),  # with snapshots to resend, more often
 }
 
 #: A schedule heavy in leader churn (isolation, crashes, slow leader disks) for small

@@ -104,6 +104,9 @@ class Workload:
         self.local_reads = False
         #: (node, context) -> floor of the probe reads in flight (``probe``).
         self.probes: dict[tuple[int, bytes], int] = {}
+        #: Until this tick (``sim_faults.quiet``) clients only read: the log stops growing,
+        #: so a node cut from the leader stays as up to date as the others.
+        self.quiet_until = 0.0
 
     def _t(self) -> float:
         """History time: the simulator's tick, made strictly increasing by a counter (the
@@ -147,6 +150,8 @@ class Workload:
             if r < 0.88
             else "get_stale"
         )
+        if self.now < self.quiet_until and kind in ("put", "cas", "delete"):
+            kind = "get"
         self.seq += 1
         if kind == "get_stale":
             self._stale_read(sim, node, key)

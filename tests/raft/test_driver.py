@@ -171,7 +171,7 @@ def test_the_recorder_implements_the_whole_protocol():
 
 
 ROOT = pathlib.Path(dengine.__file__).parent
-SHELLS = ["node/node.py", "testing/sim.py", "testing/raft_network.py"]
+SHELLS = ["node/node.py", "testing/sim_shell.py", "testing/raft_network.py"]
 
 
 @pytest.mark.parametrize("path", SHELLS)

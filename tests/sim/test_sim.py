@@ -12,6 +12,7 @@ from dengine._core import codec
 from dengine.raft.confchange import ConfChange, ConfChangeSingle, ConfChangeType
 from dengine.raft.config import RaftConfig
 from dengine.raft.core import RaftCore
+from dengine.raft.messages import Message
 from dengine.raft.messages import MessageType as MT
 from dengine.raft.types import Entry
 from dengine.testing import sim_faults
@@ -418,3 +419,50 @@ def test_every_event_kind_is_a_frozen_dataclass_with_a_handler() -> None:
         ev.node = 3  # type: ignore[misc]
     sim = Simulator(0, SimConfig(nodes=3))
     assert all(isinstance(e, kinds) for _, _, e in sim.queue)
+
+
+def test_schedule_reaches_the_faults_timed_by_the_cluster_state() -> None:
+    """Late copies, the campaign reaction (and what arms it), read-only periods, slow links
+    and the armed resend: each is drawn within a few seeds of each schedule."""
+    seen: set[str] = set()
+    copies = 0
+    for seed in range(4):
+        for config in (SimConfig(), SimConfig(snapshots_and_membership=True)):
+            sim = Simulator(seed, config)
+            sim.run()
+            seen.update(sim.fault_counts)
+            copies += sim.late.delivered
+    assert {"late_copies", "lease_window", "campaign_reaction", "quiet", "slow_link",
+            "resend_from_back", "cut_from_leader"} <= seen, seen
+    assert copies > 0
+
+
+@pytest.mark.parametrize("seed", [10205, 10637])
+def test_a_vote_answered_once_a_later_term_is_durable_passes(seed: int) -> None:
+    """A node that took two terms before one fsync sends its first vote answer after the
+    later term is on disk: safe (it can never vote in the first term again), and these seeds
+    once failed the persistence check that demanded the vote itself on disk."""
+    Simulator(seed, SimConfig()).run()
+
+
+def test_an_append_ack_for_a_log_the_leader_never_sent_breaks_the_contract() -> None:
+    """An append ack at i says the follower's log matches the leader's through i: an ack for
+    an entry the leader does not hold (here one planted on the follower's disk past the
+    leader's log) is reported at once, before it can make the leader commit."""
+    sim = Simulator(3, SimConfig(nodes=3))
+    for _ in range(200):
+        if sim.current_leader():
+            break
+        sim.run_until(sim.now / TICK + 0.5)
+    lead = sim.current_leader()
+    assert lead
+    follower = next(i for i in sim.ids if i != lead)
+    st = sim.nodes[follower].storage
+    lc = sim.nodes[lead].core
+    planted = Entry(lc.term + 5, st.last_index() + 1, data=b"x")
+    st.append([planted])
+    ok = Message(MT.APPEND_RESP, lead, follower, term=lc.term, index=planted.index - 1)
+    sim.contract.check_leaving([ok], exact=False)  # the prefix matches: fine
+    bad = Message(MT.APPEND_RESP, lead, follower, term=lc.term, index=planted.index)
+    with pytest.raises(InvariantBroken, match="vouches for a log the leader never sent"):
+        sim.contract.check_leaving([bad], exact=False)

@@ -1,0 +1,161 @@
+"""Faults timed by the cluster's own state: late copies of old messages, and reactions armed by
+the fault schedule that fire when a node starts a campaign while another still leads.
+
+Late copies
+-----------
+Raft assumes a network that may delay, duplicate and reorder any message. The network
+profiles do that within a fraction of a tick; :class:`LateCopies` adds the long tail: while
+it is on (the ``late_copies`` fault toggles it), copies of messages sent to a node in the last
+few election timeouts arrive there again -- one now and then at its ticks, and a small burst
+when the node changes role or term, the moment at which an old answer is most misleading (a
+vote answer of an earlier election reaching a candidate, a heartbeat answer of an earlier
+round reaching a leader that lost its quorum). A copy was already on its way: a cut made
+after it was sent does not stop it. The message type is drawn first, uniformly over the types
+the node was sent, so rare types (vote answers, TIMEOUT_NOW) come back as often as append
+answers. A leader's own traffic is not copied (``_NOT_COPIED`` says why).
+
+Campaign reactions
+------------------
+The ``lease_window`` fault (and ``cut_from_leader``) arms a reaction for a while: the first
+time a voter starts a campaign (pre-vote or vote) while another node leads, and the log rule
+alone would not stop it (a quorum's logs are no more up to date than the campaigner's),
+every link towards that leader is cut one way (it goes on sending and serving, and hears
+nothing that would depose it), its reads are probed, and, drawn by the seed, a quorum minus
+one of its followers crash and restart at once behind a cut from it (they acked its lease a
+moment ago, and hear nothing from it after). The
+leader's lease must then stay safe by the rules that protect it: leader stickiness, the
+restart guard, voiding the lease when a transfer starts, reads counted only for their round.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from dengine.raft.messages import Message, MessageType
+from dengine.raft.ready import Role
+
+if TYPE_CHECKING:
+    from dengine.testing.sim import Simulator
+
+__all__ = ["CampaignReaction", "LateCopies"]
+
+#: How far back (ticks) a late copy may come from, and how many are kept per node.
+HORIZON_TICKS = 40
+KEEP = 96
+_CAMPAIGNING = (Role.PRE_CANDIDATE, Role.CANDIDATE)
+#: A leader's traffic is not copied late: copies of its heartbeats reaching followers across
+#: a partition would reset their election timers for as long as they came (no election, a
+#: denial of service rather than a test of the rules), and a snapshot is a stream.
+_NOT_COPIED = frozenset({MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT})
+
+
+class LateCopies:
+    """The network's long tail of delays (see the module docstring)."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.on = False
+        self.sent: dict[int, deque[tuple[int, Message]]] = {}
+        self._state: dict[int, tuple[Role, int]] = {}
+        self.delivered = 0
+
+    def record(self, m: Message) -> None:
+        if m.type not in _NOT_COPIED:
+            q = self.sent.get(m.to)
+            if q is None:
+                q = self.sent[m.to] = deque(maxlen=KEEP)
+            q.append((self.sim.now, m))
+
+    def on_tick(self, node: int) -> None:
+        if self.on and self.sim.rng.random() < 0.3:
+            self._send(node, 1)
+
+    def on_state(self, node: int, role: Role, term: int) -> None:
+        """After each event that touched ``node``: a burst when its role or term changed."""
+        before = self._state.get(node)
+        self._state[node] = (role, term)
+        if self.on and before is not None and before != (role, term):
+            self._send(node, self.sim.rng.randint(1, 3))
+
+    def _send(self, node: int, k: int) -> None:
+        sim = self.sim
+        q = self.sent.get(node)
+        if not q:
+            return
+        since = sim.now - HORIZON_TICKS * sim.TICK
+        by_type: dict[MessageType, list[Message]] = {}
+        for t, m in q:
+            if t >= since:
+                by_type.setdefault(m.type, []).append(m)
+        if not by_type:
+            return
+        types = sorted(by_type)
+        for _ in range(k):
+            m = sim.rng.choice(by_type[sim.rng.choice(types)])
+            self.delivered += 1
+            sim.deliver_late(m, sim.now + sim.rng.randint(1, 30))
+
+
+class CampaignReaction:
+    """A reaction armed until a deadline, fired by the first campaign under a live leader."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.until = -1
+        self.bounce = False
+
+    def arm(self, ticks: int, bounce: bool) -> None:
+        self.until = self.sim.now + ticks * self.sim.TICK
+        self.bounce = bounce
+
+    def check(self, touched: list[int]) -> str | None:
+        """Called after an event with the nodes it touched; fires at most once per arming."""
+        sim = self.sim
+        if self.until < sim.now:
+            return None
+        for i in touched:
+            n = sim.nodes[i]
+            if n.up and n.core.role in _CAMPAIGNING:
+                leader = sim.current_leader()
+                if leader and leader != i and self._could_win(i, leader):
+                    self.until = -1
+                    return self._fire(i, leader)
+        return None
+
+    def _could_win(self, campaigner: int, leader: int) -> bool:
+        """Whether the campaigner and the running voters other than the leader whose logs are
+        no more up to date than its own make a quorum: a campaign the log rule alone would
+        not stop (§5.4.1)."""
+        sim = self.sim
+        mine = sim.nodes[campaigner].core.log
+        key = (mine.last_term, mine.last_index)
+        cfg = sim.nodes[leader].core.tracker.config
+        voters = sorted(cfg.voters)
+        behind = 0
+        for v in voters:
+            n = sim.nodes.get(v)
+            if v == campaigner or (n is not None and n.up and v != leader and (
+                    n.core.log.last_term, n.core.log.last_index) <= key):
+                behind += 1
+        return 2 * behind > len(voters)
+
+    def _fire(self, campaigner: int, leader: int) -> str:
+        sim = self.sim
+        for x in sim.ids:
+            if x != leader:
+                sim.cuts.add((x, leader))
+        sim.probe(leader, 30)
+        line = f"node {campaigner} campaigns: leader {leader} hears no one"
+        if self.bounce:
+            cfg = sim.nodes[leader].core.tracker.config
+            voters = sorted(cfg.all_voters() - {leader, campaigner})
+            need = len(cfg.voters) // 2  # a quorum of the incoming half, less the campaigner
+            up = [v for v in voters if v in sim.nodes and sim.nodes[v].up]
+            chosen = sim.rng.sample(up, min(need, len(up)))
+            for v in chosen:
+                sim.crash(v)
+                sim.restart(v)
+                sim.cuts.add((leader, v))  # they come back behind a cut from the leader
+            line += f", bounce {sorted(chosen)} (cut from the leader)"
+        return line
