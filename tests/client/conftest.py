@@ -484,3 +484,40 @@ def run_uvloop() -> Callable[..., Any]:
         return run_checked("uvloop", coro_fn, *args, timeout=timeout)
 
     return runner
+
+
+@pytest.fixture
+def serve_in_thread(fake_cluster) -> Callable[..., Any]:
+    """``serve_in_thread(n=1, setup=None)``: a fake cluster of ``n`` nodes on its own uvloop in a
+    thread (for the blocking SyncClient); returns (cluster, stop)."""
+    import threading
+
+    import uvloop
+
+    def start(n: int = 1, setup: Callable[[FakeCluster], None] | None = None) -> Any:
+        ready, stop = threading.Event(), threading.Event()
+        holder: dict = {}
+
+        def serve() -> None:
+            async def main() -> None:
+                async with fake_cluster(n) as fc:
+                    if setup is not None:
+                        setup(fc)
+                    holder["fc"] = fc
+                    ready.set()
+                    while not stop.is_set():
+                        await asyncio.sleep(0.02)
+
+            uvloop.run(main())
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        assert ready.wait(10)
+
+        def stop_it() -> None:
+            stop.set()
+            thread.join(10)
+
+        return holder["fc"], stop_it
+
+    return start

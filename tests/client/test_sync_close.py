@@ -6,11 +6,9 @@ it is collected, typically at interpreter exit, on stderr.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,41 +37,12 @@ print("worker:", outcome[0] if outcome else "still waiting")
 """
 
 
-def _serve_in_thread(fake_cluster, setup):
-    """A fake cluster on its own loop in a thread; returns (cluster, stop)."""
-    import uvloop
-
-    ready, stop = threading.Event(), threading.Event()
-    holder: dict = {}
-
-    def serve() -> None:
-        async def main() -> None:
-            async with fake_cluster(3) as fc:
-                setup(fc)
-                holder["fc"] = fc
-                ready.set()
-                while not stop.is_set():
-                    await asyncio.sleep(0.02)
-
-        uvloop.run(main())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(10)
-
-    def stop_it() -> None:
-        stop.set()
-        thread.join(10)
-
-    return holder["fc"], stop_it
-
-
-def test_closing_with_a_call_in_flight_ends_it_and_prints_nothing(fake_cluster):
+def test_closing_with_a_call_in_flight_ends_it_and_prints_nothing(serve_in_thread):
     def stall_gets(fc) -> None:
         for node in fc.nodes:
             node.stall["get"] = 1
 
-    fc, stop = _serve_in_thread(fake_cluster, stall_gets)
+    fc, stop = serve_in_thread(3, stall_gets)
     try:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}  # fmt: skip

@@ -3,39 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 
 from dengine.client import SyncClient
-
-
-def _serve_in_thread(fake_cluster):
-    """A fake cluster on its own loop in a thread; returns (cluster, stop)."""
-    import uvloop
-
-    ready, stop = threading.Event(), threading.Event()
-    holder: dict = {}
-
-    def serve() -> None:
-        async def main() -> None:
-            async with fake_cluster(1) as fc:
-                holder["fc"] = fc
-                ready.set()
-                while not stop.is_set():
-                    await asyncio.sleep(0.02)
-
-        uvloop.run(main())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(10)
-
-    def stop_it() -> None:
-        stop.set()
-        thread.join(10)
-
-    return holder["fc"], stop_it
 
 
 def _wait_for(cond, timeout: float = 5.0) -> bool:
@@ -47,8 +17,8 @@ def _wait_for(cond, timeout: float = 5.0) -> bool:
     return cond()
 
 
-def test_scan_iter_reads_the_next_page_ahead_and_returns_every_key(fake_cluster):
-    fc, stop = _serve_in_thread(fake_cluster)
+def test_scan_iter_reads_the_next_page_ahead_and_returns_every_key(serve_in_thread):
+    fc, stop = serve_in_thread()
     try:
         with SyncClient(fc.endpoints, timeout=10) as c:
             keys = [b"k%05d" % i for i in range(2500)]
@@ -66,8 +36,8 @@ def test_scan_iter_reads_the_next_page_ahead_and_returns_every_key(fake_cluster)
         stop()
 
 
-def test_scan_iter_stopped_early_drops_its_read_ahead(fake_cluster):
-    fc, stop = _serve_in_thread(fake_cluster)
+def test_scan_iter_stopped_early_drops_its_read_ahead(serve_in_thread):
+    fc, stop = serve_in_thread()
     try:
         with SyncClient(fc.endpoints, timeout=10) as c:
             c.write_batch(puts=[(b"k%04d" % i, b"v") for i in range(30)])
