@@ -25,6 +25,17 @@ async def _collect(it, rec: WatchRecord, until_revision: int) -> None:
             return
 
 
+async def _all_applied(rc, timeout: float = 5) -> None:
+    """Wait until every member applied what the leader has: a watch may be served by any
+    member, and a follower learns a commit up to a tick later (lazy commit), so its window
+    can trail the leader's by a revision."""
+    target = max(n.state_machine.applied_index() for n in rc.nodes.values())
+    deadline = asyncio.get_running_loop().time() + timeout
+    while any(n.state_machine.applied_index() < target for n in rc.nodes.values()):
+        assert asyncio.get_running_loop().time() < deadline, "members did not catch up"
+        await asyncio.sleep(0.01)
+
+
 def _truth(rc):
     return histories_agree([changes_from_history(n.state_machine.history)
                             for n in rc.nodes.values()])
@@ -76,6 +87,7 @@ def test_a_start_older_than_the_window_is_compacted(run_uvloop, real_cluster):
         async with real_cluster(**sections) as rc, Client(rc.endpoints, timeout=10) as c:
             for i in range(10):
                 rev = await c.put(b"k", b"%d" % i)
+            await _all_applied(rc)
             with pytest.raises(E.WatchCompacted) as info:
                 async for _ in c.watch(b"k", start_revision=1):
                     pass
