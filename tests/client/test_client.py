@@ -4,7 +4,6 @@ retries, deadlines, sessions, the coalescing stream and its fallback, cluster ca
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 
@@ -356,27 +355,8 @@ def test_cluster_calls(run, fake_cluster):
     run(go)
 
 
-def test_sync_client_from_a_plain_thread(fake_cluster):
-    import uvloop
-
-    ready = threading.Event()
-    stop = threading.Event()
-    holder: dict = {}
-
-    def serve():
-        async def main():
-            async with fake_cluster(3) as fc:
-                holder["fc"] = fc
-                ready.set()
-                while not stop.is_set():
-                    await asyncio.sleep(0.02)
-
-        uvloop.run(main())
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    assert ready.wait(10)
-    fc = holder["fc"]
+def test_sync_client_from_a_plain_thread(serve_in_thread):
+    fc, stop = serve_in_thread(3)
     try:
         with SyncClient(fc.endpoints, timeout=5) as c:
             c.put("a", "1")
@@ -392,8 +372,7 @@ def test_sync_client_from_a_plain_thread(fake_cluster):
         with pytest.raises(RuntimeError):
             c.put("x", "y")
     finally:
-        stop.set()
-        t.join(10)
+        stop()
 
 
 def _counting_pool(window: int = 8) -> tuple[SessionPool, list[int]]:
