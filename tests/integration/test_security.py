@@ -223,6 +223,8 @@ def test_client_roles_unauthenticated_and_permission_denied(cluster_factory, tmp
                 await writer.add_learner(9, "127.0.0.1:1")
             with pytest.raises(PermissionDenied, match="admin"):
                 await writer.remove_member(3)
+            with pytest.raises(PermissionDenied, match="admin"):
+                await writer.alarm_disarm(lc.endpoints[0])
         async with client(lc, certs, "stranger", timeout=3) as stranger:  # CN not in users
             with pytest.raises(Unauthenticated):
                 await stranger.get(b"k")
@@ -240,6 +242,7 @@ def test_client_roles_unauthenticated_and_permission_denied(cluster_factory, tmp
         async with client(lc, certs, "admin") as admin:
             assert (await admin.get(b"k")).value == b"w"
             assert len((await admin.status()).members) == 3
+            assert await admin.alarm_disarm(lc.endpoints[0]) == []
 
     run(body)
 
