@@ -197,8 +197,9 @@ class _ServerHandle:
         if servicer is not None:  # per-service health follows what the node can answer
             from dengine.node.health import watch_health
 
+            more = [self.clients.health] if self.clients is not None else []
             self._health = asyncio.get_running_loop().create_task(
-                watch_health(self.node, servicer))
+                watch_health(self.node, servicer, *more))
         if self.etcd is not None:
             await self.etcd.start()
         if self.clients is not None:

@@ -16,6 +16,8 @@ optional). A deployment whose clients have no certificates gives each node a sec
 * Leader hints (``NotLeader``, ``Status``) name members' node ports, which a caller without a
   certificate cannot use: such a client is given every member's client port as endpoints and
   finds the leader among them again after a redirect it cannot follow.
+* It has the standard gRPC health service of its own, saying what the node's port says for
+  ``dengine.v1.Kv`` and overall (``dengine.node.health``); the peer service is not there.
 
 Left empty (the default) the node has one port, as before.
 """
@@ -32,11 +34,14 @@ class ClientPort:
 
     def __init__(self, config: Any) -> None:
         import grpc
+        from grpc_health.v1 import health, health_pb2_grpc
 
         from dengine.transport.channels import server_options
 
         self.config = config
         self.server = grpc.aio.server(options=server_options(config.network))
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = 0
 
     def bind(self, log: Any = None) -> int:
@@ -55,4 +60,5 @@ class ClientPort:
         await self.server.start()
 
     async def stop(self, grace_s: float) -> None:
+        await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)

@@ -33,8 +33,9 @@ def kv_serving(node: Any) -> bool:
     return bool(core.leader_id) and core.election_elapsed < core.cfg.election_ticks
 
 
-async def watch_health(node: Any, servicer: Any) -> None:
-    """Publish ``kv_serving(node)`` for the Kv service and overall until cancelled."""
+async def watch_health(node: Any, *servicers: Any) -> None:
+    """Publish ``kv_serving(node)`` for the Kv service and overall, on each of ``servicers``
+    (the node's port and the client-only port), until cancelled."""
     from grpc_health.v1 import health_pb2
 
     status = health_pb2.HealthCheckResponse
@@ -44,8 +45,9 @@ async def watch_health(node: Any, servicer: Any) -> None:
         now = kv_serving(node)
         if now != shown:
             value = status.SERVING if now else status.NOT_SERVING
-            for service in ("", KV_SERVICE_NAME):
-                await servicer.set(service, value)
+            for servicer in servicers:
+                for service in ("", KV_SERVICE_NAME):
+                    await servicer.set(service, value)
             if shown is not None:
                 node.logger.info("health changed", kv="SERVING" if now else "NOT_SERVING")
             shown = now

@@ -490,5 +490,25 @@ def test_a_client_port_takes_tls_without_client_certificates_and_peers_stay_mutu
         async with client(lc, certs) as admin:
             st = await admin.status()
             assert st.term < 10**6
+        # The client port has a health service of its own (no certificate needed): the Kv
+        # service and the overall status as the node's port says them; no peer service.
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        serving = health_pb2.HealthCheckResponse.SERVING
+        tls = grpc.ssl_channel_credentials((certs / "ca.pem").read_bytes())
+        for ep in client_eps:
+            async with grpc.aio.secure_channel(ep, tls) as ch:
+                stub = health_pb2_grpc.HealthStub(ch)
+                deadline = time.monotonic() + 20
+                while True:
+                    got = await stub.Check(health_pb2.HealthCheckRequest(service="dengine.v1.Kv"))
+                    if got.status == serving or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.2)
+                assert got.status == serving
+                assert (await stub.Check(health_pb2.HealthCheckRequest())).status == serving
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.Check(health_pb2.HealthCheckRequest(service="dengine.v1.RaftPeer"))
+                assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
     run(body, timeout=150)
