@@ -150,17 +150,22 @@ class EmbeddedClient:
                        timeout: float | None = None, endpoint: str | None = None
                        ) -> dict[bytes, KeyValue]:
         """KeyValues of the keys that exist, by key (pages past the byte budget followed, as
-        :meth:`dengine.client.Client.get_many` does)."""
+        :meth:`dengine.client.Client.get_many` does; ``timeout`` bounds the whole call)."""
         want = [_bytes(k) for k in keys]
         kv_cls = _types().KeyValue
         out: dict[bytes, KeyValue] = {}
-        while True:
-            req = pb.GetManyRequest(keys=want, consistency=_consistency(consistency))  # type: ignore[arg-type]  # protobuf takes any int; its stubs only the enum class
-            resp = await self._call("get_many", req, pb.GetManyResponse, timeout)
-            out.update((kv.key, kv_cls.from_proto(kv)) for kv in resp.kvs)
-            if not resp.next_key_index:
-                return out
-            want = want[resp.next_key_index:]
+        limit = self.timeout if timeout is None else timeout
+        try:
+            async with asyncio.timeout(limit):  # one deadline for all the pages
+                while True:
+                    req = pb.GetManyRequest(keys=want, consistency=_consistency(consistency))  # type: ignore[arg-type]  # protobuf takes any int; its stubs only the enum class
+                    resp = await self._call("get_many", req, pb.GetManyResponse, limit)
+                    out.update((kv.key, kv_cls.from_proto(kv)) for kv in resp.kvs)
+                    if not resp.next_key_index:
+                        return out
+                    want = want[resp.next_key_index:]
+        except TimeoutError:
+            raise OperationTimeout("get_many", limit) from None
 
     async def delete(self, key: Key, *, timeout: float | None = None,
                      endpoint: str | None = None) -> bool:
