@@ -116,9 +116,11 @@ def run_compare(args: argparse.Namespace) -> int:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
     path = out / f"compare-etcd-{stamp}.md"
     path.write_text(text)
-    (out / f"compare-etcd-{stamp}.json").write_text(json.dumps(
-        {"meta": meta, "runs": [s.to_dict() for s in runs]}, indent=2) + "\n")
-    write_json(args.json, {"meta": meta, "runs": [s.to_dict() for s in runs]})
+    from dengine.bench.spread import spread_ratios
+
+    data = {"meta": meta, "runs": [s.to_dict() for s in runs], "spread": spread_ratios(runs)}
+    (out / f"compare-etcd-{stamp}.json").write_text(json.dumps(data, indent=2) + "\n")
+    write_json(args.json, data)
     print(text)
     print(f"report written to {path}")
     return 0
@@ -299,10 +301,14 @@ def ratios(runs: list[Summary]) -> dict[str, dict[str, float]]:
 
 
 def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
+    from dengine.bench.spread import goal_line as spread_goal
+    from dengine.bench.spread import report_lines as report_spread
+    from dengine.bench.spread import spread_ratios
     from dengine.bench.tls_rows import goal_line as tls_goal
     from dengine.bench.tls_rows import report_lines as report_tls
 
     r = ratios(runs)
+    sr = spread_ratios(runs)
     p = meta.get("params", {})
     go = any("etcd-go_throughput" in v for v in r.values())
     lines = [
@@ -313,7 +319,8 @@ def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
         "dengine is driven by its own Python client (Batch stream); etcd by plain unary "
         "gRPC calls from Python (`KV.Put`, `KV.Range`)"
         + (" and, as `etcd-go`, by its own Go client (clientv3, `benches/etcd-go`)" if go
-           else "") + ", all to the leader."
+           else "") + ", all to the leader"
+        + (" (the `-spread` rows to every member, see below)." if sr else ".")
         + (" With TLS: a second dengine and a second etcd cluster, mutual TLS everywhere "
            "(see TLS below)." if meta.get("tls") in ("rows", "only") else ""),
         "",
@@ -398,7 +405,8 @@ def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
                       for k in ("ratio_cpu", *(["ratio_go_cpu"] if go else []))]
             lines.append(f"| {wl} | " + " | ".join(cells) + " |")
     lines += report_tls(r)
-    lines += ["", *goal_lines(r), *tls_goal(r)]
+    lines += report_spread(sr)
+    lines += ["", *goal_lines(r), *tls_goal(r), *spread_goal(sr)]
     errs = [(s.target, s.workload, s.extra.get("round"), s.errors, s.misses) for s in runs
             if s.errors or s.misses]
     lines += ["", "etcd has no lease reads in its API: its `read-lease` row is a linearizable "

@@ -27,9 +27,12 @@ MiB = 1024 * 1024
 
 class DengineTarget:
     """dengine's async :class:`~dengine.client.Client`, ``connections`` channels to the leader
-    (its default KV path: the coalescing Batch stream)."""
+    (its default KV path: the coalescing Batch stream). ``spread``: the client's
+    ``spread_reads``, reads round-robin over every member, ``connections`` shared out among
+    them (rounded up: 4 channels to each of 3 members for 10)."""
 
     name = "dengine"
+    spreads_reads = True
 
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0,
                  use_stream: bool = True, tls: ClientTLS | None = None) -> None:
@@ -39,12 +42,13 @@ class DengineTarget:
         self.tls: ClientTLS = tls.copy() if tls else {}  # Client keyword arguments
         self.client: Any = None
 
-    async def open(self, connections: int) -> None:
+    async def open(self, connections: int, spread: bool = False) -> None:
         from dengine.client import Client
 
         await self.close()
-        self.client = Client(self.endpoints, timeout=self.timeout, pool_size=max(1, connections),
-                             use_stream=self.use_stream, **self.tls)
+        per_member = -(-connections // len(self.endpoints)) if spread else connections
+        self.client = Client(self.endpoints, timeout=self.timeout, pool_size=max(1, per_member),
+                             use_stream=self.use_stream, spread_reads=spread, **self.tls)
         await self.client.status(timeout=self.timeout)  # find the leader before timing
 
     async def put(self, slot: int, key: bytes, value: bytes) -> None:
@@ -101,9 +105,12 @@ class EmbeddedTarget:
 
 
 class EtcdTarget:
-    """etcd v3 through plain unary gRPC calls on ``connections`` channels to its leader."""
+    """etcd v3 through plain unary gRPC calls on ``connections`` channels to its leader
+    (``spread``, or ``leader_only=False``: channel ``i`` to endpoint ``i mod n``; a follower
+    forwards writes to the leader and serves reads itself, linearizable ones via ReadIndex)."""
 
     name = "etcd"
+    spreads_reads = True
 
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0,
                  leader_only: bool = True, tls: ClientTLS | None = None) -> None:
@@ -138,14 +145,15 @@ class EtcdTarget:
                                       f"{answers}")
             await asyncio.sleep(0.1)
 
-    async def open(self, connections: int) -> None:
+    async def open(self, connections: int, spread: bool = False) -> None:
 
         from dengine.etcd.pb import rpc_pb2 as pb
         from dengine.etcd.pb import rpc_pb2_grpc as pbg
 
         await self.close()
         self._put_req, self._range_req = pb.PutRequest, pb.RangeRequest
-        eps = [await self.leader_endpoint()] if self.leader_only else self.endpoints
+        eps = [await self.leader_endpoint()] if self.leader_only and not spread \
+            else self.endpoints
         opts = [("grpc.max_receive_message_length", 64 * MiB)]
         for i in range(max(1, connections)):
             # A distinct channel argument keeps grpc from sharing one subchannel among them.
