@@ -417,10 +417,23 @@ def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
     lines += ["", "## Every run", "", "```", Summary.HEADER]
     lines += [s.row() + f"  round {s.extra.get('round')}" for s in runs]
     flags = {"only": " --tls", "off": " --no-tls"}.get(str(meta.get("tls")), "")
+    flags += _run_flags(p)
     lines += ["```", "", "Reproduce: `dengine bench compare" + flags + "` (or `python "
               "benches/compare_etcd.py" + flags + "`)"
               + (f" with `--ops {p.get('ops')}`" if p.get("ops") != 10_000 else "") + ".", ""]
     return "\n".join(lines)
+
+
+def _run_flags(p: dict[str, Any]) -> str:
+    """``--rounds`` and ``-w`` as the run had them, where they differ from the defaults."""
+    from dengine.bench.runner import select_workloads
+    from dengine.bench.tls_rows import TLS_WORKLOADS
+
+    out = f" --rounds {p['rounds']}" if p.get("rounds", 3) != 3 else ""
+    wl = p.get("workloads")
+    if wl and wl not in ([s.name for s in select_workloads(None)], list(TLS_WORKLOADS)):
+        out += " -w " + ",".join(wl)
+    return out
 
 
 def goal_lines(r: dict[str, dict[str, float]]) -> list[str]:

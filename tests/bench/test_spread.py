@@ -190,8 +190,13 @@ def test_spread_ratio_is_the_median_of_per_round_ratios_per_target() -> None:
         "**missed** on read-linearizable-spread (0.80x)")
     text = render_report(runs + slow, {
         "date": "d", "machine": "m", "cpu": "c", "cores": 2, "memory": "1 GiB", "python": "3",
-        "dengine": "x", "etcd": "3.4", "grpcio": "1", "params": {"ops": 100}})
+        "dengine": "x", "etcd": "3.4", "grpcio": "1",
+        "params": {"ops": 100, "rounds": 1, "workloads": ["read-linearizable",
+                                                          "read-linearizable-spread"]}})
     assert "## Reads spread over every member" in text and "(0.80x)" in text
+    # the run's own flags, so the line reproduces it
+    assert "`dengine bench compare --rounds 1 -w read-linearizable,read-linearizable-spread`" \
+        in text
     assert re.search(r"\| read-linearizable-spread \| dengine \| 100 \| 80 \| \*\*0\.80\*\* \|",
                      text)
 
