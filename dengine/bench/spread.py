@@ -36,6 +36,12 @@ def _cpu(s: Summary) -> float | None:
     return sum(c.values()) if c else None
 
 
+def _per_message(s: Summary) -> float | None:
+    """Requests per Batch stream message in the timed part (dengine's client only)."""
+    c = s.extra.get("client_counters") or {}
+    return c["stream_requests"] / c["stream_messages"] if c.get("stream_messages") else None
+
+
 def spread_ratios(runs: list[Summary]) -> dict[str, dict[str, dict[str, Any]]]:
     """Per spread workload and target: the medians over the rounds of the leader-only and the
     spread throughput and p99, and of the per-round ratios spread / leader-only (throughput,
@@ -57,6 +63,10 @@ def spread_ratios(runs: list[Summary]) -> dict[str, dict[str, dict[str, Any]]]:
         cs, cb = _cpu(s), _cpu(base)
         if cs is not None and cb:
             a.setdefault("cpu_ratio", []).append(cs / cb)
+        ms, mb = _per_message(s), _per_message(base)
+        if ms is not None and mb is not None:
+            a.setdefault("leader_only_requests_per_message", []).append(mb)
+            a.setdefault("spread_requests_per_message", []).append(ms)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for wl, targets in acc.items():
         out[wl] = {}
@@ -80,17 +90,23 @@ def report_lines(sr: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
              "dengine's client spreads with `Client(spread_reads=True)` (read by read, "
              "round-robin), the unary and etcd clients with connection *i* to member *i* mod 3. "
              "*spread / leader-only* is the throughput ratio per round, then the median: "
-             "above 1, three members serve more than one.", "",
+             "above 1, three members serve more than one. *Reads per message*: requests per "
+             "Batch stream message of dengine's client, leader-only -> spread (how well its "
+             "concurrent callers still share messages).", "",
              "| workload | target | leader-only ops/s | spread ops/s | spread / leader-only "
-             "| leader-only p99 ms | spread p99 ms | CPU per read, spread / leader-only |",
-             "|---|---|" + "---:|" * 6]
+             "| leader-only p99 ms | spread p99 ms | CPU per read, spread / leader-only "
+             "| reads per message |",
+             "|---|---|" + "---:|" * 7]
     for wl, targets in sr.items():
         for target, v in targets.items():
             cpu = format(v["cpu_ratio"], ".2f") if "cpu_ratio" in v else "-"
+            per = (f"{v['leader_only_requests_per_message']:.1f} -> "
+                   f"{v['spread_requests_per_message']:.1f}"
+                   if "spread_requests_per_message" in v else "-")
             lines.append(
                 f"| {wl} | {target} | {v['leader_only_ops_s']:,.0f} | {v['spread_ops_s']:,.0f} "
                 f"| **{v['ratio']:.2f}** | {v['leader_only_p99_ms']:.2f} | "
-                f"{v['spread_p99_ms']:.2f} | {cpu} |")
+                f"{v['spread_p99_ms']:.2f} | {cpu} | {per} |")
     return lines
 
 

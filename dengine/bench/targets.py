@@ -57,6 +57,13 @@ class DengineTarget:
     async def get(self, slot: int, key: bytes, consistency: str) -> bool:
         return await self.client.get(key, consistency=consistency) is not None
 
+    def counters(self) -> dict[str, int]:
+        """The client's calls so far: Batch stream messages and the requests they carried,
+        and unary calls (how well concurrent callers share messages)."""
+        st = self.client.stats
+        return {"stream_messages": st.messages_sent, "stream_requests": st.requests_sent,
+                "unary_calls": self.client.unary_calls}
+
     async def put_many(self, slot: int, pairs: list[tuple[bytes, bytes]]) -> None:
         """One atomic batch of puts (``--preload``)."""
         await self.client.write_batch(puts=pairs)

@@ -206,6 +206,9 @@ async def run_workload(
 
     await asyncio.gather(*(warm(w) for w in range(spec.clients)))
     tick = asyncio.ensure_future(ticker())
+    # A target's own counters (e.g. the client's stream messages), as deltas of the timed part.
+    counters = getattr(target, "counters", None)
+    count0 = counters() if counters is not None else {}
     cpu0 = cpu() if cpu is not None else {}
     start = time.perf_counter()
     try:
@@ -216,9 +219,11 @@ async def run_workload(
     done = max(1, len(stats.samples) + stats.errors)
     cpu_per_op = {k: round(1e6 * (v - cpu0.get(k, 0.0)) / done, 1)
                   for k, v in (cpu() if cpu is not None else {}).items()}
+    counted = {k: v - count0.get(k, 0) for k, v in (counters() if counters else {}).items()}
     bar.draw(len(stats.samples) + stats.errors, final=True)
     return stats.summary(spec.name, target.name, elapsed, connections=spec.connections,
                          clients=spec.clients, consistency=consistency if ratio else None,
                          read_ratio=ratio, key_bytes=kb, value_bytes=spec.value_bytes,
                          **({"cpu_us_per_op": cpu_per_op} if cpu_per_op else {}),
-                         **({"spread": True} if spec.spread else {}))
+                         **({"spread": True} if spec.spread else {}),
+                         **({"client_counters": counted} if counted else {}))

@@ -94,6 +94,10 @@ def test_spread_reads_reach_every_dengine_member(tmp_path: Path) -> None:
     for target, name, served, s in runs:
         assert (s.ops, s.errors, s.misses) == (240, 0, 0), (target, name, s)
         assert sum(served) == 240, (target, name, served)  # no warm-up: the timed reads
+        if target == "dengine":  # its client's own counters of the timed part
+            c = s.extra["client_counters"]
+            assert (c["stream_requests"], c["unary_calls"]) == (240, 0), c
+            assert 1 <= c["stream_messages"] <= 240
         if WORKLOADS[name].spread:
             assert s.extra.get("spread") is True
             # dengine's client takes the members in turn, read by read: a third each, give or
@@ -157,9 +161,13 @@ def test_spread_reads_reach_every_etcd_member(tmp_path: Path) -> None:
             assert sorted(served)[:2] == [0.0, 0.0], (target, name, served)
 
 
-def _s(target: str, wl: str, rnd: int, tput: float, cpu: float = 10.0) -> Summary:
-    return Summary(wl, target, 100, 0, 0, 1.0, tput, 1.0, 1.0, 2.0, 3.0, 4.0,
-                   {"round": rnd, "cpu_us_per_op": {"servers": cpu}})
+def _s(target: str, wl: str, rnd: int, tput: float, cpu: float = 10.0,
+       messages: int = 0) -> Summary:
+    extra: dict[str, Any] = {"round": rnd, "cpu_us_per_op": {"servers": cpu}}
+    if messages:
+        extra["client_counters"] = {"stream_messages": messages, "stream_requests": 100,
+                                    "unary_calls": 0}
+    return Summary(wl, target, 100, 0, 0, 1.0, tput, 1.0, 1.0, 2.0, 3.0, 4.0, extra)
 
 
 def test_spread_ratio_is_the_median_of_per_round_ratios_per_target() -> None:
@@ -184,8 +192,8 @@ def test_spread_ratio_is_the_median_of_per_round_ratios_per_target() -> None:
     assert goal_line(sr) == ["- reads spread over all members scale (3 members serve more "
                              "than 1; spread / leader-only: read-serializable-spread 1.50x): "
                              "met"]
-    slow = [_s("dengine", "read-linearizable", 1, 100),
-            _s("dengine", "read-linearizable-spread", 1, 80)]
+    slow = [_s("dengine", "read-linearizable", 1, 100, messages=2),
+            _s("dengine", "read-linearizable-spread", 1, 80, messages=20)]
     assert goal_line(spread_ratios(runs + slow))[0].endswith(
         "**missed** on read-linearizable-spread (0.80x)")
     text = render_report(runs + slow, {
@@ -197,8 +205,8 @@ def test_spread_ratio_is_the_median_of_per_round_ratios_per_target() -> None:
     # the run's own flags, so the line reproduces it
     assert "`dengine bench compare --rounds 1 -w read-linearizable,read-linearizable-spread`" \
         in text
-    assert re.search(r"\| read-linearizable-spread \| dengine \| 100 \| 80 \| \*\*0\.80\*\* \|",
-                     text)
+    assert re.search(r"\| read-linearizable-spread \| dengine \| 100 \| 80 \| \*\*0\.80\*\* \|"
+                     r".* \| 50\.0 -> 5\.0 \|", text)
 
 
 def test_bench_embedded_refuses_a_spread_workload(tmp_path: Path) -> None:
