@@ -152,6 +152,10 @@ async def _compare(root: Path, binary: str, specs: list, args: argparse.Namespac
             targets = {"dengine": DengineTarget(lc.endpoints, timeout=args.timeout),
                        "etcd": etcd_target}
             if not args.tls:  # --tls: the TLS rows and their plain baselines only
+                if any(s.spread for s in specs):  # runs the spread workloads only
+                    pinned = DengineTarget(lc.endpoints, timeout=args.timeout, pin_reads=True)
+                    pinned.name = "dengine-pinned"
+                    targets[pinned.name] = pinned
                 targets.update(_etcd_go_target(etcd.endpoints, args.timeout))
                 targets["dengine-unary"] = UnaryTarget(lc.endpoints, timeout=args.timeout)
                 # the same etcd client, pointed at dengine's etcd API (dengine.etcd)
@@ -184,6 +188,7 @@ async def _rounds(targets: dict[str, Any], specs: list, args: argparse.Namespace
     targets only on the TLS workloads). ``pids[name]()``: the target's server processes
     (dengine's for a target without its own entry)."""
     from dengine.bench.runner import run_all
+    from dengine.bench.spread import LEADER_ONLY_TARGET
     from dengine.bench.tls_rows import TLS_WORKLOADS
 
     progress = False if args.no_progress else None
@@ -192,7 +197,8 @@ async def _rounds(targets: dict[str, Any], specs: list, args: argparse.Namespace
     print(Summary.HEADER, flush=True)
     for rnd in range(1, args.rounds + 1):
         for i, spec in enumerate(specs):
-            names = [n for n in targets if n not in tls_names or spec.name in TLS_WORKLOADS]
+            names = [n for n in targets if (n not in tls_names or spec.name in TLS_WORKLOADS)
+                     and (n not in LEADER_ONLY_TARGET or spec.spread)]
             shift = (rnd + i) % len(names)  # who goes first rotates
             for name in names[shift:] + names[:shift]:
                 for check in checks:

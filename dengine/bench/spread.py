@@ -29,6 +29,9 @@ __all__ = ["spread_ratios", "report_lines", "goal_line"]
 
 #: The target whose spread rows the goal is about: dengine through its own client.
 GOAL_TARGET = "dengine"
+#: Targets that run only the spread workloads, and whose leader-only rows are another's:
+#: dengine's client with each benchmark client pinned to one member (``compare``).
+LEADER_ONLY_TARGET = {"dengine-pinned": "dengine"}
 
 
 def _cpu(s: Summary) -> float | None:
@@ -52,7 +55,8 @@ def spread_ratios(runs: list[Summary]) -> dict[str, dict[str, dict[str, Any]]]:
     acc: dict[str, dict[str, dict[str, list[float]]]] = {}
     for (wl, target, rnd), s in by.items():
         base_name = leader_only_of(wl)
-        base = by.get((base_name, target, rnd)) if base_name else None
+        base = by.get((base_name, LEADER_ONLY_TARGET.get(target, target), rnd)) \
+            if base_name else None
         if base is None or not base.throughput:
             continue
         a = acc.setdefault(wl, {}).setdefault(target, {})
@@ -88,7 +92,9 @@ def report_lines(sr: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
              "a follower answers a serializable read from its own state, a linearizable one "
              "after a ReadIndex round with the leader) instead of to the leader only. "
              "dengine's client spreads with `Client(spread_reads=True)` (read by read, "
-             "round-robin), the unary and etcd clients with connection *i* to member *i* mod 3. "
+             "round-robin), the unary and etcd clients with connection *i* to member *i* mod 3; "
+             "`dengine-pinned` is dengine's client with benchmark client *i* pinned to member "
+             "*i* mod 3 (`get(endpoint=...)`), measured against dengine's leader-only row. "
              "*spread / leader-only* is the throughput ratio per round, then the median: "
              "above 1, three members serve more than one. *Reads per message*: requests per "
              "Batch stream message of dengine's client, leader-only -> spread (how well its "

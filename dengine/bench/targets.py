@@ -29,32 +29,43 @@ class DengineTarget:
     """dengine's async :class:`~dengine.client.Client`, ``connections`` channels to the leader
     (its default KV path: the coalescing Batch stream). ``spread``: the client's
     ``spread_reads``, reads round-robin over every member, ``connections`` shared out among
-    them (rounded up: 4 channels to each of 3 members for 10)."""
+    them (rounded up: 4 channels to each of 3 members for 10). With ``pin_reads`` a spread
+    workload instead pins benchmark client ``slot`` to member ``slot mod n`` (``get`` with
+    ``endpoint=``), the way the unary and etcd targets spread: the same servers and stream,
+    without the client's read-by-read rotation."""
 
     name = "dengine"
     spreads_reads = True
 
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0,
-                 use_stream: bool = True, tls: ClientTLS | None = None) -> None:
+                 use_stream: bool = True, tls: ClientTLS | None = None,
+                 pin_reads: bool = False) -> None:
         self.endpoints = list(endpoints)
         self.timeout = timeout
         self.use_stream = use_stream
         self.tls: ClientTLS = tls.copy() if tls else {}  # Client keyword arguments
+        self.pin_reads = pin_reads
         self.client: Any = None
+        self._pins: list[str] = []
 
     async def open(self, connections: int, spread: bool = False) -> None:
         from dengine.client import Client
 
         await self.close()
         per_member = -(-connections // len(self.endpoints)) if spread else connections
+        self._pins = self.endpoints if spread and self.pin_reads else []
         self.client = Client(self.endpoints, timeout=self.timeout, pool_size=max(1, per_member),
-                             use_stream=self.use_stream, spread_reads=spread, **self.tls)
+                             use_stream=self.use_stream,
+                             spread_reads=spread and not self.pin_reads, **self.tls)
         await self.client.status(timeout=self.timeout)  # find the leader before timing
 
     async def put(self, slot: int, key: bytes, value: bytes) -> None:
         await self.client.put(key, value)
 
     async def get(self, slot: int, key: bytes, consistency: str) -> bool:
+        if self._pins:
+            return await self.client.get(key, consistency=consistency,
+                                         endpoint=self._pins[slot % len(self._pins)]) is not None
         return await self.client.get(key, consistency=consistency) is not None
 
     def counters(self) -> dict[str, int]:

@@ -75,7 +75,9 @@ def test_spread_reads_reach_every_dengine_member(tmp_path: Path) -> None:
                 await asyncio.sleep(0.02)
             endpoints = list(addrs.values())
             preloaded: set = set()
-            for target in (DengineTarget(endpoints), UnaryTarget(endpoints)):
+            pinned = DengineTarget(endpoints, pin_reads=True)
+            pinned.name = "dengine-pinned"
+            for target in (DengineTarget(endpoints), pinned, UnaryTarget(endpoints)):
                 for pair in PAIRS:
                     for name in pair:
                         spec = WORKLOADS[name].with_(**SMALL)
@@ -90,11 +92,11 @@ def test_spread_reads_reach_every_dengine_member(tmp_path: Path) -> None:
         return out
 
     runs = asyncio.run(main())
-    assert len(runs) == 8
+    assert len(runs) == 12
     for target, name, served, s in runs:
         assert (s.ops, s.errors, s.misses) == (240, 0, 0), (target, name, s)
         assert sum(served) == 240, (target, name, served)  # no warm-up: the timed reads
-        if target == "dengine":  # its client's own counters of the timed part
+        if target.startswith("dengine-p") or target == "dengine":  # the client's own counters
             c = s.extra["client_counters"]
             assert (c["stream_requests"], c["unary_calls"]) == (240, 0), c
             assert 1 <= c["stream_messages"] <= 240
@@ -176,6 +178,8 @@ def test_spread_ratio_is_the_median_of_per_round_ratios_per_target() -> None:
         _s("dengine", "read-serializable", 2, 200), _s("dengine", "read-serializable-spread", 2, 100),
         _s("dengine", "read-serializable", 3, 100), _s("dengine", "read-serializable-spread", 3, 150),
         _s("etcd", "read-serializable", 1, 100), _s("etcd", "read-serializable-spread", 1, 250, 5),
+        # dengine-pinned runs the spread rows only, measured against dengine's leader-only row
+        _s("dengine-pinned", "read-serializable-spread", 1, 120),
         # a spread run without its leader-only run in the same round gives no ratio
         _s("etcd-go", "read-linearizable-spread", 1, 100),
     ]
@@ -184,6 +188,7 @@ def test_spread_ratio_is_the_median_of_per_round_ratios_per_target() -> None:
     d = sr["read-serializable-spread"]["dengine"]
     assert d["ratio"] == 1.5 and d["rounds"] == 3  # of 3.0, 0.5, 1.5 (not 183/133)
     assert (d["leader_only_ops_s"], d["spread_ops_s"]) == (100, 150)
+    assert sr["read-serializable-spread"]["dengine-pinned"]["ratio"] == 1.2
     e = sr["read-serializable-spread"]["etcd"]
     assert e["ratio"] == 2.5 and e["cpu_ratio"] == 0.5
     table = "\n".join(report_lines(sr))
@@ -215,3 +220,45 @@ def test_bench_embedded_refuses_a_spread_workload(tmp_path: Path) -> None:
          "read-serializable-spread", "--work-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "not --embedded" in proc.stderr
+
+
+class _Fake:
+    """A dict behind the target interface that records how it was opened."""
+
+    spreads_reads = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.data: dict[bytes, bytes] = {}
+        self.opened: list[bool] = []
+
+    async def open(self, connections: int, spread: bool = False) -> None:
+        self.opened.append(spread)
+
+    async def close(self) -> None: ...
+
+    async def put(self, slot: int, key: bytes, value: bytes) -> None:
+        self.data[key] = value
+
+    async def get(self, slot: int, key: bytes, consistency: str) -> bool:
+        return key in self.data
+
+
+def test_compare_rounds_run_dengine_pinned_on_the_spread_rows_only() -> None:
+    import argparse
+
+    from dengine.bench.compare import _rounds
+
+    targets = {n: _Fake(n) for n in ("dengine", "dengine-pinned", "etcd")}
+    specs = [WORKLOADS[n].with_(ops=20, warmup_ops=0, key_space=5, clients=2)
+             for n in PAIRS[0]]
+    runs = asyncio.run(_rounds(targets, specs, argparse.Namespace(rounds=1, no_progress=True),
+                               {"dengine": lambda: []}, [], []))
+    assert sorted((s.target, s.workload) for s in runs) == [
+        ("dengine", "read-serializable"), ("dengine", "read-serializable-spread"),
+        ("dengine-pinned", "read-serializable-spread"),
+        ("etcd", "read-serializable"), ("etcd", "read-serializable-spread")]
+    assert targets["dengine-pinned"].opened == [True]
+    assert targets["etcd"].opened == [False, True]
+    assert set(spread_ratios(runs)["read-serializable-spread"]) == \
+        {"dengine", "dengine-pinned", "etcd"}
