@@ -103,8 +103,10 @@ def report_lines(sr: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
              "| leader-only p99 ms | spread p99 ms | CPU per read, spread / leader-only "
              "| reads per message |",
              "|---|---|" + "---:|" * 7]
+    order = ["dengine", "dengine-pinned", "dengine-unary", "dengine-etcd", "etcd", "etcd-go"]
     for wl, targets in sr.items():
-        for target, v in targets.items():
+        for target, v in sorted(targets.items(), key=lambda tv: (
+                order.index(tv[0]) if tv[0] in order else len(order), tv[0])):
             cpu = format(v["cpu_ratio"], ".2f") if "cpu_ratio" in v else "-"
             per = (f"{v['leader_only_requests_per_message']:.1f} -> "
                    f"{v['spread_requests_per_message']:.1f}"
@@ -124,6 +126,10 @@ def goal_line(sr: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         return []
     shown = ", ".join(f"{wl} {x:.2f}x" for wl, x in got.items())
     worse = [f"{wl} ({x:.2f}x)" for wl, x in got.items() if x <= 1]
+    pinned = [f"{wl} {t['dengine-pinned']['ratio']:.2f}x" for wl, t in sr.items()
+              if "dengine-pinned" in t]
     return [f"- reads spread over all members scale (3 members serve more than 1; "
             f"spread / leader-only: {shown}): "
-            + ("met" if not worse else "**missed** on " + ", ".join(worse))]
+            + ("met" if not worse else "**missed** on " + ", ".join(worse))
+            + (f" (each benchmark client pinned to one member, dengine-pinned: "
+               f"{', '.join(pinned)})" if pinned else "")]
