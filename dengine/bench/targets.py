@@ -28,11 +28,11 @@ MiB = 1024 * 1024
 class DengineTarget:
     """dengine's async :class:`~dengine.client.Client`, ``connections`` channels to the leader
     (its default KV path: the coalescing Batch stream). ``spread``: the client's
-    ``spread_reads``, reads round-robin over every member, ``connections`` shared out among
-    them (rounded up: 4 channels to each of 3 members for 10). With ``pin_reads`` a spread
-    workload instead pins benchmark client ``slot`` to member ``slot mod n`` (``get`` with
-    ``endpoint=``), the way the unary and etcd targets spread: the same servers and stream,
-    without the client's read-by-read rotation."""
+    ``spread_reads``, each benchmark client (a task) kept to one member given out in turn,
+    ``connections`` shared out among them (rounded up: 4 channels to each of 3 members for
+    10). With ``pin_reads`` a spread workload instead pins benchmark client ``slot`` to member
+    ``slot mod n`` (``get`` with ``endpoint=``), the way the unary and etcd targets spread:
+    the same servers and stream, placed by the benchmark instead of the client."""
 
     name = "dengine"
     spreads_reads = True
