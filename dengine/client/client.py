@@ -19,6 +19,10 @@ deadline (``timeout``, per call or the client default):
 Writes carry a ``Session`` (client id, sequence number) fixed before the first attempt, so a
 write retried after its answer was lost is applied once (see :mod:`dengine.client._session`).
 
+With ``spread_reads`` a read goes to its caller's member instead of the leader: each asyncio
+task is given one on its first read, in turn, and keeps it until an attempt there fails, so the
+callers of one member share its stream's messages (see ``Client._reader``).
+
 KV calls (:mod:`dengine.client.kv`) go over the channel's ``Kv.Batch`` stream by default (see
 :mod:`dengine.client._stream`), so concurrent callers share gRPC messages; a request too large for
 the stream's budget, or any call while the stream is broken, goes as a plain unary call. Cluster
