@@ -2,10 +2,12 @@
 // put etcd at its best beside dengine. It runs one workload the way dengine's Python runner
 // does (dengine/bench/workloads.py): preload the keys reads ask for (not timed), a short
 // warm-up, then `clients` goroutines sharing `conns` client connections take operation numbers
-// from one counter until `ops` are done, each timing its own calls. It prints a line `start`
-// as the timed part begins, `end` as it ends, then one JSON object: counts, elapsed seconds,
-// its own CPU seconds in the timed part and latency percentiles (nearest rank, as
-// dengine/bench/stats.py).
+// from one counter until `ops` are done, each timing its own calls. With -spread, connection i
+// goes to endpoint i mod n instead of the leader: a follower serves reads itself (serializable
+// from its own state, linearizable after a ReadIndex round with the leader) and forwards
+// writes. It prints a line `start` as the timed part begins, `end` as it ends, then one JSON
+// object: counts, elapsed seconds, its own CPU seconds in the timed part and latency
+// percentiles (nearest rank, as dengine/bench/stats.py).
 //
 // Build (Debian: golang-go and golang-etcd-server-dev, no module download):
 //
@@ -112,6 +114,7 @@ func main() {
 	preload := flag.Bool("preload", true, "write the keys reads ask for first")
 	seed := flag.Int64("seed", 1, "random seed")
 	timeout := flag.Duration("timeout", 10*time.Second, "per-call timeout")
+	spread := flag.Bool("spread", false, "connections to every endpoint, not only the leader")
 	flag.Parse()
 
 	eps := strings.Split(*endpoints, ",")
@@ -128,7 +131,11 @@ func main() {
 	}
 	cs := make([]*clientv3.Client, *conns)
 	for i := range cs {
-		cs[i], err = clientv3.New(clientv3.Config{Endpoints: []string{lead}, DialTimeout: *timeout})
+		ep := lead
+		if *spread {
+			ep = eps[i%len(eps)]
+		}
+		cs[i], err = clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: *timeout})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "etcd-go-bench:", err)
 			os.Exit(2)

@@ -15,7 +15,8 @@ from dengine.bench.workloads import WORKLOADS
 __all__ = ["register"]
 
 _EPILOG = "workloads: " + ", ".join(
-    f"{w.name} ({w.clients} client{'s' if w.clients > 1 else ''}, {w.connections} conn.)"
+    f"{w.name} ({w.clients} client{'s' if w.clients > 1 else ''}, {w.connections} conn."
+    + (" to every member)" if w.spread else ")")
     for w in WORKLOADS.values())
 
 
@@ -75,6 +76,11 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     try:
         specs = select_workloads(args.workload, **spec_overrides(args))
+        if args.embedded:  # node 1's in-process client reads from node 1 only
+            if args.workload and any(s.spread for s in specs):
+                raise ValueError("the -spread workloads read from every member: give "
+                                 "--endpoints (or --data-dir), not --embedded")
+            specs = [s for s in specs if not s.spread]
         if args.preload < 0 or (args.preload and args.target != "dengine"):
             raise ValueError("--preload needs a number of keys >= 0 and a dengine target")
         if args.compare_scan and not args.preload:
@@ -112,7 +118,13 @@ def _run_bench(args: argparse.Namespace) -> int:
                                            "results": [s.to_dict() for s in after],
                                            "scan": scan and scan.to_dict()}})
         return 0
-    write_json(args.json, {"results": [s.to_dict() for s in summaries]})
+    from dengine.bench.spread import report_lines, spread_ratios
+
+    spread = spread_ratios(summaries)
+    if spread:
+        print("\n".join(report_lines(spread)), flush=True)
+    write_json(args.json, {"results": [s.to_dict() for s in summaries],
+                           **({"spread": spread} if spread else {})})
     return 0
 
 

@@ -116,9 +116,11 @@ def run_compare(args: argparse.Namespace) -> int:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
     path = out / f"compare-etcd-{stamp}.md"
     path.write_text(text)
-    (out / f"compare-etcd-{stamp}.json").write_text(json.dumps(
-        {"meta": meta, "runs": [s.to_dict() for s in runs]}, indent=2) + "\n")
-    write_json(args.json, {"meta": meta, "runs": [s.to_dict() for s in runs]})
+    from dengine.bench.spread import spread_ratios
+
+    data = {"meta": meta, "runs": [s.to_dict() for s in runs], "spread": spread_ratios(runs)}
+    (out / f"compare-etcd-{stamp}.json").write_text(json.dumps(data, indent=2) + "\n")
+    write_json(args.json, data)
     print(text)
     print(f"report written to {path}")
     return 0
@@ -150,6 +152,10 @@ async def _compare(root: Path, binary: str, specs: list, args: argparse.Namespac
             targets = {"dengine": DengineTarget(lc.endpoints, timeout=args.timeout),
                        "etcd": etcd_target}
             if not args.tls:  # --tls: the TLS rows and their plain baselines only
+                if any(s.spread for s in specs):  # runs the spread workloads only
+                    pinned = DengineTarget(lc.endpoints, timeout=args.timeout, pin_reads=True)
+                    pinned.name = "dengine-pinned"
+                    targets[pinned.name] = pinned
                 targets.update(_etcd_go_target(etcd.endpoints, args.timeout))
                 targets["dengine-unary"] = UnaryTarget(lc.endpoints, timeout=args.timeout)
                 # the same etcd client, pointed at dengine's etcd API (dengine.etcd)
@@ -182,6 +188,7 @@ async def _rounds(targets: dict[str, Any], specs: list, args: argparse.Namespace
     targets only on the TLS workloads). ``pids[name]()``: the target's server processes
     (dengine's for a target without its own entry)."""
     from dengine.bench.runner import run_all
+    from dengine.bench.spread import LEADER_ONLY_TARGET
     from dengine.bench.tls_rows import TLS_WORKLOADS
 
     progress = False if args.no_progress else None
@@ -190,7 +197,8 @@ async def _rounds(targets: dict[str, Any], specs: list, args: argparse.Namespace
     print(Summary.HEADER, flush=True)
     for rnd in range(1, args.rounds + 1):
         for i, spec in enumerate(specs):
-            names = [n for n in targets if n not in tls_names or spec.name in TLS_WORKLOADS]
+            names = [n for n in targets if (n not in tls_names or spec.name in TLS_WORKLOADS)
+                     and (n not in LEADER_ONLY_TARGET or spec.spread)]
             shift = (rnd + i) % len(names)  # who goes first rotates
             for name in names[shift:] + names[:shift]:
                 for check in checks:
@@ -299,10 +307,14 @@ def ratios(runs: list[Summary]) -> dict[str, dict[str, float]]:
 
 
 def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
+    from dengine.bench.spread import goal_line as spread_goal
+    from dengine.bench.spread import report_lines as report_spread
+    from dengine.bench.spread import spread_ratios
     from dengine.bench.tls_rows import goal_line as tls_goal
     from dengine.bench.tls_rows import report_lines as report_tls
 
     r = ratios(runs)
+    sr = spread_ratios(runs)
     p = meta.get("params", {})
     go = any("etcd-go_throughput" in v for v in r.values())
     lines = [
@@ -313,7 +325,8 @@ def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
         "dengine is driven by its own Python client (Batch stream); etcd by plain unary "
         "gRPC calls from Python (`KV.Put`, `KV.Range`)"
         + (" and, as `etcd-go`, by its own Go client (clientv3, `benches/etcd-go`)" if go
-           else "") + ", all to the leader."
+           else "") + ", all to the leader"
+        + (" (the `-spread` rows to every member, see below)." if sr else ".")
         + (" With TLS: a second dengine and a second etcd cluster, mutual TLS everywhere "
            "(see TLS below)." if meta.get("tls") in ("rows", "only") else ""),
         "",
@@ -398,7 +411,8 @@ def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
                       for k in ("ratio_cpu", *(["ratio_go_cpu"] if go else []))]
             lines.append(f"| {wl} | " + " | ".join(cells) + " |")
     lines += report_tls(r)
-    lines += ["", *goal_lines(r), *tls_goal(r)]
+    lines += report_spread(sr)
+    lines += ["", *goal_lines(r), *tls_goal(r), *spread_goal(sr)]
     errs = [(s.target, s.workload, s.extra.get("round"), s.errors, s.misses) for s in runs
             if s.errors or s.misses]
     lines += ["", "etcd has no lease reads in its API: its `read-lease` row is a linearizable "
@@ -409,10 +423,23 @@ def render_report(runs: list[Summary], meta: dict[str, Any]) -> str:
     lines += ["", "## Every run", "", "```", Summary.HEADER]
     lines += [s.row() + f"  round {s.extra.get('round')}" for s in runs]
     flags = {"only": " --tls", "off": " --no-tls"}.get(str(meta.get("tls")), "")
+    flags += _run_flags(p)
     lines += ["```", "", "Reproduce: `dengine bench compare" + flags + "` (or `python "
               "benches/compare_etcd.py" + flags + "`)"
               + (f" with `--ops {p.get('ops')}`" if p.get("ops") != 10_000 else "") + ".", ""]
     return "\n".join(lines)
+
+
+def _run_flags(p: dict[str, Any]) -> str:
+    """``--rounds`` and ``-w`` as the run had them, where they differ from the defaults."""
+    from dengine.bench.runner import select_workloads
+    from dengine.bench.tls_rows import TLS_WORKLOADS
+
+    out = f" --rounds {p['rounds']}" if p.get("rounds", 3) != 3 else ""
+    wl = p.get("workloads")
+    if wl and wl not in ([s.name for s in select_workloads(None)], list(TLS_WORKLOADS)):
+        out += " -w " + ",".join(wl)
+    return out
 
 
 def goal_lines(r: dict[str, dict[str, float]]) -> list[str]:

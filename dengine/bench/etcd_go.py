@@ -7,7 +7,8 @@ its best. This target hands a whole workload to a small Go program of this repo
 (``benches/etcd-go/main.go``, on etcd's ``clientv3``) that runs it the way
 :func:`dengine.bench.workloads.run_workload` does (preload, warm-up, ``clients`` callers over
 ``connections`` connections to the leader, one shared operation counter) and prints its
-figures as JSON. The program prints ``start`` and ``end`` around its timed part, so the
+figures as JSON (a ``-spread`` workload: connection ``i`` to endpoint ``i mod n`` instead of
+all to the leader, as the etcd target does). The program prints ``start`` and ``end`` around its timed part, so the
 servers' CPU is read around exactly that part, as for the Python targets; the client's CPU is
 the Go process's own, measured by itself.
 
@@ -92,14 +93,15 @@ class EtcdGoTarget:
     """etcd through its Go client: runs whole workloads (``run_spec``) in a Go process."""
 
     name = "etcd-go"
+    spreads_reads = True
 
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0) -> None:
         self.endpoints = list(endpoints)
         self.timeout = timeout
         self.binary = etcd_go_binary()
 
-    async def open(self, connections: int) -> None:
-        return None
+    async def open(self, connections: int, spread: bool = False) -> None:
+        return None  # the Go program opens its own connections (run_spec: spec.spread)
 
     async def close(self) -> None:
         return None
@@ -115,6 +117,7 @@ class EtcdGoTarget:
                 "-key-bytes", str(spec.key_bytes), "-value-bytes", str(spec.value_bytes),
                 "-key-space", str(spec.key_space), "-warmup", str(spec.warmup_ops),
                 "-seed", str(spec.seed), f"-preload={'true' if preload else 'false'}",
+                f"-spread={'true' if spec.spread else 'false'}",
                 "-timeout", f"{self.timeout}s"]
         proc = await asyncio.create_subprocess_exec(
             *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -145,7 +148,7 @@ class EtcdGoTarget:
             "connections": spec.connections, "clients": spec.clients,
             "consistency": spec.consistency if spec.read_ratio else None,
             "read_ratio": spec.read_ratio, "key_bytes": spec.key_bytes,
-            "value_bytes": spec.value_bytes}
+            "value_bytes": spec.value_bytes, **({"spread": True} if spec.spread else {})}
         if cpu is not None:
             per_op = {k: round(1e6 * (v - cpu0.get(k, 0.0)) / done, 1)
                       for k, v in cpu1.items() if k != "client"}

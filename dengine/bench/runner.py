@@ -33,7 +33,13 @@ async def run_all(target: Any, specs: list[WorkloadSpec], *, progress: bool | No
     done = preloaded if preloaded is not None else set()
     out = []
     for spec in specs:
-        await target.open(spec.connections)
+        if spec.spread:
+            if not getattr(target, "spreads_reads", False):
+                raise ValueError(f"the {target.name} target cannot spread reads over the "
+                                 f"members ({spec.name})")
+            await target.open(spec.connections, spread=True)
+        else:
+            await target.open(spec.connections)
         try:
             mark = (target.name, spec.key_space, spec.key_bytes)
             if hasattr(target, "run_spec"):  # a target that runs whole workloads itself

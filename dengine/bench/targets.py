@@ -27,31 +27,53 @@ MiB = 1024 * 1024
 
 class DengineTarget:
     """dengine's async :class:`~dengine.client.Client`, ``connections`` channels to the leader
-    (its default KV path: the coalescing Batch stream)."""
+    (its default KV path: the coalescing Batch stream). ``spread``: the client's
+    ``spread_reads``, each benchmark client (a task) kept to one member given out in turn,
+    ``connections`` shared out among them (rounded up: 4 channels to each of 3 members for
+    10). With ``pin_reads`` a spread workload instead pins benchmark client ``slot`` to member
+    ``slot mod n`` (``get`` with ``endpoint=``), the way the unary and etcd targets spread:
+    the same servers and stream, placed by the benchmark instead of the client."""
 
     name = "dengine"
+    spreads_reads = True
 
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0,
-                 use_stream: bool = True, tls: ClientTLS | None = None) -> None:
+                 use_stream: bool = True, tls: ClientTLS | None = None,
+                 pin_reads: bool = False) -> None:
         self.endpoints = list(endpoints)
         self.timeout = timeout
         self.use_stream = use_stream
         self.tls: ClientTLS = tls.copy() if tls else {}  # Client keyword arguments
+        self.pin_reads = pin_reads
         self.client: Any = None
+        self._pins: list[str] = []
 
-    async def open(self, connections: int) -> None:
+    async def open(self, connections: int, spread: bool = False) -> None:
         from dengine.client import Client
 
         await self.close()
-        self.client = Client(self.endpoints, timeout=self.timeout, pool_size=max(1, connections),
-                             use_stream=self.use_stream, **self.tls)
+        per_member = -(-connections // len(self.endpoints)) if spread else connections
+        self._pins = self.endpoints if spread and self.pin_reads else []
+        self.client = Client(self.endpoints, timeout=self.timeout, pool_size=max(1, per_member),
+                             use_stream=self.use_stream,
+                             spread_reads=spread and not self.pin_reads, **self.tls)
         await self.client.status(timeout=self.timeout)  # find the leader before timing
 
     async def put(self, slot: int, key: bytes, value: bytes) -> None:
         await self.client.put(key, value)
 
     async def get(self, slot: int, key: bytes, consistency: str) -> bool:
+        if self._pins:
+            return await self.client.get(key, consistency=consistency,
+                                         endpoint=self._pins[slot % len(self._pins)]) is not None
         return await self.client.get(key, consistency=consistency) is not None
+
+    def counters(self) -> dict[str, int]:
+        """The client's calls so far: Batch stream messages and the requests they carried,
+        and unary calls (how well concurrent callers share messages)."""
+        st = self.client.stats
+        return {"stream_messages": st.messages_sent, "stream_requests": st.requests_sent,
+                "unary_calls": self.client.unary_calls}
 
     async def put_many(self, slot: int, pairs: list[tuple[bytes, bytes]]) -> None:
         """One atomic batch of puts (``--preload``)."""
@@ -101,9 +123,12 @@ class EmbeddedTarget:
 
 
 class EtcdTarget:
-    """etcd v3 through plain unary gRPC calls on ``connections`` channels to its leader."""
+    """etcd v3 through plain unary gRPC calls on ``connections`` channels to its leader
+    (``spread``, or ``leader_only=False``: channel ``i`` to endpoint ``i mod n``; a follower
+    forwards writes to the leader and serves reads itself, linearizable ones via ReadIndex)."""
 
     name = "etcd"
+    spreads_reads = True
 
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0,
                  leader_only: bool = True, tls: ClientTLS | None = None) -> None:
@@ -138,14 +163,15 @@ class EtcdTarget:
                                       f"{answers}")
             await asyncio.sleep(0.1)
 
-    async def open(self, connections: int) -> None:
+    async def open(self, connections: int, spread: bool = False) -> None:
 
         from dengine.etcd.pb import rpc_pb2 as pb
         from dengine.etcd.pb import rpc_pb2_grpc as pbg
 
         await self.close()
         self._put_req, self._range_req = pb.PutRequest, pb.RangeRequest
-        eps = [await self.leader_endpoint()] if self.leader_only else self.endpoints
+        eps = [await self.leader_endpoint()] if self.leader_only and not spread \
+            else self.endpoints
         opts = [("grpc.max_receive_message_length", 64 * MiB)]
         for i in range(max(1, connections)):
             # A distinct channel argument keeps grpc from sharing one subchannel among them.

@@ -6,7 +6,10 @@ A client in another language reaches dengine through the unary RPCs of
 ``protos/dengine/v1/client.proto`` (``Kv.Put``, ``Kv.Get``), not through the Python client's
 coalescing Batch stream. This target is that client, written the way the etcd target drives
 etcd: the generated stubs on ``connections`` grpc.aio channels to the leader (found with
-``Cluster.Status``), one call per operation, no session and no retry. A call fails when gRPC
+``Cluster.Status``), one call per operation, no session and no retry. Opened with ``spread``,
+channel ``i`` goes to member ``i mod n`` and reads go out on every channel (a follower serves
+them, a linearizable one after its ReadIndex round); writes still go to the leader only, on
+the channels that reach it (a follower does not forward a dengine write). A call fails when gRPC
 raises or when the answer carries an error, so both ways a server may report one count.
 Compared with the etcd target it measures the two servers under the same kind of client.
 """
@@ -30,12 +33,14 @@ class UnaryTarget:
     """dengine's Kv service through plain unary calls on ``connections`` channels."""
 
     name = "dengine-unary"
+    spreads_reads = True
 
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0) -> None:
         self.endpoints = [e.removeprefix("http://") for e in endpoints]
         self.timeout = timeout
         self._channels: list[Any] = []
         self._kv: list[Any] = []
+        self._write_kv: list[Any] = []
 
     async def leader_endpoint(self) -> str:
         """The client address of the leader, as the members' ``Status`` answers name it."""
@@ -64,7 +69,7 @@ class UnaryTarget:
                                       f"{answers}")
             await asyncio.sleep(0.1)
 
-    async def open(self, connections: int) -> None:
+    async def open(self, connections: int, spread: bool = False) -> None:
         import grpc
 
         from dengine.v1 import client_pb2 as pb
@@ -75,13 +80,16 @@ class UnaryTarget:
         self._consistency = {"linearizable": pb.LINEARIZABLE, "lease": pb.LEASE,
                              "serializable": pb.SERIALIZABLE}
         leader = await self.leader_endpoint()
+        # spread: the leader first, then every other endpoint
+        members = [leader, *(e for e in self.endpoints if e != leader)] if spread else [leader]
         opts = [("grpc.max_receive_message_length", 64 * MiB)]
         for i in range(max(1, connections)):
             # A distinct channel argument keeps grpc from sharing one subchannel among them.
-            ch = grpc.aio.insecure_channel(leader,
+            ch = grpc.aio.insecure_channel(members[i % len(members)],
                                            options=[*opts, ("dengine.bench.channel", i)])
             self._channels.append(ch)
             self._kv.append(pbg.KvStub(ch))
+        self._write_kv = self._kv[::len(members)]  # channels 0, n, 2n...: the leader's
 
     @staticmethod
     def _check(resp: Any) -> Any:
@@ -90,7 +98,7 @@ class UnaryTarget:
         return resp
 
     async def put(self, slot: int, key: bytes, value: bytes) -> None:
-        self._check(await self._kv[slot % len(self._kv)].Put(
+        self._check(await self._write_kv[slot % len(self._write_kv)].Put(
             self._pb.PutRequest(key=key, value=value), timeout=self.timeout))
 
     async def get(self, slot: int, key: bytes, consistency: str) -> bool:
@@ -99,6 +107,6 @@ class UnaryTarget:
         return bool(resp.found)
 
     async def close(self) -> None:
-        chans, self._channels, self._kv = self._channels, [], []
+        chans, self._channels, self._kv, self._write_kv = self._channels, [], [], []
         for ch in chans:
             await ch.close()

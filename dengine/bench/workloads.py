@@ -9,6 +9,13 @@ warm-up, then starts ``clients`` tasks that take operation numbers from one shar
 ``ops`` are done, each timing its own calls with ``perf_counter_ns``. A failed call counts as an
 error and is not timed; a read of a missing key counts as a miss. Keys are ``key_bytes`` long
 (decimal, zero-padded), values ``value_bytes`` of random bytes.
+
+Every workload sends its operations to the leader, except the ``-spread`` ones
+(``spread=True``): their reads go to every member (the target opens connections to all of
+them), a follower answering a serializable read from its own state and a linearizable one
+after a ReadIndex round with the leader. Each is the same as the leader-only workload whose
+name it extends (:func:`leader_only_of`), so the pair, run together, says whether three
+members serve more reads than one.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from typing import Any, Protocol
 
 from dengine.bench.stats import LatencyStats, Summary
 
-__all__ = ["WORKLOADS", "WorkloadSpec", "Target", "run_workload", "make_key", "Progress"]
+__all__ = ["WORKLOADS", "WorkloadSpec", "Target", "run_workload", "make_key", "Progress",
+           "leader_only_of"]
 
 
 class Target(Protocol):
@@ -33,7 +41,9 @@ class Target(Protocol):
 
     name: str
 
-    async def open(self, connections: int) -> None: ...
+    async def open(self, connections: int) -> None:
+        """``connections`` to the leader; a target that can spread reads also takes
+        ``spread=True``: connections to every member, reads served where they land."""
 
     async def put(self, slot: int, key: bytes, value: bytes) -> None: ...
 
@@ -59,6 +69,8 @@ class WorkloadSpec:
     seed: int = 1
     #: Watchers of the written prefix (the ``watch`` workload; 0: none).
     watchers: int = 0
+    #: Reads go to every member, not only the leader (the ``-spread`` workloads).
+    spread: bool = False
 
     def with_(self, **changes: Any) -> WorkloadSpec:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -68,12 +80,23 @@ WORKLOADS: dict[str, WorkloadSpec] = {
     "write-single": WorkloadSpec("write-single", 1, 1, 0.0),
     "write-concurrent": WorkloadSpec("write-concurrent", 10, 100, 0.0),
     "read-linearizable": WorkloadSpec("read-linearizable", 10, 100, 1.0, "linearizable"),
+    "read-linearizable-spread": WorkloadSpec("read-linearizable-spread", 10, 100, 1.0,
+                                             "linearizable", spread=True),
     "read-lease": WorkloadSpec("read-lease", 10, 100, 1.0, "lease"),
     "read-serializable": WorkloadSpec("read-serializable", 10, 100, 1.0, "serializable"),
+    "read-serializable-spread": WorkloadSpec("read-serializable-spread", 10, 100, 1.0,
+                                             "serializable", spread=True),
     "mixed": WorkloadSpec("mixed", 10, 100, 0.9, "linearizable"),
     # Only when named: it needs dengine's watch (dengine.bench.watch_workload).
     "watch": WorkloadSpec("watch", 10, 10, 0.0, ops=2000, watchers=100),
 }
+
+
+def leader_only_of(name: str) -> str | None:
+    """The leader-only workload a ``-spread`` workload is measured against (None for any other
+    name)."""
+    base = name.removesuffix("-spread")
+    return base if base != name and base in WORKLOADS else None
 
 
 def make_key(i: int, key_bytes: int) -> bytes:
@@ -183,6 +206,9 @@ async def run_workload(
 
     await asyncio.gather(*(warm(w) for w in range(spec.clients)))
     tick = asyncio.ensure_future(ticker())
+    # A target's own counters (e.g. the client's stream messages), as deltas of the timed part.
+    counters = getattr(target, "counters", None)
+    count0 = counters() if counters is not None else {}
     cpu0 = cpu() if cpu is not None else {}
     start = time.perf_counter()
     try:
@@ -193,8 +219,11 @@ async def run_workload(
     done = max(1, len(stats.samples) + stats.errors)
     cpu_per_op = {k: round(1e6 * (v - cpu0.get(k, 0.0)) / done, 1)
                   for k, v in (cpu() if cpu is not None else {}).items()}
+    counted = {k: v - count0.get(k, 0) for k, v in (counters() if counters else {}).items()}
     bar.draw(len(stats.samples) + stats.errors, final=True)
     return stats.summary(spec.name, target.name, elapsed, connections=spec.connections,
                          clients=spec.clients, consistency=consistency if ratio else None,
                          read_ratio=ratio, key_bytes=kb, value_bytes=spec.value_bytes,
-                         **({"cpu_us_per_op": cpu_per_op} if cpu_per_op else {}))
+                         **({"cpu_us_per_op": cpu_per_op} if cpu_per_op else {}),
+                         **({"spread": True} if spec.spread else {}),
+                         **({"client_counters": counted} if counted else {}))

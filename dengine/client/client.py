@@ -19,6 +19,10 @@ deadline (``timeout``, per call or the client default):
 Writes carry a ``Session`` (client id, sequence number) fixed before the first attempt, so a
 write retried after its answer was lost is applied once (see :mod:`dengine.client._session`).
 
+With ``spread_reads`` a read goes to its caller's member instead of the leader: each asyncio
+task is given one on its first read, in turn, and keeps it until an attempt there fails, so the
+callers of one member share its stream's messages (see ``Client._reader``).
+
 KV calls (:mod:`dengine.client.kv`) go over the channel's ``Kv.Batch`` stream by default (see
 :mod:`dengine.client._stream`), so concurrent callers share gRPC messages; a request too large for
 the stream's budget, or any call while the stream is broken, goes as a plain unary call. Cluster
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -79,11 +84,14 @@ class Client(KvMixin, ClusterMixin, WatchMixin, LeaseMixin):
     ``fail_fast``: when no endpoint can be connected to at all (connection refused, unknown
     host), fail at once with ``Unavailable`` instead of retrying until the deadline (what a
     command-line tool wants; a program waiting for its cluster to come up does not);
-    ``spread_reads``: linearizable and serializable reads go round-robin to every member, not
-    only the leader (a follower answers a linearizable read after asking the leader for a read
-    index, a serializable one from its own state); lease reads always go to the leader, which
-    holds the lease. Off by default: with every node on one machine, one busy leader answers
-    more reads than three processes sharing its cores. Either way a serializable read that
+    ``spread_reads``: linearizable and serializable reads go to every member, not only the
+    leader (a follower answers a linearizable read after asking the leader for a read index,
+    a serializable one from its own state); lease reads always go to the leader, which holds
+    the lease. Reads are spread by caller, not read by read: each asyncio task keeps to one
+    member, given out in turn on its first read, so the callers that share a member share its
+    batch stream messages; a task moves on to another member after an attempt there fails
+    (unreachable, not serving, no leader). A lone task therefore reads from one member; it
+    takes many concurrent callers to spread the load. Either way a serializable read that
     finds no leader is sent to any member that answers, even one cut off from the majority.
     """
 
@@ -136,6 +144,11 @@ class Client(KvMixin, ClusterMixin, WatchMixin, LeaseMixin):
         self._fail_fast = fail_fast
         self._spread_reads = spread_reads
         self._next_reader = self._rng.randrange(1 << 16)  # many clients: spread from the start
+        self._moves = 0
+        # The member index of each caller that read with spread_reads (weak: a finished task
+        # leaves no entry behind).
+        self._readers: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = (
+            weakref.WeakKeyDictionary())
         self._sessions = SessionPool(self._register_session)
         self._conns: dict[str, Connection] = {}
         self._members: dict[int, str] = {}
@@ -272,8 +285,9 @@ class Client(KvMixin, ClusterMixin, WatchMixin, LeaseMixin):
     ) -> T:
         """Run ``attempt(address, remaining_s)`` until it succeeds, fails for good, or the
         deadline passes. ``endpoint`` pins the call to one node (no redirects); ``spread``
-        sends each attempt to the next member in turn; ``any_member``: to the leader, or to the
-        next member when no leader is found (reads any member may serve)."""
+        sends it to the calling task's member (see ``_reader``), the task moving on to another
+        one after an attempt there fails; ``any_member``: to the leader, or to the next member
+        when no leader is found (reads any member may serve)."""
         timeout = self.timeout if timeout is None else timeout
         deadline = now() + timeout
         delay = self._backoff[0]
@@ -290,6 +304,7 @@ class Client(KvMixin, ClusterMixin, WatchMixin, LeaseMixin):
                 raise OperationTimeout(why, timeout) from last
             if self._closed:
                 raise Unavailable("the client is closed") from last
+            spread_attempt = spread and endpoint is None
             addr = endpoint if endpoint is not None else (self._reader() if spread else None)
             try:
                 if addr is None and any_member:
@@ -309,17 +324,23 @@ class Client(KvMixin, ClusterMixin, WatchMixin, LeaseMixin):
                 last = e
                 if endpoint is not None:
                     raise
+                if spread_attempt:
+                    self._move_reader()
                 spread = False  # a member without a leader: from now on, ask the leader
                 if self._follow(e, addr or "") and hops < 3:
                     hops += 1
                     continue  # a fresh hint: go there now, no backoff
             except _Unreachable:
                 raise
-            except Overloaded as e:  # refused before anything was done: back off, same node
+            except Overloaded as e:  # refused before anything was done: back off
                 last = e
                 delay = max(delay, e.retry_after_ms / 1000)
+                if spread_attempt:
+                    self._move_reader()  # a spread read: to another member
             except RETRYABLE as e:
                 last = e
+                if spread_attempt:
+                    self._move_reader()
                 if self._fail_fast and endpoint is not None and _no_connection(e):
                     raise _Unreachable(f"{endpoint}: {_no_connection(e)}") from e
                 if endpoint is None:
@@ -330,11 +351,37 @@ class Client(KvMixin, ClusterMixin, WatchMixin, LeaseMixin):
                 await asyncio.sleep(pause)
             delay = min(delay * 2, self._backoff[1])
 
+    def _read_addresses(self) -> list[str]:
+        return list(dict.fromkeys([*self.endpoints, *self._members.values()]))
+
     def _reader(self) -> str:
-        """The next member to read from, round-robin over every address known."""
-        addrs = list(dict.fromkeys([*self.endpoints, *self._members.values()]))
-        self._next_reader = (self._next_reader + 1) % len(addrs)
-        return addrs[self._next_reader]
+        """The member the calling task reads from (``spread_reads``).
+
+        Each task gets a member index on its first spread read, in turn over the tasks (so
+        concurrent callers are shared out evenly), and keeps it until an attempt fails
+        (``_move_reader``). Spreading by caller rather than by read keeps the callers of one
+        member on its batch stream together: read by read, the callers woken by one answer
+        would scatter over every member's stream and each read would travel in a message of
+        its own. Outside a task, reads go round-robin."""
+        addrs = self._read_addresses()
+        task = asyncio.current_task()
+        n = self._readers.get(task) if task is not None else None
+        if n is None:
+            self._next_reader = n = (self._next_reader + 1) % (1 << 30)
+            if task is not None:
+                self._readers[task] = n
+        return addrs[n % len(addrs)]
+
+    def _move_reader(self) -> None:
+        """After a failed attempt at its member, the calling task moves on to another one; the
+        callers leaving one member are shared out over all the others."""
+        task = asyncio.current_task()
+        n = self._readers.get(task) if task is not None else None
+        others = len(self._read_addresses()) - 1
+        if task is None or n is None or others < 1:
+            return
+        self._moves += 1
+        self._readers[task] = n + 1 + self._moves % others
 
     def _read_route(self, consistency: int) -> dict[str, Any]:
         """Where a read at ``consistency`` may go (see ``spread_reads``)."""
