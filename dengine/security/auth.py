@@ -21,7 +21,8 @@ The users file (``auth.users_path``, TOML, re-read when it changes) holds tokens
 
 Roles are ordered, each allowing what the ones before it do: ``read`` (Get, GetMany, Scan,
 the full Status), ``readwrite`` (Put, Delete, CompareAndSet, WriteBatch), ``admin``
-(TransferLeader, AddLearner, Promote, RemoveMember: membership and leadership changes). A
+(TransferLeader, AddLearner, Promote, RemoveMember: membership and leadership changes;
+CompactStorage: maintenance). A
 request with no identity gets UNAUTHENTICATED; one whose role is too low PERMISSION_DENIED
 naming the role it needs. ``Status`` stays open (health probes use it), but without ``read``
 it shows no cluster id and no member or leader addresses. On the ``Batch`` stream each
@@ -56,7 +57,7 @@ METHOD_ROLES: Mapping[str, str] = {
     "Put": "readwrite", "Delete": "readwrite", "CompareAndSet": "readwrite",
     "WriteBatch": "readwrite", "RegisterSession": "readwrite",
     "TransferLeader": "admin", "AddLearner": "admin", "Promote": "admin",
-    "RemoveMember": "admin",
+    "RemoveMember": "admin", "CompactStorage": "admin",
     # Lease: a grant or revoke is a write (a revoke deletes the lease's keys).
     "Grant": "readwrite", "Revoke": "readwrite", "TimeToLive": "read",
 }
