@@ -160,7 +160,12 @@ async def _runs(args: argparse.Namespace, target: Any, specs: list, progress: bo
     from dengine.bench.runner import run_all
 
     preloaded: set = set()
-    before = await run_all(target, specs, progress=progress, preloaded=preloaded)
+    cpu: Any = None
+    if args.preload and getattr(target, "node", None) is not None:  # the embedded cluster
+        from dengine.bench.preload import cluster_cpu
+
+        cpu = cluster_cpu
+    before = await run_all(target, specs, progress=progress, preloaded=preloaded, cpu=cpu)
     if not args.preload:
         return before
     from dengine.bench.preload import preload_keys
@@ -169,7 +174,7 @@ async def _runs(args: argparse.Namespace, target: Any, specs: list, progress: bo
     secs = await preload_keys(target, args.preload, key_bytes=max(kb, 8),
                               value_bytes=args.value_bytes or 256, progress=progress)
     print(f"-- at {args.preload:,} more keys --", flush=True)
-    after = await run_all(target, specs, progress=progress, preloaded=preloaded)
+    after = await run_all(target, specs, progress=progress, preloaded=preloaded, cpu=cpu)
     settled = steady = None
     if args.settle:
         from dengine.bench.preload import settle
@@ -182,7 +187,8 @@ async def _runs(args: argparse.Namespace, target: Any, specs: list, progress: bo
                   + ", ".join(f"{s:.1f}s" for s in settled["compact_s"].values())
                   + f", then {settled['wait_s']:.1f}s until none owed one): "
                   f"at {args.preload:,} more keys, steady state --", flush=True)
-            steady = await run_all(target, specs, progress=progress, preloaded=preloaded)
+            steady = await run_all(target, specs, progress=progress, preloaded=preloaded,
+                                   cpu=cpu)
     scan = None
     if args.compare_scan:
         from dengine.bench.scan_compare import compare_scan

@@ -26,7 +26,7 @@ from typing import Any
 from dengine.bench.stats import Summary
 from dengine.bench.workloads import Progress
 
-__all__ = ["BATCH_KEYS", "preload_keys", "comparison_rows", "settle"]
+__all__ = ["BATCH_KEYS", "preload_keys", "comparison_rows", "settle", "cluster_cpu"]
 
 BATCH_KEYS = 1000
 IN_FLIGHT = 4
@@ -114,15 +114,43 @@ async def settle(target: Any, endpoints: list[str], limit_s: float = 300.0) -> d
     return out
 
 
+def cluster_cpu() -> dict[str, float]:
+    """CPU seconds so far of the embedded cluster: this process (node 1 and the clients) and
+    the node processes it started (its children). Per operation, CPU is far less disturbed
+    than throughput by other work on a shared machine, and it counts RocksDB's background
+    flushes and compactions on every member."""
+    from dengine.bench.compare import cpu_seconds
+
+    me = os.getpid()
+    kids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == me:
+                        kids.append(int(name))
+            except (OSError, IndexError, ValueError):
+                pass
+    got = cpu_seconds(kids)
+    return {"cluster": got["servers"] + got["client"]}
+
+
+def _cpu_per_op(d: dict) -> float:
+    return float(d.get("extra", {}).get("cpu_us_per_op", {}).get("cluster", float("nan")))
+
+
 def comparison_rows(before: list[Summary], after: list[Summary], n: int) -> list[str]:
-    """A plain-text table: each workload's throughput and latency empty vs at ``n`` keys."""
+    """A plain-text table: each workload's throughput, latency and (when measured) cluster
+    CPU per operation, empty vs at ``n`` keys."""
     head = (f"{'workload':<20} {'ops/s empty':>12} {f'ops/s @{n:,}':>14} {'ratio':>6} "
-            f"{'p50 ms empty':>13} {f'p50 @{n:,}':>12} {'p99 ms empty':>13} {f'p99 @{n:,}':>12}")
+            f"{'p50 ms empty':>13} {f'p50 @{n:,}':>12} {'p99 ms empty':>13} {f'p99 @{n:,}':>12} "
+            f"{'CPU us/op empty':>16} {f'@{n:,}':>10}")
     rows = [head]
     for b, a in zip(before, after, strict=True):
         db, da = b.to_dict(), a.to_dict()
         ratio = da["throughput"] / db["throughput"] if db["throughput"] else float("nan")
         rows.append(f"{db['workload']:<20} {db['throughput']:>12,.0f} {da['throughput']:>14,.0f} "
                     f"{ratio:>6.2f} {db['p50_ms']:>13.2f} {da['p50_ms']:>12.2f} "
-                    f"{db['p99_ms']:>13.2f} {da['p99_ms']:>12.2f}")
+                    f"{db['p99_ms']:>13.2f} {da['p99_ms']:>12.2f} "
+                    f"{_cpu_per_op(db):>16,.0f} {_cpu_per_op(da):>10,.0f}")
     return rows

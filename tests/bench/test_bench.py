@@ -222,7 +222,10 @@ def test_bench_preload_runs_before_and_after_and_the_keys_are_there(tmp_path: Pa
         assert [(r["workload"], r["ops"], r["errors"]) for r in rows] \
             == [("write-concurrent", 40, 0)]
     assert "preloaded 2,500 keys" in proc.stdout and "ops/s @2,500" in proc.stdout
-    assert "right after the load:" in proc.stdout
+    assert "right after the load:" in proc.stdout and "CPU us/op empty" in proc.stdout
+    # the cluster's CPU per operation (this process and the node processes it started)
+    for rows in (data["results"], data["preload"]["results"]):
+        assert rows[0]["extra"]["cpu_us_per_op"]["cluster"] > 0
     assert "steady state after the bulk load (--settle" in proc.stdout
     # dengine scan and the client each saw every key (the preloaded ones and the workload's)
     scan = data["preload"]["scan"]
