@@ -171,8 +171,16 @@ async def _runs(args: argparse.Namespace, target: Any, specs: list, progress: bo
     from dengine.bench.preload import preload_keys
 
     kb = args.key_bytes or 16
+    regain = None
+    node = getattr(target, "node", None)
+    if node is not None:  # the embedded cluster writes through node 1 only
+        from dengine.bench.preload import regain_leadership
+
+        async def regain() -> None:
+            await regain_leadership(node, endpoints)
     secs = await preload_keys(target, args.preload, key_bytes=max(kb, 8),
-                              value_bytes=args.value_bytes or 256, progress=progress)
+                              value_bytes=args.value_bytes or 256, progress=progress,
+                              regain=regain)
     print(f"-- at {args.preload:,} more keys --", flush=True)
     after = await run_all(target, specs, progress=progress, preloaded=preloaded, cpu=cpu)
     settled = steady = None

@@ -21,12 +21,15 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dengine.bench.stats import Summary
 from dengine.bench.workloads import Progress
+from dengine.errors import DengineError, NotLeader
 
-__all__ = ["BATCH_KEYS", "preload_keys", "comparison_rows", "settle", "cluster_cpu"]
+__all__ = ["BATCH_KEYS", "preload_keys", "comparison_rows", "settle", "cluster_cpu",
+           "regain_leadership"]
 
 BATCH_KEYS = 1000
 IN_FLIGHT = 4
@@ -34,11 +37,15 @@ IDLE_S = 3.0
 
 
 async def preload_keys(target: Any, n: int, *, key_bytes: int = 16, value_bytes: int = 256,
-                       progress: bool | None = None) -> float:
-    """Write ``n`` keys in batches; returns the seconds it took."""
+                       progress: bool | None = None,
+                       regain: Callable[[], Awaitable[None]] | None = None) -> float:
+    """Write ``n`` keys in batches; returns the seconds it took. ``regain``, when given, is
+    awaited after a NotLeader before the batch is tried again (the embedded cluster writes
+    through its in-process node only: see :func:`regain_leadership`)."""
     if not hasattr(target, "put_many"):
         raise ValueError(f"--preload needs a dengine target, not {target.name}")
     await target.open(IN_FLIGHT)
+    regaining = asyncio.Lock()  # one transfer at a time for the IN_FLIGHT workers
     digits = max(1, key_bytes - 1)
     bar = Progress(f"{target.name} preload", n, progress)
     done = 0
@@ -58,6 +65,14 @@ async def preload_keys(target: Any, n: int, *, key_bytes: int = 16, value_bytes:
                 try:
                     await target.put_many(slot, pairs)
                     break
+                except NotLeader:
+                    if attempt == 4:
+                        raise
+                    if regain is not None:
+                        async with regaining:
+                            await regain()
+                    else:
+                        await asyncio.sleep(0.2)
                 except Exception:  # noqa: BLE001 - a leader change: retry the batch
                     if attempt == 4:
                         raise
@@ -71,6 +86,30 @@ async def preload_keys(target: Any, n: int, *, key_bytes: int = 16, value_bytes:
         await target.close()
     bar.draw(done, final=True)
     return time.perf_counter() - t0
+
+
+async def regain_leadership(node: Any, endpoints: list[str], timeout: float = 60.0) -> None:
+    """Hand the leadership back to ``node`` (in this process) if another member took it, as
+    :func:`dengine.bench.local.embedded_cluster` did at the start; a batch written meanwhile
+    may land twice, which a load of fixed keys and values does not notice."""
+    if node.is_leader:
+        return
+    from dengine.client import Client
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with Client(endpoints, timeout=timeout) as client:
+        while not node.is_leader:
+            if loop.time() > deadline:
+                raise TimeoutError(f"node {node.node_id} did not get the leadership back")
+            try:
+                await client.transfer_leader(node.node_id, timeout=10)
+            except DengineError:  # an election under way: ask again
+                pass
+            for _ in range(40):
+                if node.is_leader:
+                    break
+                await asyncio.sleep(0.05)
 
 
 async def settle(target: Any, endpoints: list[str], limit_s: float = 300.0) -> dict | None:

@@ -251,6 +251,46 @@ def test_settle_is_only_for_the_cluster_the_bench_started() -> None:
     assert asyncio.run(settle(Remote(), ["127.0.0.1:1"])) is None
 
 
+def test_preload_regains_the_leadership_after_a_not_leader_and_writes_every_key() -> None:
+    """A leader change during the load (the embedded cluster writes through node 1 only) is
+    handed to ``regain`` and the refused batch is written again, not lost or fatal."""
+    from dengine.bench.preload import preload_keys
+    from dengine.errors import NotLeader
+
+    class Flaky:
+        name = "dengine"
+
+        def __init__(self) -> None:
+            self.keys: set[bytes] = set()
+            self.refusals = 2
+
+        async def open(self, n: int) -> None:
+            pass
+
+        async def close(self) -> None:
+            pass
+
+        async def put_many(self, slot: int, pairs: list) -> None:
+            if self.refusals:
+                self.refusals -= 1
+                raise NotLeader(2, "127.0.0.1:2")
+            self.keys.update(k for k, _ in pairs)
+
+    regained = []
+
+    async def regain() -> None:
+        regained.append(1)
+
+    t = Flaky()
+    asyncio.run(preload_keys(t, 5500, progress=False, regain=regain))
+    assert len(t.keys) == 5500 and len(regained) == 2
+
+    always = Flaky()
+    always.refusals = 10**6
+    with pytest.raises(NotLeader):  # not a loop for ever: five tries per batch
+        asyncio.run(preload_keys(always, 1000, progress=False, regain=regain))
+
+
 def test_bench_preload_refuses_etcd(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "dengine", "bench", "--target", "etcd",
                            "--preload", "10", "--endpoints", "127.0.0.1:1"], env=_env(tmp_path),
