@@ -53,8 +53,9 @@ def register(subparsers: Any) -> None:
                    help="run the workloads, then load N keys (batched), then run them again "
                         "and compare (dengine targets only)")
     p.add_argument("--settle", action="store_true",
-                   help="with --preload --embedded: after the load, wait (at most 2 minutes) "
-                        "until the leader's state machine has no compaction left to do")
+                   help="with --preload --embedded: after the run at N keys, have every member "
+                        "flush and compact its store and wait until none owes a compaction "
+                        "(steady state after the bulk load), then run the workloads again")
     p.add_argument("--compare-scan", action="store_true",
                    help="with --preload: also time a full scan by `dengine scan` against one "
                         "by the Python client (each its own process)")
@@ -104,18 +105,25 @@ def _run_bench(args: argparse.Namespace) -> int:
     except DengineError as e:
         return report(e, where.where if where is not None else None)
     if args.preload:
-        summaries, after, secs, scan, settled = summaries
+        summaries, after, secs, scan, settled, steady = summaries
         from dengine.bench.preload import comparison_rows
 
         print(f"\npreloaded {args.preload:,} keys in {secs:.1f}s "
               f"({args.preload / max(secs, 1e-9):,.0f} keys/s)")
+        print("right after the load:")
         print("\n".join(comparison_rows(summaries, after, args.preload)), flush=True)
+        if steady is not None:
+            print(f"steady state after the bulk load (--settle, {settled['seconds']:.1f}s):")
+            print("\n".join(comparison_rows(summaries, steady, args.preload)), flush=True)
         if scan is not None:
             print(scan.row(), flush=True)
         write_json(args.json, {"results": [s.to_dict() for s in summaries],
                                "preload": {"keys": args.preload, "seconds": secs,
-                                           "settle_s": settled,
+                                           "settle_s": settled and settled["seconds"],
+                                           "settle": settled,
                                            "results": [s.to_dict() for s in after],
+                                           "settled_results": steady and [
+                                               s.to_dict() for s in steady],
                                            "scan": scan and scan.to_dict()}})
         return 0
     from dengine.bench.spread import report_lines, spread_ratios
@@ -164,30 +172,49 @@ async def _runs(args: argparse.Namespace, target: Any, specs: list, progress: bo
     from dengine.bench.runner import run_all
 
     preloaded: set = set()
-    before = await run_all(target, specs, progress=progress, preloaded=preloaded)
+    cpu: Any = None
+    if args.preload and getattr(target, "node", None) is not None:  # the embedded cluster
+        from dengine.bench.preload import cluster_cpu
+
+        cpu = cluster_cpu
+    before = await run_all(target, specs, progress=progress, preloaded=preloaded, cpu=cpu)
     if not args.preload:
         return before
     from dengine.bench.preload import preload_keys
 
     kb = args.key_bytes or 16
+    regain = None
+    node = getattr(target, "node", None)
+    if node is not None:  # the embedded cluster writes through node 1 only
+        from dengine.bench.preload import regain_leadership
+
+        async def regain() -> None:
+            await regain_leadership(node, endpoints)
     secs = await preload_keys(target, args.preload, key_bytes=max(kb, 8),
-                              value_bytes=args.value_bytes or 256, progress=progress)
-    settled = None
+                              value_bytes=args.value_bytes or 256, progress=progress,
+                              regain=regain)
+    print(f"-- at {args.preload:,} more keys --", flush=True)
+    after = await run_all(target, specs, progress=progress, preloaded=preloaded, cpu=cpu)
+    settled = steady = None
     if args.settle:
         from dengine.bench.preload import settle
 
-        settled = await settle(target)
-        print("-- settled: " + ("no in-process state machine to ask" if settled is None else
-                                f"waited {settled:.1f}s for the leader's compactions") + " --",
-              flush=True)
-    print(f"-- at {args.preload:,} more keys --", flush=True)
-    after = await run_all(target, specs, progress=progress, preloaded=preloaded)
+        settled = await settle(target, endpoints)
+        if settled is None:
+            print("-- settle: only for --embedded (the members it started) --", flush=True)
+        else:
+            print(f"-- settled in {settled['seconds']:.1f}s (compactions "
+                  + ", ".join(f"{s:.1f}s" for s in settled["compact_s"].values())
+                  + f", then {settled['wait_s']:.1f}s until none owed one): "
+                  f"at {args.preload:,} more keys, steady state --", flush=True)
+            steady = await run_all(target, specs, progress=progress, preloaded=preloaded,
+                                   cpu=cpu)
     scan = None
     if args.compare_scan:
         from dengine.bench.scan_compare import compare_scan
 
         scan = await compare_scan(endpoints, args.preload)
-    return before, after, secs, scan, settled
+    return before, after, secs, scan, settled, steady
 
 
 def _endpoints(args: argparse.Namespace) -> Any:

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dengine.cli import alarm as cli_alarm
 
     cli_alarm.register(sub)
+    from dengine.cli import storage as cli_storage
+
+    cli_storage.register(sub)
     from dengine.cli import lease as cli_lease
     from dengine.cli import watch as cli_watch
 

@@ -86,6 +86,14 @@ class ClusterMixin:
                                    endpoint=endpoint)
         return list(resp.alarms)
 
+    async def compact_storage(self, endpoint: str, *, timeout: float | None = None) -> float:
+        """Flush and compact the state machine store of the node at ``endpoint`` (only that
+        node: maintenance, as etcd's defragment); the seconds it took there."""
+        req = client_pb2.CompactStorageRequest()
+        resp = await self._cluster("compact_storage", "CompactStorage", req, timeout=timeout,
+                                   endpoint=endpoint)
+        return float(resp.seconds)
+
     async def transfer_leader(self, target_id: int, *, timeout: float | None = None) -> None:
         """Ask the leader to hand leadership to node ``target_id``."""
         req = client_pb2.TransferLeaderRequest(target_id=target_id)

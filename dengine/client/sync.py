@@ -162,6 +162,11 @@ class SyncClient(SyncWatchMixin, SyncLeaseMixin):
         :meth:`Client.alarm_disarm`); returns the alarms still raised there."""
         return self._run(self._client.alarm_disarm(endpoint, timeout=timeout))
 
+    def compact_storage(self, endpoint: str, *, timeout: float | None = None) -> float:
+        """Flush and compact the state machine store of the node at ``endpoint`` (see
+        :meth:`Client.compact_storage`); the seconds it took there."""
+        return self._run(self._client.compact_storage(endpoint, timeout=timeout))
+
     def transfer_leader(self, target_id: int, *, timeout: float | None = None) -> None:
         """Hand leadership to node ``target_id`` (see :meth:`Client.transfer_leader`)."""
         self._run(self._client.transfer_leader(target_id, timeout=timeout))

@@ -115,6 +115,9 @@ class NodeStatus:
     alarms: tuple[str, ...] = ()  # e.g. ("NOSPACE",): the storage quota is used up
     used_bytes: int = 0
     quota_bytes: int = 0  # 0: no quota
+    #: This node's RocksDB stores: compaction bytes owed, flushes + compactions running.
+    compaction_pending_bytes: int = 0
+    compactions_running: int = 0
 
     @property
     def is_leader(self) -> bool:
@@ -136,6 +139,8 @@ class NodeStatus:
             alarms=tuple(r.alarms),
             used_bytes=r.used_bytes,
             quota_bytes=r.quota_bytes,
+            compaction_pending_bytes=r.compaction_pending_bytes,
+            compactions_running=r.compactions_running,
         )
 
 

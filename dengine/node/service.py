@@ -256,8 +256,12 @@ class RequestHandler:
             leader_addr=st["leader_addr"] or "", commit_index=st["commit_index"],
             applied_index=st["applied_index"], members=self._members(),
             cluster_id=st["cluster_id"], alarms=st["alarms"], used_bytes=st["used_bytes"],
-            quota_bytes=st["quota_bytes"],
+            quota_bytes=st["quota_bytes"], compaction_pending_bytes=st["compaction_pending_bytes"],
+            compactions_running=st["compactions_running"],
         )
+
+    async def compact_storage(self, _req: Any) -> client_pb2.CompactStorageResponse:
+        return pb.CompactStorageResponse(seconds=await self.node.compact_storage())
 
     async def alarm_disarm(self, _req: Any) -> client_pb2.AlarmDisarmResponse:
         q = self.node.quota
@@ -375,6 +379,7 @@ class ClusterService(client_pb2_grpc.ClusterServicer):
     RemoveMember = _unary("remove_member", pb.MembershipResponse)
     AlarmDisarm = _unary("alarm_disarm", pb.AlarmDisarmResponse)
     _alarm_update = _unary("alarm_update", pb.AlarmDisarmResponse)
+    CompactStorage = _unary("compact_storage", pb.CompactStorageResponse)
 
     async def AlarmUpdate(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC's name
         """Only the member itself may record its alarm (see ClusterAlarm.caller_refusal)."""

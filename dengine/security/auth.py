@@ -22,10 +22,10 @@ The users file (``auth.users_path``, TOML, re-read when it changes) holds tokens
 Roles are ordered, each allowing what the ones before it do: ``read`` (Get, GetMany, Scan,
 the full Status), ``readwrite`` (Put, Delete, CompareAndSet, WriteBatch), ``admin``
 (TransferLeader, AddLearner, Promote, RemoveMember: membership and leadership changes;
-AlarmDisarm, which lets writes through again). A request with no identity gets
-UNAUTHENTICATED; one whose role is too low PERMISSION_DENIED naming the role it needs.
-``Status`` stays open (health probes use it), but without ``read`` it shows no cluster id
-and no member or leader addresses. On the ``Batch`` stream each
+AlarmDisarm, which lets writes through again; CompactStorage: maintenance). A request with
+no identity gets UNAUTHENTICATED; one whose role is too low PERMISSION_DENIED naming the role
+it needs. ``Status`` stays open (health probes use it), but without ``read`` it shows no
+cluster id and no member or leader addresses. On the ``Batch`` stream each
 request is checked alone: a forbidden one is answered with its own PERMISSION_DENIED error
 and the others go on.
 
@@ -57,7 +57,7 @@ METHOD_ROLES: Mapping[str, str] = {
     "Put": "readwrite", "Delete": "readwrite", "CompareAndSet": "readwrite",
     "WriteBatch": "readwrite", "RegisterSession": "readwrite",
     "TransferLeader": "admin", "AddLearner": "admin", "Promote": "admin",
-    "RemoveMember": "admin",
+    "RemoveMember": "admin", "CompactStorage": "admin",
     # Clearing the NOSPACE alarm lets writes through again: an operator's act (etcd: root).
     "AlarmDisarm": "admin",
     # Lease: a grant or revoke is a write (a revoke deletes the lease's keys).

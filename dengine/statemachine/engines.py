@@ -22,6 +22,7 @@ import bisect
 import os
 import shutil
 import struct
+import threading
 from collections.abc import Iterable, Iterator
 
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
@@ -29,6 +30,7 @@ from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 from dengine.errors import Corruption, SnapshotError, StorageError
 from dengine.storage import datadir, records
 from dengine.storage.lock import DirLock
+from dengine.storage.rocksdb import rocks_compaction_state
 
 _U32 = struct.Struct("<I")
 DEFAULT_CHUNK_BYTES = 1 << 20
@@ -131,6 +133,13 @@ class MemoryEngine:
                     bisect.insort(self._keys, k)
                 self._data[k] = v
 
+    def compaction_state(self) -> tuple[int, int]:
+        """Nothing to compact in memory: (0 bytes owed, 0 running)."""
+        return 0, 0
+
+    def compact(self) -> None:
+        """Nothing to compact in memory."""
+
     def pin(self) -> _ItemsSource:
         data = dict(self._data)
         keys = list(self._keys)
@@ -175,6 +184,7 @@ class RocksEngine:
         self._wopts.sync = sync
         self._log = logger
         self._db: Rdict | None = None  # open from __init__ until close()
+        self._maint = threading.Lock()  # compact() (a worker thread) against replace/close
         self._lock = DirLock(self.path)  # one owner: released by close()
         try:
             self._open_dir()
@@ -262,6 +272,22 @@ class RocksEngine:
             "rocksdb.compaction-pending", "rocksdb.num-running-compactions",
             "rocksdb.num-running-flushes"))
 
+    def compaction_state(self) -> tuple[int, int]:
+        """(bytes RocksDB estimates its compactions owe, flushes + compactions running)."""
+        return rocks_compaction_state(self._live)
+
+    def compact(self) -> None:
+        """Flush the memtable and compact every level (an operator's maintenance call, like
+        etcd's defragment): afterwards nothing a load left in level 0 or in memory is owed.
+        RocksDB serves reads and writes meanwhile; a restore waits for it (``_maint``)."""
+        with self._maint:
+            db = self._live
+            try:
+                db.flush(True)
+                db.compact_range(None, None)
+            except Exception as e:  # rocksdict raises plain Exception
+                raise StorageError(f"RocksDB compaction of {self.path} failed: {e}") from e
+
     def pin(self) -> _ItemsSource:
         snap = self._live.snapshot()
         holder = [snap]
@@ -283,8 +309,9 @@ class RocksEngine:
             raise
         records.write_record(self._p(CURRENT_FILE), KIND_CURRENT, name.encode())
         old, self._current = self._p(self._current), name
-        self._live.close()
-        self._db = self._open(new_path)
+        with self._maint:
+            self._live.close()
+            self._db = self._open(new_path)
         shutil.rmtree(old, ignore_errors=True)
         records.fsync_dir(self.path)
 
@@ -313,7 +340,8 @@ class RocksEngine:
         records.fsync_dir(path)
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        with self._maint:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
         self._lock.release()

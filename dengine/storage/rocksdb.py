@@ -50,6 +50,13 @@ MAX_TOTAL_WAL_BYTES = 32 * 1024 * 1024
 LOG_WRITE_BUFFER_BYTES = 16 * 1024 * 1024
 
 
+def rocks_compaction_state(db: Rdict) -> tuple[int, int]:
+    """(estimated pending compaction bytes, running flushes + compactions) of ``db``."""
+    return (db.property_int_value("rocksdb.estimate-pending-compaction-bytes") or 0,
+            (db.property_int_value("rocksdb.num-running-compactions") or 0)
+            + (db.property_int_value("rocksdb.num-running-flushes") or 0))
+
+
 def _options() -> Options:
     opts = Options(raw_mode=True)
     opts.create_if_missing(True)
@@ -300,6 +307,16 @@ class RocksLogStore(FailStop, IndexedLog):
             except Exception as e:  # rocksdict raises plain Exception
                 raise io_error(self._db_path, "fsync", e) from e
             self._unsynced = False
+
+    def compaction_state(self) -> tuple[int, int]:
+        """(bytes RocksDB estimates the log's compactions owe, flushes + compactions running);
+        (0, 0) once closed."""
+        db = self._db
+        if db is None:
+            return 0, 0
+        pending = sum(cf.property_int_value("rocksdb.estimate-pending-compaction-bytes") or 0
+                      for cf in (self._cf_log, self._cf_meta))
+        return pending, rocks_compaction_state(db)[1]
 
     def close(self) -> None:
         db = getattr(self, "_db", None)

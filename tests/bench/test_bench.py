@@ -213,10 +213,20 @@ def test_bench_preload_runs_before_and_after_and_the_keys_are_there(tmp_path: Pa
     data = json.loads(out.read_text())
     assert [r["ops"] for r in data["results"]] == [40]
     assert data["preload"]["keys"] == 2500
-    assert 0 <= data["preload"]["settle_s"] < 120  # the in-process leader was asked
-    assert [(r["workload"], r["ops"], r["errors"]) for r in data["preload"]["results"]] \
-        == [("write-concurrent", 40, 0)]
+    # --settle asked every member (3) to compact, then waited until none owed a compaction,
+    # and ran the workloads a third time; both rows are printed.
+    settle = data["preload"]["settle"]
+    assert len(settle["compact_s"]) == 3 and 0 <= data["preload"]["settle_s"] < 300
+    assert settle["wait_s"] >= 3.0  # IDLE_S in a row with nothing owed
+    for rows in (data["preload"]["results"], data["preload"]["settled_results"]):
+        assert [(r["workload"], r["ops"], r["errors"]) for r in rows] \
+            == [("write-concurrent", 40, 0)]
     assert "preloaded 2,500 keys" in proc.stdout and "ops/s @2,500" in proc.stdout
+    assert "right after the load:" in proc.stdout and "CPU us/op empty" in proc.stdout
+    # the cluster's CPU per operation (this process and the node processes it started)
+    for rows in (data["results"], data["preload"]["results"]):
+        assert rows[0]["extra"]["cpu_us_per_op"]["cluster"] > 0
+    assert "steady state after the bulk load (--settle" in proc.stdout
     # dengine scan and the client each saw every key (the preloaded ones and the workload's)
     scan = data["preload"]["scan"]
     assert scan["cli_keys"] == scan["client_keys"] >= 2500 and scan["ratio"] > 0
@@ -229,6 +239,56 @@ def test_bench_preload_runs_before_and_after_and_the_keys_are_there(tmp_path: Pa
         assert len(sm.prefix(b"p").items) == 2500
     finally:
         sm.close()
+
+
+def test_settle_is_only_for_the_cluster_the_bench_started() -> None:
+    """A cluster the benchmark did not start is not compacted behind its operator's back."""
+    from dengine.bench.preload import settle
+
+    class Remote:
+        name = "dengine"
+
+    assert asyncio.run(settle(Remote(), ["127.0.0.1:1"])) is None
+
+
+def test_preload_regains_the_leadership_after_a_not_leader_and_writes_every_key() -> None:
+    """A leader change during the load (the embedded cluster writes through node 1 only) is
+    handed to ``regain`` and the refused batch is written again, not lost or fatal."""
+    from dengine.bench.preload import preload_keys
+    from dengine.errors import NotLeader
+
+    class Flaky:
+        name = "dengine"
+
+        def __init__(self) -> None:
+            self.keys: set[bytes] = set()
+            self.refusals = 2
+
+        async def open(self, n: int) -> None:
+            pass
+
+        async def close(self) -> None:
+            pass
+
+        async def put_many(self, slot: int, pairs: list) -> None:
+            if self.refusals:
+                self.refusals -= 1
+                raise NotLeader(2, "127.0.0.1:2")
+            self.keys.update(k for k, _ in pairs)
+
+    regained = []
+
+    async def regain() -> None:
+        regained.append(1)
+
+    t = Flaky()
+    asyncio.run(preload_keys(t, 5500, progress=False, regain=regain))
+    assert len(t.keys) == 5500 and len(regained) == 2
+
+    always = Flaky()
+    always.refusals = 10**6
+    with pytest.raises(NotLeader):  # not a loop for ever: five tries per batch
+        asyncio.run(preload_keys(always, 1000, progress=False, regain=regain))
 
 
 def test_bench_preload_refuses_etcd(tmp_path: Path) -> None:

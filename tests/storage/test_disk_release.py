@@ -55,3 +55,17 @@ def test_disk_use_falls_after_compaction_without_a_restart(tmp_path, engine):
         assert store.last_index() == N + 1
     finally:
         store.close()
+
+
+def test_rocksdb_log_reports_its_compaction_state(tmp_path):
+    store = RocksLogStore(str(tmp_path / "log"), sync=False)
+    fill(store)
+    owed, running = store.compaction_state()
+    assert isinstance(owed, int) and isinstance(running, int) and owed >= 0 and running >= 0
+    store.compact(N - 100)
+    deadline = time.monotonic() + 30  # the reclaimer compacts the dropped range meanwhile
+    while store.compaction_state() != (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.compaction_state() == (0, 0)
+    store.close()
+    assert store.compaction_state() == (0, 0)  # closed: nothing to ask, no crash
