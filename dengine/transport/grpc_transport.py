@@ -297,6 +297,8 @@ class GrpcTransport:
         self._background: set[asyncio.Task[None]] = set()
         self._owns_server = server is None
         self._server: grpc.aio.Server | None = None
+        #: The receiving side (also used by the tcp transport for its own stream's checks).
+        self.service = RaftPeerService(self)
         if server is not None:
             self._register(server)
         self.port: int | None = None
@@ -322,7 +324,7 @@ class GrpcTransport:
         return self._server
 
     def _register(self, server: grpc.aio.Server) -> None:
-        raft_pb2_grpc.add_RaftPeerServicer_to_server(RaftPeerService(self), server)
+        raft_pb2_grpc.add_RaftPeerServicer_to_server(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         self._server = server
 
