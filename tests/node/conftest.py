@@ -56,8 +56,10 @@ class Cluster:
     """Nodes of one cluster in this process, on a MemoryNetwork (or gRPC on loopback)."""
 
     def __init__(self, tmp_path, n: int = 3, *, storage: str = "memory", grpc: bool = False,
-                 cluster_id: str = "test", **raft: Any) -> None:
+                 cluster_id: str = "test", peer_transport: str = PEER_TRANSPORT,
+                 **raft: Any) -> None:
         self.tmp = tmp_path
+        self.peer_transport = peer_transport
         self.storage = storage
         self.grpc = grpc
         self.cluster_id = cluster_id
@@ -76,7 +78,7 @@ class Cluster:
                         "listen_addr": self.addresses[node_id], "join": join},
             "raft": dict(self.raft),
             "network": {"fault_injection": True, "backoff_initial_ms": 20,
-                        "backoff_max_ms": 200, "peer_transport": PEER_TRANSPORT},
+                        "backoff_max_ms": 200, "peer_transport": self.peer_transport},
             "storage": {"engine": self.storage},
             "statemachine": {"engine": "memory" if self.storage == "memory" else "rocksdb"},
         }
