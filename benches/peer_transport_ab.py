@@ -5,7 +5,10 @@ first rotates), with the servers' CPU per operation over each timed phase.
 
     PYTHONPATH=$PWD python benches/peer_transport_ab.py --ops 2000 --rounds 3 --json out.json
 
-Prints one row per run and, at the end, the tcp/grpc ratios per round and their median.
+``--variants grpc,tcp:500``: a variant is a peer transport, optionally with
+``network.thread_switch_us`` after a colon (the first variant is the baseline of the ratios).
+Prints one row per run and, at the end, each variant's ratios to the baseline per round and
+their median.
 """
 
 from __future__ import annotations
@@ -28,30 +31,37 @@ from dengine.bench.runner import run_all, select_workloads
 from dengine.bench.stats import Summary
 from dengine.bench.targets import DengineTarget
 
-KINDS = ("grpc", "tcp")
-
 
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"{one:.1f}/{five:.1f}"
 
 
+def base_config(variant: str) -> dict[str, dict[str, Any]]:
+    transport, _, switch = variant.partition(":")
+    net: dict[str, Any] = {"peer_transport": transport}
+    if switch:
+        net["thread_switch_us"] = int(switch)
+    return {"network": net}
+
+
 async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     specs = select_workloads(args.workloads.split(","), ops=args.ops)
+    kinds = tuple(args.variants.split(","))
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="dengine-peer-ab-") as tmp:
         async with contextlib.AsyncExitStack() as stack:
             clusters = {}
-            for kind in KINDS:
+            for n, kind in enumerate(kinds):
                 clusters[kind] = await stack.enter_async_context(dengine_processes(
-                    Path(tmp) / kind, base={"network": {"peer_transport": kind}}))
+                    Path(tmp) / f"c{n}", base=base_config(kind)))
             targets = {k: DengineTarget(lc.endpoints, timeout=10.0) for k, lc in clusters.items()}
             preloaded: set = set()
             print(Summary.HEADER + "  server-us/op  load", flush=True)
             for rnd in range(1, args.rounds + 1):
                 for i, spec in enumerate(specs):
-                    order = KINDS if (rnd + i) % 2 == 0 else KINDS[::-1]
-                    for kind in order:
+                    shift = (rnd + i) % len(kinds)  # who goes first rotates
+                    for kind in kinds[shift:] + kinds[:shift]:
                         lc = clusters[kind]
                         pids = [n.pid for n in lc.nodes.values()]
                         lc.check_alive()
@@ -68,27 +78,31 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def ratios(rows: list[dict[str, Any]]) -> None:
-    print("\ntcp / grpc, per round (rate; server CPU per op):")
+def ratios(rows: list[dict[str, Any]], kinds: list[str]) -> None:
+    base = kinds[0]
     by: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
     for r in rows:
         by.setdefault((r["workload"], r["round"]), {})[r["kind"]] = r
-    per_workload: dict[str, list[tuple[float, float]]] = {}
-    for (w, rnd), pair in sorted(by.items()):
-        if len(pair) < 2:
-            continue
-        g, t = pair["grpc"], pair["tcp"]
-        rate = t["throughput"] / g["throughput"]
-        cg = g["extra"].get("cpu_us_per_op", {}).get("servers", 0)
-        ct = t["extra"].get("cpu_us_per_op", {}).get("servers", 0)
-        cpu = ct / cg if cg else float("nan")
-        per_workload.setdefault(w, []).append((rate, cpu))
-        print(f"  {w:<18} round {rnd}: rate {rate:.2f}x, avg latency "
-              f"{t['avg_ms'] / g['avg_ms']:.2f}x, p99 {t['p99_ms'] / g['p99_ms']:.2f}x, "
-              f"server CPU/op {cpu:.2f}x ({cg:.0f} -> {ct:.0f} us)")
-    for w, vals in per_workload.items():
-        print(f"  {w:<18} median: rate {statistics.median(v[0] for v in vals):.2f}x, "
-              f"server CPU/op {statistics.median(v[1] for v in vals):.2f}x")
+    for other in kinds[1:]:
+        print(f"\n{other} / {base}, per round (rate; latency; server CPU per op):")
+        per: dict[str, list[tuple[float, float, float]]] = {}
+        for (w, rnd), runs in sorted(by.items()):
+            if base not in runs or other not in runs:
+                continue
+            g, t = runs[base], runs[other]
+            rate = t["throughput"] / g["throughput"]
+            cg = g["extra"].get("cpu_us_per_op", {}).get("servers", 0)
+            ct = t["extra"].get("cpu_us_per_op", {}).get("servers", 0)
+            cpu = ct / cg if cg else float("nan")
+            p50 = t["p50_ms"] / g["p50_ms"]
+            per.setdefault(w, []).append((rate, p50, cpu))
+            print(f"  {w:<18} round {rnd}: rate {rate:.2f}x, avg {t['avg_ms'] / g['avg_ms']:.2f}x, "
+                  f"p50 {p50:.2f}x, p99 {t['p99_ms'] / g['p99_ms']:.2f}x, server CPU/op "
+                  f"{cpu:.2f}x ({cg:.0f} -> {ct:.0f} us)")
+        for w, vals in per.items():
+            print(f"  {w:<18} median: rate {statistics.median(v[0] for v in vals):.2f}x, "
+                  f"p50 {statistics.median(v[1] for v in vals):.2f}x, "
+                  f"server CPU/op {statistics.median(v[2] for v in vals):.2f}x")
 
 
 if __name__ == "__main__":
@@ -96,9 +110,10 @@ if __name__ == "__main__":
     p.add_argument("--ops", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--workloads", default="write-single,write-concurrent,read-linearizable")
+    p.add_argument("--variants", default="grpc,tcp")
     p.add_argument("--json")
     args = p.parse_args()
     out = asyncio.run(main(args))
-    ratios(out)
+    ratios(out, args.variants.split(","))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
