@@ -5,8 +5,8 @@ first rotates), with the servers' CPU per operation over each timed phase.
 
     PYTHONPATH=$PWD python benches/peer_transport_ab.py --ops 2000 --rounds 3 --json out.json
 
-``--variants grpc,tcp:500``: a variant is a peer transport, optionally with
-``network.thread_switch_us`` after a colon (the first variant is the baseline of the ratios).
+``--variants grpc,tcp``: a variant is a peer transport, optionally followed by ``:KEY=VALUE``
+network keys (``tcp:peer_stream_port=7400``); the first variant is the baseline of the ratios.
 Prints one row per run and, at the end, each variant's ratios to the baseline per round and
 their median.
 """
@@ -38,10 +38,11 @@ def load() -> str:
 
 
 def base_config(variant: str) -> dict[str, dict[str, Any]]:
-    transport, _, switch = variant.partition(":")
+    transport, *keys = variant.split(":")
     net: dict[str, Any] = {"peer_transport": transport}
-    if switch:
-        net["thread_switch_us"] = int(switch)
+    for item in keys:
+        key, _, value = item.partition("=")
+        net[key] = value
     return {"network": net}
 
 

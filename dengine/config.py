@@ -228,11 +228,6 @@ class NetworkSection:
         0, "peer_transport tcp: the port of the peer stream, on the host of cluster.listen_addr "
         "(0 = any free port; peers ask for it over gRPC)", min=0, max=65535,
     )
-    thread_switch_us: int = _key(
-        0, "dengine serve: the interpreter's thread switch interval (sys.setswitchinterval); "
-        "a finished fsync waits up to this long for a busy event loop thread to let it hand "
-        "its result back; 0 = Python's default (5000)", min=0, max=100_000,
-    )
     drain_timeout_ms: int = _key(
         5000, "on SIGTERM: time to hand over leadership and answer requests in flight", min=0
     )

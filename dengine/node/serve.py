@@ -44,11 +44,6 @@ def run_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     obs = config.observability
     configure_logging(obs.log_level, obs.log_format)
-    if config.network.thread_switch_us:
-        # A busy event loop thread that never blocks in C keeps the GIL until this interval
-        # asks it to let go (grpc.aio's calls let go often; uvloop's socket I/O does not):
-        # the fsync thread's result waits that long (benches/reports/peer-transport-*.md).
-        sys.setswitchinterval(config.network.thread_switch_us / 1e6)
     try:
         import uvloop
 
