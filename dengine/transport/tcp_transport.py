@@ -26,10 +26,10 @@ with the refusal's text and ``sender_removed``, and closes. After that every bat
 exactly as on the gRPC stream (the same :meth:`RaftPeerService._refusal` and ``_deliver``: the
 cluster id, a known sender, the TLS identity of the sender it claims, each message decoded
 within 2^63 and from/to whom the batch says), with the same counters and refusal reasons.
-A frame longer than ``network.max_message_bytes`` (the gRPC limit) is refused as
-``oversized_frame``, one that is not a protobuf message as ``malformed_frame``, a hello that
-does not come within ``network.connect_timeout_ms`` as ``no_hello``; each closes that connection
-and nothing else.
+A frame longer than ``network.max_message_bytes`` (the gRPC limit; the hello: 64 KiB) is
+refused as ``oversized_frame``, one that is not a protobuf message as ``malformed_frame``, a
+hello that does not come within ``network.connect_timeout_ms`` as ``no_hello``; each closes
+that connection and nothing else.
 
 TLS. With ``tls.enabled`` the stream is mutual TLS with the node's certificate files: the
 receiver requires a certificate of the cluster CA and checks it against the sender claimed
@@ -67,6 +67,8 @@ __all__ = ["TcpTransport", "FRAME_HEADER"]
 #: A frame's header: the length of the protobuf message that follows, 4 bytes big-endian.
 FRAME_HEADER = struct.Struct(">I")
 _HEADER_BYTES = FRAME_HEADER.size
+#: The largest first frame (the hello) a connection may send.
+HELLO_MAX_BYTES = 64 * 1024
 
 
 class FrameError(Exception):
@@ -394,7 +396,9 @@ class TcpTransport(GrpcTransport):
         limit, svc, stats, faults = self.frame_limit, self.service, self.stats, self._faults
         try:
             async with asyncio.timeout(self.config.network.connect_timeout_ms / 1000):
-                hello = _parse(raft_pb2.RaftBatch, await read_frame(reader, limit))
+                # Before a sender is known, only a small frame: nobody unchecked makes this
+                # node hold max_message_bytes per connection.
+                hello = _parse(raft_pb2.RaftBatch, await read_frame(reader, HELLO_MAX_BYTES))
         except TimeoutError:
             raise FrameError("no_hello", "no hello within network.connect_timeout_ms") from None
         verified = 0  # the sender whose certificate was checked (once per stream)

@@ -138,8 +138,12 @@ def test_garbage_oversized_and_silent_connections_are_refused_and_counted(
             r, w = await raw(port, FRAME_HEADER.pack(6) + b"\xff\xff\xff\xff\xff\xff")
             assert await closed(r)
             w.close()
-            # A length past network.max_message_bytes: refused before reading it.
+            # A length past network.max_message_bytes: refused before reading it; a hello
+            # past 64 KiB too, though within the limit.
             r, w = await raw(port, FRAME_HEADER.pack(2**31))
+            assert await closed(r)
+            w.close()
+            r, w = await raw(port, FRAME_HEADER.pack(1024 * 1024))
             assert await closed(r)
             w.close()
             # A good hello, then garbage: the connection closes, the node carries on.
@@ -153,7 +157,7 @@ def test_garbage_oversized_and_silent_connections_are_refused_and_counted(
             w.close()
             counts = t2.refusals.counts
             assert counts.get("malformed_frame") == 2, counts
-            assert counts.get("oversized_frame") == 1 and counts.get("no_hello") == 1, counts
+            assert counts.get("oversized_frame") == 2 and counts.get("no_hello") == 1, counts
             assert in2.messages == []
             # Still serving.
             r, w = await raw(port, frame(hello(messages=[encode(hb(1, 2))])))
