@@ -38,6 +38,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from dengine.config import Config
 from dengine.errors import ClusterMismatch, RemoteProtocolError, Unavailable
+from dengine.observability import timeline as _tl
 from dengine.raft.messages import Message
 from dengine.raft.types import SnapshotMeta
 from dengine.security.refusals import RefusalLog
@@ -237,6 +238,8 @@ class _PeerLink:
             stats.batches_sent += 1
             stats.messages_sent += len(out)
             self.sent_batches += 1
+            if _tl.ON:
+                _tl.mark("t.out", self.peer_id, len(out))
             yield batch
 
 

@@ -26,6 +26,7 @@ from dengine.errors import (
     RemoteProtocolError,
     SnapshotError,
 )
+from dengine.observability import timeline as _tl
 from dengine.transport.base import SnapshotReceiver
 from dengine.transport.convert import meta_from_proto
 from dengine.transport.status import grpc_status
@@ -115,6 +116,8 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
     def _deliver(self, batch: raft_pb2.RaftBatch, sender: int, context: Any = None) -> None:
         t = self.t
         decode, on_message, me = t.decode, t.on_message, t.node_id
+        if _tl.ON:
+            _tl.mark("t.in", sender, len(batch.messages))
         for pb in batch.messages:
             try:
                 msg = decode(pb)
