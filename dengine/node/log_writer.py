@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dengine.observability import timeline as _tl
@@ -25,8 +26,11 @@ __all__ = ["LogWriter"]
 class LogWriter:
     """Owns the node's log writes (see the module docstring); ``sync`` is storage.sync."""
 
-    def __init__(self, log_store: LogStore, sync: bool, metrics: NodeMetrics) -> None:
+    def __init__(self, log_store: LogStore, sync: bool, metrics: NodeMetrics,
+                 inline: Callable[[], bool] | None = None) -> None:
         self._store = log_store
+        #: When it says so, persist on the calling thread (no executor round trip).
+        self._inline = inline
         self._sync = sync
         self._metrics = metrics
         #: (term, vote) of the hard state last written with a sync.
@@ -57,7 +61,8 @@ class LogWriter:
         self._deferred_hs = None
         if hs is not None:
             self._synced_term_vote = (hs.term, hs.vote)
-        if not getattr(self._store, "durable", True):
+        if not getattr(self._store, "durable", True) or (
+                self._inline is not None and self._inline()):
             self._persist(rd.entries, hs)  # nothing to wait for: no thread hop
             return None
         loop = asyncio.get_running_loop()
