@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 from dengine.observability import timeline as _tl
@@ -26,11 +25,8 @@ __all__ = ["LogWriter"]
 class LogWriter:
     """Owns the node's log writes (see the module docstring); ``sync`` is storage.sync."""
 
-    def __init__(self, log_store: LogStore, sync: bool, metrics: NodeMetrics,
-                 inline: Callable[[], bool] | None = None) -> None:
+    def __init__(self, log_store: LogStore, sync: bool, metrics: NodeMetrics) -> None:
         self._store = log_store
-        #: When it says so, persist on the calling thread (no executor round trip).
-        self._inline = inline
         self._sync = sync
         self._metrics = metrics
         #: (term, vote) of the hard state last written with a sync.
@@ -61,8 +57,7 @@ class LogWriter:
         self._deferred_hs = None
         if hs is not None:
             self._synced_term_vote = (hs.term, hs.vote)
-        if not getattr(self._store, "durable", True) or (
-                self._inline is not None and self._inline()):
+        if not getattr(self._store, "durable", True):
             self._persist(rd.entries, hs)  # nothing to wait for: no thread hop
             return None
         loop = asyncio.get_running_loop()

@@ -78,7 +78,6 @@ if TYPE_CHECKING:
 __all__ = ["Node", "Consistency"]
 
 MT = MessageType
-_INLINE_FOLLOWER = __import__("os").environ.get("DENGINE_EXP_INLINE_FSYNC", "") == "1"
 
 
 class Node:
@@ -141,8 +140,7 @@ class Node:
         self._fault_task: asyncio.Task | None = None
         self._stopping = False
         self.metrics = NodeMetrics(self.node_id)  # this node's own registry
-        self.writer = LogWriter(log_store, config.storage.sync, self.metrics,
-                                inline=self._follower if _INLINE_FOLLOWER else None)
+        self.writer = LogWriter(log_store, config.storage.sync, self.metrics)
         self.metrics.watch(self)
         #: Every peer message refused (by the transport or the core): counted, logged.
         self.refusals = RefusalLog(self.logger)
@@ -294,9 +292,6 @@ class Node:
         if not self.accepting:
             raise Unavailable(f"node {self.node_id} is not serving (stopping or not started); "
                               "the request was not applied: retry on another node")
-
-    def _follower(self) -> bool:
-        return self._core is not None and self._core.role != Role.LEADER
 
     def _submit(self, op: Callable[[], None]) -> None:
         self._ops.append(op)

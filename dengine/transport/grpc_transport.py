@@ -108,17 +108,11 @@ class _PeerLink:
             return
         self.pending.extend(messages)
         self.pending_bytes += size
-        if self._send_now():
-            return
         self.wake.set()
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(
                 self.run(), name=f"dengine-peer-{self.peer_id}"
             )
-
-    def _send_now(self) -> bool:
-        """Send what is pending at once, from the caller, if this link can (True if it did)."""
-        return False
 
     async def run(self) -> None:
         net = self.t.config.network

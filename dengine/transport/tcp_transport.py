@@ -46,7 +46,6 @@ longest backoff after a refusal, and the node told when a peer says it was remov
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import ssl
 import struct
@@ -57,9 +56,8 @@ import grpc
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from dengine.errors import RemoteProtocolError, Unavailable
-from dengine.observability import timeline as _tl
 from dengine.security.tls import PeerTls, peer_san, warn_if_exposed
-from dengine.transport.grpc_transport import GrpcTransport, _cancel_all, _PeerLink, payload_limit
+from dengine.transport.grpc_transport import GrpcTransport, _cancel_all, _PeerLink
 from dengine.transport.service import SenderRemoved
 from dengine.transport.status import from_rpc_error
 from dengine.v1 import raft_pb2, raft_pb2_grpc
@@ -121,9 +119,6 @@ def _keepalive(sock: Any, net: Any) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
     except OSError:
         pass
-
-
-_DIRECT_SEND = os.environ.get("DENGINE_EXP_DIRECT_SEND", "") == "1"
 
 
 class _StreamContext:
@@ -218,50 +213,6 @@ class _TcpLink(_PeerLink):
     t: TcpTransport
     #: How the last stream went: "tcp", or "grpc" to a peer with no tcp stream.
     via = ""
-    #: The open tcp connection's writer and its stream number, while there is one.
-    _direct: tuple[asyncio.StreamWriter, int] | None = None
-
-    @property
-    def direct_limit(self) -> int:
-        return payload_limit(self.t.config.network)
-
-    def _send_now(self) -> bool:
-        """Write the pending messages straight to the connection from the caller (the drive
-        loop), when nothing is queued ahead of them and the socket takes them at once: one
-        loop turn and the link task's wake-up fewer before an append leaves. Otherwise the
-        link task sends them as usual."""
-        direct = self._direct
-        if direct is None or not _DIRECT_SEND:
-            return False
-        writer, stream_no = direct
-        pending = self.pending
-        if (stream_no != self.stream_no or writer.is_closing()
-                or writer.transport.get_write_buffer_size()
-                or len(pending) > 64):
-            return False
-        t = self.t
-        encode, limit = t.encode, self.direct_limit
-        batch = raft_pb2.RaftBatch(cluster_id=t.cluster_id)
-        setattr(batch, "from", t.node_id)
-        out = batch.messages
-        size = 0
-        for msg in pending:
-            pb = encode(msg)
-            size += pb.ByteSize() + 8
-            if size > limit:
-                return False  # the link task splits it into batches
-            out.append(pb)
-        n = len(pending)
-        pending.clear()
-        self.pending_bytes = 0
-        stats = t.stats
-        stats.batches_sent += 1
-        stats.messages_sent += n
-        self.sent_batches += 1
-        if _tl.ON:
-            _tl.mark("t.out", self.peer_id, n)
-        writer.write(frame(batch))
-        return True
 
     async def _one_stream(self) -> bool:
         t = self.t
@@ -296,7 +247,6 @@ class _TcpLink(_PeerLink):
                 self._on_failure(RemoteProtocolError(self.peer_id, ack.error))
                 return False
             self.connected = True
-            self._direct = (writer, stream_no)
             reader_task = asyncio.get_running_loop().create_task(
                 self._read_acks(reader, stream_no), name=f"dengine-peer-acks-{self.peer_id}")
             write = writer.write
@@ -318,7 +268,6 @@ class _TcpLink(_PeerLink):
         except (OSError, asyncio.IncompleteReadError, ssl.SSLError) as e:
             self._on_failure(Unavailable(f"peer stream to {host}:{port}: {e!r}"))
         finally:
-            self._direct = None
             self.stream_no += 1
             self.wake.set()
             if reader_task is not None:
