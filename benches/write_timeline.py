@@ -11,7 +11,7 @@ leader first. Prints, per variant, the median and p90 of each gap of that critic
 sum against the measured latency, and the leader's own write and fsync beside it.
 
 A variant is a peer transport, optionally with ``:KEY=VALUE`` network keys, as in
-``peer_transport_ab.py``.
+``peer_transport_ab.py``, and ``@NAME=VALUE`` environment variables for its node processes.
 """
 
 from __future__ import annotations
@@ -48,12 +48,15 @@ CHAIN: list[tuple[str, str, str]] = [
     ("F", "n.fsync1", ">="), ("F", "n.send_ack", ">="), ("F", "t.out", "L"),
     ("L", "t.in", "F"), ("L", "n.recv_ack", ">="), ("L", "n.step_ack", ">="),
     ("L", "n.ready_c", ">="), ("L", "n.apply0", ">="), ("L", "n.apply1", ">="),
-    ("L", "s.handled", ""), ("L", "s.yield", ""), ("L", "s.written", ""),
+    ("L", "s.handled", ""), ("L", "s.yield", ""),
     ("C", "c.read", ""), ("C", "c.resume", ""),
 ]
 # The leader's own persistence, as offsets from its n.send_app.
 SIDE = [("L", "n.write0", "="), ("L", "n.fsync0", "="), ("L", "n.fsync1", "="),
         ("L", "n.turn_end", "")]
+# The Batch stream's write of the answer (when grpc.aio asks for the next one: not a stage of
+# the chain, the client may read the answer first), as an offset from s.yield.
+SIDE_YIELD = ("L", "s.written", "")
 
 
 def load() -> str:
@@ -101,6 +104,7 @@ def analyse(client: dict, nodes: dict[int, dict], start: int, end: int) -> dict[
     totals: list[float] = []
     leader_fsync_late = 0
     done = 0
+    missed: dict[str, int] = defaultdict(int)
     for t0 in calls:
         t1 = next((r for r in resumes if r >= t0), None)
         if t1 is None:
@@ -130,6 +134,7 @@ def analyse(client: dict, nodes: dict[int, dict], start: int, end: int) -> dict[
             t = first(procs[proc].get(stage, []), prev_t, t1, rule, idx, peers[proc])
             if t is None:
                 ok = False
+                missed[f"{proc}:{stage}"] += 1
                 break
             row.append((f"{prev_name} -> {proc}:{stage}", (t - prev_t) / 1000))
             prev_t, prev_name = t, f"{proc}:{stage}"
@@ -144,12 +149,16 @@ def analyse(client: dict, nodes: dict[int, dict], start: int, end: int) -> dict[
             t = first(procs[proc].get(stage, []), t0, t1 + 50_000_000, rule, idx, 0)
             if t is not None and sent is not None:
                 side[f"L:n.send_app -> L:{stage}"].append((t - sent) / 1000)
+        y = first(nodes[lead].get("s.yield", []), t0, t1, "", idx, 0)
+        w = first(nodes[lead].get("s.written", []), y or t0, t1 + 50_000_000, "", idx, 0)
+        if y is not None and w is not None:
+            side["L:s.yield -> L:s.written"].append((w - y) / 1000)
         f1 = first(nodes[lead].get("n.fsync1", []), t0, t1 + 50_000_000, "=", idx, 0)
         got = first(nodes[lead].get("n.recv_ack", []), t0, t1, ">=", idx, 0)
         if f1 is not None and got is not None and f1 > got:
             leader_fsync_late += 1
     return {"writes": len(calls), "chained": done, "totals": totals, "gaps": gaps,
-            "side": side, "leader_fsync_after_ack": leader_fsync_late}
+            "side": side, "leader_fsync_after_ack": leader_fsync_late, "missed": missed}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -182,17 +191,25 @@ async def main(args: argparse.Namespace) -> None:
     windows: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
     pids: dict[str, list[int]] = {}
     rates: dict[str, list[float]] = defaultdict(list)
+    lat: dict[str, list[tuple[float, float]]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="dengine-tl-") as tmp:
         async with contextlib.AsyncExitStack() as stack:
             clusters = {}
             for n, kind in enumerate(kinds):
-                transport, *keys = kind.split(":")
+                spec, *envs = kind.split("@")
+                transport, *keys = spec.split(":")
                 net: dict[str, Any] = {"peer_transport": transport}
                 for item in keys:
                     k, _, v = item.partition("=")
                     net[k] = v
-                clusters[kind] = await stack.enter_async_context(
-                    dengine_processes(Path(tmp) / f"c{n}", base={"network": net}))
+                saved = dict(os.environ)
+                os.environ.update(e.partition("=")[::2] for e in envs)
+                try:
+                    clusters[kind] = await stack.enter_async_context(
+                        dengine_processes(Path(tmp) / f"c{n}", base={"network": net}))
+                finally:
+                    os.environ.clear()
+                    os.environ.update(saved)
                 pids[kind] = [nd.pid for nd in clusters[kind].nodes.values()]
             targets = {k: DengineTarget(lc.endpoints, timeout=10.0) for k, lc in clusters.items()}
             preloaded: set = set()
@@ -205,6 +222,7 @@ async def main(args: argparse.Namespace) -> None:
                     end = time.monotonic_ns()
                     windows[kind].append((start, end, la))
                     rates[kind].append(s.throughput)
+                    lat[kind].append((s.avg_ms, s.p50_ms))
                     print(f"round {rnd} {kind}: {s.throughput:.0f} ops/s avg {s.avg_ms:.2f} ms p50 {s.p50_ms:.2f} ms, load {la}", flush=True)
     timeline.flush()
     client = read_events(os.getpid())
@@ -213,7 +231,8 @@ async def main(args: argparse.Namespace) -> None:
     for kind in kinds:
         nodes = {i: read_events(pid) for i, pid in enumerate(pids[kind], 1)}
         merged: dict[str, Any] = {"writes": 0, "chained": 0, "totals": [], "gaps": defaultdict(list),
-                                  "side": defaultdict(list), "leader_fsync_after_ack": 0}
+                                  "side": defaultdict(list), "leader_fsync_after_ack": 0,
+                                  "missed": defaultdict(int)}
         for start, end, _ in windows[kind]:
             r = analyse(client, nodes, start, end)
             merged["writes"] += r["writes"]
@@ -224,21 +243,36 @@ async def main(args: argparse.Namespace) -> None:
                 merged["gaps"][k] += v
             for k, v in r["side"].items():
                 merged["side"][k] += v
+            for k, v in r["missed"].items():
+                merged["missed"][k] += v
         lines.append("")
         lines.append(f"rates {[round(x) for x in rates[kind]]} ops/s, loads "
                      f"{[w[2] for w in windows[kind]]}")
         lines += report(kind, merged)
+        lines.append(f"unchained, by the first stage not found: {dict(merged['missed'])}")
         results[kind] = {k: (dict(v) if isinstance(v, defaultdict) else v)
                          for k, v in merged.items()}
+    base = kinds[0]
+    lines.append("")
+    lines.append(f"per round, against {base} (avg latency ratio, p50 latency ratio):")
+    for kind in kinds[1:]:
+        pairs = [(a[0] / b[0], a[1] / b[1]) for a, b in zip(lat[kind], lat[base], strict=True)]
+        lines.append(f"  {kind}: avg " + " ".join(f"{x:.2f}" for x, _ in pairs)
+                     + f" (median {statistics.median(x for x, _ in pairs):.2f}); p50 "
+                     + " ".join(f"{y:.2f}" for _, y in pairs)
+                     + f" (median {statistics.median(y for _, y in pairs):.2f})")
     text = "\n".join(lines)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
     if args.json:
         Path(args.json).write_text(json.dumps(
-            {k: {"rates": rates[k], "loads": [w[2] for w in windows[k]],
+            {k: {"rates": rates[k], "loads": [w[2] for w in windows[k]], "latency_ms": lat[k],
                  "gaps_median": {g: statistics.median(v) for g, v in r["gaps"].items()},
-                 "measured_median": statistics.median(r["totals"]) if r["totals"] else None}
+                 "gaps_p90": {g: pct(v, 0.9) for g, v in r["gaps"].items()},
+                 "side_median": {g: statistics.median(v) for g, v in r["side"].items()},
+                 "measured_median": statistics.median(r["totals"]) if r["totals"] else None,
+                 "measured_p90": pct(r["totals"], 0.9) if r["totals"] else None}
              for k, r in results.items()}, indent=1))
 
 

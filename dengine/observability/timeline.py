@@ -42,12 +42,14 @@ def mark(stage: str, a: int = 0, b: int = 0) -> None:
 
 
 def flush() -> None:
-    """Append what was recorded to this process's file."""
-    global _events
+    """Append what was recorded to this process's file (marks made meanwhile, from other
+    threads, stay in the list for the next flush: one list, cut from the front only)."""
     with _lock:
-        events, _events = _events, []
-        if not events:
+        n = len(_events)
+        if not n:
             return
+        events = _events[:n]
+        del _events[:n]
         with open(os.path.join(_DIR, f"{os.getpid()}.tl"), "a", encoding="ascii") as f:
             f.writelines(f"{t}\t{s}\t{a}\t{b}\n" for t, s, a, b in events)
 
