@@ -219,6 +219,15 @@ class NetworkSection:
     max_connection_idle_ms: int = _key(
         300_000, "close a client connection with no calls for this long; 0 = never", min=0
     )
+    peer_transport: str = _key(
+        "grpc", "how Raft messages travel between peers: grpc (a RaftPeer.Stream call) or tcp "
+        "(length-prefixed frames on a TCP stream, mutual TLS as gRPC; snapshots stay on gRPC)",
+        choices=("grpc", "tcp"),
+    )
+    peer_stream_port: int = _key(
+        0, "peer_transport tcp: the port of the peer stream, on the host of cluster.listen_addr "
+        "(0 = any free port; peers ask for it over gRPC)", min=0, max=65535,
+    )
     drain_timeout_ms: int = _key(
         5000, "on SIGTERM: time to hand over leadership and answer requests in flight", min=0
     )

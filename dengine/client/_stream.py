@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 
 from dengine.errors import OperationTimeout, Unavailable
+from dengine.observability import timeline as _tl
 from dengine.v1 import client_pb2
 
 __all__ = ["BatchStream", "StreamStats"]
@@ -94,10 +95,14 @@ class BatchStream:
         self._waiting[rid] = fut
         wrapped = client_pb2.ClientRequest(request_id=rid)
         getattr(wrapped, field).CopyFrom(request)
+        if _tl.ON:
+            _tl.mark("c.call")
         self._pending.append(wrapped)
         self._wake.set()
         try:
             resp = await asyncio.wait_for(fut, timeout)
+            if _tl.ON:
+                _tl.mark("c.resume")
         except TimeoutError:
             raise OperationTimeout(op, timeout) from None
         finally:
@@ -129,6 +134,8 @@ class BatchStream:
                 self._wake.clear()
                 while self._pending:
                     batch = self._take()
+                    if _tl.ON:
+                        _tl.mark("c.write", len(batch))
                     await self._call.write(client_pb2.ClientRequestBatch(requests=batch))
                     self._stats.messages_sent += 1
                     self._stats.requests_sent += len(batch)
@@ -146,6 +153,8 @@ class BatchStream:
                 if msg is grpc.aio.EOF:
                     self._break("the server closed it", None)
                     return
+                if _tl.ON:
+                    _tl.mark("c.read", len(msg.responses))
                 for resp in msg.responses:
                     fut = self._waiting.pop(resp.request_id, None)
                     if fut is not None and not fut.done():

@@ -17,6 +17,8 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from dengine.observability import timeline as _tl
+
 __all__ = ["StreamBudget", "run_batch_stream"]
 
 
@@ -72,13 +74,19 @@ async def run_batch_stream(
     loop = asyncio.get_running_loop()
 
     async def one(req: Any) -> None:
+        if _tl.ON:
+            _tl.mark("s.handle")
         resp = await handle(req)
+        if _tl.ON:
+            _tl.mark("s.handled")
         budget.queued(resp.ByteSize())
         out.put_nowait(resp)
 
     async def read() -> None:
         try:
             async for batch in request_iterator:
+                if _tl.ON:
+                    _tl.mark("s.req", len(batch.requests))
                 for req in batch.requests:
                     await budget.acquire()
                     t = loop.create_task(one(req))
@@ -106,7 +114,11 @@ async def run_batch_stream(
                     break
                 responses.append(item)
             nbytes = sum(r.ByteSize() for r in responses)
+            if _tl.ON:
+                _tl.mark("s.yield", len(responses))
             yield make_batch(responses)
+            if _tl.ON:
+                _tl.mark("s.written")
             budget.written(len(responses), nbytes)
             if done:
                 return

@@ -1,7 +1,7 @@
 """NodeBuilder: a :class:`~dengine.node.node.Node` from a config, with sensible defaults.
 
 ``NodeBuilder(config).build()`` gives a node with the ``rocksdb`` log store, the KV state
-machine on ``rocksdb`` and the gRPC transport, serving the client API on the same port as the
+machine on ``rocksdb`` and the gRPC transport (or the tcp one: ``network.peer_transport``), serving the client API on the same port as the
 peer traffic. Each part can be replaced: ``.log_store(store)``, ``.state_machine(sm)``,
 ``.memory_transport(network)`` for tests, ``.logger(log)``, ``.seed(n)`` for a reproducible
 election schedule, ``.serve_clients(False)`` to serve no client API (embedded use).
@@ -128,10 +128,10 @@ class NodeBuilder:
                     snapshot_chunk_bytes=cfg.network.snapshot_chunk_bytes,
                     accept_unknown_senders=bool(cfg.cluster.join), logger=node.logger,
                 )
-            from dengine.transport import GrpcTransport
+            from dengine.transport.tcp_transport import make_transport
 
             grpc_server = server.make(node) if server is not None else None
-            transport = GrpcTransport(
+            transport = make_transport(
                 cfg, on_message=node.on_message, on_snapshot=node.on_snapshot,
                 peers=peers, snapshot_dir=incoming,
                 server=grpc_server, accept_unknown_senders=bool(cfg.cluster.join),

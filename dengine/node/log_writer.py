@@ -13,6 +13,7 @@ import asyncio
 import time
 from typing import Any
 
+from dengine.observability import timeline as _tl
 from dengine.observability.metrics import NodeMetrics
 from dengine.raft.ready import Ready
 from dengine.raft.types import Entry, HardState
@@ -64,15 +65,21 @@ class LogWriter:
 
     def _persist(self, entries: list[Entry], hard_state: Any) -> None:
         store = self._store
+        if _tl.ON:
+            _tl.mark("n.write0", entries[-1].index if entries else 0)
         if entries:
             store.append(entries)
             self._metrics.persist_batch.observe(len(entries))
         if hard_state is not None:
             store.save_hard_state(hard_state)
         if self._sync:
+            if _tl.ON:
+                _tl.mark("n.fsync0", entries[-1].index if entries else 0)
             t0 = time.perf_counter()
             store.sync()
             self._metrics.fsync.observe(time.perf_counter() - t0)
+            if _tl.ON:
+                _tl.mark("n.fsync1", entries[-1].index if entries else 0)
 
     def flush(self) -> None:
         """At stop: write the hard state held back, and sync."""

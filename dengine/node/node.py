@@ -57,6 +57,7 @@ from dengine.node.quota import SpaceQuota
 from dengine.node.snapshot_worker import SnapshotWorker
 from dengine.node.status import node_status
 from dengine.node.tasks import TaskSet
+from dengine.observability import timeline as _tl
 from dengine.observability.metrics import NodeMetrics
 from dengine.raft.core import RaftCore
 from dengine.raft.describe import describe_core
@@ -310,6 +311,8 @@ class Node:
         if self.quota.alarm or self.quota.cluster.raised:
             self.quota.check_write(command)
         fut = asyncio.get_running_loop().create_future()
+        if _tl.ON:
+            _tl.mark("n.propose")
         self.proposals.push(command, fut)
         self._wake.set()
         return await fut
@@ -364,6 +367,8 @@ class Node:
 
     # -- inputs from the transport -----------------------------------------------------------
     def on_message(self, msg: Message) -> None:
+        if _tl.ON:
+            _mark_msg("n.recv", msg)
         self.metrics.on_received(msg)
         self._msgs.append(msg)
         self._wake.set()
@@ -402,7 +407,11 @@ class Node:
                 self._drain()
                 if core.has_ready():
                     rd = core.ready()
+                    if _tl.ON:
+                        _mark_ready(rd)
                     await drive_ready(core, rd, self)
+                    if _tl.ON:
+                        _tl.mark("n.turn_end")
                     self.snapshot_worker.maybe_snapshot(rd)
                     # Let the transport and the clients run between turns, even when a turn
                     # had nothing to wait for (applying a long backlog, say).
@@ -428,6 +437,8 @@ class Node:
             msg = msgs.popleft()
             try:
                 core.step(msg)
+                if _tl.ON:
+                    _mark_msg("n.step", msg)
                 if msg.type in lost_data.WATCHED:
                     self.lost_data_watch.after_step(msg)
             except InvariantViolation:
@@ -466,7 +477,11 @@ class Node:
         if entries:
             self.metrics.on_committed(entries[-1].index)
             t0 = time.perf_counter()
+            if _tl.ON:
+                _tl.mark("n.apply0", entries[-1].index)
             self.proposals.apply(entries)
+            if _tl.ON:
+                _tl.mark("n.apply1", entries[-1].index)
             self.metrics.commit_apply.observe(time.perf_counter() - t0)
         if read_states:
             self.metrics.read_index_rounds.inc()
@@ -479,6 +494,9 @@ class Node:
         return self.writer.persist(rd)
 
     def send(self, messages: list[Message]) -> None:
+        if _tl.ON:
+            for m in messages:
+                _mark_msg("n.send", m)
         self.metrics.on_sent(messages)
         if any(m.type == MT.SNAPSHOT for m in messages):
             for m in messages:
@@ -512,3 +530,19 @@ class Node:
             except Exception as e:  # noqa: BLE001 - closing the rest matters more
                 self.logger.error("closing storage failed", part=type(part).__name__,
                                error=repr(e))
+
+
+def _mark_msg(stage: str, msg: Message) -> None:
+    """Timeline: an append that carries entries (a: its last index) or an append's answer
+    (a: the index it acknowledges); ``b`` is the peer."""
+    if msg.type == MT.APPEND and msg.entries:
+        _tl.mark(stage + "_app", msg.entries[-1].index, msg.to or msg.from_)
+    elif msg.type == MT.APPEND_RESP:
+        _tl.mark(stage + "_ack", msg.index, msg.from_ if stage != "n.send" else msg.to)
+
+
+def _mark_ready(rd: Ready) -> None:
+    if rd.entries:
+        _tl.mark("n.ready_e", rd.entries[-1].index)
+    if rd.committed_entries:
+        _tl.mark("n.ready_c", rd.committed_entries[-1].index)

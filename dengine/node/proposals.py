@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from dengine._core import BatchBuffer
 from dengine.errors import DengineError, NotLeader, OutcomeUnknown, ProposalDropped
+from dengine.observability import timeline as _tl
 from dengine.raft.types import Entry, EntryKind
 from dengine.statemachine.base import StateMachine
 
@@ -82,6 +83,8 @@ class Proposals:
                     fut.set_exception(err)
             return
         term = core.term
+        if _tl.ON:
+            _tl.mark("n.proposed", last)
         node.metrics.on_proposed(last, len(futures))
         pending = self._pending
         for index, fut in enumerate(futures, last - len(futures) + 1):

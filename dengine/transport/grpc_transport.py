@@ -38,6 +38,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from dengine.config import Config
 from dengine.errors import ClusterMismatch, RemoteProtocolError, Unavailable
+from dengine.observability import timeline as _tl
 from dengine.raft.messages import Message
 from dengine.raft.types import SnapshotMeta
 from dengine.security.refusals import RefusalLog
@@ -237,6 +238,8 @@ class _PeerLink:
             stats.batches_sent += 1
             stats.messages_sent += len(out)
             self.sent_batches += 1
+            if _tl.ON:
+                _tl.mark("t.out", self.peer_id, len(out))
             yield batch
 
 
@@ -297,6 +300,8 @@ class GrpcTransport:
         self._background: set[asyncio.Task[None]] = set()
         self._owns_server = server is None
         self._server: grpc.aio.Server | None = None
+        #: The receiving side (also used by the tcp transport for its own stream's checks).
+        self.service = RaftPeerService(self)
         if server is not None:
             self._register(server)
         self.port: int | None = None
@@ -322,7 +327,7 @@ class GrpcTransport:
         return self._server
 
     def _register(self, server: grpc.aio.Server) -> None:
-        raft_pb2_grpc.add_RaftPeerServicer_to_server(RaftPeerService(self), server)
+        raft_pb2_grpc.add_RaftPeerServicer_to_server(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         self._server = server
 

@@ -26,6 +26,7 @@ from dengine.errors import (
     RemoteProtocolError,
     SnapshotError,
 )
+from dengine.observability import timeline as _tl
 from dengine.transport.base import SnapshotReceiver
 from dengine.transport.convert import meta_from_proto
 from dengine.transport.status import grpc_status
@@ -106,9 +107,17 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
             t.stats.batches_received += 1
             self._deliver(batch, sender, context)
 
+    async def StreamPort(self, request: raft_pb2.StreamPortRequest,
+                         context: grpc.aio.ServicerContext) -> raft_pb2.StreamPortReply:
+        """The port of this node's tcp peer stream (0: none; the caller then uses Stream).
+        Nothing is checked here: the port is no secret, and the stream checks every sender."""
+        return raft_pb2.StreamPortReply(port=getattr(self.t, "stream_port", 0) or 0)
+
     def _deliver(self, batch: raft_pb2.RaftBatch, sender: int, context: Any = None) -> None:
         t = self.t
         decode, on_message, me = t.decode, t.on_message, t.node_id
+        if _tl.ON:
+            _tl.mark("t.in", sender, len(batch.messages))
         for pb in batch.messages:
             try:
                 msg = decode(pb)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -46,12 +47,19 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+#: The peer transport of the gRPC clusters here; DENGINE_NETWORK__PEER_TRANSPORT=tcp runs these
+#: tests over the tcp one (as it does ``dengine serve``, hence the integration tests).
+PEER_TRANSPORT = os.environ.get("DENGINE_NETWORK__PEER_TRANSPORT", "grpc")
+
+
 class Cluster:
     """Nodes of one cluster in this process, on a MemoryNetwork (or gRPC on loopback)."""
 
     def __init__(self, tmp_path, n: int = 3, *, storage: str = "memory", grpc: bool = False,
-                 cluster_id: str = "test", **raft: Any) -> None:
+                 cluster_id: str = "test", peer_transport: str = PEER_TRANSPORT,
+                 **raft: Any) -> None:
         self.tmp = tmp_path
+        self.peer_transport = peer_transport
         self.storage = storage
         self.grpc = grpc
         self.cluster_id = cluster_id
@@ -70,7 +78,7 @@ class Cluster:
                         "listen_addr": self.addresses[node_id], "join": join},
             "raft": dict(self.raft),
             "network": {"fault_injection": True, "backoff_initial_ms": 20,
-                        "backoff_max_ms": 200},
+                        "backoff_max_ms": 200, "peer_transport": self.peer_transport},
             "storage": {"engine": self.storage},
             "statemachine": {"engine": "memory" if self.storage == "memory" else "rocksdb"},
         }

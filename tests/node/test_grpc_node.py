@@ -143,3 +143,41 @@ def test_a_batch_stream_beyond_the_in_flight_cap_is_answered_in_full(run, cluste
             await c.close()
 
     run(main)
+
+
+def test_three_nodes_over_the_tcp_peer_transport(run, cluster_factory):
+    """network.peer_transport = "tcp": the nodes elect and replicate on the TCP stream, a
+    follower restarted (with a new stream port) is found again, and the fault switch cuts it."""
+    from dengine.transport import TcpTransport
+
+    async def main():
+        c = await cluster_factory(grpc=True, peer_transport="tcp").start()
+        try:
+            leader = await c.leader()
+            assert all(isinstance(n.transport, TcpTransport) for n in c.nodes.values())
+            kv = c.client(leader)
+            await kv.put(b"k", b"1")
+            await c.wait_applied(leader.state_machine.applied_index())
+            assert all(link.via == "tcp" for link in leader.transport._links.values())
+
+            follower = c.followers()[0]
+            fid = follower.node_id
+            await c.stop_node(fid)
+            await kv.put(b"k", b"2")  # the other follower is enough for a quorum
+            restarted = await c.start_node(fid)  # on another free stream port, most likely
+            await kv.put(b"k", b"3")
+            await c.wait_applied(leader.state_machine.applied_index(), timeout=20)
+
+            # Cut the restarted follower off: it falls behind; healed, it catches up.
+            leader.transport.faults.isolate(fid)
+            restarted.transport.faults.isolate(leader.node_id)
+            await kv.put(b"k", b"4")
+            behind = restarted.state_machine.applied_index()
+            assert behind < leader.state_machine.applied_index()
+            leader.transport.faults.heal()
+            restarted.transport.faults.heal()
+            await c.wait_applied(leader.state_machine.applied_index(), timeout=20)
+        finally:
+            await c.close()
+
+    run(main, timeout=60)

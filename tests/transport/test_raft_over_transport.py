@@ -16,7 +16,7 @@ import pytest
 from dengine.raft.core import RaftCore
 from dengine.raft.driver import drive_ready
 from dengine.raft.log import MemoryStorage
-from dengine.transport import GrpcTransport, MemoryNetwork
+from dengine.transport import GrpcTransport, MemoryNetwork, TcpTransport
 
 IDS = (1, 2, 3)
 RAFT = {"tick_ms": 10, "heartbeat_ms": 30, "election_ms": 300, "lease_ms": 200}
@@ -86,12 +86,15 @@ async def elect_and_replicate(shells, eventually) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def test_over_grpc(run, config_for, eventually):
+@pytest.mark.parametrize("kind", ["grpc", "tcp"])
+def test_over_grpc(run, config_for, eventually, kind):
+    cls = TcpTransport if kind == "tcp" else GrpcTransport
+
     async def body():
-        configs = {i: config_for(i, raft=RAFT) for i in IDS}
+        configs = {i: config_for(i, raft=RAFT, network={"peer_transport": kind}) for i in IDS}
         shells = [Shell(i, configs[i].core_config()) for i in IDS]
         for s, i in zip(shells, IDS, strict=True):
-            s.transport = GrpcTransport(configs[i], on_message=s.on_message)
+            s.transport = cls(configs[i], on_message=s.on_message)
             await s.transport.start()
         for s in shells:
             for other in shells:
