@@ -312,8 +312,8 @@ class Client(KvMixin, ClusterMixin, WatchMixin, LeaseMixin):
                         addr = await self._leader_address(deadline)
                     except _Unreachable:
                         raise
-                    except Unavailable:
-                        addr = self._reader()
+                    except Unavailable:  # no leader: each attempt tries the next member
+                        addr = self._next_member()
                 elif addr is None:
                     addr = await self._leader_address(deadline)
                 budget = deadline - now()
@@ -371,6 +371,13 @@ class Client(KvMixin, ClusterMixin, WatchMixin, LeaseMixin):
             if task is not None:
                 self._readers[task] = n
         return addrs[n % len(addrs)]
+
+    def _next_member(self) -> str:
+        """The next member in turn, whichever task asks (a read any member may serve, when no
+        leader is found: successive attempts must reach every member, not stick to one)."""
+        addrs = self._read_addresses()
+        self._next_reader = (self._next_reader + 1) % (1 << 30)
+        return addrs[self._next_reader % len(addrs)]
 
     def _move_reader(self) -> None:
         """After a failed attempt at its member, the calling task moves on to another one; the
