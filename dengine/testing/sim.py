@@ -568,7 +568,6 @@ class Simulator:
         self.slow_links.clear()
         self.resend_until = -1
         self.late.on = False
-        self.late.focus_until = -1
         self.reaction.until = -1
         for i in self.ids:
             self.nodes[i].disk = DISK_PROFILES["normal"]

@@ -14,16 +14,6 @@ after it was sent does not stop it. The message type is drawn first, uniformly o
 the node was sent, so rare types (vote answers, TIMEOUT_NOW) come back as often as append
 answers. A leader's own traffic is not copied (``_NOT_COPIED`` says why).
 
-A campaign reaction that bounces followers may also *aim* the late copies (``aim``), drawn by
-the seed, at the campaigner and the nodes it bounced, for a while: copies of what was sent
-to them come back at every tick and at each change of role or term of one of them (old
-pre-vote grants of the election that made the current term may carry the campaign past
-pre-vote, as a granted pre-vote answer carries the term it campaigned for). The
-bounced nodes' old requests (pre-votes, forwarded reads) then reach the campaigner after it
-raised its term, and its refusals, carrying that term, reach nodes still inside the lease
-their acks promised before the restart (the soak's seeds 26475 and 27896 needed this by
-chance).
-
 Campaign reactions
 ------------------
 The ``lease_window`` fault (and ``cut_from_leader``) arms a reaction for a while: the first
@@ -39,7 +29,6 @@ restart guard, voiding the lease when a transfer starts, reads counted only for 
 
 from __future__ import annotations
 
-import random
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -70,21 +59,6 @@ class LateCopies:
         self.sent: dict[int, deque[tuple[int, Message]]] = {}
         self._state: dict[int, tuple[Role, int]] = {}
         self.delivered = 0
-        #: Aimed copies: among these nodes, until this sim time (``aim``); their own
-        #: generator, so aiming leaves the rest of the schedule's draws as they were.
-        self.focus: frozenset[int] = frozenset()
-        self.focus_until = -1
-        self._aim_rng = random.Random(f"{sim.seed}/late-aim")
-
-    def aim(self, nodes: set[int], ticks: int) -> None:
-        """Copies of what was sent to ``nodes`` come back there, often, for ``ticks`` ticks."""
-        self.focus = frozenset(nodes)
-        self.focus_until = self.sim.now + ticks * self.sim.TICK
-        for node in sorted(nodes):
-            self._send(node, self._aim_rng.randint(1, 3), aimed=True)
-
-    def _aimed(self, node: int) -> bool:
-        return node in self.focus and self.focus_until >= self.sim.now
 
     def record(self, m: Message) -> None:
         if m.type not in _NOT_COPIED:
@@ -96,8 +70,6 @@ class LateCopies:
     def on_tick(self, node: int) -> None:
         if self.on and self.sim.rng.random() < 0.3:
             self._send(node, 1)
-        if self._aimed(node):
-            self._send(node, self._aim_rng.randint(1, 2), aimed=True)
 
     def on_state(self, node: int, role: Role, term: int) -> None:
         """After each event that touched ``node``: a burst when its role or term changed."""
@@ -105,18 +77,13 @@ class LateCopies:
         self._state[node] = (role, term)
         if self.on and before is not None and before != (role, term):
             self._send(node, self.sim.rng.randint(1, 3))
-        if self._aimed(node) and before is not None and before != (role, term):
-            self._send(node, self._aim_rng.randint(1, 3), aimed=True)
 
-    def _send(self, node: int, k: int, aimed: bool = False) -> None:
+    def _send(self, node: int, k: int) -> None:
         sim = self.sim
-        rng = self._aim_rng if aimed else sim.rng
         q = self.sent.get(node)
         if not q:
             return
-        # Aimed copies reach back as far as the record goes (the answers of the election
-        # that made the current term).
-        since = -1 if aimed else sim.now - HORIZON_TICKS * sim.TICK
+        since = sim.now - HORIZON_TICKS * sim.TICK
         by_type: dict[MessageType, list[Message]] = {}
         for t, m in q:
             if t >= since:
@@ -125,9 +92,9 @@ class LateCopies:
             return
         types = sorted(by_type)
         for _ in range(k):
-            m = rng.choice(by_type[rng.choice(types)])
+            m = sim.rng.choice(by_type[sim.rng.choice(types)])
             self.delivered += 1
-            sim.deliver_late(m, sim.now + rng.randint(1, 30))
+            sim.deliver_late(m, sim.now + sim.rng.randint(1, 30))
 
 
 class CampaignReaction:
@@ -137,7 +104,6 @@ class CampaignReaction:
         self.sim = sim
         self.until = -1
         self.bounce = False
-        self._aim_rng = random.Random(f"{sim.seed}/reaction-aim")
 
     def arm(self, ticks: int, bounce: bool) -> None:
         self.until = self.sim.now + ticks * self.sim.TICK
@@ -192,7 +158,4 @@ class CampaignReaction:
                 sim.restart(v)
                 sim.cuts.add((leader, v))  # they come back behind a cut from the leader
             line += f", bounce {sorted(chosen)} (cut from the leader)"
-            if chosen and sim.nodes[leader].core.lease_valid() and self._aim_rng.random() < 0.8:
-                sim.late.aim({campaigner, *chosen}, 20)
-                line += ", late copies aimed at them"
         return line
