@@ -144,6 +144,26 @@ MUTANTS: tuple[Mutant, ...] = (
        "raft/_roles.py",
        "    if meta.index <= lg.committed:\n        core.out.drop(",
        "    if False:\n        core.out.drop("),
+    # -- the lease's protections against newer terms (the soak's two finds, reverted) ---------
+    # A vote answer of a newer term is kept from opening the vote twice: it is dropped, and a
+    # newer term taken in the lease from any message that is not a leader's keeps votes of
+    # that term refused (3472006). Undoing the drop alone is an equivalent mutant (the second
+    # rule covers it); the mutant undoes the rule for vote answers: the core of 8bf7882^.
+    Mutant("stale_vote_answer_takes_term", "a vote or pre-vote answer of a newer term reaching "
+           "a node in its lease does not open a vote of that term (reverts 8bf7882)", (
+               ("raft/_roles.py",
+                "elif m.type in (MT.VOTE_RESP, MT.PRE_VOTE_RESP) and in_lease:",
+                "elif False:"),
+               ("raft/_roles.py",
+                "if in_lease and m.type not in FROM_LEADER and m.type != MT.VOTE:",
+                "if in_lease and m.type not in FROM_LEADER and m.type not in (\n"
+                "                MT.VOTE, MT.VOTE_RESP, MT.PRE_VOTE_RESP):"),
+           )),
+    _m("newer_term_breaks_lease_promise", "a newer term taken from a non-leader message in the "
+       "lease keeps votes of that term refused for an election timeout (reverts 3472006)",
+       "raft/_roles.py",
+       "            core.keep_lease_promise()\n",
+       "            pass\n"),
     # -- the three defects this project fixed (reverted) ----------------------------------------
     _m("defect_fast_forward_acks_last_index", "a snapshot fast-forward acks the snapshot point, "
        "not the unchecked suffix (reverts dda0425)",

@@ -36,7 +36,8 @@ from pathlib import Path
 
 from dengine.testing.mutant_table import MUTANTS, Mutant
 
-__all__ = ["MutantError", "Outcome", "VARIANTS", "apply_mutant", "run_gate", "main"]
+__all__ = ["MutantError", "Outcome", "VARIANTS", "apply_mutant", "replay_catches", "run_gate",
+           "main"]
 
 #: Schedule variants every seed runs, in order (names of ``SimConfig`` keyword sets).
 VARIANTS: dict[str, dict[str, object]] = {
@@ -115,6 +116,18 @@ def run_gate(
     names = variants or list(VARIANTS)
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
         futures = [pool.submit(_run_mutant, m, start, seeds, names) for m in mutants]
+        return [f.result() for f in futures]
+
+
+def replay_catches(catches: dict[str, tuple[int, str]], jobs: int | None = None) -> list[Outcome]:
+    """Run each named mutant on one seed and variant only (``name -> (seed, variant)``, the
+    first failing seed a full gate run found): the cheap check that every recorded catch
+    still holds. An Outcome that is not caught means the core or the simulator moved the
+    catch: run the full gate again."""
+    by_name = {m.name: m for m in MUTANTS}
+    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+        futures = [pool.submit(_run_mutant, by_name[name], seed, 1, [variant])
+                   for name, (seed, variant) in catches.items()]
         return [f.result() for f in futures]
 
 

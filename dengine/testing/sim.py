@@ -178,6 +178,11 @@ class SimNode:
         #: The latest snapshot this node took or installed, and its state machine data.
         self.snapshot: SnapshotMeta | None = None
         self.snapshot_data: dict = {}
+        #: Earlier snapshots it still keeps (as etcd keeps several snap files), and ones it
+        #: cut at a recent index to send: point -> data. A snapshot streams from here too.
+        self.kept: dict[SnapshotMeta, dict] = {}
+        #: With snapshots: its state machine's data after each of its last applied entries.
+        self.sm_history: deque[tuple[int, dict]] = deque(maxlen=64)
         #: The data of a snapshot being received (streamed with the SNAPSHOT message).
         self.incoming: tuple[SnapshotMeta, dict] | None = None
         #: The Ready turn waiting for its fsync ("node" order), resumed by the disk event.
@@ -185,6 +190,13 @@ class SimNode:
         self.io: SimIO = None  # type: ignore[assignment]
         #: Sim time units per tick of this node's clock (drawn per boot within the drift).
         self.period = TICK
+
+    def keep(self, meta: SnapshotMeta, data: dict) -> None:
+        """The node's latest snapshot is now ``meta``; it keeps the last few."""
+        self.snapshot, self.snapshot_data = meta, dict(data)
+        self.kept[meta] = self.snapshot_data
+        while len(self.kept) > 4:
+            del self.kept[min(self.kept, key=lambda m: m.index)]
 
 
 class Simulator:
@@ -214,6 +226,12 @@ class Simulator:
             # generator: the other knobs stay as they were).
             self.raft = dataclasses.replace(
                 self.raft, commit_on_tick=random.Random(f"{seed}/commit").random() < 0.5)
+        #: Half the seeds with snapshots: at each of its ticks and when links heal, the
+        #: leader may snapshot where a follower's log diverges from its own and send it that
+        #: snapshot (``sim_faults.snapshot_at_divergence``); its own generator.
+        self.divergence_rng = random.Random(f"{seed}/snapshot-divergence")
+        self.snapshot_diverged = (self.cfg.snapshots_and_membership
+                                  and self.divergence_rng.random() < 0.5)
         drift = self.cfg.clock_drift
         self.drift = self.raft.max_clock_drift if drift is None else drift
         #: The longest tick period any node may have (sim time units).
@@ -387,10 +405,53 @@ class Simulator:
         if not n.up or core.applied_index != index or (n.snapshot and n.snapshot.index >= index):
             return None
         meta = SnapshotMeta(index, core.log.term(index), core.conf_state_at(index))
-        n.snapshot, n.snapshot_data = meta, dict(n.sm.data)
+        n.keep(meta, n.sm.data)
         core.on_snapshot_taken(meta)
         sim_shell.process(self, i)
         return meta
+
+    def snapshot_at_divergence(self, leader: int) -> None:
+        """``sim_faults.snapshot_at_divergence`` towards each follower ``leader`` reaches."""
+        for j in sorted(self.nodes[leader].core.tracker.progress):
+            if j != leader and j in self.nodes and self.nodes[j].up \
+                    and (leader, j) not in self.cuts:
+                line = sim_faults.snapshot_at_divergence(self, leader, j, self.divergence_rng)
+                if line:
+                    self.trace_note("FAULT " + line)
+                    self.count_event("snapshot_at_divergence")
+
+    def cut_snapshot(self, i: int, index: int) -> SnapshotMeta | None:
+        """Node ``i`` cuts a snapshot at an applied ``index`` below its latest one, to send
+        (its core is not told: it keeps its own latest snapshot); None when it cannot."""
+        n = self.nodes[i]
+        core = n.core
+        if not n.up or core.applied_index != n.sm_applied or not 0 < index <= n.sm_applied \
+                or index < core.log.first_index - 1:
+            return None
+        data = self._state_at(n, index)
+        if data is None:
+            return None
+        meta = SnapshotMeta(index, core.log.term(index), core.conf_state_at(index))
+        n.kept[meta] = data
+        return meta
+
+    @staticmethod
+    def _state_at(n: SimNode, index: int) -> dict | None:
+        """Node ``n``'s state machine data at an applied ``index``: a kept snapshot's data
+        with the log's entries after it replayed (None when its log no longer reaches back)."""
+        bases = [(0, {}), *n.sm_history, *((m.index, d) for m, d in n.kept.items())]
+        base, data = max(((b, d) for b, d in bases if b <= index), key=lambda bd: bd[0])
+        if base + 1 < n.core.log.first_index and base < index:
+            return None
+        sm = KVMachine()
+        sm.data = dict(data)
+        j = base + 1
+        while j <= index:
+            chunk = n.core.log.entries(j, index + 1)
+            for e in chunk:
+                sm.apply(e)
+            j += len(chunk)
+        return sm.data
 
     # -- checks -------------------------------------------------------------------------------
 
@@ -454,6 +515,8 @@ class Simulator:
                 line = sim_faults.resend_to_diverged(self, ev.node)
                 if line:
                     self.trace_note("FAULT " + line)
+            if self.snapshot_diverged and self.phase == "faults" and n.core.is_leader:
+                self.snapshot_at_divergence(ev.node)
             if self.probe_until.get(ev.node, -1) >= self.now and n.core.is_leader:
                 self.workload.probe(self, ev.node, lease=True)
                 self.workload.probe(self, ev.node, lease=False)

@@ -91,6 +91,9 @@ def heal(sim: Simulator) -> str:
     """Every cut link heals. Half the time the leader then resends from further back for a
     while (``resend_from_back``): a follower that was cut off holds a diverged log now."""
     sim.cuts.clear()
+    leader = sim.current_leader()
+    if leader and sim.snapshot_diverged:
+        sim.snapshot_at_divergence(leader)  # before its next append repairs the follower
     if sim.rng.random() < 0.5:
         sim.resend_until = max(sim.resend_until, sim.now + 10 * sim.TICK)
         return "heal all links (the leader resends from further back)"
@@ -375,6 +378,9 @@ def _resend(sim: Simulator, leader: int, node: int) -> str | None:
     if meta is None and sim.cfg.snapshots_and_membership and sim.rng.random() < 0.5:
         sim.take_snapshot(leader)  # one to resend later, once it is old
     pr = lc.tracker.progress[node]
+    line = snapshot_at_divergence(sim, leader, node, sim.rng)
+    if line:
+        return line
     if meta is not None and sim.rng.random() < 0.5 and pr.state != ProgressState.SNAPSHOT \
             and sim.nodes[leader].snapshot == meta:
         sim.send([Message(MessageType.SNAPSHOT, node, leader, term=lc.term, snapshot=meta,
@@ -394,6 +400,38 @@ def _resend(sim: Simulator, leader: int, node: int) -> str | None:
     sim.send([Message(MessageType.APPEND, node, leader, term=lc.term, index=j,
                       log_term=lg.term(j), entries=entries, commit=lg.committed)])
     return f"leader {leader} resends entry {j + 1} (commit {lg.committed}) to {node}"
+
+
+def snapshot_at_divergence(sim: Simulator, leader: int, node: int,
+                           rng: random.Random) -> str | None:
+    """With snapshots, most of the time: the leader snapshots right at the last index where the
+    follower's log still matches its own, when that index is above the follower's commit
+    index and the follower holds other entries past it, and sends it that snapshot. The
+    follower already holds the snapshot's point (etcd's fast-forward): it may vouch for that
+    point, not for its diverged suffix. Run by ``resend_from_back``, and at every tick of
+    the leader in the seeds that draw ``Simulator.snapshot_diverged``."""
+    if not sim.cfg.snapshots_and_membership:
+        return None
+    lc, fc = sim.nodes[leader].core, sim.nodes[node].core
+    lg, fl = lc.log, fc.log
+    hi = min(lg.last_index, fl.last_index)
+    lo = max(lg.first_index, fl.first_index, fc.commit_index + 1)
+    top = next((j for j in range(hi, lo - 1, -1)
+                if fl.index.maybe_term(j) >= 0 and fl.index.maybe_term(j) == lg.index.maybe_term(j)),
+               0)
+    if not top or top >= fl.last_index or top > lc.applied_index or rng.random() < 0.2:
+        return None
+    meta = sim.cut_snapshot(leader, top)
+    if meta is None:
+        return None
+    sim.send([Message(MessageType.SNAPSHOT, node, leader, term=lc.term, snapshot=meta,
+                      commit=lg.committed)])
+    # Snapshots stream on their own connection (etcd's rafthttp): the message stream may be
+    # the slow one, and the appends that would repair the follower arrive after it.
+    sim.slow_links[(leader, node)] = max(sim.slow_links.get((leader, node), -1),
+                                         sim.now + 3 * sim.TICK)
+    return (f"leader {leader} snapshots at {meta.index}@{meta.term}, where {node}'s log "
+            f"diverges, and sends it (its appends slow)")
 
 
 def slow_link(sim: Simulator) -> str:

@@ -25,7 +25,7 @@ def stream_snapshot(sim: Simulator, m: Message, lost: bool) -> None:
     also fail on its own (``SimConfig.snapshot_fail``)."""
     sender = sim.nodes[m.from_]
     meta = m.snapshot
-    if lost or meta is None or sender.snapshot != meta:
+    if lost or meta is None or meta not in sender.kept:
         sim._at(sim.now + 1, SnapshotFails(m))
         return
     lo, hi = sim.net[2], sim.net[3]
@@ -37,7 +37,7 @@ def stream_snapshot(sim: Simulator, m: Message, lost: bool) -> None:
         return
     if fail:
         sim.count_event("snapshot_ack_lost")
-    data = dict(sender.snapshot_data)
+    data = dict(sender.kept[meta])
     sim._at(later, SnapshotArrives(m, data, not fail))
 
 

@@ -104,7 +104,9 @@ def install_snapshot(sim: Simulator, n: SimNode, meta: SnapshotMeta) -> None:
     n.sm.data = dict(data)
     n.sm_applied = meta.index
     sim.workload.on_snapshot(n.id, meta.index)
-    n.snapshot, n.snapshot_data = meta, dict(data)
+    n.kept.clear()  # its state machine was replaced
+    n.sm_history.clear()
+    n.keep(meta, data)
     sim.snapshots_installed += 1
     sim.trace_note(f"node {n.id} installs snapshot {meta.index}@{meta.term}")
 
@@ -115,6 +117,8 @@ def apply(sim: Simulator, n: SimNode, entries: list[Entry], read_states: list[Re
             sim.contract.on_apply(n.id, e)
             result = n.sm.apply(e)
             n.sm_applied = e.index
+            if sim.cfg.snapshots_and_membership:
+                n.sm_history.append((e.index, dict(n.sm.data)))
             acked = sim.workload.on_apply(n.id, e, result)
             if acked is not None:
                 sim.inv.on_ack(acked)
