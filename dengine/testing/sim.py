@@ -27,7 +27,10 @@ old answers arrive again long after (``sim_late.LateCopies``). The fault schedul
 transfers leadership, resends an earlier part of the leader's log to a diverged follower,
 and arms reactions timed by the cluster's state (``sim_late.CampaignReaction``: a campaign
 under a live leader cuts the leader's ears and may bounce its followers, with reads probed at
-it); clients may only read for a while so a cut-off voter stays up to date. ``SimConfig(snapshots_and_membership=True)``
+it); clients may only read for a while so a cut-off voter stays up to date. In the pipelined
+orders, some runs have leader churn during a stalled append (``sim_rewrite``): a follower's
+entries are rewritten twice, back to what it was first handed, while that write is on its disk.
+``SimConfig(snapshots_and_membership=True)``
 adds (``sim_faults.SNAPSHOTS_AND_MEMBERSHIP``): snapshots that let cores compact their logs, snapshot
 streams to followers behind (bound to their message, lost with it, always reported to the
 sender), installs, and membership changes (fresh learners, promotions, removals, joint changes).
@@ -89,6 +92,7 @@ from dengine.testing.sim_faults import (
 )
 from dengine.testing.sim_late import CampaignReaction, LateCopies
 from dengine.testing.sim_report import replay_command
+from dengine.testing.sim_rewrite import StalledRewrite
 from dengine.testing.sim_shell import SimIO
 from dengine.testing.sim_workload import KVMachine, Workload
 
@@ -190,6 +194,8 @@ class SimNode:
         self.io: SimIO = None  # type: ignore[assignment]
         #: Sim time units per tick of this node's clock (drawn per boot within the drift).
         self.period = TICK
+        #: The disk completes no write while set (``sim_rewrite``: a stalled append).
+        self.disk_held = False
 
     def keep(self, meta: SnapshotMeta, data: dict) -> None:
         """The node's latest snapshot is now ``meta``; it keeps the last few."""
@@ -253,6 +259,8 @@ class Simulator:
         self.first_size = n
         self.conf = ConfState(voters=frozenset(self.ids))
         self.nodes = {i: SimNode(i) for i in self.ids}
+        #: Leader churn during a stalled append (``sim_rewrite``), on some pipelined runs.
+        self.rewrite = StalledRewrite(self)
         self.inv = Invariants()
         self.workload = Workload(
             random.Random(self.rng.random()),
@@ -483,6 +491,7 @@ class Simulator:
             self.now = time
             self.workload.now = time / TICK
             self.HANDLERS[type(event)](self, event)
+            self.rewrite.on_step()
             sim_verify.check_step(self)
             if self.phase == "settle" and not settled_at and sim_verify.followed_leader(self):
                 settled_at = time
@@ -530,7 +539,9 @@ class Simulator:
         self._at(self.now + TICK, ev)
 
     def _next_fault(self, ev: Fault) -> None:
-        if self.phase == "faults":
+        if self.phase == "faults" and self.rewrite.active:
+            self._at(self.now + self.rng.randint(*self.cfg.fault_gap_ticks) * TICK, Fault())
+        elif self.phase == "faults":
             self._fault(self._weights)
 
     def run_until(self, tick: float) -> None:
@@ -562,6 +573,7 @@ class Simulator:
 
     def _stop_faults(self, ev: StopFaults | None = None) -> None:
         self.phase = "settle"
+        self.rewrite.stop()
         self.cuts.clear()
         self.net = NET_PROFILES["good"]
         self.stall = 0.0

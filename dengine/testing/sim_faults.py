@@ -356,6 +356,12 @@ def resend_to_diverged(sim: Simulator, leader: int) -> str | None:
     return _resend(sim, leader, sim.rng.choice(diverged))
 
 
+def resend_to(sim: Simulator, leader: int, node: int) -> str | None:
+    """Resend to ``node`` one entry of its common prefix with ``leader`` (with the leader's
+    commit index), as ``resend_from_back`` does, diverged or not."""
+    return _resend(sim, leader, node)
+
+
 def _resend_targets(sim: Simulator, leader: int) -> list[int]:
     lc = sim.nodes[leader].core
     return [i for i in lc.tracker.progress if i != leader and i in sim.nodes

@@ -19,6 +19,8 @@ from dengine.raft.types import ConfState, Entry, SnapshotMeta
 from dengine.testing.sim_checks import InvariantBroken
 from dengine.testing.sim_events import DiskDone
 
+TICK = 100  # sim.TICK, repeated to avoid an import cycle
+
 if TYPE_CHECKING:
     from dengine.testing.sim import SimNode, Simulator
 
@@ -138,6 +140,9 @@ def disk_done(sim: Simulator, ev: DiskDone) -> None:
     i = ev.node
     n = sim.nodes[i]
     if not n.up or n.gen != ev.gen:
+        return
+    if n.disk_held:  # a stalled disk (``sim_rewrite``): this write completes later
+        sim._at(sim.now + TICK, ev)
         return
     n.disk_busy = False
     # One fsync, several Readies (only one waits at a time in the node's order).

@@ -106,6 +106,22 @@ def test_a_leader_snapshots_where_a_diverged_follower_stops_matching_and_sends_i
     assert sim.snapshot_diverged and sim.event_counts.get("snapshot_at_divergence", 0) > 0
 
 
+def test_leader_churn_rewrites_a_stalled_followers_entry_twice_and_the_real_core_passes() -> None:
+    """The stalled-rewrite fault (``sim_rewrite``): async seed 11 goes through every step
+    (the entry of the first leader, another term's entry over it, the first one again, all
+    while the first write is on the follower's disk) -- the run that catches the reverted ABA
+    fix (tests/sim/test_mutants.py) -- and the real core passes it."""
+    sim = Simulator(11, SimConfig(shell_order="async"))
+    sim.run()
+    r = sim.rewrite
+    assert sim.event_counts.get("stalled_rewrite rewritten back") == 1, sim.event_counts
+    assert r.second_term > r.term and r.third != r.second
+    assert sim.nodes[r.follower].storage.term(r.index) == r.term
+    # Never armed without the pipelined order, nor with fewer than five nodes.
+    assert not Simulator(11).rewrite.armed
+    assert not Simulator(11, SimConfig(shell_order="async", nodes=4)).rewrite.armed
+
+
 def test_a_state_machine_cut_at_an_earlier_index_replays_to_what_it_held_then() -> None:
     sim = Simulator(3, SimConfig(snapshots_and_membership=True))
     sim.run()
