@@ -13,8 +13,9 @@ import argparse
 from typing import Any
 
 from dengine.cli.client import _common, run
-from dengine.cli.errors import EXIT_CODES_HELP, OK, UNAVAILABLE, CliError
-from dengine.errors import DengineError, QuotaExceeded
+from dengine.cli.each_member import act_on_each, print_each
+from dengine.cli.errors import EXIT_CODES_HELP
+from dengine.errors import QuotaExceeded
 
 __all__ = ["register"]
 
@@ -37,21 +38,6 @@ def register(subparsers: Any) -> None:
         p.set_defaults(func=lambda args, f=func: run(args, f))
 
 
-def _members(c: Any) -> dict[str, Any]:
-    answers = dict(c.statuses(timeout=1.0))
-    for st in [a for a in answers.values() if not isinstance(a, BaseException)]:
-        for m in st.members:
-            if m.address and m.address not in answers:
-                try:
-                    answers[m.address] = c.status(m.address, timeout=1.0)
-                except DengineError as e:
-                    answers[m.address] = e
-    if all(isinstance(a, BaseException) for a in answers.values()):
-        raise CliError(f"cannot reach the cluster at {','.join(answers)}: no endpoint answered",
-                       UNAVAILABLE)
-    return answers
-
-
 def _describe(st: Any) -> str:
     quota = f"{st.used_bytes} of {st.quota_bytes} bytes" if st.quota_bytes else \
         f"{st.used_bytes} bytes, no quota"
@@ -59,26 +45,13 @@ def _describe(st: Any) -> str:
 
 
 def _list(c: Any, args: argparse.Namespace) -> int:
-    for addr, st in _members(c).items():
-        print(f"{addr}: unreachable ({st})" if isinstance(st, BaseException) else _describe(st))
-    return OK
+    return print_each(c, _describe)
 
 
 def _disarm(c: Any, args: argparse.Namespace) -> int:
-    still: list[str] = []
-    for addr, st in _members(c).items():
-        if isinstance(st, BaseException):
-            print(f"{addr}: unreachable, not disarmed ({st})")
-            still.append(addr)
-            continue
-        try:
-            left = c.alarm_disarm(addr, timeout=args.timeout)
-        except QuotaExceeded as e:
-            print(f"node {st.id} at {addr}: still over its quota, alarm kept: {e}")
-            still.append(addr)
-            continue
-        print(f"node {st.id} at {addr}: " + (f"alarms left: {', '.join(left)}" if left
-                                              else "no alarm"))
-    if still:
-        raise CliError(f"not disarmed on {', '.join(still)}", UNAVAILABLE)
-    return OK
+    def disarm(addr: str, st: Any) -> str:
+        left = c.alarm_disarm(addr, timeout=args.timeout)
+        return f"alarms left: {', '.join(left)}" if left else "no alarm"
+
+    return act_on_each(c, disarm, not_done="not disarmed", refused=QuotaExceeded,
+                       refusal="still over its quota, alarm kept")

@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dengine.cli.alarm import _members
 from dengine.cli.client import _common, run
+from dengine.cli.each_member import act_on_each, print_each
 from dengine.cli.endpoints import seconds
-from dengine.cli.errors import EXIT_CODES_HELP, OK, UNAVAILABLE, CliError
+from dengine.cli.errors import EXIT_CODES_HELP
 from dengine.errors import DengineError
 
 __all__ = ["register"]
@@ -50,25 +50,12 @@ def _describe(st: Any) -> str:
 
 
 def _status(c: Any, args: argparse.Namespace) -> int:
-    for addr, st in _members(c).items():
-        print(f"{addr}: unreachable ({st})" if isinstance(st, BaseException) else _describe(st))
-    return OK
+    return print_each(c, _describe)
 
 
 def _compact(c: Any, args: argparse.Namespace) -> int:
-    failed: list[str] = []
-    for addr, st in _members(c).items():
-        if isinstance(st, BaseException):
-            print(f"{addr}: unreachable, not compacted ({st})")
-            failed.append(addr)
-            continue
-        try:
-            secs = c.compact_storage(addr, timeout=args.wait)
-        except DengineError as e:
-            print(f"node {st.id} at {addr}: not compacted: {e}")
-            failed.append(addr)
-            continue
-        print(f"node {st.id} at {addr}: compacted in {secs:.2f}s")
-    if failed:
-        raise CliError(f"not compacted on {', '.join(failed)}", UNAVAILABLE)
-    return OK
+    def compact(addr: str, st: Any) -> str:
+        return f"compacted in {c.compact_storage(addr, timeout=args.wait):.2f}s"
+
+    return act_on_each(c, compact, not_done="not compacted", refused=DengineError,
+                       refusal="not compacted")

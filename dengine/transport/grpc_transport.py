@@ -251,6 +251,9 @@ class GrpcTransport:
     cluster sets ``accept_unknown_senders`` until it learns its membership.
     """
 
+    #: The sending side of one peer (a subclass sends over another wire).
+    link_class: type[_PeerLink] = _PeerLink
+
     def __init__(
         self,
         config: Config,
@@ -385,7 +388,7 @@ class GrpcTransport:
             address = self.peers.get(peer)
             if address is None:
                 return None
-            link = self._links[peer] = _PeerLink(self, peer, address)
+            link = self._links[peer] = self.link_class(self, peer, address)
         return link
 
     def set_peer(self, node_id: int, address: str) -> None:

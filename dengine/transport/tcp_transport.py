@@ -312,6 +312,8 @@ class TcpTransport(GrpcTransport):
     """The gRPC transport with the peer message stream on TCP (``network.peer_transport``
     ``tcp``). Same constructor; :attr:`stream_port` is the port the stream listens on."""
 
+    link_class = _TcpLink
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: The stream's port once started (told to peers by ``RaftPeer.StreamPort``).
@@ -323,15 +325,6 @@ class TcpTransport(GrpcTransport):
         self._listener: asyncio.Server | None = None
         #: Open incoming streams: their handlers' tasks and connections.
         self._conns: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
-
-    def _link(self, peer: int) -> _PeerLink | None:
-        link = self._links.get(peer)
-        if link is None:
-            address = self.peers.get(peer)
-            if address is None:
-                return None
-            link = self._links[peer] = _TcpLink(self, peer, address)
-        return link
 
     async def start(self) -> None:
         host = self.config.cluster.listen_addr.rpartition(":")[0].strip("[]") or None
