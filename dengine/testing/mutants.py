@@ -64,10 +64,12 @@ class Outcome:
     what: str
     seeds_run: int
     seconds: float
+    #: Set when the unmutated core fails the same seed and variant: not a catch, a finding.
+    base_failure: str = ""
 
     @property
     def caught(self) -> bool:
-        return self.seed is not None
+        return self.seed is not None and not self.base_failure
 
 
 def apply_mutant(package: Path, mutant: Mutant) -> None:
@@ -104,8 +106,23 @@ def _run_mutant(mutant: Mutant, start: int, seeds: int, variants: list[str]) -> 
     if proc.returncode != 0:
         raise RuntimeError(f"mutant {mutant.name}: the worker failed:\n{proc.stderr[-3000:]}")
     r = json.loads(proc.stdout.strip().splitlines()[-1])
+    base = "" if r["seed"] is None else _base_failure(r["seed"], r["variant"])
     return Outcome(mutant.name, r["seed"], r["variant"], r["what"], r["seeds_run"],
-                   time.monotonic() - t0)
+                   time.monotonic() - t0, base)
+
+
+def _base_failure(seed: int, variant: str) -> str:
+    """What the unmutated core does on the run that failed a mutant: "" when it passes. A
+    run the real core fails too (a liveness bound the schedule cannot meet, a simulator
+    fault) would otherwise count as a catch of every mutant at that seed."""
+    env = dict(os.environ, PYTHONPATH=str(_PACKAGE.parent), PYTHONDONTWRITEBYTECODE="1")
+    cmd = [sys.executable, "-m", "dengine.testing.mutants", "--worker",
+           "--start", str(seed), "--seeds", "1", "--variants", variant]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the unmutated core's worker failed:\n{proc.stderr[-3000:]}")
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    return "" if r["seed"] is None else str(r["what"])
 
 
 def run_gate(
@@ -180,7 +197,10 @@ def _replay_one(mutant: Mutant, seed: int, variant: str) -> int:
 def format_report(outcomes: list[Outcome], budget: int) -> str:
     lines = []
     for o in outcomes:
-        if o.caught:
+        if o.base_failure:
+            lines.append(f"BASE    {o.name:45s} seed {o.seed} ({o.variant}): the unmutated core "
+                         f"fails this run too, not a catch: {o.base_failure[:150]}")
+        elif o.caught:
             lines.append(f"CAUGHT  {o.name:45s} seed {o.seed:4d} ({o.variant}) after "
                          f"{o.seeds_run} seeds, {o.seconds:5.1f} s: {o.what[:150]}")
             lines.append(f"        replay: {replay(o.name, o.seed, o.variant)}")  # type: ignore[arg-type]
