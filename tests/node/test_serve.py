@@ -84,3 +84,19 @@ def test_serve_runs_a_node_and_stops_on_sigterm(tmp_path):
     bad = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
     assert bad.returncode != 0
     assert "cluster id" in bad.stderr
+
+
+def test_serve_moves_what_lives_at_start_out_of_the_collectors_reach():
+    """After start, ``serve`` freezes what is alive (gc.freeze): full collections then walk only
+    what was made since, not the modules, gRPC and the node's own structures."""
+    import gc
+
+    from dengine.node import serve as serve_mod
+
+    assert "settle_garbage_collector" in serve_mod.serve.__code__.co_names  # serve calls it
+    before = gc.get_freeze_count()
+    try:
+        serve_mod.settle_garbage_collector()
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()
