@@ -462,6 +462,23 @@ def lease_window(sim: Simulator) -> str:
     return f"armed: the next campaign cuts the leader's ears{' and bounces' if bounce else ''}"
 
 
+def newer_term(sim: Simulator) -> str | None:
+    """On runs with a voter without pre-vote: it loses the leader only (both ways) while
+    clients only read, so its log stays up to date and its campaigns carry terms newer than
+    the leader's while the leader's lease holds; the lease's adversary is armed
+    (``sim_late.NewerTerm``) and the leader's reads probed."""
+    leader = sim.current_leader()
+    c = sim.no_pre_vote
+    if not leader or c == leader or c not in sim.nodes or not sim.nodes[c].up \
+            or c not in sim.nodes[leader].core.tracker.config.voters:
+        return None
+    sim.cuts.add((leader, c))
+    sim.cuts.add((c, leader))
+    sim.probe(leader, 40)
+    sim.newer.arm(60)
+    return f"cut node {c} (no pre-vote) from leader {leader} only, {quiet(sim, 25)}; armed"
+
+
 def quiet(sim: Simulator, at_least: int = 10) -> str:
     """Clients only read for a while: a voter cut from the leader then keeps an up-to-date
     log, and its campaign tests the rules that protect the leader's lease (stickiness, the
@@ -525,6 +542,11 @@ SNAPSHOTS_AND_MEMBERSHIP: dict[str, tuple[int, Action]] = {
     "snapshot": (8, snapshot),
     "conf_change": (12, conf_change),
     "resend_from_back": (5, resend_from_back),  # with snapshots to resend, more often
+}
+
+#: Runs with a voter without pre-vote (``SimConfig.no_pre_vote``): added to FAULTS.
+NO_PRE_VOTE: dict[str, tuple[int, Action]] = {
+    "newer_term": (8, newer_term),
 }
 
 #: A schedule heavy in leader churn (isolation, crashes, slow leader disks) for small

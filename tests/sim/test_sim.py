@@ -362,8 +362,9 @@ def test_lost_acknowledged_write_is_caught() -> None:
 
 
 def test_every_fault_in_the_table_runs() -> None:
-    for name, (_, action) in sorted(sim_faults.FAULTS.items()):
-        sim = Simulator(1, SimConfig(nodes=3))
+    table = {**sim_faults.FAULTS, **sim_faults.SNAPSHOTS_AND_MEMBERSHIP, **sim_faults.NO_PRE_VOTE}
+    for name, (_, action) in sorted(table.items()):
+        sim = Simulator(1, SimConfig(nodes=3, no_pre_vote=1.0))
         for _ in range(30):
             sim.nodes[1].core.tick()
         sim.nodes[1].core.campaign()
