@@ -478,6 +478,19 @@ def test_schedule_reaches_the_faults_timed_by_the_cluster_state() -> None:
     assert copies > 0
 
 
+@pytest.mark.parametrize("seed", [32, 51])
+def test_a_newer_term_reaches_a_follower_inside_a_lease_and_the_real_core_keeps_the_promise(
+        seed: int) -> None:
+    """A voter without pre-vote, cut from the leader while clients only read, campaigns at
+    newer terms; answers to old messages of the leader's followers bring such a term to a
+    follower inside the lease (``sim_late.NewerTerm``) and the leader hears none of it. The
+    real core's follower refuses votes of that term until an election timeout passes, so no
+    leader commits inside the lease; the two lease mutants fail such runs (test_mutants)."""
+    sim = Simulator(seed, SimConfig())
+    sim.run()
+    assert sim.no_pre_vote and sim.newer.taken > 0
+
+
 @pytest.mark.parametrize("seed", [10205, 10637])
 def test_a_vote_answered_once_a_later_term_is_durable_passes(seed: int) -> None:
     """A node that took two terms before one fsync sends its first vote answer after the
