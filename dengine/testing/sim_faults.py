@@ -145,8 +145,9 @@ def transfer(sim: Simulator) -> str | None:
         # Over a slow link: TIMEOUT_NOW may arrive after the transfer was given up.
         sim.slow_links[(leader, target)] = sim.now + 20 * sim.TICK
         line += " over a slow link"
-    if sim.rng.random() < 0.5:
-        line += "; " + lease_window(sim)
+    # The target's campaign (past stickiness, by design) cuts the leader's ears: it keeps
+    # serving while the target wins, unless the transfer voided its lease.
+    line += "; " + lease_window(sim)
     return line
 
 
@@ -343,7 +344,36 @@ def resend_from_back(sim: Simulator) -> str | None:
     if line:
         return line
     targets = _resend_targets(sim, leader)
-    return _resend(sim, leader, sim.rng.choice(targets)) if targets else None
+    if not targets:
+        return None
+    lc = sim.nodes[leader].core
+    compacted = [i for i in targets
+                 if sim.nodes[i].core.log.first_index > max(lc.log.first_index, 2)]
+    if compacted and sim.rng.random() < 0.5:
+        line = _resend_old_snapshot(sim, leader, sim.rng.choice(compacted))
+        if line:
+            return line
+    return _resend(sim, leader, sim.rng.choice(targets))
+
+
+def _resend_old_snapshot(sim: Simulator, leader: int, node: int) -> str | None:
+    """The leader resends from further back to a follower that compacted its log: a snapshot
+    cut at an index the follower's log no longer holds, below its commit index (a snapshot
+    stream that was delayed, or retried after its report was lost). The follower must not
+    install it: its state machine would go back."""
+    lc = sim.nodes[leader].core
+    fc = sim.nodes[node].core
+    lo, hi = max(lc.log.first_index - 1, 1), fc.log.first_index - 2
+    if hi < lo:
+        return None
+    meta = sim.cut_snapshot(leader, sim.rng.randint(lo, hi))
+    if meta is None:
+        return None
+    sim.send([Message(MessageType.SNAPSHOT, node, leader, term=lc.term, snapshot=meta,
+                      commit=lc.log.committed)])
+    sim.count_event("old_snapshot_resent")
+    return (f"leader {leader} resends a snapshot at {meta.index}@{meta.term} to {node}, "
+            f"whose log starts at {fc.log.first_index}")
 
 
 def resend_to_diverged(sim: Simulator, leader: int) -> str | None:
