@@ -251,12 +251,6 @@ class Simulator:
         #: Some seeds run one voter without pre-vote (``no_pre_vote``), as a cluster in the
         #: middle of a rolling config change does; its own generator.
         self.no_pre_vote = 0
-        #: Half the seeds with snapshots: each snapshot stream takes 2 to 30 ticks more than a
-        #: message, as a large one does (appends and a new leader's repairs overtake it, and
-        #: it arrives for a log that has moved past it); its own generator.
-        self.snapshot_rng = random.Random(f"{seed}/snapshot-streams")
-        self.slow_snapshots = (self.cfg.snapshots_and_membership
-                               and self.snapshot_rng.random() < 0.5)
         drift = self.cfg.clock_drift
         self.drift = self.raft.max_clock_drift if drift is None else drift
         #: The longest tick period any node may have (sim time units).

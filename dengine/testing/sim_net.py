@@ -30,9 +30,6 @@ def stream_snapshot(sim: Simulator, m: Message, lost: bool) -> None:
         return
     lo, hi = sim.net[2], sim.net[3]
     later = sim.now + sim.rng.randint(lo, hi) * 3
-    if sim.slow_snapshots:
-        # A large snapshot streams for ticks while appends on the other connection go on.
-        later += sim.snapshot_rng.randint(2, 30) * TICK
     fail = sim.rng.random() < sim.cfg.snapshot_fail
     if fail and sim.rng.random() < 0.5:
         sim.count_event("snapshot_aborted")

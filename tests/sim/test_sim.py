@@ -480,15 +480,14 @@ def test_schedule_reaches_the_faults_timed_by_the_cluster_state() -> None:
 
 def test_a_leader_resends_a_snapshot_older_than_a_compacted_followers_log() -> None:
     """The resend from further back reaches followers that compacted their logs with a
-    snapshot cut below their commit index (slow snapshot streams on half the seeds, too); the
-    real core refuses to install it (install_older_snapshot fails these runs)."""
-    resent = slow = 0
+    snapshot cut below their commit index; the real core refuses to install it
+    (install_older_snapshot fails such runs)."""
+    resent = 0
     for seed in range(12):
         sim = Simulator(seed, SimConfig(snapshots_and_membership=True))
         sim.run()
         resent += sim.event_counts.get("old_snapshot_resent", 0)
-        slow += sim.slow_snapshots
-    assert resent > 0 and 0 < slow < 12
+    assert resent > 0
 
 
 @pytest.mark.parametrize("seed", [32, 55])
