@@ -30,6 +30,11 @@ under a live leader cuts the leader's ears and may bounce its followers, with re
 it); clients may only read for a while so a cut-off voter stays up to date. In the pipelined
 orders, some runs have leader churn during a stalled append (``sim_rewrite``): a follower's
 entries are rewritten twice, back to what it was first handed, while that write is on its disk.
+Half the seeds run one voter without pre-vote (a cluster in the middle of a rolling change of
+``raft.pre_vote``): cut from the leader while clients only read, it campaigns at newer terms
+inside the leader's lease, and ``sim_late.NewerTerm`` brings those terms to the followers
+that hold the lease (answers to their old messages) and hides them from the leader: the
+followers must keep the promise their acks made (``sim_faults.NO_PRE_VOTE``).
 ``SimConfig(snapshots_and_membership=True)``
 adds (``sim_faults.SNAPSHOTS_AND_MEMBERSHIP``): snapshots that let cores compact their logs, snapshot
 streams to followers behind (bound to their message, lost with it, always reported to the
@@ -87,10 +92,11 @@ from dengine.testing.sim_faults import (
     DISK_PROFILES,
     FAULTS,
     NET_PROFILES,
+    NO_PRE_VOTE,
     SNAPSHOTS_AND_MEMBERSHIP,
     Action,
 )
-from dengine.testing.sim_late import CampaignReaction, LateCopies
+from dengine.testing.sim_late import CampaignReaction, LateCopies, NewerTerm
 from dengine.testing.sim_report import replay_command
 from dengine.testing.sim_rewrite import StalledRewrite
 from dengine.testing.sim_shell import SimIO
@@ -148,6 +154,10 @@ class SimConfig:
     #: Draw flow-control limits from the seed: entries and bytes per append, appends in
     #: flight, and (with snapshots) the compaction distance.
     random_limits: bool = True
+    #: The share of seeds on which one voter, drawn from the seed, runs without pre-vote: it
+    #: campaigns at a newer term at once when it loses the leader, so terms newer than a
+    #: leader's appear while that leader's lease holds, and must not break it.
+    no_pre_vote: float = 0.5
 
 
 @dataclass
@@ -238,6 +248,9 @@ class Simulator:
         self.divergence_rng = random.Random(f"{seed}/snapshot-divergence")
         self.snapshot_diverged = (self.cfg.snapshots_and_membership
                                   and self.divergence_rng.random() < 0.5)
+        #: Some seeds run one voter without pre-vote (``no_pre_vote``), as a cluster in the
+        #: middle of a rolling config change does; its own generator.
+        self.no_pre_vote = 0
         drift = self.cfg.clock_drift
         self.drift = self.raft.max_clock_drift if drift is None else drift
         #: The longest tick period any node may have (sim time units).
@@ -254,11 +267,16 @@ class Simulator:
         #: Late copies of old messages, and the reaction armed for a campaign (``sim_late``).
         self.late = LateCopies(self)
         self.reaction = CampaignReaction(self)
+        self.newer = NewerTerm(self)
         n = self.cfg.nodes or self.rng.randint(3, 7)
         self.ids = list(range(1, n + 1))
         self.first_size = n
         self.conf = ConfState(voters=frozenset(self.ids))
         self.nodes = {i: SimNode(i) for i in self.ids}
+        pv = random.Random(f"{seed}/pre-vote")
+        if self.raft.pre_vote and pv.random() < self.cfg.no_pre_vote:
+            self.no_pre_vote = pv.choice(self.ids)
+            self.faults.update(NO_PRE_VOTE)
         #: Leader churn during a stalled append (``sim_rewrite``), on some pipelined runs.
         self.rewrite = StalledRewrite(self)
         self.inv = Invariants()
@@ -301,9 +319,12 @@ class Simulator:
     def _boot(self, n: SimNode) -> None:
         n.incarnation += 1
         rng = random.Random(f"{self.seed}/{n.id}/{n.incarnation}")
+        raft = self.raft
+        if n.id == self.no_pre_vote:
+            raft = dataclasses.replace(raft, pre_vote=False)
         n.core = self.core_factory(
             n.id,
-            self.raft,
+            raft,
             rng,
             conf_state=n.storage.snapshot.conf_state if n.storage.snapshot.index else self.conf,
             storage=n.storage,
@@ -477,7 +498,11 @@ class Simulator:
     def _run(self) -> SimResult:
         cfg = self.cfg
         fault_end = cfg.fault_ticks * TICK
-        self._settle_end = fault_end + cfg.settle_ticks * TICK
+        # A voter without pre-vote whose log is behind disrupts every election until another
+        # node times out first (each of its campaigns restarts everyone's timer): the
+        # disruption pre-vote exists to stop. Such runs get four times the bound.
+        settle = cfg.settle_ticks * (4 if self.no_pre_vote else 1)
+        self._settle_end = fault_end + settle * TICK
         end = self._settle_end + cfg.drain_ticks * TICK
         self._at(TICK // 2, ClientStep())
         self._at(self.rng.randint(*cfg.fault_gap_ticks) * TICK, Fault())
@@ -498,7 +523,7 @@ class Simulator:
                 self.trace_note(f"leader {sim_verify.followed_leader(self)} followed by all")
             if self.phase == "settle" and not settled_at and time > self._settle_end:
                 raise InvariantBroken(
-                    f"liveness: no leader followed by every node {cfg.settle_ticks} ticks "
+                    f"liveness: no leader followed by every node {settle} ticks "
                     f"after the faults stopped"
                 )
         leaders = len(self.inv.leader_of_term)
@@ -581,6 +606,7 @@ class Simulator:
         self.resend_until = -1
         self.late.on = False
         self.reaction.until = -1
+        self.newer.until = -1
         for i in self.ids:
             self.nodes[i].disk = DISK_PROFILES["normal"]
             if not self.nodes[i].up:

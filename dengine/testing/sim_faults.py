@@ -145,8 +145,9 @@ def transfer(sim: Simulator) -> str | None:
         # Over a slow link: TIMEOUT_NOW may arrive after the transfer was given up.
         sim.slow_links[(leader, target)] = sim.now + 20 * sim.TICK
         line += " over a slow link"
-    if sim.rng.random() < 0.5:
-        line += "; " + lease_window(sim)
+    # The target's campaign (past stickiness, by design) cuts the leader's ears: it keeps
+    # serving while the target wins, unless the transfer voided its lease.
+    line += "; " + lease_window(sim)
     return line
 
 
@@ -343,7 +344,36 @@ def resend_from_back(sim: Simulator) -> str | None:
     if line:
         return line
     targets = _resend_targets(sim, leader)
-    return _resend(sim, leader, sim.rng.choice(targets)) if targets else None
+    if not targets:
+        return None
+    lc = sim.nodes[leader].core
+    compacted = [i for i in targets
+                 if sim.nodes[i].core.log.first_index > max(lc.log.first_index, 2)]
+    if compacted and sim.rng.random() < 0.5:
+        line = _resend_old_snapshot(sim, leader, sim.rng.choice(compacted))
+        if line:
+            return line
+    return _resend(sim, leader, sim.rng.choice(targets))
+
+
+def _resend_old_snapshot(sim: Simulator, leader: int, node: int) -> str | None:
+    """The leader resends from further back to a follower that compacted its log: a snapshot
+    cut at an index the follower's log no longer holds, below its commit index (a snapshot
+    stream that was delayed, or retried after its report was lost). The follower must not
+    install it: its state machine would go back."""
+    lc = sim.nodes[leader].core
+    fc = sim.nodes[node].core
+    lo, hi = max(lc.log.first_index - 1, 1), fc.log.first_index - 2
+    if hi < lo:
+        return None
+    meta = sim.cut_snapshot(leader, sim.rng.randint(lo, hi))
+    if meta is None:
+        return None
+    sim.send([Message(MessageType.SNAPSHOT, node, leader, term=lc.term, snapshot=meta,
+                      commit=lc.log.committed)])
+    sim.count_event("old_snapshot_resent")
+    return (f"leader {leader} resends a snapshot at {meta.index}@{meta.term} to {node}, "
+            f"whose log starts at {fc.log.first_index}")
 
 
 def resend_to_diverged(sim: Simulator, leader: int) -> str | None:
@@ -462,6 +492,23 @@ def lease_window(sim: Simulator) -> str:
     return f"armed: the next campaign cuts the leader's ears{' and bounces' if bounce else ''}"
 
 
+def newer_term(sim: Simulator) -> str | None:
+    """On runs with a voter without pre-vote: it loses the leader only (both ways) while
+    clients only read, so its log stays up to date and its campaigns carry terms newer than
+    the leader's while the leader's lease holds; the lease's adversary is armed
+    (``sim_late.NewerTerm``) and the leader's reads probed."""
+    leader = sim.current_leader()
+    c = sim.no_pre_vote
+    if not leader or c == leader or c not in sim.nodes or not sim.nodes[c].up \
+            or c not in sim.nodes[leader].core.tracker.config.voters:
+        return None
+    sim.cuts.add((leader, c))
+    sim.cuts.add((c, leader))
+    sim.probe(leader, 40)
+    sim.newer.arm(60)
+    return f"cut node {c} (no pre-vote) from leader {leader} only, {quiet(sim, 25)}; armed"
+
+
 def quiet(sim: Simulator, at_least: int = 10) -> str:
     """Clients only read for a while: a voter cut from the leader then keeps an up-to-date
     log, and its campaign tests the rules that protect the leader's lease (stickiness, the
@@ -525,6 +572,11 @@ SNAPSHOTS_AND_MEMBERSHIP: dict[str, tuple[int, Action]] = {
     "snapshot": (8, snapshot),
     "conf_change": (12, conf_change),
     "resend_from_back": (5, resend_from_back),  # with snapshots to resend, more often
+}
+
+#: Runs with a voter without pre-vote (``SimConfig.no_pre_vote``): added to FAULTS.
+NO_PRE_VOTE: dict[str, tuple[int, Action]] = {
+    "newer_term": (8, newer_term),
 }
 
 #: A schedule heavy in leader churn (isolation, crashes, slow leader disks) for small

@@ -38,7 +38,7 @@ from dengine.raft.ready import Role
 if TYPE_CHECKING:
     from dengine.testing.sim import Simulator
 
-__all__ = ["CampaignReaction", "LateCopies"]
+__all__ = ["CampaignReaction", "LateCopies", "NewerTerm"]
 
 #: How far back (ticks) a late copy may come from, and how many are kept per node.
 HORIZON_TICKS = 40
@@ -159,3 +159,106 @@ class CampaignReaction:
                 sim.cuts.add((leader, v))  # they come back behind a cut from the leader
             line += f", bounce {sorted(chosen)} (cut from the leader)"
         return line
+
+
+class NewerTerm:
+    """An adversary for the rules that keep a lease safe from newer terms, armed until a
+    deadline (the ``newer_term`` fault arms it).
+
+    While a leader's lease is valid and some other node holds a newer term, old messages that
+    a follower inside that lease once sent the newer-term node arrive there again (the last
+    one of each type on that link: a pre-vote, a forwarded read, an append of a term it led):
+    the node answers each with its newer term. Then, the first time a follower inside the
+    lease (it heard the leader less than an election timeout ago, so its acks may count)
+    takes a newer term from a message, the leader stops hearing that follower (a one-way
+    cut), the leader's reads are probed, and the vote requests of that term the follower
+    refused a moment ago arrive again (duplicates); so for each follower that does, until the
+    deadline. The follower must keep the promise its
+    acks made -- refuse votes of that term until an election timeout passes -- whatever
+    message brought the term, or a new leader commits inside the old one's lease.
+    """
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.until = -1
+        #: (from, to) -> the last message of each type sent on that link (snapshots aside).
+        self.kept: dict[tuple[int, int], dict[MessageType, Message]] = {}
+        #: node -> (term, leader it follows, whether it is inside that leader's lease) after
+        #: the last event that touched it.
+        self._seen: dict[int, tuple[int, int, bool]] = {}
+        #: (node, term) pairs whose followers' old messages were already sent again.
+        self._replayed: set[tuple[int, int]] = set()
+        #: How many times a follower took a newer term inside a valid lease.
+        self.taken = 0
+
+    def arm(self, ticks: int) -> None:
+        self.until = self.sim.now + ticks * self.sim.TICK
+
+    def record(self, m: Message) -> None:
+        if m.type != MessageType.SNAPSHOT:
+            self.kept.setdefault((m.from_, m.to), {})[m.type] = m
+
+    def check(self, touched: list[int]) -> str | None:
+        sim = self.sim
+        line = None
+        armed = self.until >= sim.now
+        for i in touched:
+            n = sim.nodes[i]
+            if not n.up:
+                self._seen.pop(i, None)
+                continue
+            core = n.core
+            before = self._seen.get(i)
+            self._seen[i] = (core.term, core.leader_id,
+                             core.leader_id != 0
+                             and core.election_elapsed < core.cfg.election_ticks)
+            if armed and not line and before is not None and core.term > before[0] \
+                    and core.role not in _CAMPAIGNING:  # its own campaign: stickiness's
+                line = self._took_term(i, *before)
+        if armed and not line:
+            line = self._replay()
+        return line
+
+    def _lease(self, leader: int, term: int) -> bool:
+        ln = self.sim.nodes.get(leader)
+        return ln is not None and ln.up and ln.core.is_leader and ln.core.term == term \
+            and ln.core.lease_valid()
+
+    def _took_term(self, i: int, old_term: int, leader: int, in_lease: bool) -> str | None:
+        sim = self.sim
+        term = sim.nodes[i].core.term
+        if not in_lease or leader == i or not self._lease(leader, old_term):
+            return None
+        self.taken += 1
+        sim.cuts.add((i, leader))
+        sim.probe(leader, 30)
+        again = [m for _, m in sim.late.sent.get(i, ())
+                 if m.type == MessageType.VOTE and m.term == term]
+        for m in again:
+            sim.deliver_late(m, sim.now + sim.rng.randint(1, 30))
+        return (f"node {i} takes term {term} inside leader {leader}'s lease: the leader "
+                f"stops hearing it; {len(again)} vote requests of that term again")
+
+    def _replay(self) -> str | None:
+        sim = self.sim
+        leader = sim.current_leader()
+        if not leader or not self._lease(leader, sim.nodes[leader].core.term):
+            return None
+        term = sim.nodes[leader].core.term
+        newer = [c for c in sim.up_nodes() if sim.nodes[c].core.term > term
+                 and (c, sim.nodes[c].core.term) not in self._replayed]
+        if not newer:
+            return None
+        followers = [f for f in sim.up_nodes() if f != leader and self._seen.get(f, (0, 0, False))
+                     == (term, leader, True)]
+        sent = 0
+        for c in newer:
+            self._replayed.add((c, sim.nodes[c].core.term))
+            for f in followers:
+                for m in self.kept.get((f, c), {}).values():
+                    sim.deliver_late(m, sim.now + sim.rng.randint(1, 30))
+                    sent += 1
+        if not sent:
+            return None
+        return (f"old messages of leader {leader}'s followers {followers} reach "
+                f"{newer} at newer terms ({sent} copies)")

@@ -97,6 +97,7 @@ def send(sim: Simulator, msgs: list[Message]) -> None:
     for m in msgs:
         if m.to in sim.nodes:
             sim.late.record(m)
+            sim.newer.record(m)
         lost = (
             m.to not in sim.nodes
             or (m.from_, m.to) in sim.cuts

@@ -36,10 +36,15 @@ def check_step(sim: Simulator) -> None:
             check_decisions(sim, n)
             inv.on_leader(i, core.term, core.log.term)
     line = sim.reaction.check(sorted(touched))
+    newer = sim.newer.check(sorted(touched))
     touched.clear()
     if line:
         sim.fault_counts["campaign_reaction"] = sim.fault_counts.get("campaign_reaction", 0) + 1
         sim.trace_note("FAULT " + line)
+    if newer:
+        sim.fault_counts["newer_term_reaction"] = \
+            sim.fault_counts.get("newer_term_reaction", 0) + 1
+        sim.trace_note("FAULT " + newer)
     sim.contract.after_event()
 
 

@@ -362,8 +362,9 @@ def test_lost_acknowledged_write_is_caught() -> None:
 
 
 def test_every_fault_in_the_table_runs() -> None:
-    for name, (_, action) in sorted(sim_faults.FAULTS.items()):
-        sim = Simulator(1, SimConfig(nodes=3))
+    table = {**sim_faults.FAULTS, **sim_faults.SNAPSHOTS_AND_MEMBERSHIP, **sim_faults.NO_PRE_VOTE}
+    for name, (_, action) in sorted(table.items()):
+        sim = Simulator(1, SimConfig(nodes=3, no_pre_vote=1.0))
         for _ in range(30):
             sim.nodes[1].core.tick()
         sim.nodes[1].core.campaign()
@@ -475,6 +476,31 @@ def test_schedule_reaches_the_faults_timed_by_the_cluster_state() -> None:
     assert {"late_copies", "lease_window", "campaign_reaction", "quiet", "slow_link",
             "resend_from_back", "cut_from_leader"} <= seen, seen
     assert copies > 0
+
+
+def test_a_leader_resends_a_snapshot_older_than_a_compacted_followers_log() -> None:
+    """The resend from further back reaches followers that compacted their logs with a
+    snapshot cut below their commit index; the real core refuses to install it
+    (install_older_snapshot fails such runs)."""
+    resent = 0
+    for seed in range(12):
+        sim = Simulator(seed, SimConfig(snapshots_and_membership=True))
+        sim.run()
+        resent += sim.event_counts.get("old_snapshot_resent", 0)
+    assert resent > 0
+
+
+@pytest.mark.parametrize("seed", [32, 55])
+def test_a_newer_term_reaches_a_follower_inside_a_lease_and_the_real_core_keeps_the_promise(
+        seed: int) -> None:
+    """A voter without pre-vote, cut from the leader while clients only read, campaigns at
+    newer terms; answers to old messages of the leader's followers bring such a term to a
+    follower inside the lease (``sim_late.NewerTerm``) and the leader hears none of it. The
+    real core's follower refuses votes of that term until an election timeout passes, so no
+    leader commits inside the lease; the two lease mutants fail such runs (test_mutants)."""
+    sim = Simulator(seed, SimConfig())
+    sim.run()
+    assert sim.no_pre_vote and sim.newer.taken > 0
 
 
 @pytest.mark.parametrize("seed", [10205, 10637])
