@@ -25,6 +25,14 @@ one of its followers crash and restart at once behind a cut from it (they acked 
 moment ago, and hear nothing from it after). The
 leader's lease must then stay safe by the rules that protect it: leader stickiness, the
 restart guard, voiding the lease when a transfer starts, reads counted only for their round.
+
+Newer terms inside a lease
+--------------------------
+The ``newer_term`` fault (on runs with a voter without pre-vote) arms :class:`NewerTerm`: it
+brings a term newer than the leader's to the followers that hold the leader's lease, through
+answers to their own old messages, and hides it from the leader. That is the one way a
+follower's acks and a new leader's election can overlap once stickiness holds, and what the
+lease's last two rules (dropping a stale vote answer, keeping the lease promise) are for.
 """
 
 from __future__ import annotations
@@ -168,14 +176,13 @@ class NewerTerm:
     While a leader's lease is valid and some other node holds a newer term, old messages that
     a follower inside that lease once sent the newer-term node arrive there again (the last
     one of each type on that link: a pre-vote, a forwarded read, an append of a term it led):
-    the node answers each with its newer term. Then, the first time a follower inside the
-    lease (it heard the leader less than an election timeout ago, so its acks may count)
-    takes a newer term from a message, the leader stops hearing that follower (a one-way
-    cut), the leader's reads are probed, and the vote requests of that term the follower
-    refused a moment ago arrive again (duplicates); so for each follower that does, until the
-    deadline. The follower must keep the promise its
-    acks made -- refuse votes of that term until an election timeout passes -- whatever
-    message brought the term, or a new leader commits inside the old one's lease.
+    the node answers each with its newer term. Whenever a follower inside the lease (it heard
+    the leader less than an election timeout ago, so its acks may count) takes a newer term
+    from a message, the leader stops hearing that follower (a one-way cut), the leader's
+    reads are probed, and the vote requests of that term the follower refused a moment ago
+    arrive again (duplicates). The follower must keep the promise its acks made -- refuse
+    votes of that term until an election timeout passes -- whatever message brought the
+    term, or a new leader commits inside the old one's lease.
     """
 
     def __init__(self, sim: Simulator) -> None:
