@@ -30,9 +30,9 @@ Newer terms inside a lease
 --------------------------
 The ``newer_term`` fault (on runs with a voter without pre-vote) arms :class:`NewerTerm`: it
 brings a term newer than the leader's to the followers that hold the leader's lease, through
-answers to their own old messages, and hides it from the leader. That is the one way a
-follower's acks and a new leader's election can overlap once stickiness holds, and what the
-lease's last two rules (dropping a stale vote answer, keeping the lease promise) are for.
+answers to their own old messages, and hides it from the leader: a follower whose acks hold
+a lease comes to a newer term without a vote request, the case the lease's last two rules
+(dropping a stale vote answer, keeping the lease promise) are for.
 """
 
 from __future__ import annotations
