@@ -78,6 +78,7 @@ from dengine.testing.sim_checks import InvariantBroken, Invariants, Voters
 from dengine.testing.sim_contract import Contract
 from dengine.testing.sim_events import (
     NODE_EVENTS,
+    TICK,
     ClientStep,
     Deliver,
     DiskDone,
@@ -103,9 +104,6 @@ from dengine.testing.sim_shell import SimIO
 from dengine.testing.sim_workload import KVMachine, Workload
 
 __all__ = ["SimConfig", "SimFailure", "SimResult", "Simulator", "TICK", "replay_command"]
-
-#: Simulated time units per tick.
-TICK = 100
 
 _FROM_LEADER = frozenset({MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT})
 

@@ -8,7 +8,11 @@ from dataclasses import dataclass, field
 from dengine.raft.messages import Message
 
 __all__ = ["ClientStep", "Deliver", "DiskDone", "Event", "Fault", "NODE_EVENTS",
-           "SnapshotArrives", "SnapshotFails", "StopFaults", "Tick"]
+           "SnapshotArrives", "SnapshotFails", "StopFaults", "TICK", "Tick"]
+
+#: Simulated time units per tick (here, beside the events, so that every simulator module can
+#: import it without an import cycle through ``sim``).
+TICK = 100
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,14 +8,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dengine.raft.messages import Message, MessageType
-from dengine.testing.sim_events import Deliver, SnapshotArrives, SnapshotFails
+from dengine.testing.sim_events import TICK, Deliver, SnapshotArrives, SnapshotFails
 
 if TYPE_CHECKING:
     from dengine.testing.sim import Simulator
 
 __all__ = ["deliver", "send", "snapshot_arrives", "snapshot_fails"]
 
-TICK = 100  # sim.TICK, repeated to avoid an import cycle
 _FROM_LEADER = frozenset({MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT})
 
 

@@ -27,13 +27,12 @@ from typing import TYPE_CHECKING
 from dengine.errors import DengineError
 from dengine.raft.ready import Role
 from dengine.testing import sim_faults
+from dengine.testing.sim_events import TICK
 
 if TYPE_CHECKING:
     from dengine.testing.sim import Simulator
 
 __all__ = ["StalledRewrite"]
-
-TICK = 100  # sim.TICK, repeated to avoid an import cycle
 
 #: Each step's deadline, in ticks.
 _STEP_TICKS = {"reach": 20, "elect": 80, "rewritten": 20, "return": 100, "back": 30}

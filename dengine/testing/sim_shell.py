@@ -17,9 +17,7 @@ from dengine.raft.messages import Message
 from dengine.raft.ready import ReadState, Ready
 from dengine.raft.types import ConfState, Entry, SnapshotMeta
 from dengine.testing.sim_checks import InvariantBroken
-from dengine.testing.sim_events import DiskDone
-
-TICK = 100  # sim.TICK, repeated to avoid an import cycle
+from dengine.testing.sim_events import TICK, DiskDone
 
 if TYPE_CHECKING:
     from dengine.testing.sim import SimNode, Simulator
