@@ -33,6 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dengine.testing.mutant_table import MUTANTS, Mutant
 
@@ -99,13 +100,7 @@ def _run_mutant(mutant: Mutant, start: int, seeds: int, variants: list[str]) -> 
     with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as tmp:
         package = _copy_package(Path(tmp))
         apply_mutant(package, mutant)
-        env = dict(os.environ, PYTHONPATH=tmp, PYTHONDONTWRITEBYTECODE="1")
-        cmd = [sys.executable, "-m", "dengine.testing.mutants", "--worker",
-               "--start", str(start), "--seeds", str(seeds), "--variants", ",".join(variants)]
-        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"mutant {mutant.name}: the worker failed:\n{proc.stderr[-3000:]}")
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+        r = _worker_result(tmp, start, seeds, variants, f"mutant {mutant.name}")
     base = "" if r["seed"] is None else _base_failure(r["seed"], r["variant"])
     return Outcome(mutant.name, r["seed"], r["variant"], r["what"], r["seeds_run"],
                    time.monotonic() - t0, base)
@@ -115,14 +110,22 @@ def _base_failure(seed: int, variant: str) -> str:
     """What the unmutated core does on the run that failed a mutant: "" when it passes. A
     run the real core fails too (a liveness bound the schedule cannot meet, a simulator
     fault) would otherwise count as a catch of every mutant at that seed."""
-    env = dict(os.environ, PYTHONPATH=str(_PACKAGE.parent), PYTHONDONTWRITEBYTECODE="1")
-    cmd = [sys.executable, "-m", "dengine.testing.mutants", "--worker",
-           "--start", str(seed), "--seeds", "1", "--variants", variant]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the unmutated core's worker failed:\n{proc.stderr[-3000:]}")
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    r = _worker_result(str(_PACKAGE.parent), seed, 1, [variant], "the unmutated core")
     return "" if r["seed"] is None else str(r["what"])
+
+
+def _worker_result(root: str, start: int, seeds: int, variants: list[str],
+                   who: str) -> dict[str, Any]:
+    """Run the worker on the ``dengine`` package under ``root`` (a mutated copy, or this one)
+    in a fresh process, and return its verdict (``_worker``'s dict)."""
+    env = dict(os.environ, PYTHONPATH=root, PYTHONDONTWRITEBYTECODE="1")
+    cmd = [sys.executable, "-m", "dengine.testing.mutants", "--worker",
+           "--start", str(start), "--seeds", str(seeds), "--variants", ",".join(variants)]
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{who}: the worker failed:\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
 def run_gate(
