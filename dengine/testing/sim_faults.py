@@ -27,7 +27,7 @@ from dengine.raft.config import RaftConfig
 from dengine.raft.log import RaftLog
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.tracker import ProgressState
-from dengine.raft.types import ConfState
+from dengine.raft.types import ConfState, SnapshotMeta
 
 if TYPE_CHECKING:
     from dengine.testing.sim import Simulator
@@ -369,11 +369,17 @@ def _resend_old_snapshot(sim: Simulator, leader: int, node: int) -> str | None:
     meta = sim.cut_snapshot(leader, sim.rng.randint(lo, hi))
     if meta is None:
         return None
-    sim.send([Message(MessageType.SNAPSHOT, node, leader, term=lc.term, snapshot=meta,
-                      commit=lc.log.committed)])
+    send_snapshot(sim, leader, node, meta)
     sim.count_event("old_snapshot_resent")
     return (f"leader {leader} resends a snapshot at {meta.index}@{meta.term} to {node}, "
             f"whose log starts at {fc.log.first_index}")
+
+
+def send_snapshot(sim: Simulator, leader: int, node: int, meta: SnapshotMeta) -> None:
+    """``leader`` sends ``node`` a snapshot it holds (its data streams with the message)."""
+    lc = sim.nodes[leader].core
+    sim.send([Message(MessageType.SNAPSHOT, node, leader, term=lc.term, snapshot=meta,
+                      commit=lc.log.committed)])
 
 
 def resend_to_diverged(sim: Simulator, leader: int) -> str | None:
@@ -419,8 +425,7 @@ def _resend(sim: Simulator, leader: int, node: int) -> str | None:
         return line
     if meta is not None and sim.rng.random() < 0.5 and pr.state != ProgressState.SNAPSHOT \
             and sim.nodes[leader].snapshot == meta:
-        sim.send([Message(MessageType.SNAPSHOT, node, leader, term=lc.term, snapshot=meta,
-                          commit=lg.committed)])
+        send_snapshot(sim, leader, node, meta)
         return f"leader {leader} resends its snapshot {meta.index}@{meta.term} to {node}"
     lo = max(lg.first_index - 1, fc.log.first_index - 1, 0)
     hi = min(lg.last_index, fc.last_index) - 1
@@ -460,8 +465,7 @@ def snapshot_at_divergence(sim: Simulator, leader: int, node: int,
     meta = sim.cut_snapshot(leader, top)
     if meta is None:
         return None
-    sim.send([Message(MessageType.SNAPSHOT, node, leader, term=lc.term, snapshot=meta,
-                      commit=lg.committed)])
+    send_snapshot(sim, leader, node, meta)
     # Snapshots stream on their own connection (etcd's rafthttp): the message stream may be
     # the slow one, and the appends that would repair the follower arrive after it.
     sim.slow_links[(leader, node)] = max(sim.slow_links.get((leader, node), -1),
