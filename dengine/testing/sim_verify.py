@@ -35,16 +35,14 @@ def check_step(sim: Simulator) -> None:
         if core.role == Role.LEADER:
             check_decisions(sim, n)
             inv.on_leader(i, core.term, core.log.term)
-    line = sim.reaction.check(sorted(touched))
-    newer = sim.newer.check(sorted(touched))
+    order = sorted(touched)
+    reactions = (("campaign_reaction", sim.reaction.check(order)),
+                 ("newer_term_reaction", sim.newer.check(order)))
     touched.clear()
-    if line:
-        sim.fault_counts["campaign_reaction"] = sim.fault_counts.get("campaign_reaction", 0) + 1
-        sim.trace_note("FAULT " + line)
-    if newer:
-        sim.fault_counts["newer_term_reaction"] = \
-            sim.fault_counts.get("newer_term_reaction", 0) + 1
-        sim.trace_note("FAULT " + newer)
+    for name, line in reactions:
+        if line:
+            sim.fault_counts[name] = sim.fault_counts.get(name, 0) + 1
+            sim.trace_note("FAULT " + line)
     sim.contract.after_event()
 
 
