@@ -40,6 +40,8 @@ __all__ = ["NodeMembership", "is_member", "check_member_id", "settle"]
 CONF = int(EntryKind.CONF_CHANGE)
 #: A learner further behind the commit index than this is not promoted yet.
 PROMOTE_MAX_LAG_ENTRIES = 1000
+#: What a proposal's future holds when the core refused it for a change still pending.
+_PENDING = object()
 
 
 class NodeMembership:
@@ -70,24 +72,37 @@ class NodeMembership:
 
     # -- changes ----------------------------------------------------------------------------
     async def conf_change(self, cc: ConfChange) -> None:
+        """Propose ``cc`` and return once it applies. The core allows one pending change at a
+        time; a change asked while another is pending (two operators at once, or a retry that
+        reaches a new leader before its first commit) waits for that one, then goes ahead."""
         node = self._node
         node.check_accepting()
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3 * node.config.raft.election_ms / 1000
+        while True:
+            await self.settled(deadline)
+            fut = loop.create_future()
 
-        def op() -> None:
-            try:
-                index = node.core.propose_conf_change(cc)
-            except NotLeader:
-                settle(fut, error=node.not_leader())
-            except (ConfChangeError, ProposalDropped) as e:
-                settle(fut, error=e)
-            else:
-                self._track(index, node.core.term, fut)
-                self._logger.info("membership change proposed", index=index,
-                                  changes=[(c.type.name, c.node_id) for c in cc.changes])
+            def op(fut: asyncio.Future = fut) -> None:
+                core = node.core
+                try:
+                    index = core.propose_conf_change(cc)
+                except NotLeader:
+                    settle(fut, error=node.not_leader())
+                except ConfChangeError as e:
+                    # Another change slipped in since settled(): wait for it too.
+                    busy = core.membership.pending_index > core.commit_index
+                    settle(fut, result=_PENDING if busy else None, error=None if busy else e)
+                except ProposalDropped as e:
+                    settle(fut, error=e)
+                else:
+                    self._track(index, core.term, fut)
+                    self._logger.info("membership change proposed", index=index,
+                                      changes=[(c.type.name, c.node_id) for c in cc.changes])
 
-        self._submit(op)
-        await fut
+            self._submit(op)
+            if await fut is not _PENDING:
+                return
 
     async def add_learner(self, node_id: int, address: str) -> None:
         """Add a new node as a learner (it replicates but does not vote)."""
@@ -174,12 +189,14 @@ class NodeMembership:
         self._logger.info("leadership handed over before removing this node", to=target)
         raise node.not_leader()
 
-    async def settled(self) -> None:
+    async def settled(self, deadline: float | None = None) -> None:
         """Return once the config in force is committed, on the leader: a retried change that
-        already took effect then answers success exactly as the first attempt would have."""
+        already took effect then answers success exactly as the first attempt would have, and
+        a new change may be proposed. Raises ProposalDropped (retryable) past ``deadline``."""
         node = self._node
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 3 * node.config.raft.election_ms / 1000
+        if deadline is None:
+            deadline = loop.time() + 3 * node.config.raft.election_ms / 1000
         while True:
             if not node.is_leader:
                 raise node.not_leader()

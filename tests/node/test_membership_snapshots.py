@@ -271,3 +271,27 @@ def test_a_damaged_snapshot_file_is_refused_and_the_follower_is_unharmed(run, cl
             await c.close()
 
     run(main)
+
+
+def test_a_change_asked_while_another_is_pending_waits_for_it(run, cluster_factory):
+    """One change at a time is the core's rule, not the caller's problem: a second change (two
+    operators at once, or a retry that reaches a new leader before its first commit, whose
+    log may hold an uncommitted change) waits for the pending one and then goes ahead."""
+    async def main():
+        c = await cluster_factory().start()
+        try:
+            leader = await c.leader()
+            cl = c.client(leader)
+            await asyncio.gather(cl.add_learner(4, "127.0.0.1:1"),
+                                 cl.add_learner(5, "127.0.0.1:2"))
+            assert {4, 5} <= leader.core.conf_state.learners
+            # A new leader counts its whole log as possibly holding a change until its first
+            # commit; a change asked the moment it wins waits for that commit.
+            target = c.followers()[0]
+            await cl.transfer_leader(target.node_id)
+            await asyncio.gather(*(c.client(target).remove_member(i) for i in (4, 5)))
+            assert not {4, 5} & target.core.conf_state.learners
+        finally:
+            await c.close()
+
+    run(main, timeout=40)
