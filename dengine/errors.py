@@ -158,7 +158,8 @@ class InvariantViolation(DengineError):
 
 
 class ConfChangeError(DengineError):
-    """A membership change was refused (last voter, existing node, change already pending...)."""
+    """A membership change was refused (last voter, existing node, joint config...). A change
+    asked while another is pending waits for it rather than failing."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
