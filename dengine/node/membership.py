@@ -1,12 +1,12 @@
 """Membership and leadership, as the node handles them: changes, addresses, peer links.
 
 A :class:`NodeMembership` owns what a node knows about its cluster beyond the core: whether
-this node's removal committed, and the event that wakes whoever waits for a leader. A change
-is proposed through the core (which allows one pending change at a time, so a second waits
-for the first to commit, and refuses what would break the quorum) and its caller's future
-resolves when the entry is applied. Addresses ride in the change's context: every node learns them when the entry reaches its log (before it
-commits, as the config itself takes effect then) and keeps them in its member book; the
-transport's peers follow the config in force.
+this node's removal committed, and the event that wakes whoever waits for a leader. A change is
+proposed through the core (which allows one pending change at a time, so a second waits for the
+first to commit, and refuses what would break the quorum) and its caller's future resolves when
+the entry is applied. Addresses ride in the change's context: every node learns them when the
+entry reaches its log (before it commits, as the config itself takes effect then) and keeps
+them in its member book; the transport's peers follow the config in force.
 """
 
 from __future__ import annotations
