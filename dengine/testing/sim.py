@@ -97,7 +97,7 @@ from dengine.testing.sim_faults import (
     SNAPSHOTS_AND_MEMBERSHIP,
     Action,
 )
-from dengine.testing.sim_late import CampaignReaction, LateCopies, NewerTerm
+from dengine.testing.sim_late import CampaignReaction, LateCopies, NewerTerm, Split
 from dengine.testing.sim_report import replay_command
 from dengine.testing.sim_rewrite import StalledRewrite
 from dengine.testing.sim_shell import SimIO
@@ -266,6 +266,7 @@ class Simulator:
         self.late = LateCopies(self)
         self.reaction = CampaignReaction(self)
         self.newer = NewerTerm(self)
+        self.split = Split(self)
         n = self.cfg.nodes or self.rng.randint(3, 7)
         self.ids = list(range(1, n + 1))
         self.first_size = n
@@ -410,9 +411,10 @@ class Simulator:
     def trace_note(self, text: str) -> None:
         self.trace.append((self.now, "note", text))
 
-    def send(self, msgs: list[Message]) -> None:
-        """Put messages on the network (``sim_net``): lost, delayed, duplicated or cut."""
-        sim_net.send(self, msgs)
+    def send(self, msgs: list[Message], fresh: bool = False) -> None:
+        """Put messages on the network (``sim_net``): lost, delayed, duplicated or cut
+        (``fresh``: on a new connection, which slow links and stalls do not hold back)."""
+        sim_net.send(self, msgs, fresh)
 
     def process(self, i: int) -> None:
         """Run node ``i``'s Ready turns until it has nothing to do or waits for its disk."""
@@ -543,6 +545,9 @@ class Simulator:
         if n.up and n.gen == ev.gen:
             n.core.tick()
             self.late.on_tick(ev.node)
+            line = self.split.on_tick(ev.node)
+            if line:
+                self.trace_note("FAULT " + line)
             if self.resend_until >= self.now and n.core.is_leader:
                 line = sim_faults.resend_to_diverged(self, ev.node)
                 if line:
@@ -602,6 +607,7 @@ class Simulator:
         self.stall = 0.0
         self.slow_links.clear()
         self.resend_until = -1
+        self.split.stop()
         self.late.on = False
         self.reaction.until = -1
         self.newer.until = -1

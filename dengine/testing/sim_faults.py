@@ -87,11 +87,21 @@ def isolate_leader(sim: Simulator) -> str | None:
     return f"isolate leader {leader}"
 
 
+def split_with_follower(sim: Simulator) -> str | None:
+    """The leader and one follower are cut off together from the rest, which hold a quorum
+    (``sim_late.Split``): the follower ends up with a log that diverges from the next
+    leader's past its commit index."""
+    return sim.split.start()
+
+
 def heal(sim: Simulator) -> str:
     """Every cut link heals. Half the time the leader then resends from further back for a
     while (``resend_from_back``): a follower that was cut off holds a diverged log now."""
     sim.cuts.clear()
     leader = sim.current_leader()
+    split = sim.split.heal()
+    if split:
+        return "heal all links; " + split
     if leader and sim.snapshot_diverged:
         sim.snapshot_at_divergence(leader)  # before its next append repairs the follower
     if sim.rng.random() < 0.5:
@@ -433,13 +443,15 @@ def _resend(sim: Simulator, leader: int, node: int) -> str | None:
               if lg.index.maybe_term(j) >= 0 and lg.index.maybe_term(j) == fc.log.index.maybe_term(j)]
     if not common:
         return None
-    # An append below the follower's commit index only hears that index back: prefer one
-    # that starts in the follower's uncommitted part.
+    # An append below the follower's commit index only hears that index back (and must not
+    # vouch for more): mostly prefer one that starts in the follower's uncommitted part.
     above = [j for j in common if j >= fc.commit_index]
-    j = sim.rng.choice(above or common[-8:])
+    below = [j for j in common[-8:] if j < fc.commit_index]
+    j = sim.rng.choice(below if below and sim.rng.random() < 0.3 else above or common[-8:])
     entries = tuple(lg.entries(j + 1, j + 2))
+    # A resend goes on a fresh connection: a slow link does not hold it back.
     sim.send([Message(MessageType.APPEND, node, leader, term=lc.term, index=j,
-                      log_term=lg.term(j), entries=entries, commit=lg.committed)])
+                      log_term=lg.term(j), entries=entries, commit=lg.committed)], fresh=True)
     return f"leader {leader} resends entry {j + 1} (commit {lg.committed}) to {node}"
 
 
@@ -568,6 +580,7 @@ FAULTS: dict[str, tuple[int, Action]] = {
     "lease_window": (3, lease_window),
     "quiet": (2, quiet),
     "slow_link": (1, slow_link),
+    "split_with_follower": (3, split_with_follower),
 }
 
 #: Snapshots and compaction, membership changes: added to FAULTS by

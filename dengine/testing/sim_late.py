@@ -46,7 +46,7 @@ from dengine.raft.ready import Role
 if TYPE_CHECKING:
     from dengine.testing.sim import Simulator
 
-__all__ = ["CampaignReaction", "LateCopies", "NewerTerm"]
+__all__ = ["CampaignReaction", "LateCopies", "NewerTerm", "Split"]
 
 #: How far back (ticks) a late copy may come from, and how many are kept per node.
 HORIZON_TICKS = 40
@@ -269,3 +269,115 @@ class NewerTerm:
             return None
         return (f"old messages of leader {leader}'s followers {followers} reach "
                 f"{newer} at newer terms ({sent} copies)")
+
+
+class Split:
+    """The leader and one follower cut off together from the rest (``split_with_follower``),
+    in three steps timed by the cluster:
+
+    1. the rest's answers stop reaching the pair: the leader's appends (a burst of client
+       writes arrives) still reach everyone for a tick or two, and no quorum's acks come back,
+       so every node holds entries the follower will never learn are committed;
+    2. one to three ticks later the pair is cut off both ways; the leader goes on appending
+       (another burst, to the follower only) until check-quorum deposes it, while the rest
+       elect a leader and commit entries of its own at the same indexes;
+    3. once that leader committed an entry of its term (a few ticks later, drawn), the cuts
+       the split made heal; the new leader's appends to the follower are slow for a while and
+       it resends from further back meanwhile (``sim_faults.resend_from_back``), perhaps a
+       snapshot cut where their logs part (``sim_faults.snapshot_at_divergence``).
+
+    The follower's log then diverges from its leader's past a common prefix longer than its
+    commit index, for several ticks: what an append below the commit index, a snapshot whose
+    point the follower holds, and one whose point it holds at another term must not vouch for.
+    A ``heal`` before step 3 ends the split as step 3 would when a new leader is there.
+    """
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.pair: tuple[int, int] = (0, 0)
+        self.term = 0
+        self.stage = 0
+        self.apart_at = -1
+        self.made: set[tuple[int, int]] = set()
+
+    def start(self) -> str | None:
+        sim = self.sim
+        leader = sim.current_leader()
+        if not leader or self.stage:
+            return None
+        voters = sim.nodes[leader].core.tracker.config.all_voters()
+        followers = [i for i in sorted(voters - {leader}) if sim.nodes[i].up]
+        if not followers:
+            return None
+        follower = sim.rng.choice(followers)
+        if len(voters - {leader, follower}) <= len(voters) // 2:
+            return None  # the rest could not elect a leader: nothing would diverge
+        self.pair = (leader, follower)
+        self.term = sim.nodes[leader].core.term
+        self.stage = 1
+        self.apart_at = sim.now + sim.rng.randint(1, 3) * sim.TICK
+        self.made = set()
+        self._cut(both=False)
+        sim.workload.burst(sim, leader, sim.rng.randint(1, 3))
+        sim.probe(leader, 50)
+        return f"split leader {leader} and follower {follower} from the rest (acks first)"
+
+    def _cut(self, both: bool) -> None:
+        sim = self.sim
+        for x in self.pair:
+            for y in sim.ids:
+                if y not in self.pair:
+                    links = [(y, x), (x, y)] if both else [(y, x)]
+                    for link in links:
+                        if link not in sim.cuts:
+                            sim.cuts.add(link)
+                            self.made.add(link)
+
+    def on_tick(self, node: int) -> str | None:
+        """At each tick of any node: move to the next step when its time has come."""
+        sim = self.sim
+        if self.stage == 1 and sim.now >= self.apart_at:
+            self.stage = 2
+            self._cut(both=True)
+            leader = self.pair[0]
+            if sim.nodes[leader].up and sim.nodes[leader].core.is_leader:
+                sim.workload.burst(sim, leader, sim.rng.randint(1, 3))
+            return f"split {self.pair}: cut both ways"
+        if self.stage == 2:
+            core = sim.nodes[node].core
+            if core.is_leader and core.term > self.term and node not in self.pair \
+                    and core.log.term(core.log.committed) == core.term \
+                    and sim.rng.random() < 0.5:
+                sim.cuts.difference_update(self.made)
+                return "split ends: " + self._diverged(node)
+        return None
+
+    def heal(self) -> str | None:
+        """Every link healed (``heal``): the split is over."""
+        leader = self.sim.current_leader()
+        if self.stage == 2 and leader and leader not in self.pair:
+            return self._diverged(leader)
+        self.stop()
+        return None
+
+    def stop(self) -> None:
+        self.stage = 0
+        self.made = set()
+
+    def _diverged(self, leader: int) -> str:
+        from dengine.testing import sim_faults
+
+        sim = self.sim
+        follower = self.pair[1]
+        self.stop()
+        if not sim.nodes[follower].up:
+            return f"{follower} is down"
+        ticks = sim.rng.randint(5, 15)
+        sim.slow_links[(leader, follower)] = sim.now + ticks * sim.TICK
+        sim.resend_until = max(sim.resend_until, sim.now + ticks * sim.TICK)
+        sim.count_event("split_diverged")
+        line = sim_faults.snapshot_at_divergence(sim, leader, follower, sim.rng)
+        if line:
+            sim.count_event("split_snapshot")
+        return (f"{follower}'s appends from leader {leader} slow for {ticks} ticks"
+                + (f", {line}" if line else ""))

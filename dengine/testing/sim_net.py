@@ -90,7 +90,7 @@ def snapshot_ends(sim: Simulator, m: Message, data: dict | None, report_ok: bool
         sim.process(m.from_)
 
 
-def send(sim: Simulator, msgs: list[Message]) -> None:
+def send(sim: Simulator, msgs: list[Message], fresh: bool = False) -> None:
     drop, dup, lo, hi = sim.net
     rng = sim.rng
     for m in msgs:
@@ -109,9 +109,9 @@ def send(sim: Simulator, msgs: list[Message]) -> None:
         if lost:
             continue
         delay = rng.randint(lo, hi)
-        if sim.stall and rng.random() < sim.stall:
+        if sim.stall and not fresh and rng.random() < sim.stall:
             delay += rng.randint(10, 30) * TICK
-        if sim.slow_links.get((m.from_, m.to), -1) >= sim.now:
+        if not fresh and sim.slow_links.get((m.from_, m.to), -1) >= sim.now:
             delay += rng.randint(10, 30) * TICK
         sim._at(sim.now + delay, Deliver(m))
         if dup and rng.random() < dup:

@@ -107,6 +107,8 @@ class Workload:
         #: Until this tick (``sim_faults.quiet``) clients only read: the log stops growing,
         #: so a node cut from the leader stays as up to date as the others.
         self.quiet_until = 0.0
+        #: Clients that appeared for one write (``burst``), numbered after the regular ones.
+        self.extra_clients = 0
 
     def _t(self) -> float:
         """History time: the simulator's tick, made strictly increasing by a counter (the
@@ -116,13 +118,19 @@ class Workload:
     # -- issuing ------------------------------------------------------------------------------
     def step(self, sim, now: int) -> None:  # noqa: ANN001 (the Simulator; a cycle otherwise)
         """Each idle client may start one operation; timed-out ones are given up."""
+        for p in [p for p in self.busy.values() if now >= p.deadline]:
+            self.close_unknown(p)
         for c in range(self.clients):
-            p = self.busy.get(c)
-            if p is not None and now >= p.deadline:
-                self.close_unknown(p)
             if c in self.busy or not self.enabled or self.rng.random() < 0.5:
                 continue
             self._issue(sim, c, now)
+
+    def burst(self, sim, node: int, n: int) -> None:  # noqa: ANN001
+        """``n`` writes at ``node`` from clients that appear for one write each (a burst of
+        traffic that a fault times, e.g. at a leader about to be cut off)."""
+        for _ in range(n):
+            self.extra_clients += 1
+            self._issue(sim, self.clients + self.extra_clients, sim.now, node=node, kind="put")
 
     def _pick_node(self, sim, c: int) -> int:  # noqa: ANN001
         up = sim.client_nodes()
@@ -131,13 +139,15 @@ class Workload:
             return hint
         return self.rng.choice(up) if up else 0
 
-    def _issue(self, sim, c: int, now: int) -> None:  # noqa: ANN001
-        node = self._pick_node(sim, c)
+    def _issue(self, sim, c: int, now: int, node: int = 0,  # noqa: ANN001
+               kind: str = "") -> None:
+        node = node or self._pick_node(sim, c)
         if not node:
             return
         r = self.rng.random()
         key = self.rng.choice(self.keys)
-        kind = (
+        forced = bool(kind)
+        kind = kind or (
             "put"
             if r < 0.35
             else "cas"
@@ -150,7 +160,7 @@ class Workload:
             if r < 0.88
             else "get_stale"
         )
-        if self.now < self.quiet_until and kind in ("put", "cas", "delete"):
+        if self.now < self.quiet_until and kind in ("put", "cas", "delete") and not forced:
             kind = "get"
         self.seq += 1
         if kind == "get_stale":

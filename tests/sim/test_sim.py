@@ -66,7 +66,7 @@ def test_snapshots_and_membership_seeds_where_a_read_was_forwarded_to_a_deposed_
 def test_snapshots_and_membership_schedule_changes_members_and_streams_snapshots() -> None:
     changes = installs = 0
     grew = False
-    for seed in range(6):
+    for seed in range(10):
         sim = Simulator(seed, SimConfig(snapshots_and_membership=True))
         sim.run()
         changes += sim.fault_counts.get("conf_change", 0)
