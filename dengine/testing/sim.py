@@ -260,6 +260,9 @@ class Simulator:
         self.slow_links: dict[tuple[int, int], int] = {}
         #: Until when (sim time) the leader resends to diverged followers at its ticks.
         self.resend_until = -1
+        #: (term, until): a leader of a later term is asked for a membership change at its
+        #: first ticks (``sim_faults.change_at_takeover``); until -1 when not armed.
+        self.takeover_change = (0, -1)
         #: node -> until when (sim time) reads are probed there every tick.
         self.probe_until: dict[int, int] = {}
         #: Late copies of old messages, and the reaction armed for a campaign (``sim_late``).
@@ -548,6 +551,11 @@ class Simulator:
             line = self.split.on_tick(ev.node)
             if line:
                 self.trace_note("FAULT " + line)
+            if self.takeover_change[1] >= self.now and n.core.is_leader:
+                line = sim_faults.change_at_takeover(self, ev.node)
+                if line:
+                    self.trace_note("FAULT " + line)
+                    self.count_event("change_at_takeover")
             if self.resend_until >= self.now and n.core.is_leader:
                 line = sim_faults.resend_to_diverged(self, ev.node)
                 if line:
@@ -608,6 +616,7 @@ class Simulator:
         self.slow_links.clear()
         self.resend_until = -1
         self.split.stop()
+        self.takeover_change = (0, -1)
         self.late.on = False
         self.reaction.until = -1
         self.newer.until = -1

@@ -16,6 +16,10 @@ that turns it into a divergent log:
 - A leader's commit index moves only to an entry of its own term (§5.4.2) that the disks of a
   quorum of its config hold (both halves when joint).
 - A node applies only entries its own disk holds.
+- One membership change at a time (thesis §4.1): a leader appends a change only once every
+  earlier change in its log is committed, so no log holds two changes above the highest
+  commit index any node has reached (a new leader cannot know whether the change its log
+  ends with committed until an entry of its own term does).
 - Reads: a read served at index ``i`` is linearizable only if ``i`` is at least every commit
   index any node had when the read began (an entry committed by then may have been
   acknowledged); and while a leader may serve lease reads (its lease holds and an entry of its
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.ready import Role
-from dengine.raft.types import Entry
+from dengine.raft.types import Entry, EntryKind
 from dengine.testing.sim_checks import InvariantBroken
 
 if TYPE_CHECKING:
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["Contract"]
 
 MT = MessageType
+CONF = EntryKind.CONF_CHANGE
 
 
 def _quorum(nodes: set[int], voters: tuple[int, ...], outgoing: tuple[int, ...]) -> bool:
@@ -174,6 +179,22 @@ class Contract:
     def on_apply(self, node: int, e: Entry) -> None:
         if not self.holds(node, e.index, e.term):
             raise InvariantBroken(f"node {node} applies {e.index}@{e.term}, not on its disk")
+
+    # -- one membership change at a time -----------------------------------------------------
+    def check_one_change(self, node: int, entries: list[Entry]) -> None:
+        """``node`` leads and put ``entries`` in its log (a Ready's ``entries``)."""
+        if not any(e.kind == CONF for e in entries):
+            return
+        sim = self.sim
+        committed = max([self.max_commit] + [sim.nodes[i].core.commit_index
+                                             for i in sim.ids if sim.nodes[i].up])
+        lg = sim.nodes[node].core.log
+        pending = [e.index for e in lg.entries(max(committed + 1, lg.first_index),
+                                               lg.last_index + 1) if e.kind == CONF]
+        if len(pending) > 1:
+            raise InvariantBroken(
+                f"one change at a time: leader {node} holds changes at {pending}, none "
+                f"committed (the highest commit index is {committed})")
 
     # -- after every event -----------------------------------------------------------------
     def after_event(self) -> None:

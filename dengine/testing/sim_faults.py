@@ -220,6 +220,8 @@ def conf_change(sim: Simulator) -> str | None:
         text += " (joint, explicit leave)"
         kind = kind or "joint_explicit"
     line = _propose(sim, leader, cc, text, kind)
+    if "refused" not in line and rng.random() < 0.25:
+        line += "; " + _lose_acks(sim, leader)
     after = core.conf_state
     more = [o for o in _change_options(sim, after) if len(o) == 1] if not after.joint else []
     if more and rng.random() < 0.3:
@@ -231,6 +233,41 @@ def conf_change(sim: Simulator) -> str | None:
         second = ConfChange((ConfChangeSingle(t2, node2),))
         line += "; then " + _propose(sim, leader, second, f"{t2.name.lower()} {node2} at once")
     return line
+
+
+def _lose_acks(sim: Simulator, leader: int) -> str:
+    """Right after a change: the leader stops hearing anyone (its appends, the change among
+    them, still reach the followers), so the change does not commit before check-quorum
+    deposes it; the next leader holds it uncommitted and is asked for another change at
+    once (``change_at_takeover``)."""
+    for i in sim.ids:
+        if i != leader:
+            sim.cuts.add((i, leader))
+    sim.takeover_change = (sim.nodes[leader].core.term, sim.now + 60 * sim.TICK)
+    return f"leader {leader} hears no one"
+
+
+def change_at_takeover(sim: Simulator, leader: int) -> str | None:
+    """At a new leader's tick before an entry of its term committed, while armed by
+    ``_lose_acks``: a client asks for a change. Its log may end with a change of an earlier
+    term that it cannot know committed: it must refuse (one change at a time)."""
+    term, until = sim.takeover_change
+    core = sim.nodes[leader].core
+    if until < sim.now:
+        sim.takeover_change = (0, -1)
+        return None
+    if core.term <= term or core.log.term(core.log.committed) == core.term:
+        return None
+    sim.takeover_change = (0, -1)
+    cs = core.conf_state
+    options = [o for o in _change_options(sim, cs) if len(o) == 1] if not cs.joint else []
+    if not options:
+        return None
+    (t, node), = sim.rng.choice(options)
+    if t != ConfChangeType.REMOVE_NODE:
+        sim.ensure_node(node)
+    cc = ConfChange((ConfChangeSingle(t, node),))
+    return _propose(sim, leader, cc, f"{t.name.lower()} {node} at a new leader")
 
 
 def _change_options(sim: Simulator, cs: ConfState) -> list[list[tuple[ConfChangeType, int]]]:

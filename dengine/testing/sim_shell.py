@@ -50,6 +50,8 @@ class SimIO:
         if rd.entries:
             prev = n.core.log.term(rd.entries[0].index - 1)
             self.sim.inv.on_entries(n.id, rd.entries, prev)
+            if n.core.is_leader:
+                self.sim.contract.check_one_change(n.id, rd.entries)
 
     def reconnect(self, conf_state: ConfState) -> None:
         return None  # every node is reachable through the simulated network

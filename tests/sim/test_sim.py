@@ -532,3 +532,18 @@ def test_an_append_ack_for_a_log_the_leader_never_sent_breaks_the_contract() -> 
     bad = Message(MT.APPEND_RESP, lead, follower, term=lc.term, index=planted.index)
     with pytest.raises(InvariantBroken, match="vouches for a log the leader never sent"):
         sim.contract.check_leaving([bad], exact=False)
+
+
+@pytest.mark.parametrize(("seed", "snapshots"), [(3, True), (10, False)])
+def test_a_follower_split_off_with_its_leader_diverges_and_the_real_core_repairs_it(
+        seed: int, snapshots: bool) -> None:
+    """``split_with_follower``: a leader and one follower cut off together (acks first, with
+    bursts of writes at the leader) leave that follower with a log that diverges from the next
+    leader's past its commit index; when the split ends, the new leader's appends to it are
+    slow, it resends from further back and (seed 3) sends it a snapshot cut where their logs
+    part. The real core vouches only for what each message proves; the three mutants that ack
+    an unchecked suffix fail such runs (test_mutants, and the fast-forward defect's catch)."""
+    sim = Simulator(seed, SimConfig(snapshots_and_membership=snapshots))
+    sim.run()
+    assert sim.event_counts.get("split_diverged", 0) > 0
+    assert sim.event_counts.get("split_snapshot", 0) > 0 or not snapshots
