@@ -144,6 +144,62 @@ MUTANTS: tuple[Mutant, ...] = (
        "raft/_roles.py",
        "    if meta.index <= lg.committed:\n        core.out.drop(",
        "    if False:\n        core.out.drop("),
+    # -- rules added after the first gate: one more of each kind, tried on unseen seeds -------
+    _m("vote_refusals_counted", "a candidate counts only granted votes (§5.2)",
+       "raft/_roles.py",
+       "core.tracker.record_vote(m.from_, not m.reject)",
+       "core.tracker.record_vote(m.from_, True)"),
+    _m("campaign_claims_its_term", "a vote request carries the candidate's last log term "
+       "(§5.4.1)",
+       "raft/_roles.py",
+       "core.send_to(peer, vote_type, term=term, log_term=lg.last_term,",
+       "core.send_to(peer, vote_type, term=term, log_term=term,"),
+    _m("new_term_keeps_vote", "a new term starts with no vote (figure 2: votedFor is per term)",
+       "raft/core.py",
+       "            self.term = term\n            self.vote = 0",
+       "            self.term = term"),
+    _m("leader_counts_itself_before_fsync", "a leader counts itself for an entry only once its "
+       "own disk holds it (§10.2.1)",
+       "raft/_leader.py",
+       "    bcast_append(core)\n    return last",
+       "    core.tracker.progress[core.id].maybe_update(last)\n    bcast_append(core)\n"
+       "    return last"),
+    _m("committed_probe_acks_last_index", "an append below the commit index acks the commit "
+       "index, not the unchecked suffix",
+       "raft/_roles.py",
+       "        core.reply(m, MT.APPEND_RESP, index=lg.committed)\n        return\n"
+       "    last = lg.maybe_append",
+       "        core.reply(m, MT.APPEND_RESP, index=lg.last_index)\n        return\n"
+       "    last = lg.maybe_append"),
+    _m("fast_forward_without_term_check", "a snapshot fast-forwards only a log that holds its "
+       "point at its term",
+       "raft/_roles.py",
+       "if lg.term(meta.index) == meta.term:",
+       "if lg.term(meta.index) > 0:"),
+    _m("read_index_at_applied", "a ReadIndex read waits for the commit index, not the applied "
+       "one (§6.4)",
+       "raft/_leader.py",
+       "core.reads.rounds.add(context, lg.committed, requester)",
+       "core.reads.rounds.add(context, lg.applied, requester)"),
+    _m("follower_read_ignores_index", "a follower serves a forwarded read once it applied the "
+       "leader's read index (§6.4)",
+       "raft/_roles.py",
+       "core.reads.on_answer(m.context, m.index, m.reject)",
+       "core.reads.on_answer(m.context, 0, m.reject)"),
+    _m("lease_read_without_lease", "a lease read is served at once only while the lease holds",
+       "raft/_leader.py",
+       "if lease and core.lease_valid():",
+       "if lease:"),
+    _m("lease_from_unconfirmed_round", "a lease starts at the latest round a quorum acked, not "
+       "the latest sent",
+       "raft/read_only.py",
+       "tick = self.round_tick.get(confirmed)",
+       "tick = self.round_tick.get(self.round)"),
+    _m("new_leader_no_pending_change", "a new leader counts its whole log as a possibly pending "
+       "change until an entry of its term commits (thesis §4.1; etcd's pendingConfIndex)",
+       "raft/core.py",
+       "self.membership.mark_pending(lg.last_index)",
+       "pass"),
     # -- the lease's protections against newer terms (the soak's two finds, reverted) ---------
     # A vote answer of a newer term is kept from opening the vote twice: it is dropped, and a
     # newer term taken in the lease from any message that is not a leader's keeps votes of

@@ -16,6 +16,8 @@ that turns it into a divergent log:
 - A leader's commit index moves only to an entry of its own term (§5.4.2) that the disks of a
   quorum of its config hold (both halves when joint).
 - A node applies only entries its own disk holds.
+- A committed entry is never replaced in a node's log (a follower truncates only entries that
+  conflict with its leader's, which Leader Completeness says cannot be committed).
 - One membership change at a time (thesis §4.1): a leader appends a change only once every
   earlier change in its log is committed, so no log holds two changes above the highest
   commit index any node has reached (a new leader cannot know whether the change its log
@@ -179,6 +181,48 @@ class Contract:
     def on_apply(self, node: int, e: Entry) -> None:
         if not self.holds(node, e.index, e.term):
             raise InvariantBroken(f"node {node} applies {e.index}@{e.term}, not on its disk")
+
+    # -- committed entries are never replaced ----------------------------------------------
+    def check_overwrite(self, n: SimNode, entries: list[Entry]) -> None:
+        """Node ``n`` hands ``entries`` to its disk (a Ready's ``entries``): whatever it held
+        from ``entries[0].index`` on -- on disk, or queued for it -- is replaced. Checked when
+        the write is decided, not when a stalled disk gets to it: a write queued before an
+        entry committed may land after (the node vouches for nothing until it is done)."""
+        first = entries[0].index
+        for i, old in self._held_terms(n, first):
+            k = i - first
+            if k < len(entries) and entries[k].term == old:
+                continue
+            if self._committed_term(i) == old:
+                raise InvariantBroken(
+                    f"node {n.id} replaces the committed entry {i}@{old} in its log")
+
+    @staticmethod
+    def _held_terms(n: SimNode, first: int) -> list[tuple[int, int]]:
+        """(index, term) of what node ``n`` holds from ``first`` on: its disk, then the writes
+        queued for it in order (each replaces everything from its first index on)."""
+        storage = n.storage
+        held = {i: storage.term(i)
+                for i in range(max(first, storage.first_index()), storage.last_index() + 1)}
+        for _, queued, _, _ in n.disk_q:
+            if queued:
+                start = queued[0].index
+                for i in [i for i in held if i >= start]:
+                    del held[i]
+                held.update((e.index, e.term) for e in queued if e.index >= first)
+        return sorted(held.items())
+
+    def _committed_term(self, index: int) -> int:
+        """The term of the committed entry at ``index``, as a node whose commit index covers
+        it holds it (-1 when no running node knows)."""
+        sim = self.sim
+        for i in sim.ids:
+            core = sim.nodes[i].core
+            if sim.nodes[i].up and core.commit_index >= index:
+                t = core.log.term(index)
+                if t >= 0:
+                    return t
+        return -1
 
     # -- one membership change at a time -----------------------------------------------------
     def check_one_change(self, node: int, entries: list[Entry]) -> None:

@@ -281,8 +281,9 @@ class Split:
     2. one to three ticks later the pair is cut off both ways; the leader goes on appending
        (another burst, to the follower only) until check-quorum deposes it, while the rest
        elect a leader and commit entries of its own at the same indexes;
-    3. once that leader committed an entry of its term (a few ticks later, drawn), the cuts
-       the split made heal; the new leader's appends to the follower are slow for a while and
+    3. once that leader committed an entry of its term (a few ticks later, drawn; one time
+       in three as soon as it leads, while the old leader may still lead), the cuts the split
+       made heal; the new leader's appends to the follower are slow for a while and
        it resends from further back meanwhile (``sim_faults.resend_from_back``), perhaps a
        snapshot cut where their logs part (``sim_faults.snapshot_at_divergence``).
 
@@ -298,6 +299,9 @@ class Split:
         self.term = 0
         self.stage = 0
         self.apart_at = -1
+        #: End as soon as the rest have a leader (the old one may still lead, and its
+        #: appends of an older term reach nodes holding the new leader's first entries).
+        self.early = False
         self.made: set[tuple[int, int]] = set()
 
     def start(self) -> str | None:
@@ -316,6 +320,7 @@ class Split:
         self.term = sim.nodes[leader].core.term
         self.stage = 1
         self.apart_at = sim.now + sim.rng.randint(1, 3) * sim.TICK
+        self.early = sim.rng.random() < 1 / 3
         self.made = set()
         self._cut(both=False)
         sim.workload.burst(sim, leader, sim.rng.randint(1, 3))
@@ -346,7 +351,7 @@ class Split:
         if self.stage == 2:
             core = sim.nodes[node].core
             if core.is_leader and core.term > self.term and node not in self.pair \
-                    and core.log.term(core.log.committed) == core.term \
+                    and (self.early or core.log.term(core.log.committed) == core.term) \
                     and sim.rng.random() < 0.5:
                 sim.cuts.difference_update(self.made)
                 return "split ends: " + self._diverged(node)

@@ -50,6 +50,7 @@ class SimIO:
         if rd.entries:
             prev = n.core.log.term(rd.entries[0].index - 1)
             self.sim.inv.on_entries(n.id, rd.entries, prev)
+            self.sim.contract.check_overwrite(n, rd.entries)
             if n.core.is_leader:
                 self.sim.contract.check_one_change(n.id, rd.entries)
 

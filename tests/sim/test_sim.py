@@ -107,19 +107,19 @@ def test_a_leader_snapshots_where_a_diverged_follower_stops_matching_and_sends_i
 
 
 def test_leader_churn_rewrites_a_stalled_followers_entry_twice_and_the_real_core_passes() -> None:
-    """The stalled-rewrite fault (``sim_rewrite``): async seed 11 goes through every step
+    """The stalled-rewrite fault (``sim_rewrite``): async seed 13 goes through every step
     (the entry of the first leader, another term's entry over it, the first one again, all
     while the first write is on the follower's disk) -- the run that catches the reverted ABA
     fix (tests/sim/test_mutants.py) -- and the real core passes it."""
-    sim = Simulator(11, SimConfig(shell_order="async"))
+    sim = Simulator(13, SimConfig(shell_order="async"))
     sim.run()
     r = sim.rewrite
     assert sim.event_counts.get("stalled_rewrite rewritten back") == 1, sim.event_counts
     assert r.second_term > r.term and r.third != r.second
     assert sim.nodes[r.follower].storage.term(r.index) == r.term
     # Never armed without the pipelined order, nor with fewer than five nodes.
-    assert not Simulator(11).rewrite.armed
-    assert not Simulator(11, SimConfig(shell_order="async", nodes=4)).rewrite.armed
+    assert not Simulator(13).rewrite.armed
+    assert not Simulator(13, SimConfig(shell_order="async", nodes=4)).rewrite.armed
 
 
 def test_a_state_machine_cut_at_an_earlier_index_replays_to_what_it_held_then() -> None:
@@ -271,7 +271,9 @@ def _replace_a_follower(seed: int, factory) -> Simulator:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_a_core_that_skips_the_joint_config_is_caught(seed: int) -> None:
-    with pytest.raises(InvariantBroken, match="two disjoint majorities in term"):
+    # It also skips the one-pending rule, which the one-change check sees first.
+    with pytest.raises(InvariantBroken, match="two disjoint majorities in term|one change at "
+                       "a time"):
         _replace_a_follower(seed, NoJointCore)
 
 
@@ -490,7 +492,7 @@ def test_a_leader_resends_a_snapshot_older_than_a_compacted_followers_log() -> N
     assert resent > 0
 
 
-@pytest.mark.parametrize("seed", [32, 55])
+@pytest.mark.parametrize("seed", [53, 56])
 def test_a_newer_term_reaches_a_follower_inside_a_lease_and_the_real_core_keeps_the_promise(
         seed: int) -> None:
     """A voter without pre-vote, cut from the leader while clients only read, campaigns at
@@ -534,13 +536,13 @@ def test_an_append_ack_for_a_log_the_leader_never_sent_breaks_the_contract() -> 
         sim.contract.check_leaving([bad], exact=False)
 
 
-@pytest.mark.parametrize(("seed", "snapshots"), [(3, True), (10, False)])
+@pytest.mark.parametrize(("seed", "snapshots"), [(17, True), (10, False)])
 def test_a_follower_split_off_with_its_leader_diverges_and_the_real_core_repairs_it(
         seed: int, snapshots: bool) -> None:
     """``split_with_follower``: a leader and one follower cut off together (acks first, with
     bursts of writes at the leader) leave that follower with a log that diverges from the next
     leader's past its commit index; when the split ends, the new leader's appends to it are
-    slow, it resends from further back and (seed 3) sends it a snapshot cut where their logs
+    slow, it resends from further back and (seed 17) sends it a snapshot cut where their logs
     part. The real core vouches only for what each message proves; the three mutants that ack
     an unchecked suffix fail such runs (test_mutants, and the fast-forward defect's catch)."""
     sim = Simulator(seed, SimConfig(snapshots_and_membership=snapshots))
