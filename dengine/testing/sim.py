@@ -27,7 +27,9 @@ old answers arrive again long after (``sim_late.LateCopies``). The fault schedul
 transfers leadership, resends an earlier part of the leader's log to a diverged follower,
 and arms reactions timed by the cluster's state (``sim_late.CampaignReaction``: a campaign
 under a live leader cuts the leader's ears and may bounce its followers, with reads probed at
-it); clients may only read for a while so a cut-off voter stays up to date. In the pipelined
+it); clients may only read for a while so a cut-off voter stays up to date. A leader and one
+follower may be split off together (``sim_late.Split``): the follower comes back with a log
+that diverges past its commit index, to slow appends and resends from further back. In the pipelined
 orders, some runs have leader churn during a stalled append (``sim_rewrite``): a follower's
 entries are rewritten twice, back to what it was first handed, while that write is on its disk.
 Half the seeds run one voter without pre-vote (a cluster in the middle of a rolling change of
@@ -38,7 +40,8 @@ followers must keep the promise their acks made (``sim_faults.NO_PRE_VOTE``).
 ``SimConfig(snapshots_and_membership=True)``
 adds (``sim_faults.SNAPSHOTS_AND_MEMBERSHIP``): snapshots that let cores compact their logs, snapshot
 streams to followers behind (bound to their message, lost with it, always reported to the
-sender), installs, and membership changes (fresh learners, promotions, removals, joint changes).
+sender), installs, and membership changes (fresh learners, promotions, removals, joint changes;
+a change whose leader then hears no one, and another asked of the next leader at once).
 Clients (``sim_workload``) write and read at every consistency level.
 
 Scripted scenarios drive the same machinery by hand: ``run_until(tick)`` runs events without
