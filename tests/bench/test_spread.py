@@ -102,9 +102,10 @@ def test_spread_reads_reach_every_dengine_member(tmp_path: Path) -> None:
             assert 1 <= c["stream_messages"] <= 240
         if WORKLOADS[name].spread:
             assert s.extra.get("spread") is True
-            # dengine's client takes the members in turn, read by read: a third each, give or
-            # take; unary calls go where their connection goes, so a slower member serves fewer
-            assert min(served) >= (60 if target == "dengine" else 1), (target, name, served)
+            # dengine's client gives each calling task a member in turn (four tasks each), so
+            # every member serves a share; a member slowed by a loaded machine serves fewer
+            # (44 of 240 seen beside a soak run). Unary calls go where their connection goes.
+            assert min(served) >= (30 if target == "dengine" else 1), (target, name, served)
         else:
             assert sorted(served)[:2] == [0.0, 0.0], (target, name, served)
 

@@ -486,7 +486,10 @@ def test_a_client_port_takes_tls_without_client_certificates_and_peers_stay_mutu
         node = ((certs / "node-2.pem").read_bytes(), (certs / "node-2.key").read_bytes())
         code = await forge_stream(client_eps[0], creds(certs, *node), "it", 2,
                                   [Message(MT.HEARTBEAT, 1, 2, term=10**6)])
-        assert code == grpc.StatusCode.UNIMPLEMENTED
+        # The server answers UNIMPLEMENTED at once; when that races the client's own write of
+        # the batch, gRPC may report the stream's reset as INTERNAL instead (seen once on a
+        # loaded machine). Either way nothing reached a core: the term check below.
+        assert code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL)
         async with client(lc, certs) as admin:
             st = await admin.status()
             assert st.term < 10**6
