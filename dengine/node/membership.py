@@ -90,9 +90,10 @@ class NodeMembership:
                 except NotLeader:
                     settle(fut, error=node.not_leader())
                 except ConfChangeError as e:
-                    # Another change slipped in since settled(): wait for it too.
-                    busy = core.membership.pending_index > core.commit_index
-                    settle(fut, result=_PENDING if busy else None, error=None if busy else e)
+                    if core.membership.pending_index > core.commit_index:
+                        settle(fut, _PENDING)  # another slipped in since settled(): wait
+                    else:
+                        settle(fut, error=e)
                 except ProposalDropped as e:
                     settle(fut, error=e)
                 else:

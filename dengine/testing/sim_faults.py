@@ -99,7 +99,7 @@ def heal(sim: Simulator) -> str:
     while (``resend_from_back``): a follower that was cut off holds a diverged log now."""
     sim.cuts.clear()
     leader = sim.current_leader()
-    split = sim.split.heal()
+    split = sim.split.heal(leader)
     if split:
         return "heal all links; " + split
     if leader and sim.snapshot_diverged:
@@ -222,17 +222,34 @@ def conf_change(sim: Simulator) -> str | None:
     line = _propose(sim, leader, cc, text, kind)
     if "refused" not in line and rng.random() < 0.25:
         line += "; " + _lose_acks(sim, leader)
-    after = core.conf_state
-    more = [o for o in _change_options(sim, after) if len(o) == 1] if not after.joint else []
+    more = _single_changes(sim, core.conf_state)
     if more and rng.random() < 0.3:
         # A second client asks for any other change at once: refused while the first is
         # pending (one change at a time keeps a quorum of each config in the next).
-        (t2, node2), = rng.choice(more)
-        if t2 != T.REMOVE_NODE:
-            sim.ensure_node(node2)
-        second = ConfChange((ConfChangeSingle(t2, node2),))
-        line += "; then " + _propose(sim, leader, second, f"{t2.name.lower()} {node2} at once")
+        line += "; then " + _propose_single(sim, leader, more, "at once")
     return line
+
+
+def _single_changes(sim: Simulator, cs: ConfState) -> list[list[tuple[ConfChangeType, int]]]:
+    """The one-node changes ``conf_change`` could draw against ``cs`` (none while joint)."""
+    return [o for o in _change_options(sim, cs) if len(o) == 1] if not cs.joint else []
+
+
+def _propose_single(sim: Simulator, leader: int,
+                    options: list[list[tuple[ConfChangeType, int]]], when: str) -> str:
+    """A client asks ``leader`` for one of ``options`` (``_single_changes``)."""
+    (t, node), = sim.rng.choice(options)
+    if t != ConfChangeType.REMOVE_NODE:
+        sim.ensure_node(node)
+    cc = ConfChange((ConfChangeSingle(t, node),))
+    return _propose(sim, leader, cc, f"{t.name.lower()} {node} {when}")
+
+
+def deafen(sim: Simulator, node: int) -> None:
+    """Every link towards ``node`` is cut (one way): it goes on sending, and hears no one."""
+    for i in sim.ids:
+        if i != node:
+            sim.cuts.add((i, node))
 
 
 def _lose_acks(sim: Simulator, leader: int) -> str:
@@ -240,9 +257,7 @@ def _lose_acks(sim: Simulator, leader: int) -> str:
     them, still reach the followers), so the change does not commit before check-quorum
     deposes it; the next leader holds it uncommitted and is asked for another change at
     once (``change_at_takeover``)."""
-    for i in sim.ids:
-        if i != leader:
-            sim.cuts.add((i, leader))
+    deafen(sim, leader)
     sim.takeover_change = (sim.nodes[leader].core.term, sim.now + 60 * sim.TICK)
     return f"leader {leader} hears no one"
 
@@ -259,15 +274,8 @@ def change_at_takeover(sim: Simulator, leader: int) -> str | None:
     if core.term <= term or core.log.term(core.log.committed) == core.term:
         return None
     sim.takeover_change = (0, -1)
-    cs = core.conf_state
-    options = [o for o in _change_options(sim, cs) if len(o) == 1] if not cs.joint else []
-    if not options:
-        return None
-    (t, node), = sim.rng.choice(options)
-    if t != ConfChangeType.REMOVE_NODE:
-        sim.ensure_node(node)
-    cc = ConfChange((ConfChangeSingle(t, node),))
-    return _propose(sim, leader, cc, f"{t.name.lower()} {node} at a new leader")
+    options = _single_changes(sim, core.conf_state)
+    return _propose_single(sim, leader, options, "at a new leader") if options else None
 
 
 def _change_options(sim: Simulator, cs: ConfState) -> list[list[tuple[ConfChangeType, int]]]:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 
 from dengine.raft.messages import Message, MessageType
 from dengine.raft.ready import Role
+from dengine.testing import sim_faults
 
 if TYPE_CHECKING:
     from dengine.testing.sim import Simulator
@@ -150,9 +151,7 @@ class CampaignReaction:
 
     def _fire(self, campaigner: int, leader: int) -> str:
         sim = self.sim
-        for x in sim.ids:
-            if x != leader:
-                sim.cuts.add((x, leader))
+        sim_faults.deafen(sim, leader)
         sim.probe(leader, 30)
         line = f"node {campaigner} campaigns: leader {leader} hears no one"
         if self.bounce:
@@ -357,9 +356,8 @@ class Split:
                 return "split ends: " + self._diverged(node)
         return None
 
-    def heal(self) -> str | None:
-        """Every link healed (``heal``): the split is over."""
-        leader = self.sim.current_leader()
+    def heal(self, leader: int) -> str | None:
+        """Every link healed (``heal``; ``leader`` leads now, 0 when none): the split is over."""
         if self.stage == 2 and leader and leader not in self.pair:
             return self._diverged(leader)
         self.stop()
@@ -370,8 +368,6 @@ class Split:
         self.made = set()
 
     def _diverged(self, leader: int) -> str:
-        from dengine.testing import sim_faults
-
         sim = self.sim
         follower = self.pair[1]
         self.stop()
